@@ -1,0 +1,281 @@
+//! Content identifiers (CIDv1) as atproto uses them.
+//!
+//! A [`Cid`] is kept in its binary form inline (no heap), so CAR blocks, MST
+//! entries and record links can be copied and hashed cheaply. atproto's
+//! "blessed" CIDs are v1 with codec dag-cbor (`0x71`) or raw (`0x55`) and a
+//! sha2-256 multihash; [`Cid::read_bytes`] enforces that (the DASL CID rules)
+//! unless told otherwise, and the string form is multibase base32 (`b…`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+/// Multicodec of DAG-CBOR blocks (records, commits, MST nodes).
+pub const CODEC_DAG_CBOR: u64 = 0x71;
+/// Multicodec of raw blocks (blobs).
+pub const CODEC_RAW: u64 = 0x55;
+/// Multihash code of sha2-256.
+pub const HASH_SHA256: u64 = 0x12;
+/// Multihash code of BLAKE3 (allowed by DASL, never by atproto repos).
+pub const HASH_BLAKE3: u64 = 0x1e;
+
+/// Longest binary CID we keep inline. A v1 CID with one-byte codec and hash
+/// codes and a 32-byte digest is 36 bytes; the slack admits two-byte codes.
+const MAX_LEN: usize = 40;
+
+/// A CIDv1 in binary form.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cid {
+    len: u8,
+    bytes: [u8; MAX_LEN],
+}
+
+/// Why a CID could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidError {
+    /// The input ended inside the CID.
+    #[error("truncated CID")]
+    Truncated,
+    /// The CID's version is not 1 (CIDv0 is not allowed in the atproto data model).
+    #[error("unsupported CID version {0}")]
+    Version(u64),
+    /// The codec is neither dag-cbor nor raw.
+    #[error("unsupported CID codec 0x{0:x}")]
+    Codec(u64),
+    /// The multihash is not sha2-256 (or BLAKE3 where allowed).
+    #[error("unsupported CID hash 0x{0:x}")]
+    Hash(u64),
+    /// The digest length does not match the hash function.
+    #[error("CID digest length {0} does not match its hash function")]
+    DigestLength(u64),
+    /// A varint was over-long or not minimally encoded.
+    #[error("malformed varint in CID")]
+    Varint,
+    /// The string form is not multibase base32 lower-case (`b…`).
+    #[error("CID string is not base32 multibase: {0:?}")]
+    Multibase(String),
+    /// Bytes followed the CID where none were allowed.
+    #[error("trailing bytes after CID")]
+    Trailing,
+}
+
+impl Cid {
+    /// The CID of a DAG-CBOR block with the given sha2-256 digest.
+    pub fn from_sha256(codec: u64, digest: [u8; 32]) -> Cid {
+        let mut bytes = [0u8; MAX_LEN];
+        bytes[0] = 1;
+        bytes[1] = codec as u8; // both blessed codecs fit one varint byte
+        bytes[2] = HASH_SHA256 as u8;
+        bytes[3] = 32;
+        bytes[4..36].copy_from_slice(&digest);
+        Cid { len: 36, bytes }
+    }
+
+    /// Hash `data` and return its CID with `codec` (use [`CODEC_DAG_CBOR`] for records).
+    pub fn compute(codec: u64, data: &[u8]) -> Cid {
+        Cid::from_sha256(codec, Sha256::digest(data).into())
+    }
+
+    /// Read a binary CID from the front of `buf`, returning it and the bytes it used.
+    /// Enforces the atproto/DASL rules: v1, dag-cbor or raw, sha2-256 (or BLAKE3) with a
+    /// 32-byte digest.
+    pub fn read_bytes(buf: &[u8]) -> Result<(Cid, usize), CidError> {
+        let mut pos = 0;
+        let version = read_varint(buf, &mut pos)?;
+        if version != 1 {
+            return Err(CidError::Version(version));
+        }
+        let codec = read_varint(buf, &mut pos)?;
+        if codec != CODEC_DAG_CBOR && codec != CODEC_RAW {
+            return Err(CidError::Codec(codec));
+        }
+        let hash = read_varint(buf, &mut pos)?;
+        if hash != HASH_SHA256 && hash != HASH_BLAKE3 {
+            return Err(CidError::Hash(hash));
+        }
+        let dlen = read_varint(buf, &mut pos)?;
+        if dlen != 32 {
+            return Err(CidError::DigestLength(dlen));
+        }
+        let end = pos + 32;
+        if buf.len() < end {
+            return Err(CidError::Truncated);
+        }
+        let mut bytes = [0u8; MAX_LEN];
+        bytes[..end].copy_from_slice(&buf[..end]);
+        Ok((Cid { len: end as u8, bytes }, end))
+    }
+
+    /// Parse a whole byte slice as one binary CID.
+    pub fn from_bytes(buf: &[u8]) -> Result<Cid, CidError> {
+        let (cid, used) = Cid::read_bytes(buf)?;
+        if used != buf.len() {
+            return Err(CidError::Trailing);
+        }
+        Ok(cid)
+    }
+
+    /// The binary form.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// The multicodec of the content (0x71 dag-cbor, 0x55 raw).
+    pub fn codec(&self) -> u64 {
+        u64::from(self.bytes[1])
+    }
+
+    /// The multihash digest (32 bytes).
+    pub fn digest(&self) -> &[u8] {
+        &self.bytes[self.len as usize - 32..self.len as usize]
+    }
+
+    /// Whether `data` hashes to this CID (sha2-256 only; BLAKE3 CIDs never match).
+    pub fn matches(&self, data: &[u8]) -> bool {
+        self.bytes[2] == HASH_SHA256 as u8 && Sha256::digest(data)[..] == *self.digest()
+    }
+}
+
+fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, CidError> {
+    let mut value: u64 = 0;
+    for i in 0..9 {
+        let Some(&b) = buf.get(*pos) else {
+            return Err(CidError::Truncated);
+        };
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            if b == 0 && i > 0 {
+                return Err(CidError::Varint); // not minimal
+            }
+            return Ok(value);
+        }
+    }
+    Err(CidError::Varint)
+}
+
+const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// Lower-case RFC 4648 base32 without padding (multibase `b`).
+pub(crate) fn base32_encode(data: &[u8], out: &mut String) {
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for &b in data {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(B32[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(B32[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+}
+
+/// Decode lower-case base32 without padding; `None` on any other character.
+pub(crate) fn base32_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 5 / 8);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'a'..=b'z' => c - b'a',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => return None,
+        };
+        acc = (acc << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    // Leftover bits must be zero padding of fewer than 5 bits.
+    if bits >= 5 || acc & ((1 << bits) - 1) != 0 {
+        return None;
+    }
+    Some(out)
+}
+
+impl FromStr for Cid {
+    type Err = CidError;
+
+    fn from_str(s: &str) -> Result<Cid, CidError> {
+        let bad = || CidError::Multibase(s.chars().take(80).collect());
+        let rest = s.strip_prefix('b').ok_or_else(bad)?;
+        let bytes = base32_decode(rest).ok_or_else(bad)?;
+        Cid::from_bytes(&bytes)
+    }
+}
+
+impl fmt::Display for Cid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::with_capacity(60);
+        s.push('b');
+        base32_encode(self.as_bytes(), &mut s);
+        f.write_str(&s)
+    }
+}
+
+impl fmt::Debug for Cid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cid({self})")
+    }
+}
+
+impl serde::Serialize for Cid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cid, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_round_trip() {
+        let s = "bafyreidfayvfuwqa7qlnopdjiqrxzs6blmoeu4rujcjtnci5beludirz2a";
+        let cid: Cid = s.parse().expect("parse");
+        assert_eq!(cid.to_string(), s);
+        assert_eq!(cid.codec(), CODEC_DAG_CBOR);
+        let raw: Cid = "bafkreiccldh766hwcnuxnf2wh6jgzepf2nlu2lvcllt63eww5p6chi4ity"
+            .parse()
+            .expect("raw");
+        assert_eq!(raw.codec(), CODEC_RAW);
+    }
+
+    #[test]
+    fn rejects_v0_and_junk() {
+        assert!("QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n".parse::<Cid>().is_err());
+        assert!("bafyrei".parse::<Cid>().is_err());
+        assert!("BAFYREIDFAYVFUWQA7QLNOPDJIQRXZS6BLMOEU4RUJCJTNCI5BELUDIRZ2A".parse::<Cid>().is_err());
+        assert!("".parse::<Cid>().is_err());
+    }
+
+    #[test]
+    fn compute_matches() {
+        let cid = Cid::compute(CODEC_DAG_CBOR, b"\xa0");
+        assert!(cid.matches(b"\xa0"));
+        assert!(!cid.matches(b"\xa1"));
+    }
+
+    #[test]
+    fn base32_round_trip() {
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let mut s = String::new();
+            base32_encode(&data, &mut s);
+            assert_eq!(base32_decode(&s).expect("decode"), data);
+        }
+    }
+}

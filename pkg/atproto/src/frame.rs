@@ -1,0 +1,388 @@
+//! Firehose (`com.atproto.sync.subscribeRepos`) frames.
+//!
+//! A WebSocket binary message holds two DAG-CBOR values back to back: a
+//! header `{op, t}` and a body. `op = 1` is a message whose type `t` names the
+//! body (`#commit`, `#sync`, `#identity`, `#account`, `#info`); `op = -1` is an
+//! error frame `{error, message}`. An unknown `t` decodes to
+//! [`Frame::Unknown`] so a consumer can count it and go on.
+
+use crate::car::{BlockStore, CarError, CarOptions, CarReader};
+use crate::cbor::{self, Map, Value};
+use crate::cid::Cid;
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// `#commit`: a repository changed.
+    Commit(CommitEvent),
+    /// `#sync`: a repository's state was reset to a commit (consumers resync).
+    Sync(SyncEvent),
+    /// `#identity`: a DID's handle or DID document may have changed.
+    Identity(IdentityEvent),
+    /// `#account`: an account's hosting status changed.
+    Account(AccountEvent),
+    /// `#info`: an informational message (e.g. `OutdatedCursor`).
+    Info(InfoEvent),
+    /// An error frame (`op = -1`); the server closes the stream after it.
+    Error(ErrorFrame),
+    /// A message type this version does not know (legacy `#handle`, `#tombstone`, …).
+    Unknown {
+        /// The `t` of the header.
+        t: String,
+        /// The body's `seq`, if it has one.
+        seq: Option<i64>,
+    },
+}
+
+impl Frame {
+    /// The sequence number, for frames that carry one.
+    pub fn seq(&self) -> Option<i64> {
+        match self {
+            Frame::Commit(c) => Some(c.seq),
+            Frame::Sync(s) => Some(s.seq),
+            Frame::Identity(i) => Some(i.seq),
+            Frame::Account(a) => Some(a.seq),
+            Frame::Unknown { seq, .. } => *seq,
+            Frame::Info(_) | Frame::Error(_) => None,
+        }
+    }
+
+    /// The DID the frame is about, if any.
+    pub fn did(&self) -> Option<&str> {
+        match self {
+            Frame::Commit(c) => Some(&c.repo),
+            Frame::Sync(s) => Some(&s.did),
+            Frame::Identity(i) => Some(&i.did),
+            Frame::Account(a) => Some(&a.did),
+            _ => None,
+        }
+    }
+}
+
+/// What a repository operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// A new record.
+    Create,
+    /// A record replaced.
+    Update,
+    /// A record removed.
+    Delete,
+}
+
+impl Action {
+    /// The lexicon string (`create`, `update`, `delete`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// One operation of a `#commit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoOp {
+    /// create / update / delete.
+    pub action: Action,
+    /// `collection/rkey`.
+    pub path: String,
+    /// The new record's CID (none for deletes).
+    pub cid: Option<Cid>,
+    /// The previous record's CID (sync 1.1; none for creates).
+    pub prev: Option<Cid>,
+}
+
+impl RepoOp {
+    /// `(collection, rkey)` of the path, if it is well formed.
+    pub fn split_path(&self) -> Option<(&str, &str)> {
+        crate::repo::split_path(self.path.as_bytes())
+    }
+}
+
+/// A `#commit` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitEvent {
+    /// Stream sequence number.
+    pub seq: i64,
+    /// The repository DID.
+    pub repo: String,
+    /// CID of the commit object (its block is in `blocks`).
+    pub commit: Cid,
+    /// The commit's revision TID.
+    pub rev: String,
+    /// The revision this commit follows, if any.
+    pub since: Option<String>,
+    /// A CAR slice: the commit, new records, and the MST nodes that prove them.
+    pub blocks: Vec<u8>,
+    /// The operations.
+    pub ops: Vec<RepoOp>,
+    /// Blobs referenced by new records.
+    pub blobs: Vec<Cid>,
+    /// The MST root before this commit (sync 1.1), for chaining.
+    pub prev_data: Option<Cid>,
+    /// When the relay or PDS emitted it (RFC 3339).
+    pub time: String,
+    /// Deprecated: the commit was too big to include its blocks.
+    pub too_big: bool,
+    /// Deprecated: the repository was rebased.
+    pub rebase: bool,
+}
+
+impl CommitEvent {
+    /// Parse the `blocks` CAR slice into a block store (hashes checked).
+    pub fn block_store(&self) -> Result<BlockStore, CarError> {
+        let opts = CarOptions { memory_cap: usize::MAX, ..CarOptions::default() };
+        let mut reader = CarReader::new(self.blocks.as_slice(), opts)?;
+        BlockStore::from_car(&mut reader)
+    }
+}
+
+/// A `#sync` body: the repository's current commit, to be trusted as a reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncEvent {
+    /// Stream sequence number.
+    pub seq: i64,
+    /// The repository DID.
+    pub did: String,
+    /// A CAR with the commit block.
+    pub blocks: Vec<u8>,
+    /// The commit's revision.
+    pub rev: String,
+    /// Emission time.
+    pub time: String,
+}
+
+/// An `#identity` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityEvent {
+    /// Stream sequence number.
+    pub seq: i64,
+    /// The DID.
+    pub did: String,
+    /// Emission time.
+    pub time: String,
+    /// The current handle, if the emitter included it.
+    pub handle: Option<String>,
+}
+
+/// An `#account` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountEvent {
+    /// Stream sequence number.
+    pub seq: i64,
+    /// The DID.
+    pub did: String,
+    /// Emission time.
+    pub time: String,
+    /// Whether the account is active.
+    pub active: bool,
+    /// Why not active: `takendown`, `suspended`, `deleted`, `deactivated`, … (open set).
+    pub status: Option<String>,
+}
+
+/// An `#info` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfoEvent {
+    /// The info name (`OutdatedCursor`).
+    pub name: String,
+    /// Optional detail.
+    pub message: Option<String>,
+}
+
+/// An error frame body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorFrame {
+    /// The error name (`FutureCursor`, `ConsumerTooSlow`).
+    pub error: String,
+    /// Optional detail.
+    pub message: Option<String>,
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The header or body is not valid DAG-CBOR.
+    #[error("frame {part}: {source}")]
+    Cbor {
+        /// `header` or `body`.
+        part: &'static str,
+        /// The decoding error.
+        source: cbor::CborError,
+    },
+    /// The header is not `{op, t}`.
+    #[error("frame header: {0}")]
+    Header(String),
+    /// A body field is missing or has the wrong type.
+    #[error("{t} frame (seq {seq:?}): field {field}: {reason}")]
+    Field {
+        /// The message type.
+        t: String,
+        /// The body's seq, if readable.
+        seq: Option<i64>,
+        /// The field.
+        field: &'static str,
+        /// What was wrong.
+        reason: &'static str,
+    },
+}
+
+struct Body<'m, 'a> {
+    t: &'m str,
+    map: &'m Map<'a>,
+    seq: Option<i64>,
+}
+
+impl<'a> Body<'_, 'a> {
+    fn err(&self, field: &'static str, reason: &'static str) -> FrameError {
+        FrameError::Field { t: self.t.to_string(), seq: self.seq, field, reason }
+    }
+    fn str(&self, field: &'static str) -> Result<String, FrameError> {
+        self.map.get(field).and_then(Value::as_str).map(str::to_string).ok_or_else(|| self.err(field, "missing or not a string"))
+    }
+    fn opt_str(&self, field: &'static str) -> Result<Option<String>, FrameError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.to_string())),
+            Some(_) => Err(self.err(field, "not a string")),
+        }
+    }
+    fn int(&self, field: &'static str) -> Result<i64, FrameError> {
+        self.map.get(field).and_then(Value::as_i64).ok_or_else(|| self.err(field, "missing or not an integer"))
+    }
+    fn bool_or_false(&self, field: &'static str) -> Result<bool, FrameError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(self.err(field, "not a boolean")),
+        }
+    }
+    fn bytes(&self, field: &'static str) -> Result<Vec<u8>, FrameError> {
+        self.map.get(field).and_then(Value::as_bytes).map(<[u8]>::to_vec).ok_or_else(|| self.err(field, "missing or not bytes"))
+    }
+    fn link(&self, field: &'static str) -> Result<Cid, FrameError> {
+        self.map.get(field).and_then(Value::as_link).copied().ok_or_else(|| self.err(field, "missing or not a link"))
+    }
+    fn opt_link(&self, field: &'static str) -> Result<Option<Cid>, FrameError> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Link(c)) => Ok(Some(*c)),
+            Some(_) => Err(self.err(field, "not a link")),
+        }
+    }
+}
+
+fn opt_link_in(m: &Map<'_>, field: &str) -> Result<Option<Cid>, &'static str> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Link(c)) => Ok(Some(*c)),
+        Some(_) => Err("not a link"),
+    }
+}
+
+impl Frame {
+    /// Decode one WebSocket binary message.
+    pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
+        let (header, used) =
+            cbor::decode_prefix(bytes).map_err(|source| FrameError::Cbor { part: "header", source })?;
+        let body = cbor::decode(&bytes[used..]).map_err(|mut source| {
+            source.offset += used;
+            FrameError::Cbor { part: "body", source }
+        })?;
+        let op = header.get("op").and_then(Value::as_i64).ok_or_else(|| FrameError::Header("missing op".into()))?;
+        let map = body.as_map().ok_or_else(|| FrameError::Header("body is not a map".into()))?;
+        match op {
+            -1 => {
+                let b = Body { t: "error", map, seq: None };
+                Ok(Frame::Error(ErrorFrame { error: b.str("error")?, message: b.opt_str("message")? }))
+            }
+            1 => {
+                let t = header.get("t").and_then(Value::as_str).ok_or_else(|| FrameError::Header("missing t".into()))?;
+                let seq = map.get("seq").and_then(Value::as_i64);
+                let b = Body { t, map, seq };
+                decode_message(&b)
+            }
+            other => Err(FrameError::Header(format!("unknown op {other}"))),
+        }
+    }
+}
+
+fn decode_message(b: &Body<'_, '_>) -> Result<Frame, FrameError> {
+    Ok(match b.t {
+        "#commit" => {
+            let ops_raw = b.map.get("ops").and_then(Value::as_array).ok_or_else(|| b.err("ops", "missing or not an array"))?;
+            let mut ops = Vec::with_capacity(ops_raw.len());
+            for op in ops_raw {
+                let m = op.as_map().ok_or_else(|| b.err("ops", "entry is not a map"))?;
+                let action = match m.get("action").and_then(Value::as_str) {
+                    Some("create") => Action::Create,
+                    Some("update") => Action::Update,
+                    Some("delete") => Action::Delete,
+                    _ => return Err(b.err("ops.action", "missing or not create/update/delete")),
+                };
+                let path = m.get("path").and_then(Value::as_str).ok_or_else(|| b.err("ops.path", "missing or not a string"))?;
+                let cid = opt_link_in(m, "cid").map_err(|r| b.err("ops.cid", r))?;
+                let prev = opt_link_in(m, "prev").map_err(|r| b.err("ops.prev", r))?;
+                ops.push(RepoOp { action, path: path.to_string(), cid, prev });
+            }
+            let blobs = match b.map.get("blobs") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_link).copied().collect(),
+                Some(_) => return Err(b.err("blobs", "not an array")),
+            };
+            Frame::Commit(CommitEvent {
+                seq: b.int("seq")?,
+                repo: b.str("repo")?,
+                commit: b.link("commit")?,
+                rev: b.str("rev")?,
+                since: b.opt_str("since")?,
+                blocks: b.bytes("blocks")?,
+                ops,
+                blobs,
+                prev_data: b.opt_link("prevData")?,
+                time: b.str("time")?,
+                too_big: b.bool_or_false("tooBig")?,
+                rebase: b.bool_or_false("rebase")?,
+            })
+        }
+        "#sync" => Frame::Sync(SyncEvent {
+            seq: b.int("seq")?,
+            did: b.str("did")?,
+            blocks: b.bytes("blocks")?,
+            rev: b.str("rev")?,
+            time: b.str("time")?,
+        }),
+        "#identity" => Frame::Identity(IdentityEvent {
+            seq: b.int("seq")?,
+            did: b.str("did")?,
+            time: b.str("time")?,
+            handle: b.opt_str("handle")?,
+        }),
+        "#account" => {
+            let active = match b.map.get("active") {
+                Some(Value::Bool(v)) => *v,
+                _ => return Err(b.err("active", "missing or not a boolean")),
+            };
+            Frame::Account(AccountEvent {
+                seq: b.int("seq")?,
+                did: b.str("did")?,
+                time: b.str("time")?,
+                active,
+                status: b.opt_str("status")?,
+            })
+        }
+        "#info" => Frame::Info(InfoEvent { name: b.str("name")?, message: b.opt_str("message")? }),
+        other => Frame::Unknown { t: other.to_string(), seq: b.seq },
+    })
+}
+
+/// Encode a header and body as one frame (for tests and replay tools).
+pub fn encode_frame(t: &str, body: &Value<'_>) -> Vec<u8> {
+    let mut header = Map::new();
+    header.insert("op", Value::Integer(1));
+    header.insert("t", Value::String(t.to_string().into()));
+    let mut out = cbor::encode(&Value::Map(header));
+    cbor::encode_into(body, &mut out);
+    out
+}

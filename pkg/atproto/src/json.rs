@@ -1,0 +1,245 @@
+//! atproto lex-JSON: the JSON form of the data model.
+//!
+//! Links become `{"$link": "<cid>"}` and byte strings `{"$bytes": "<base64>"}`
+//! (standard alphabet, no padding). [`Value`] implements `Serialize` in this
+//! form, so `serde_json::to_writer(out, &value)` streams a record straight to
+//! JSON without an intermediate tree. [`from_lex_json`] goes the other way and
+//! enforces the data-model rules that JSON cannot express on its own.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use serde::ser::{SerializeMap, SerializeSeq};
+
+use crate::cbor::{Map, Value};
+use crate::cid::Cid;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
+const B64_LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+impl serde::Serialize for Value<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Null => s.serialize_unit(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Integer(i) => s.serialize_i64(*i),
+            Value::String(v) => s.serialize_str(v),
+            Value::Bytes(b) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("$bytes", &B64.encode(b))?;
+                m.end()
+            }
+            Value::Link(cid) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("$link", cid)?;
+                m.end()
+            }
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+            Value::Map(map) => map.serialize(s),
+        }
+    }
+}
+
+impl serde::Serialize for Map<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.len()))?;
+        for (k, v) in self.iter() {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// Convert a value to a `serde_json::Value` in lex-JSON form.
+pub fn to_json_value(value: &Value<'_>) -> serde_json::Value {
+    // Serializing our own enum into serde_json's tree cannot fail: every key is a string.
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+/// Why a JSON document is not valid atproto data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid atproto data at {path}: {reason}")]
+pub struct DataModelError {
+    /// JSON-pointer-like path to the offending value (`/embed/images/0/image`).
+    pub path: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+fn dm_err(path: &str, reason: impl Into<String>) -> DataModelError {
+    DataModelError { path: if path.is_empty() { "/".into() } else { path.into() }, reason: reason.into() }
+}
+
+/// Convert lex-JSON to a data-model value, enforcing the rules: the top level
+/// is an object; numbers are integers (an integral float such as `1.0` is taken
+/// as the integer); `$link` and `$bytes` objects have exactly that one key and
+/// a valid CID / base64 string; `$type`, where present, is a non-empty string;
+/// blobs (`$type: blob`) have `ref` (link), `mimeType` (string), `size` (integer).
+pub fn from_lex_json(json: &serde_json::Value) -> Result<Value<'static>, DataModelError> {
+    if !json.is_object() {
+        return Err(dm_err("", "top level is not an object"));
+    }
+    let mut path = String::new();
+    let v = convert(json, &mut path, 0)?;
+    Ok(v)
+}
+
+fn convert(json: &serde_json::Value, path: &mut String, depth: usize) -> Result<Value<'static>, DataModelError> {
+    if depth > crate::cbor::MAX_DEPTH {
+        return Err(dm_err(path, "nesting too deep"));
+    }
+    Ok(match json {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Integer(i)
+            } else if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
+                    Value::Integer(f as i64)
+                } else {
+                    return Err(dm_err(path, format!("number {n} is not an integer")));
+                }
+            } else {
+                return Err(dm_err(path, format!("integer {n} out of the signed 64-bit range")));
+            }
+        }
+        serde_json::Value::String(s) => Value::String(Cow::Owned(s.clone())),
+        serde_json::Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&i.to_string());
+                out.push(convert(item, path, depth + 1)?);
+                path.truncate(len);
+            }
+            Value::Array(out)
+        }
+        serde_json::Value::Object(obj) => {
+            if let Some(link) = obj.get("$link") {
+                let s = link.as_str().ok_or_else(|| dm_err(path, "$link is not a string"))?;
+                if obj.len() != 1 {
+                    return Err(dm_err(path, "$link object has extra fields"));
+                }
+                let cid: Cid = s.parse().map_err(|e| dm_err(path, format!("$link: {e}")))?;
+                return Ok(Value::Link(cid));
+            }
+            if let Some(bytes) = obj.get("$bytes") {
+                let s = bytes.as_str().ok_or_else(|| dm_err(path, "$bytes is not a string"))?;
+                if obj.len() != 1 {
+                    return Err(dm_err(path, "$bytes object has extra fields"));
+                }
+                let b = B64_LENIENT.decode(s).map_err(|e| dm_err(path, format!("$bytes: {e}")))?;
+                return Ok(Value::Bytes(Cow::Owned(b)));
+            }
+            let mut entries = Vec::with_capacity(obj.len());
+            for (k, v) in obj {
+                let len = path.len();
+                path.push('/');
+                path.push_str(k);
+                entries.push((Cow::Owned(k.clone()), convert(v, path, depth + 1)?));
+                path.truncate(len);
+            }
+            // serde_json objects cannot repeat keys, so this cannot fail.
+            let map = Map::from_entries(entries).ok_or_else(|| dm_err(path, "repeated key"))?;
+            let value = Value::Map(map);
+            validate_object(&value, path)?;
+            value
+        }
+    })
+}
+
+/// Check the object-level rules (`$type`, blob shape) on one map.
+fn validate_object(value: &Value<'_>, path: &str) -> Result<(), DataModelError> {
+    let Some(t) = value.get("$type") else { return Ok(()) };
+    let t = t.as_str().ok_or_else(|| dm_err(path, format!("$type is {}, not a string", t.kind())))?;
+    if t.is_empty() {
+        return Err(dm_err(path, "$type is empty"));
+    }
+    if t == "blob" {
+        match value.get("ref") {
+            Some(Value::Link(_)) => {}
+            Some(v) => return Err(dm_err(path, format!("blob ref is {}, not a link", v.kind()))),
+            None => return Err(dm_err(path, "blob has no ref")),
+        }
+        match value.get("mimeType") {
+            Some(Value::String(_)) => {}
+            _ => return Err(dm_err(path, "blob mimeType missing or not a string")),
+        }
+        match value.get("size") {
+            Some(Value::Integer(_)) => {}
+            _ => return Err(dm_err(path, "blob size missing or not an integer")),
+        }
+    }
+    Ok(())
+}
+
+/// Check the data-model rules that DAG-CBOR decoding alone does not (`$type`
+/// non-empty string, blob shape) on a decoded value and everything inside it.
+pub fn validate(value: &Value<'_>) -> Result<(), DataModelError> {
+    fn walk(v: &Value<'_>, path: &mut String) -> Result<(), DataModelError> {
+        match v {
+            Value::Map(m) => {
+                validate_object(v, path)?;
+                for (k, child) in m.iter() {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(k);
+                    walk(child, path)?;
+                    path.truncate(len);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&i.to_string());
+                    walk(child, path)?;
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    walk(value, &mut String::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_and_bytes_round_trip() {
+        let json: serde_json::Value = serde_json::json!({
+            "a": {"$link": "bafyreidfayvfuwqa7qlnopdjiqrxzs6blmoeu4rujcjtnci5beludirz2a"},
+            "b": {"$bytes": "nFERjvLLiw9qm45JrqH9QTzyC2Lu1Xb4ne6+sBrCzI0"},
+            "n": 5,
+        });
+        let v = from_lex_json(&json).expect("convert");
+        assert!(matches!(v.get("a"), Some(Value::Link(_))));
+        assert_eq!(v.get("b").and_then(Value::as_bytes).map(<[u8]>::len), Some(32));
+        assert_eq!(to_json_value(&v), json);
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let json = serde_json::json!({"x": [{"$type": ""}]});
+        let e = from_lex_json(&json).expect_err("empty type");
+        assert_eq!(e.path, "/x/0");
+        let json = serde_json::json!({"x": 1.5});
+        assert_eq!(from_lex_json(&json).expect_err("float").path, "/x");
+    }
+}

@@ -1,0 +1,144 @@
+//! A repository export (`com.atproto.sync.getRepo` CAR): the signed commit,
+//! then every record in key order.
+//!
+//! [`Repo::read`] streams the CAR into a [`BlockStore`] (bounded by
+//! [`CarOptions::memory_cap`]), decodes the commit, and [`Repo::walk`] visits
+//! each `(collection, rkey, cid, bytes)` in MST key order.
+
+use std::io::Read;
+
+use crate::car::{BlockStore, CarError, CarOptions, CarReader};
+use crate::cid::Cid;
+use crate::commit::{Commit, CommitError};
+use crate::mst::{MstError, WalkError, WalkStats, Walker};
+
+/// Why a repository could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// The CAR itself is broken.
+    #[error(transparent)]
+    Car(#[from] CarError),
+    /// The CAR header names no root (or several).
+    #[error("repository CAR must name exactly one root, found {0}")]
+    Roots(usize),
+    /// The commit block named by the root is absent.
+    #[error("commit block {0} is missing from the CAR")]
+    MissingCommit(Cid),
+    /// The commit block is not a valid commit.
+    #[error("commit {cid}: {source}")]
+    Commit {
+        /// The commit's CID.
+        cid: Cid,
+        /// What was wrong.
+        source: CommitError,
+    },
+    /// The tree is broken.
+    #[error(transparent)]
+    Mst(#[from] MstError),
+    /// An MST key is not `collection/rkey`.
+    #[error("MST key {key:?} is not a valid collection/rkey path")]
+    BadPath {
+        /// The key, lossily decoded.
+        key: String,
+    },
+    /// Reading a spilled block failed.
+    #[error("reading block: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One record visited by [`Repo::walk`].
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    /// The collection NSID (`app.bsky.feed.post`).
+    pub collection: &'a str,
+    /// The record key.
+    pub rkey: &'a str,
+    /// The record's CID.
+    pub cid: Cid,
+    /// The record's DAG-CBOR bytes; `None` if the CAR lacks the block.
+    pub data: Option<&'a [u8]>,
+}
+
+/// A repository read from a CAR.
+#[derive(Debug)]
+pub struct Repo {
+    /// The signed commit.
+    pub commit: Commit,
+    /// The commit's CID (the CAR root).
+    pub commit_cid: Cid,
+    /// Every block of the CAR.
+    pub blocks: BlockStore,
+}
+
+/// Split an MST key into a valid `(collection, rkey)`.
+pub fn split_path(key: &[u8]) -> Option<(&str, &str)> {
+    let s = std::str::from_utf8(key).ok()?;
+    let (collection, rkey) = s.split_once('/')?;
+    if !path_ok(collection, rkey) {
+        return None;
+    }
+    Some((collection, rkey))
+}
+
+// TEMP until syntax lands.
+fn path_ok(c: &str, r: &str) -> bool {
+    !c.is_empty() && !r.is_empty() && !r.contains('/')
+}
+
+impl Repo {
+    /// Read a repository CAR from a stream (wrap files in `BufReader`).
+    pub fn read<R: Read>(reader: R, opts: CarOptions) -> Result<Repo, RepoError> {
+        let mut car = CarReader::new(reader, opts)?;
+        let root = match car.roots() {
+            [root] => *root,
+            roots => return Err(RepoError::Roots(roots.len())),
+        };
+        let blocks = BlockStore::from_car(&mut car)?;
+        let commit = blocks
+            .with_block(&root, |b| b.map(Commit::decode))?
+            .ok_or(RepoError::MissingCommit(root))?
+            .map_err(|source| RepoError::Commit { cid: root, source })?;
+        Ok(Repo { commit, commit_cid: root, blocks })
+    }
+
+    /// Read a repository CAR held in memory.
+    pub fn from_bytes(bytes: &[u8], opts: CarOptions) -> Result<Repo, RepoError> {
+        Repo::read(bytes, opts)
+    }
+
+    /// Visit every record in key order. `f`'s error stops the walk and comes
+    /// back as `Err(WalkError::Visitor(e))`.
+    pub fn walk<E>(
+        &self,
+        mut f: impl FnMut(RecordRef<'_>) -> Result<(), E>,
+    ) -> Result<WalkStats, WalkError<RepoOrVisitor<E>>> {
+        let blocks = &self.blocks;
+        let mut walker = Walker::new(blocks);
+        walker.walk(&self.commit.data, &mut |key: &[u8], cid: Cid| {
+            let (collection, rkey) = split_path(key)
+                .ok_or_else(|| RepoOrVisitor::Repo(RepoError::BadPath { key: String::from_utf8_lossy(key).into_owned() }))?;
+            blocks
+                .with_block(&cid, |data| f(RecordRef { collection, rkey, cid, data }))
+                .map_err(|e| RepoOrVisitor::Repo(RepoError::Io(e)))?
+                .map_err(RepoOrVisitor::Visitor)
+        })
+    }
+}
+
+/// A failure inside [`Repo::walk`]'s visitor: the repository's or the caller's.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoOrVisitor<E> {
+    /// A record path or block problem.
+    #[error(transparent)]
+    Repo(RepoError),
+    /// The caller's own error.
+    #[error("{0}")]
+    Visitor(E),
+}
+
+impl<E: std::fmt::Display> WalkError<RepoOrVisitor<E>> {
+    /// Flatten into a one-line message.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+}

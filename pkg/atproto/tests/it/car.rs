@@ -1,0 +1,168 @@
+//! CAR reading and full-repository walks over every real CAR in testdata.
+
+use crate::*;
+use skyhouse_atproto::car::{read_car_bytes, CarError, CarOptions};
+use skyhouse_atproto::cbor;
+use skyhouse_atproto::repo::Repo;
+use skyhouse_atproto::Cid;
+
+/// `collection/rkey<TAB>cid` lines of a repository, in walk order.
+pub(crate) fn listing(repo: &Repo) -> Vec<String> {
+    let mut out = Vec::new();
+    repo.walk(|r| {
+        let data = r.data.ok_or_else(|| format!("missing record block {}", r.cid))?;
+        cbor::decode(data).map_err(|e| format!("{}/{}: {e}", r.collection, r.rkey))?;
+        assert!(r.cid.matches(data));
+        out.push(format!("{}/{}\t{}", r.collection, r.rkey, r.cid));
+        Ok::<_, String>(())
+    })
+    .unwrap_or_else(|e| panic!("walk: {e}"));
+    out
+}
+
+fn lines(rel: &str) -> Vec<String> {
+    String::from_utf8(read(rel)).expect("utf8").lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+#[test]
+fn jetstream_repo_matches_goat_listing() {
+    let repo = Repo::from_bytes(&read("jetstream/repo.car"), CarOptions::default()).expect("repo");
+    let want = lines("jetstream/car_expected_records.tsv");
+    assert_eq!(listing(&repo), want);
+    let commit = String::from_utf8(read("jetstream/car_expected_commit.txt")).expect("utf8");
+    assert!(commit.contains(&format!("DID: {}", repo.commit.did)));
+    assert!(commit.contains(&format!("Data CID: {}", repo.commit.data)));
+    assert!(commit.contains(&format!("Revision: {}", repo.commit.rev.as_deref().expect("rev"))));
+    println!("jetstream repo.car: {} records", want.len());
+}
+
+/// Every real repository CAR in testdata, with the listing an independent
+/// implementation (`@atproto/repo`, see testdata/expected/README.md) produced.
+const REPO_CARS: &[(&str, &str)] = &[
+    ("indigo/bnewbold.robocracy.org.20250310005405.car", "expected/bnewbold.robocracy.org.tsv"),
+    ("indigo/greenground.repo.car", "expected/greenground.tsv"),
+    ("indigo/fakermaker.repo.car", "expected/fakermaker.tsv"),
+    ("indigo/paul_staging.repo.car", "expected/paul_staging.tsv"),
+    ("indigo/divy.repo", "expected/divy.tsv"),
+    ("indigo/bafyreieovfuizojpw3zresz7sx3nk4trm2by23pt5rxbey3jme4uo5ogiu.car", "expected/bafyreieovfuiz.tsv"),
+    ("repo-stream/empty.car", "expected/repo-stream-empty.tsv"),
+    ("repo-stream/tiny.car", "expected/repo-stream-tiny.tsv"),
+    ("repo-stream/little.car", "expected/repo-stream-little.tsv"),
+    ("rsky/valid_repo.car", "expected/rsky-valid_repo.tsv"),
+    ("jetstream/repo.car", "jetstream/car_expected_records.tsv"),
+];
+
+#[test]
+fn fixture_cars_match_independent_listings() {
+    let mut total = 0;
+    for (car, expected) in REPO_CARS {
+        let repo = Repo::from_bytes(&read(car), CarOptions::default()).unwrap_or_else(|e| panic!("{car}: {e}"));
+        let got = listing(&repo);
+        assert_eq!(got, lines(expected), "{car}");
+        total += got.len();
+        println!("{car}: v{} {} records", repo.commit.version, got.len());
+    }
+    assert!(total > 500);
+}
+
+#[test]
+fn spilling_to_disk_gives_the_same_walk() {
+    let bytes = read("repo-stream/little.car");
+    let in_memory = Repo::from_bytes(&bytes, CarOptions::default()).expect("repo");
+    let spilled = Repo::from_bytes(&bytes, CarOptions { memory_cap: 4096, ..CarOptions::default() }).expect("repo");
+    assert!(spilled.blocks.spilled());
+    assert!(!in_memory.blocks.spilled());
+    assert_eq!(listing(&in_memory), listing(&spilled));
+}
+
+#[test]
+fn atproto_car_file_fixture() {
+    let fixtures: Vec<serde_json::Value> =
+        serde_json::from_slice(&read("atproto/car-file-fixtures.json")).expect("json");
+    for f in &fixtures {
+        use base64::Engine as _;
+        let dec = |s: &serde_json::Value| {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(s.as_str().expect("str").trim_end_matches('='))
+                .expect("b64")
+        };
+        let (roots, store) = read_car_bytes(&dec(&f["car"]), CarOptions::default()).expect("car");
+        assert_eq!(roots, vec![f["root"].as_str().expect("root").parse::<Cid>().expect("cid")]);
+        let blocks = f["blocks"].as_array().expect("blocks");
+        assert_eq!(store.len(), blocks.len());
+        for b in blocks {
+            let cid: Cid = b["cid"].as_str().expect("cid").parse().expect("cid");
+            assert_eq!(store.get(&cid).expect("io").expect("present"), dec(&b["bytes"]));
+        }
+    }
+}
+
+#[test]
+fn partial_car_slice_holds_the_record() {
+    let (roots, store) = read_car_bytes(&read("indigo/repo_slice.car"), CarOptions::default()).expect("car");
+    assert_eq!(roots.len(), 1);
+    let want: serde_json::Value = serde_json::from_slice(&read("indigo/repo_slice_record.json")).expect("json");
+    let cid: Cid = want["cid"].as_str().expect("cid").parse().expect("cid");
+    let data = store.get(&cid).expect("io").expect("record block");
+    let got = skyhouse_atproto::json::to_json_value(&cbor::decode(&data).expect("cbor"));
+    assert_eq!(got, want["value"]);
+}
+
+#[test]
+fn firehose_blocks_car_from_skyfall() {
+    let (roots, store) = read_car_bytes(&read("skyfall/attie.car"), CarOptions::default()).expect("car");
+    let commit = store
+        .with_block(&roots[0], |b| skyhouse_atproto::commit::Commit::decode(b.expect("commit")))
+        .expect("io")
+        .expect("commit");
+    assert_eq!(commit.version, 3);
+    assert_eq!(store.len(), 5);
+}
+
+/// Read a CAR and walk it, failing on any missing block.
+fn read_and_walk(bytes: &[u8]) -> Result<usize, String> {
+    let repo = Repo::from_bytes(bytes, CarOptions::default()).map_err(|e| e.to_string())?;
+    let stats = repo
+        .walk(|r| r.data.map(|_| ()).ok_or_else(|| format!("missing record block {}", r.cid)))
+        .map_err(|e| e.to_string())?;
+    Ok(stats.entries)
+}
+
+#[test]
+fn truncation_at_every_offset_is_an_error_naming_the_offset() {
+    let bytes = read("rsky/valid_repo.car");
+    assert_eq!(read_and_walk(&bytes), Ok(6));
+    for cut in 0..bytes.len() {
+        match read_and_walk(&bytes[..cut]) {
+            Ok(n) => panic!("cut at {cut} accepted with {n} records"),
+            Err(msg) => {
+                assert!(!msg.contains('\n'), "{msg}");
+                assert!(msg.contains("byte") || msg.contains("missing"), "cut {cut}: {msg}");
+            }
+        }
+    }
+}
+
+#[test]
+fn corrupt_block_names_the_cid() {
+    let mut bytes = read("rsky/valid_repo.car");
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    let err = Repo::from_bytes(&bytes, CarOptions::default()).expect_err("corrupt");
+    assert!(matches!(err, skyhouse_atproto::repo::RepoError::Car(CarError::HashMismatch { .. })), "{err}");
+    assert!(err.to_string().contains("bafyrei"), "{err}");
+}
+
+#[test]
+fn oversized_block_is_refused_before_allocation() {
+    let bytes = read("repo-stream/little.car");
+    let opts = CarOptions { max_block: 100, ..CarOptions::default() };
+    let err = Repo::from_bytes(&bytes, opts).expect_err("cap");
+    assert!(err.to_string().contains("over the 100-byte cap"), "{err}");
+    let opts = CarOptions { max_total: 10_000, ..CarOptions::default() };
+    let err = Repo::from_bytes(&bytes, opts).expect_err("total cap");
+    assert!(err.to_string().contains("size cap"), "{err}");
+    // A header claiming a huge length.
+    let err = Repo::from_bytes(&[0xff, 0xff, 0xff, 0xff, 0x0f], CarOptions::default()).expect_err("hdr");
+    assert!(err.to_string().contains("header length"), "{err}");
+}

@@ -1,0 +1,2 @@
+//! Dev-only test helpers.
+#![deny(missing_docs)]
