@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
 
 use crate::cbor::{self, Value};
 use crate::cid::{Cid, CidError};
@@ -104,11 +105,14 @@ pub struct CarOptions {
     /// Check every block's sha2-256 against its CID. Default true: a CAR from
     /// the network is untrusted, and with SHA-NI this costs a few percent.
     pub verify_hashes: bool,
+    /// The CAR's size, when known in advance (a file, a `Content-Length`),
+    /// used to allocate once. Default none.
+    pub size_hint: Option<u64>,
 }
 
 impl Default for CarOptions {
     fn default() -> Self {
-        CarOptions { max_block: DEFAULT_MAX_BLOCK, max_total: u64::MAX, memory_cap: 256 << 20, verify_hashes: true }
+        CarOptions { max_block: DEFAULT_MAX_BLOCK, max_total: u64::MAX, memory_cap: 256 << 20, verify_hashes: true, size_hint: None }
     }
 }
 
@@ -161,6 +165,16 @@ impl<R: Read> CarReader<R> {
     /// Read the next block, using `buf` as storage. Returns its CID and bytes;
     /// `Ok(None)` at a clean end of input.
     pub fn next_block<'b>(&mut self, buf: &'b mut Vec<u8>) -> Result<Option<(Cid, &'b [u8])>, CarError> {
+        buf.clear();
+        match self.append_block(buf)? {
+            Some((cid, range)) => Ok(Some((cid, &buf[range]))),
+            None => Ok(None),
+        }
+    }
+
+    /// Read the next block onto the end of `dst`; returns its CID and where its
+    /// data sits in `dst`. On error `dst` may hold a partial block.
+    fn append_block(&mut self, dst: &mut Vec<u8>) -> Result<Option<(Cid, std::ops::Range<usize>)>, CarError> {
         let start = self.offset;
         let Some(len) = read_varint(&mut self.inner, &mut self.offset)? else {
             return Ok(None);
@@ -171,17 +185,17 @@ impl<R: Read> CarReader<R> {
         if self.offset + len > self.opts.max_total {
             return Err(CarError::TooLarge { offset: self.offset, max: self.opts.max_total });
         }
-        buf.clear();
-        buf.resize(len as usize, 0);
+        let base = dst.len();
+        dst.resize(base + len as usize, 0);
         let cid_offset = self.offset;
-        read_exact(&mut self.inner, buf, &mut self.offset, "block")?;
+        read_exact(&mut self.inner, &mut dst[base..], &mut self.offset, "block")?;
         let (cid, used) =
-            Cid::read_bytes(buf).map_err(|source| CarError::Cid { offset: cid_offset, source })?;
-        let data = &buf[used..];
-        if self.opts.verify_hashes && !cid.matches(data) {
+            Cid::read_bytes(&dst[base..]).map_err(|source| CarError::Cid { offset: cid_offset, source })?;
+        let range = base + used..dst.len();
+        if self.opts.verify_hashes && !cid.matches(&dst[range.clone()]) {
             return Err(CarError::HashMismatch { cid, offset: start });
         }
-        Ok(Some((cid, data)))
+        Ok(Some((cid, range)))
     }
 }
 
@@ -223,8 +237,20 @@ fn read_varint<R: Read>(r: &mut R, offset: &mut u64) -> Result<Option<u64>, CarE
     Err(CarError::Length { offset: start, reason: "varint longer than 10 bytes".into() })
 }
 
-/// Hash CIDs by their digest: they are already uniformly distributed, so
-/// SipHash would only cost time.
+/// An unsigned LEB128 varint from the front of `buf`: (value, bytes used).
+fn slice_varint(buf: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in buf.iter().take(10).enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// Hash CIDs by their digest: already uniformly distributed, so SipHash
+/// would only cost time. `Cid`'s `Hash` writes one u64 from the digest.
 #[derive(Default, Clone, Copy, Debug)]
 pub struct CidHasher(u64);
 
@@ -232,17 +258,13 @@ impl Hasher for CidHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
     fn write(&mut self, bytes: &[u8]) {
-        // `Cid`'s derived Hash writes the length byte then the 40-byte array;
-        // take 8 bytes from inside the digest (offset 8 of the array).
-        if bytes.len() >= 16 {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&bytes[8..16]);
-            self.0 ^= u64::from_le_bytes(a);
-        } else {
-            for &b in bytes {
-                self.0 = self.0.rotate_left(8) ^ u64::from(b);
-            }
+        // Only reached for keys other than `Cid` and `u64`.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
     }
 }
@@ -250,30 +272,66 @@ impl Hasher for CidHasher {
 /// A `HashMap` keyed by CID with the digest-based hasher.
 pub type CidMap<V> = HashMap<Cid, V, BuildHasherDefault<CidHasher>>;
 
+/// Where a block is: its bytes (CID then data, exactly as in the CAR) start
+/// at `offset` in the arena or the spill file. Keeping the CID beside the data
+/// lets a lookup confirm the full CID with the cache line it reads anyway.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    spilled: bool,
     offset: u64,
-    len: u32,
+    data_len: u32,
+    cid_len: u8,
+    spilled: bool,
+}
+
+/// Where in-memory block bytes live: an arena we filled, or the caller's
+/// whole CAR shared without a copy.
+#[derive(Debug)]
+enum Arena {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Arena {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Arena::Owned(v) => v,
+            Arena::Shared(a) => a,
+        }
+    }
 }
 
 /// Blocks of a CAR, addressable by CID, within a memory cap.
+///
+/// The index is compact on purpose (a u64 of the digest → a 16-byte slot) so
+/// it stays in cache during the walk's random lookups. The full CID, stored
+/// just before the block's data, settles the rare (or adversarial) clash of
+/// 64-bit keys; a clashing block then lives in a small overflow map.
 #[derive(Debug)]
 pub struct BlockStore {
-    index: CidMap<Slot>,
-    arena: Vec<u8>,
+    index: HashMap<u64, Slot, BuildHasherDefault<CidHasher>>,
+    overflow: CidMap<Slot>,
+    order: Vec<Cid>,
+    arena: Arena,
     memory_cap: usize,
     spill: Option<File>,
     spill_len: u64,
     scratch: std::cell::RefCell<Vec<u8>>,
 }
 
+fn key64(cid: &Cid) -> u64 {
+    let mut h = CidHasher::default();
+    std::hash::Hash::hash(cid, &mut h);
+    h.finish()
+}
+
 impl BlockStore {
     /// An empty store that keeps up to `memory_cap` bytes of blocks in memory.
     pub fn new(memory_cap: usize) -> Self {
         BlockStore {
-            index: CidMap::default(),
-            arena: Vec::new(),
+            index: HashMap::default(),
+            overflow: CidMap::default(),
+            order: Vec::new(),
+            arena: Arena::Owned(Vec::new()),
             memory_cap,
             spill: None,
             spill_len: 0,
@@ -281,50 +339,185 @@ impl BlockStore {
         }
     }
 
-    /// Read every block of `reader` into a store. Returns the store.
+    /// The CID bytes stored at a slot (arena only; spilled slots say `None`).
+    fn slot_cid(&self, slot: &Slot) -> Option<&[u8]> {
+        if slot.spilled {
+            return None;
+        }
+        let s = slot.offset as usize;
+        Some(&self.arena.bytes()[s..s + slot.cid_len as usize])
+    }
+
+    #[inline]
+    fn find(&self, cid: &Cid) -> Option<Slot> {
+        if let Some(slot) = self.index.get(&key64(cid)) {
+            match self.slot_cid(slot) {
+                Some(bytes) if bytes == cid.as_bytes() => return Some(*slot),
+                Some(_) => {}
+                // Spilled: confirm from the file.
+                None => {
+                    let mut buf = [0u8; 64];
+                    let n = slot.cid_len as usize;
+                    if let Some(f) = &self.spill {
+                        if read_at(f, &mut buf[..n], slot.offset).is_ok() && &buf[..n] == cid.as_bytes() {
+                            return Some(*slot);
+                        }
+                    }
+                }
+            }
+        }
+        self.overflow.get(cid).copied()
+    }
+
+    /// Record a slot; `false` if the CID is already present (first copy wins:
+    /// same CID, same bytes).
+    fn add_slot(&mut self, cid: Cid, slot: Slot) -> bool {
+        let key = key64(&cid);
+        let clash = match self.index.get(&key) {
+            None => false,
+            Some(existing) => {
+                let existing = *existing;
+                let same = match self.slot_cid(&existing) {
+                    Some(bytes) => bytes == cid.as_bytes(),
+                    None => self.find(&cid).is_some(),
+                };
+                if same {
+                    return false;
+                }
+                true
+            }
+        };
+        if clash {
+            if self.overflow.contains_key(&cid) {
+                return false;
+            }
+            self.overflow.insert(cid, slot);
+        } else {
+            self.index.insert(key, slot);
+        }
+        self.order.push(cid);
+        true
+    }
+
+    /// Index a whole CAR already in memory, without copying its blocks: the
+    /// store keeps a reference to `car`. Returns the roots and the store.
+    pub fn from_shared(car: Arc<[u8]>, opts: CarOptions) -> Result<(Vec<Cid>, Self), CarError> {
+        let reader = CarReader::new(&car[..], opts)?;
+        let (roots, opts) = (reader.roots, reader.opts);
+        let mut pos = reader.offset as usize;
+        let mut store = BlockStore::new(usize::MAX);
+        store.arena = Arena::Shared(car.clone());
+        store.order.reserve(car.len() / 256);
+        store.index.reserve(car.len() / 256);
+        while pos < car.len() {
+            let start = pos as u64;
+            let (len, used) = slice_varint(&car[pos..]).ok_or(CarError::Length { offset: start, reason: "malformed varint".into() })?;
+            pos += used;
+            if len > opts.max_block as u64 + 64 {
+                return Err(CarError::BlockTooLarge { offset: start, len, max: opts.max_block });
+            }
+            if pos as u64 + len > opts.max_total {
+                return Err(CarError::TooLarge { offset: pos as u64, max: opts.max_total });
+            }
+            let Some(block) = car.get(pos..pos + len as usize) else {
+                return Err(CarError::Truncated { offset: car.len() as u64, what: "block" });
+            };
+            let (cid, cid_len) =
+                Cid::read_bytes(block).map_err(|source| CarError::Cid { offset: pos as u64, source })?;
+            if opts.verify_hashes && !cid.matches(&block[cid_len..]) {
+                return Err(CarError::HashMismatch { cid, offset: start });
+            }
+            let slot = Slot { offset: pos as u64, data_len: (block.len() - cid_len) as u32, cid_len: cid_len as u8, spilled: false };
+            store.add_slot(cid, slot);
+            pos += len as usize;
+        }
+        Ok((roots, store))
+    }
+
+    /// Read every block of `reader` into a store. Blocks land straight in the
+    /// arena while it is under the memory cap, then go to the spill file.
     pub fn from_car<R: Read>(reader: &mut CarReader<R>) -> Result<Self, CarError> {
         let mut store = BlockStore::new(reader.opts.memory_cap);
-        let mut buf = Vec::new();
+        let mut arena = Vec::new();
+        if let Some(hint) = reader.opts.size_hint {
+            arena.reserve_exact(hint.min(store.memory_cap as u64) as usize);
+            // Typical repositories average a few hundred bytes per block.
+            store.order.reserve((hint / 256) as usize);
+            store.index.reserve((hint / 256) as usize);
+        }
+        let mut scratch = Vec::new();
         loop {
             let offset = reader.offset;
-            let Some((cid, data)) = reader.next_block(&mut buf)? else { break };
-            store.insert(cid, data).map_err(|source| CarError::Io { offset, source })?;
+            if arena.len().saturating_add(reader.opts.max_block).saturating_add(128) <= store.memory_cap {
+                let base = arena.len();
+                let Some((cid, range)) = reader.append_block(&mut arena)? else { break };
+                let cid_len = cid.as_bytes().len();
+                let slot = Slot { offset: (range.start - cid_len) as u64, data_len: range.len() as u32, cid_len: cid_len as u8, spilled: false };
+                // The store must see the arena to confirm CIDs: lend it for the insert.
+                store.arena = Arena::Owned(std::mem::take(&mut arena));
+                let added = store.add_slot(cid, slot);
+                if let Arena::Owned(v) = &mut store.arena {
+                    arena = std::mem::take(v);
+                }
+                if !added {
+                    arena.truncate(base);
+                }
+            } else {
+                scratch.clear();
+                let Some((cid, range)) = reader.append_block(&mut scratch)? else { break };
+                store.spill_block(cid, &scratch[range]).map_err(|source| CarError::Io { offset, source })?;
+            }
         }
+        store.arena = Arena::Owned(arena);
         Ok(store)
+    }
+
+    fn spill_block(&mut self, cid: Cid, data: &[u8]) -> io::Result<()> {
+        if self.find(&cid).is_some() {
+            return Ok(());
+        }
+        let file = match &mut self.spill {
+            Some(f) => f,
+            None => self.spill.insert(tempfile()?),
+        };
+        file.seek(SeekFrom::Start(self.spill_len))?;
+        file.write_all(cid.as_bytes())?;
+        file.write_all(data)?;
+        let offset = self.spill_len;
+        let cid_len = cid.as_bytes().len();
+        self.spill_len += (cid_len + data.len()) as u64;
+        self.add_slot(cid, Slot { offset, data_len: data.len() as u32, cid_len: cid_len as u8, spilled: true });
+        Ok(())
     }
 
     /// Add a block (a repeated CID keeps its first copy: same CID, same bytes).
     pub fn insert(&mut self, cid: Cid, data: &[u8]) -> io::Result<()> {
-        if self.index.contains_key(&cid) {
+        if self.find(&cid).is_some() {
             return Ok(());
         }
-        let slot = if self.arena.len() + data.len() <= self.memory_cap {
-            let offset = self.arena.len() as u64;
-            self.arena.extend_from_slice(data);
-            Slot { spilled: false, offset, len: data.len() as u32 }
-        } else {
-            let file = match &mut self.spill {
-                Some(f) => f,
-                None => self.spill.insert(tempfile()?),
-            };
-            file.seek(SeekFrom::Start(self.spill_len))?;
-            file.write_all(data)?;
-            let offset = self.spill_len;
-            self.spill_len += data.len() as u64;
-            Slot { spilled: true, offset, len: data.len() as u32 }
+        let fits = match &self.arena {
+            Arena::Owned(v) => v.len().saturating_add(data.len() + 64) <= self.memory_cap,
+            Arena::Shared(_) => false,
         };
-        self.index.insert(cid, slot);
-        Ok(())
+        if let (true, Arena::Owned(v)) = (fits, &mut self.arena) {
+            let offset = v.len() as u64;
+            v.extend_from_slice(cid.as_bytes());
+            v.extend_from_slice(data);
+            let cid_len = cid.as_bytes().len() as u8;
+            self.add_slot(cid, Slot { offset, data_len: data.len() as u32, cid_len, spilled: false });
+            return Ok(());
+        }
+        self.spill_block(cid, data)
     }
 
     /// Number of blocks.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.order.len()
     }
 
     /// Whether there are no blocks.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.order.is_empty()
     }
 
     /// Whether any block went to the spill file.
@@ -334,22 +527,29 @@ impl BlockStore {
 
     /// Whether the store has `cid`.
     pub fn contains(&self, cid: &Cid) -> bool {
-        self.index.contains_key(cid)
+        self.find(cid).is_some()
+    }
+
+    /// The CIDs of every block, in CAR order.
+    pub fn cids(&self) -> impl Iterator<Item = &Cid> {
+        self.order.iter()
     }
 
     /// Call `f` with the bytes of `cid` (`None` if absent). Spilled blocks are
     /// read into a scratch buffer, so `f` must not call back into the store.
+    #[inline]
     pub fn with_block<T>(&self, cid: &Cid, f: impl FnOnce(Option<&[u8]>) -> T) -> io::Result<T> {
-        let Some(slot) = self.index.get(cid) else {
+        let Some(slot) = self.find(cid) else {
             return Ok(f(None));
         };
+        let data_start = slot.offset + u64::from(slot.cid_len);
         if !slot.spilled {
-            let s = slot.offset as usize;
-            return Ok(f(Some(&self.arena[s..s + slot.len as usize])));
+            let s = data_start as usize;
+            return Ok(f(Some(&self.arena.bytes()[s..s + slot.data_len as usize])));
         }
         let mut scratch = self.scratch.borrow_mut();
-        scratch.resize(slot.len as usize, 0);
-        read_at(self.spill.as_ref().ok_or_else(|| io::Error::other("spill file missing"))?, &mut scratch, slot.offset)?;
+        scratch.resize(slot.data_len as usize, 0);
+        read_at(self.spill.as_ref().ok_or_else(|| io::Error::other("spill file missing"))?, &mut scratch, data_start)?;
         Ok(f(Some(&scratch)))
     }
 
@@ -394,9 +594,8 @@ fn tempfile() -> io::Result<File> {
     Err(io::Error::other("could not create a spill file"))
 }
 
-/// Read a whole CAR held in memory: roots and blocks.
+/// Read a whole CAR held in memory: roots and blocks (one copy of `bytes`;
+/// use [`BlockStore::from_shared`] to avoid it).
 pub fn read_car_bytes(bytes: &[u8], opts: CarOptions) -> Result<(Vec<Cid>, BlockStore), CarError> {
-    let mut reader = CarReader::new(bytes, opts)?;
-    let store = BlockStore::from_car(&mut reader)?;
-    Ok((reader.roots.clone(), store))
+    BlockStore::from_shared(Arc::from(bytes), opts)
 }

@@ -310,7 +310,7 @@ impl<'a> Decoder<'a> {
         self.pos
     }
 
-    fn err_at(&self, offset: usize, kind: CborErrorKind) -> CborError {
+    pub(crate) fn err_at(&self, offset: usize, kind: CborErrorKind) -> CborError {
         CborError { offset, kind }
     }
 
@@ -325,7 +325,7 @@ impl<'a> Decoder<'a> {
     }
 
     #[inline]
-    fn take(&mut self, n: u64) -> Result<&'a [u8], CborError> {
+    pub(crate) fn take(&mut self, n: u64) -> Result<&'a [u8], CborError> {
         let remaining = (self.buf.len() - self.pos) as u64;
         if n > remaining {
             return Err(self.err_at(self.pos, CborErrorKind::Length(n)));
@@ -337,7 +337,7 @@ impl<'a> Decoder<'a> {
 
     /// Read a head: (major type, argument). Rejects indefinite and non-minimal forms.
     #[inline]
-    fn head(&mut self) -> Result<(u8, u64, usize), CborError> {
+    pub(crate) fn head(&mut self) -> Result<(u8, u64, usize), CborError> {
         let start = self.pos;
         let ib = self.byte()?;
         let major = ib >> 5;
@@ -385,7 +385,7 @@ impl<'a> Decoder<'a> {
 
     fn text(&mut self, len: u64, start: usize) -> Result<&'a str, CborError> {
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).map_err(|_| self.err_at(start, CborErrorKind::Utf8))
+        simdutf8::basic::from_utf8(bytes).map_err(|_| self.err_at(start, CborErrorKind::Utf8))
     }
 
     /// Decode the next value.
@@ -475,6 +475,28 @@ impl<'a> Decoder<'a> {
             return Err(self.err_at(start, CborErrorKind::KeyType));
         }
         self.text(arg, start)
+    }
+
+    /// A CID link (tag 42) or null.
+    pub(crate) fn link_or_null(&mut self) -> Result<Option<Cid>, CborError> {
+        let start = self.pos;
+        match self.buf.get(start) {
+            Some(0xf6) => {
+                self.pos += 1;
+                Ok(None)
+            }
+            Some(0xd8) if self.buf.get(start + 1) == Some(&0x2a) => {
+                self.pos += 2;
+                self.cid_body(start).map(Some)
+            }
+            Some(_) => Err(self.err_at(start, CborErrorKind::Cid("expected a link or null".into()))),
+            None => Err(self.err_at(start, CborErrorKind::Eof)),
+        }
+    }
+
+    /// Whether every byte was consumed.
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
     }
 
     fn cid_body(&mut self, tag_start: usize) -> Result<Cid, CborError> {

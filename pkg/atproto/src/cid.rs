@@ -25,7 +25,7 @@ pub const HASH_BLAKE3: u64 = 0x1e;
 const MAX_LEN: usize = 40;
 
 /// A CIDv1 in binary form.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cid {
     len: u8,
     bytes: [u8; MAX_LEN],
@@ -80,7 +80,18 @@ impl Cid {
     /// Read a binary CID from the front of `buf`, returning it and the bytes it used.
     /// Enforces the atproto/DASL rules: v1, dag-cbor or raw, sha2-256 (or BLAKE3) with a
     /// 32-byte digest.
+    #[inline]
     pub fn read_bytes(buf: &[u8]) -> Result<(Cid, usize), CidError> {
+        // Fast path: every CID in a repository is v1, dag-cbor or raw, sha2-256.
+        if buf.len() >= 36 && buf[0] == 1 && (buf[1] == 0x71 || buf[1] == 0x55) && buf[2] == 0x12 && buf[3] == 32 {
+            let mut bytes = [0u8; MAX_LEN];
+            bytes[..36].copy_from_slice(&buf[..36]);
+            return Ok((Cid { len: 36, bytes }, 36));
+        }
+        Cid::read_bytes_slow(buf)
+    }
+
+    fn read_bytes_slow(buf: &[u8]) -> Result<(Cid, usize), CidError> {
         let mut pos = 0;
         let version = read_varint(buf, &mut pos)?;
         if version != 1 {
@@ -197,6 +208,17 @@ pub(crate) fn base32_decode(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     Some(out)
+}
+
+impl std::hash::Hash for Cid {
+    /// Eight bytes from the end of the digest: already uniformly distributed,
+    /// and the same for equal CIDs (which have equal digests).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let end = self.len as usize;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&self.bytes[end - 8..end]);
+        state.write_u64(u64::from_le_bytes(a));
+    }
 }
 
 impl FromStr for Cid {

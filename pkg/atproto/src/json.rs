@@ -187,11 +187,14 @@ fn validate_object(value: &Value<'_>, path: &str) -> Result<(), DataModelError> 
 }
 
 /// Check the data-model rules that DAG-CBOR decoding alone does not (`$type`
-/// non-empty string, blob shape) on a decoded value and everything inside it.
+/// non-empty string, blob shape, no map keyed `$link`/`$bytes`) on a decoded value and everything inside it.
 pub fn validate(value: &Value<'_>) -> Result<(), DataModelError> {
     fn walk(v: &Value<'_>, path: &mut String) -> Result<(), DataModelError> {
         match v {
             Value::Map(m) => {
+                if m.get("$link").is_some() || m.get("$bytes").is_some() {
+                    return Err(dm_err(path, "$link and $bytes keys are reserved for lex-JSON"));
+                }
                 validate_object(v, path)?;
                 for (k, child) in m.iter() {
                     let len = path.len();

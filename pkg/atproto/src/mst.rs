@@ -11,7 +11,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::car::BlockStore;
-use crate::cbor::{self, Value};
+use crate::cbor;
 use crate::cid::Cid;
 
 /// Deepest MST accepted. A tree of 2^64 keys with fanout 4 is 32 layers high.
@@ -81,69 +81,99 @@ pub struct WalkStats {
     pub entries: usize,
 }
 
-/// One decoded node, its entries' keys expanded.
+/// One decoded node. Keys are expanded into one buffer; each entry holds its
+/// key's range in it, its layer, its value and its right subtree.
 struct Node {
     left: Option<Cid>,
-    entries: Vec<(Vec<u8>, Cid, Option<Cid>)>,
+    keys: Vec<u8>,
+    entries: Vec<NodeEntry>,
+}
+
+struct NodeEntry {
+    key: std::ops::Range<usize>,
+    layer: u32,
+    value: Cid,
+    right: Option<Cid>,
 }
 
 fn invalid(cid: Cid, reason: impl Into<String>) -> MstError {
     MstError::Invalid { cid, reason: reason.into() }
 }
 
-fn link_or_null(v: Option<&Value<'_>>, cid: Cid, field: &str) -> Result<Option<Cid>, MstError> {
-    match v {
-        Some(Value::Link(c)) => Ok(Some(*c)),
-        Some(Value::Null) => Ok(None),
-        Some(other) => Err(invalid(cid, format!("{field} is {}, not a link or null", other.kind()))),
-        None => Err(invalid(cid, format!("missing {field}"))),
-    }
-}
-
+/// Decode a node straight from its bytes, without building a generic value
+/// tree: the walk's hottest path. The node must be exactly
+/// `{"e": [{"k","p","t","v"}…], "l"}` in canonical order, so it is as strict
+/// as the generic decoder.
 fn decode_node(cid: Cid, bytes: &[u8]) -> Result<Node, MstError> {
-    let v = cbor::decode(bytes).map_err(|source| MstError::Cbor { cid, source })?;
-    let map = v.as_map().ok_or_else(|| invalid(cid, "node is not a map"))?;
-    if map.len() != 2 {
-        return Err(invalid(cid, "node must have exactly the fields l and e"));
-    }
-    let left = link_or_null(map.get("l"), cid, "l")?;
-    let raw = map
-        .get("e")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid(cid, "e is missing or not an array"))?;
-    let mut entries: Vec<(Vec<u8>, Cid, Option<Cid>)> = Vec::with_capacity(raw.len());
-    for (i, e) in raw.iter().enumerate() {
-        let m = e.as_map().ok_or_else(|| invalid(cid, format!("entry {i} is not a map")))?;
-        if m.len() != 4 {
-            return Err(invalid(cid, format!("entry {i} must have exactly the fields p, k, v, t")));
+    let cbor_err = |source| MstError::Cbor { cid, source };
+    let mut d = cbor::Decoder::new(bytes);
+    let expect_key = |d: &mut cbor::Decoder<'_>, want: &'static str| -> Result<(), MstError> {
+        let (major, len, _) = d.head().map_err(cbor_err)?;
+        if major != 3 || d.take(len).map_err(cbor_err)? != want.as_bytes() {
+            return Err(invalid(cid, format!("expected field {want}")));
         }
-        let p = m
-            .get("p")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| invalid(cid, format!("entry {i}: p is missing or not an integer")))?;
-        let k = m
-            .get("k")
-            .and_then(Value::as_bytes)
-            .ok_or_else(|| invalid(cid, format!("entry {i}: k is missing or not bytes")))?;
-        let value = m
-            .get("v")
-            .and_then(Value::as_link)
-            .copied()
-            .ok_or_else(|| invalid(cid, format!("entry {i}: v is missing or not a link")))?;
-        let right = link_or_null(m.get("t"), cid, "t")?;
-        let prev: &[u8] = entries.last().map(|e| e.0.as_slice()).unwrap_or(&[]);
-        if p < 0 || p as usize > prev.len() || (i == 0 && p != 0) {
+        Ok(())
+    };
+    let (major, n, _) = d.head().map_err(cbor_err)?;
+    if major != 5 || n != 2 {
+        return Err(invalid(cid, "node must be a map of exactly l and e"));
+    }
+    expect_key(&mut d, "e")?;
+    let (major, count, _) = d.head().map_err(cbor_err)?;
+    if major != 4 {
+        return Err(invalid(cid, "e is not an array"));
+    }
+    // Each entry takes at least 8 bytes: cap the reservation by the input.
+    if count > bytes.len() as u64 / 8 {
+        return Err(invalid(cid, format!("e claims {count} entries")));
+    }
+    let mut keys: Vec<u8> = Vec::with_capacity(count as usize * 24);
+    let mut entries = Vec::with_capacity(count as usize);
+    let mut prev = 0..0;
+    for i in 0..count {
+        let (major, n, _) = d.head().map_err(cbor_err)?;
+        if major != 5 || n != 4 {
+            return Err(invalid(cid, format!("entry {i} must be a map of exactly k, p, t, v")));
+        }
+        expect_key(&mut d, "k")?;
+        let (major, klen, _) = d.head().map_err(cbor_err)?;
+        if major != 2 {
+            return Err(invalid(cid, format!("entry {i}: k is not bytes")));
+        }
+        let suffix = d.take(klen).map_err(cbor_err)?;
+        expect_key(&mut d, "p")?;
+        let (major, p, _) = d.head().map_err(cbor_err)?;
+        if major != 0 {
+            return Err(invalid(cid, format!("entry {i}: p is not an unsigned integer")));
+        }
+        let prev_len = (prev.end - prev.start) as u64;
+        if p > prev_len || (i == 0 && p != 0) {
             return Err(invalid(cid, format!("entry {i}: prefix length {p} out of range")));
         }
-        let mut key = Vec::with_capacity(p as usize + k.len());
-        key.extend_from_slice(&prev[..p as usize]);
-        key.extend_from_slice(k);
+        expect_key(&mut d, "t")?;
+        let right = d.link_or_null().map_err(cbor_err)?;
+        expect_key(&mut d, "v")?;
+        let value = d
+            .link_or_null()
+            .map_err(cbor_err)?
+            .ok_or_else(|| invalid(cid, format!("entry {i}: v is null")))?;
+        let start = keys.len();
+        keys.extend_from_within(prev.start..prev.start + p as usize);
+        keys.extend_from_slice(suffix);
+        let key = start..keys.len();
         if key.is_empty() || key.len() > MAX_KEY {
             return Err(invalid(cid, format!("entry {i}: key length {} out of range", key.len())));
         }
-        entries.push((key, value, right));
+        let layer = key_height(&keys[key.clone()]);
+        prev = key.clone();
+        entries.push(NodeEntry { key, layer, value, right });
     }
-    Ok(Node { left, entries })
+    expect_key(&mut d, "l")?;
+    let left = d.link_or_null().map_err(cbor_err)?;
+    if !d.at_end() {
+        return Err(invalid(cid, "trailing bytes after the node"));
+    }
+    Ok(Node { left, keys, entries })
 }
 
 /// Walks a tree in key order, checking its structure.
@@ -211,7 +241,7 @@ impl<'s> Walker<'s> {
         }
         // The node's layer: that of its entries, or one below its parent if it has none.
         let layer = match node.entries.first() {
-            Some((k, _, _)) => key_height(k),
+            Some(e) => e.layer,
             None => match parent_layer {
                 Some(0) => return Err(WalkError::Tree(invalid(cid, "node below layer 0"))),
                 Some(p) => p - 1,
@@ -226,14 +256,15 @@ impl<'s> Walker<'s> {
         if let Some(left) = node.left {
             self.visit(left, Some(layer), depth + 1, false, leaf)?;
         }
-        for (key, value, right) in &node.entries {
-            if key_height(key) != layer {
+        for e in &node.entries {
+            let key = &node.keys[e.key.clone()];
+            if e.layer != layer {
                 return Err(WalkError::Tree(invalid(
                     cid,
-                    format!("key {:?} has layer {} in a layer-{layer} node", String::from_utf8_lossy(key), key_height(key)),
+                    format!("key {:?} has layer {} in a layer-{layer} node", String::from_utf8_lossy(key), e.layer),
                 )));
             }
-            if self.stats.entries > 0 && key.as_slice() <= self.last_key.as_slice() {
+            if self.stats.entries > 0 && key <= self.last_key.as_slice() {
                 return Err(WalkError::Tree(invalid(
                     cid,
                     format!("key {:?} out of order", String::from_utf8_lossy(key)),
@@ -242,9 +273,9 @@ impl<'s> Walker<'s> {
             self.last_key.clear();
             self.last_key.extend_from_slice(key);
             self.stats.entries += 1;
-            leaf(key, *value).map_err(WalkError::Visitor)?;
-            if let Some(right) = right {
-                self.visit(*right, Some(layer), depth + 1, false, leaf)?;
+            leaf(key, e.value).map_err(WalkError::Visitor)?;
+            if let Some(right) = e.right {
+                self.visit(right, Some(layer), depth + 1, false, leaf)?;
             }
         }
         Ok(())

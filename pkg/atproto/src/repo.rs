@@ -6,6 +6,7 @@
 //! each `(collection, rkey, cid, bytes)` in MST key order.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use crate::car::{BlockStore, CarError, CarOptions, CarReader};
 use crate::cid::Cid;
@@ -89,11 +90,22 @@ impl Repo {
     /// Read a repository CAR from a stream (wrap files in `BufReader`).
     pub fn read<R: Read>(reader: R, opts: CarOptions) -> Result<Repo, RepoError> {
         let mut car = CarReader::new(reader, opts)?;
-        let root = match car.roots() {
+        let roots = car.roots().to_vec();
+        let blocks = BlockStore::from_car(&mut car)?;
+        Repo::from_blocks(&roots, blocks)
+    }
+
+    /// A repository from a CAR already in memory, indexed in place (no copy).
+    pub fn from_shared(car: Arc<[u8]>, opts: CarOptions) -> Result<Repo, RepoError> {
+        let (roots, blocks) = BlockStore::from_shared(car, opts)?;
+        Repo::from_blocks(&roots, blocks)
+    }
+
+    fn from_blocks(roots: &[Cid], blocks: BlockStore) -> Result<Repo, RepoError> {
+        let root = match roots {
             [root] => *root,
             roots => return Err(RepoError::Roots(roots.len())),
         };
-        let blocks = BlockStore::from_car(&mut car)?;
         let commit = blocks
             .with_block(&root, |b| b.map(Commit::decode))?
             .ok_or(RepoError::MissingCommit(root))?
@@ -101,9 +113,9 @@ impl Repo {
         Ok(Repo { commit, commit_cid: root, blocks })
     }
 
-    /// Read a repository CAR held in memory.
+    /// Read a repository CAR held in memory (one copy; see [`Repo::from_shared`]).
     pub fn from_bytes(bytes: &[u8], opts: CarOptions) -> Result<Repo, RepoError> {
-        Repo::read(bytes, opts)
+        Repo::from_shared(Arc::from(bytes), opts)
     }
 
     /// Visit every record in key order. `f`'s error stops the walk and comes

@@ -69,8 +69,12 @@ fn fixture_cars_match_independent_listings() {
 fn spilling_to_disk_gives_the_same_walk() {
     let bytes = read("repo-stream/little.car");
     let in_memory = Repo::from_bytes(&bytes, CarOptions::default()).expect("repo");
-    let spilled = Repo::from_bytes(&bytes, CarOptions { memory_cap: 4096, ..CarOptions::default() }).expect("repo");
+    let streamed = Repo::read(bytes.as_slice(), CarOptions::default()).expect("repo");
+    let opts = CarOptions { memory_cap: 96 << 10, max_block: 32 << 10, ..CarOptions::default() };
+    let spilled = Repo::read(bytes.as_slice(), opts).expect("repo");
     assert!(spilled.blocks.spilled());
+    assert!(!streamed.blocks.spilled());
+    assert_eq!(listing(&in_memory), listing(&streamed));
     assert!(!in_memory.blocks.spilled());
     assert_eq!(listing(&in_memory), listing(&spilled));
 }
