@@ -75,15 +75,10 @@ pub struct Repo {
 pub fn split_path(key: &[u8]) -> Option<(&str, &str)> {
     let s = std::str::from_utf8(key).ok()?;
     let (collection, rkey) = s.split_once('/')?;
-    if !path_ok(collection, rkey) {
+    if !crate::syntax::Nsid::is_valid(collection) || !crate::syntax::RecordKey::is_valid(rkey) {
         return None;
     }
     Some((collection, rkey))
-}
-
-// TEMP until syntax lands.
-fn path_ok(c: &str, r: &str) -> bool {
-    !c.is_empty() && !r.is_empty() && !r.contains('/')
 }
 
 impl Repo {
