@@ -28,7 +28,10 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn walk(bytes: &Arc<[u8]>, verify: bool) -> usize {
-    let opts = CarOptions { verify_hashes: verify, ..CarOptions::default() };
+    let opts = CarOptions {
+        verify_hashes: verify,
+        ..CarOptions::default()
+    };
     let repo = Repo::from_shared(bytes.clone(), opts).unwrap_or_else(|e| {
         eprintln!("car_bench: {e}");
         std::process::exit(1)

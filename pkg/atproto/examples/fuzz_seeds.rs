@@ -6,7 +6,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(rel)
 }
 
 fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
@@ -16,7 +18,11 @@ fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
 }
 
 fn main() {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/corpus".into()),
+    );
     let mut n = 0;
     // CARs: every real repository export.
     for dir in ["indigo", "repo-stream", "rsky", "jetstream", "skyfall"] {
@@ -33,8 +39,12 @@ fn main() {
         }
     }
     // Frames: the 150 real relay frames, one file each.
-    let raw = zstd::decode_all(fs::read(testdata("jetstream/frames.bin.zst")).expect("frames").as_slice())
-        .expect("zstd");
+    let raw = zstd::decode_all(
+        fs::read(testdata("jetstream/frames.bin.zst"))
+            .expect("frames")
+            .as_slice(),
+    )
+    .expect("zstd");
     let mut pos = 0;
     let mut i = 0;
     while pos + 4 <= raw.len() {
@@ -54,7 +64,12 @@ fn main() {
     for rel in ["jetstream/expected_v1.jsonl", "jetstream/golden_v1.jsonl"] {
         let text = fs::read_to_string(testdata(rel)).expect("jsonl");
         for (j, line) in text.lines().enumerate() {
-            write(&out, "jetstream_json", &format!("{}-{j:03}", rel.replace('/', "-")), line.as_bytes());
+            write(
+                &out,
+                "jetstream_json",
+                &format!("{}-{j:03}", rel.replace('/', "-")),
+                line.as_bytes(),
+            );
             n += 1;
         }
     }

@@ -112,7 +112,13 @@ pub struct CarOptions {
 
 impl Default for CarOptions {
     fn default() -> Self {
-        CarOptions { max_block: DEFAULT_MAX_BLOCK, max_total: u64::MAX, memory_cap: 256 << 20, verify_hashes: true, size_hint: None }
+        CarOptions {
+            max_block: DEFAULT_MAX_BLOCK,
+            max_total: u64::MAX,
+            memory_cap: 256 << 20,
+            verify_hashes: true,
+            size_hint: None,
+        }
     }
 }
 
@@ -129,10 +135,14 @@ impl<R: Read> CarReader<R> {
     /// Read and check the header. Wrap unbuffered readers in `BufReader`.
     pub fn new(mut inner: R, opts: CarOptions) -> Result<Self, CarError> {
         let mut offset = 0u64;
-        let len = read_varint(&mut inner, &mut offset)?
-            .ok_or(CarError::Truncated { offset: 0, what: "header length" })?;
+        let len = read_varint(&mut inner, &mut offset)?.ok_or(CarError::Truncated {
+            offset: 0,
+            what: "header length",
+        })?;
         if len == 0 || len > MAX_HEADER {
-            return Err(CarError::Header(format!("header length {len} out of range")));
+            return Err(CarError::Header(format!(
+                "header length {len} out of range"
+            )));
         }
         let mut buf = vec![0u8; len as usize];
         read_exact(&mut inner, &mut buf, &mut offset, "header")?;
@@ -147,9 +157,18 @@ impl<R: Read> CarReader<R> {
             .and_then(Value::as_array)
             .ok_or_else(|| CarError::Header("no roots array".into()))?
             .iter()
-            .map(|r| r.as_link().copied().ok_or_else(|| CarError::Header("root is not a CID".into())))
+            .map(|r| {
+                r.as_link()
+                    .copied()
+                    .ok_or_else(|| CarError::Header("root is not a CID".into()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(CarReader { inner, offset, roots, opts })
+        Ok(CarReader {
+            inner,
+            offset,
+            roots,
+            opts,
+        })
     }
 
     /// The root CIDs named by the header (a repository CAR has one: the commit).
@@ -164,7 +183,10 @@ impl<R: Read> CarReader<R> {
 
     /// Read the next block, using `buf` as storage. Returns its CID and bytes;
     /// `Ok(None)` at a clean end of input.
-    pub fn next_block<'b>(&mut self, buf: &'b mut Vec<u8>) -> Result<Option<(Cid, &'b [u8])>, CarError> {
+    pub fn next_block<'b>(
+        &mut self,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<Option<(Cid, &'b [u8])>, CarError> {
         buf.clear();
         match self.append_block(buf)? {
             Some((cid, range)) => Ok(Some((cid, &buf[range]))),
@@ -174,23 +196,35 @@ impl<R: Read> CarReader<R> {
 
     /// Read the next block onto the end of `dst`; returns its CID and where its
     /// data sits in `dst`. On error `dst` may hold a partial block.
-    fn append_block(&mut self, dst: &mut Vec<u8>) -> Result<Option<(Cid, std::ops::Range<usize>)>, CarError> {
+    fn append_block(
+        &mut self,
+        dst: &mut Vec<u8>,
+    ) -> Result<Option<(Cid, std::ops::Range<usize>)>, CarError> {
         let start = self.offset;
         let Some(len) = read_varint(&mut self.inner, &mut self.offset)? else {
             return Ok(None);
         };
         if len > self.opts.max_block as u64 + 64 {
-            return Err(CarError::BlockTooLarge { offset: start, len, max: self.opts.max_block });
+            return Err(CarError::BlockTooLarge {
+                offset: start,
+                len,
+                max: self.opts.max_block,
+            });
         }
         if self.offset + len > self.opts.max_total {
-            return Err(CarError::TooLarge { offset: self.offset, max: self.opts.max_total });
+            return Err(CarError::TooLarge {
+                offset: self.offset,
+                max: self.opts.max_total,
+            });
         }
         let base = dst.len();
         dst.resize(base + len as usize, 0);
         let cid_offset = self.offset;
         read_exact(&mut self.inner, &mut dst[base..], &mut self.offset, "block")?;
-        let (cid, used) =
-            Cid::read_bytes(&dst[base..]).map_err(|source| CarError::Cid { offset: cid_offset, source })?;
+        let (cid, used) = Cid::read_bytes(&dst[base..]).map_err(|source| CarError::Cid {
+            offset: cid_offset,
+            source,
+        })?;
         let range = base + used..dst.len();
         if self.opts.verify_hashes && !cid.matches(&dst[range.clone()]) {
             return Err(CarError::HashMismatch { cid, offset: start });
@@ -199,14 +233,29 @@ impl<R: Read> CarReader<R> {
     }
 }
 
-fn read_exact<R: Read>(r: &mut R, buf: &mut [u8], offset: &mut u64, what: &'static str) -> Result<(), CarError> {
+fn read_exact<R: Read>(
+    r: &mut R,
+    buf: &mut [u8],
+    offset: &mut u64,
+    what: &'static str,
+) -> Result<(), CarError> {
     let mut filled = 0;
     while filled < buf.len() {
         match r.read(&mut buf[filled..]) {
-            Ok(0) => return Err(CarError::Truncated { offset: *offset + filled as u64, what }),
+            Ok(0) => {
+                return Err(CarError::Truncated {
+                    offset: *offset + filled as u64,
+                    what,
+                })
+            }
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(CarError::Io { offset: *offset + filled as u64, source }),
+            Err(source) => {
+                return Err(CarError::Io {
+                    offset: *offset + filled as u64,
+                    source,
+                })
+            }
         }
     }
     *offset += buf.len() as u64;
@@ -222,10 +271,20 @@ fn read_varint<R: Read>(r: &mut R, offset: &mut u64) -> Result<Option<u64>, CarE
         loop {
             match r.read(&mut b) {
                 Ok(0) if i == 0 => return Ok(None),
-                Ok(0) => return Err(CarError::Truncated { offset: *offset, what: "length varint" }),
+                Ok(0) => {
+                    return Err(CarError::Truncated {
+                        offset: *offset,
+                        what: "length varint",
+                    })
+                }
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(CarError::Io { offset: *offset, source }),
+                Err(source) => {
+                    return Err(CarError::Io {
+                        offset: *offset,
+                        source,
+                    })
+                }
             }
         }
         *offset += 1;
@@ -234,7 +293,10 @@ fn read_varint<R: Read>(r: &mut R, offset: &mut u64) -> Result<Option<u64>, CarE
             return Ok(Some(value));
         }
     }
-    Err(CarError::Length { offset: start, reason: "varint longer than 10 bytes".into() })
+    Err(CarError::Length {
+        offset: start,
+        reason: "varint longer than 10 bytes".into(),
+    })
 }
 
 /// An unsigned LEB128 varint from the front of `buf`: (value, bytes used).
@@ -359,7 +421,9 @@ impl BlockStore {
                     let mut buf = [0u8; 64];
                     let n = slot.cid_len as usize;
                     if let Some(f) = &self.spill {
-                        if read_at(f, &mut buf[..n], slot.offset).is_ok() && &buf[..n] == cid.as_bytes() {
+                        if read_at(f, &mut buf[..n], slot.offset).is_ok()
+                            && &buf[..n] == cid.as_bytes()
+                        {
                             return Some(*slot);
                         }
                     }
@@ -411,23 +475,43 @@ impl BlockStore {
         store.index.reserve(car.len() / 256);
         while pos < car.len() {
             let start = pos as u64;
-            let (len, used) = slice_varint(&car[pos..]).ok_or(CarError::Length { offset: start, reason: "malformed varint".into() })?;
+            let (len, used) = slice_varint(&car[pos..]).ok_or(CarError::Length {
+                offset: start,
+                reason: "malformed varint".into(),
+            })?;
             pos += used;
             if len > opts.max_block as u64 + 64 {
-                return Err(CarError::BlockTooLarge { offset: start, len, max: opts.max_block });
+                return Err(CarError::BlockTooLarge {
+                    offset: start,
+                    len,
+                    max: opts.max_block,
+                });
             }
             if pos as u64 + len > opts.max_total {
-                return Err(CarError::TooLarge { offset: pos as u64, max: opts.max_total });
+                return Err(CarError::TooLarge {
+                    offset: pos as u64,
+                    max: opts.max_total,
+                });
             }
             let Some(block) = car.get(pos..pos + len as usize) else {
-                return Err(CarError::Truncated { offset: car.len() as u64, what: "block" });
+                return Err(CarError::Truncated {
+                    offset: car.len() as u64,
+                    what: "block",
+                });
             };
-            let (cid, cid_len) =
-                Cid::read_bytes(block).map_err(|source| CarError::Cid { offset: pos as u64, source })?;
+            let (cid, cid_len) = Cid::read_bytes(block).map_err(|source| CarError::Cid {
+                offset: pos as u64,
+                source,
+            })?;
             if opts.verify_hashes && !cid.matches(&block[cid_len..]) {
                 return Err(CarError::HashMismatch { cid, offset: start });
             }
-            let slot = Slot { offset: pos as u64, data_len: (block.len() - cid_len) as u32, cid_len: cid_len as u8, spilled: false };
+            let slot = Slot {
+                offset: pos as u64,
+                data_len: (block.len() - cid_len) as u32,
+                cid_len: cid_len as u8,
+                spilled: false,
+            };
             store.add_slot(cid, slot);
             pos += len as usize;
         }
@@ -448,11 +532,23 @@ impl BlockStore {
         let mut scratch = Vec::new();
         loop {
             let offset = reader.offset;
-            if arena.len().saturating_add(reader.opts.max_block).saturating_add(128) <= store.memory_cap {
+            if arena
+                .len()
+                .saturating_add(reader.opts.max_block)
+                .saturating_add(128)
+                <= store.memory_cap
+            {
                 let base = arena.len();
-                let Some((cid, range)) = reader.append_block(&mut arena)? else { break };
+                let Some((cid, range)) = reader.append_block(&mut arena)? else {
+                    break;
+                };
                 let cid_len = cid.as_bytes().len();
-                let slot = Slot { offset: (range.start - cid_len) as u64, data_len: range.len() as u32, cid_len: cid_len as u8, spilled: false };
+                let slot = Slot {
+                    offset: (range.start - cid_len) as u64,
+                    data_len: range.len() as u32,
+                    cid_len: cid_len as u8,
+                    spilled: false,
+                };
                 // The store must see the arena to confirm CIDs: lend it for the insert.
                 store.arena = Arena::Owned(std::mem::take(&mut arena));
                 let added = store.add_slot(cid, slot);
@@ -464,8 +560,12 @@ impl BlockStore {
                 }
             } else {
                 scratch.clear();
-                let Some((cid, range)) = reader.append_block(&mut scratch)? else { break };
-                store.spill_block(cid, &scratch[range]).map_err(|source| CarError::Io { offset, source })?;
+                let Some((cid, range)) = reader.append_block(&mut scratch)? else {
+                    break;
+                };
+                store
+                    .spill_block(cid, &scratch[range])
+                    .map_err(|source| CarError::Io { offset, source })?;
             }
         }
         store.arena = Arena::Owned(arena);
@@ -486,7 +586,15 @@ impl BlockStore {
         let offset = self.spill_len;
         let cid_len = cid.as_bytes().len();
         self.spill_len += (cid_len + data.len()) as u64;
-        self.add_slot(cid, Slot { offset, data_len: data.len() as u32, cid_len: cid_len as u8, spilled: true });
+        self.add_slot(
+            cid,
+            Slot {
+                offset,
+                data_len: data.len() as u32,
+                cid_len: cid_len as u8,
+                spilled: true,
+            },
+        );
         Ok(())
     }
 
@@ -504,7 +612,15 @@ impl BlockStore {
             v.extend_from_slice(cid.as_bytes());
             v.extend_from_slice(data);
             let cid_len = cid.as_bytes().len() as u8;
-            self.add_slot(cid, Slot { offset, data_len: data.len() as u32, cid_len, spilled: false });
+            self.add_slot(
+                cid,
+                Slot {
+                    offset,
+                    data_len: data.len() as u32,
+                    cid_len,
+                    spilled: false,
+                },
+            );
             return Ok(());
         }
         self.spill_block(cid, data)
@@ -549,7 +665,13 @@ impl BlockStore {
         }
         let mut scratch = self.scratch.borrow_mut();
         scratch.resize(slot.data_len as usize, 0);
-        read_at(self.spill.as_ref().ok_or_else(|| io::Error::other("spill file missing"))?, &mut scratch, data_start)?;
+        read_at(
+            self.spill
+                .as_ref()
+                .ok_or_else(|| io::Error::other("spill file missing"))?,
+            &mut scratch,
+            data_start,
+        )?;
         Ok(f(Some(&scratch)))
     }
 
@@ -581,8 +703,16 @@ fn tempfile() -> io::Result<File> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = dir.join(format!("skyhouse-car-{}-{nanos}-{attempt}.spill", std::process::id()));
-        match std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
+        let path = dir.join(format!(
+            "skyhouse-car-{}-{nanos}-{attempt}.spill",
+            std::process::id()
+        ));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(f) => {
                 let _ = std::fs::remove_file(&path);
                 return Ok(f);

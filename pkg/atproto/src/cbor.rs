@@ -106,7 +106,9 @@ impl<'a> Map<'a> {
 
 /// DAG-CBOR canonical key order: length first, then bytes.
 pub fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
-    a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes()))
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
 impl<'a> Value<'a> {
@@ -209,7 +211,9 @@ impl fmt::Debug for Value<'_> {
 
 impl fmt::Debug for Map<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.0.iter().map(|(k, v)| (k, v))).finish()
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, v)))
+            .finish()
     }
 }
 
@@ -302,7 +306,11 @@ pub struct Decoder<'a> {
 impl<'a> Decoder<'a> {
     /// Start decoding at the front of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
-        Decoder { buf, pos: 0, depth: 0 }
+        Decoder {
+            buf,
+            pos: 0,
+            depth: 0,
+        }
     }
 
     /// Bytes consumed so far.
@@ -489,7 +497,9 @@ impl<'a> Decoder<'a> {
                 self.pos += 2;
                 self.cid_body(start).map(Some)
             }
-            Some(_) => Err(self.err_at(start, CborErrorKind::Cid("expected a link or null".into()))),
+            Some(_) => {
+                Err(self.err_at(start, CborErrorKind::Cid("expected a link or null".into())))
+            }
             None => Err(self.err_at(start, CborErrorKind::Eof)),
         }
     }
@@ -502,13 +512,19 @@ impl<'a> Decoder<'a> {
     fn cid_body(&mut self, tag_start: usize) -> Result<Cid, CborError> {
         let (major, arg, start) = self.head()?;
         if major != 2 {
-            return Err(self.err_at(start, CborErrorKind::Cid("tag 42 content is not bytes".into())));
+            return Err(self.err_at(
+                start,
+                CborErrorKind::Cid("tag 42 content is not bytes".into()),
+            ));
         }
         let bytes = self.take(arg)?;
         match bytes.split_first() {
             Some((0, rest)) => Cid::from_bytes(rest)
                 .map_err(|e: CidError| self.err_at(tag_start, CborErrorKind::Cid(e.to_string()))),
-            _ => Err(self.err_at(tag_start, CborErrorKind::Cid("missing 0x00 multibase prefix".into()))),
+            _ => Err(self.err_at(
+                tag_start,
+                CborErrorKind::Cid("missing 0x00 multibase prefix".into()),
+            )),
         }
     }
 }
@@ -627,7 +643,10 @@ mod tests {
 
     #[test]
     fn rejects_floats_and_huge_lengths() {
-        assert_eq!(decode(&hex("fb3ff8000000000000")).expect_err("f").kind, CborErrorKind::Float);
+        assert_eq!(
+            decode(&hex("fb3ff8000000000000")).expect_err("f").kind,
+            CborErrorKind::Float
+        );
         let e = decode(&hex("9b00000001ffffffff")).expect_err("len");
         assert!(matches!(e.kind, CborErrorKind::Length(_)), "{e}");
     }
@@ -645,7 +664,10 @@ mod tests {
 
     #[test]
     fn integer_extremes() {
-        for (h, v) in [("1b7fffffffffffffff", i64::MAX), ("3b7fffffffffffffff", i64::MIN)] {
+        for (h, v) in [
+            ("1b7fffffffffffffff", i64::MAX),
+            ("3b7fffffffffffffff", i64::MIN),
+        ] {
             let buf = hex(h);
             let d = decode(&buf).expect("int");
             assert_eq!(d, Value::Integer(v));

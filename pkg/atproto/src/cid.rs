@@ -20,9 +20,10 @@ pub const HASH_SHA256: u64 = 0x12;
 /// Multihash code of BLAKE3 (allowed by DASL, never by atproto repos).
 pub const HASH_BLAKE3: u64 = 0x1e;
 
-/// Longest binary CID we keep inline. A v1 CID with one-byte codec and hash
-/// codes and a 32-byte digest is 36 bytes; the slack admits two-byte codes.
-const MAX_LEN: usize = 40;
+/// Longest binary CID we keep: v1, a one-byte codec (dag-cbor or raw), a
+/// one-byte hash code (sha2-256 or BLAKE3) and a 32-byte digest. Every CID
+/// [`Cid::read_bytes`] accepts is exactly this long.
+const MAX_LEN: usize = 36;
 
 /// A CIDv1 in binary form.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -83,7 +84,12 @@ impl Cid {
     #[inline]
     pub fn read_bytes(buf: &[u8]) -> Result<(Cid, usize), CidError> {
         // Fast path: every CID in a repository is v1, dag-cbor or raw, sha2-256.
-        if buf.len() >= 36 && buf[0] == 1 && (buf[1] == 0x71 || buf[1] == 0x55) && buf[2] == 0x12 && buf[3] == 32 {
+        if buf.len() >= 36
+            && buf[0] == 1
+            && (buf[1] == 0x71 || buf[1] == 0x55)
+            && buf[2] == 0x12
+            && buf[3] == 32
+        {
             let mut bytes = [0u8; MAX_LEN];
             bytes[..36].copy_from_slice(&buf[..36]);
             return Ok((Cid { len: 36, bytes }, 36));
@@ -115,7 +121,13 @@ impl Cid {
         }
         let mut bytes = [0u8; MAX_LEN];
         bytes[..end].copy_from_slice(&buf[..end]);
-        Ok((Cid { len: end as u8, bytes }, end))
+        Ok((
+            Cid {
+                len: end as u8,
+                bytes,
+            },
+            end,
+        ))
     }
 
     /// Parse a whole byte slice as one binary CID.
@@ -278,9 +290,15 @@ mod tests {
 
     #[test]
     fn rejects_v0_and_junk() {
-        assert!("QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n".parse::<Cid>().is_err());
+        assert!("QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n"
+            .parse::<Cid>()
+            .is_err());
         assert!("bafyrei".parse::<Cid>().is_err());
-        assert!("BAFYREIDFAYVFUWQA7QLNOPDJIQRXZS6BLMOEU4RUJCJTNCI5BELUDIRZ2A".parse::<Cid>().is_err());
+        assert!(
+            "BAFYREIDFAYVFUWQA7QLNOPDJIQRXZS6BLMOEU4RUJCJTNCI5BELUDIRZ2A"
+                .parse::<Cid>()
+                .is_err()
+        );
         assert!("".parse::<Cid>().is_err());
     }
 

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use crate::cbor::{self, Map, Value};
 use crate::cid::Cid;
+use crate::crypto::PublicKey;
 
 /// A decoded commit object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +62,9 @@ impl Commit {
     /// Decode a commit block.
     pub fn decode(bytes: &[u8]) -> Result<Commit, CommitError> {
         let v = cbor::decode(bytes)?;
-        let Value::Map(map) = v else { return Err(field("(root)", "not a map")) };
+        let Value::Map(map) = v else {
+            return Err(field("(root)", "not a map"));
+        };
         let did = map
             .get("did")
             .and_then(Value::as_str)
@@ -70,11 +73,17 @@ impl Commit {
         if !did.starts_with("did:") {
             return Err(field("did", "not a DID"));
         }
-        let version = map.get("version").and_then(Value::as_i64).ok_or(field("version", "missing or not an integer"))?;
+        let version = map
+            .get("version")
+            .and_then(Value::as_i64)
+            .ok_or(field("version", "missing or not an integer"))?;
         if version != 2 && version != 3 {
             return Err(field("version", "unsupported (want 2 or 3)"));
         }
-        let data = *map.get("data").and_then(Value::as_link).ok_or(field("data", "missing or not a link"))?;
+        let data = *map
+            .get("data")
+            .and_then(Value::as_link)
+            .ok_or(field("data", "missing or not a link"))?;
         let rev = match map.get("rev") {
             Some(Value::String(s)) => Some(s.to_string()),
             None if version == 2 => None,
@@ -85,8 +94,20 @@ impl Commit {
             Some(Value::Null) | None => None,
             Some(_) => return Err(field("prev", "not a link or null")),
         };
-        let sig = map.get("sig").and_then(Value::as_bytes).ok_or(field("sig", "missing or not bytes"))?.to_vec();
-        Ok(Commit { did, version, data, rev, prev, sig, raw: map.into_owned() })
+        let sig = map
+            .get("sig")
+            .and_then(Value::as_bytes)
+            .ok_or(field("sig", "missing or not bytes"))?
+            .to_vec();
+        Ok(Commit {
+            did,
+            version,
+            data,
+            rev,
+            prev,
+            sig,
+            raw: map.into_owned(),
+        })
     }
 
     /// The bytes the signature covers: the commit re-encoded without `sig`.
@@ -96,19 +117,23 @@ impl Commit {
         cbor::encode(&Value::Map(m))
     }
 
-/*TEMP
     /// Check the signature against the account's signing key.
     pub fn verify(&self, key: &PublicKey) -> Result<(), CommitError> {
         key.verify(&self.unsigned_bytes(), &self.sig)
-            .map_err(|e| CommitError::Signature { did: self.did.clone(), reason: e.to_string() })
+            .map_err(|e| CommitError::Signature {
+                did: self.did.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// The revision as an integer (the TID's value), used as the row version.
     pub fn rev_u64(&self) -> Option<u64> {
-        self.rev.as_deref().and_then(|r| r.parse::<crate::syntax::Tid>().ok()).map(|t| t.to_u64())
+        self.rev
+            .as_deref()
+            .and_then(|r| r.parse::<crate::syntax::Tid>().ok())
+            .map(|t| t.to_u64())
     }
 
-TEMP*/
     /// A commit value with the given fields (used by tests and tools that sign).
     pub fn unsigned_value(did: &str, data: Cid, rev: &str, prev: Option<Cid>) -> Value<'static> {
         let mut m = Map::new();

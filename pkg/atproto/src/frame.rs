@@ -133,7 +133,10 @@ pub struct CommitEvent {
 impl CommitEvent {
     /// Parse the `blocks` CAR slice into a block store (hashes checked).
     pub fn block_store(&self) -> Result<BlockStore, CarError> {
-        let opts = CarOptions { memory_cap: usize::MAX, ..CarOptions::default() };
+        let opts = CarOptions {
+            memory_cap: usize::MAX,
+            ..CarOptions::default()
+        };
         let mut reader = CarReader::new(self.blocks.as_slice(), opts)?;
         BlockStore::from_car(&mut reader)
     }
@@ -236,10 +239,19 @@ struct Body<'m, 'a> {
 
 impl<'a> Body<'_, 'a> {
     fn err(&self, field: &'static str, reason: &'static str) -> FrameError {
-        FrameError::Field { t: self.t.to_string(), seq: self.seq, field, reason }
+        FrameError::Field {
+            t: self.t.to_string(),
+            seq: self.seq,
+            field,
+            reason,
+        }
     }
     fn str(&self, field: &'static str) -> Result<String, FrameError> {
-        self.map.get(field).and_then(Value::as_str).map(str::to_string).ok_or_else(|| self.err(field, "missing or not a string"))
+        self.map
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| self.err(field, "missing or not a string"))
     }
     fn opt_str(&self, field: &'static str) -> Result<Option<String>, FrameError> {
         match self.map.get(field) {
@@ -249,7 +261,10 @@ impl<'a> Body<'_, 'a> {
         }
     }
     fn int(&self, field: &'static str) -> Result<i64, FrameError> {
-        self.map.get(field).and_then(Value::as_i64).ok_or_else(|| self.err(field, "missing or not an integer"))
+        self.map
+            .get(field)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| self.err(field, "missing or not an integer"))
     }
     fn bool_or_false(&self, field: &'static str) -> Result<bool, FrameError> {
         match self.map.get(field) {
@@ -259,10 +274,18 @@ impl<'a> Body<'_, 'a> {
         }
     }
     fn bytes(&self, field: &'static str) -> Result<Vec<u8>, FrameError> {
-        self.map.get(field).and_then(Value::as_bytes).map(<[u8]>::to_vec).ok_or_else(|| self.err(field, "missing or not bytes"))
+        self.map
+            .get(field)
+            .and_then(Value::as_bytes)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| self.err(field, "missing or not bytes"))
     }
     fn link(&self, field: &'static str) -> Result<Cid, FrameError> {
-        self.map.get(field).and_then(Value::as_link).copied().ok_or_else(|| self.err(field, "missing or not a link"))
+        self.map
+            .get(field)
+            .and_then(Value::as_link)
+            .copied()
+            .ok_or_else(|| self.err(field, "missing or not a link"))
     }
     fn opt_link(&self, field: &'static str) -> Result<Option<Cid>, FrameError> {
         match self.map.get(field) {
@@ -284,21 +307,41 @@ fn opt_link_in(m: &Map<'_>, field: &str) -> Result<Option<Cid>, &'static str> {
 impl Frame {
     /// Decode one WebSocket binary message.
     pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
-        let (header, used) =
-            cbor::decode_prefix(bytes).map_err(|source| FrameError::Cbor { part: "header", source })?;
+        let (header, used) = cbor::decode_prefix(bytes).map_err(|source| FrameError::Cbor {
+            part: "header",
+            source,
+        })?;
         let body = cbor::decode(&bytes[used..]).map_err(|mut source| {
             source.offset += used;
-            FrameError::Cbor { part: "body", source }
+            FrameError::Cbor {
+                part: "body",
+                source,
+            }
         })?;
-        let op = header.get("op").and_then(Value::as_i64).ok_or_else(|| FrameError::Header("missing op".into()))?;
-        let map = body.as_map().ok_or_else(|| FrameError::Header("body is not a map".into()))?;
+        let op = header
+            .get("op")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| FrameError::Header("missing op".into()))?;
+        let map = body
+            .as_map()
+            .ok_or_else(|| FrameError::Header("body is not a map".into()))?;
         match op {
             -1 => {
-                let b = Body { t: "error", map, seq: None };
-                Ok(Frame::Error(ErrorFrame { error: b.str("error")?, message: b.opt_str("message")? }))
+                let b = Body {
+                    t: "error",
+                    map,
+                    seq: None,
+                };
+                Ok(Frame::Error(ErrorFrame {
+                    error: b.str("error")?,
+                    message: b.opt_str("message")?,
+                }))
             }
             1 => {
-                let t = header.get("t").and_then(Value::as_str).ok_or_else(|| FrameError::Header("missing t".into()))?;
+                let t = header
+                    .get("t")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| FrameError::Header("missing t".into()))?;
                 let seq = map.get("seq").and_then(Value::as_i64);
                 let b = Body { t, map, seq };
                 decode_message(&b)
@@ -311,20 +354,34 @@ impl Frame {
 fn decode_message(b: &Body<'_, '_>) -> Result<Frame, FrameError> {
     Ok(match b.t {
         "#commit" => {
-            let ops_raw = b.map.get("ops").and_then(Value::as_array).ok_or_else(|| b.err("ops", "missing or not an array"))?;
+            let ops_raw = b
+                .map
+                .get("ops")
+                .and_then(Value::as_array)
+                .ok_or_else(|| b.err("ops", "missing or not an array"))?;
             let mut ops = Vec::with_capacity(ops_raw.len());
             for op in ops_raw {
-                let m = op.as_map().ok_or_else(|| b.err("ops", "entry is not a map"))?;
+                let m = op
+                    .as_map()
+                    .ok_or_else(|| b.err("ops", "entry is not a map"))?;
                 let action = match m.get("action").and_then(Value::as_str) {
                     Some("create") => Action::Create,
                     Some("update") => Action::Update,
                     Some("delete") => Action::Delete,
                     _ => return Err(b.err("ops.action", "missing or not create/update/delete")),
                 };
-                let path = m.get("path").and_then(Value::as_str).ok_or_else(|| b.err("ops.path", "missing or not a string"))?;
+                let path = m
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| b.err("ops.path", "missing or not a string"))?;
                 let cid = opt_link_in(m, "cid").map_err(|r| b.err("ops.cid", r))?;
                 let prev = opt_link_in(m, "prev").map_err(|r| b.err("ops.prev", r))?;
-                ops.push(RepoOp { action, path: path.to_string(), cid, prev });
+                ops.push(RepoOp {
+                    action,
+                    path: path.to_string(),
+                    cid,
+                    prev,
+                });
             }
             let blobs = match b.map.get("blobs") {
                 None | Some(Value::Null) => Vec::new(),
@@ -372,8 +429,14 @@ fn decode_message(b: &Body<'_, '_>) -> Result<Frame, FrameError> {
                 status: b.opt_str("status")?,
             })
         }
-        "#info" => Frame::Info(InfoEvent { name: b.str("name")?, message: b.opt_str("message")? }),
-        other => Frame::Unknown { t: other.to_string(), seq: b.seq },
+        "#info" => Frame::Info(InfoEvent {
+            name: b.str("name")?,
+            message: b.opt_str("message")?,
+        }),
+        other => Frame::Unknown {
+            t: other.to_string(),
+            seq: b.seq,
+        },
     })
 }
 

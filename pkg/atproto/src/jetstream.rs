@@ -164,20 +164,26 @@ pub enum ConvertError {
 pub fn from_frame(frame: &Frame, time_us: i64) -> Result<Vec<Event>, ConvertError> {
     match frame {
         Frame::Commit(c) => {
-            let blocks = c
-                .block_store()
-                .map_err(|source| ConvertError::Blocks { did: c.repo.clone(), seq: c.seq, source })?;
+            let blocks = c.block_store().map_err(|source| ConvertError::Blocks {
+                did: c.repo.clone(),
+                seq: c.seq,
+                source,
+            })?;
             let mut out = Vec::with_capacity(c.ops.len());
             for op in &c.ops {
-                let (collection, rkey) = op
-                    .split_path()
-                    .ok_or_else(|| ConvertError::Path { did: c.repo.clone(), seq: c.seq, path: op.path.clone() })?;
+                let (collection, rkey) = op.split_path().ok_or_else(|| ConvertError::Path {
+                    did: c.repo.clone(),
+                    seq: c.seq,
+                    path: op.path.clone(),
+                })?;
                 let (record, cid) = match (op.action, op.cid) {
                     (Action::Delete, _) => (None, None),
                     (_, None) => continue,
                     (_, Some(cid)) => {
                         let json = blocks
-                            .with_block(&cid, |b| b.map(|b| cbor::decode(b).map(|v| crate::json::to_json_value(&v))))
+                            .with_block(&cid, |b| {
+                                b.map(|b| cbor::decode(b).map(|v| crate::json::to_json_value(&v)))
+                            })
                             .ok()
                             .flatten();
                         match json {
@@ -215,7 +221,12 @@ pub fn from_frame(frame: &Frame, time_us: i64) -> Result<Vec<Event>, ConvertErro
             did: i.did.clone(),
             time_us,
             payload: Payload::Identity {
-                identity: Identity { did: i.did.clone(), handle: i.handle.clone(), seq: i.seq, time: i.time.clone() },
+                identity: Identity {
+                    did: i.did.clone(),
+                    handle: i.handle.clone(),
+                    seq: i.seq,
+                    time: i.time.clone(),
+                },
             },
         }]),
         Frame::Account(a) => Ok(vec![Event {

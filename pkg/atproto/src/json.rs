@@ -78,7 +78,14 @@ pub struct DataModelError {
 }
 
 fn dm_err(path: &str, reason: impl Into<String>) -> DataModelError {
-    DataModelError { path: if path.is_empty() { "/".into() } else { path.into() }, reason: reason.into() }
+    DataModelError {
+        path: if path.is_empty() {
+            "/".into()
+        } else {
+            path.into()
+        },
+        reason: reason.into(),
+    }
 }
 
 /// Convert lex-JSON to a data-model value, enforcing the rules: the top level
@@ -95,7 +102,11 @@ pub fn from_lex_json(json: &serde_json::Value) -> Result<Value<'static>, DataMod
     Ok(v)
 }
 
-fn convert(json: &serde_json::Value, path: &mut String, depth: usize) -> Result<Value<'static>, DataModelError> {
+fn convert(
+    json: &serde_json::Value,
+    path: &mut String,
+    depth: usize,
+) -> Result<Value<'static>, DataModelError> {
     if depth > crate::cbor::MAX_DEPTH {
         return Err(dm_err(path, "nesting too deep"));
     }
@@ -112,7 +123,10 @@ fn convert(json: &serde_json::Value, path: &mut String, depth: usize) -> Result<
                     return Err(dm_err(path, format!("number {n} is not an integer")));
                 }
             } else {
-                return Err(dm_err(path, format!("integer {n} out of the signed 64-bit range")));
+                return Err(dm_err(
+                    path,
+                    format!("integer {n} out of the signed 64-bit range"),
+                ));
             }
         }
         serde_json::Value::String(s) => Value::String(Cow::Owned(s.clone())),
@@ -129,7 +143,9 @@ fn convert(json: &serde_json::Value, path: &mut String, depth: usize) -> Result<
         }
         serde_json::Value::Object(obj) => {
             if let Some(link) = obj.get("$link") {
-                let s = link.as_str().ok_or_else(|| dm_err(path, "$link is not a string"))?;
+                let s = link
+                    .as_str()
+                    .ok_or_else(|| dm_err(path, "$link is not a string"))?;
                 if obj.len() != 1 {
                     return Err(dm_err(path, "$link object has extra fields"));
                 }
@@ -137,11 +153,15 @@ fn convert(json: &serde_json::Value, path: &mut String, depth: usize) -> Result<
                 return Ok(Value::Link(cid));
             }
             if let Some(bytes) = obj.get("$bytes") {
-                let s = bytes.as_str().ok_or_else(|| dm_err(path, "$bytes is not a string"))?;
+                let s = bytes
+                    .as_str()
+                    .ok_or_else(|| dm_err(path, "$bytes is not a string"))?;
                 if obj.len() != 1 {
                     return Err(dm_err(path, "$bytes object has extra fields"));
                 }
-                let b = B64_LENIENT.decode(s).map_err(|e| dm_err(path, format!("$bytes: {e}")))?;
+                let b = B64_LENIENT
+                    .decode(s)
+                    .map_err(|e| dm_err(path, format!("$bytes: {e}")))?;
                 return Ok(Value::Bytes(Cow::Owned(b)));
             }
             let mut entries = Vec::with_capacity(obj.len());
@@ -163,15 +183,24 @@ fn convert(json: &serde_json::Value, path: &mut String, depth: usize) -> Result<
 
 /// Check the object-level rules (`$type`, blob shape) on one map.
 fn validate_object(value: &Value<'_>, path: &str) -> Result<(), DataModelError> {
-    let Some(t) = value.get("$type") else { return Ok(()) };
-    let t = t.as_str().ok_or_else(|| dm_err(path, format!("$type is {}, not a string", t.kind())))?;
+    let Some(t) = value.get("$type") else {
+        return Ok(());
+    };
+    let t = t
+        .as_str()
+        .ok_or_else(|| dm_err(path, format!("$type is {}, not a string", t.kind())))?;
     if t.is_empty() {
         return Err(dm_err(path, "$type is empty"));
     }
     if t == "blob" {
         match value.get("ref") {
             Some(Value::Link(_)) => {}
-            Some(v) => return Err(dm_err(path, format!("blob ref is {}, not a link", v.kind()))),
+            Some(v) => {
+                return Err(dm_err(
+                    path,
+                    format!("blob ref is {}, not a link", v.kind()),
+                ))
+            }
             None => return Err(dm_err(path, "blob has no ref")),
         }
         match value.get("mimeType") {
@@ -193,7 +222,10 @@ pub fn validate(value: &Value<'_>) -> Result<(), DataModelError> {
         match v {
             Value::Map(m) => {
                 if m.get("$link").is_some() || m.get("$bytes").is_some() {
-                    return Err(dm_err(path, "$link and $bytes keys are reserved for lex-JSON"));
+                    return Err(dm_err(
+                        path,
+                        "$link and $bytes keys are reserved for lex-JSON",
+                    ));
                 }
                 validate_object(v, path)?;
                 for (k, child) in m.iter() {
@@ -233,7 +265,10 @@ mod tests {
         });
         let v = from_lex_json(&json).expect("convert");
         assert!(matches!(v.get("a"), Some(Value::Link(_))));
-        assert_eq!(v.get("b").and_then(Value::as_bytes).map(<[u8]>::len), Some(32));
+        assert_eq!(
+            v.get("b").and_then(Value::as_bytes).map(<[u8]>::len),
+            Some(32)
+        );
         assert_eq!(to_json_value(&v), json);
     }
 

@@ -97,7 +97,10 @@ struct NodeEntry {
 }
 
 fn invalid(cid: Cid, reason: impl Into<String>) -> MstError {
-    MstError::Invalid { cid, reason: reason.into() }
+    MstError::Invalid {
+        cid,
+        reason: reason.into(),
+    }
 }
 
 /// Decode a node straight from its bytes, without building a generic value
@@ -133,7 +136,10 @@ fn decode_node(cid: Cid, bytes: &[u8]) -> Result<Node, MstError> {
     for i in 0..count {
         let (major, n, _) = d.head().map_err(cbor_err)?;
         if major != 5 || n != 4 {
-            return Err(invalid(cid, format!("entry {i} must be a map of exactly k, p, t, v")));
+            return Err(invalid(
+                cid,
+                format!("entry {i} must be a map of exactly k, p, t, v"),
+            ));
         }
         expect_key(&mut d, "k")?;
         let (major, klen, _) = d.head().map_err(cbor_err)?;
@@ -144,11 +150,17 @@ fn decode_node(cid: Cid, bytes: &[u8]) -> Result<Node, MstError> {
         expect_key(&mut d, "p")?;
         let (major, p, _) = d.head().map_err(cbor_err)?;
         if major != 0 {
-            return Err(invalid(cid, format!("entry {i}: p is not an unsigned integer")));
+            return Err(invalid(
+                cid,
+                format!("entry {i}: p is not an unsigned integer"),
+            ));
         }
         let prev_len = (prev.end - prev.start) as u64;
         if p > prev_len || (i == 0 && p != 0) {
-            return Err(invalid(cid, format!("entry {i}: prefix length {p} out of range")));
+            return Err(invalid(
+                cid,
+                format!("entry {i}: prefix length {p} out of range"),
+            ));
         }
         expect_key(&mut d, "t")?;
         let right = d.link_or_null().map_err(cbor_err)?;
@@ -162,19 +174,34 @@ fn decode_node(cid: Cid, bytes: &[u8]) -> Result<Node, MstError> {
         keys.extend_from_slice(suffix);
         let key = start..keys.len();
         if key.is_empty() || key.len() > MAX_KEY {
-            return Err(invalid(cid, format!("entry {i}: key length {} out of range", key.len())));
+            return Err(invalid(
+                cid,
+                format!("entry {i}: key length {} out of range", key.len()),
+            ));
         }
         let layer = key_height(&keys[key.clone()]);
         prev = key.clone();
-        entries.push(NodeEntry { key, layer, value, right });
+        entries.push(NodeEntry {
+            key,
+            layer,
+            value,
+            right,
+        });
     }
     expect_key(&mut d, "l")?;
     let left = d.link_or_null().map_err(cbor_err)?;
     if !d.at_end() {
         return Err(invalid(cid, "trailing bytes after the node"));
     }
-    Ok(Node { left, keys, entries })
+    Ok(Node {
+        left,
+        keys,
+        entries,
+    })
 }
+
+/// The walk's per-entry callback: `(key, value CID)`.
+pub type LeafFn<'f, E> = dyn FnMut(&[u8], Cid) -> Result<(), E> + 'f;
 
 /// Walks a tree in key order, checking its structure.
 #[derive(Debug)]
@@ -188,7 +215,12 @@ pub struct Walker<'s> {
 impl<'s> Walker<'s> {
     /// A walker over the blocks in `store`.
     pub fn new(store: &'s BlockStore) -> Self {
-        Walker { store, last_key: Vec::new(), stats: WalkStats::default(), nodes: None }
+        Walker {
+            store,
+            last_key: Vec::new(),
+            stats: WalkStats::default(),
+            nodes: None,
+        }
     }
 
     /// Also record the CID of every node visited (see [`Walker::nodes`]).
@@ -205,11 +237,11 @@ impl<'s> Walker<'s> {
     /// Walk the tree under `root`, calling `leaf(key, value_cid)` for every
     /// entry in strictly increasing key order. An error from `leaf` stops the
     /// walk and is returned as `Err(Err(e))`; a tree error as `Err(Ok(e))`
-    /// — use [`walk`] for the common case.
+    /// — use [`entries`] for the common case.
     pub fn walk<E>(
         &mut self,
         root: &Cid,
-        leaf: &mut dyn FnMut(&[u8], Cid) -> Result<(), E>,
+        leaf: &mut LeafFn<'_, E>,
     ) -> Result<WalkStats, WalkError<E>> {
         self.visit(*root, None, 0, true, leaf)?;
         Ok(self.stats)
@@ -221,10 +253,13 @@ impl<'s> Walker<'s> {
         parent_layer: Option<u32>,
         depth: usize,
         is_root: bool,
-        leaf: &mut dyn FnMut(&[u8], Cid) -> Result<(), E>,
+        leaf: &mut LeafFn<'_, E>,
     ) -> Result<(), WalkError<E>> {
         if depth > MAX_HEIGHT {
-            return Err(WalkError::Tree(invalid(cid, format!("tree deeper than {MAX_HEIGHT}"))));
+            return Err(WalkError::Tree(invalid(
+                cid,
+                format!("tree deeper than {MAX_HEIGHT}"),
+            )));
         }
         let node = self
             .store
@@ -250,7 +285,10 @@ impl<'s> Walker<'s> {
         };
         if let Some(p) = parent_layer {
             if layer >= p {
-                return Err(WalkError::Tree(invalid(cid, format!("layer {layer} not below its parent's {p}"))));
+                return Err(WalkError::Tree(invalid(
+                    cid,
+                    format!("layer {layer} not below its parent's {p}"),
+                )));
             }
         }
         if let Some(left) = node.left {
@@ -261,7 +299,11 @@ impl<'s> Walker<'s> {
             if e.layer != layer {
                 return Err(WalkError::Tree(invalid(
                     cid,
-                    format!("key {:?} has layer {} in a layer-{layer} node", String::from_utf8_lossy(key), e.layer),
+                    format!(
+                        "key {:?} has layer {} in a layer-{layer} node",
+                        String::from_utf8_lossy(key),
+                        e.layer
+                    ),
                 )));
             }
             if self.stats.entries > 0 && key <= self.last_key.as_slice() {

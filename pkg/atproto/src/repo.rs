@@ -105,7 +105,11 @@ impl Repo {
             .with_block(&root, |b| b.map(Commit::decode))?
             .ok_or(RepoError::MissingCommit(root))?
             .map_err(|source| RepoError::Commit { cid: root, source })?;
-        Ok(Repo { commit, commit_cid: root, blocks })
+        Ok(Repo {
+            commit,
+            commit_cid: root,
+            blocks,
+        })
     }
 
     /// Read a repository CAR held in memory (one copy; see [`Repo::from_shared`]).
@@ -122,10 +126,20 @@ impl Repo {
         let blocks = &self.blocks;
         let mut walker = Walker::new(blocks);
         walker.walk(&self.commit.data, &mut |key: &[u8], cid: Cid| {
-            let (collection, rkey) = split_path(key)
-                .ok_or_else(|| RepoOrVisitor::Repo(RepoError::BadPath { key: String::from_utf8_lossy(key).into_owned() }))?;
+            let (collection, rkey) = split_path(key).ok_or_else(|| {
+                RepoOrVisitor::Repo(RepoError::BadPath {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                })
+            })?;
             blocks
-                .with_block(&cid, |data| f(RecordRef { collection, rkey, cid, data }))
+                .with_block(&cid, |data| {
+                    f(RecordRef {
+                        collection,
+                        rkey,
+                        cid,
+                        data,
+                    })
+                })
                 .map_err(|e| RepoOrVisitor::Repo(RepoError::Io(e)))?
                 .map_err(RepoOrVisitor::Visitor)
         })

@@ -10,7 +10,9 @@ use skyhouse_atproto::Cid;
 pub(crate) fn listing(repo: &Repo) -> Vec<String> {
     let mut out = Vec::new();
     repo.walk(|r| {
-        let data = r.data.ok_or_else(|| format!("missing record block {}", r.cid))?;
+        let data = r
+            .data
+            .ok_or_else(|| format!("missing record block {}", r.cid))?;
         cbor::decode(data).map_err(|e| format!("{}/{}: {e}", r.collection, r.rkey))?;
         assert!(r.cid.matches(data));
         out.push(format!("{}/{}\t{}", r.collection, r.rkey, r.cid));
@@ -21,7 +23,12 @@ pub(crate) fn listing(repo: &Repo) -> Vec<String> {
 }
 
 fn lines(rel: &str) -> Vec<String> {
-    String::from_utf8(read(rel)).expect("utf8").lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    String::from_utf8(read(rel))
+        .expect("utf8")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -32,31 +39,43 @@ fn jetstream_repo_matches_goat_listing() {
     let commit = String::from_utf8(read("jetstream/car_expected_commit.txt")).expect("utf8");
     assert!(commit.contains(&format!("DID: {}", repo.commit.did)));
     assert!(commit.contains(&format!("Data CID: {}", repo.commit.data)));
-    assert!(commit.contains(&format!("Revision: {}", repo.commit.rev.as_deref().expect("rev"))));
+    assert!(commit.contains(&format!(
+        "Revision: {}",
+        repo.commit.rev.as_deref().expect("rev")
+    )));
     println!("jetstream repo.car: {} records", want.len());
 }
 
 /// Every real repository CAR in testdata, with the listing an independent
 /// implementation (`@atproto/repo`, see testdata/expected/README.md) produced.
 const REPO_CARS: &[(&str, &str)] = &[
-    ("indigo/bnewbold.robocracy.org.20250310005405.car", "expected/bnewbold.robocracy.org.tsv"),
+    (
+        "indigo/bnewbold.robocracy.org.20250310005405.car",
+        "expected/bnewbold.robocracy.org.tsv",
+    ),
     ("indigo/greenground.repo.car", "expected/greenground.tsv"),
     ("indigo/fakermaker.repo.car", "expected/fakermaker.tsv"),
     ("indigo/paul_staging.repo.car", "expected/paul_staging.tsv"),
     ("indigo/divy.repo", "expected/divy.tsv"),
-    ("indigo/bafyreieovfuizojpw3zresz7sx3nk4trm2by23pt5rxbey3jme4uo5ogiu.car", "expected/bafyreieovfuiz.tsv"),
+    (
+        "indigo/bafyreieovfuizojpw3zresz7sx3nk4trm2by23pt5rxbey3jme4uo5ogiu.car",
+        "expected/bafyreieovfuiz.tsv",
+    ),
     ("repo-stream/empty.car", "expected/repo-stream-empty.tsv"),
     ("repo-stream/tiny.car", "expected/repo-stream-tiny.tsv"),
     ("repo-stream/little.car", "expected/repo-stream-little.tsv"),
     ("rsky/valid_repo.car", "expected/rsky-valid_repo.tsv"),
     ("jetstream/repo.car", "jetstream/car_expected_records.tsv"),
+    ("generated/k256-300.car", "generated/k256-300.tsv"),
+    ("generated/p256-300.car", "generated/p256-300.tsv"),
 ];
 
 #[test]
 fn fixture_cars_match_independent_listings() {
     let mut total = 0;
     for (car, expected) in REPO_CARS {
-        let repo = Repo::from_bytes(&read(car), CarOptions::default()).unwrap_or_else(|e| panic!("{car}: {e}"));
+        let repo = Repo::from_bytes(&read(car), CarOptions::default())
+            .unwrap_or_else(|e| panic!("{car}: {e}"));
         let got = listing(&repo);
         assert_eq!(got, lines(expected), "{car}");
         total += got.len();
@@ -70,7 +89,11 @@ fn spilling_to_disk_gives_the_same_walk() {
     let bytes = read("repo-stream/little.car");
     let in_memory = Repo::from_bytes(&bytes, CarOptions::default()).expect("repo");
     let streamed = Repo::read(bytes.as_slice(), CarOptions::default()).expect("repo");
-    let opts = CarOptions { memory_cap: 96 << 10, max_block: 32 << 10, ..CarOptions::default() };
+    let opts = CarOptions {
+        memory_cap: 96 << 10,
+        max_block: 32 << 10,
+        ..CarOptions::default()
+    };
     let spilled = Repo::read(bytes.as_slice(), opts).expect("repo");
     assert!(spilled.blocks.spilled());
     assert!(!streamed.blocks.spilled());
@@ -91,21 +114,33 @@ fn atproto_car_file_fixture() {
                 .expect("b64")
         };
         let (roots, store) = read_car_bytes(&dec(&f["car"]), CarOptions::default()).expect("car");
-        assert_eq!(roots, vec![f["root"].as_str().expect("root").parse::<Cid>().expect("cid")]);
+        assert_eq!(
+            roots,
+            vec![f["root"]
+                .as_str()
+                .expect("root")
+                .parse::<Cid>()
+                .expect("cid")]
+        );
         let blocks = f["blocks"].as_array().expect("blocks");
         assert_eq!(store.len(), blocks.len());
         for b in blocks {
             let cid: Cid = b["cid"].as_str().expect("cid").parse().expect("cid");
-            assert_eq!(store.get(&cid).expect("io").expect("present"), dec(&b["bytes"]));
+            assert_eq!(
+                store.get(&cid).expect("io").expect("present"),
+                dec(&b["bytes"])
+            );
         }
     }
 }
 
 #[test]
 fn partial_car_slice_holds_the_record() {
-    let (roots, store) = read_car_bytes(&read("indigo/repo_slice.car"), CarOptions::default()).expect("car");
+    let (roots, store) =
+        read_car_bytes(&read("indigo/repo_slice.car"), CarOptions::default()).expect("car");
     assert_eq!(roots.len(), 1);
-    let want: serde_json::Value = serde_json::from_slice(&read("indigo/repo_slice_record.json")).expect("json");
+    let want: serde_json::Value =
+        serde_json::from_slice(&read("indigo/repo_slice_record.json")).expect("json");
     let cid: Cid = want["cid"].as_str().expect("cid").parse().expect("cid");
     let data = store.get(&cid).expect("io").expect("record block");
     let got = skyhouse_atproto::json::to_json_value(&cbor::decode(&data).expect("cbor"));
@@ -114,9 +149,12 @@ fn partial_car_slice_holds_the_record() {
 
 #[test]
 fn firehose_blocks_car_from_skyfall() {
-    let (roots, store) = read_car_bytes(&read("skyfall/attie.car"), CarOptions::default()).expect("car");
+    let (roots, store) =
+        read_car_bytes(&read("skyfall/attie.car"), CarOptions::default()).expect("car");
     let commit = store
-        .with_block(&roots[0], |b| skyhouse_atproto::commit::Commit::decode(b.expect("commit")))
+        .with_block(&roots[0], |b| {
+            skyhouse_atproto::commit::Commit::decode(b.expect("commit"))
+        })
         .expect("io")
         .expect("commit");
     assert_eq!(commit.version, 3);
@@ -127,7 +165,11 @@ fn firehose_blocks_car_from_skyfall() {
 fn read_and_walk(bytes: &[u8]) -> Result<usize, String> {
     let repo = Repo::from_bytes(bytes, CarOptions::default()).map_err(|e| e.to_string())?;
     let stats = repo
-        .walk(|r| r.data.map(|_| ()).ok_or_else(|| format!("missing record block {}", r.cid)))
+        .walk(|r| {
+            r.data
+                .map(|_| ())
+                .ok_or_else(|| format!("missing record block {}", r.cid))
+        })
         .map_err(|e| e.to_string())?;
     Ok(stats.entries)
 }
@@ -141,7 +183,10 @@ fn truncation_at_every_offset_is_an_error_naming_the_offset() {
             Ok(n) => panic!("cut at {cut} accepted with {n} records"),
             Err(msg) => {
                 assert!(!msg.contains('\n'), "{msg}");
-                assert!(msg.contains("byte") || msg.contains("missing"), "cut {cut}: {msg}");
+                assert!(
+                    msg.contains("byte") || msg.contains("missing"),
+                    "cut {cut}: {msg}"
+                );
             }
         }
     }
@@ -153,20 +198,33 @@ fn corrupt_block_names_the_cid() {
     let n = bytes.len();
     bytes[n - 5] ^= 0x40;
     let err = Repo::from_bytes(&bytes, CarOptions::default()).expect_err("corrupt");
-    assert!(matches!(err, skyhouse_atproto::repo::RepoError::Car(CarError::HashMismatch { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            skyhouse_atproto::repo::RepoError::Car(CarError::HashMismatch { .. })
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("bafyrei"), "{err}");
 }
 
 #[test]
 fn oversized_block_is_refused_before_allocation() {
     let bytes = read("repo-stream/little.car");
-    let opts = CarOptions { max_block: 100, ..CarOptions::default() };
+    let opts = CarOptions {
+        max_block: 100,
+        ..CarOptions::default()
+    };
     let err = Repo::from_bytes(&bytes, opts).expect_err("cap");
     assert!(err.to_string().contains("over the 100-byte cap"), "{err}");
-    let opts = CarOptions { max_total: 10_000, ..CarOptions::default() };
+    let opts = CarOptions {
+        max_total: 10_000,
+        ..CarOptions::default()
+    };
     let err = Repo::from_bytes(&bytes, opts).expect_err("total cap");
     assert!(err.to_string().contains("size cap"), "{err}");
     // A header claiming a huge length.
-    let err = Repo::from_bytes(&[0xff, 0xff, 0xff, 0xff, 0x0f], CarOptions::default()).expect_err("hdr");
+    let err =
+        Repo::from_bytes(&[0xff, 0xff, 0xff, 0xff, 0x0f], CarOptions::default()).expect_err("hdr");
     assert!(err.to_string().contains("header length"), "{err}");
 }

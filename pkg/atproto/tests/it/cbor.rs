@@ -34,7 +34,11 @@ fn data_model_fixtures_round_trip() {
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let cbor_bytes = b64(case["cbor_base64"].as_str().expect("cbor"));
-        let want_cid: Cid = case["cid"].as_str().expect("cid").parse().expect("cid parse");
+        let want_cid: Cid = case["cid"]
+            .as_str()
+            .expect("cid")
+            .parse()
+            .expect("cid parse");
         // JSON -> CBOR -> bytes and CID equal to the fixture.
         let from_json = match json::from_lex_json(&case["json"]) {
             Ok(v) => v,
@@ -122,12 +126,23 @@ fn dasl_vectors() {
     let mut failures = Vec::new();
     let mut stricter = 0;
     let dir = testdata("dasl");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("dir").flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
-    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
         let cases: Vec<serde_json::Value> =
             serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json");
-        let file = path.file_name().expect("name").to_string_lossy().to_string();
+        let file = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
         for case in cases.iter().filter(|c| applies(c)) {
             let data = hex(case["data"].as_str().expect("data"));
             let name = format!("{file}: {} ({})", case["name"], case["type"]);
@@ -137,7 +152,9 @@ fn dasl_vectors() {
                     *counts.entry("roundtrip").or_default() += 1;
                     match (atproto_stricter(&data), result) {
                         (Some(kind), Err(e)) if e.kind == kind => stricter += 1,
-                        (Some(_), r) => failures.push(format!("{name}: want atproto rejection, got {r:?}")),
+                        (Some(_), r) => {
+                            failures.push(format!("{name}: want atproto rejection, got {r:?}"))
+                        }
                         (None, Ok(v)) => {
                             if cbor::encode(&v) != data {
                                 failures.push(format!("{name}: re-encoding differs"));
@@ -167,12 +184,18 @@ fn dasl_vectors() {
 fn decode_errors_name_the_offset() {
     let e = cbor::decode(&hex("a2616101616201ff")).expect_err("trailing");
     assert_eq!(e.offset, 7);
-    assert_eq!(e.to_string(), "invalid DAG-CBOR at byte 7: 1 trailing bytes after the value");
+    assert_eq!(
+        e.to_string(),
+        "invalid DAG-CBOR at byte 7: 1 trailing bytes after the value"
+    );
 }
 
 #[test]
 fn real_records_round_trip() {
-    for rel in ["indigo/feedpost_record.cbor", "indigo/post_richtext_link.cbor"] {
+    for rel in [
+        "indigo/feedpost_record.cbor",
+        "indigo/post_richtext_link.cbor",
+    ] {
         let data = read(rel);
         let v = cbor::decode(&data).unwrap_or_else(|e| panic!("{rel}: {e}"));
         assert_eq!(cbor::encode(&v), data, "{rel}");

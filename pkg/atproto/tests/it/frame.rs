@@ -11,7 +11,8 @@ use skyhouse_atproto::json::from_lex_json;
 #[test]
 fn corpus_frames_decode() {
     let frames = corpus_frames();
-    let manifest: serde_json::Value = serde_json::from_slice(&read("jetstream/manifest.json")).expect("manifest");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read("jetstream/manifest.json")).expect("manifest");
     let (mut commits, mut identities, mut accounts, mut ops, mut records) = (0, 0, 0, 0, 0);
     let mut last_seq = None;
     for (i, bytes) in frames.iter().enumerate() {
@@ -66,10 +67,15 @@ fn frame_from_dag_json(header: &serde_json::Value, body: &serde_json::Value) -> 
 fn indigo_relay_scenarios_decode() {
     let dir = testdata("indigo/relay");
     let mut n = 0;
-    let mut files: Vec<_> = std::fs::read_dir(dir).expect("dir").flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     for path in files {
-        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
         for msg in doc["messages"].as_array().expect("messages") {
             let (h, b) = (&msg["frame"]["header"], &msg["frame"]["body"]);
             let bytes = frame_from_dag_json(h, b);
@@ -78,7 +84,9 @@ fn indigo_relay_scenarios_decode() {
             let t = h["t"].as_str().expect("t");
             let ok = match (&frame, t) {
                 (Frame::Commit(c), "#commit") => c.block_store().is_ok() || msg["invalid"] == true,
-                (Frame::Sync(_), "#sync") | (Frame::Identity(_), "#identity") | (Frame::Account(_), "#account") => true,
+                (Frame::Sync(_), "#sync")
+                | (Frame::Identity(_), "#identity")
+                | (Frame::Account(_), "#account") => true,
                 _ => false,
             };
             assert!(ok, "{name}: decoded as {frame:?}");
@@ -94,9 +102,12 @@ fn indigo_relay_scenarios_decode() {
 fn indigo_commit_bodies_decode() {
     for seq in ["4621317030", "4621317332", "4621332152", "4623075231"] {
         let body: serde_json::Value =
-            serde_json::from_slice(&read(&format!("indigo/firehose_commit_{seq}.json"))).expect("json");
+            serde_json::from_slice(&read(&format!("indigo/firehose_commit_{seq}.json")))
+                .expect("json");
         let bytes = encode_frame("#commit", &from_lex_json(&body).expect("body"));
-        let Frame::Commit(c) = Frame::decode(&bytes).expect("decode") else { panic!("not a commit") };
+        let Frame::Commit(c) = Frame::decode(&bytes).expect("decode") else {
+            panic!("not a commit")
+        };
         assert_eq!(c.seq.to_string(), seq);
         assert_eq!(c.ops.len(), body["ops"].as_array().expect("ops").len());
         let store = c.block_store().expect("blocks");
@@ -118,14 +129,29 @@ fn s(v: &str) -> Value<'static> {
 
 #[test]
 fn unknown_type_is_reported_not_fatal() {
-    let bytes = encode_frame("#tombstone", &body(&[("seq", Value::Integer(7)), ("did", s("did:plc:x"))]));
-    assert_eq!(Frame::decode(&bytes).expect("decode"), Frame::Unknown { t: "#tombstone".into(), seq: Some(7) });
+    let bytes = encode_frame(
+        "#tombstone",
+        &body(&[("seq", Value::Integer(7)), ("did", s("did:plc:x"))]),
+    );
+    assert_eq!(
+        Frame::decode(&bytes).expect("decode"),
+        Frame::Unknown {
+            t: "#tombstone".into(),
+            seq: Some(7)
+        }
+    );
 }
 
 #[test]
 fn error_and_info_frames() {
     let mut out = cbor::encode(&body(&[("op", Value::Integer(-1))]));
-    cbor::encode_into(&body(&[("error", s("FutureCursor")), ("message", s("cursor in the future"))]), &mut out);
+    cbor::encode_into(
+        &body(&[
+            ("error", s("FutureCursor")),
+            ("message", s("cursor in the future")),
+        ]),
+        &mut out,
+    );
     match Frame::decode(&out).expect("decode") {
         Frame::Error(e) => {
             assert_eq!(e.error, "FutureCursor");
@@ -134,14 +160,22 @@ fn error_and_info_frames() {
         other => panic!("{other:?}"),
     }
     let info = encode_frame("#info", &body(&[("name", s("OutdatedCursor"))]));
-    assert!(matches!(Frame::decode(&info).expect("info"), Frame::Info(i) if i.name == "OutdatedCursor"));
+    assert!(
+        matches!(Frame::decode(&info).expect("info"), Frame::Info(i) if i.name == "OutdatedCursor")
+    );
 }
 
 #[test]
 fn missing_fields_name_the_field() {
-    let bytes = encode_frame("#account", &body(&[("seq", Value::Integer(3)), ("did", s("did:plc:x"))]));
+    let bytes = encode_frame(
+        "#account",
+        &body(&[("seq", Value::Integer(3)), ("did", s("did:plc:x"))]),
+    );
     let e = Frame::decode(&bytes).expect_err("no time/active");
-    assert!(e.to_string().contains("#account frame (seq Some(3))"), "{e}");
+    assert!(
+        e.to_string().contains("#account frame (seq Some(3))"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -151,4 +185,37 @@ fn truncated_frames_error_without_panic() {
     for cut in 0..f.len() {
         assert!(Frame::decode(&f[..cut]).is_err(), "cut at {cut} accepted");
     }
+}
+
+#[test]
+fn corpus_commit_signatures_verify_against_real_did_documents() {
+    use skyhouse_atproto::crypto::DidDocument;
+    let docs: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(
+        &zstd::decode_all(read("jetstream/did_docs.json.zst").as_slice()).expect("zstd"),
+    )
+    .expect("json");
+    let mut verified = 0;
+    for bytes in corpus_frames() {
+        let Frame::Commit(c) = Frame::decode(&bytes).expect("frame") else {
+            continue;
+        };
+        let doc = DidDocument::from_json(&serde_json::to_vec(&docs[&c.repo]).expect("doc"))
+            .expect("did doc");
+        let key = doc.signing_key().expect("key");
+        let store = c.block_store().expect("blocks");
+        let commit = store
+            .with_block(&c.commit, |b| Commit::decode(b.expect("commit block")))
+            .expect("io")
+            .expect("commit");
+        commit
+            .verify(&key)
+            .unwrap_or_else(|e| panic!("seq {}: {e}", c.seq));
+        // The same commit with one byte of its signature changed must fail.
+        let mut forged = commit.clone();
+        forged.sig[10] ^= 1;
+        assert!(forged.verify(&key).is_err());
+        verified += 1;
+    }
+    println!("verified {verified} real commit signatures");
+    assert_eq!(verified, 148);
 }

@@ -33,7 +33,11 @@ fn key(v: &serde_json::Value) -> String {
     match v["kind"].as_str().expect("kind") {
         "commit" => format!(
             "commit {} {} {} {} {}",
-            v["did"], v["commit"]["rev"], v["commit"]["collection"], v["commit"]["rkey"], v["commit"]["operation"]
+            v["did"],
+            v["commit"]["rev"],
+            v["commit"]["collection"],
+            v["commit"]["rkey"],
+            v["commit"]["operation"]
         ),
         k => format!("{k} {} {}", v["did"], v[k]["seq"]),
     }
@@ -48,7 +52,10 @@ fn corpus_frames_convert_to_production_jetstream_output() {
         let frame = Frame::decode(bytes).unwrap_or_else(|e| panic!("frame {i}: {e}"));
         for ev in jetstream::from_frame(&frame, 0).unwrap_or_else(|e| panic!("frame {i}: {e}")) {
             let v = serde_json::to_value(&ev).expect("to json");
-            assert!(ours.insert(key(&v), v).is_none(), "duplicate event from frame {i}");
+            assert!(
+                ours.insert(key(&v), v).is_none(),
+                "duplicate event from frame {i}"
+            );
         }
     }
     let want = expected();
@@ -68,7 +75,11 @@ fn corpus_frames_convert_to_production_jetstream_output() {
         }
     }
     failures.extend(ours.keys().map(|k| format!("extra: {k}")));
-    println!("jetstream corpus: {} frames, {} events compared", frames.len(), want.len());
+    println!(
+        "jetstream corpus: {} frames, {} events compared",
+        frames.len(),
+        want.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

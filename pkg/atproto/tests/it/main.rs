@@ -11,7 +11,9 @@ mod syntax;
 
 /// Absolute path of a file under this crate's `testdata/`.
 pub fn testdata(rel: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(rel)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(rel)
 }
 
 /// Bytes of a file under `testdata/`.

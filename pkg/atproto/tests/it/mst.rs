@@ -11,10 +11,15 @@ use skyhouse_atproto::Cid;
 
 #[test]
 fn interop_key_heights() {
-    let cases: Vec<serde_json::Value> = serde_json::from_slice(&read("interop/mst/key_heights.json")).expect("json");
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_slice(&read("interop/mst/key_heights.json")).expect("json");
     for c in &cases {
         let key = c["key"].as_str().expect("key");
-        assert_eq!(u64::from(key_height(key.as_bytes())), c["height"].as_u64().expect("h"), "{key:?}");
+        assert_eq!(
+            u64::from(key_height(key.as_bytes())),
+            c["height"].as_u64().expect("h"),
+            "{key:?}"
+        );
     }
     println!("key heights: {} cases", cases.len());
     assert!(cases.len() >= 9);
@@ -22,10 +27,18 @@ fn interop_key_heights() {
 
 #[test]
 fn interop_common_prefix() {
-    let cases: Vec<serde_json::Value> = serde_json::from_slice(&read("interop/mst/common_prefix.json")).expect("json");
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_slice(&read("interop/mst/common_prefix.json")).expect("json");
     for c in &cases {
-        let (l, r) = (c["left"].as_str().expect("l"), c["right"].as_str().expect("r"));
-        assert_eq!(common_prefix_len(l.as_bytes(), r.as_bytes()) as u64, c["len"].as_u64().expect("len"), "{l:?} {r:?}");
+        let (l, r) = (
+            c["left"].as_str().expect("l"),
+            c["right"].as_str().expect("r"),
+        );
+        assert_eq!(
+            common_prefix_len(l.as_bytes(), r.as_bytes()) as u64,
+            c["len"].as_u64().expect("len"),
+            "{l:?} {r:?}"
+        );
     }
     println!("common prefix: {} cases", cases.len());
     assert!(cases.len() >= 10);
@@ -42,7 +55,8 @@ fn untar(data: &[u8]) -> Vec<(String, Vec<u8>)> {
         }
         let field = |a: usize, b: usize| {
             let f = &h[a..b];
-            String::from_utf8_lossy(&f[..f.iter().position(|&c| c == 0).unwrap_or(f.len())]).to_string()
+            String::from_utf8_lossy(&f[..f.iter().position(|&c| c == 0).unwrap_or(f.len())])
+                .to_string()
         };
         let name = field(0, 100);
         let prefix = field(345, 500);
@@ -50,7 +64,11 @@ fn untar(data: &[u8]) -> Vec<(String, Vec<u8>)> {
         let kind = h[156];
         pos += 512;
         if kind == b'0' || kind == 0 {
-            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
             out.push((path, data[pos..pos + size].to_vec()));
         }
         pos += size.div_ceil(512) * 512;
@@ -72,16 +90,24 @@ fn load_tree(rel: &str) -> Tree {
         Ok(())
     })
     .unwrap_or_else(|e| panic!("{rel}: {e}"));
-    Tree { entries, nodes: w.nodes().iter().copied().collect() }
+    Tree {
+        entries,
+        nodes: w.nodes().iter().copied().collect(),
+    }
 }
 
 fn cids(v: &serde_json::Value) -> BTreeSet<Cid> {
-    v.as_array().expect("array").iter().map(|c| c.as_str().expect("str").parse().expect("cid")).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|c| c.as_str().expect("str").parse().expect("cid"))
+        .collect()
 }
 
 #[test]
 fn mst_test_suite_exhaustive_diffs() {
-    let tar = zstd::decode_all(read("mst-test-suite/tests-diff-exhaustive.tar.zst").as_slice()).expect("zstd");
+    let tar = zstd::decode_all(read("mst-test-suite/tests-diff-exhaustive.tar.zst").as_slice())
+        .expect("zstd");
     let files = untar(&tar);
     let mut trees: HashMap<String, Tree> = HashMap::new();
     let mut n = 0;
@@ -89,11 +115,23 @@ fn mst_test_suite_exhaustive_diffs() {
         let case: serde_json::Value = serde_json::from_slice(body).expect("json");
         assert_eq!(case["$type"], "mst-diff", "{path}");
         for k in ["mst_a", "mst_b"] {
-            let rel = case["inputs"][k].as_str().expect("input").trim_start_matches("./").to_string();
-            trees.entry(rel.clone()).or_insert_with(|| load_tree(&format!("mst-test-suite/{rel}")));
+            let rel = case["inputs"][k]
+                .as_str()
+                .expect("input")
+                .trim_start_matches("./")
+                .to_string();
+            trees
+                .entry(rel.clone())
+                .or_insert_with(|| load_tree(&format!("mst-test-suite/{rel}")));
         }
-        let a = &trees[case["inputs"]["mst_a"].as_str().expect("a").trim_start_matches("./")];
-        let b = &trees[case["inputs"]["mst_b"].as_str().expect("b").trim_start_matches("./")];
+        let a = &trees[case["inputs"]["mst_a"]
+            .as_str()
+            .expect("a")
+            .trim_start_matches("./")];
+        let b = &trees[case["inputs"]["mst_b"]
+            .as_str()
+            .expect("b")
+            .trim_start_matches("./")];
         // record ops: keys whose value differs between the trees
         let mut ops = Vec::new();
         let keys: BTreeSet<&String> = a.entries.keys().chain(b.entries.keys()).collect();
@@ -111,8 +149,16 @@ fn mst_test_suite_exhaustive_diffs() {
         assert_eq!(&ops, want_ops, "{path}: record ops");
         let created: BTreeSet<Cid> = b.nodes.difference(&a.nodes).copied().collect();
         let deleted: BTreeSet<Cid> = a.nodes.difference(&b.nodes).copied().collect();
-        assert_eq!(created, cids(&case["results"]["created_nodes"]), "{path}: created nodes");
-        assert_eq!(deleted, cids(&case["results"]["deleted_nodes"]), "{path}: deleted nodes");
+        assert_eq!(
+            created,
+            cids(&case["results"]["created_nodes"]),
+            "{path}: created nodes"
+        );
+        assert_eq!(
+            deleted,
+            cids(&case["results"]["deleted_nodes"]),
+            "{path}: deleted nodes"
+        );
         n += 1;
     }
     println!("mst-diff cases: {n} over {} trees", trees.len());
@@ -123,8 +169,11 @@ fn mst_test_suite_exhaustive_diffs() {
 #[test]
 fn exhaustive_cars_walk_and_entries_agree() {
     let t = load_tree("mst-test-suite/cars/exhaustive/exhaustive_127.car");
-    let (roots, store) =
-        read_car_bytes(&read("mst-test-suite/cars/exhaustive/exhaustive_127.car"), CarOptions::default()).expect("car");
+    let (roots, store) = read_car_bytes(
+        &read("mst-test-suite/cars/exhaustive/exhaustive_127.car"),
+        CarOptions::default(),
+    )
+    .expect("car");
     let list = mst::entries(&store, &roots[0]).expect("entries");
     assert_eq!(list.len(), t.entries.len());
     assert_eq!(list.len(), 7);
