@@ -1,2 +1,39 @@
-//! The `skyhouse` binary: one subcommand per service. Thin: parse, validate, call a library.
-fn main() {}
+//! The `skyhouse` binary: one subcommand per service. Thin: parse and validate
+//! flags, then call into the `pkg/` libraries.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod repo;
+
+/// Index the AT Protocol network into ClickHouse and serve it.
+#[derive(Debug, Parser)]
+#[command(name = "skyhouse", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect a repository export (a `com.atproto.sync.getRepo` CAR file).
+    #[command(subcommand)]
+    Repo(repo::RepoCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    skyhouse_telemetry::init_logging();
+    let result = match cli.command {
+        Command::Repo(cmd) => repo::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the whole cause chain, never a backtrace.
+            eprintln!("skyhouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
