@@ -25,34 +25,25 @@ fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).expect("utf8")
 }
 
-/// Every real repository CAR and the listing an independent implementation made.
-const CARS: &[(&str, &str)] = &[
-    (
-        "indigo/bnewbold.robocracy.org.20250310005405.car",
-        "expected/bnewbold.robocracy.org.tsv",
-    ),
-    ("indigo/greenground.repo.car", "expected/greenground.tsv"),
-    ("indigo/fakermaker.repo.car", "expected/fakermaker.tsv"),
-    ("indigo/paul_staging.repo.car", "expected/paul_staging.tsv"),
-    ("indigo/divy.repo", "expected/divy.tsv"),
-    (
-        "indigo/bafyreieovfuizojpw3zresz7sx3nk4trm2by23pt5rxbey3jme4uo5ogiu.car",
-        "expected/bafyreieovfuiz.tsv",
-    ),
-    ("repo-stream/empty.car", "expected/repo-stream-empty.tsv"),
-    ("repo-stream/tiny.car", "expected/repo-stream-tiny.tsv"),
-    ("repo-stream/little.car", "expected/repo-stream-little.tsv"),
-    ("rsky/valid_repo.car", "expected/rsky-valid_repo.tsv"),
-    ("jetstream/repo.car", "jetstream/car_expected_records.tsv"),
-    ("generated/k256-300.car", "generated/k256-300.tsv"),
-    ("generated/p256-300.car", "generated/p256-300.tsv"),
-];
+/// `(car, expected listing)` pairs: every repository CAR in testdata and the
+/// listing an independent implementation made (testdata/expected/cars.tsv).
+fn repo_cars() -> Vec<(String, String)> {
+    std::fs::read_to_string(testdata("expected/cars.tsv"))
+        .expect("cars.tsv")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (car, listing) = l.split_once('\t').expect("car<TAB>listing");
+            (car.to_string(), listing.to_string())
+        })
+        .collect()
+}
 
 #[test]
 fn repo_ls_matches_expected_listing_for_every_fixture_car() {
     let mut total = 0;
-    for (car, expected) in CARS {
-        let out = skyhouse(&["repo", "ls", testdata(car).to_str().expect("path")]);
+    for (car, expected) in repo_cars() {
+        let out = skyhouse(&["repo", "ls", testdata(&car).to_str().expect("path")]);
         assert!(out.status.success(), "{car}: {}", stderr(&out));
         let got: Vec<String> = stdout(&out)
             .lines()
@@ -74,7 +65,7 @@ fn repo_ls_matches_expected_listing_for_every_fixture_car() {
                 )
             })
             .collect();
-        let want: Vec<String> = std::fs::read_to_string(testdata(expected))
+        let want: Vec<String> = std::fs::read_to_string(testdata(&expected))
             .expect("expected")
             .lines()
             .filter(|l| !l.is_empty())

@@ -6,28 +6,6 @@ use skyhouse_atproto::cbor::{self, CborErrorKind};
 use skyhouse_atproto::json;
 use skyhouse_atproto::{Cid, Value};
 
-fn b64(s: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    )
-    .decode(s)
-    .expect("base64")
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-fn load(rel: &str) -> Vec<serde_json::Value> {
-    serde_json::from_slice(&read(rel)).expect("json")
-}
-
 #[test]
 fn data_model_fixtures_round_trip() {
     let cases = load("interop/data-model/data-model-fixtures.json");

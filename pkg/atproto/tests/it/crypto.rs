@@ -8,28 +8,6 @@ use skyhouse_atproto::crypto::{
     VerifyError,
 };
 
-fn b64(s: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    )
-    .decode(s)
-    .expect("base64")
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-fn load(rel: &str) -> Vec<serde_json::Value> {
-    serde_json::from_slice(&read(rel)).expect("json")
-}
-
 fn doc(rel: &str) -> DidDocument {
     DidDocument::from_json(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
@@ -181,11 +159,9 @@ fn w3c_didkey_k256() {
     let cases = load("interop/crypto/w3c_didkey_K256.json");
     for case in &cases {
         let did = case["publicDidKey"].as_str().expect("publicDidKey");
-        let secret = unhex(
-            case["privateKeyBytesHex"]
-                .as_str()
-                .expect("privateKeyBytesHex"),
-        );
+        let secret = hex(case["privateKeyBytesHex"]
+            .as_str()
+            .expect("privateKeyBytesHex"));
         let signing = k256::ecdsa::SigningKey::from_slice(&secret).expect("secret");
         let expected = signing.verifying_key().to_encoded_point(true);
 
@@ -429,7 +405,7 @@ fn signature_shape_errors() {
 fn sha256_helper() {
     assert_eq!(
         crypto::sha256(b"abc").to_vec(),
-        unhex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     );
 }
 

@@ -21,3 +21,43 @@ pub fn read(rel: &str) -> Vec<u8> {
     let p = testdata(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
+
+/// Decode base64 (standard alphabet, padding optional).
+pub fn b64(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    )
+    .decode(s)
+    .expect("base64")
+}
+
+/// Decode lower- or upper-case hex.
+pub fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// A JSON array of test cases.
+pub fn load(rel: &str) -> Vec<serde_json::Value> {
+    serde_json::from_slice(&read(rel)).expect("json")
+}
+
+/// `(car, expected listing)` pairs from `testdata/expected/cars.tsv`: every
+/// real or generated repository CAR and the listing an independent
+/// implementation produced for it.
+pub fn repo_cars() -> Vec<(String, String)> {
+    String::from_utf8(read("expected/cars.tsv"))
+        .expect("utf8")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (car, listing) = l.split_once('\t').expect("car<TAB>listing");
+            (car.to_string(), listing.to_string())
+        })
+        .collect()
+}
