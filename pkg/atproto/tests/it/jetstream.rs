@@ -113,3 +113,14 @@ fn event_kinds_are_typed() {
     let bad = br#"{"did":"did:plc:x","time_us":1,"kind":"bogus"}"#;
     assert!(Event::from_json(bad).is_err());
 }
+
+/// Found by `just fuzz jetstream_json`: a float in a record (invalid atproto
+/// data, but valid JSON) changed value on a parse → serialize → parse round
+/// trip until serde_json's `float_roundtrip` parsing was enabled.
+#[test]
+fn fuzz_regression_float_survives_round_trip() {
+    let line = read("fuzz-regressions/jetstream_json-float-roundtrip.json");
+    let ev = Event::from_json(&line).expect("parses");
+    let again = Event::from_json(&serde_json::to_vec(&ev).expect("serialize")).expect("reparse");
+    assert_eq!(again, ev);
+}
