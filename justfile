@@ -64,7 +64,71 @@ fuzz-deps:
 repo-ls FILE *ARGS:
     cargo run -q --manifest-path {{ quote(justfile_directory() / "Cargo.toml") }} -p skyhouse -- repo ls {{ quote(FILE) }} {{ ARGS }}
 
-# Build skyhouse and list a real repository export bundled in the repo. The
-# live indexer and the API join this recipe as they land (see README).
+# Build skyhouse and list a real repository export (the live indexer and the API join this recipe as they land)
 run:
     cargo run --release -q -p skyhouse -- repo ls pkg/atproto/testdata/jetstream/repo.car
+
+# Install what tests and local servers need: Debian packages and Python's chdb-core
+deps: deps-system deps-python
+
+# Install ClickHouse and Redis (Debian/Ubuntu apt packages) if missing; tests and `just up` need them
+deps-system:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    pkgs=(clickhouse-server clickhouse-client redis-server)
+    missing=()
+    for p in "${pkgs[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
+            missing+=("$p")
+        fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        echo "deps: ${pkgs[*]} already installed"
+        exit 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "deps: missing ${missing[*]} and no apt-get here: install ClickHouse and Redis yourself" >&2
+        exit 1
+    fi
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+    export DEBIAN_FRONTEND=noninteractive
+    # Refresh the package lists only when apt does not know the packages yet.
+    for p in "${missing[@]}"; do
+        if ! apt-cache show "$p" >/dev/null 2>&1; then
+            "${sudo[@]}" apt-get update -q
+            break
+        fi
+    done
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# Install chdb-core (an in-process current ClickHouse) to check the SQL against it
+deps-python:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if python3 -c 'import chdb' 2>/dev/null; then echo "deps: chdb-core already installed"; exit 0; fi
+    # --no-deps: chdb needs pandas/pyarrow only for DataFrame output, which we do not use.
+    python3 -m pip install --quiet --no-deps chdb-core==26.9.0 ||
+        python3 -m pip install --quiet --no-deps --break-system-packages chdb-core==26.9.0
+
+# Start local ClickHouse + Redis under .local/ (ports: CLICKHOUSE_HTTP_PORT, CLICKHOUSE_TCP_PORT, REDIS_PORT)
+up:
+    scripts/local-servers.sh up
+
+# Stop the local servers started by `just up` (data stays in .local/)
+down:
+    scripts/local-servers.sh down
+
+# Stop the local servers and delete their data in .local/
+clean-local:
+    scripts/local-servers.sh clean
+
+# Whether the local servers are running and answering
+status:
+    @scripts/local-servers.sh status || true
+
+# clickhouse-client against the local server; ARGS pass through (e.g. just sql --query 'SELECT 1')
+[no-cd]
+[positional-arguments]
+sql *ARGS:
+    clickhouse-client --host 127.0.0.1 --port "${CLICKHOUSE_TCP_PORT:-9000}" "$@"

@@ -1,0 +1,304 @@
+//! Starting a server binary as a watched child process on spare loopback ports.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to answer its readiness probe.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many times a start is retried when another process grabbed one of
+/// the ports between picking it and the server binding it.
+const ATTEMPTS: u32 = 5;
+
+/// The one-line hint shown when a server binary is missing.
+const INSTALL_HINT: &str = "run `just deps` or \
+     `apt-get install -y clickhouse-server clickhouse-client redis-server`";
+
+/// The watchdog run by `/bin/sh -c`: `$1` is the server's temporary
+/// directory, the rest is the server's command line. It runs in a process
+/// group of its own, so Ctrl-C or a signal to the test's process group never
+/// reaches it or the server directly.
+///
+/// Standard input is a pipe whose write end only the test process holds and
+/// never writes to, so reading it returns end-of-file exactly when the test
+/// process is gone. A watcher subshell blocks on that read and then kills
+/// the server (`SIGKILL`: the data is throwaway). The main shell waits for
+/// the server; whenever and however it ends, the main shell records its
+/// status in `server.exit` (how the test process notices a server that died
+/// during startup), stops the watcher (so it can never signal a reused pid),
+/// itself waits for end-of-file, and then removes the directory. The test
+/// process closes the pipe early (drops [`Watched`]) to stop a server that
+/// failed to start.
+const WATCHDOG: &str = r#"
+dir=$1
+shift
+exec 3<&0 </dev/null
+"$@" 3<&- >>"$dir/stdout.log" 2>&1 &
+server=$!
+{
+    read -r line <&3
+    kill -9 "$server" 2>/dev/null
+} &
+watcher=$!
+trap '' INT HUP
+wait "$server"
+echo "$?" >"$dir/server.exit"
+kill "$watcher" 2>/dev/null
+read -r line <&3
+rm -rf "$dir"
+"#;
+
+/// Where the watchdog records the server's exit status.
+const EXIT_FILE: &str = "server.exit";
+
+/// A server child process under the watchdog. Dropping it (or ending the
+/// process) kills the server and removes its temporary directory.
+#[derive(Debug)]
+pub(crate) struct Watched {
+    /// The watchdog shell (not the server itself).
+    child: Child,
+    /// The write end of the watchdog's standard input: closing it stops the server.
+    _lifeline: ChildStdin,
+}
+
+/// Writes a server's configuration into its directory (given its ports) and
+/// returns the server's arguments.
+pub(crate) type Prepare = dyn Fn(&Path, &[u16]) -> io::Result<Vec<String>>;
+
+/// What a caller needs to start one kind of server.
+pub(crate) struct ServerSpec<'a> {
+    /// Binary name, e.g. `clickhouse-server`.
+    pub binary: &'a str,
+    /// Short name for the temporary directory, e.g. `clickhouse`.
+    pub kind: &'a str,
+    /// How many distinct spare ports the server needs.
+    pub ports: usize,
+    /// Writes the configuration into the directory and returns the arguments.
+    pub prepare: &'a Prepare,
+    /// True once the server answers on its ports.
+    pub ready: &'a dyn Fn(&[u16]) -> bool,
+    /// What the readiness probe is, for the timeout message.
+    pub probe: &'a str,
+    /// Log files (relative to the directory) worth showing when it fails.
+    pub logs: &'a [&'a str],
+}
+
+/// A running, answering server.
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// Held only for its lifetime: the server lives as long as this does.
+    pub _watched: Watched,
+    pub ports: Vec<u16>,
+    pub dir: PathBuf,
+}
+
+/// Starts the server described by `spec`, retrying on port collisions.
+pub(crate) fn start(spec: &ServerSpec<'_>) -> Result<Started, String> {
+    let binary = find_binary(spec.binary)?;
+    let mut last_error = String::new();
+    for attempt in 1..=ATTEMPTS {
+        let dir = fresh_dir(spec.kind, attempt)
+            .map_err(|e| format!("testkit: cannot create a temporary directory: {e}"))?;
+        let ports = free_ports(spec.ports)
+            .map_err(|e| format!("testkit: cannot find a spare loopback port: {e}"))?;
+        let args = (spec.prepare)(&dir, &ports)
+            .map_err(|e| format!("testkit: cannot write {} config: {e}", spec.binary))?;
+        let mut watched = spawn(&dir, &binary, &args)
+            .map_err(|e| format!("testkit: cannot start {}: {e}", binary.display()))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if (spec.ready)(&ports) {
+                return Ok(Started {
+                    _watched: watched,
+                    ports,
+                    dir,
+                });
+            }
+            let exited = match watched.child.try_wait() {
+                Ok(Some(status)) => Some(format!("its watchdog shell exited, {status}")),
+                Ok(None) => fs::read_to_string(dir.join(EXIT_FILE))
+                    .ok()
+                    .map(|code| format!("exit status {}", code.trim())),
+                Err(e) => Some(format!("cannot check the watchdog: {e}")),
+            };
+            if let Some(how) = exited {
+                let logs = log_tails(&dir, spec.logs);
+                drop(watched); // the watchdog removes the directory
+                last_error = format!(
+                    "testkit: {} exited during startup ({how}) on ports {ports:?}; {logs}",
+                    binary.display()
+                );
+                if logs.contains("Address already in use") {
+                    break; // someone took a port meanwhile: try fresh ports
+                }
+                return Err(last_error);
+            }
+            if Instant::now() >= deadline {
+                let logs = log_tails(&dir, spec.logs);
+                drop(watched); // the watchdog kills the server and removes the directory
+                return Err(format!(
+                    "testkit: {} did not answer {} on 127.0.0.1 ports {ports:?} within {} s; {logs}",
+                    binary.display(),
+                    spec.probe,
+                    START_TIMEOUT.as_secs()
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Err(last_error)
+}
+
+/// Finds a server binary on `PATH` or in the usual `sbin` directories
+/// (which are not on a normal user's `PATH`).
+fn find_binary(name: &str) -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| format!("{name} not found on PATH or in /usr/sbin: {INSTALL_HINT}"))
+}
+
+/// A new, empty directory unique to this process, kind and attempt.
+fn fresh_dir(kind: &str, attempt: u32) -> io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "skyhouse-testkit-{}-{kind}-{attempt}",
+        std::process::id()
+    ));
+    // A leftover of an earlier process that had the same pid.
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// `n` distinct loopback ports that were free a moment ago: all are bound at
+/// once (so they differ) and released before the server binds them.
+fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+/// Starts `binary args…` under the watchdog described at [`WATCHDOG`].
+fn spawn(dir: &Path, binary: &Path, args: &[String]) -> io::Result<Watched> {
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(WATCHDOG)
+        .arg("skyhouse-testkit-watchdog")
+        .arg(dir)
+        .arg(binary)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    let lifeline = child
+        .stdin
+        .take()
+        .expect("testkit: the watchdog's stdin was requested as a pipe");
+    Ok(Watched {
+        child,
+        _lifeline: lifeline,
+    })
+}
+
+/// The last lines of each log file, labelled, for a panic message.
+fn log_tails(dir: &Path, logs: &[&str]) -> String {
+    let mut out = String::new();
+    for name in logs {
+        let path = dir.join(name);
+        match fs::read(&path) {
+            Ok(bytes) if !bytes.is_empty() => {
+                let text = String::from_utf8_lossy(&bytes);
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+                let _ = write!(out, "\n--- tail of {} ---\n{tail}", path.display());
+            }
+            Ok(_) => {
+                let _ = write!(out, "\n--- {} is empty ---", path.display());
+            }
+            Err(e) => {
+                let _ = write!(out, "\n--- {}: {e} ---", path.display());
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push_str("no logs");
+    }
+    out
+}
+
+/// Turns a free-form hint into `[a-z0-9_]`, at most 40 characters, never
+/// empty and never starting with a digit.
+pub(crate) fn sanitize(hint: &str) -> String {
+    let mut out: String = hint
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert_str(0, "t_");
+    }
+    out
+}
+
+/// A suffix unique within this machine for as long as this process lives:
+/// `<pid>_<counter>`.
+pub(crate) fn unique_suffix(separator: char) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}{separator}{n}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_keeps_identifiers_safe() {
+        assert_eq!(sanitize("Records.Posts-v2"), "records_posts_v2");
+        assert_eq!(sanitize(""), "t_");
+        assert_eq!(sanitize("9lives"), "t_9lives");
+        assert_eq!(sanitize("é"), "_");
+        assert_eq!(sanitize(&"x".repeat(100)).len(), 40);
+    }
+
+    #[test]
+    fn a_missing_binary_says_how_to_install_it() {
+        let message = find_binary("skyhouse-no-such-server").expect_err("not installed");
+        assert!(!message.contains('\n'), "{message}");
+        assert!(message.contains("just deps"), "{message}");
+        assert!(message.contains("apt-get install"), "{message}");
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_ports(3).expect("bind loopback ports");
+        assert_eq!(ports.len(), 3);
+        assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2]);
+    }
+}
