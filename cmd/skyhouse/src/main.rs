@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod migrate;
 mod repo;
 
 /// Index the AT Protocol network into ClickHouse and serve it.
@@ -20,6 +21,9 @@ enum Command {
     /// Inspect a repository export (a `com.atproto.sync.getRepo` CAR file).
     #[command(subcommand)]
     Repo(repo::RepoCommand),
+    /// Manage the ClickHouse schema (numbered migrations).
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +31,7 @@ fn main() -> ExitCode {
     skyhouse_telemetry::init_logging();
     let result = match cli.command {
         Command::Repo(cmd) => repo::run(cmd),
+        Command::Migrate(cmd) => migrate::run(cmd),
     };
     match result {
         Ok(code) => code,

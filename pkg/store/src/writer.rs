@@ -1,0 +1,226 @@
+//! The batch writer: rows in, acknowledged batches out.
+//!
+//! Producers send `(Rows, position)` through a bounded channel (when it is
+//! full they wait: that is the backpressure that reaches the socket). The
+//! writer appends them to the open batch and closes it on whichever limit
+//! comes first: rows, bytes or age. A closed batch is inserted table by table;
+//! transient errors are retried with capped exponential backoff (forever, so a
+//! down ClickHouse stops the pipeline instead of dropping data); a permanent
+//! error (schema, type) turns that table's rows into `dead_letters` rows
+//! instead of looping. Each batch, once written, is acknowledged with the
+//! highest position it holds: the pipeline moves its cursor on that, so the
+//! cursor never runs ahead of the data.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use skyhouse_transform::{DeadLetterRow, Rows, TableSink};
+use tokio::sync::mpsc;
+
+use crate::{ClickHouse, StoreError};
+
+/// Batch limits and retry pacing.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Close the batch at this many rows (all tables together). Default 50,000.
+    pub max_rows: usize,
+    /// Close the batch at this many bytes of RowBinary. Default 16 MiB.
+    pub max_bytes: usize,
+    /// Close the batch this long after its first row. Default 1 s: at live
+    /// rates a row waits at most this long before it is queryable.
+    pub max_age: Duration,
+    /// First retry delay after a transient error. Default 100 ms.
+    pub retry_base: Duration,
+    /// Longest retry delay. Default 10 s.
+    pub retry_max: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            max_rows: 50_000,
+            max_bytes: 16 << 20,
+            max_age: Duration::from_secs(1),
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A written batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack<P> {
+    /// The highest position among the batch's inputs.
+    pub upto: P,
+    /// Rows written (all tables).
+    pub rows: usize,
+    /// Rows that went to `dead_letters` because their table refused them.
+    pub dead_lettered: usize,
+}
+
+/// Input queue depth: a few batches of single-event `Rows`; when full the
+/// producer waits (backpressure), memory stays at about `max_bytes` + this.
+pub const INPUT_QUEUE: usize = 4096;
+
+/// Run the writer until the input channel closes; flushes what is left, then
+/// returns. Acks go to `acks` in batch order.
+pub async fn run<P: Copy + Ord + Send + 'static>(
+    ch: ClickHouse,
+    cfg: WriterConfig,
+    mut input: mpsc::Receiver<(Rows, P)>,
+    acks: mpsc::Sender<Ack<P>>,
+) -> Result<(), StoreError> {
+    let mut batch = Rows::default();
+    let mut upto: Option<P> = None;
+    let mut opened: Option<Instant> = None;
+    loop {
+        let deadline = opened.map(|t| t + cfg.max_age);
+        let next = match deadline {
+            // None: the age limit passed.
+            Some(d) => tokio::time::timeout_at(d.into(), input.recv()).await.ok(),
+            None => Some(input.recv().await),
+        };
+        match next {
+            Some(Some((mut rows, pos))) => {
+                batch.append(&mut rows);
+                upto = Some(upto.map_or(pos, |u| u.max(pos)));
+                opened.get_or_insert_with(Instant::now);
+                if batch.len() < cfg.max_rows && batch.approx_bytes() < cfg.max_bytes {
+                    continue;
+                }
+            }
+            Some(None) => {
+                // Input closed: flush and stop.
+                if let Some(u) = upto.take() {
+                    let ack = write_batch(&ch, &cfg, &mut batch, u).await?;
+                    let _ = acks.send(ack).await;
+                }
+                return Ok(());
+            }
+            None => {}
+        }
+        if let Some(u) = upto.take() {
+            let ack = write_batch(&ch, &cfg, &mut batch, u).await?;
+            if acks.send(ack).await.is_err() {
+                return Ok(()); // nobody listens: shutting down
+            }
+        }
+        opened = None;
+    }
+}
+
+/// Write one batch (retrying transient errors), clear it, and return its ack.
+pub async fn write_batch<P>(
+    ch: &ClickHouse,
+    cfg: &WriterConfig,
+    batch: &mut Rows,
+    upto: P,
+) -> Result<Ack<P>, StoreError> {
+    let rows = batch.len();
+    let mut sink = Sink {
+        ch,
+        cfg,
+        dead: Vec::new(),
+        dead_lettered: 0,
+    };
+    batch.drain_into(&mut sink).await?;
+    let dead = std::mem::take(&mut sink.dead);
+    if !dead.is_empty() {
+        // If even dead_letters refuses them, fail the batch: acking it would
+        // move the cursor past rows that are nowhere.
+        sink.insert_retrying("dead_letters", &dead)
+            .await
+            .map_err(|e| {
+                StoreError::Permanent(format!(
+                    "could not dead-letter {} refused rows: {e}",
+                    dead.len()
+                ))
+            })?;
+    }
+    batch.clear();
+    Ok(Ack {
+        upto,
+        rows,
+        dead_lettered: sink.dead_lettered,
+    })
+}
+
+struct Sink<'a> {
+    ch: &'a ClickHouse,
+    cfg: &'a WriterConfig,
+    dead: Vec<DeadLetterRow>,
+    dead_lettered: usize,
+}
+
+impl Sink<'_> {
+    async fn insert_once<R>(&self, table: &str, rows: &[R]) -> Result<(), StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
+    {
+        let qualified = format!("{}.{table}", self.ch.database());
+        let mut insert = self
+            .ch
+            .in_database()
+            .insert::<R>(table)
+            .await
+            .map_err(|e| StoreError::classify(e, &qualified))?;
+        for r in rows {
+            insert
+                .write(r)
+                .await
+                .map_err(|e| StoreError::classify(e, &qualified))?;
+        }
+        insert
+            .end()
+            .await
+            .map_err(|e| StoreError::classify(e, &qualified))
+    }
+
+    async fn insert_retrying<R>(&self, table: &str, rows: &[R]) -> Result<(), StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
+    {
+        let mut delay = self.cfg.retry_base;
+        loop {
+            match self.insert_once(table, rows).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(%e, table, rows = rows.len(), ?delay, "Insert failed; retrying.");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.cfg.retry_max);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl TableSink for Sink<'_> {
+    type Error = StoreError;
+
+    async fn insert<R>(&mut self, table: &'static str, rows: &[R]) -> Result<(), StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if table == "dead_letters" {
+            // Never dead-letter the dead letters (that could loop): fail instead.
+            return self.insert_retrying(table, rows).await;
+        }
+        match self.insert_retrying(table, rows).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!(%e, table, rows = rows.len(), "Insert refused; dead-lettering the rows.");
+                let reason = format!("insert into {table} refused: {e}");
+                for r in rows {
+                    self.dead
+                        .push(DeadLetterRow::for_refused_row(table, &reason, r));
+                }
+                self.dead_lettered += rows.len();
+                Ok(())
+            }
+        }
+    }
+}

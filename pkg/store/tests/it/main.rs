@@ -1,0 +1,22 @@
+//! skyhouse-store against a real ClickHouse 18.16 server started by the testkit.
+
+mod migrate;
+mod semantics;
+mod writer;
+
+use skyhouse_store::{ClickHouse, ClickHouseConfig};
+use skyhouse_testkit::TestDatabase;
+
+/// A fresh database on the shared test server and a store handle on it.
+pub fn fresh(hint: &str) -> (TestDatabase, ClickHouse) {
+    let db = skyhouse_testkit::ClickHouse::shared().database(hint);
+    let ch = ClickHouse::new(ClickHouseConfig {
+        url: skyhouse_testkit::ClickHouse::shared().http_url(),
+        user: String::new(),
+        password: String::new(),
+        database: db.name().to_string(),
+        cluster: None,
+    })
+    .expect("config");
+    (db, ch)
+}

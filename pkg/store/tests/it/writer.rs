@@ -1,0 +1,101 @@
+//! The batch writer's loop: limits close batches, acks carry the highest
+//! position, and the last batch is flushed when the input closes.
+
+use std::time::Duration;
+
+use crate::fresh;
+use skyhouse_atproto::json::from_lex_json;
+use skyhouse_store::migrate::{self, Migrator};
+use skyhouse_store::writer::{self, WriterConfig};
+use skyhouse_transform::{apply, Action, Cid, Op, Rows};
+use tokio::sync::mpsc;
+
+fn follow_rows(n: u64) -> Rows {
+    let record = from_lex_json(&serde_json::json!({
+        "$type": "app.bsky.graph.follow",
+        "createdAt": "2024-05-01T12:00:00.000Z",
+        "subject": "did:plc:followedaaaaaaaaaaaaaaaa"
+    }))
+    .expect("follow");
+    let rkey = format!("3l{n:011}");
+    let mut rows = Rows::default();
+    apply(
+        &Op {
+            did: "did:plc:writertestaaaaaaaaaaaaa",
+            collection: "app.bsky.graph.follow",
+            rkey: &rkey,
+            action: Action::Create,
+            cid: Some(Cid::from_sha256(0x71, [n as u8; 32])),
+            record: Some(&record),
+            version: n,
+            indexed_at: 1_714_564_800,
+        },
+        &mut rows,
+    );
+    rows
+}
+
+#[tokio::test]
+async fn batches_close_on_rows_and_on_close_and_ack_the_highest_position() {
+    let (db, ch) = fresh("writer_rows");
+    Migrator::new(&ch, migrate::embedded().expect("m"))
+        .up()
+        .await
+        .expect("up");
+    let (tx, rx) = mpsc::channel(16);
+    let (ack_tx, mut acks) = mpsc::channel(16);
+    // Each op gives 2 rows (records + follows): close every 4 rows = 2 ops.
+    let cfg = WriterConfig {
+        max_rows: 4,
+        max_age: Duration::from_secs(3600),
+        ..WriterConfig::default()
+    };
+    let task = tokio::spawn(writer::run(ch.clone(), cfg, rx, ack_tx));
+    for (n, pos) in [(1u64, 10u64), (2, 30), (3, 20), (4, 25), (5, 40)] {
+        tx.send((follow_rows(n), pos)).await.expect("send");
+    }
+    drop(tx);
+    task.await.expect("join").expect("writer");
+    let mut got = Vec::new();
+    while let Some(a) = acks.recv().await {
+        got.push((a.upto, a.rows));
+    }
+    assert_eq!(got, vec![(30, 4), (25, 4), (40, 2)]);
+    let n = db.name();
+    assert_eq!(
+        db.query(&format!(
+            "SELECT count() FROM {n}.follows FINAL WHERE deleted = 0"
+        ))
+        .trim(),
+        "5"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_closes_on_age_while_the_input_stays_open() {
+    let (db, ch) = fresh("writer_age");
+    Migrator::new(&ch, migrate::embedded().expect("m"))
+        .up()
+        .await
+        .expect("up");
+    let (tx, rx) = mpsc::channel(16);
+    let (ack_tx, mut acks) = mpsc::channel(16);
+    let cfg = WriterConfig {
+        max_age: Duration::from_millis(50),
+        ..WriterConfig::default()
+    };
+    let task = tokio::spawn(writer::run(ch.clone(), cfg, rx, ack_tx));
+    tx.send((follow_rows(7), 7u64)).await.expect("send");
+    let ack = tokio::time::timeout(Duration::from_secs(10), acks.recv())
+        .await
+        .expect("ack in time")
+        .expect("ack");
+    assert_eq!((ack.upto, ack.rows), (7, 2));
+    let n = db.name();
+    assert_eq!(
+        db.query(&format!("SELECT count() FROM {n}.records")).trim(),
+        "1"
+    );
+    drop(tx);
+    task.await.expect("join").expect("writer");
+}

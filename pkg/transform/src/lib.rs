@@ -1,0 +1,234 @@
+//! Pure `Op` → ClickHouse rows: the step between the sources (Jetstream,
+//! firehose, backfill) and the batch writer.
+//!
+//! ```text
+//! sources ─► Op ─► apply(op, &mut rows) ─► Rows { records, posts, likes, …, dead_letters } ─► writer
+//! ```
+//!
+//! [`apply`] never fails and never does I/O. Every operation, of any
+//! collection, gives one raw row of `records`. A record of a collection with a
+//! typed table ([`Table::for_collection`]: every `app.bsky.*` record type
+//! plus `chat.bsky.actor.declaration`) also gives a row of that table:
+//!
+//! - create / update of a record that fits the lexicon shape the table needs:
+//!   the typed row (`deleted = 0`);
+//! - delete: a tombstone (`deleted = 1`, the delete's version, same key
+//!   columns, content columns empty) in `records` and in the typed table, so
+//!   that `ReplacingMergeTree(version)` replaces the live row whatever order
+//!   the two arrive in;
+//! - create / update of a record that does not fit (a required field missing,
+//!   a field of the wrong kind, a bad DID or AT-URI where the table keys on
+//!   one, a `$type` naming another collection, a `self`-keyed record under
+//!   another key): a row in `dead_letters` whose `reason` names the field,
+//!   the raw row in `records` as usual, and a tombstone in the typed table,
+//!   so an older valid version of the record (say from a backfill arriving
+//!   late) cannot outlive the invalid newer one there.
+//!
+//! A create or update without a record body, or whose body is not a map, is
+//! a dead letter for any collection. See [`Times`] for the time columns.
+#![deny(missing_docs)]
+
+mod actor;
+mod feed;
+mod graph;
+mod labeler;
+mod post;
+mod rows;
+mod shape;
+mod time;
+
+pub use rows::{
+    ActorStatusRow, BlockRow, ChatDeclarationRow, ContentVisibilityDeclarationRow, DeadLetterRow,
+    FeedGeneratorRow, FollowRow, LabelerServiceRow, LikeRow, ListBlockRow, ListItemRow, ListRow,
+    NotificationDeclarationRow, PostRow, PostgateRow, ProfileRow, RecordRow, RepostRow, Rows,
+    StarterPackRow, Table, TableRow, TableSink, ThreadgateRow, VerificationRow, DEAD_LETTER_SOURCE,
+};
+pub use skyhouse_atproto::{cbor::Value, frame::Action, Cid};
+pub use time::{Times, MAX_FUTURE_SECS};
+
+use rows::Key;
+use shape::{Check, Invalid, Loc, Problem};
+
+/// One repository operation, as every source produces it.
+#[derive(Debug, Clone, Copy)]
+pub struct Op<'a> {
+    /// The repository's DID.
+    pub did: &'a str,
+    /// The collection NSID.
+    pub collection: &'a str,
+    /// The record key.
+    pub rkey: &'a str,
+    /// Create, update or delete.
+    pub action: Action,
+    /// The record's CID (creates and updates).
+    pub cid: Option<Cid>,
+    /// The record (creates and updates).
+    pub record: Option<&'a Value<'a>>,
+    /// The integer value of the commit's `rev` TID (for a backfill, the
+    /// snapshot commit's rev): the row version.
+    pub version: u64,
+    /// When we first saw the operation, Unix seconds.
+    pub indexed_at: u32,
+}
+
+/// Turn one operation into rows appended to `rows` (see the crate docs).
+pub fn apply(op: &Op<'_>, rows: &mut Rows) {
+    let table = Table::for_collection(op.collection);
+    if op.action == Action::Delete {
+        let key = Key {
+            did: op.did,
+            rkey: op.rkey,
+            cid: "",
+            version: op.version,
+            deleted: 1,
+            times: Times::of_delete(op.indexed_at),
+        };
+        if let Some(table) = table {
+            rows.push_tombstone(table, &key);
+        }
+        rows.push_record(record_row(op, String::new(), 1, key.times, String::new()));
+        return;
+    }
+
+    let cid = op.cid.as_ref().map(cid_string).unwrap_or_default();
+    let key = Key {
+        did: op.did,
+        rkey: op.rkey,
+        cid: &cid,
+        version: op.version,
+        deleted: 0,
+        times: Times::of_record(op.record, op.indexed_at),
+    };
+    let json = op.record.map(lex_json).unwrap_or_default();
+
+    if let Err(invalid) = typed(op, table, &key, rows) {
+        rows.push_dead_letter(DeadLetterRow {
+            source: DEAD_LETTER_SOURCE.to_owned(),
+            did: op.did.to_owned(),
+            collection: op.collection.to_owned(),
+            rkey: op.rkey.to_owned(),
+            cid: cid.clone(),
+            version: op.version,
+            reason: invalid.to_string(),
+            payload: json.clone(),
+            at: op.indexed_at,
+        });
+        if let Some(table) = table {
+            rows.push_tombstone(table, &key);
+        }
+    }
+    let times = key.times;
+    rows.push_record(record_row(op, cid, 0, times, json));
+}
+
+/// Check the record and add its typed row, if its collection has a table.
+fn typed(op: &Op<'_>, table: Option<Table>, key: &Key<'_>, rows: &mut Rows) -> Check<()> {
+    let Some(record) = op.record else {
+        return Err(Invalid::new(&Loc::Root, Problem::Missing));
+    };
+    let Some(map) = record.as_map() else {
+        return Err(Invalid::new(
+            &Loc::Root,
+            Problem::Kind {
+                expected: "object",
+                found: record.kind(),
+            },
+        ));
+    };
+    let Some(table) = table else {
+        return Ok(());
+    };
+    if let Some(t) = map.get("$type") {
+        let t = shape::as_str(t, &Loc::Root.key("$type"))?;
+        if t.strip_suffix("#main").unwrap_or(t) != op.collection {
+            return Err(Invalid::new(
+                &Loc::Root.key("$type"),
+                Problem::RecordType(t.to_owned()),
+            ));
+        }
+    }
+    rows.push_typed(table, map, key)
+}
+
+thread_local! {
+    /// Reused serialization buffer: the JSON is written here, then copied
+    /// once into a string of the exact size (no growth reallocations).
+    static JSON_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest scratch buffer kept between calls (a huge record's buffer is dropped).
+const JSON_SCRATCH_KEEP: usize = 64 << 10;
+
+/// The record as lex-JSON.
+fn lex_json(record: &Value<'_>) -> String {
+    JSON_SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        buf.clear();
+        // Serializing a data-model value cannot fail (string keys only), and
+        // serde_json writes UTF-8, so neither fallback is ever taken.
+        let json = match serde_json::to_writer(&mut *buf, record) {
+            Ok(()) => String::from_utf8(buf.clone()).unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if buf.capacity() > JSON_SCRATCH_KEEP {
+            *buf = Vec::new();
+        }
+        json
+    })
+}
+
+fn record_row(op: &Op<'_>, cid: String, deleted: u8, times: Times, record: String) -> RecordRow {
+    RecordRow {
+        did: op.did.to_owned(),
+        collection: op.collection.to_owned(),
+        rkey: op.rkey.to_owned(),
+        cid,
+        version: op.version,
+        deleted,
+        created_at: times.created_at,
+        indexed_at: times.indexed_at,
+        sort_at: times.sort_at,
+        record,
+    }
+}
+
+/// The CID's string form (multibase base32, `b…`), as `Cid`'s `Display`
+/// writes it, in one allocation of the exact size: this runs for every op.
+fn cid_string(cid: &Cid) -> String {
+    const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    // 1 + ceil(36 * 8 / 5) = 59 for the longest CID atproto allows.
+    let mut buf = [0u8; 1 + (64usize * 8).div_ceil(5)];
+    buf[0] = b'b';
+    let mut n = 1;
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &byte in cid.as_bytes().iter().take(64) {
+        acc = (acc << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            buf[n] = B32[((acc >> bits) & 31) as usize];
+            n += 1;
+        }
+    }
+    if bits > 0 {
+        buf[n] = B32[((acc << (5 - bits)) & 31) as usize];
+        n += 1;
+    }
+    // Only ASCII was written.
+    std::str::from_utf8(&buf[..n]).map_or_else(|_| cid.to_string(), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cid_strings_match_display() {
+        for i in 0..200u32 {
+            let cid = Cid::compute(skyhouse_atproto::cid::CODEC_DAG_CBOR, &i.to_le_bytes());
+            assert_eq!(cid_string(&cid), cid.to_string());
+            let raw = Cid::compute(skyhouse_atproto::cid::CODEC_RAW, &i.to_be_bytes());
+            assert_eq!(cid_string(&raw), raw.to_string());
+        }
+    }
+}

@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Check the migrations (and the store's queries) on current ClickHouse, in-process.
+
+Usage: python3 scripts/chdb_check.py [--migrations DIR] [--queries FILE]
+
+Runs on chdb (the `chdb-core` package: ClickHouse as a Python library), in a
+temporary on-disk session, against the database `skyhouse_chdb_check`:
+
+1. every migration's up file in order, every down file in reverse order, then
+   every up file again (up/down/up); after the downs the database must hold
+   no table the migrations made;
+2. every table of the database answers `SHOW CREATE TABLE`;
+3. a create (version 10) and a tombstone (version 11) of one record plus a
+   second live record go into `records`, and `FINAL ... deleted = 0` must
+   count 1;
+4. with --queries, every statement of FILE runs without error.
+
+Files are split exactly as pkg/store/src/migrate.rs `render()` does: `--`
+comment lines and blank lines dropped, a statement ends with `;` at the end of
+a line, `{db}` is the database. A `-- min_server_version: X.Y` gate at the top
+of an up file is honoured as the Rust runner does (a migration the server is
+too old for is skipped), which on a current ClickHouse skips nothing.
+
+Prints one summary line and exits 0, or prints the failing migration or
+statement with the server's error on one line and exits 1.
+"""
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+
+DB = "skyhouse_chdb_check"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class CheckFailed(Exception):
+    """A step failed; the message is the one line to print."""
+
+
+def one_line(text):
+    return " ".join(str(text).split())
+
+
+def fail(what, err):
+    raise CheckFailed(f"FAIL {what}: {one_line(err)}")
+
+
+# --- migration files, as migrate.rs reads them -------------------------------
+
+
+def parse_version(text):
+    """`18.16.1` or `26.9.2.1` -> (18, 16, 1); None when malformed."""
+    parts = text.strip().split(".")
+    try:
+        nums = [int(p) for p in parts[:3]]
+    except ValueError:
+        return None
+    if not nums:
+        return None
+    while len(nums) < 3:
+        nums.append(0)
+    return tuple(nums)
+
+
+def gate(sql):
+    """The `min_server_version` of a file's leading comment block, if any."""
+    for line in sql.splitlines():
+        line = line.strip()
+        if not (line.startswith("--") or line == ""):
+            break
+        rest = line.lstrip("-").strip()
+        if rest.startswith("min_server_version:"):
+            return rest[len("min_server_version:"):].strip()
+    return None
+
+
+def render(sql, db):
+    """Split into statements, without comment lines, with `{db}` replaced."""
+    out = []
+    current = []
+    for line in sql.splitlines():
+        trimmed = line.strip()
+        if trimmed.startswith("--") or trimmed == "":
+            continue
+        current.append(line)
+        if trimmed.endswith(";"):
+            stmt = "\n".join(current).strip().rstrip(";").strip().replace("{db}", db)
+            out.append(stmt)
+            current = []
+    rest = "\n".join(current).strip()
+    if rest:
+        out.append(rest.replace("{db}", db))
+    return out
+
+
+def load_migrations(directory):
+    """[(version, label, up_sql, down_sql, gate)] sorted by version."""
+    by_version = {}
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as e:
+        raise CheckFailed(f"FAIL reading {directory}: {one_line(e)}")
+    for name in names:
+        if not name.endswith(".sql"):
+            continue
+        if name.endswith(".up.sql"):
+            stem, kind = name[: -len(".up.sql")], "up"
+        elif name.endswith(".down.sql"):
+            stem, kind = name[: -len(".down.sql")], "down"
+        else:
+            raise CheckFailed(f"FAIL migration file {name}: name must end in .up.sql or .down.sql")
+        num, sep, label = stem.partition("_")
+        if not sep or not num.isdigit():
+            raise CheckFailed(f"FAIL migration file {name}: name must be NNNN_name")
+        version = int(num)
+        entry = by_version.setdefault(version, {"name": label})
+        if entry["name"] != label:
+            raise CheckFailed(
+                f"FAIL migration file {name}: number {version} is also used by {entry['name']!r}"
+            )
+        with open(os.path.join(directory, name), encoding="utf-8") as f:
+            entry[kind] = f.read()
+    out = []
+    for version in sorted(by_version):
+        entry = by_version[version]
+        label = f"{version:04}_{entry['name']}"
+        for kind in ("up", "down"):
+            if kind not in entry:
+                raise CheckFailed(f"FAIL migration {label}: has no .{kind}.sql")
+        g = gate(entry["up"])
+        min_version = None
+        if g is not None:
+            min_version = parse_version(g)
+            if min_version is None:
+                raise CheckFailed(f"FAIL migration {label}: bad min_server_version {g!r}")
+        out.append((version, label, entry["up"], entry["down"], min_version))
+    return out
+
+
+# --- chdb ----------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, path):
+        try:
+            import chdb
+            from chdb import session as chs
+        except ImportError as e:
+            raise CheckFailed(
+                f"FAIL import chdb: {one_line(e)} (chdb-core is not installed: run `just deps`)"
+            )
+        self.package_version = getattr(chdb, "__version__", "?")
+        self.session = chs.Session(path)
+
+    def query(self, sql):
+        """Run one statement; return its rows (TabSeparated, unescaped only
+        as far as the checks need). Raises on a server error."""
+        res = self.session.query(sql, "TabSeparated")
+        # Older chdb builds report errors on the result instead of raising.
+        err = getattr(res, "error_message", None)
+        if callable(err):
+            err = err()
+        if err:
+            raise RuntimeError(err)
+        text = res.bytes().decode("utf-8") if hasattr(res, "bytes") else str(res)
+        return [line.split("\t") for line in text.splitlines()]
+
+    def scalar(self, sql):
+        rows = self.query(sql)
+        if not rows or not rows[0]:
+            raise RuntimeError(f"no result from {sql!r}")
+        return rows[0][0]
+
+    def close(self):
+        close = getattr(self.session, "close", None) or getattr(self.session, "cleanup", None)
+        if close:
+            close()
+
+
+def tables(srv):
+    return [r[0] for r in srv.query(f"SELECT name FROM system.tables WHERE database = '{DB}' ORDER BY name")]
+
+
+CREATE_RE = re.compile(
+    r"^\s*CREATE\s+(?:TABLE|(?:MATERIALIZED\s+)?VIEW|DICTIONARY)\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    + re.escape(DB)
+    + r"\.`?([A-Za-z0-9_.]+)`?",
+    re.IGNORECASE,
+)
+
+
+def apply(srv, migrations, direction, server_version, pass_name):
+    """Apply every migration's up (in order) or down (in reverse order)."""
+    done = 0
+    seq = migrations if direction == "up" else list(reversed(migrations))
+    for _version, label, up, down, min_version in seq:
+        if min_version is not None and server_version < min_version:
+            continue  # the Rust runner records it as skipped
+        for stmt in render(up if direction == "up" else down, DB):
+            try:
+                srv.query(stmt)
+            except Exception as e:  # noqa: BLE001 - any server error fails the check
+                fail(f"migration {label} {direction} ({pass_name}): {one_line(stmt)[:300]}", e)
+        done += 1
+    return done
+
+
+def check(args):
+    with tempfile.TemporaryDirectory(prefix="skyhouse-chdb-") as tmp:
+        srv = Server(os.path.join(tmp, "data"))
+        try:
+            return run_checks(srv, args)
+        finally:
+            srv.close()
+
+
+def run_checks(srv, args):
+    version_text = srv.scalar("SELECT version()")
+    server_version = parse_version(version_text) or (0, 0, 0)
+    migrations = load_migrations(args.migrations)
+    if not migrations:
+        raise CheckFailed(f"FAIL no migrations in {args.migrations}")
+
+    # What the Rust runner's ensure_bookkeeping() does first.
+    bookkeeping = [
+        f"CREATE DATABASE IF NOT EXISTS {DB}",
+        f"CREATE TABLE IF NOT EXISTS {DB}.schema_migrations (version UInt32, name String, "
+        "checksum String, state String, server_version String, applied_at DateTime, seq UInt64) "
+        "ENGINE = ReplacingMergeTree(seq) ORDER BY version",
+    ]
+    for stmt in bookkeeping:
+        try:
+            srv.query(stmt)
+        except Exception as e:  # noqa: BLE001
+            fail(f"bookkeeping: {one_line(stmt)}", e)
+
+    applied = apply(srv, migrations, "up", server_version, "first up")
+    apply(srv, migrations, "down", server_version, "down")
+    left = [t for t in tables(srv) if t != "schema_migrations"]
+    if left:
+        raise CheckFailed(f"FAIL down files left tables behind: {', '.join(left)}")
+    apply(srv, migrations, "up", server_version, "second up")
+
+    # Every table the up files create exists, and every table answers SHOW CREATE.
+    expected = set()
+    for _v, _l, up, _d, min_version in migrations:
+        if min_version is not None and server_version < min_version:
+            continue
+        for stmt in render(up, DB):
+            m = CREATE_RE.match(stmt)
+            if m:
+                expected.add(m.group(1))
+    present = tables(srv)
+    missing = sorted(expected - set(present))
+    if missing:
+        raise CheckFailed(f"FAIL tables missing after up/down/up: {', '.join(missing)}")
+    for name in present:
+        try:
+            srv.query(f"SHOW CREATE TABLE {DB}.`{name}`")
+        except Exception as e:  # noqa: BLE001
+            fail(f"SHOW CREATE TABLE {DB}.{name}", e)
+
+    # A tombstone collapses the row it replaces. Separate INSERTs make separate
+    # parts, so FINAL (not an already-merged part) does the collapsing.
+    cols = "(did, collection, rkey, cid, version, deleted, created_at, indexed_at, sort_at, record)"
+    rows = [
+        "('did:plc:alice', 'app.bsky.feed.post', '3kpost1', 'bafycid1', 10, 0, "
+        "'2024-05-01 10:00:00', '2024-05-01 10:00:01', '2024-05-01 10:00:00', '{\"text\":\"hello\"}')",
+        "('did:plc:alice', 'app.bsky.feed.post', '3kpost1', '', 11, 1, "
+        "'2024-05-01 10:00:00', '2024-05-01 11:00:00', '2024-05-01 10:00:00', '')",
+        "('did:plc:bob', 'app.bsky.feed.like', '3klike1', 'bafycid2', 12, 0, "
+        "'2024-05-02 09:00:00', '2024-05-02 09:00:01', '2024-05-02 09:00:00', '{}')",
+    ]
+    seed = [f"INSERT INTO {DB}.records {cols} VALUES {r}" for r in rows] + [
+        f"INSERT INTO {DB}.identities (did, handle, version, indexed_at) VALUES "
+        "('did:plc:alice', 'old.example.com', 1, '2024-05-01 00:00:00')",
+        f"INSERT INTO {DB}.identities (did, handle, version, indexed_at) VALUES "
+        "('did:plc:alice', 'alice.example.com', 2, '2024-05-02 00:00:00')",
+        f"INSERT INTO {DB}.accounts (did, active, status, version, indexed_at) VALUES "
+        "('did:plc:bob', 1, 'active', 1, '2024-05-02 00:00:00')",
+    ]
+    for stmt in seed:
+        try:
+            srv.query(stmt)
+        except Exception as e:  # noqa: BLE001
+            fail(f"seeding: {one_line(stmt)[:300]}", e)
+    live_sql = f"SELECT count() FROM {DB}.records FINAL WHERE deleted = 0"
+    try:
+        live = srv.scalar(live_sql)
+    except Exception as e:  # noqa: BLE001
+        fail(live_sql, e)
+    if live != "1":
+        raise CheckFailed(f"FAIL {live_sql}: got {live}, want 1 (the tombstone did not collapse its row)")
+
+    queries = 0
+    if args.queries:
+        try:
+            with open(args.queries, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise CheckFailed(f"FAIL reading {args.queries}: {one_line(e)}")
+        for stmt in render(text, DB):
+            try:
+                srv.query(stmt)
+            except Exception as e:  # noqa: BLE001
+                fail(f"query in {args.queries}: {one_line(stmt)[:300]}", e)
+            queries += 1
+
+    return (
+        f"chdb {version_text} (chdb-core {srv.package_version}): {applied} migrations up/down/up OK, "
+        f"{len(present)} tables, {queries} queries OK"
+    )
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--migrations", default=os.path.join(ROOT, "migrations"), help="migrations folder")
+    p.add_argument("--queries", help="a file of ;-terminated statements to run after the migrations")
+    args = p.parse_args()
+    try:
+        print(check(args))
+    except CheckFailed as e:
+        print(str(e))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
