@@ -393,6 +393,13 @@ impl<'a> Decoder<'a> {
 
     fn text(&mut self, len: u64, start: usize) -> Result<&'a str, CborError> {
         let bytes = self.take(len)?;
+        if bytes.len() < 64 && bytes.is_ascii() {
+            // Most strings are short ASCII (keys, NSIDs, DIDs, dates), where a
+            // full UTF-8 validator costs more than the check itself.
+            #[allow(unsafe_code)]
+            // SAFETY: every byte is < 0x80, and ASCII is valid UTF-8.
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
         simdutf8::basic::from_utf8(bytes).map_err(|_| self.err_at(start, CborErrorKind::Utf8))
     }
 

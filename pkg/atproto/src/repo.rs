@@ -73,12 +73,34 @@ pub struct Repo {
 
 /// Split an MST key into a valid `(collection, rkey)`.
 pub fn split_path(key: &[u8]) -> Option<(&str, &str)> {
-    let s = std::str::from_utf8(key).ok()?;
-    let (collection, rkey) = s.split_once('/')?;
-    if !crate::syntax::Nsid::is_valid(collection) || !crate::syntax::RecordKey::is_valid(rkey) {
-        return None;
+    PathSplitter::default().split(key)
+}
+
+/// [`split_path`] for keys in MST order: a repository's keys are grouped by
+/// collection, so the collection's NSID check runs once per group.
+#[derive(Debug, Default)]
+pub struct PathSplitter {
+    last_collection: String,
+}
+
+impl PathSplitter {
+    /// Split and validate one key.
+    pub fn split<'k>(&mut self, key: &'k [u8]) -> Option<(&'k str, &'k str)> {
+        // Valid NSIDs and record keys are ASCII.
+        if !key.is_ascii() {
+            return None;
+        }
+        let s = std::str::from_utf8(key).ok()?;
+        let (collection, rkey) = s.split_once('/')?;
+        if collection != self.last_collection {
+            if !crate::syntax::Nsid::is_valid(collection) {
+                return None;
+            }
+            self.last_collection.clear();
+            self.last_collection.push_str(collection);
+        }
+        crate::syntax::RecordKey::is_valid(rkey).then_some((collection, rkey))
     }
-    Some((collection, rkey))
 }
 
 impl Repo {
@@ -125,8 +147,9 @@ impl Repo {
     ) -> Result<WalkStats, WalkError<RepoOrVisitor<E>>> {
         let blocks = &self.blocks;
         let mut walker = Walker::new(blocks);
+        let mut paths = PathSplitter::default();
         walker.walk(&self.commit.data, &mut |key: &[u8], cid: Cid| {
-            let (collection, rkey) = split_path(key).ok_or_else(|| {
+            let (collection, rkey) = paths.split(key).ok_or_else(|| {
                 RepoOrVisitor::Repo(RepoError::BadPath {
                     key: String::from_utf8_lossy(key).into_owned(),
                 })
