@@ -10,7 +10,7 @@ default:
     @just --justfile {{ quote(justfile()) }} --list --unsorted
 
 # Run every test of the workspace (the single entry point CI calls); ARGS go to cargo test
-test *ARGS:
+test *ARGS: deps
     cargo test --workspace --all-targets {{ ARGS }}
 
 # Formatting check, clippy with warnings as errors, then `just test`
@@ -132,3 +132,31 @@ status:
 [positional-arguments]
 sql *ARGS:
     clickhouse-client --host 127.0.0.1 --port "${CLICKHOUSE_TCP_PORT:-9000}" "$@"
+
+# Apply pending migrations (CLICKHOUSE_ADDRESS, default the `just up` server; ARGS: --database, --clickhouse-cluster…)
+migrate-up *ARGS:
+    CLICKHOUSE_ADDRESS="${CLICKHOUSE_ADDRESS:-http://127.0.0.1:${CLICKHOUSE_HTTP_PORT:-8123}}" cargo run -q -p skyhouse -- migrate up {{ ARGS }}
+
+# Roll back the last N applied migrations
+migrate-down N="1" *ARGS:
+    CLICKHOUSE_ADDRESS="${CLICKHOUSE_ADDRESS:-http://127.0.0.1:${CLICKHOUSE_HTTP_PORT:-8123}}" cargo run -q -p skyhouse -- migrate down {{ N }} {{ ARGS }}
+
+# Show each migration: applied, skipped (server too old) or pending
+migrate-version *ARGS:
+    CLICKHOUSE_ADDRESS="${CLICKHOUSE_ADDRESS:-http://127.0.0.1:${CLICKHOUSE_HTTP_PORT:-8123}}" cargo run -q -p skyhouse -- migrate version {{ ARGS }}
+
+# Write the next numbered pair of migration files into migrations/
+migrate-create NAME:
+    cargo run -q -p skyhouse -- migrate create {{ quote(NAME) }} --dir migrations
+
+# Print the CREATE statements of every table
+dump-schema *ARGS:
+    CLICKHOUSE_ADDRESS="${CLICKHOUSE_ADDRESS:-http://127.0.0.1:${CLICKHOUSE_HTTP_PORT:-8123}}" cargo run -q -p skyhouse -- migrate dump-schema {{ ARGS }}
+
+# Check the migrations and the store's queries on current ClickHouse (chdb-core)
+check-chdb: deps-python
+    python3 scripts/chdb_check.py --queries pkg/store/queries/check.sql
+
+# Rows/s through transform + batch writer vs plain RowBinary inserts (throwaway server, or ARGS: --url URL)
+bench-store *ARGS:
+    cargo run --release -q -p skyhouse-store --example store_bench -- {{ ARGS }}

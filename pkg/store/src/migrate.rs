@@ -418,13 +418,19 @@ impl<'a> Migrator<'a> {
         self.status().await
     }
 
-    /// Roll back the last `n` applied (or skipped) migrations, newest first.
+    /// Roll back the last `n` applied migrations, newest first.
     pub async fn down(&self, n: usize) -> Result<Vec<Status>, StoreError> {
         self.ensure_bookkeeping().await?;
         let server = self.ch.server_version().await?;
         let recorded = self.recorded().await?;
         self.check_checksums(&recorded)?;
-        for r in recorded.iter().rev().take(n) {
+        // Skipped migrations above the ones rolled back are reset too (they
+        // count for nothing: nothing of theirs was applied).
+        let mut rolled = 0;
+        for r in recorded.iter().rev() {
+            if rolled == n {
+                break;
+            }
             let m = self
                 .migrations
                 .iter()
@@ -444,6 +450,7 @@ impl<'a> Migrator<'a> {
                         ))
                     })?;
                 }
+                rolled += 1;
             }
             self.record(m, "rolled_back", server).await?;
             tracing::info!(version = m.version, name = %m.name, "Rolled back migration.");
