@@ -155,7 +155,7 @@ dump-schema *ARGS:
 
 # Check the migrations and the store's queries on current ClickHouse (chdb-core)
 check-chdb: deps-python
-    python3 scripts/chdb_check.py --queries pkg/store/queries/check.sql
+    python3 scripts/chdb_check.py --queries pkg/store/queries/check.sql --queries pkg/store/queries/store.sql
 
 # Rows/s through transform + batch writer vs plain RowBinary inserts (throwaway server, or ARGS: --url URL)
 bench-store *ARGS:

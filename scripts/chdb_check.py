@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check the migrations (and the store's queries) on current ClickHouse, in-process.
 
-Usage: python3 scripts/chdb_check.py [--migrations DIR] [--queries FILE]
+Usage: python3 scripts/chdb_check.py [--migrations DIR] [--queries FILE]...
 
 Runs on chdb (the `chdb-core` package: ClickHouse as a Python library), in a
 temporary on-disk session, against the database `skyhouse_chdb_check`:
@@ -295,17 +295,22 @@ def run_checks(srv, args):
         raise CheckFailed(f"FAIL {live_sql}: got {live}, want 1 (the tombstone did not collapse its row)")
 
     queries = 0
-    if args.queries:
+    # The store's named parameters, given sample values (the Rust side fills
+    # them with validated, quoted literals).
+    samples = {"{did}": "'did:plc:alice'", "{since}": "'2024-01-01'", "{limit}": "100", "{version}": "2"}
+    for path in args.queries:
         try:
-            with open(args.queries, encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f:
                 text = f.read()
         except OSError as e:
-            raise CheckFailed(f"FAIL reading {args.queries}: {one_line(e)}")
+            raise CheckFailed(f"FAIL reading {path}: {one_line(e)}")
         for stmt in render(text, DB):
+            for k, v in samples.items():
+                stmt = stmt.replace(k, v)
             try:
                 srv.query(stmt)
             except Exception as e:  # noqa: BLE001
-                fail(f"query in {args.queries}: {one_line(stmt)[:300]}", e)
+                fail(f"query in {path}: {one_line(stmt)[:300]}", e)
             queries += 1
 
     return (
@@ -317,7 +322,12 @@ def run_checks(srv, args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--migrations", default=os.path.join(ROOT, "migrations"), help="migrations folder")
-    p.add_argument("--queries", help="a file of ;-terminated statements to run after the migrations")
+    p.add_argument(
+        "--queries",
+        action="append",
+        default=[],
+        help="a file of ;-terminated statements to run after the migrations (repeatable)",
+    )
     args = p.parse_args()
     try:
         print(check(args))

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod migrate;
+pub mod queries;
 pub mod writer;
 
 pub use clickhouse;

@@ -31,6 +31,8 @@ fn migrations_and_queries_on_current_clickhouse() {
             "scripts/chdb_check.py",
             "--queries",
             "pkg/store/queries/check.sql",
+            "--queries",
+            "pkg/store/queries/store.sql",
         ])
         .current_dir(&root)
         .env("PYTHONDONTWRITEBYTECODE", "1")

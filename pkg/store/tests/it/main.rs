@@ -1,6 +1,7 @@
 //! skyhouse-store against a real ClickHouse 18.16 server started by the testkit.
 
 mod migrate;
+mod queries;
 mod semantics;
 mod writer;
 

@@ -1,0 +1,553 @@
+//! Insert throughput of the store: the indexer's full write path against the
+//! fastest plain insert of the same rows, on a real ClickHouse.
+//!
+//! The workload is the commit events of the production Jetstream capture in
+//! skyhouse-atproto's testdata (likes, posts, reposts, follows, deletes… in
+//! their real proportions), repeated with a fresh record key (a TID from a
+//! counter), version and one of 10,000 synthetic DIDs per operation, so every
+//! row has its own key. `--rows N` (default 1,000,000) is the number of rows
+//! (all tables together) the operations give, about two per operation.
+//!
+//! - `pipeline`: a producer task `apply()`s each operation into a `Rows` of
+//!   its own and sends it, with its position, through a bounded channel
+//!   ([`writer::INPUT_QUEUE`]) to [`writer::run`] with the default
+//!   [`WriterConfig`]; the clock stops when the writer has acknowledged every
+//!   batch. This is the path the live indexer takes.
+//! - `ceiling`: the same rows, built beforehand (not timed), inserted table by
+//!   table with plain `INSERT … FORMAT RowBinary` through the `clickhouse`
+//!   client in batches of up to `--raw-batch` rows (default 1,048,576, the
+//!   server's `max_insert_block_size`): no transform, no writer.
+//!
+//! The two alternate `--runs` times (default 3), with every written table
+//! truncated before each run; each run prints one JSON line, then a summary
+//! line gives the medians and their ratio. Peak RSS is `VmHWM`, reset (through
+//! `/proc/self/clear_refs`) before each pipeline run, whose rows are built and
+//! dropped around it, so it is the pipeline's own peak.
+//!
+//! ```text
+//! cargo run --release -p skyhouse-store --example store_bench -- [--url URL] [--rows N] [--runs R] [--raw-batch N]
+//! ```
+//!
+//! Without `--url` a throwaway ClickHouse is started (skyhouse-testkit: `just
+//! deps` installs it) with a fresh database. With `--url` (e.g.
+//! `http://127.0.0.1:8123` after `just up`) the database `skyhouse_bench` is
+//! dropped, created and left behind; `--user` and the `CLICKHOUSE_PASSWORD`
+//! environment variable give credentials if the server needs them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use skyhouse_atproto::jetstream::{Event, Operation, Payload};
+use skyhouse_atproto::syntax::Tid;
+use skyhouse_store::migrate::{self, Migrator};
+use skyhouse_store::writer::{self, Ack, WriterConfig};
+use skyhouse_store::{ClickHouse, ClickHouseConfig};
+use skyhouse_transform::{apply, Action, Cid, Op, Rows, Table, TableSink, Value};
+use tokio::sync::mpsc;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Synthetic repositories the operations are spread over.
+const DIDS: usize = 10_000;
+
+/// Record keys and versions are TIDs from this instant (2024-05-01 00:00 UTC) on.
+const START_MICROS: u64 = 1_714_521_600_000_000;
+
+/// The base32-sortable alphabet of TIDs.
+const TID_ALPHABET: &[u8; 32] = b"234567abcdefghijklmnopqrstuvwxyz";
+
+/// Settings from the command line.
+#[derive(Debug)]
+struct Args {
+    url: Option<String>,
+    user: String,
+    rows: usize,
+    runs: usize,
+    raw_batch: usize,
+}
+
+fn parse_args() -> Result<Args, BoxError> {
+    let mut args = Args {
+        url: None,
+        user: String::new(),
+        rows: 1_000_000,
+        runs: 3,
+        raw_batch: 1_048_576,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--url" => args.url = Some(value()?),
+            "--user" => args.user = value()?,
+            "--rows" => args.rows = value()?.replace('_', "").parse()?,
+            "--runs" => args.runs = value()?.parse()?,
+            "--raw-batch" => args.raw_batch = value()?.replace('_', "").parse()?,
+            "-h" | "--help" => {
+                eprintln!(
+                    "store_bench [--url URL] [--user USER] [--rows N] [--runs R] [--raw-batch N]\n\
+                     (password from CLICKHOUSE_PASSWORD)"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
+        }
+    }
+    if args.rows == 0 || args.runs == 0 || args.raw_batch == 0 {
+        return Err("--rows, --runs and --raw-batch must be positive".into());
+    }
+    Ok(args)
+}
+
+/// One commit of the corpus, as data-model values.
+struct Commit {
+    collection: String,
+    /// The corpus key when it is not a TID (`self`): kept, since the typed
+    /// tables refuse a `self`-keyed record under another key.
+    fixed_rkey: Option<String>,
+    action: Action,
+    cid: Option<Cid>,
+    record: Option<Value<'static>>,
+    indexed_at: u32,
+}
+
+fn load_corpus() -> Result<Vec<Commit>, BoxError> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../atproto/testdata/jetstream/expected_v1.jsonl"
+    );
+    let mut out = Vec::new();
+    for line in std::fs::read_to_string(path)?.lines() {
+        let event = Event::from_json(line.as_bytes())?;
+        let Payload::Commit { commit } = event.payload else {
+            continue;
+        };
+        let record = match &commit.record {
+            Some(r) => Some(skyhouse_atproto::json::from_lex_json(r)?),
+            None => None,
+        };
+        out.push(Commit {
+            fixed_rkey: Tid::try_from(commit.rkey.as_str())
+                .is_err()
+                .then(|| commit.rkey.clone()),
+            collection: commit.collection,
+            action: match commit.operation {
+                Operation::Create => Action::Create,
+                Operation::Update => Action::Update,
+                Operation::Delete => Action::Delete,
+            },
+            cid: commit.cid.as_deref().map(str::parse).transpose()?,
+            record,
+            indexed_at: u32::try_from(event.time_us / 1_000_000)?,
+        });
+    }
+    if out.is_empty() {
+        return Err("the corpus has no commits".into());
+    }
+    Ok(out)
+}
+
+/// The operations of a run: operation `i` is commit `i % len` of the corpus
+/// under DID `i % DIDS`, record key TID(`START_MICROS + i`) and a newer version.
+struct Workload {
+    commits: Vec<Commit>,
+    dids: Vec<String>,
+    ops: usize,
+}
+
+impl Workload {
+    fn new(commits: Vec<Commit>, target_rows: usize) -> Workload {
+        let dids = (0..DIDS)
+            .map(|i| {
+                // did:plc: + 24 base32 chars; spread the index over the key
+                // so DIDs do not share long prefixes.
+                let mut v = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let mut s = String::from("did:plc:");
+                for _ in 0..24 {
+                    s.push(char::from(
+                        b"abcdefghijklmnopqrstuvwxyz234567"[(v & 31) as usize],
+                    ));
+                    v = v.rotate_right(5);
+                }
+                s
+            })
+            .collect();
+        let mut w = Workload {
+            commits,
+            dids,
+            ops: 0,
+        };
+        // Rows one pass over the corpus gives, to size the run.
+        let cycle = w.commits.len();
+        let mut rows = Rows::default();
+        let mut buf = [0u8; 13];
+        for i in 0..cycle {
+            apply(&w.op(i, &mut buf), &mut rows);
+        }
+        let per_cycle = rows.len().max(1);
+        w.ops = (target_rows * cycle).div_ceil(per_cycle).max(1);
+        w
+    }
+
+    /// Operation `i`; its record key is written into `buf`.
+    fn op<'a>(&'a self, i: usize, buf: &'a mut [u8; 13]) -> Op<'a> {
+        let c = &self.commits[i % self.commits.len()];
+        let tid = ((START_MICROS + i as u64) << 10) & (u64::MAX >> 1);
+        let rkey = match &c.fixed_rkey {
+            Some(k) => k.as_str(),
+            None => {
+                for (k, b) in buf.iter_mut().enumerate() {
+                    *b = TID_ALPHABET[((tid >> (5 * (12 - k))) & 31) as usize];
+                }
+                // Only ASCII was written.
+                std::str::from_utf8(&buf[..]).unwrap_or("2222222222222")
+            }
+        };
+        Op {
+            did: &self.dids[i % self.dids.len()],
+            collection: &c.collection,
+            rkey,
+            action: c.action,
+            cid: c.cid,
+            record: c.record.as_ref(),
+            // The commit's rev: a little after the record key's TID.
+            version: tid | 1,
+            indexed_at: c.indexed_at + (i / 1000) as u32,
+        }
+    }
+
+    /// Every row of the run in one `Rows` (for the ceiling; not timed).
+    fn build_all(&self) -> Rows {
+        let mut rows = Rows::default();
+        let mut buf = [0u8; 13];
+        for i in 0..self.ops {
+            apply(&self.op(i, &mut buf), &mut rows);
+        }
+        rows
+    }
+}
+
+/// `VmHWM` and `VmRSS` of this process, MiB.
+fn rss_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Reset `VmHWM` to the current RSS (Linux ≥ 4.0); false if not possible.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// What one pipeline run measured.
+struct PipelineRun {
+    secs: f64,
+    rows: usize,
+    batches: usize,
+    dead_lettered: usize,
+    /// Time the producer spent waiting for room in the channel (the writer
+    /// busy inserting).
+    blocked: Duration,
+    /// Time from the producer's last send to the last ack.
+    tail: Duration,
+}
+
+/// The indexer's path: apply each op into its own `Rows`, send it through the
+/// writer, wait for every ack.
+async fn pipeline(ch: &ClickHouse, work: &Arc<Workload>) -> Result<PipelineRun, BoxError> {
+    let (tx, rx) = mpsc::channel::<(Rows, u64)>(writer::INPUT_QUEUE);
+    let (ack_tx, mut ack_rx) = mpsc::channel::<Ack<u64>>(64);
+    let start = Instant::now();
+    let writer = tokio::spawn(writer::run(ch.clone(), WriterConfig::default(), rx, ack_tx));
+    let w = Arc::clone(work);
+    let producer = tokio::spawn(async move {
+        let mut blocked = Duration::ZERO;
+        let mut buf = [0u8; 13];
+        for i in 0..w.ops {
+            let mut rows = Rows::default();
+            apply(&w.op(i, &mut buf), &mut rows);
+            match tx.try_send((rows, i as u64)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    let t = Instant::now();
+                    tx.send(item).await.map_err(|_| "writer stopped")?;
+                    blocked += t.elapsed();
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err("writer stopped"),
+            }
+        }
+        Ok((blocked, Instant::now()))
+    });
+    let (mut rows, mut batches, mut dead_lettered, mut upto) = (0, 0, 0, None);
+    while let Some(ack) = ack_rx.recv().await {
+        rows += ack.rows;
+        batches += 1;
+        dead_lettered += ack.dead_lettered;
+        upto = Some(ack.upto);
+    }
+    let end = Instant::now();
+    writer.await??;
+    let (blocked, produced) = producer.await??;
+    if upto != Some(work.ops as u64 - 1) {
+        return Err(format!("last ack was for position {upto:?}, not {}", work.ops - 1).into());
+    }
+    Ok(PipelineRun {
+        secs: (end - start).as_secs_f64(),
+        rows,
+        batches,
+        dead_lettered,
+        blocked,
+        tail: end.saturating_duration_since(produced),
+    })
+}
+
+/// Plain inserts: each table's rows in batches of `batch`, one after another.
+struct RawSink<'a> {
+    client: &'a clickhouse::Client,
+    batch: usize,
+    inserts: usize,
+}
+
+impl TableSink for RawSink<'_> {
+    type Error = clickhouse::error::Error;
+
+    async fn insert<R>(&mut self, table: &'static str, rows: &[R]) -> Result<(), Self::Error>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
+    {
+        for chunk in rows.chunks(self.batch) {
+            let mut insert = self.client.insert::<R>(table).await?;
+            for row in chunk {
+                insert.write(row).await?;
+            }
+            insert.end().await?;
+            self.inserts += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Every table a `Rows` writes to.
+fn written_tables() -> Vec<&'static str> {
+    let mut t = vec!["records", "dead_letters"];
+    t.extend(Table::ALL.iter().map(|t| t.name()));
+    t
+}
+
+async fn truncate(ch: &ClickHouse) -> Result<(), BoxError> {
+    for t in written_tables() {
+        ch.execute(&format!("TRUNCATE TABLE {}.{t}", ch.database()))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Rows in the written tables (active parts, before any deduplication).
+async fn stored_rows(ch: &ClickHouse) -> Result<u64, BoxError> {
+    let list = written_tables()
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(ch
+        .client()
+        .query(&format!(
+            "SELECT sum(rows) FROM system.parts WHERE active AND database = '{}' AND table IN ({list})",
+            ch.database()
+        ))
+        .fetch_one::<u64>()
+        .await?)
+}
+
+/// Active parts in the written tables (how many the run left to merge).
+async fn stored_parts(ch: &ClickHouse) -> Result<u64, BoxError> {
+    Ok(ch
+        .client()
+        .query(&format!(
+            "SELECT count() FROM system.parts WHERE active AND database = '{}' AND table != 'schema_migrations'",
+            ch.database()
+        ))
+        .fetch_one::<u64>()
+        .await?)
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = parse_args()?;
+
+    // The target: a throwaway server (kept alive by `_db` until the end) or
+    // the given one.
+    let (ch, _db, target) = match &args.url {
+        None => {
+            let server = skyhouse_testkit::ClickHouse::shared();
+            let db = server.database("store_bench");
+            let ch = ClickHouse::new(ClickHouseConfig {
+                url: server.http_url(),
+                user: String::new(),
+                password: String::new(),
+                database: db.name().to_owned(),
+                cluster: None,
+            })?;
+            (ch, Some(db), "testkit")
+        }
+        Some(url) => {
+            let ch = ClickHouse::new(ClickHouseConfig {
+                url: url.clone(),
+                user: args.user.clone(),
+                password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
+                database: "skyhouse_bench".to_owned(),
+                cluster: None,
+            })?;
+            (ch, None, "url")
+        }
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(bench(&args, ch, target))
+}
+
+async fn bench(args: &Args, ch: ClickHouse, target: &str) -> Result<(), BoxError> {
+    let version = ch.server_version().await?;
+    if target == "url" {
+        ch.execute(&format!("DROP DATABASE IF EXISTS {}", ch.database()))
+            .await?;
+        ch.execute(&format!("CREATE DATABASE {}", ch.database()))
+            .await?;
+    }
+    Migrator::new(&ch, migrate::embedded()?).up().await?;
+
+    let work = Arc::new(Workload::new(load_corpus()?, args.rows));
+    let (hwm0, rss0) = rss_mb();
+    eprintln!(
+        "store_bench: ClickHouse {version} ({target}), database {}, {} ops from {} corpus commits, \
+         {} runs each; RSS before runs {rss0:.0} MiB (peak {hwm0:.0})",
+        ch.database(),
+        work.ops,
+        work.commits.len(),
+        args.runs,
+    );
+
+    let mut pipe_rows_s = Vec::new();
+    let mut pipe_ops_s = Vec::new();
+    let mut ceil_rows_s = Vec::new();
+    let mut peak_rss = 0f64;
+    let mut total_rows = 0;
+    for rep in 1..=args.runs {
+        // A: the pipeline.
+        truncate(&ch).await?;
+        let reset = reset_peak_rss();
+        let (_, rss_start) = rss_mb();
+        let run = pipeline(&ch, &work).await?;
+        let (hwm, _) = rss_mb();
+        let stored = stored_rows(&ch).await?;
+        let parts = stored_parts(&ch).await?;
+        if stored != run.rows as u64 {
+            return Err(format!("pipeline acked {} rows but {stored} are stored", run.rows).into());
+        }
+        total_rows = run.rows;
+        peak_rss = peak_rss.max(hwm);
+        pipe_rows_s.push(run.rows as f64 / run.secs);
+        pipe_ops_s.push(work.ops as f64 / run.secs);
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "store",
+                "run": "pipeline",
+                "rep": rep,
+                "ops": work.ops,
+                "rows": run.rows,
+                "batches": run.batches,
+                "dead_lettered": run.dead_lettered,
+                "secs": round(run.secs, 3),
+                "rows_per_s": (run.rows as f64 / run.secs).round(),
+                "ops_per_s": (work.ops as f64 / run.secs).round(),
+                "producer_blocked_s": round(run.blocked.as_secs_f64(), 3),
+                "tail_after_last_send_s": round(run.tail.as_secs_f64(), 3),
+                "parts_after": parts,
+                "rss_start_mb": round(rss_start, 1),
+                "peak_rss_mb": round(hwm, 1),
+                "peak_rss_reset": reset,
+            })
+        );
+
+        // B: the ceiling, with the rows built beforehand.
+        truncate(&ch).await?;
+        let rows = work.build_all();
+        let n = rows.len();
+        let bytes = rows.approx_bytes();
+        let mut sink = RawSink {
+            client: ch.in_database(),
+            batch: args.raw_batch,
+            inserts: 0,
+        };
+        let start = Instant::now();
+        rows.drain_into(&mut sink).await?;
+        let secs = start.elapsed().as_secs_f64();
+        drop(rows);
+        let stored = stored_rows(&ch).await?;
+        let parts = stored_parts(&ch).await?;
+        if stored != n as u64 {
+            return Err(format!("ceiling inserted {n} rows but {stored} are stored").into());
+        }
+        ceil_rows_s.push(n as f64 / secs);
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "store",
+                "run": "ceiling",
+                "rep": rep,
+                "rows": n,
+                "inserts": sink.inserts,
+                "rowbinary_mb": round(bytes as f64 / (1 << 20) as f64, 1),
+                "secs": round(secs, 3),
+                "rows_per_s": (n as f64 / secs).round(),
+                "mb_per_s": round(bytes as f64 / (1 << 20) as f64 / secs, 1),
+                "parts_after": parts,
+            })
+        );
+    }
+
+    let pipeline = median(&pipe_rows_s);
+    let ceiling = median(&ceil_rows_s);
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "store",
+            "server": version.to_string(),
+            "runs": args.runs,
+            "ops": work.ops,
+            "rows": total_rows,
+            "pipeline_rows_per_s": pipeline.round(),
+            "pipeline_ops_per_s": median(&pipe_ops_s).round(),
+            "ceiling_rows_per_s": ceiling.round(),
+            "ratio": round(pipeline / ceiling, 3),
+            "peak_rss_mb": round(peak_rss, 1),
+            "goal_met": pipeline >= 0.5 * ceiling && pipeline >= 300_000.0,
+        })
+    );
+    Ok(())
+}
