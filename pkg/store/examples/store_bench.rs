@@ -21,11 +21,18 @@
 //! The two alternate `--runs` times (default 3), with every written table
 //! truncated before each run; each run prints one JSON line, then a summary
 //! line gives the medians and their ratio. Peak RSS is `VmHWM`, reset (through
-//! `/proc/self/clear_refs`) before each pipeline run, whose rows are built and
-//! dropped around it, so it is the pipeline's own peak.
+//! `/proc/self/clear_refs`) before each pipeline run; the summary gives the
+//! first run's, taken before the ceiling's rows were ever built (the heap the
+//! allocator keeps after dropping them shows in later runs' `rss_start_mb`).
+//!
+//! `--experiments` adds, to every round, pipeline runs that each change one
+//! thing (see [`Variant::experiments`]) and a ceiling that inserts `records`
+//! concurrently with the other tables, then one median line per experiment
+//! before the summary. `--only pipeline|ceiling` runs one side (for `perf`).
 //!
 //! ```text
-//! cargo run --release -p skyhouse-store --example store_bench -- [--url URL] [--rows N] [--runs R] [--raw-batch N]
+//! cargo run --release -p skyhouse-store --example store_bench -- \
+//!     [--url URL] [--rows N] [--runs R] [--raw-batch N] [--experiments] [--only pipeline|ceiling]
 //! ```
 //!
 //! Without `--url` a throwaway ClickHouse is started (skyhouse-testkit: `just
@@ -42,7 +49,7 @@ use skyhouse_atproto::jetstream::{Event, Operation, Payload};
 use skyhouse_atproto::syntax::Tid;
 use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::writer::{self, Ack, WriterConfig};
-use skyhouse_store::{ClickHouse, ClickHouseConfig};
+use skyhouse_store::{ClickHouse, ClickHouseConfig, StoreError};
 use skyhouse_transform::{apply, Action, Cid, Op, Rows, Table, TableSink, Value};
 use tokio::sync::mpsc;
 
@@ -65,6 +72,10 @@ struct Args {
     rows: usize,
     runs: usize,
     raw_batch: usize,
+    /// Run only the pipeline (`Some(true)`) or only the ceiling (`Some(false)`), for profiling.
+    only_pipeline: Option<bool>,
+    /// Also run the variants of [`Variant::experiments`] and the parallel ceiling.
+    experiments: bool,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -74,6 +85,8 @@ fn parse_args() -> Result<Args, BoxError> {
         rows: 1_000_000,
         runs: 3,
         raw_batch: 1_048_576,
+        only_pipeline: None,
+        experiments: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -84,9 +97,18 @@ fn parse_args() -> Result<Args, BoxError> {
             "--rows" => args.rows = value()?.replace('_', "").parse()?,
             "--runs" => args.runs = value()?.parse()?,
             "--raw-batch" => args.raw_batch = value()?.replace('_', "").parse()?,
+            "--only" => {
+                args.only_pipeline = match value()?.as_str() {
+                    "pipeline" => Some(true),
+                    "ceiling" => Some(false),
+                    v => return Err(format!("--only takes pipeline or ceiling, not {v:?}").into()),
+                }
+            }
+            "--experiments" => args.experiments = true,
             "-h" | "--help" => {
                 eprintln!(
-                    "store_bench [--url URL] [--user USER] [--rows N] [--runs R] [--raw-batch N]\n\
+                    "store_bench [--url URL] [--user USER] [--rows N] [--runs R] [--raw-batch N] \
+                     [--only pipeline|ceiling] [--experiments]\n\
                      (password from CLICKHOUSE_PASSWORD)"
                 );
                 std::process::exit(0);
@@ -149,7 +171,10 @@ fn load_corpus() -> Result<Vec<Commit>, BoxError> {
 }
 
 /// The operations of a run: operation `i` is commit `i % len` of the corpus
-/// under DID `i % DIDS`, record key TID(`START_MICROS + i`) and a newer version.
+/// under DID `(i + i / len) % DIDS`, record key TID(`START_MICROS + i`) (or
+/// the corpus key if that is not a TID) and a newer version. Every row's
+/// sorting key is unique as long as there are at most `DIDS` passes over the
+/// corpus (1.5 million operations).
 struct Workload {
     commits: Vec<Commit>,
     dids: Vec<String>,
@@ -204,8 +229,11 @@ impl Workload {
                 std::str::from_utf8(&buf[..]).unwrap_or("2222222222222")
             }
         };
+        // Shifting the DID by one per pass over the corpus gives each
+        // `self`-keyed record a DID of its own for DIDS passes.
+        let did = (i + i / self.commits.len()) % self.dids.len();
         Op {
-            did: &self.dids[i % self.dids.len()],
+            did: &self.dids[did],
             collection: &c.collection,
             rkey,
             action: c.action,
@@ -215,6 +243,12 @@ impl Workload {
             version: tid | 1,
             indexed_at: c.indexed_at + (i / 1000) as u32,
         }
+    }
+
+    /// Whether every row's sorting key is unique (see [`Workload`]): then
+    /// no merge can collapse rows, and the stored count must be exact.
+    fn keys_unique(&self) -> bool {
+        self.ops <= DIDS * self.commits.len()
     }
 
     /// Every row of the run in one `Rows` (for the ceiling; not timed).
@@ -246,6 +280,61 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// CPU counters at one instant, in clock ticks: this process's, and the
+/// machine's total and idle (all CPUs together).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    process: u64,
+    total: u64,
+    idle: u64,
+    cpus: u64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command's closing parenthesis: utime and stime
+        // are the 12th and 13th.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<u64> = after
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let process = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+        let machine = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let mut cpu = Cpu {
+            process,
+            ..Cpu::default()
+        };
+        for line in machine.lines() {
+            if let Some(rest) = line.strip_prefix("cpu ") {
+                let v: Vec<u64> = rest
+                    .split_whitespace()
+                    .map(|f| f.parse().unwrap_or(0))
+                    .collect();
+                // user nice system idle iowait irq softirq steal (guest is in user).
+                cpu.total = v.iter().take(8).sum();
+                cpu.idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            } else if line.starts_with("cpu") {
+                cpu.cpus += 1;
+            }
+        }
+        cpu
+    }
+
+    /// Since `start`, over `secs` of wall time: (this process's CPU seconds,
+    /// the fraction of the machine's CPUs busy with anything).
+    fn since(self, start: Cpu, secs: f64) -> (f64, f64) {
+        let total = self.total.saturating_sub(start.total).max(1) as f64;
+        let idle = self.idle.saturating_sub(start.idle) as f64;
+        let process = self.process.saturating_sub(start.process) as f64;
+        (
+            process / total * self.cpus as f64 * secs,
+            1.0 - idle / total,
+        )
+    }
+}
+
 fn round(x: f64, digits: i32) -> f64 {
     let p = 10f64.powi(digits);
     (x * p).round() / p
@@ -255,10 +344,122 @@ fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// How a pipeline run feeds the store.
+#[derive(Debug, Clone)]
+struct Variant {
+    /// `pipeline` for the indexer's path, else the experiment's name.
+    name: &'static str,
+    /// Operations per `Rows` sent to the writer (1: one per event, as the
+    /// indexer sends them with their positions). The channel holds
+    /// `INPUT_QUEUE / chunk` messages, so as many operations wait in it
+    /// whatever the chunk.
+    chunk: usize,
+    /// The writer's batch limits.
+    cfg: WriterConfig,
+    /// [`overlapped_writer`] instead of `writer::run`.
+    overlapped: bool,
+}
+
+impl Variant {
+    /// The indexer's path: one `Rows` per event through `writer::run`.
+    fn indexer() -> Variant {
+        Variant {
+            name: "pipeline",
+            chunk: 1,
+            cfg: WriterConfig::default(),
+            overlapped: false,
+        }
+    }
+
+    /// The experiments of `--experiments`: messages of 1024 operations,
+    /// batches four times the default, [`overlapped_writer`], and the last
+    /// two together.
+    fn experiments() -> Vec<Variant> {
+        let base = Variant::indexer();
+        let d = WriterConfig::default();
+        vec![
+            Variant {
+                name: "chunk_1024",
+                chunk: 1024,
+                ..base.clone()
+            },
+            Variant {
+                name: "big_batches",
+                cfg: WriterConfig {
+                    max_rows: 4 * d.max_rows,
+                    max_bytes: 4 * d.max_bytes,
+                    ..d
+                },
+                ..base.clone()
+            },
+            Variant {
+                name: "overlapped",
+                overlapped: true,
+                ..base.clone()
+            },
+            Variant {
+                name: "overlapped_chunk_1024",
+                overlapped: true,
+                chunk: 1024,
+                ..base
+            },
+        ]
+    }
+}
+
+/// `writer::run` (without the age limit, which a steady input never
+/// reaches) changed to insert a closed batch in a task of its own while the
+/// next one fills; at most one batch is being inserted, acks stay in order.
+async fn overlapped_writer(
+    ch: ClickHouse,
+    cfg: WriterConfig,
+    mut input: mpsc::Receiver<(Rows, u64)>,
+    acks: mpsc::Sender<Ack<u64>>,
+) -> Result<(), BoxError> {
+    type Inflight = tokio::task::JoinHandle<Result<(Rows, Ack<u64>), StoreError>>;
+    let mut batch = Rows::default();
+    let mut spare = Rows::default();
+    let mut upto: Option<u64> = None;
+    let mut inflight: Option<Inflight> = None;
+    loop {
+        let next = input.recv().await;
+        let closed = next.is_none();
+        if let Some((mut rows, pos)) = next {
+            batch.append(&mut rows);
+            upto = Some(upto.map_or(pos, |u| u.max(pos)));
+            if batch.len() < cfg.max_rows && batch.approx_bytes() < cfg.max_bytes {
+                continue;
+            }
+        }
+        if let Some(u) = upto.take() {
+            if let Some(task) = inflight.take() {
+                let (emptied, ack) = task.await??;
+                spare = emptied;
+                acks.send(ack).await?;
+            }
+            let mut full = std::mem::replace(&mut batch, std::mem::take(&mut spare));
+            let (ch, cfg) = (ch.clone(), cfg.clone());
+            inflight = Some(tokio::spawn(async move {
+                let ack = writer::write_batch(&ch, &cfg, &mut full, u).await?;
+                Ok((full, ack))
+            }));
+        }
+        if closed {
+            if let Some(task) = inflight.take() {
+                let (_, ack) = task.await??;
+                acks.send(ack).await?;
+            }
+            return Ok(());
+        }
     }
 }
 
@@ -275,28 +476,46 @@ struct PipelineRun {
     tail: Duration,
 }
 
-/// The indexer's path: apply each op into its own `Rows`, send it through the
-/// writer, wait for every ack.
-async fn pipeline(ch: &ClickHouse, work: &Arc<Workload>) -> Result<PipelineRun, BoxError> {
-    let (tx, rx) = mpsc::channel::<(Rows, u64)>(writer::INPUT_QUEUE);
+/// Apply every operation and write the rows as `variant` says; the clock
+/// stops at the last ack.
+async fn pipeline(
+    ch: &ClickHouse,
+    work: &Arc<Workload>,
+    variant: &Variant,
+) -> Result<PipelineRun, BoxError> {
+    let chunk = variant.chunk.max(1);
+    let (tx, rx) = mpsc::channel::<(Rows, u64)>((writer::INPUT_QUEUE / chunk).max(1));
     let (ack_tx, mut ack_rx) = mpsc::channel::<Ack<u64>>(64);
     let start = Instant::now();
-    let writer = tokio::spawn(writer::run(ch.clone(), WriterConfig::default(), rx, ack_tx));
+    let writer = if variant.overlapped {
+        tokio::spawn(overlapped_writer(
+            ch.clone(),
+            variant.cfg.clone(),
+            rx,
+            ack_tx,
+        ))
+    } else {
+        let run = writer::run(ch.clone(), variant.cfg.clone(), rx, ack_tx);
+        tokio::spawn(async move { Ok(run.await?) })
+    };
     let w = Arc::clone(work);
     let producer = tokio::spawn(async move {
         let mut blocked = Duration::ZERO;
         let mut buf = [0u8; 13];
+        let mut rows = Rows::default();
         for i in 0..w.ops {
-            let mut rows = Rows::default();
             apply(&w.op(i, &mut buf), &mut rows);
-            match tx.try_send((rows, i as u64)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(item)) => {
-                    let t = Instant::now();
-                    tx.send(item).await.map_err(|_| "writer stopped")?;
-                    blocked += t.elapsed();
+            if (i + 1) % chunk == 0 || i + 1 == w.ops {
+                let item = (std::mem::take(&mut rows), i as u64);
+                match tx.try_send(item) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(item)) => {
+                        let t = Instant::now();
+                        tx.send(item).await.map_err(|_| "writer stopped")?;
+                        blocked += t.elapsed();
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err("writer stopped"),
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err("writer stopped"),
             }
         }
         Ok((blocked, Instant::now()))
@@ -441,98 +660,73 @@ async fn bench(args: &Args, ch: ClickHouse, target: &str) -> Result<(), BoxError
     Migrator::new(&ch, migrate::embedded()?).up().await?;
 
     let work = Arc::new(Workload::new(load_corpus()?, args.rows));
-    let (hwm0, rss0) = rss_mb();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!(
         "store_bench: ClickHouse {version} ({target}), database {}, {} ops from {} corpus commits, \
-         {} runs each; RSS before runs {rss0:.0} MiB (peak {hwm0:.0})",
+         {} runs each; load average {}",
         ch.database(),
         work.ops,
         work.commits.len(),
         args.runs,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
     );
 
+    let indexer = Variant::indexer();
+    let experiments = if args.experiments {
+        Variant::experiments()
+    } else {
+        Vec::new()
+    };
     let mut pipe_rows_s = Vec::new();
     let mut pipe_ops_s = Vec::new();
     let mut ceil_rows_s = Vec::new();
-    let mut peak_rss = 0f64;
+    let mut exp_rows_s = vec![Vec::new(); experiments.len() + 1];
+    let mut first_peak_rss = None;
     let mut total_rows = 0;
     for rep in 1..=args.runs {
-        // A: the pipeline.
-        truncate(&ch).await?;
-        let reset = reset_peak_rss();
-        let (_, rss_start) = rss_mb();
-        let run = pipeline(&ch, &work).await?;
-        let (hwm, _) = rss_mb();
-        let stored = stored_rows(&ch).await?;
-        let parts = stored_parts(&ch).await?;
-        if stored != run.rows as u64 {
-            return Err(format!("pipeline acked {} rows but {stored} are stored", run.rows).into());
+        if args.only_pipeline != Some(false) {
+            let (rows, secs, peak) = pipeline_rep(&ch, &work, &indexer, rep).await?;
+            total_rows = rows;
+            first_peak_rss.get_or_insert(peak);
+            pipe_rows_s.push(rows as f64 / secs);
+            pipe_ops_s.push(work.ops as f64 / secs);
         }
-        total_rows = run.rows;
-        peak_rss = peak_rss.max(hwm);
-        pipe_rows_s.push(run.rows as f64 / run.secs);
-        pipe_ops_s.push(work.ops as f64 / run.secs);
-        println!(
-            "{}",
-            serde_json::json!({
-                "bench": "store",
-                "run": "pipeline",
-                "rep": rep,
-                "ops": work.ops,
-                "rows": run.rows,
-                "batches": run.batches,
-                "dead_lettered": run.dead_lettered,
-                "secs": round(run.secs, 3),
-                "rows_per_s": (run.rows as f64 / run.secs).round(),
-                "ops_per_s": (work.ops as f64 / run.secs).round(),
-                "producer_blocked_s": round(run.blocked.as_secs_f64(), 3),
-                "tail_after_last_send_s": round(run.tail.as_secs_f64(), 3),
-                "parts_after": parts,
-                "rss_start_mb": round(rss_start, 1),
-                "peak_rss_mb": round(hwm, 1),
-                "peak_rss_reset": reset,
-            })
-        );
+        if args.only_pipeline != Some(true) {
+            let (rows, secs) = ceiling_rep(&ch, &work, args.raw_batch, false, rep).await?;
+            total_rows = rows;
+            ceil_rows_s.push(rows as f64 / secs);
+        }
+        for (v, rates) in experiments.iter().zip(&mut exp_rows_s) {
+            let (rows, secs, _) = pipeline_rep(&ch, &work, v, rep).await?;
+            rates.push(rows as f64 / secs);
+        }
+        if args.experiments {
+            let (rows, secs) = ceiling_rep(&ch, &work, args.raw_batch, true, rep).await?;
+            if let Some(rates) = exp_rows_s.last_mut() {
+                rates.push(rows as f64 / secs);
+            }
+        }
+    }
 
-        // B: the ceiling, with the rows built beforehand.
-        truncate(&ch).await?;
-        let rows = work.build_all();
-        let n = rows.len();
-        let bytes = rows.approx_bytes();
-        let mut sink = RawSink {
-            client: ch.in_database(),
-            batch: args.raw_batch,
-            inserts: 0,
-        };
-        let start = Instant::now();
-        rows.drain_into(&mut sink).await?;
-        let secs = start.elapsed().as_secs_f64();
-        drop(rows);
-        let stored = stored_rows(&ch).await?;
-        let parts = stored_parts(&ch).await?;
-        if stored != n as u64 {
-            return Err(format!("ceiling inserted {n} rows but {stored} are stored").into());
-        }
-        ceil_rows_s.push(n as f64 / secs);
+    let (pipeline, ceiling) = (median(&pipe_rows_s), median(&ceil_rows_s));
+    let num = |x: f64| (x.is_finite()).then_some(x);
+    let names = experiments
+        .iter()
+        .map(|v| v.name)
+        .chain(std::iter::once("ceiling_parallel"));
+    for (name, rates) in names.zip(&exp_rows_s).filter(|(_, r)| !r.is_empty()) {
+        let rate = median(rates);
         println!(
             "{}",
             serde_json::json!({
                 "bench": "store",
-                "run": "ceiling",
-                "rep": rep,
-                "rows": n,
-                "inserts": sink.inserts,
-                "rowbinary_mb": round(bytes as f64 / (1 << 20) as f64, 1),
-                "secs": round(secs, 3),
-                "rows_per_s": (n as f64 / secs).round(),
-                "mb_per_s": round(bytes as f64 / (1 << 20) as f64 / secs, 1),
-                "parts_after": parts,
+                "experiment": name,
+                "rows_per_s": rate.round(),
+                "vs_pipeline": num(round(rate / pipeline, 3)),
+                "vs_ceiling": num(round(rate / ceiling, 3)),
             })
         );
     }
-
-    let pipeline = median(&pipe_rows_s);
-    let ceiling = median(&ceil_rows_s);
     println!(
         "{}",
         serde_json::json!({
@@ -541,13 +735,124 @@ async fn bench(args: &Args, ch: ClickHouse, target: &str) -> Result<(), BoxError
             "runs": args.runs,
             "ops": work.ops,
             "rows": total_rows,
-            "pipeline_rows_per_s": pipeline.round(),
-            "pipeline_ops_per_s": median(&pipe_ops_s).round(),
-            "ceiling_rows_per_s": ceiling.round(),
-            "ratio": round(pipeline / ceiling, 3),
-            "peak_rss_mb": round(peak_rss, 1),
+            "pipeline_rows_per_s": num(pipeline.round()),
+            "pipeline_ops_per_s": num(median(&pipe_ops_s).round()),
+            "ceiling_rows_per_s": num(ceiling.round()),
+            "ratio": num(round(pipeline / ceiling, 3)),
+            "peak_rss_mb": first_peak_rss.map(|r| round(r, 1)),
             "goal_met": pipeline >= 0.5 * ceiling && pipeline >= 300_000.0,
         })
     );
     Ok(())
+}
+
+/// One pipeline run on emptied tables; prints its line and returns (rows,
+/// seconds, peak RSS MiB).
+async fn pipeline_rep(
+    ch: &ClickHouse,
+    work: &Arc<Workload>,
+    variant: &Variant,
+    rep: usize,
+) -> Result<(usize, f64, f64), BoxError> {
+    truncate(ch).await?;
+    let reset = reset_peak_rss();
+    let (_, rss_start) = rss_mb();
+    let cpu = Cpu::now();
+    let run = pipeline(ch, work, variant).await?;
+    let (client_cpu, busy) = Cpu::now().since(cpu, run.secs);
+    let (peak, _) = rss_mb();
+    let stored = stored_rows(ch).await?;
+    let parts = stored_parts(ch).await?;
+    if stored > run.rows as u64 || (work.keys_unique() && stored != run.rows as u64) {
+        return Err(format!(
+            "{}: acked {} rows but {stored} are stored",
+            variant.name, run.rows
+        )
+        .into());
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "store",
+            "run": variant.name,
+            "rep": rep,
+            "ops": work.ops,
+            "rows": run.rows,
+            "batches": run.batches,
+            "dead_lettered": run.dead_lettered,
+            "secs": round(run.secs, 3),
+            "rows_per_s": (run.rows as f64 / run.secs).round(),
+            "ops_per_s": (work.ops as f64 / run.secs).round(),
+            "producer_blocked_s": round(run.blocked.as_secs_f64(), 3),
+            "tail_after_last_send_s": round(run.tail.as_secs_f64(), 3),
+            "client_cpu_s": round(client_cpu, 2),
+            "machine_busy": round(busy, 2),
+            "parts_after": parts,
+            "rss_start_mb": round(rss_start, 1),
+            "peak_rss_mb": round(peak, 1),
+            "peak_rss_reset": reset,
+        })
+    );
+    Ok((run.rows, run.secs, peak))
+}
+
+/// One ceiling run on emptied tables; prints its line and returns (rows,
+/// seconds). `parallel`: `records` is inserted concurrently with the other
+/// tables (two INSERTs at a time) instead of before them.
+async fn ceiling_rep(
+    ch: &ClickHouse,
+    work: &Workload,
+    raw_batch: usize,
+    parallel: bool,
+    rep: usize,
+) -> Result<(usize, f64), BoxError> {
+    truncate(ch).await?;
+    let mut rows = work.build_all();
+    let n = rows.len();
+    let mb = rows.approx_bytes() as f64 / (1 << 20) as f64;
+    let sink = || RawSink {
+        client: ch.in_database(),
+        batch: raw_batch,
+        inserts: 0,
+    };
+    let (mut sink, mut records_sink) = (sink(), sink());
+    let cpu = Cpu::now();
+    let start = Instant::now();
+    if parallel {
+        let records = std::mem::take(&mut rows.records);
+        let (a, b) = tokio::join!(
+            records_sink.insert("records", &records),
+            rows.drain_into(&mut sink)
+        );
+        a?;
+        b?;
+    } else {
+        rows.drain_into(&mut sink).await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (client_cpu, busy) = Cpu::now().since(cpu, secs);
+    drop(rows);
+    let stored = stored_rows(ch).await?;
+    let parts = stored_parts(ch).await?;
+    if stored > n as u64 || (work.keys_unique() && stored != n as u64) {
+        return Err(format!("ceiling inserted {n} rows but {stored} are stored").into());
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "store",
+            "run": if parallel { "ceiling_parallel" } else { "ceiling" },
+            "rep": rep,
+            "rows": n,
+            "inserts": sink.inserts + records_sink.inserts,
+            "rowbinary_mb": round(mb, 1),
+            "secs": round(secs, 3),
+            "rows_per_s": (n as f64 / secs).round(),
+            "mb_per_s": round(mb / secs, 1),
+            "client_cpu_s": round(client_cpu, 2),
+            "machine_busy": round(busy, 2),
+            "parts_after": parts,
+        })
+    );
+    Ok((n, secs))
 }

@@ -62,8 +62,26 @@ pub struct Ack<P> {
 /// producer waits (backpressure), memory stays at about `max_bytes` + this.
 pub const INPUT_QUEUE: usize = 4096;
 
+type InFlight<P> = tokio::task::JoinHandle<Result<(Rows, Ack<P>), StoreError>>;
+
+/// Wait for the batch being written, send its ack, and hand back its emptied
+/// `Rows` for reuse. `Ok(None)`: nobody listens to acks any more.
+async fn finish<P>(
+    inflight: InFlight<P>,
+    acks: &mpsc::Sender<Ack<P>>,
+) -> Result<Option<Rows>, StoreError> {
+    let (rows, ack) = inflight
+        .await
+        .map_err(|e| StoreError::Permanent(format!("batch writer task failed: {e}")))??;
+    Ok(acks.send(ack).await.ok().map(|()| rows))
+}
+
 /// Run the writer until the input channel closes; flushes what is left, then
 /// returns. Acks go to `acks` in batch order.
+///
+/// One batch is written while the next one fills (at most two in memory), so
+/// the producer is not held up by the insert; the next insert starts only
+/// after the previous one is acknowledged, keeping acks in order.
 pub async fn run<P: Copy + Ord + Send + 'static>(
     ch: ClickHouse,
     cfg: WriterConfig,
@@ -73,14 +91,33 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
     let mut batch = Rows::default();
     let mut upto: Option<P> = None;
     let mut opened: Option<Instant> = None;
+    let mut inflight: Option<InFlight<P>> = None;
+    let mut spare: Option<Rows> = None;
     loop {
         let deadline = opened.map(|t| t + cfg.max_age);
-        let next = match deadline {
-            // None: the age limit passed.
-            Some(d) => tokio::time::timeout_at(d.into(), input.recv()).await.ok(),
-            None => Some(input.recv().await),
+        let recv = async {
+            match deadline {
+                // None: the age limit passed.
+                Some(d) => tokio::time::timeout_at(d.into(), input.recv()).await.ok(),
+                None => Some(input.recv().await),
+            }
         };
-        match next {
+        let next = tokio::select! {
+            // A written batch is acknowledged as soon as it is done, even when
+            // no new input arrives (the cursor must not wait for traffic).
+            done = async { inflight.as_mut().expect("guarded by is_some").await }, if inflight.is_some() => {
+                inflight = None;
+                let (rows, ack) = done
+                    .map_err(|e| StoreError::Permanent(format!("batch writer task failed: {e}")))??;
+                if acks.send(ack).await.is_err() {
+                    return Ok(()); // nobody listens: shutting down
+                }
+                spare = Some(rows);
+                continue;
+            }
+            next = recv => next,
+        };
+        let closed = match next {
             Some(Some((mut rows, pos))) => {
                 batch.append(&mut rows);
                 upto = Some(upto.map_or(pos, |u| u.max(pos)));
@@ -88,24 +125,35 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
                 if batch.len() < cfg.max_rows && batch.approx_bytes() < cfg.max_bytes {
                     continue;
                 }
+                false
             }
-            Some(None) => {
-                // Input closed: flush and stop.
-                if let Some(u) = upto.take() {
-                    let ack = write_batch(&ch, &cfg, &mut batch, u).await?;
-                    let _ = acks.send(ack).await;
-                }
-                return Ok(());
+            Some(None) => true,
+            None => false,
+        };
+        // At most one batch in flight: wait for it before starting the next.
+        if let Some(h) = inflight.take() {
+            match finish(h, &acks).await? {
+                Some(rows) => spare = Some(rows),
+                None => return Ok(()), // nobody listens: shutting down
             }
-            None => {}
         }
         if let Some(u) = upto.take() {
-            let ack = write_batch(&ch, &cfg, &mut batch, u).await?;
-            if acks.send(ack).await.is_err() {
-                return Ok(()); // nobody listens: shutting down
-            }
+            let full = std::mem::replace(&mut batch, spare.take().unwrap_or_default());
+            let (ch, cfg) = (ch.clone(), cfg.clone());
+            inflight = Some(tokio::spawn(async move {
+                let mut full = full;
+                let ack = write_batch(&ch, &cfg, &mut full, u).await?;
+                Ok((full, ack))
+            }));
         }
         opened = None;
+        if closed {
+            // Input closed: wait for the last batch, then stop.
+            if let Some(h) = inflight.take() {
+                finish(h, &acks).await?;
+            }
+            return Ok(());
+        }
     }
 }
 
