@@ -122,6 +122,38 @@ impl Default for CarOptions {
     }
 }
 
+impl CarOptions {
+    /// Check a block's declared length (at `start`, its data from `data_at`)
+    /// against the caps, before anything is allocated or read.
+    fn check_len(&self, start: u64, data_at: u64, len: u64) -> Result<(), CarError> {
+        if len > self.max_block as u64 + 64 {
+            return Err(CarError::BlockTooLarge {
+                offset: start,
+                len,
+                max: self.max_block,
+            });
+        }
+        if data_at + len > self.max_total {
+            return Err(CarError::TooLarge {
+                offset: data_at,
+                max: self.max_total,
+            });
+        }
+        Ok(())
+    }
+
+    /// Parse the CID at the front of `block` (found at byte `at`) and check
+    /// the rest hashes to it. Returns the CID and its length.
+    fn check_block(&self, start: u64, at: u64, block: &[u8]) -> Result<(Cid, usize), CarError> {
+        let (cid, used) =
+            Cid::read_bytes(block).map_err(|source| CarError::Cid { offset: at, source })?;
+        if self.verify_hashes && !cid.matches(&block[used..]) {
+            return Err(CarError::HashMismatch { cid, offset: start });
+        }
+        Ok((cid, used))
+    }
+}
+
 /// A streaming reader of CAR v1 blocks.
 #[derive(Debug)]
 pub struct CarReader<R> {
@@ -204,31 +236,13 @@ impl<R: Read> CarReader<R> {
         let Some(len) = read_varint(&mut self.inner, &mut self.offset)? else {
             return Ok(None);
         };
-        if len > self.opts.max_block as u64 + 64 {
-            return Err(CarError::BlockTooLarge {
-                offset: start,
-                len,
-                max: self.opts.max_block,
-            });
-        }
-        if self.offset + len > self.opts.max_total {
-            return Err(CarError::TooLarge {
-                offset: self.offset,
-                max: self.opts.max_total,
-            });
-        }
+        self.opts.check_len(start, self.offset, len)?;
         let base = dst.len();
         dst.resize(base + len as usize, 0);
         let cid_offset = self.offset;
         read_exact(&mut self.inner, &mut dst[base..], &mut self.offset, "block")?;
-        let (cid, used) = Cid::read_bytes(&dst[base..]).map_err(|source| CarError::Cid {
-            offset: cid_offset,
-            source,
-        })?;
+        let (cid, used) = self.opts.check_block(start, cid_offset, &dst[base..])?;
         let range = base + used..dst.len();
-        if self.opts.verify_hashes && !cid.matches(&dst[range.clone()]) {
-            return Err(CarError::HashMismatch { cid, offset: start });
-        }
         Ok(Some((cid, range)))
     }
 }
@@ -480,32 +494,14 @@ impl BlockStore {
                 reason: "malformed varint".into(),
             })?;
             pos += used;
-            if len > opts.max_block as u64 + 64 {
-                return Err(CarError::BlockTooLarge {
-                    offset: start,
-                    len,
-                    max: opts.max_block,
-                });
-            }
-            if pos as u64 + len > opts.max_total {
-                return Err(CarError::TooLarge {
-                    offset: pos as u64,
-                    max: opts.max_total,
-                });
-            }
+            opts.check_len(start, pos as u64, len)?;
             let Some(block) = car.get(pos..pos + len as usize) else {
                 return Err(CarError::Truncated {
                     offset: car.len() as u64,
                     what: "block",
                 });
             };
-            let (cid, cid_len) = Cid::read_bytes(block).map_err(|source| CarError::Cid {
-                offset: pos as u64,
-                source,
-            })?;
-            if opts.verify_hashes && !cid.matches(&block[cid_len..]) {
-                return Err(CarError::HashMismatch { cid, offset: start });
-            }
+            let (cid, cid_len) = opts.check_block(start, pos as u64, block)?;
             let slot = Slot {
                 offset: pos as u64,
                 data_len: (block.len() - cid_len) as u32,

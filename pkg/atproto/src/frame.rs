@@ -288,11 +288,7 @@ impl<'a> Body<'_, 'a> {
             .ok_or_else(|| self.err(field, "missing or not a link"))
     }
     fn opt_link(&self, field: &'static str) -> Result<Option<Cid>, FrameError> {
-        match self.map.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Link(c)) => Ok(Some(*c)),
-            Some(_) => Err(self.err(field, "not a link")),
-        }
+        opt_link_in(self.map, field).map_err(|reason| self.err(field, reason))
     }
 }
 

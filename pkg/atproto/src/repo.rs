@@ -179,10 +179,3 @@ pub enum RepoOrVisitor<E> {
     #[error("{0}")]
     Visitor(E),
 }
-
-impl<E: std::fmt::Display> WalkError<RepoOrVisitor<E>> {
-    /// Flatten into a one-line message.
-    pub fn message(&self) -> String {
-        self.to_string()
-    }
-}

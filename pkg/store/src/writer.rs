@@ -64,15 +64,14 @@ pub const INPUT_QUEUE: usize = 4096;
 
 type InFlight<P> = tokio::task::JoinHandle<Result<(Rows, Ack<P>), StoreError>>;
 
-/// Wait for the batch being written, send its ack, and hand back its emptied
-/// `Rows` for reuse. `Ok(None)`: nobody listens to acks any more.
-async fn finish<P>(
-    inflight: InFlight<P>,
+/// Settle a finished write: send its ack and hand back its emptied `Rows`
+/// for reuse. `Ok(None)`: nobody listens to acks any more.
+async fn settle<P>(
+    done: Result<Result<(Rows, Ack<P>), StoreError>, tokio::task::JoinError>,
     acks: &mpsc::Sender<Ack<P>>,
 ) -> Result<Option<Rows>, StoreError> {
-    let (rows, ack) = inflight
-        .await
-        .map_err(|e| StoreError::Permanent(format!("batch writer task failed: {e}")))??;
+    let (rows, ack) =
+        done.map_err(|e| StoreError::Permanent(format!("batch writer task failed: {e}")))??;
     Ok(acks.send(ack).await.ok().map(|()| rows))
 }
 
@@ -107,12 +106,10 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
             // no new input arrives (the cursor must not wait for traffic).
             done = async { inflight.as_mut().expect("guarded by is_some").await }, if inflight.is_some() => {
                 inflight = None;
-                let (rows, ack) = done
-                    .map_err(|e| StoreError::Permanent(format!("batch writer task failed: {e}")))??;
-                if acks.send(ack).await.is_err() {
-                    return Ok(()); // nobody listens: shutting down
+                match settle(done, &acks).await? {
+                    Some(rows) => spare = Some(rows),
+                    None => return Ok(()), // nobody listens: shutting down
                 }
-                spare = Some(rows);
                 continue;
             }
             next = recv => next,
@@ -132,7 +129,7 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
         };
         // At most one batch in flight: wait for it before starting the next.
         if let Some(h) = inflight.take() {
-            match finish(h, &acks).await? {
+            match settle(h.await, &acks).await? {
                 Some(rows) => spare = Some(rows),
                 None => return Ok(()), // nobody listens: shutting down
             }
@@ -150,7 +147,7 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
         if closed {
             // Input closed: wait for the last batch, then stop.
             if let Some(h) = inflight.take() {
-                finish(h, &acks).await?;
+                settle(h.await, &acks).await?;
             }
             return Ok(());
         }

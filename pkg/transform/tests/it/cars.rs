@@ -60,7 +60,7 @@ fn every_repository_record_fits_its_table() {
             ops += 1;
             Ok(())
         })
-        .unwrap_or_else(|e| panic!("{car}: {}", e.message()));
+        .unwrap_or_else(|e| panic!("{car}: {e}"));
         let reasons: Vec<String> = rows
             .dead_letters
             .iter()
