@@ -28,15 +28,7 @@ fn stderr(o: &Output) -> String {
 /// `(car, expected listing)` pairs: every repository CAR in testdata and the
 /// listing an independent implementation made (testdata/expected/cars.tsv).
 fn repo_cars() -> Vec<(String, String)> {
-    std::fs::read_to_string(testdata("expected/cars.tsv"))
-        .expect("cars.tsv")
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (car, listing) = l.split_once('\t').expect("car<TAB>listing");
-            (car.to_string(), listing.to_string())
-        })
-        .collect()
+    skyhouse_testkit::repo_cars(&testdata(""))
 }
 
 #[test]

@@ -49,3 +49,19 @@ mod redis;
 
 pub use clickhouse::{ClickHouse, TestDatabase};
 pub use redis::{Redis, Reply};
+
+/// `(car, expected listing)` pairs from `pkg/atproto/testdata/expected/cars.tsv`
+/// under `testdata`: every repository CAR the tests walk and the listing an
+/// independent implementation produced for it (paths relative to `testdata`).
+pub fn repo_cars(testdata: &std::path::Path) -> Vec<(String, String)> {
+    let path = testdata.join("expected/cars.tsv");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (car, listing) = l.split_once('\t').expect("car<TAB>listing");
+            (car.to_string(), listing.to_string())
+        })
+        .collect()
+}

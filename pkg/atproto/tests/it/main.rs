@@ -47,17 +47,7 @@ pub fn load(rel: &str) -> Vec<serde_json::Value> {
     serde_json::from_slice(&read(rel)).expect("json")
 }
 
-/// `(car, expected listing)` pairs from `testdata/expected/cars.tsv`: every
-/// real or generated repository CAR and the listing an independent
-/// implementation produced for it.
+/// Every repository CAR in testdata and its expected listing.
 pub fn repo_cars() -> Vec<(String, String)> {
-    String::from_utf8(read("expected/cars.tsv"))
-        .expect("utf8")
-        .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (car, listing) = l.split_once('\t').expect("car<TAB>listing");
-            (car.to_string(), listing.to_string())
-        })
-        .collect()
+    skyhouse_testkit::repo_cars(&testdata(""))
 }
