@@ -38,10 +38,11 @@ mod shape;
 mod time;
 
 pub use rows::{
-    ActorStatusRow, BlockRow, ChatDeclarationRow, ContentVisibilityDeclarationRow, DeadLetterRow,
-    FeedGeneratorRow, FollowRow, LabelerServiceRow, LikeRow, ListBlockRow, ListItemRow, ListRow,
-    NotificationDeclarationRow, PostRow, PostgateRow, ProfileRow, RecordRow, RepostRow, Rows,
-    StarterPackRow, Table, TableRow, TableSink, ThreadgateRow, VerificationRow, DEAD_LETTER_SOURCE,
+    AccountRow, ActorStatusRow, BlockRow, ChatDeclarationRow, ContentVisibilityDeclarationRow,
+    DeadLetterRow, FeedGeneratorRow, FollowRow, IdentityRow, LabelerServiceRow, LikeRow,
+    ListBlockRow, ListItemRow, ListRow, NotificationDeclarationRow, PostRow, PostgateRow,
+    ProfileRow, RecordRow, RepostRow, Rows, StarterPackRow, Table, TableRow, TableSink,
+    ThreadgateRow, VerificationRow, DEAD_LETTER_SOURCE,
 };
 pub use skyhouse_atproto::{cbor::Value, frame::Action, Cid};
 pub use time::{Times, MAX_FUTURE_SECS};

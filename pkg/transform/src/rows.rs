@@ -371,6 +371,10 @@ macro_rules! typed_tables {
             )*
             /// Rows for `dead_letters`.
             pub dead_letters: Vec<DeadLetterRow>,
+            /// Rows for `identities` (firehose/Jetstream `#identity` events).
+            pub identities: Vec<IdentityRow>,
+            /// Rows for `accounts` (firehose/Jetstream `#account` events).
+            pub accounts: Vec<AccountRow>,
             bytes: usize,
         }
 
@@ -378,6 +382,7 @@ macro_rules! typed_tables {
             /// Rows in all tables.
             pub fn len(&self) -> usize {
                 self.records.len() $( + self.$field.len() )* + self.dead_letters.len()
+                    + self.identities.len() + self.accounts.len()
             }
 
             /// Rows in the typed tables (not `records`, not `dead_letters`).
@@ -395,6 +400,8 @@ macro_rules! typed_tables {
                 self.records.append(&mut other.records);
                 $( self.$field.append(&mut other.$field); )*
                 self.dead_letters.append(&mut other.dead_letters);
+                self.identities.append(&mut other.identities);
+                self.accounts.append(&mut other.accounts);
                 self.bytes += other.bytes;
                 other.bytes = 0;
             }
@@ -411,6 +418,12 @@ macro_rules! typed_tables {
                         sink.insert($table, &self.$field).await?;
                     }
                 )*
+                if !self.identities.is_empty() {
+                    sink.insert(<IdentityRow as TableRow>::TABLE, &self.identities).await?;
+                }
+                if !self.accounts.is_empty() {
+                    sink.insert(<AccountRow as TableRow>::TABLE, &self.accounts).await?;
+                }
                 if !self.dead_letters.is_empty() {
                     sink.insert(<DeadLetterRow as TableRow>::TABLE, &self.dead_letters).await?;
                 }
@@ -422,6 +435,8 @@ macro_rules! typed_tables {
                 self.records.clear();
                 $( self.$field.clear(); )*
                 self.dead_letters.clear();
+                self.identities.clear();
+                self.accounts.clear();
                 self.bytes = 0;
             }
 
@@ -478,6 +493,78 @@ impl Rows {
     pub(crate) fn push_dead_letter(&mut self, row: DeadLetterRow) {
         self.bytes += row.encoded_len();
         self.dead_letters.push(row);
+    }
+
+    /// Add an `identities` row (a `#identity` event).
+    pub fn push_identity(&mut self, row: IdentityRow) {
+        self.bytes += row.encoded_len();
+        self.identities.push(row);
+    }
+
+    /// Add an `accounts` row (an `#account` event).
+    pub fn push_account(&mut self, row: AccountRow) {
+        self.bytes += row.encoded_len();
+        self.accounts.push(row);
+    }
+}
+
+/// A row of `identities`: a DID's current handle (`""` when the event
+/// carried none). Newest event wins.
+#[derive(clickhouse::Row, serde::Serialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct IdentityRow {
+    /// The account's DID.
+    pub did: String,
+    /// The handle the event announced (`""` if none).
+    pub handle: String,
+    /// The event's position: firehose `seq` or Jetstream `time_us`.
+    pub version: u64,
+    /// When we saw it.
+    pub indexed_at: u32,
+}
+
+impl TableRow for IdentityRow {
+    const TABLE: &'static str = "identities";
+    const COLUMNS: &'static [(&'static str, &'static str)] = &[
+        ("did", "String"),
+        ("handle", "String"),
+        ("version", "UInt64"),
+        ("indexed_at", "DateTime"),
+    ];
+
+    fn encoded_len(&self) -> usize {
+        self.did.encoded_len() + self.handle.encoded_len() + 8 + 4
+    }
+}
+
+/// A row of `accounts`: hosting status. `active` = 0 hides the account from
+/// feeds and search; status `deleted` also queues a cleanup job.
+#[derive(clickhouse::Row, serde::Serialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountRow {
+    /// The account's DID.
+    pub did: String,
+    /// 1 when the host serves the account.
+    pub active: u8,
+    /// `""` when active, else the host's reason (`deactivated`,
+    /// `takendown`, `suspended`, `deleted`, ...).
+    pub status: String,
+    /// The event's position: firehose `seq` or Jetstream `time_us`.
+    pub version: u64,
+    /// When we saw it.
+    pub indexed_at: u32,
+}
+
+impl TableRow for AccountRow {
+    const TABLE: &'static str = "accounts";
+    const COLUMNS: &'static [(&'static str, &'static str)] = &[
+        ("did", "String"),
+        ("active", "UInt8"),
+        ("status", "String"),
+        ("version", "UInt64"),
+        ("indexed_at", "DateTime"),
+    ];
+
+    fn encoded_len(&self) -> usize {
+        self.did.encoded_len() + 1 + self.status.encoded_len() + 8 + 4
     }
 }
 

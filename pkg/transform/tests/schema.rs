@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clickhouse::Row;
-use skyhouse_transform::{DeadLetterRow, RecordRow, Table, TableRow};
+use skyhouse_transform::{AccountRow, DeadLetterRow, IdentityRow, RecordRow, Table, TableRow};
 
 fn migration(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -180,4 +180,21 @@ fn records_matches_the_core_migration() {
         RecordRow::COLUMNS,
         <RecordRow as Row>::COLUMN_NAMES,
     );
+    for (name, columns, names) in [
+        (
+            IdentityRow::TABLE,
+            IdentityRow::COLUMNS,
+            <IdentityRow as Row>::COLUMN_NAMES,
+        ),
+        (
+            AccountRow::TABLE,
+            AccountRow::COLUMNS,
+            <AccountRow as Row>::COLUMN_NAMES,
+        ),
+    ] {
+        let create = creates
+            .get(name)
+            .unwrap_or_else(|| panic!("0001 creates {name}"));
+        check_columns(name, create, columns, names);
+    }
 }
