@@ -1,0 +1,269 @@
+//! `file://` replay of captures, and the writer of firehose frame files.
+//!
+//! Formats:
+//! - Jetstream: JSON lines, one event per line (`\n` or `\r\n`; blank lines ignored), as
+//!   Jetstream sends them.
+//! - Firehose: `[u32 big-endian length][frame bytes]` repeated, one record per WebSocket
+//!   binary message, nothing else in the file (no header: `cat a b > c` concatenates).
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use metrics::counter;
+use serde::Deserialize;
+use skyhouse_atproto::frame::Frame;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SourceConfig, SourceKind};
+use crate::error::SourceError;
+use crate::Message;
+
+/// Read buffer for captures: 256 KiB, a few hundred Jetstream lines per read.
+const READ_BUFFER: usize = 256 << 10;
+
+/// Append one frame to a frame file: its length as a big-endian u32, then the bytes.
+/// Fails with `InvalidInput` for a frame of 4 GiB or more.
+pub fn write_frame<W: Write>(mut out: W, frame: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(frame.len()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {} bytes does not fit a u32 length", frame.len()),
+        )
+    })?;
+    out.write_all(&len.to_be_bytes())?;
+    out.write_all(frame)
+}
+
+/// Write `frames` as a firehose frame file (the `file://` replay format) and return the
+/// number of bytes written. `out` is written in small pieces: give it a `BufWriter`.
+pub fn write_frame_file<W, I>(mut out: W, frames: I) -> io::Result<u64>
+where
+    W: Write,
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    let mut written = 0u64;
+    for frame in frames {
+        let frame = frame.as_ref();
+        write_frame(&mut out, frame)?;
+        written += 4 + frame.len() as u64;
+    }
+    out.flush()?;
+    Ok(written)
+}
+
+/// Replay the capture at `path` into `tx`. `from > 0` skips messages at or before it.
+pub(crate) async fn replay(
+    cfg: &SourceConfig,
+    url: &str,
+    path: &Path,
+    from: i64,
+    tx: &mpsc::Sender<Message>,
+    shutdown: &CancellationToken,
+) -> Result<(), SourceError> {
+    let io_err = |source| SourceError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = tokio::fs::File::open(path).await.map_err(io_err)?;
+    let mut reader = Replay {
+        input: BufReader::with_capacity(READ_BUFFER, file),
+        kind: cfg.kind,
+        max: cfg.max_message_size,
+        path,
+        index: 0,
+        offset: 0,
+        skip_to: (from > 0).then_some(from),
+    };
+    let endpoint: Arc<str> = Arc::from(url);
+    let messages = counter!(crate::metrics::MESSAGES, "kind" => cfg.kind.as_str());
+    let bytes = counter!(crate::metrics::BYTES);
+    tracing::info!(path = %path.display(), kind = %cfg.kind, from, "Replaying capture.");
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            next = reader.next() => next?,
+        };
+        let Some(msg) = next else {
+            tracing::info!(path = %path.display(), messages = reader.index, "Capture replayed.");
+            return Ok(());
+        };
+        if reader.skip(&msg) {
+            continue;
+        }
+        bytes.increment(msg.len() as u64);
+        messages.increment(1);
+        let msg = Message {
+            bytes: msg,
+            endpoint: endpoint.clone(),
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            sent = tx.send(msg) => if sent.is_err() { return Ok(()) },
+        }
+    }
+}
+
+/// Reads one message at a time from a capture.
+struct Replay<'a, R> {
+    input: BufReader<R>,
+    kind: SourceKind,
+    max: usize,
+    path: &'a Path,
+    /// Messages read so far.
+    index: u64,
+    /// Bytes consumed so far.
+    offset: u64,
+    /// The resume position while skipping; `None` once past it (or from the start).
+    skip_to: Option<i64>,
+}
+
+/// Just the position of a Jetstream event; serde skips the rest without building it.
+#[derive(Deserialize)]
+struct TimeUs {
+    time_us: i64,
+}
+
+impl<R: AsyncRead + Unpin> Replay<'_, R> {
+    async fn next(&mut self) -> Result<Option<Bytes>, SourceError> {
+        match self.kind {
+            SourceKind::Jetstream => self.next_line().await,
+            SourceKind::Firehose => self.next_frame().await,
+        }
+    }
+
+    /// The next non-blank line, without its line ending.
+    async fn next_line(&mut self) -> Result<Option<Bytes>, SourceError> {
+        loop {
+            let start = self.offset;
+            let mut line = Vec::new();
+            // `take` caps the line: `read_until` alone would buffer a newline-free file whole.
+            let n = (&mut self.input)
+                .take(self.max as u64 + 2) // + "\r\n"
+                .read_until(b'\n', &mut line)
+                .await
+                .map_err(|source| self.io_error(source))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.offset += n as u64;
+            let terminated = line.last() == Some(&b'\n');
+            if terminated {
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+            }
+            if line.len() > self.max {
+                return Err(SourceError::FileMessageTooLarge {
+                    path: self.path.to_path_buf(),
+                    index: self.index,
+                    offset: start,
+                    size: line.len() as u64, // at least: the rest was not read
+                    max: self.max,
+                });
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            self.index += 1;
+            return Ok(Some(Bytes::from(line)));
+        }
+    }
+
+    /// The next `[u32 BE length][frame]` record.
+    async fn next_frame(&mut self) -> Result<Option<Bytes>, SourceError> {
+        let start = self.offset;
+        let mut len = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            let n = self
+                .input
+                .read(&mut len[got..])
+                .await
+                .map_err(|source| self.io_error(source))?;
+            if n == 0 {
+                if got == 0 {
+                    return Ok(None);
+                }
+                return Err(self.truncated(start));
+            }
+            got += n;
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > self.max {
+            return Err(SourceError::FileMessageTooLarge {
+                path: self.path.to_path_buf(),
+                index: self.index,
+                offset: start,
+                size: len as u64,
+                max: self.max,
+            });
+        }
+        let mut frame = vec![0u8; len];
+        match self.input.read_exact(&mut frame).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(self.truncated(start)),
+            Err(source) => return Err(self.io_error(source)),
+        }
+        self.offset += 4 + len as u64;
+        self.index += 1;
+        Ok(Some(Bytes::from(frame)))
+    }
+
+    /// Whether `msg` is at or before the resume position.
+    fn skip(&mut self, msg: &[u8]) -> bool {
+        let Some(from) = self.skip_to else {
+            return false;
+        };
+        match self.kind {
+            // Every line is checked: Jetstream's order is only roughly by time_us.
+            SourceKind::Jetstream => serde_json::from_slice::<TimeUs>(msg)
+                .map(|t| t.time_us <= from)
+                .unwrap_or(false),
+            // A relay's seq only grows: stop checking after the first frame past `from`.
+            SourceKind::Firehose => match Frame::decode(msg).ok().and_then(|f| f.seq()) {
+                Some(seq) if seq <= from => true,
+                Some(_) => {
+                    self.skip_to = None;
+                    false
+                }
+                None => false,
+            },
+        }
+    }
+
+    fn truncated(&self, offset: u64) -> SourceError {
+        SourceError::Truncated {
+            path: self.path.to_path_buf(),
+            index: self.index,
+            offset,
+        }
+    }
+
+    fn io_error(&self, source: io::Error) -> SourceError {
+        SourceError::File {
+            path: self.path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_file_layout_is_big_endian_length_then_bytes() {
+        let mut out = Vec::new();
+        let n = write_frame_file(&mut out, [&b"ab"[..], b"", b"xyz"]).expect("write");
+        assert_eq!(n, 4 + 2 + 4 + 4 + 3);
+        assert_eq!(out, b"\0\0\0\x02ab\0\0\0\0\0\0\0\x03xyz");
+    }
+}

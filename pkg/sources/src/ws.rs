@@ -1,0 +1,351 @@
+//! The WebSocket client loop: connect, read into the channel, reconnect with backoff.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use metrics::{counter, gauge, Counter};
+use tokio::sync::mpsc;
+use tokio::time::{sleep, timeout, Instant};
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::compress::{DecompressError, Decompressor};
+use crate::config::{Endpoint, SourceConfig, SourceKind, DEFAULT_JETSTREAM_REWIND};
+use crate::error::SourceError;
+use crate::metrics as m;
+use crate::{rewind_jetstream_cursor, Message};
+
+/// How long to wait for a close handshake when we hang up: 1 s. It is a courtesy; the
+/// socket is dropped either way.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Connect to the endpoints in turn until `shutdown` or the receiver goes away.
+pub(crate) async fn run(
+    cfg: &SourceConfig,
+    endpoints: &[Endpoint],
+    resume: &AtomicI64,
+    tx: &mpsc::Sender<Message>,
+    shutdown: &CancellationToken,
+) -> Result<(), SourceError> {
+    let bases: Vec<&Url> = endpoints
+        .iter()
+        .filter_map(|e| match e {
+            Endpoint::Ws(url) => Some(url),
+            Endpoint::File { .. } => None,
+        })
+        .collect();
+    let decompressor = match (cfg.kind, cfg.compress) {
+        (SourceKind::Jetstream, true) => Some(
+            Decompressor::new(&cfg.zstd_dictionary, cfg.max_message_size)
+                .map_err(SourceError::Dictionary)?,
+        ),
+        _ => None,
+    };
+    let mut conn = Connection {
+        cfg,
+        tx,
+        shutdown,
+        decompressor,
+        messages: counter!(m::MESSAGES, "kind" => cfg.kind.as_str()),
+        bytes: counter!(m::BYTES),
+    };
+    // Consecutive failures since the last stable connection: the backoff exponent.
+    let mut failures: u32 = 0;
+    let mut host = 0usize;
+    let mut last_connected: Option<usize> = None;
+    loop {
+        let base = bases[host];
+        let mut cursor = Some(resume.load(Ordering::Relaxed)).filter(|c| *c > 0);
+        if cfg.kind == SourceKind::Jetstream && last_connected.is_some_and(|h| h != host) {
+            // Another Jetstream instance stamps time_us with its own clock and ordering:
+            // go back a little so nothing between the two is missed (replays are harmless).
+            cursor = cursor.map(|c| rewind_jetstream_cursor(c, DEFAULT_JETSTREAM_REWIND));
+        }
+        let url = cfg.subscribe_url(base, cursor);
+        let endpoint: Arc<str> = Arc::from(base.as_str());
+        let lost = match conn.connect_and_read(&url, &endpoint, cursor).await {
+            End::Stop => return Ok(()),
+            End::Lost(lost) => lost,
+        };
+        counter!(m::RECONNECTS, "reason" => lost.reason).increment(1);
+        let stable = lost
+            .connected_for
+            .is_some_and(|up| up >= cfg.backoff_reset_after);
+        if stable {
+            failures = 0;
+        }
+        if lost.connected_for.is_some() {
+            last_connected = Some(host);
+        }
+        let delay = backoff(cfg, failures);
+        failures = failures.saturating_add(1);
+        let host_name = base.host_str().unwrap_or_default();
+        // A host that could not keep a connection up until it was stable is unhealthy:
+        // try the next one. A stable connection that dropped is retried first.
+        let next = if stable {
+            host
+        } else {
+            (host + 1) % bases.len()
+        };
+        if lost.reason == "oversized" {
+            tracing::error!(
+                host = host_name,
+                error = %lost.detail,
+                "Source message over max_message_size; dropping the connection. The server will \
+                 resend it after reconnecting: raise max_message_size if this repeats."
+            );
+        }
+        tracing::warn!(
+            host = host_name,
+            reason = lost.reason,
+            error = %lost.detail,
+            attempt = failures,
+            ?delay,
+            next = bases[next].host_str().unwrap_or_default(),
+            "Source connection lost; reconnecting."
+        );
+        host = next;
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = sleep(delay) => {}
+        }
+    }
+}
+
+/// `base * 2^failures`, capped at `max`, then scaled by a random factor in [0.5, 1] so
+/// that many clients dropped together do not reconnect together.
+fn backoff(cfg: &SourceConfig, failures: u32) -> Duration {
+    let full = cfg
+        .backoff_base
+        .saturating_mul(2u32.saturating_pow(failures))
+        .min(cfg.backoff_max);
+    full.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// How a connection ended.
+enum End {
+    /// Shutdown or receiver gone: stop for good.
+    Stop,
+    /// Lost: reconnect.
+    Lost(Lost),
+}
+
+struct Lost {
+    /// The `reason` label.
+    reason: &'static str,
+    /// For the log line.
+    detail: String,
+    /// `None` if it never connected.
+    connected_for: Option<Duration>,
+}
+
+/// The per-source state kept across connections.
+struct Connection<'a> {
+    cfg: &'a SourceConfig,
+    tx: &'a mpsc::Sender<Message>,
+    shutdown: &'a CancellationToken,
+    decompressor: Option<Decompressor>,
+    messages: Counter,
+    bytes: Counter,
+}
+
+/// Sets `skyhouse_source_connected` to 1 while alive.
+struct ConnectedGuard;
+
+impl ConnectedGuard {
+    fn new() -> Self {
+        gauge!(m::CONNECTED).set(1.0);
+        ConnectedGuard
+    }
+}
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        gauge!(m::CONNECTED).set(0.0);
+    }
+}
+
+impl Connection<'_> {
+    async fn connect_and_read(
+        &mut self,
+        url: &Url,
+        endpoint: &Arc<str>,
+        cursor: Option<i64>,
+    ) -> End {
+        let cfg = self.cfg;
+        let never = |reason, detail: String| {
+            End::Lost(Lost {
+                reason,
+                detail,
+                connected_for: None,
+            })
+        };
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(cfg.max_message_size))
+            .max_frame_size(Some(cfg.max_message_size));
+        let connecting = timeout(
+            cfg.connect_timeout,
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws_config), true),
+        );
+        let mut ws = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => return End::Stop,
+            r = connecting => match r {
+                Err(_) => return never("connect_timeout", format!("no handshake within {:?}", cfg.connect_timeout)),
+                Ok(Err(e)) => return never("connect_failed", e.to_string()),
+                Ok(Ok((ws, _response))) => ws,
+            },
+        };
+        let connected_at = Instant::now();
+        let _connected = ConnectedGuard::new();
+        tracing::info!(endpoint = &**endpoint, cursor, "Source connected.");
+        let lost = |reason, detail: String| {
+            End::Lost(Lost {
+                reason,
+                detail,
+                connected_for: Some(connected_at.elapsed()),
+            })
+        };
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    let _ = timeout(CLOSE_GRACE, ws.close(None)).await;
+                    return End::Stop;
+                }
+                next = timeout(cfg.liveness_timeout, ws.next()) => next,
+            };
+            let wire = match next {
+                Err(_) => {
+                    return lost(
+                        "silent",
+                        format!("nothing received for {:?}", cfg.liveness_timeout),
+                    )
+                }
+                Ok(None) => return lost("eof", "stream ended without a close frame".into()),
+                Ok(Some(Err(e))) => return lost(read_error_reason(&e), e.to_string()),
+                Ok(Some(Ok(msg))) => msg,
+            };
+            let bytes = match wire {
+                WsMessage::Text(text) => {
+                    if cfg.kind == SourceKind::Firehose {
+                        self.drop_message(
+                            "unexpected_text",
+                            endpoint,
+                            "firehose sent a text message",
+                        );
+                        continue;
+                    }
+                    Bytes::from(text)
+                }
+                WsMessage::Binary(data) => data,
+                // tungstenite answers pings itself (the pong goes out with the next read).
+                WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => continue,
+                WsMessage::Close(frame) => {
+                    // Send our half of the close handshake; best effort.
+                    let _ = timeout(CLOSE_GRACE, ws.flush()).await;
+                    let detail = match frame {
+                        Some(f) => {
+                            format!("close frame {} {:?}", u16::from(f.code), f.reason.as_str())
+                        }
+                        None => "close frame without a code".into(),
+                    };
+                    return lost("closed", detail);
+                }
+            };
+            self.bytes.increment(bytes.len() as u64);
+            let bytes = match (&mut self.decompressor, cfg.kind) {
+                (Some(d), SourceKind::Jetstream) if !looks_like_json(&bytes) => {
+                    match d.decompress(&bytes) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let reason = match e {
+                                DecompressError::TooLarge { .. } => "oversized",
+                                DecompressError::Corrupt(_) => "decompress",
+                            };
+                            self.drop_message(reason, endpoint, &e.to_string());
+                            continue;
+                        }
+                    }
+                }
+                _ => bytes,
+            };
+            self.messages.increment(1);
+            let msg = Message {
+                bytes,
+                endpoint: endpoint.clone(),
+            };
+            // Backpressure: while the channel is full we do not read the socket.
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    let _ = timeout(CLOSE_GRACE, ws.close(None)).await;
+                    return End::Stop;
+                }
+                sent = self.tx.send(msg) => if sent.is_err() {
+                    let _ = timeout(CLOSE_GRACE, ws.close(None)).await;
+                    return End::Stop;
+                },
+            }
+        }
+    }
+
+    fn drop_message(&self, reason: &'static str, endpoint: &str, detail: &str) {
+        counter!(m::DROPPED, "reason" => reason).increment(1);
+        tracing::warn!(endpoint, reason, error = detail, "Source message refused.");
+    }
+}
+
+/// With `compress=true` Jetstream sends zstd as binary messages; a text message (or a
+/// binary one that starts like JSON) is passed through as it is.
+fn looks_like_json(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&b'{')
+}
+
+fn read_error_reason(e: &tungstenite::Error) -> &'static str {
+    match e {
+        tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. }) => "oversized",
+        tungstenite::Error::Capacity(_) => "oversized",
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => "eof",
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => "eof",
+        _ => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_within_half() {
+        let mut cfg = SourceConfig::jetstream();
+        cfg.backoff_base = Duration::from_millis(100);
+        cfg.backoff_max = Duration::from_secs(1);
+        for (n, full) in [
+            (0, 100),
+            (1, 200),
+            (2, 400),
+            (3, 800),
+            (4, 1000),
+            (40, 1000),
+        ] {
+            for _ in 0..50 {
+                let d = backoff(&cfg, n).as_millis() as u64;
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "n={n}: {d} ms not in [{}, {full}]",
+                    full / 2
+                );
+            }
+        }
+    }
+}
