@@ -68,8 +68,27 @@ repo-ls FILE *ARGS:
 run:
     cargo run --release -q -p skyhouse -- repo ls pkg/atproto/testdata/jetstream/repo.car
 
-# Install what tests and local servers need: Debian packages and Python's chdb-core
-deps: deps-system deps-python
+# Install what tests and local servers need: Debian packages, Python's chdb-core, the e2e network's npm packages
+deps: deps-system deps-python deps-node
+
+# Install the end-to-end network (e2e/node_modules: @atproto/dev-env, the reference PDS + PLC) if missing or stale
+deps-node:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cd e2e
+    if [ -f node_modules/.package-lock.json ] && [ ! package-lock.json -nt node_modules/.package-lock.json ]; then
+        echo "deps: e2e/node_modules already installed"
+        exit 0
+    fi
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        echo "deps: the end-to-end tests need Node.js 20 and npm: install them first" >&2
+        exit 1
+    fi
+    # better-sqlite3 compiles against this Node's headers (about 90 s); point
+    # node-gyp at them instead of letting it download them.
+    prefix=$(dirname "$(dirname "$(node -p process.execPath)")")
+    if [ -f "$prefix/include/node/node.h" ]; then export npm_config_nodedir="$prefix"; fi
+    npm ci --no-audit --no-fund
 
 # Install ClickHouse and Redis (Debian/Ubuntu apt packages) if missing; tests and `just up` need them
 deps-system:

@@ -40,15 +40,57 @@
 //!
 //! If the server binaries are missing every test that asks for a server
 //! panics with a one-line hint (`just deps`); tests never skip silently.
+//!
+//! # A real AT Protocol network
+//!
+//! [`Network`] runs `node e2e/network.mjs` (`@atproto/dev-env`: an in-memory
+//! PLC directory and the reference PDS on SQLite, on loopback) under the same
+//! watchdog. [`Pds`] is an XRPC client for it (accounts, record writes,
+//! handle and account-state changes, admin deletion and takedown),
+//! [`Pds::truth`] is the PDS's own view of a DID (records from `getRepo`
+//! walked with skyhouse-atproto and cross-checked with `listRecords`, handle,
+//! status), [`Scenario::run`] performs every kind of write and account change
+//! an indexer must handle and says what the PDS should hold afterwards, and
+//! [`read_firehose`] reads `subscribeRepos`.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use skyhouse_testkit::{firehose, Network, Scenario};
+//!
+//! let network = Network::start();
+//! let pds = network.pds();
+//! let scenario = Scenario::run(&pds).await.expect("scenario");
+//! let frames = firehose::read_firehose(
+//!     &network.firehose_url(Some(0)),
+//!     firehose::commit_of(scenario.last.did(), &scenario.last.rev),
+//! )
+//! .await
+//! .expect("firehose replay");
+//! for (did, expected) in &scenario.expected {
+//!     let truth = pds.truth(did).await.expect("truth");
+//!     assert_eq!(truth.records, expected.records);
+//! }
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 mod clickhouse;
+pub mod firehose;
 mod http;
+mod network;
 mod process;
 mod redis;
+mod scenario;
+mod truth;
+mod xrpc;
 
 pub use clickhouse::{ClickHouse, TestDatabase};
+pub use firehose::{read_firehose, FirehoseMessage};
+pub use network::{e2e_dir, Network, NetworkInfo};
 pub use redis::{Redis, Reply};
+pub use scenario::{now_rfc3339, Edit, Expected, FacetExpectation, Scenario};
+pub use truth::{walk_car, AccountStatus, Records, Truth, TruthError};
+pub use xrpc::{Account, Auth, ListedRecord, Pds, RepoStatus, Written, XrpcError};
 
 /// `(car, expected listing)` pairs from `pkg/atproto/testdata/expected/cars.tsv`
 /// under `testdata`: every repository CAR the tests walk and the listing an
