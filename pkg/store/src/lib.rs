@@ -9,6 +9,7 @@
 //! validation off (18.16 lacks `RowBinaryWithNamesAndTypes`).
 #![deny(missing_docs)]
 
+pub mod cleanup;
 pub mod migrate;
 pub mod queries;
 pub mod writer;

@@ -28,7 +28,7 @@ fn statement(ch: &ClickHouse, name: &str) -> String {
 }
 
 /// A string literal for SQL: quotes and backslashes escaped.
-fn literal(s: &str) -> String {
+pub(crate) fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 

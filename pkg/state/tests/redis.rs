@@ -1,0 +1,83 @@
+//! The state against a real Redis (testkit starts it on a spare port).
+
+use skyhouse_state::{cursor_key, State, StateError};
+use skyhouse_testkit::{Redis, Reply};
+
+async fn state(hint: &str) -> (State, String) {
+    let redis = Redis::shared();
+    let prefix = redis.key_prefix(hint);
+    let state = State::connect(&redis.url(), &prefix)
+        .await
+        .expect("connect");
+    (state, prefix)
+}
+
+#[tokio::test]
+async fn cursor_set_get_reset() {
+    let (state, prefix) = state("cursor").await;
+    let key = cursor_key("firehose", "ws://127.0.0.1:1/");
+    assert_eq!(state.cursor(&key).await.unwrap(), None);
+    state.set_cursor(&key, 42).await.unwrap();
+    assert_eq!(state.cursor(&key).await.unwrap(), Some(42));
+    // Stored as plain decimal text under the prefix (operators can read it).
+    let raw = Redis::shared().command(&["GET", &format!("{prefix}{key}")]);
+    assert_eq!(raw.as_text().as_deref(), Some("42"));
+    assert!(state.reset_cursor(&key).await.unwrap());
+    assert_eq!(state.cursor(&key).await.unwrap(), None);
+    assert!(!state.reset_cursor(&key).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_foreign_value_is_reported_not_used() {
+    let (state, prefix) = state("corrupt").await;
+    Redis::shared().command(&["SET", &format!("{prefix}cursor:x"), "abc"]);
+    let err = state.cursor("cursor:x").await.unwrap_err();
+    assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+    assert!(!err.is_retriable());
+    assert!(err.to_string().contains("cursor:x"), "{err}");
+}
+
+#[tokio::test]
+async fn resync_requests_go_to_a_stream() {
+    let (state, prefix) = state("resync").await;
+    state.queue_resync("did:plc:a", "gap", 7).await.unwrap();
+    state.queue_resync("did:plc:b", "sync", 9).await.unwrap();
+    assert_eq!(state.resync_len().await.unwrap(), 2);
+    let reply = Redis::shared().command(&["XRANGE", &format!("{prefix}resync"), "-", "+"]);
+    let mut words = Vec::new();
+    flatten(&reply, &mut words);
+    // Two entries: id, then field/value pairs.
+    assert_eq!(words.len(), 2 * 7, "{words:?}");
+    assert_eq!(
+        &words[1..7],
+        ["did", "did:plc:a", "reason", "gap", "at", "7"]
+    );
+    assert_eq!(
+        &words[8..14],
+        ["did", "did:plc:b", "reason", "sync", "at", "9"]
+    );
+}
+
+fn flatten(reply: &Reply, out: &mut Vec<String>) {
+    match reply {
+        Reply::Array(Some(items)) => items.iter().for_each(|r| flatten(r, out)),
+        other => out.extend(other.as_text()),
+    }
+}
+
+#[tokio::test]
+async fn a_down_server_fails_commands_quickly_and_retriably() {
+    // Nothing listens on this port: connect succeeds (reconnects in the
+    // background), commands time out as Unavailable.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let state = State::connect(&format!("redis://127.0.0.1:{port}"), "t:")
+        .await
+        .expect("connect does not wait for the server");
+    let err = state.set_cursor("cursor:x", 1).await.unwrap_err();
+    assert!(err.is_retriable(), "{err}");
+    assert!(!state.ping().await);
+}
