@@ -114,6 +114,7 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
+            _ = tx.closed() => return Ok(()),
             _ = sleep(delay) => {}
         }
     }
@@ -197,6 +198,7 @@ impl Connection<'_> {
         let mut ws = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return End::Stop,
+            _ = self.tx.closed() => return End::Stop,
             r = connecting => match r {
                 Err(_) => return never("connect_timeout", format!("no handshake within {:?}", cfg.connect_timeout)),
                 Ok(Err(e)) => return never("connect_failed", e.to_string()),
@@ -217,6 +219,11 @@ impl Connection<'_> {
             let next = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
+                    let _ = timeout(CLOSE_GRACE, ws.close(None)).await;
+                    return End::Stop;
+                }
+                // The consumer is gone: hang up now rather than at the next message.
+                _ = self.tx.closed() => {
                     let _ = timeout(CLOSE_GRACE, ws.close(None)).await;
                     return End::Stop;
                 }

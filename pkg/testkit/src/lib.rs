@@ -82,6 +82,7 @@ mod process;
 mod redis;
 mod scenario;
 mod truth;
+pub mod ws;
 mod xrpc;
 
 pub use clickhouse::{ClickHouse, TestDatabase};
