@@ -16,8 +16,11 @@
 //!   position of each message it decoded there, so a reconnect replays from the last one
 //!   seen: at-least-once. For a process restart the caller seeds `resume` from the saved
 //!   cursor (for Jetstream rewound with [`rewind_jetstream_cursor`]).
-//! - **Failover and backoff.** A failed connect moves to the next endpoint; every retry
-//!   waits a capped exponential delay with jitter, reset after a stable connection.
+//! - **Failover and backoff.** A failed connect (or a connection that dropped before it
+//!   was stable) moves to the next endpoint; every retry waits a capped exponential delay
+//!   with jitter, reset after a stable connection. Moving to another Jetstream instance
+//!   rewinds the cursor by [`DEFAULT_JETSTREAM_REWIND`] (instances stamp `time_us` with
+//!   their own clocks).
 //! - **Liveness.** A socket silent for [`SourceConfig::liveness_timeout`] is dropped and
 //!   reconnected (half-open TCP connections otherwise hang forever).
 //! - **Backpressure.** Messages go into the caller's bounded channel with `send().await`:

@@ -116,7 +116,8 @@ fn a_silent_server_is_dropped_after_the_liveness_timeout() {
         )
         .await;
         let mut cfg = config(SourceKind::Jetstream, &[server.url()]);
-        cfg.liveness_timeout = Duration::from_millis(300);
+        // Long enough that the first line always arrives first, even on a loaded machine.
+        cfg.liveness_timeout = Duration::from_secs(1);
         let mut src = start(cfg, 16, 0);
         assert_eq!(&recv(&mut src.rx).await.bytes[..], lines[0].as_bytes());
         // Only a new connection can deliver the second line.
