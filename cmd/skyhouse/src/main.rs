@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cursor;
+mod indexer;
 mod migrate;
+mod redis_args;
 mod repo;
 
 /// Index the AT Protocol network into ClickHouse and serve it.
@@ -24,6 +27,11 @@ enum Command {
     /// Manage the ClickHouse schema (numbered migrations).
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
+    /// Index the live network (Jetstream or firehose) into ClickHouse.
+    Indexer(Box<indexer::IndexerArgs>),
+    /// Show or move a live source's cursor in Redis.
+    #[command(subcommand)]
+    Cursor(cursor::CursorCommand),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +40,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Repo(cmd) => repo::run(cmd),
         Command::Migrate(cmd) => migrate::run(cmd),
+        Command::Indexer(args) => indexer::run(*args),
+        Command::Cursor(cmd) => cursor::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,18 @@
-//! Telemetry shared by every skyhouse service: structured logs now; metrics,
-//! traces and the shutdown token join as the services that need them land.
+//! Telemetry shared by every skyhouse service: structured logs, the
+//! Prometheus `/metrics` + `/health` endpoint, and the shutdown token.
 #![deny(missing_docs)]
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
+
+pub use tokio_util::sync::CancellationToken;
 
 /// Log to standard error, filtered by `RUST_LOG` (default `info`). Standard
 /// output stays free for command output such as `repo ls` JSON lines. Calling
@@ -13,4 +23,169 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Install the process-wide Prometheus recorder (once; later calls return
+/// the same handle). Histograms render as summaries with these quantiles.
+pub fn install_metrics() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_quantiles(&[0.5, 0.9, 0.99, 1.0])
+                .expect("static quantiles are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder already installed (a test harness): keep ours
+            // for rendering; metrics then go to the other one.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Readiness checks by name: `/health` answers 200 when every check is
+/// `true`, 503 otherwise, with the checks as JSON.
+#[derive(Debug, Clone, Default)]
+pub struct Health(Arc<Mutex<BTreeMap<&'static str, bool>>>);
+
+impl Health {
+    /// Set check `name`.
+    pub fn set(&self, name: &'static str, ok: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, ok);
+    }
+
+    /// Whether every check passes (and there is at least one).
+    pub fn ready(&self) -> bool {
+        let checks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        !checks.is_empty() && checks.values().all(|ok| *ok)
+    }
+
+    fn json(&self) -> String {
+        let checks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let body: Vec<String> = checks.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        format!(
+            "{{\"ready\":{},\"checks\":{{{}}}}}",
+            !checks.is_empty() && checks.values().all(|ok| *ok),
+            body.join(",")
+        )
+    }
+}
+
+/// The `/metrics` and `/health` routes.
+pub fn metrics_router(handle: PrometheusHandle, health: Health) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move { handle.render() }
+            }),
+        )
+        .route(
+            "/health",
+            get(move || {
+                let health = health.clone();
+                async move {
+                    let status = if health.ready() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (
+                        status,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        health.json(),
+                    )
+                }
+            }),
+        )
+}
+
+/// Serve `/metrics` and `/health` on `listener` until `shutdown`.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    health: Health,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router(handle, health))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM: the services drain and
+/// exit when it fires.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        t.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("Shutdown requested; draining.");
+        t.cancel();
+    });
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn health_and_metrics_are_served() {
+        let handle = install_metrics();
+        metrics::counter!("skyhouse_test_total").increment(3);
+        let health = Health::default();
+        health.set("clickhouse", true);
+        health.set("source", false);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_metrics(
+            listener,
+            handle,
+            health.clone(),
+            stop.clone(),
+        ));
+        let base = format!("http://{addr}");
+        let r = reqwest::get(format!("{base}/health")).await.unwrap();
+        assert_eq!(r.status().as_u16(), 503);
+        assert_eq!(
+            r.text().await.unwrap(),
+            r#"{"ready":false,"checks":{"clickhouse":true,"source":false}}"#
+        );
+        health.set("source", true);
+        let r = reqwest::get(format!("{base}/health")).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("skyhouse_test_total 3"), "{text}");
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
 }

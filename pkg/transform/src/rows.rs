@@ -490,7 +490,8 @@ impl Rows {
         self.records.push(row);
     }
 
-    pub(crate) fn push_dead_letter(&mut self, row: DeadLetterRow) {
+    /// Add a `dead_letters` row (input a source could not use).
+    pub fn push_dead_letter(&mut self, row: DeadLetterRow) {
         self.bytes += row.encoded_len();
         self.dead_letters.push(row);
     }

@@ -1,0 +1,232 @@
+//! `skyhouse indexer`: the live indexer (Jetstream or firehose → ClickHouse).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, ValueEnum};
+use skyhouse_pipeline::{CollectionFilter, IndexerConfig, KeyFuture, Keys};
+use skyhouse_sources::{SourceConfig, SourceKind};
+
+use crate::migrate::ClickHouseArgs;
+use crate::redis_args::RedisArgs;
+
+/// Which stream to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// Jetstream: JSON events (`time_us` cursor).
+    Jetstream,
+    /// A relay's or PDS's `com.atproto.sync.subscribeRepos` (`seq` cursor).
+    Firehose,
+}
+
+impl Source {
+    pub fn kind(self) -> SourceKind {
+        match self {
+            Source::Jetstream => SourceKind::Jetstream,
+            Source::Firehose => SourceKind::Firehose,
+        }
+    }
+}
+
+/// Where events come from; shared by `indexer` and `cursor`.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Event source.
+    #[arg(long, env = "SKYHOUSE_SOURCE", value_enum, default_value = "jetstream")]
+    pub source: Source,
+    /// Endpoint(s), tried in order with failover: ws:// or wss:// URLs, Jetstream
+    /// shorthands (us-east-1, us-east-2, us-west-1, us-west-2), or one file:// capture to
+    /// replay. Comma-separated or repeated. Default: the four public Jetstream instances,
+    /// or wss://bsky.network for the firehose.
+    #[arg(long = "url", env = "WS_URL", value_delimiter = ',')]
+    pub urls: Vec<String>,
+    /// Redis key name of the cursor (under the prefix). Default: cursor:<source>:<first URL
+    /// without scheme>.
+    #[arg(long, env = "SKYHOUSE_CURSOR_KEY")]
+    pub cursor_key: Option<String>,
+}
+
+impl SourceArgs {
+    /// The source config (validated) and its cursor key.
+    pub fn resolve(&self) -> Result<(SourceConfig, String)> {
+        let mut cfg = SourceConfig::new(self.source.kind());
+        cfg.endpoints = self
+            .urls
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .cloned()
+            .collect();
+        cfg.validate().map_err(|e| anyhow!("--url: {e}"))?;
+        let key = match &self.cursor_key {
+            Some(k) if !k.trim().is_empty() => k.trim().to_owned(),
+            _ => {
+                let first = cfg
+                    .subscribe_urls(None)
+                    .map_err(|e| anyhow!("--url: {e}"))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| anyhow!("--url: no endpoint"))?;
+                skyhouse_state::cursor_key(self.source.kind().as_str(), &first)
+            }
+        };
+        Ok((cfg, key))
+    }
+}
+
+/// Flags of `skyhouse indexer`.
+#[derive(Debug, Args)]
+pub struct IndexerArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Collections to keep: NSIDs or prefixes like app.bsky.*; `*` keeps all. Others are
+    /// counted (skyhouse_indexer_filtered_total) and dropped.
+    #[arg(
+        long,
+        env = "SKYHOUSE_COLLECTIONS",
+        value_delimiter = ',',
+        default_value = "app.bsky.*,chat.bsky.*"
+    )]
+    collections: Vec<String>,
+    /// Jetstream only: only these DIDs (wantedDids), comma-separated.
+    #[arg(long, env = "SKYHOUSE_WANTED_DIDS", value_delimiter = ',')]
+    wanted_dids: Vec<String>,
+    /// Jetstream only: ask for zstd-compressed events (uses Jetstream's dictionary).
+    #[arg(long, env = "JETSTREAM_COMPRESS")]
+    compress: bool,
+    /// Firehose only: verify each commit's signature against the DID document (resolved
+    /// through --plc or did:web, cached). Failing commits go to dead_letters.
+    #[arg(long, env = "SKYHOUSE_VERIFY")]
+    verify: bool,
+    /// PLC directory for --verify.
+    #[arg(long, env = "PLC_URL", default_value = skyhouse_identity::DEFAULT_PLC_URL)]
+    plc: String,
+    /// Start at this position instead of the saved cursor (time_us or seq; 0 = live tip).
+    #[arg(long)]
+    cursor: Option<i64>,
+    /// Close a ClickHouse batch at this many rows.
+    #[arg(long, env = "SKYHOUSE_BATCH_ROWS", default_value_t = 50_000)]
+    batch_rows: usize,
+    /// Close a ClickHouse batch at this many bytes.
+    #[arg(long, env = "SKYHOUSE_BATCH_BYTES", default_value_t = 16 << 20)]
+    batch_bytes: usize,
+    /// Close a ClickHouse batch this many milliseconds after its first row.
+    #[arg(long, env = "SKYHOUSE_BATCH_AGE_MS", default_value_t = 1000)]
+    batch_age_ms: u64,
+    /// Drop and reconnect a socket silent for this many seconds.
+    #[arg(long, env = "SKYHOUSE_LIVENESS_SECS", default_value_t = 15)]
+    liveness_secs: u64,
+    /// Address of /metrics and /health.
+    #[arg(long, env = "INDEXER_METRICS_ADDR", default_value = "0.0.0.0:8091")]
+    metrics_addr: SocketAddr,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
+}
+
+struct ResolverKeys(skyhouse_identity::Resolver);
+
+impl Keys for ResolverKeys {
+    fn signing_key<'a>(&'a self, did: &'a str, fresh: bool) -> KeyFuture<'a> {
+        Box::pin(async move {
+            if fresh {
+                self.0.invalidate(did);
+            }
+            self.0.signing_key(did).await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl IndexerArgs {
+    /// Check every flag before any I/O.
+    fn config(&self) -> Result<(IndexerConfig, Option<Arc<dyn Keys>>)> {
+        let (mut source, key) = self.source.resolve()?;
+        let collections =
+            CollectionFilter::new(&self.collections).map_err(|e| anyhow!("--collections: {e}"))?;
+        if source.kind == SourceKind::Jetstream {
+            if let Some(wanted) = collections.jetstream_wanted() {
+                if wanted.len() <= skyhouse_sources::MAX_WANTED_COLLECTIONS {
+                    source.wanted_collections = wanted;
+                }
+            }
+            source.wanted_dids = self.wanted_dids.clone();
+            source.compress = self.compress;
+        } else if self.compress || !self.wanted_dids.is_empty() {
+            return Err(anyhow!("--compress/--wanted-dids: Jetstream only"));
+        }
+        if self.verify && source.kind != SourceKind::Firehose {
+            return Err(anyhow!(
+                "--verify: firehose only (Jetstream events carry no signatures)"
+            ));
+        }
+        source.liveness_timeout = Duration::from_secs(self.liveness_secs.max(1));
+        source
+            .validate()
+            .map_err(|e| anyhow!("--url/--wanted-dids: {e}"))?;
+        if self.batch_rows == 0 || self.batch_bytes == 0 || self.batch_age_ms == 0 {
+            return Err(anyhow!(
+                "--batch-rows/--batch-bytes/--batch-age-ms must be > 0"
+            ));
+        }
+        let mut cfg = IndexerConfig::new(source, key);
+        cfg.collections = collections;
+        cfg.verify = self.verify;
+        cfg.start_cursor = self.cursor;
+        cfg.writer.max_rows = self.batch_rows;
+        cfg.writer.max_bytes = self.batch_bytes;
+        cfg.writer.max_age = Duration::from_millis(self.batch_age_ms);
+        let keys: Option<Arc<dyn Keys>> = if self.verify {
+            let resolver = skyhouse_identity::Resolver::new(skyhouse_identity::ResolverConfig {
+                plc_url: self.plc.clone(),
+                ..Default::default()
+            })
+            .map_err(|e| anyhow!("--plc: {e}"))?;
+            Some(Arc::new(ResolverKeys(resolver)))
+        } else {
+            None
+        };
+        Ok((cfg, keys))
+    }
+}
+
+pub fn run(args: IndexerArgs) -> Result<ExitCode> {
+    let (cfg, keys) = args.config()?;
+    let ch = args.clickhouse.connect()?;
+    args.redis.validate()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    rt.block_on(async move {
+        let handle = skyhouse_telemetry::install_metrics();
+        let health = skyhouse_telemetry::Health::default();
+        let shutdown = skyhouse_telemetry::shutdown_on_signals();
+        let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+            .await
+            .with_context(|| format!("--metrics-addr {}: cannot listen", args.metrics_addr))?;
+        tokio::spawn(skyhouse_telemetry::serve_metrics(
+            listener,
+            handle,
+            health.clone(),
+            shutdown.clone(),
+        ));
+        let state = args.redis.connect().await?;
+        health.set("clickhouse", ch.server_version().await.is_ok());
+        health.set("redis", state.ping().await);
+        let summary =
+            skyhouse_pipeline::run_with_health(cfg, ch, state, keys, shutdown.clone(), health)
+                .await
+                .map_err(|e| anyhow!("indexer: {e}"))?;
+        shutdown.cancel();
+        eprintln!(
+            "skyhouse indexer: {} messages, {} record operations, cursor {}",
+            summary.messages,
+            summary.ops,
+            summary.cursor.map_or("none".to_owned(), |c| c.to_string())
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}

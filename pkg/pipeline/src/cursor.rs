@@ -1,0 +1,209 @@
+//! Acks → cursor → Redis, and the background loops that talk to Redis and
+//! ClickHouse outside the hot path.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use skyhouse_sources::CancellationToken;
+use skyhouse_state::State;
+use skyhouse_store::writer::Ack;
+use skyhouse_store::ClickHouse;
+use tokio::sync::{mpsc, watch};
+
+use crate::{metrics, PipelineError, ResyncReason, TaskEnd};
+
+/// First wait before retrying Redis at startup; doubles up to 5 s.
+const LOAD_RETRY: Duration = Duration::from_millis(200);
+
+/// Read the saved cursor. Redis down at startup: wait for it (starting
+/// without the cursor would skip everything since the last run), unless
+/// shutdown comes first.
+pub(crate) async fn load(state: &State, key: &str, shutdown: &CancellationToken) -> Option<i64> {
+    let mut wait = LOAD_RETRY;
+    loop {
+        match state.cursor(key).await {
+            Ok(c) => return c,
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(error = %e, key, "Cannot read the cursor yet; retrying.");
+                metrics::redis_error("load_cursor");
+            }
+            Err(e) => {
+                // A value we did not write: start from the live tip rather
+                // than guess, and say so.
+                tracing::error!(error = %e, key, "Ignoring an unreadable cursor.");
+                return None;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Event → queryable latency: when a decoded group was sent and its
+/// position; the keeper observes the time when an ack covers it.
+#[derive(Debug, Clone, Default)]
+pub struct Latency(Arc<Mutex<VecDeque<(i64, Instant)>>>);
+
+/// Groups remembered for latency (one per channel message; a few seconds'
+/// worth at most, the writer's queues are bounded).
+const LATENCY_WINDOW: usize = 65_536;
+
+impl Latency {
+    pub(crate) fn sent(&self, pos: i64, at: Instant) {
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= LATENCY_WINDOW {
+            q.pop_front();
+        }
+        q.push_back((pos, at));
+    }
+
+    /// Observe every group the ack covers.
+    fn acked(&self, upto: i64) {
+        let now = Instant::now();
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(&(pos, at)) = q.front() {
+            if pos > upto {
+                break;
+            }
+            q.pop_front();
+            metrics::ack_latency(now - at);
+        }
+    }
+}
+
+/// Takes the writer's acks, keeps the running maximum, and has it saved.
+pub(crate) struct Keeper {
+    state: State,
+    key: String,
+    interval: Duration,
+}
+
+impl Keeper {
+    pub(crate) fn new(state: State, key: String, interval: Duration) -> Self {
+        Keeper {
+            state,
+            key,
+            interval,
+        }
+    }
+
+    pub(crate) async fn run(
+        self,
+        mut acks: mpsc::Receiver<Ack<i64>>,
+        latency: Latency,
+    ) -> Result<TaskEnd, PipelineError> {
+        let (tx, rx) = watch::channel(None::<i64>);
+        let saver = tokio::spawn(save_loop(
+            self.state.clone(),
+            self.key.clone(),
+            self.interval,
+            rx,
+        ));
+        let mut latest: Option<i64> = None;
+        while let Some(ack) = acks.recv().await {
+            metrics::ack(&ack);
+            latency.acked(ack.upto);
+            if ack.upto > 0 && latest.is_none_or(|l| ack.upto > l) {
+                latest = Some(ack.upto);
+                metrics::cursor(ack.upto);
+                let _ = tx.send(latest);
+            }
+        }
+        drop(tx); // the saver writes the last value, then ends
+        let saved = saver
+            .await
+            .map_err(|e| PipelineError::Task(format!("cursor saver: {e}")))?;
+        Ok(TaskEnd::Cursor(saved.or(latest)))
+    }
+}
+
+/// Final save attempts when shutting down with Redis down (~2 s each).
+const FINAL_SAVE_ATTEMPTS: u32 = 3;
+
+/// Write the newest cursor at most every `interval`; on failure keep it and
+/// try again at the next tick. Returns the last value written.
+async fn save_loop(
+    state: State,
+    key: String,
+    interval: Duration,
+    mut rx: watch::Receiver<Option<i64>>,
+) -> Option<i64> {
+    let mut saved: Option<i64> = None;
+    let mut open = true;
+    while open {
+        open = rx.changed().await.is_ok();
+        let value = *rx.borrow_and_update();
+        let Some(v) = value else { continue };
+        if saved == Some(v) {
+            continue;
+        }
+        let attempts = if open { 1 } else { FINAL_SAVE_ATTEMPTS };
+        for _ in 0..attempts {
+            match state.set_cursor(&key, v).await {
+                Ok(()) => {
+                    saved = Some(v);
+                    metrics::cursor_saved(v);
+                    break;
+                }
+                Err(e) => {
+                    metrics::redis_error("save_cursor");
+                    tracing::warn!(error = %e, key, cursor = v, "Cursor not saved; holding it in memory.");
+                }
+            }
+        }
+        if open {
+            // At most one write per interval; changes meanwhile coalesce.
+            tokio::time::sleep(interval).await;
+            // Re-check the value even if nothing changed since a failure.
+            if saved != Some(v) {
+                rx.mark_changed();
+            }
+        } else if saved != Some(v) {
+            tracing::error!(key, cursor = v, "Cursor not saved at shutdown: the next start replays from the last saved one (idempotent).");
+        }
+    }
+    saved
+}
+
+/// Send resync requests to Redis; while it is down, hold them (bounded by
+/// the channel) and retry.
+pub(crate) async fn resync_loop(
+    state: State,
+    mut rx: mpsc::Receiver<(String, ResyncReason, i64)>,
+) -> Result<TaskEnd, PipelineError> {
+    while let Some((did, reason, at)) = rx.recv().await {
+        let mut wait = Duration::from_millis(200);
+        let mut attempts = 0;
+        while let Err(e) = state.queue_resync(&did, reason.as_str(), at).await {
+            metrics::redis_error("resync");
+            attempts += 1;
+            if rx.is_closed() && attempts >= FINAL_SAVE_ATTEMPTS {
+                tracing::error!(did, reason = reason.as_str(), error = %e, "Resync request lost at shutdown.");
+                break;
+            }
+            tracing::warn!(did, error = %e, "Resync request waits for Redis.");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+    Ok(TaskEnd::Resync)
+}
+
+/// Tombstone the rows of deleted accounts, every `every`.
+pub(crate) async fn cleanup_loop(ch: ClickHouse, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match skyhouse_store::cleanup::run_account_cleanups(&ch).await {
+            Ok(0) => {}
+            Ok(n) => metrics::cleanups(n),
+            Err(e) => tracing::warn!(error = %e, "Account cleanup failed; retrying later."),
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! Source messages → rows: Jetstream JSON events and firehose frames.
+//!
+//! Pure and synchronous except for signature checks, which need keys: the
+//! caller resolves them ([`Decoded::needs_key`]) and decodes again. Every
+//! problem with the input becomes a `dead_letters` row naming the DID and
+//! path, never an error that stops the stream.
+
+use std::collections::HashMap;
+
+use skyhouse_atproto::car::{read_car_bytes, CarOptions};
+use skyhouse_atproto::cbor;
+use skyhouse_atproto::commit::Commit;
+use skyhouse_atproto::crypto::PublicKey;
+use skyhouse_atproto::frame::Action;
+use skyhouse_atproto::frame::{CommitEvent, Frame};
+use skyhouse_atproto::jetstream::{self, Operation, Payload};
+use skyhouse_atproto::json::from_lex_json;
+use skyhouse_atproto::syntax::Tid;
+use skyhouse_atproto::Cid;
+use skyhouse_transform::{apply, AccountRow, DeadLetterRow, IdentityRow, Op, Rows};
+
+use crate::filter::CollectionFilter;
+
+/// Dead letters keep at most this much of the offending input (bytes).
+const DEAD_LETTER_PAYLOAD: usize = 16 << 10;
+
+/// Per-DID repository chain positions kept for `prevData` checks; when the
+/// map grows past this many DIDs it starts over (~150 bytes each: ~150 MB
+/// would be 1M; 200k DIDs ≈ 30 MB). Losing an entry only skips one check.
+const CHAIN_CAPACITY: usize = 200_000;
+
+/// Why a repository needs a resync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// The firehose `seq` jumped: events may be missing.
+    Gap,
+    /// A `#sync` event reset the repository.
+    Sync,
+    /// A commit's `since`/`prevData` does not follow the last commit seen.
+    Chain,
+    /// A commit too big for the stream (`tooBig`): its ops are not in it.
+    TooBig,
+}
+
+impl ResyncReason {
+    /// The label used in metrics and in the resync stream.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResyncReason::Gap => "gap",
+            ResyncReason::Sync => "sync",
+            ResyncReason::Chain => "chain",
+            ResyncReason::TooBig => "too_big",
+        }
+    }
+}
+
+/// What one message produced besides rows.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// The message's position (Jetstream `time_us`, firehose `seq`), if
+    /// readable.
+    pub position: Option<i64>,
+    /// The event's kind, for metrics (`commit`, `identity`, `account`,
+    /// `sync`, `info`, `error`, `unknown`, `invalid`).
+    pub kind: &'static str,
+    /// The event's own time (Unix microseconds), for lag.
+    pub event_time_us: Option<i64>,
+    /// Repositories to resync.
+    pub resync: Vec<(String, ResyncReason)>,
+    /// Operations left out by the collection filter.
+    pub filtered: u64,
+    /// Operations turned into rows.
+    pub ops: u64,
+    /// Dead letters written for this message.
+    pub dead_letters: u64,
+    /// `--verify`: the commit's DID, whose key is not known yet. Nothing was
+    /// added to the rows; resolve the key and decode again.
+    pub needs_key: Option<String>,
+    /// `--verify`: the signature did not match the key given.
+    pub bad_signature: bool,
+}
+
+/// Signature checking for firehose commits.
+#[derive(Debug, Default)]
+pub enum Verify {
+    /// Do not check signatures.
+    #[default]
+    Off,
+    /// Check with this key (the caller looked it up for the commit's DID).
+    With(PublicKey),
+    /// Check; the key is not known yet ([`Decoded::needs_key`]).
+    Lookup,
+}
+
+/// Decoding state that spans messages: the last seq and each repository's
+/// last commit.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    filter: CollectionFilter,
+    last_seq: Option<i64>,
+    chain: HashMap<String, (String, Cid)>,
+}
+
+fn now_secs() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
+}
+
+/// Parse an RFC 3339 time to Unix microseconds (for lag metrics).
+fn time_us(s: &str) -> Option<i64> {
+    skyhouse_atproto::syntax::parse_datetime_lenient(s)
+}
+
+fn dead_letter(
+    rows: &mut Rows,
+    source: &str,
+    did: &str,
+    path: (&str, &str),
+    reason: String,
+    payload: String,
+) {
+    let mut payload = payload;
+    if payload.len() > DEAD_LETTER_PAYLOAD {
+        let mut end = DEAD_LETTER_PAYLOAD;
+        while !payload.is_char_boundary(end) {
+            end -= 1;
+        }
+        payload.truncate(end);
+    }
+    rows.push_dead_letter(DeadLetterRow {
+        source: source.to_owned(),
+        did: did.to_owned(),
+        collection: path.0.to_owned(),
+        rkey: path.1.to_owned(),
+        cid: String::new(),
+        version: 0,
+        reason,
+        payload,
+        at: now_secs(),
+    });
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let n = bytes.len().min(DEAD_LETTER_PAYLOAD / 2);
+    bytes[..n].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Decoder {
+    /// A decoder keeping only collections `filter` accepts.
+    pub fn new(filter: CollectionFilter) -> Self {
+        Decoder {
+            filter,
+            ..Decoder::default()
+        }
+    }
+
+    /// Decode one Jetstream JSON event into `rows`.
+    pub fn jetstream(&mut self, line: &[u8], rows: &mut Rows) -> Decoded {
+        let mut out = Decoded {
+            kind: "invalid",
+            ..Decoded::default()
+        };
+        let event = match jetstream::Event::from_json(line) {
+            Ok(e) => e,
+            Err(e) => {
+                dead_letter(
+                    rows,
+                    "jetstream",
+                    "",
+                    ("", ""),
+                    format!("Jetstream event is not valid: {e}"),
+                    String::from_utf8_lossy(line).into_owned(),
+                );
+                out.dead_letters = 1;
+                return out;
+            }
+        };
+        out.position = Some(event.time_us);
+        out.event_time_us = Some(event.time_us);
+        let indexed_at = now_secs();
+        match &event.payload {
+            Payload::Commit { commit } => {
+                out.kind = "commit";
+                if !self.filter.accepts(&commit.collection) {
+                    out.filtered = 1;
+                    return out;
+                }
+                let path = (commit.collection.as_str(), commit.rkey.as_str());
+                let Ok(tid) = commit.rev.parse::<Tid>() else {
+                    dead_letter(
+                        rows,
+                        "jetstream",
+                        &event.did,
+                        path,
+                        format!("rev {:?} is not a TID", commit.rev),
+                        String::from_utf8_lossy(line).into_owned(),
+                    );
+                    out.dead_letters = 1;
+                    return out;
+                };
+                let action = match commit.operation {
+                    Operation::Create => Action::Create,
+                    Operation::Update => Action::Update,
+                    Operation::Delete => Action::Delete,
+                };
+                let cid = match (&commit.cid, action) {
+                    (_, Action::Delete) => None,
+                    (Some(c), _) => match c.parse::<Cid>() {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            dead_letter(
+                                rows,
+                                "jetstream",
+                                &event.did,
+                                path,
+                                format!("cid {c:?}: {e}"),
+                                String::from_utf8_lossy(line).into_owned(),
+                            );
+                            out.dead_letters = 1;
+                            return out;
+                        }
+                    },
+                    (None, _) => None,
+                };
+                let record = match (&commit.record, action) {
+                    (_, Action::Delete) | (None, _) => None,
+                    (Some(json), _) => match from_lex_json(json) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            dead_letter(
+                                rows,
+                                "jetstream",
+                                &event.did,
+                                path,
+                                format!("record is not valid lex-JSON: {e}"),
+                                String::from_utf8_lossy(line).into_owned(),
+                            );
+                            out.dead_letters = 1;
+                            return out;
+                        }
+                    },
+                };
+                let before = rows.dead_letters.len();
+                apply(
+                    &Op {
+                        did: &event.did,
+                        collection: &commit.collection,
+                        rkey: &commit.rkey,
+                        action,
+                        cid,
+                        record: record.as_ref(),
+                        version: tid.to_u64(),
+                        indexed_at,
+                    },
+                    rows,
+                );
+                out.ops = 1;
+                out.dead_letters = (rows.dead_letters.len() - before) as u64;
+            }
+            Payload::Identity { identity } => {
+                out.kind = "identity";
+                out.event_time_us = time_us(&identity.time).or(out.event_time_us);
+                rows.push_identity(IdentityRow {
+                    did: identity.did.clone(),
+                    handle: identity.handle.clone().unwrap_or_default(),
+                    version: identity.seq.max(0) as u64,
+                    indexed_at,
+                });
+            }
+            Payload::Account { account } => {
+                out.kind = "account";
+                out.event_time_us = time_us(&account.time).or(out.event_time_us);
+                rows.push_account(account_row(
+                    &account.did,
+                    account.active,
+                    account.status.as_deref(),
+                    account.seq,
+                    indexed_at,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Decode one firehose frame into `rows`.
+    pub fn firehose(&mut self, bytes: &[u8], verify: Verify, rows: &mut Rows) -> Decoded {
+        let mut out = Decoded {
+            kind: "invalid",
+            ..Decoded::default()
+        };
+        let frame = match Frame::decode(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                dead_letter(rows, "firehose", "", ("", ""), e.to_string(), hex(bytes));
+                out.dead_letters = 1;
+                return out;
+            }
+        };
+        if let (Frame::Commit(c), Verify::Lookup) = (&frame, &verify) {
+            // Nothing recorded: the caller decodes the frame again with the key.
+            out.kind = "commit";
+            out.needs_key = Some(c.repo.clone());
+            return out;
+        }
+        let indexed_at = now_secs();
+        out.position = frame.seq();
+        if let (Some(seq), Some(did)) = (frame.seq(), frame.did()) {
+            if let Some(last) = self.last_seq {
+                if seq > last + 1 {
+                    out.resync.push((did.to_owned(), ResyncReason::Gap));
+                }
+            }
+        }
+        match &frame {
+            Frame::Commit(c) => {
+                out.kind = "commit";
+                out.event_time_us = time_us(&c.time);
+                self.commit(c, verify, rows, &mut out, indexed_at);
+            }
+            Frame::Sync(s) => {
+                out.kind = "sync";
+                out.event_time_us = time_us(&s.time);
+                out.resync.push((s.did.clone(), ResyncReason::Sync));
+                // The sync's commit is the repository's new chain head.
+                let head = read_car_bytes(&s.blocks, CarOptions::default())
+                    .ok()
+                    .and_then(|(roots, store)| {
+                        let root = *roots.first()?;
+                        let block = store.get(&root).ok()??;
+                        Commit::decode(&block).ok()
+                    });
+                match head {
+                    Some(commit) => self.remember(&s.did, &s.rev, commit.data),
+                    None => {
+                        self.chain.remove(&s.did);
+                    }
+                }
+            }
+            Frame::Identity(i) => {
+                out.kind = "identity";
+                out.event_time_us = time_us(&i.time);
+                rows.push_identity(IdentityRow {
+                    did: i.did.clone(),
+                    handle: i.handle.clone().unwrap_or_default(),
+                    version: i.seq.max(0) as u64,
+                    indexed_at,
+                });
+            }
+            Frame::Account(a) => {
+                out.kind = "account";
+                out.event_time_us = time_us(&a.time);
+                rows.push_account(account_row(
+                    &a.did,
+                    a.active,
+                    a.status.as_deref(),
+                    a.seq,
+                    indexed_at,
+                ));
+                if a.status.as_deref() == Some("deleted") {
+                    self.chain.remove(&a.did);
+                }
+            }
+            Frame::Info(i) => {
+                out.kind = "info";
+                tracing::info!(name = %i.name, message = ?i.message, "Firehose #info.");
+            }
+            Frame::Error(e) => {
+                out.kind = "error";
+                tracing::warn!(error = %e.error, message = ?e.message, "Firehose error frame.");
+            }
+            Frame::Unknown { t, .. } => {
+                out.kind = "unknown";
+                tracing::debug!(t, "Unknown firehose message type.");
+            }
+        }
+        if let Some(seq) = out.position {
+            self.last_seq = Some(self.last_seq.map_or(seq, |l| l.max(seq)));
+        }
+        out
+    }
+
+    fn remember(&mut self, did: &str, rev: &str, data: Cid) {
+        if self.chain.len() >= CHAIN_CAPACITY && !self.chain.contains_key(did) {
+            self.chain.clear();
+        }
+        self.chain.insert(did.to_owned(), (rev.to_owned(), data));
+    }
+
+    fn commit(
+        &mut self,
+        c: &CommitEvent,
+        verify: Verify,
+        rows: &mut Rows,
+        out: &mut Decoded,
+        indexed_at: u32,
+    ) {
+        let fail = |rows: &mut Rows, out: &mut Decoded, reason: String| {
+            dead_letter(
+                rows,
+                "firehose",
+                &c.repo,
+                ("", ""),
+                format!("commit {} (seq {}): {reason}", c.commit, c.seq),
+                String::new(),
+            );
+            out.dead_letters += 1;
+        };
+        if c.too_big {
+            out.resync.push((c.repo.clone(), ResyncReason::TooBig));
+        }
+        let Ok(version) = c.rev.parse::<Tid>().map(|t| t.to_u64()) else {
+            fail(rows, out, format!("rev {:?} is not a TID", c.rev));
+            return;
+        };
+        let store = match c.block_store() {
+            Ok(s) => s,
+            Err(e) => {
+                fail(rows, out, format!("blocks: {e}"));
+                return;
+            }
+        };
+        let commit = store
+            .get(&c.commit)
+            .ok()
+            .flatten()
+            .map(|b| Commit::decode(&b));
+        let commit = match commit {
+            Some(Ok(commit)) => Some(commit),
+            Some(Err(e)) => {
+                fail(rows, out, format!("commit block: {e}"));
+                return;
+            }
+            None => None,
+        };
+        if let Verify::With(key) = &verify {
+            let Some(commit) = &commit else {
+                fail(rows, out, "commit block missing; cannot verify".into());
+                return;
+            };
+            if commit.did != c.repo {
+                fail(rows, out, format!("commit is for {}", commit.did));
+                return;
+            }
+            if commit.verify(key).is_err() {
+                out.bad_signature = true;
+                fail(rows, out, "signature does not verify".into());
+                return;
+            }
+        }
+        // sync 1.1 chaining: `since` and `prevData` must continue the last
+        // commit we saw of this repository.
+        if let Some((rev, data)) = self.chain.get(&c.repo) {
+            let since_ok = c.since.as_deref() == Some(rev.as_str());
+            let data_ok = c.prev_data.is_none_or(|p| p == *data);
+            if !since_ok || !data_ok {
+                out.resync.push((c.repo.clone(), ResyncReason::Chain));
+            }
+        }
+        if let Some(commit) = &commit {
+            self.remember(&c.repo, &c.rev, commit.data);
+        }
+
+        for op in &c.ops {
+            let Some((collection, rkey)) = op.split_path() else {
+                fail(rows, out, format!("bad op path {:?}", op.path));
+                continue;
+            };
+            if !self.filter.accepts(collection) {
+                out.filtered += 1;
+                continue;
+            }
+            let block = match (op.action, op.cid) {
+                (Action::Delete, _) => None,
+                (_, Some(cid)) => match store.get(&cid) {
+                    Ok(Some(b)) => Some(b),
+                    _ => {
+                        dead_letter(
+                            rows,
+                            "firehose",
+                            &c.repo,
+                            (collection, rkey),
+                            format!("record block {cid} missing from the commit"),
+                            String::new(),
+                        );
+                        out.dead_letters += 1;
+                        continue;
+                    }
+                },
+                (_, None) => {
+                    dead_letter(
+                        rows,
+                        "firehose",
+                        &c.repo,
+                        (collection, rkey),
+                        format!("{} without a cid", op.action.as_str()),
+                        String::new(),
+                    );
+                    out.dead_letters += 1;
+                    continue;
+                }
+            };
+            let record = match block.as_deref().map(cbor::decode).transpose() {
+                Ok(r) => r,
+                Err(e) => {
+                    dead_letter(
+                        rows,
+                        "firehose",
+                        &c.repo,
+                        (collection, rkey),
+                        format!("record is not valid DAG-CBOR: {e}"),
+                        hex(block.as_deref().unwrap_or_default()),
+                    );
+                    out.dead_letters += 1;
+                    continue;
+                }
+            };
+            let before = rows.dead_letters.len();
+            apply(
+                &Op {
+                    did: &c.repo,
+                    collection,
+                    rkey,
+                    action: op.action,
+                    cid: op.cid,
+                    record: record.as_ref(),
+                    version,
+                    indexed_at,
+                },
+                rows,
+            );
+            out.ops += 1;
+            out.dead_letters += (rows.dead_letters.len() - before) as u64;
+        }
+    }
+}
+
+fn account_row(did: &str, active: bool, status: Option<&str>, seq: i64, at: u32) -> AccountRow {
+    AccountRow {
+        did: did.to_owned(),
+        active: u8::from(active),
+        status: if active {
+            String::new()
+        } else {
+            status.unwrap_or("inactive").to_owned()
+        },
+        version: seq.max(0) as u64,
+        indexed_at: at,
+    }
+}

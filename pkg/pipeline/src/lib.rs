@@ -1,0 +1,408 @@
+//! The live indexer's wiring: source → decode + transform → batch writer →
+//! ack → cursor in Redis.
+//!
+//! ```text
+//! sources::run ─msg─► decode (coalesce ≤ COALESCE_ROWS rows) ─(Rows, pos)─► store::writer ─ack─► cursor keeper ─watch─► Redis saver
+//!      ▲                   │ resync DIDs ─► Redis stream                                        │
+//!      └── resume (last decoded position, for reconnects)                 account cleanups ◄── ClickHouse `accounts`
+//! ```
+//!
+//! Guarantee: the cursor saved in Redis never runs ahead of ClickHouse. It
+//! moves only on writer acks (in order, running max), so after a crash the
+//! indexer replays from a position whose events are all stored; rows are
+//! idempotent (ReplacingMergeTree on the commit rev), so the replay changes
+//! nothing. Every stage is joined by a bounded channel: a slow ClickHouse
+//! fills them and the source stops reading its socket. Redis being down
+//! stops nothing: the cursor waits in memory and is written when it returns.
+#![deny(missing_docs)]
+
+mod cursor;
+mod decode;
+mod filter;
+pub mod metrics;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skyhouse_atproto::crypto::PublicKey;
+use skyhouse_sources::{CancellationToken, Message, SourceConfig, SourceKind};
+use skyhouse_state::State;
+use skyhouse_store::writer::{self, WriterConfig};
+use skyhouse_store::ClickHouse;
+use skyhouse_transform::Rows;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+pub use cursor::Latency;
+pub use decode::{Decoded, Decoder, ResyncReason, Verify};
+pub use filter::{CollectionFilter, DEFAULT_COLLECTIONS};
+
+/// A decoded group is sent to the writer once it holds this many rows (or
+/// the source has nothing more queued): one channel message per ~1,000 ops
+/// instead of one per event keeps allocation and channel traffic low.
+pub const COALESCE_ROWS: usize = 2_048;
+
+/// Decoded groups waiting for the writer: 64 × ≤ 2,048 rows ≈ 130k rows,
+/// ~40 MB at worst. When full, decoding waits and the source stops reading.
+pub const ROWS_QUEUE: usize = 64;
+
+/// Resync requests waiting for Redis (DIDs, ~100 bytes each: ≤ 10 MB).
+pub const RESYNC_QUEUE: usize = 100_000;
+
+/// How the indexer runs.
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    /// Where events come from (kind, endpoints, reconnect policy).
+    pub source: SourceConfig,
+    /// Collections kept; the rest are counted and dropped.
+    pub collections: CollectionFilter,
+    /// Check firehose commit signatures (needs `keys` in [`run`]).
+    pub verify: bool,
+    /// Batch limits of the ClickHouse writer.
+    pub writer: WriterConfig,
+    /// The Redis cursor name (see [`skyhouse_state::cursor_key`]).
+    pub cursor_key: String,
+    /// Write the cursor to Redis at most this often. Default 1 s.
+    pub cursor_interval: Duration,
+    /// Start here instead of the saved cursor (`--cursor`); 0 = live tip.
+    pub start_cursor: Option<i64>,
+    /// Jetstream only: on start, rewind the saved cursor by this much
+    /// (Jetstream's order by `time_us` is approximate). Default 5 s.
+    pub jetstream_rewind: Duration,
+    /// How often deleted accounts are looked for and cleaned up. Default 5 s.
+    pub cleanup_interval: Duration,
+}
+
+impl IndexerConfig {
+    /// Defaults for `source`: app.bsky/chat.bsky, default writer limits.
+    pub fn new(source: SourceConfig, cursor_key: String) -> Self {
+        IndexerConfig {
+            source,
+            collections: CollectionFilter::default(),
+            verify: false,
+            writer: WriterConfig::default(),
+            cursor_key,
+            cursor_interval: Duration::from_secs(1),
+            start_cursor: None,
+            jetstream_rewind: skyhouse_sources::DEFAULT_JETSTREAM_REWIND,
+            cleanup_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A boxed future returning a DID's signing key.
+pub type KeyFuture<'a> = Pin<Box<dyn Future<Output = Result<PublicKey, String>> + Send + 'a>>;
+
+/// Where `--verify` gets signing keys (the identity resolver, cached).
+pub trait Keys: Send + Sync {
+    /// The current signing key of `did`; `fresh` = bypass caches (after a
+    /// signature failed with the cached key).
+    fn signing_key<'a>(&'a self, did: &'a str, fresh: bool) -> KeyFuture<'a>;
+}
+
+/// Why the indexer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The configuration is not usable (message names the flag).
+    #[error("{0}")]
+    Config(String),
+    /// The source failed (bad capture file, bad config).
+    #[error("source: {0}")]
+    Source(#[from] skyhouse_sources::SourceError),
+    /// ClickHouse refused a batch for good.
+    #[error("ClickHouse: {0}")]
+    Store(#[from] skyhouse_store::StoreError),
+    /// A task panicked or could not be joined.
+    #[error("task failed: {0}")]
+    Task(String),
+}
+
+/// What a run did (returned when the source ends or on shutdown).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Messages decoded.
+    pub messages: u64,
+    /// Record operations written.
+    pub ops: u64,
+    /// The last cursor acknowledged by ClickHouse (and saved if Redis was up).
+    pub cursor: Option<i64>,
+}
+
+/// How often `/health` probes ClickHouse and Redis.
+const HEALTH_PROBE: Duration = Duration::from_secs(5);
+
+/// [`run`], keeping `health` up to date: `indexer` (running), `clickhouse`
+/// and `redis` (answering, probed every 5 s).
+pub async fn run_with_health(
+    cfg: IndexerConfig,
+    ch: ClickHouse,
+    state: State,
+    keys: Option<Arc<dyn Keys>>,
+    shutdown: CancellationToken,
+    health: skyhouse_telemetry::Health,
+) -> Result<Summary, PipelineError> {
+    health.set("indexer", true);
+    let probe_stop = shutdown.child_token();
+    let probe = {
+        let (ch, state, health, stop) = (
+            ch.clone(),
+            state.clone(),
+            health.clone(),
+            probe_stop.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                health.set("clickhouse", ch.server_version().await.is_ok());
+                health.set("redis", state.ping().await);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(HEALTH_PROBE) => {}
+                }
+            }
+        })
+    };
+    let result = run(cfg, ch, state, keys, shutdown).await;
+    probe_stop.cancel();
+    let _ = probe.await;
+    health.set("indexer", false);
+    result
+}
+
+/// Run the indexer until the source ends (a `file://` capture) or
+/// `shutdown` is cancelled; then drain: everything read is written and the
+/// cursor saved before it returns.
+pub async fn run(
+    cfg: IndexerConfig,
+    ch: ClickHouse,
+    state: State,
+    keys: Option<Arc<dyn Keys>>,
+    shutdown: CancellationToken,
+) -> Result<Summary, PipelineError> {
+    if cfg.verify && keys.is_none() {
+        return Err(PipelineError::Config(
+            "--verify needs a DID resolver".to_owned(),
+        ));
+    }
+    metrics::describe();
+    let start = match cfg.start_cursor {
+        Some(c) => Some(c),
+        None => cursor::load(&state, &cfg.cursor_key, &shutdown).await,
+    };
+    let resume_at = match (cfg.source.kind, start) {
+        (SourceKind::Jetstream, Some(c)) if c > 0 && cfg.start_cursor.is_none() => {
+            skyhouse_sources::rewind_jetstream_cursor(c, cfg.jetstream_rewind)
+        }
+        (_, c) => c.unwrap_or(0),
+    };
+    tracing::info!(
+        kind = cfg.source.kind.as_str(),
+        cursor_key = %cfg.cursor_key,
+        resume = resume_at,
+        "Indexer starting."
+    );
+    let resume = Arc::new(AtomicI64::new(resume_at));
+    let latency = Latency::default();
+
+    let (msg_tx, msg_rx) = mpsc::channel(skyhouse_sources::EVENT_QUEUE);
+    let (rows_tx, rows_rx) = mpsc::channel(ROWS_QUEUE);
+    let (ack_tx, ack_rx) = mpsc::channel(16);
+    let (resync_tx, resync_rx) = mpsc::channel(RESYNC_QUEUE);
+
+    let stop = shutdown.child_token();
+    let mut tasks: JoinSet<Result<TaskEnd, PipelineError>> = JoinSet::new();
+    let source_cfg = cfg.source.clone();
+    let source_stop = stop.child_token();
+    let source_resume = resume.clone();
+    tasks.spawn(async move {
+        skyhouse_sources::run(source_cfg, source_resume, msg_tx, source_stop).await?;
+        Ok(TaskEnd::Source)
+    });
+    let decode = DecodeLoop {
+        kind: cfg.source.kind,
+        decoder: Decoder::new(cfg.collections.clone()),
+        verify: cfg.verify,
+        keys,
+        resume: resume.clone(),
+        latency: latency.clone(),
+    };
+    tasks.spawn(decode.run(msg_rx, rows_tx, resync_tx));
+    let writer_ch = ch.clone();
+    let writer_cfg = cfg.writer.clone();
+    tasks.spawn(async move {
+        writer::run(writer_ch, writer_cfg, rows_rx, ack_tx).await?;
+        Ok(TaskEnd::Writer)
+    });
+    let keeper = cursor::Keeper::new(state.clone(), cfg.cursor_key.clone(), cfg.cursor_interval);
+    tasks.spawn(keeper.run(ack_rx, latency));
+    tasks.spawn(cursor::resync_loop(state.clone(), resync_rx));
+    let cleanup_stop = stop.child_token();
+    let cleanup_ch = ch.clone();
+    let every = cfg.cleanup_interval;
+    tasks.spawn(async move {
+        cursor::cleanup_loop(cleanup_ch, every, cleanup_stop).await;
+        Ok(TaskEnd::Cleanup)
+    });
+
+    let mut summary = Summary::default();
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(TaskEnd::Decode { messages, ops })) => {
+                summary.messages = messages;
+                summary.ops = ops;
+            }
+            Ok(Ok(TaskEnd::Cursor(c))) => {
+                summary.cursor = c;
+                // Everything written and acknowledged: stop the rest.
+                stop.cancel();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "Indexer task failed; stopping.");
+                failure.get_or_insert(e);
+                stop.cancel();
+            }
+            Err(e) => {
+                failure.get_or_insert(PipelineError::Task(e.to_string()));
+                stop.cancel();
+            }
+        }
+    }
+    // A last cleanup pass for deletions in the final batches.
+    if failure.is_none() {
+        if let Err(e) = skyhouse_store::cleanup::run_account_cleanups(&ch).await {
+            tracing::warn!(error = %e, "Account cleanup failed; it runs again at the next start.");
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+enum TaskEnd {
+    Source,
+    Decode { messages: u64, ops: u64 },
+    Writer,
+    Cursor(Option<i64>),
+    Resync,
+    Cleanup,
+}
+
+struct DecodeLoop {
+    kind: SourceKind,
+    decoder: Decoder,
+    verify: bool,
+    keys: Option<Arc<dyn Keys>>,
+    resume: Arc<AtomicI64>,
+    latency: Latency,
+}
+
+impl DecodeLoop {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Message>,
+        tx: mpsc::Sender<(Rows, i64)>,
+        resync: mpsc::Sender<(String, ResyncReason, i64)>,
+    ) -> Result<TaskEnd, PipelineError> {
+        let (mut messages, mut ops) = (0u64, 0u64);
+        let mut last_upto = 0i64;
+        while let Some(first) = rx.recv().await {
+            let received = Instant::now();
+            let mut rows = Rows::default();
+            let mut upto: Option<i64> = None;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                messages += 1;
+                let d = self.decode(&msg, &mut rows).await;
+                ops += d.ops;
+                metrics::record_decoded(self.kind, &d);
+                if let Some(p) = d.position {
+                    upto = Some(upto.map_or(p, |u| u.max(p)));
+                    self.resume.fetch_max(p, Ordering::Relaxed);
+                }
+                for (did, reason) in d.resync {
+                    metrics::resync(reason);
+                    if resync
+                        .try_send((did, reason, d.position.unwrap_or(0)))
+                        .is_err()
+                    {
+                        metrics::resync_dropped();
+                    }
+                }
+                if rows.len() < COALESCE_ROWS {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if rows.is_empty() && upto.is_none() {
+                continue;
+            }
+            let pos = upto.unwrap_or(last_upto);
+            last_upto = last_upto.max(pos);
+            self.latency.sent(pos, received);
+            if tx.send((rows, pos)).await.is_err() {
+                break; // the writer stopped; its error is reported by its task
+            }
+        }
+        Ok(TaskEnd::Decode { messages, ops })
+    }
+
+    async fn decode(&mut self, msg: &Message, rows: &mut Rows) -> Decoded {
+        match self.kind {
+            SourceKind::Jetstream => self.decoder.jetstream(&msg.bytes, rows),
+            SourceKind::Firehose => {
+                if !self.verify {
+                    return self.decoder.firehose(&msg.bytes, Verify::Off, rows);
+                }
+                let d = self.decoder.firehose(&msg.bytes, Verify::Lookup, rows);
+                let Some(did) = d.needs_key else { return d };
+                let Some(keys) = self.keys.clone() else {
+                    return self.decoder.firehose(&msg.bytes, Verify::Off, rows);
+                };
+                for fresh in [false, true] {
+                    let key = match keys.signing_key(&did, fresh).await {
+                        Ok(k) => k,
+                        Err(e) => {
+                            tracing::warn!(did, error = %e, "No signing key; commit dead-lettered.");
+                            metrics::verify_failed("no_key");
+                            if fresh {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
+                    // Decode into a scratch batch first: a bad signature
+                    // with a stale cached key must not leave rows behind.
+                    let mut scratch = Rows::default();
+                    let d = self
+                        .decoder
+                        .firehose(&msg.bytes, Verify::With(key), &mut scratch);
+                    if d.bad_signature && !fresh {
+                        continue; // the key may have rotated: fetch it again
+                    }
+                    if d.bad_signature {
+                        metrics::verify_failed("bad_signature");
+                    }
+                    rows.append(&mut scratch);
+                    return d;
+                }
+                // No key at all: record the commit as a dead letter, keep going.
+                let mut d = self
+                    .decoder
+                    .firehose(&msg.bytes, Verify::Off, &mut Rows::default());
+                d.ops = 0;
+                rows.push_dead_letter(skyhouse_transform::DeadLetterRow {
+                    source: "firehose".to_owned(),
+                    did,
+                    reason: "signing key could not be resolved; commit not verified".to_owned(),
+                    ..Default::default()
+                });
+                d.dead_letters += 1;
+                d
+            }
+        }
+    }
+}

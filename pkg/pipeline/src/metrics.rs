@@ -1,0 +1,187 @@
+//! The indexer's metrics (names as in the README and dashboards/).
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `skyhouse_indexer_events_total` | counter | `source`, `kind` | messages decoded, by event kind (`commit`, `identity`, `account`, `sync`, `info`, `error`, `unknown`, `invalid`) |
+//! | `skyhouse_indexer_ops_total` | counter | `source` | record operations turned into rows |
+//! | `skyhouse_indexer_filtered_total` | counter | `source` | operations dropped by the collection filter |
+//! | `skyhouse_indexer_dead_letters_total` | counter | `source` | rows sent to `dead_letters` while decoding/transforming |
+//! | `skyhouse_indexer_lag_seconds` | gauge | `source` | now − the newest event's own time |
+//! | `skyhouse_indexer_resyncs_total` | counter | `reason` (`gap`, `sync`, `chain`, `too_big`) | repositories queued for resync |
+//! | `skyhouse_indexer_resync_dropped_total` | counter | | resync requests dropped (queue full while Redis was down) |
+//! | `skyhouse_indexer_verify_failures_total` | counter | `reason` (`no_key`, `bad_signature`) | commits that failed `--verify` |
+//! | `skyhouse_indexer_batch_rows` | histogram | | rows per acknowledged ClickHouse batch |
+//! | `skyhouse_indexer_batches_total` | counter | | batches acknowledged by ClickHouse |
+//! | `skyhouse_indexer_rows_total` | counter | | rows acknowledged (all tables) |
+//! | `skyhouse_indexer_insert_dead_letters_total` | counter | | rows ClickHouse refused, stored in `dead_letters` |
+//! | `skyhouse_indexer_ack_latency_seconds` | histogram | | event received → its batch acknowledged (queryable) |
+//! | `skyhouse_indexer_cursor` | gauge | | the newest acknowledged position |
+//! | `skyhouse_indexer_cursor_saved` | gauge | | the newest position written to Redis |
+//! | `skyhouse_indexer_redis_errors_total` | counter | `op` | failed Redis commands (`load_cursor`, `save_cursor`, `resync`) |
+//! | `skyhouse_indexer_cleanups_total` | counter | | deleted accounts whose rows were tombstoned |
+//!
+//! The source's own metrics (`skyhouse_source_*`: reconnects, bytes,
+//! connected) are described by `skyhouse_sources::describe_metrics`.
+
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use skyhouse_sources::SourceKind;
+use skyhouse_store::writer::Ack;
+
+use crate::{Decoded, ResyncReason};
+
+/// Describe every metric once (idempotent).
+pub fn describe() {
+    skyhouse_sources::describe_metrics();
+    describe_counter!(
+        "skyhouse_indexer_events_total",
+        Unit::Count,
+        "Messages decoded, by source and event kind"
+    );
+    describe_counter!(
+        "skyhouse_indexer_ops_total",
+        Unit::Count,
+        "Record operations turned into rows"
+    );
+    describe_counter!(
+        "skyhouse_indexer_filtered_total",
+        Unit::Count,
+        "Operations dropped by the collection filter"
+    );
+    describe_counter!(
+        "skyhouse_indexer_dead_letters_total",
+        Unit::Count,
+        "Rows sent to dead_letters while decoding"
+    );
+    describe_gauge!(
+        "skyhouse_indexer_lag_seconds",
+        Unit::Seconds,
+        "Now minus the newest event's own time"
+    );
+    describe_counter!(
+        "skyhouse_indexer_resyncs_total",
+        Unit::Count,
+        "Repositories queued for resync, by reason"
+    );
+    describe_counter!(
+        "skyhouse_indexer_resync_dropped_total",
+        Unit::Count,
+        "Resync requests dropped (queue full)"
+    );
+    describe_counter!(
+        "skyhouse_indexer_verify_failures_total",
+        Unit::Count,
+        "Commits that failed --verify"
+    );
+    describe_histogram!(
+        "skyhouse_indexer_batch_rows",
+        Unit::Count,
+        "Rows per acknowledged ClickHouse batch"
+    );
+    describe_counter!(
+        "skyhouse_indexer_batches_total",
+        Unit::Count,
+        "Batches acknowledged by ClickHouse"
+    );
+    describe_counter!(
+        "skyhouse_indexer_rows_total",
+        Unit::Count,
+        "Rows acknowledged by ClickHouse"
+    );
+    describe_counter!(
+        "skyhouse_indexer_insert_dead_letters_total",
+        Unit::Count,
+        "Rows ClickHouse refused (stored in dead_letters)"
+    );
+    describe_histogram!(
+        "skyhouse_indexer_ack_latency_seconds",
+        Unit::Seconds,
+        "Event received to batch acknowledged"
+    );
+    describe_gauge!(
+        "skyhouse_indexer_cursor",
+        "Newest position acknowledged by ClickHouse"
+    );
+    describe_gauge!(
+        "skyhouse_indexer_cursor_saved",
+        "Newest position written to Redis"
+    );
+    describe_counter!(
+        "skyhouse_indexer_redis_errors_total",
+        Unit::Count,
+        "Failed Redis commands by operation"
+    );
+    describe_counter!(
+        "skyhouse_indexer_cleanups_total",
+        Unit::Count,
+        "Deleted accounts whose rows were tombstoned"
+    );
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+pub(crate) fn record_decoded(kind: SourceKind, d: &Decoded) {
+    let source = kind.as_str();
+    counter!("skyhouse_indexer_events_total", "source" => source, "kind" => d.kind).increment(1);
+    if d.ops > 0 {
+        counter!("skyhouse_indexer_ops_total", "source" => source).increment(d.ops);
+    }
+    if d.filtered > 0 {
+        counter!("skyhouse_indexer_filtered_total", "source" => source).increment(d.filtered);
+    }
+    if d.dead_letters > 0 {
+        counter!("skyhouse_indexer_dead_letters_total", "source" => source)
+            .increment(d.dead_letters);
+    }
+    if let Some(t) = d.event_time_us {
+        gauge!("skyhouse_indexer_lag_seconds", "source" => source).set((now_us() - t) as f64 / 1e6);
+    }
+}
+
+pub(crate) fn resync(reason: ResyncReason) {
+    counter!("skyhouse_indexer_resyncs_total", "reason" => reason.as_str()).increment(1);
+}
+
+pub(crate) fn resync_dropped() {
+    counter!("skyhouse_indexer_resync_dropped_total").increment(1);
+}
+
+pub(crate) fn verify_failed(reason: &'static str) {
+    counter!("skyhouse_indexer_verify_failures_total", "reason" => reason).increment(1);
+}
+
+pub(crate) fn ack(ack: &Ack<i64>) {
+    histogram!("skyhouse_indexer_batch_rows").record(ack.rows as f64);
+    counter!("skyhouse_indexer_batches_total").increment(1);
+    counter!("skyhouse_indexer_rows_total").increment(ack.rows as u64);
+    if ack.dead_lettered > 0 {
+        counter!("skyhouse_indexer_insert_dead_letters_total").increment(ack.dead_lettered as u64);
+    }
+}
+
+pub(crate) fn ack_latency(d: Duration) {
+    histogram!("skyhouse_indexer_ack_latency_seconds").record(d.as_secs_f64());
+}
+
+pub(crate) fn cursor(v: i64) {
+    gauge!("skyhouse_indexer_cursor").set(v as f64);
+}
+
+pub(crate) fn cursor_saved(v: i64) {
+    gauge!("skyhouse_indexer_cursor_saved").set(v as f64);
+}
+
+pub(crate) fn redis_error(op: &'static str) {
+    counter!("skyhouse_indexer_redis_errors_total", "op" => op).increment(1);
+}
+
+pub(crate) fn cleanups(n: usize) {
+    counter!("skyhouse_indexer_cleanups_total").increment(n as u64);
+}
