@@ -80,6 +80,14 @@ impl Network {
     }
 
     fn try_start() -> Result<Network, String> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if !std::env::split_paths(&path).any(|dir| dir.join("node").is_file()) {
+            return Err(
+                "testkit: `node` is not on PATH: the e2e network needs Node.js 20 \
+                        (then `just deps-node`)"
+                    .to_string(),
+            );
+        }
         let script = script_path();
         let modules = e2e_dir().join("node_modules/@atproto/dev-env/package.json");
         if !modules.is_file() {
