@@ -5,6 +5,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 cargo_fuzz_version := "0.13.2"
 
+# Connection settings of the `just up` servers (each overridable by its env var)
+local_env := 'CLICKHOUSE_ADDRESS="${CLICKHOUSE_ADDRESS:-http://127.0.0.1:${CLICKHOUSE_HTTP_PORT:-8123}}" REDIS_ADDRESS="${REDIS_ADDRESS:-redis://127.0.0.1:${REDIS_PORT:-6379}}"'
+
 # List the recipes
 default:
     @just --justfile {{ quote(justfile()) }} --list --unsorted
@@ -64,9 +67,40 @@ fuzz-deps:
 repo-ls FILE *ARGS:
     cargo run -q --manifest-path {{ quote(justfile_directory() / "Cargo.toml") }} -p skyhouse -- repo ls {{ quote(FILE) }} {{ ARGS }}
 
-# Build skyhouse and list a real repository export (the live indexer and the API join this recipe as they land)
-run:
-    cargo run --release -q -p skyhouse -- repo ls pkg/atproto/testdata/jetstream/repo.car
+# Start local ClickHouse + Redis, migrate, and index the live network from Jetstream (the API joins as it lands); ARGS go to `skyhouse indexer`
+run *ARGS: deps-system up
+    cargo build --release -q -p skyhouse
+    {{ local_env }} target/release/skyhouse migrate up
+    {{ local_env }} target/release/skyhouse indexer {{ ARGS }}
+
+# Run the live indexer against the `just up` servers; ARGS are `skyhouse indexer` flags (e.g. --source firehose)
+indexer *ARGS:
+    cargo build --release -q -p skyhouse
+    {{ local_env }} target/release/skyhouse indexer {{ ARGS }}
+
+# Replay the bundled real captures (150 relay frames, and the same events from production Jetstream) into the local servers and show what landed
+demo: deps-system up
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -q -p skyhouse
+    export {{ local_env }}
+    export CLICKHOUSE_DATABASE="${CLICKHOUSE_DATABASE:-skyhouse_demo}"
+    bin=target/release/skyhouse
+    $bin migrate up
+    data="$(pwd)/pkg/sources/testdata"
+    $bin indexer --source firehose --url "file://$data/corpus.frames" --cursor 0 --metrics-addr 127.0.0.1:0
+    $bin indexer --source jetstream --url "file://$data/corpus.jsonl" --cursor 0 --metrics-addr 127.0.0.1:0
+    q() { clickhouse-client --host 127.0.0.1 --port "${CLICKHOUSE_TCP_PORT:-9000}" --database "$CLICKHOUSE_DATABASE" --query "$1"; }
+    echo "== live records per collection (records FINAL, deleted = 0)"
+    q "SELECT collection, count() FROM records FINAL WHERE deleted = 0 GROUP BY collection ORDER BY count() DESC FORMAT PrettyCompact"
+    echo "== newest posts"
+    q "SELECT did, substring(text, 1, 60) AS text, langs, tags FROM posts FINAL WHERE deleted = 0 ORDER BY sort_at DESC LIMIT 5 FORMAT PrettyCompact"
+    echo "== identities and accounts"
+    q "SELECT did, handle FROM identities FINAL FORMAT PrettyCompact"
+    q "SELECT did, active, status FROM accounts FINAL FORMAT PrettyCompact"
+    echo "== cursors"
+    $bin cursor get --source firehose --url "file://$data/corpus.frames"
+    $bin cursor get --source jetstream --url "file://$data/corpus.jsonl"
 
 # Install what tests and local servers need: Debian packages, Python's chdb-core, the e2e network's npm packages
 deps: deps-system deps-python deps-node

@@ -133,40 +133,41 @@ async fn save_loop(
     mut rx: watch::Receiver<Option<i64>>,
 ) -> Option<i64> {
     let mut saved: Option<i64> = None;
-    let mut open = true;
-    while open {
-        open = rx.changed().await.is_ok();
+    loop {
+        let closed = rx.has_changed().is_err(); // the keeper is done
         let value = *rx.borrow_and_update();
-        let Some(v) = value else { continue };
-        if saved == Some(v) {
-            continue;
-        }
-        let attempts = if open { 1 } else { FINAL_SAVE_ATTEMPTS };
-        for _ in 0..attempts {
-            match state.set_cursor(&key, v).await {
-                Ok(()) => {
-                    saved = Some(v);
-                    metrics::cursor_saved(v);
-                    break;
-                }
-                Err(e) => {
-                    metrics::redis_error("save_cursor");
-                    tracing::warn!(error = %e, key, cursor = v, "Cursor not saved; holding it in memory.");
+        if let Some(v) = value.filter(|v| saved != Some(*v)) {
+            let attempts = if closed { FINAL_SAVE_ATTEMPTS } else { 1 };
+            for _ in 0..attempts {
+                match state.set_cursor(&key, v).await {
+                    Ok(()) => {
+                        saved = Some(v);
+                        metrics::cursor_saved(v);
+                        break;
+                    }
+                    Err(e) => {
+                        metrics::redis_error("save_cursor");
+                        tracing::warn!(error = %e, key, cursor = v, "Cursor not saved; holding it in memory.");
+                    }
                 }
             }
         }
-        if open {
-            // At most one write per interval; changes meanwhile coalesce.
-            tokio::time::sleep(interval).await;
-            // Re-check the value even if nothing changed since a failure.
-            if saved != Some(v) {
-                rx.mark_changed();
+        if closed {
+            if value.is_some() && saved != value {
+                tracing::error!(key, cursor = ?value, "Cursor not saved at shutdown: the next start replays from the last saved one (idempotent).");
             }
-        } else if saved != Some(v) {
-            tracing::error!(key, cursor = v, "Cursor not saved at shutdown: the next start replays from the last saved one (idempotent).");
+            return saved;
         }
+        if saved == value {
+            // Up to date: wait for a newer value (Err: closed, final pass).
+            if rx.changed().await.is_err() {
+                continue;
+            }
+        }
+        // At most one write per interval (newer values meanwhile coalesce);
+        // a failed write is retried after it.
+        tokio::time::sleep(interval).await;
     }
-    saved
 }
 
 /// Send resync requests to Redis; while it is down, hold them (bounded by
