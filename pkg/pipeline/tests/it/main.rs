@@ -1,6 +1,7 @@
 //! The indexer pipeline against real ClickHouse 18.16 and Redis (testkit),
 //! replaying the real relay capture and the matching production Jetstream
 //! output (`pkg/sources/testdata`).
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
 mod replay;
 
@@ -27,6 +28,11 @@ pub fn file_url(name: &str) -> String {
         testdata(name).canonicalize().unwrap().display()
     )
 }
+
+/// A record's key: (did, collection, rkey).
+pub type Key = (String, String, String);
+/// Current records: key → (cid, deleted).
+pub type Records = BTreeMap<Key, (String, u8)>;
 
 /// A fresh, migrated database on the shared test server.
 pub async fn fresh(hint: &str) -> (TestDatabase, ClickHouse) {
@@ -80,7 +86,7 @@ pub async fn index(
 }
 
 /// Current state of `records`: (did, collection, rkey) → (cid, deleted).
-pub fn records(db: &TestDatabase) -> BTreeMap<(String, String, String), (String, u8)> {
+pub fn records(db: &TestDatabase) -> Records {
     db.query(
         "SELECT did, collection, rkey, cid, deleted FROM records FINAL ORDER BY did, collection, rkey FORMAT TSV",
     )
@@ -98,9 +104,9 @@ pub fn records(db: &TestDatabase) -> BTreeMap<(String, String, String), (String,
 /// The final state the production Jetstream output describes: the newest
 /// operation (by rev) of each key in the default collections (app.bsky.*,
 /// chat.bsky.*); deletes as (`""`, 1).
-pub fn expected_from_jetstream() -> BTreeMap<(String, String, String), (String, u8)> {
+pub fn expected_from_jetstream() -> Records {
     let text = std::fs::read_to_string(testdata("corpus.jsonl")).unwrap();
-    let mut newest: BTreeMap<(String, String, String), (String, (String, u8))> = BTreeMap::new();
+    let mut newest: BTreeMap<Key, (String, (String, u8))> = BTreeMap::new();
     for line in text.lines() {
         let e: serde_json::Value = serde_json::from_str(line).unwrap();
         if e["kind"] != "commit" {
@@ -134,8 +140,8 @@ pub fn expected_from_jetstream() -> BTreeMap<(String, String, String), (String, 
 /// Assert two record maps are equal, printing only the differences.
 #[track_caller]
 pub fn assert_same_records(
-    got: &BTreeMap<(String, String, String), (String, u8)>,
-    want: &BTreeMap<(String, String, String), (String, u8)>,
+    got: &Records,
+    want: &Records,
 ) {
     let mut diffs = Vec::new();
     for (k, v) in want {
