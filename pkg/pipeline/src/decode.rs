@@ -17,7 +17,7 @@ use skyhouse_atproto::jetstream::{self, Operation, Payload};
 use skyhouse_atproto::json::from_lex_json;
 use skyhouse_atproto::syntax::Tid;
 use skyhouse_atproto::Cid;
-use skyhouse_transform::{apply, AccountRow, DeadLetterRow, IdentityRow, Op, Rows};
+use skyhouse_transform::{apply, AccountRow, DeadLetterRow, IdentityRow, Op, Rows, Table};
 
 use crate::filter::CollectionFilter;
 
@@ -97,6 +97,9 @@ pub enum Verify {
 #[derive(Debug, Default)]
 pub struct Decoder {
     filter: CollectionFilter,
+    /// Operations per typed table since the last [`Decoder::take_op_counts`]
+    /// (index = position in `Table::ALL`; the last slot: other collections).
+    op_counts: Vec<u64>,
     last_seq: Option<i64>,
     chain: HashMap<String, (String, Cid)>,
 }
@@ -151,8 +154,32 @@ impl Decoder {
     pub fn new(filter: CollectionFilter) -> Self {
         Decoder {
             filter,
+            op_counts: vec![0; Table::ALL.len() + 1],
             ..Decoder::default()
         }
+    }
+
+    fn count_op(&mut self, collection: &str) {
+        if self.op_counts.is_empty() {
+            self.op_counts = vec![0; Table::ALL.len() + 1];
+        }
+        let i = Table::for_collection(collection)
+            .and_then(|t| Table::ALL.iter().position(|x| *x == t))
+            .unwrap_or(Table::ALL.len());
+        self.op_counts[i] += 1;
+    }
+
+    /// Operations per collection since the last call: `(collection, n)` for
+    /// the typed collections, `"other"` for the rest (a closed label set).
+    pub fn take_op_counts(&mut self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.op_counts
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| {
+                let name = Table::ALL.get(i).map_or("other", |t| t.collection());
+                (name, std::mem::take(n))
+            })
     }
 
     /// Decode one Jetstream JSON event into `rows`.
@@ -257,6 +284,7 @@ impl Decoder {
                 );
                 out.ops = 1;
                 out.dead_letters = (rows.dead_letters.len() - before) as u64;
+                self.count_op(&commit.collection);
             }
             Payload::Identity { identity } => {
                 out.kind = "identity";
@@ -531,6 +559,7 @@ impl Decoder {
             );
             out.ops += 1;
             out.dead_letters += (rows.dead_letters.len() - before) as u64;
+            self.count_op(collection);
         }
     }
 }

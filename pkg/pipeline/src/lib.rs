@@ -340,6 +340,7 @@ impl DecodeLoop {
             if rows.is_empty() && upto.is_none() {
                 continue;
             }
+            metrics::ops_by_collection(self.kind, self.decoder.take_op_counts());
             let pos = upto.unwrap_or(last_upto);
             last_upto = last_upto.max(pos);
             self.latency.sent(pos, received);

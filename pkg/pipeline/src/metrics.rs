@@ -3,7 +3,7 @@
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
 //! | `skyhouse_indexer_events_total` | counter | `source`, `kind` | messages decoded, by event kind (`commit`, `identity`, `account`, `sync`, `info`, `error`, `unknown`, `invalid`) |
-//! | `skyhouse_indexer_ops_total` | counter | `source` | record operations turned into rows |
+//! | `skyhouse_indexer_ops_total` | counter | `source`, `collection` (typed collections, else `other`) | record operations turned into rows |
 //! | `skyhouse_indexer_filtered_total` | counter | `source` | operations dropped by the collection filter |
 //! | `skyhouse_indexer_dead_letters_total` | counter | `source` | rows sent to `dead_letters` while decoding/transforming |
 //! | `skyhouse_indexer_lag_seconds` | gauge | `source` | now − the newest event's own time |
@@ -130,9 +130,6 @@ fn now_us() -> i64 {
 pub(crate) fn record_decoded(kind: SourceKind, d: &Decoded) {
     let source = kind.as_str();
     counter!("skyhouse_indexer_events_total", "source" => source, "kind" => d.kind).increment(1);
-    if d.ops > 0 {
-        counter!("skyhouse_indexer_ops_total", "source" => source).increment(d.ops);
-    }
     if d.filtered > 0 {
         counter!("skyhouse_indexer_filtered_total", "source" => source).increment(d.filtered);
     }
@@ -142,6 +139,16 @@ pub(crate) fn record_decoded(kind: SourceKind, d: &Decoded) {
     }
     if let Some(t) = d.event_time_us {
         gauge!("skyhouse_indexer_lag_seconds", "source" => source).set((now_us() - t) as f64 / 1e6);
+    }
+}
+
+pub(crate) fn ops_by_collection(
+    kind: SourceKind,
+    counts: impl Iterator<Item = (&'static str, u64)>,
+) {
+    for (collection, n) in counts {
+        counter!("skyhouse_indexer_ops_total", "source" => kind.as_str(), "collection" => collection)
+            .increment(n);
     }
 }
 

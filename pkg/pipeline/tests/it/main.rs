@@ -139,10 +139,7 @@ pub fn expected_from_jetstream() -> Records {
 
 /// Assert two record maps are equal, printing only the differences.
 #[track_caller]
-pub fn assert_same_records(
-    got: &Records,
-    want: &Records,
-) {
+pub fn assert_same_records(got: &Records, want: &Records) {
     let mut diffs = Vec::new();
     for (k, v) in want {
         match got.get(k) {
