@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
 mod replay;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -159,4 +160,52 @@ pub fn assert_same_records(got: &Records, want: &Records) {
         want.len(),
         diffs[..diffs.len().min(20)].join("\n")
     );
+}
+
+/// `--verify` keys from the real DID documents of the capture's accounts
+/// (`pkg/atproto/testdata/jetstream/did_docs.json.zst`).
+pub struct FixtureKeys {
+    pub docs: BTreeMap<String, skyhouse_atproto::crypto::DidDocument>,
+    /// Answer every DID with this DID's key instead (a wrong key).
+    pub impostor: Option<String>,
+    pub lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl FixtureKeys {
+    pub fn load(impostor: Option<&str>) -> Self {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../atproto/testdata/jetstream/did_docs.json.zst");
+        let bytes = zstd::bulk::decompress(&std::fs::read(path).unwrap(), 64 << 20).unwrap();
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&bytes).unwrap();
+        let docs = map
+            .iter()
+            .map(|(did, doc)| {
+                let json = serde_json::to_vec(doc).unwrap();
+                (
+                    did.clone(),
+                    skyhouse_atproto::crypto::DidDocument::from_json(&json).unwrap(),
+                )
+            })
+            .collect();
+        FixtureKeys {
+            docs,
+            impostor: impostor.map(str::to_owned),
+            lookups: Default::default(),
+        }
+    }
+}
+
+impl skyhouse_pipeline::Keys for FixtureKeys {
+    fn signing_key<'a>(&'a self, did: &'a str, _fresh: bool) -> skyhouse_pipeline::KeyFuture<'a> {
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let did = self.impostor.as_deref().unwrap_or(did);
+        let key = self
+            .docs
+            .get(did)
+            .ok_or_else(|| format!("{did}: no document"))
+            .and_then(|d| d.signing_key().map_err(|e| e.to_string()));
+        Box::pin(async move { key })
+    }
 }
