@@ -164,6 +164,7 @@ pub fn assert_same_records(got: &Records, want: &Records) {
 
 /// `--verify` keys from the real DID documents of the capture's accounts
 /// (`pkg/atproto/testdata/jetstream/did_docs.json.zst`).
+#[derive(Debug)]
 pub struct FixtureKeys {
     pub docs: BTreeMap<String, skyhouse_atproto::crypto::DidDocument>,
     /// Answer every DID with this DID's key instead (a wrong key).
