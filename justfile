@@ -94,7 +94,7 @@ demo: deps-system up
     echo "== live records per collection (records FINAL, deleted = 0)"
     q "SELECT collection, count() FROM records FINAL WHERE deleted = 0 GROUP BY collection ORDER BY count() DESC FORMAT PrettyCompact"
     echo "== newest posts"
-    q "SELECT did, substring(text, 1, 60) AS text, langs, tags FROM posts FINAL WHERE deleted = 0 ORDER BY sort_at DESC LIMIT 5 FORMAT PrettyCompact"
+    q "SELECT did, substring(replaceAll(text, '\n', ' '), 1, 60) AS text, langs, tags FROM posts FINAL WHERE deleted = 0 ORDER BY sort_at DESC LIMIT 5 FORMAT PrettyCompact"
     echo "== identities and accounts"
     q "SELECT did, handle FROM identities FINAL FORMAT PrettyCompact"
     q "SELECT did, active, status FROM accounts FINAL FORMAT PrettyCompact"
