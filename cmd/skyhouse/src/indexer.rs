@@ -135,7 +135,13 @@ impl Keys for ResolverKeys {
             if fresh {
                 self.0.invalidate(did);
             }
-            self.0.signing_key(did).await.map_err(|e| e.to_string())
+            self.0
+                .signing_key(did)
+                .await
+                .map_err(|e| skyhouse_pipeline::KeyError {
+                    retriable: e.is_retriable(),
+                    message: e.to_string(),
+                })
         })
     }
 }

@@ -40,6 +40,9 @@ pub enum ResyncReason {
     Chain,
     /// A commit too big for the stream (`tooBig`): its ops are not in it.
     TooBig,
+    /// `--verify` could not get the repository's key: the commit was not
+    /// stored; the snapshot repairs it.
+    Unverified,
 }
 
 impl ResyncReason {
@@ -50,6 +53,7 @@ impl ResyncReason {
             ResyncReason::Sync => "sync",
             ResyncReason::Chain => "chain",
             ResyncReason::TooBig => "too_big",
+            ResyncReason::Unverified => "unverified",
         }
     }
 }
@@ -289,12 +293,16 @@ impl Decoder {
             Payload::Identity { identity } => {
                 out.kind = "identity";
                 out.event_time_us = time_us(&identity.time).or(out.event_time_us);
-                rows.push_identity(IdentityRow {
-                    did: identity.did.clone(),
-                    handle: identity.handle.clone().unwrap_or_default(),
-                    version: identity.seq.max(0) as u64,
-                    indexed_at,
-                });
+                // Without a handle the event only says "resolve again": keep
+                // the handle we know rather than overwrite it with nothing.
+                if let Some(handle) = &identity.handle {
+                    rows.push_identity(IdentityRow {
+                        did: identity.did.clone(),
+                        handle: handle.clone(),
+                        version: identity.seq.max(0) as u64,
+                        indexed_at,
+                    });
+                }
             }
             Payload::Account { account } => {
                 out.kind = "account";
@@ -368,12 +376,14 @@ impl Decoder {
             Frame::Identity(i) => {
                 out.kind = "identity";
                 out.event_time_us = time_us(&i.time);
-                rows.push_identity(IdentityRow {
-                    did: i.did.clone(),
-                    handle: i.handle.clone().unwrap_or_default(),
-                    version: i.seq.max(0) as u64,
-                    indexed_at,
-                });
+                if let Some(handle) = &i.handle {
+                    rows.push_identity(IdentityRow {
+                        did: i.did.clone(),
+                        handle: handle.clone(),
+                        version: i.seq.max(0) as u64,
+                        indexed_at,
+                    });
+                }
             }
             Frame::Account(a) => {
                 out.kind = "account";

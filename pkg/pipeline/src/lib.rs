@@ -93,8 +93,17 @@ impl IndexerConfig {
     }
 }
 
+/// Why a signing key could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    /// One line naming the DID.
+    pub message: String,
+    /// Whether asking again later can succeed (network, 5xx, 429).
+    pub retriable: bool,
+}
+
 /// A boxed future returning a DID's signing key.
-pub type KeyFuture<'a> = Pin<Box<dyn Future<Output = Result<PublicKey, String>> + Send + 'a>>;
+pub type KeyFuture<'a> = Pin<Box<dyn Future<Output = Result<PublicKey, KeyError>> + Send + 'a>>;
 
 /// Where `--verify` gets signing keys (the identity resolver, cached).
 pub trait Keys: Send + Sync {
@@ -102,6 +111,10 @@ pub trait Keys: Send + Sync {
     /// signature failed with the cached key).
     fn signing_key<'a>(&'a self, did: &'a str, fresh: bool) -> KeyFuture<'a>;
 }
+
+/// Attempts to get a key while the resolver fails transiently (~6 s in
+/// all with the backoff below) before the commit is set aside for a resync.
+const KEY_ATTEMPTS: u32 = 5;
 
 /// Why the indexer stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -363,16 +376,23 @@ impl DecodeLoop {
                 let Some(keys) = self.keys.clone() else {
                     return self.decoder.firehose(&msg.bytes, Verify::Off, rows);
                 };
-                for fresh in [false, true] {
+                let mut fresh = false;
+                let mut attempt = 0;
+                let mut wait = Duration::from_millis(200);
+                loop {
                     let key = match keys.signing_key(&did, fresh).await {
                         Ok(k) => k,
-                        Err(e) => {
-                            tracing::warn!(did, error = %e, "No signing key; commit dead-lettered.");
-                            metrics::verify_failed("no_key");
-                            if fresh {
-                                break;
-                            }
+                        Err(e) if e.retriable && attempt + 1 < KEY_ATTEMPTS => {
+                            attempt += 1;
+                            tracing::warn!(did, error = %e.message, attempt, "Signing key lookup failed; retrying.");
+                            tokio::time::sleep(wait).await;
+                            wait *= 2;
                             continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(did, error = %e.message, "No signing key; commit set aside for a resync.");
+                            metrics::verify_failed("no_key");
+                            break;
                         }
                     };
                     // Decode into a scratch batch first: a bad signature
@@ -382,7 +402,8 @@ impl DecodeLoop {
                         .decoder
                         .firehose(&msg.bytes, Verify::With(key), &mut scratch);
                     if d.bad_signature && !fresh {
-                        continue; // the key may have rotated: fetch it again
+                        fresh = true; // the key may have rotated: fetch it again
+                        continue;
                     }
                     if d.bad_signature {
                         metrics::verify_failed("bad_signature");
@@ -390,11 +411,13 @@ impl DecodeLoop {
                     rows.append(&mut scratch);
                     return d;
                 }
-                // No key at all: record the commit as a dead letter, keep going.
+                // No key: keep the commit as a dead letter and have the
+                // repository resynced (verified) from its snapshot.
                 let mut d = self
                     .decoder
                     .firehose(&msg.bytes, Verify::Off, &mut Rows::default());
                 d.ops = 0;
+                d.resync.push((did.clone(), ResyncReason::Unverified));
                 rows.push_dead_letter(skyhouse_transform::DeadLetterRow {
                     source: "firehose".to_owned(),
                     did,

@@ -7,7 +7,7 @@
 //! | `skyhouse_indexer_filtered_total` | counter | `source` | operations dropped by the collection filter |
 //! | `skyhouse_indexer_dead_letters_total` | counter | `source` | rows sent to `dead_letters` while decoding/transforming |
 //! | `skyhouse_indexer_lag_seconds` | gauge | `source` | now − the newest event's own time |
-//! | `skyhouse_indexer_resyncs_total` | counter | `reason` (`gap`, `sync`, `chain`, `too_big`) | repositories queued for resync |
+//! | `skyhouse_indexer_resyncs_total` | counter | `reason` (`gap`, `sync`, `chain`, `too_big`, `unverified`) | repositories queued for resync |
 //! | `skyhouse_indexer_resync_dropped_total` | counter | | resync requests dropped (queue full while Redis was down) |
 //! | `skyhouse_indexer_verify_failures_total` | counter | `reason` (`no_key`, `bad_signature`) | commits that failed `--verify` |
 //! | `skyhouse_indexer_batch_rows` | histogram | | rows per acknowledged ClickHouse batch |

@@ -206,7 +206,11 @@ impl skyhouse_pipeline::Keys for FixtureKeys {
             .docs
             .get(did)
             .ok_or_else(|| format!("{did}: no document"))
-            .and_then(|d| d.signing_key().map_err(|e| e.to_string()));
+            .and_then(|d| d.signing_key().map_err(|e| e.to_string()))
+            .map_err(|message| skyhouse_pipeline::KeyError {
+                message,
+                retriable: false,
+            });
         Box::pin(async move { key })
     }
 }

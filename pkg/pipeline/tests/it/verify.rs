@@ -64,3 +64,27 @@ fn own_commits(db: &skyhouse_testkit::TestDatabase) -> usize {
         .parse()
         .unwrap()
 }
+
+#[tokio::test]
+async fn no_key_sets_the_commit_aside_for_a_resync() {
+    // Every lookup fails for good (no such document): nothing is stored,
+    // each commit is a dead letter and its repository is queued for resync.
+    let keys = Arc::new(FixtureKeys::load(Some("did:plc:nobody")));
+    let (db, ch) = fresh("verify_nokey").await;
+    let st = state("verify_nokey").await;
+    let mut source = SourceConfig::new(SourceKind::Firehose);
+    source.endpoints = vec![file_url("corpus.frames")];
+    let mut cfg = IndexerConfig::new(source, "cursor:verify".into());
+    cfg.verify = true;
+    cfg.start_cursor = Some(0);
+    cfg.writer.max_age = Duration::from_millis(100);
+    skyhouse_pipeline::run(cfg, ch, st.clone(), Some(keys), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(db.query("SELECT count() FROM records"), "0\n");
+    assert_eq!(
+        db.query("SELECT count() FROM dead_letters WHERE reason LIKE 'signing key%'"),
+        "148\n"
+    );
+    assert_eq!(st.resync_len().await.unwrap(), 148);
+}
