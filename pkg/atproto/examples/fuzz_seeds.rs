@@ -3,6 +3,7 @@
 //! Used by `just fuzz` when a target's corpus folder is empty.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 fn testdata(rel: &str) -> PathBuf {
@@ -39,12 +40,14 @@ fn main() {
         }
     }
     // Frames: the 150 real relay frames, one file each.
-    let raw = zstd::decode_all(
-        fs::read(testdata("jetstream/frames.bin.zst"))
-            .expect("frames")
-            .as_slice(),
-    )
-    .expect("zstd");
+    // Capped decompression (the fixture is ~1 MB; clippy bans uncapped).
+    let mut raw = Vec::new();
+    let compressed = fs::read(testdata("jetstream/frames.bin.zst")).expect("frames");
+    zstd::stream::read::Decoder::new(compressed.as_slice())
+        .expect("zstd")
+        .take(64 << 20)
+        .read_to_end(&mut raw)
+        .expect("zstd");
     let mut pos = 0;
     let mut i = 0;
     while pos + 4 <= raw.len() {

@@ -190,10 +190,9 @@ fn truncated_frames_error_without_panic() {
 #[test]
 fn corpus_commit_signatures_verify_against_real_did_documents() {
     use skyhouse_atproto::crypto::DidDocument;
-    let docs: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(
-        &zstd::decode_all(read("jetstream/did_docs.json.zst").as_slice()).expect("zstd"),
-    )
-    .expect("json");
+    let docs: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&crate::unzstd(&read("jetstream/did_docs.json.zst")).expect("zstd"))
+            .expect("json");
     let mut verified = 0;
     for bytes in corpus_frames() {
         let Frame::Commit(c) = Frame::decode(&bytes).expect("frame") else {

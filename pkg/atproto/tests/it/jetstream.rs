@@ -7,7 +7,7 @@ use skyhouse_atproto::jetstream::{self, Event, Payload};
 
 /// The corpus frames: zstd of repeated `[u32 LE length][frame]`.
 pub(crate) fn corpus_frames() -> Vec<Vec<u8>> {
-    let raw = zstd::decode_all(read("jetstream/frames.bin.zst").as_slice()).expect("zstd");
+    let raw = crate::unzstd(&read("jetstream/frames.bin.zst")).expect("zstd");
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < raw.len() {

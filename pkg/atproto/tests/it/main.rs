@@ -51,3 +51,14 @@ pub fn load(rel: &str) -> Vec<serde_json::Value> {
 pub fn repo_cars() -> Vec<(String, String)> {
     skyhouse_testkit::repo_cars(&testdata(""))
 }
+
+/// Decompress a zstd fixture, capped (clippy bans the uncapped decode_all).
+pub fn unzstd(compressed: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    const CAP: u64 = 512 << 20;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(compressed)?
+        .take(CAP)
+        .read_to_end(&mut out)?;
+    Ok(out)
+}
