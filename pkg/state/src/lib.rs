@@ -1,4 +1,5 @@
-//! skyhouse's state in Redis: source cursors and the resync queue.
+//! skyhouse's state in Redis: source cursors, the resync queue and the
+//! backfill work queue ([`WorkQueue`]).
 //!
 //! Records never travel through Redis; only positions and DIDs do. Every key
 //! starts with a prefix (default `skyhouse:`) so several deployments or tests
@@ -13,6 +14,9 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::streams::XCap;
+
+mod queue;
+pub use queue::{parse_id, WorkEntry, WorkQueue};
 
 /// How long one Redis command may take (including waiting for a reconnect)
 /// before it fails with [`StateError::Unavailable`].

@@ -1,0 +1,2 @@
+//! skyhouse backfill (in progress).
+#![deny(missing_docs)]

@@ -1,0 +1,1 @@
+//! Backfill against real servers.
