@@ -1,0 +1,15 @@
+//! Operations checks: what operators use (dashboards/, env/, docker/, README) must match
+//! what the code exports and reads.
+//!
+//! - `metrics`: runs the real `skyhouse indexer` (configured from env/*.env) on the bundled
+//!   relay capture served over a WebSocket, scrapes `/metrics` and `/health`, and checks
+//!   that every metric, label and quantile the dashboards query exists in the scrape.
+//! - `env`: every variable in env/*.env is one the code reads, with the code's default;
+//!   every variable the code reads is in env/*.env and README.md.
+//! - `deploy`: docker/compose.yaml, prometheus.yml, Grafana provisioning and the
+//!   Dockerfile agree with each other and with the workspace.
+
+mod deploy;
+mod env;
+mod metrics;
+mod util;

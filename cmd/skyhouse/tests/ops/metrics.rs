@@ -1,0 +1,543 @@
+//! Run the real indexer, scrape it, and check the dashboards against the scrape.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use skyhouse_testkit::ws::{serve, Script};
+use skyhouse_testkit::{ClickHouse, Redis};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::util::{env_values, read, root, text};
+
+/// Labels Prometheus adds at scrape time (not in the exporter's output).
+const TARGET_LABELS: &[&str] = &["instance", "job"];
+
+/// One sample of the text exposition format.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parse the Prometheus text format (what metrics-exporter-prometheus renders).
+pub fn parse_scrape(body: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in body.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("value in {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_owned(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let rest = rest.strip_suffix('}').expect("closing }");
+                let mut labels = BTreeMap::new();
+                let mut chars = rest.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                    assert_eq!(chars.next(), Some('"'), "{line}");
+                    let mut val = String::new();
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '\\' => val.push(chars.next().expect("escaped char")),
+                            '"' => break,
+                            c => val.push(c),
+                        }
+                    }
+                    if chars.peek() == Some(&',') {
+                        chars.next();
+                    }
+                    labels.insert(key.trim().to_owned(), val);
+                }
+                (name.to_owned(), labels)
+            }
+        };
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+fn sum(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k).is_some_and(|x| x == v)))
+        .map(|s| s.value)
+        .sum()
+}
+
+fn value(samples: &[Sample], name: &str) -> Option<f64> {
+    samples.iter().find(|s| s.name == name).map(|s| s.value)
+}
+
+/// Every PromQL string of a dashboard: panel `expr`s and template-variable queries.
+pub fn dashboard_queries(dashboard: &Value) -> Vec<String> {
+    fn walk(v: &Value, key: Option<&str>, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    walk(v, Some(k), out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, key, out)),
+            Value::String(s) if matches!(key, Some("expr" | "query" | "definition")) => {
+                out.push(s.clone())
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(dashboard, None, &mut out);
+    out
+}
+
+/// A label matcher: (label, operator, value without quotes).
+pub type Matcher = (String, String, String);
+
+/// `skyhouse_…` identifiers in a PromQL expression, with the label matchers written
+/// right after each (`name{label op "value", …}`).
+pub fn metric_refs(expr: &str) -> Vec<(String, Vec<Matcher>)> {
+    let bytes = expr.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(pos) = expr[i..].find("skyhouse_") {
+        let start = i + pos;
+        let mut end = start;
+        while end < bytes.len() && ident(bytes[end]) {
+            end += 1;
+        }
+        i = end;
+        if start > 0 && (ident(bytes[start - 1]) || bytes[start - 1] == b'$') {
+            continue;
+        }
+        let name = expr[start..end].to_owned();
+        let mut matchers = Vec::new();
+        if expr[end..].starts_with('{') {
+            let close = end + expr[end..].find('}').expect("closing }");
+            for m in expr[end + 1..close].split(',').map(str::trim) {
+                if m.is_empty() {
+                    continue;
+                }
+                let op_at = m.find(['=', '!']).expect("matcher operator");
+                let (label, rest) = m.split_at(op_at);
+                let op_len =
+                    if rest.starts_with("=~") || rest.starts_with("!=") || rest.starts_with("!~") {
+                        2
+                    } else {
+                        1
+                    };
+                let (op, val) = rest.split_at(op_len);
+                matchers.push((
+                    label.trim().to_owned(),
+                    op.to_owned(),
+                    val.trim().trim_matches('"').to_owned(),
+                ));
+            }
+            i = close;
+        }
+        out.push((name, matchers));
+    }
+    out
+}
+
+/// Labels in `by (…)` / `without (…)` clauses.
+fn grouping_labels(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for kw in ["by (", "by(", "without (", "without("] {
+        for (i, _) in expr.match_indices(kw) {
+            let rest = &expr[i + kw.len()..];
+            let close = rest.find(')').expect("closing )");
+            out.extend(
+                rest[..close]
+                    .split(',')
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty()),
+            );
+        }
+    }
+    out
+}
+
+/// Every problem of `dashboards/*.json` against one scrape.
+pub fn check_dashboards(samples: &[Sample]) -> Vec<String> {
+    let mut labels_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut values_of: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    for s in samples {
+        let labels = labels_of.entry(&s.name).or_default();
+        for (k, v) in &s.labels {
+            labels.insert(k);
+            values_of.entry((&s.name, k)).or_default().insert(v);
+        }
+    }
+    let dir = root().join("dashboards");
+    let mut problems = Vec::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).expect("dashboards/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        files += 1;
+        let file = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let dashboard: Value = serde_json::from_str(&read(&path))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let queries = dashboard_queries(&dashboard);
+        if queries.is_empty() {
+            problems.push(format!("{file}: no queries"));
+        }
+        for q in &queries {
+            let refs = metric_refs(q);
+            for (name, matchers) in &refs {
+                let Some(labels) = labels_of.get(name.as_str()) else {
+                    problems.push(format!("{file}: {name} is not in the scrape (in `{q}`)"));
+                    continue;
+                };
+                for (label, op, val) in matchers {
+                    if TARGET_LABELS.contains(&label.as_str()) {
+                        continue;
+                    }
+                    if !labels.contains(label.as_str()) {
+                        problems.push(format!("{file}: {name} has no label {label:?} (in `{q}`)"));
+                        continue;
+                    }
+                    // Literal values (a plain value or a|b|c alternation) must occur.
+                    if (op == "=" || op == "=~") && !val.contains('$') {
+                        let known = &values_of[&(name.as_str(), label.as_str())];
+                        for v in val.split('|') {
+                            if !known.contains(v) {
+                                problems.push(format!(
+                                    "{file}: {name}{{{label}=\"{v}\"}} is never exported (values: {known:?})"
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            for label in grouping_labels(q) {
+                let on_some = refs.iter().any(|(name, _)| {
+                    labels_of
+                        .get(name.as_str())
+                        .is_some_and(|l| l.contains(label.as_str()))
+                });
+                if !on_some && !TARGET_LABELS.contains(&label.as_str()) {
+                    problems.push(format!(
+                        "{file}: grouping by {label:?}, a label none of its metrics has (in `{q}`)"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(files > 0, "no dashboards/*.json");
+    problems
+}
+
+/// A plain HTTP/1.0 GET: (status, body).
+async fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let response = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+/// The capture's frames (`[u32 BE length][frame]` repeated).
+fn corpus_frames() -> Vec<Vec<u8>> {
+    let path = root().join("pkg/sources/testdata/corpus.frames");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut frames = Vec::new();
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_at(4);
+        let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+        frames.push(tail[..len].to_vec());
+        rest = &tail[len..];
+    }
+    frames
+}
+
+fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("spare port")
+        .port()
+}
+
+/// Kills the indexer if the test fails before it stops it.
+struct Running {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Running {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// The frame left out to make a `seq` gap (a `#commit` in the middle of the capture).
+const SKIPPED_FRAME: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_query_only_what_a_running_indexer_exports() {
+    let ch = ClickHouse::shared();
+    let db = ch.database("ops_metrics");
+    let redis = Redis::shared();
+    let prefix = redis.key_prefix("ops");
+
+    // The schema, configured like the compose `migrate` service (env/clickhouse.env).
+    let migrate = Command::new(env!("CARGO_BIN_EXE_skyhouse"))
+        .env_clear()
+        .envs(env_values(&["clickhouse.env"]))
+        .args([
+            "migrate",
+            "up",
+            "--clickhouse-address",
+            &ch.http_url(),
+            "--database",
+            db.name(),
+        ])
+        .output()
+        .expect("run skyhouse migrate");
+    assert!(migrate.status.success(), "{}", text(&migrate));
+
+    // The resync stream's key holds a string: every XADD fails (WRONGTYPE) until the test
+    // deletes it, which exercises skyhouse_indexer_redis_errors_total{op="resync"}.
+    let resync_key = format!("{prefix}resync");
+    redis.command(&["SET", resync_key.as_str(), "not a stream"]);
+
+    // Connection 1: the capture with one frame left out (a seq gap → resync), one
+    // undecodable frame (→ dead letter), then a close (→ reconnect, reason `closed`).
+    // Connection 2: held open, silent, so the process stays up to be scraped.
+    let frames = corpus_frames();
+    assert_eq!(frames.len(), 150);
+    let mut script = Script::new();
+    for (i, frame) in frames.iter().enumerate() {
+        if i != SKIPPED_FRAME {
+            script = script.binary(frame.clone());
+        }
+    }
+    let server = serve(script.binary(b"\xa2not a firehose frame".to_vec()).close()).await;
+
+    let metrics_addr = format!("127.0.0.1:{}", spare_port());
+    let log = std::env::temp_dir().join(format!("skyhouse-ops-indexer-{}.log", std::process::id()));
+    // Configured from env/*.env exactly as docker/compose.yaml does (so the files must
+    // parse); flags point it at the test's servers.
+    let child = Command::new(env!("CARGO_BIN_EXE_skyhouse"))
+        .env_clear()
+        .envs(env_values(&["clickhouse.env", "redis.env", "indexer.env"]))
+        .args([
+            "indexer",
+            "--source",
+            "firehose",
+            "--url",
+            &server.url(),
+            "--cursor",
+            "0",
+            "--clickhouse-address",
+            &ch.http_url(),
+            "--database",
+            db.name(),
+            "--redis",
+            &redis.url(),
+            "--redis-prefix",
+            &prefix,
+            "--metrics-addr",
+            &metrics_addr,
+            "--batch-age-ms",
+            "200",
+        ])
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start skyhouse indexer");
+    let mut running = Running { child, log };
+
+    // Scrape until every dashboard metric is there and the cursor is saved.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last_seq = {
+        let samples;
+        loop {
+            if let Ok(Some(status)) = running.child.try_wait() {
+                panic!("indexer exited early ({status}):\n{}", running.log());
+            }
+            if let Ok((200, body)) = get(&metrics_addr, "/metrics").await {
+                let s = parse_scrape(&body);
+                let saved = value(&s, "skyhouse_indexer_cursor_saved");
+                let acked = value(&s, "skyhouse_indexer_cursor");
+                let connected = value(&s, "skyhouse_source_connected");
+                if check_dashboards(&s).is_empty()
+                    && saved.is_some()
+                    && saved == acked
+                    && connected == Some(1.0)
+                    && server.connections() >= 2
+                {
+                    samples = s;
+                    break;
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "after 60 s:\n{}\n--- /metrics\n{body}\n--- indexer log\n{}",
+                        check_dashboards(&s).join("\n"),
+                        running.log()
+                    );
+                }
+            } else if Instant::now() > deadline {
+                panic!("no /metrics on {metrics_addr}:\n{}", running.log());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // What the scenario did, as the metrics say it.
+        let s = &samples;
+        let events = |kind| sum(s, "skyhouse_indexer_events_total", Some(("kind", kind)));
+        assert_eq!(events("commit"), 147.0, "148 commits less the skipped one");
+        assert_eq!(events("identity") + events("account"), 2.0);
+        assert_eq!(events("invalid"), 1.0, "the undecodable frame");
+        assert_eq!(sum(s, "skyhouse_indexer_dead_letters_total", None), 1.0);
+        assert!(sum(s, "skyhouse_indexer_filtered_total", None) >= 1.0);
+        assert!(sum(s, "skyhouse_indexer_ops_total", None) > 100.0);
+        assert_eq!(
+            sum(s, "skyhouse_indexer_resyncs_total", Some(("reason", "gap"))),
+            1.0
+        );
+        assert!(
+            sum(
+                s,
+                "skyhouse_indexer_redis_errors_total",
+                Some(("op", "resync"))
+            ) >= 1.0
+        );
+        assert!(
+            sum(
+                s,
+                "skyhouse_source_reconnects_total",
+                Some(("reason", "closed"))
+            ) >= 1.0
+        );
+        assert_eq!(
+            sum(s, "skyhouse_source_messages_total", None),
+            150.0,
+            "149 capture frames + 1 bad one"
+        );
+        assert!(sum(s, "skyhouse_indexer_rows_total", None) > 100.0);
+        let quantiles: BTreeSet<&str> = s
+            .iter()
+            .filter(|x| x.name == "skyhouse_indexer_ack_latency_seconds")
+            .filter_map(|x| x.labels.get("quantile").map(String::as_str))
+            .collect();
+        assert_eq!(quantiles, BTreeSet::from(["0.5", "0.9", "0.99", "1"]));
+        value(s, "skyhouse_indexer_cursor").expect("cursor")
+    };
+    assert!(last_seq > 31_527_015_000.0, "cursor {last_seq}");
+
+    // /health: ready, with its checks.
+    let (status, body) = get(&metrics_addr, "/health").await.expect("/health");
+    assert_eq!(status, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).expect("/health JSON");
+    assert_eq!(health["ready"], true, "{body}");
+    for check in ["clickhouse", "redis", "indexer"] {
+        assert_eq!(health["checks"][check], true, "{body}");
+    }
+
+    // The troubleshooting steps of the README work: the resync waits in memory while
+    // Redis refuses it and lands once Redis accepts (XLEN <prefix>resync), and the dead
+    // letter is in ClickHouse.
+    redis.command(&["DEL", resync_key.as_str()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let xlen = redis.command(&["XLEN", resync_key.as_str()]);
+        if matches!(xlen, skyhouse_testkit::Reply::Integer(1)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "resync never queued: {xlen:?}\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        db.query("SELECT count() FROM dead_letters WHERE source = 'firehose'"),
+        "1\n"
+    );
+
+    // SIGTERM drains and exits 0 with the socket still open.
+    let pid = running.child.id().to_string();
+    // The shell's builtin kill: no procps needed, no unsafe libc call.
+    let kill = Command::new("sh")
+        .args(["-c", "kill -TERM \"$0\"", &pid])
+        .status()
+        .expect("sh -c kill");
+    assert!(kill.success());
+    let status = wait_exit(&mut running.child, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no exit 30 s after SIGTERM:\n{}", running.log()));
+    assert!(status.success(), "{status}:\n{}", running.log());
+    let _ = std::fs::remove_file(&running.log);
+    drop(server);
+}
+
+#[test]
+fn metric_refs_reads_names_and_matchers() {
+    let refs = metric_refs(
+        r#"sum(rate(skyhouse_a_total{instance=~"$instance", quantile=~"0.5|0.9"}[5m])) / skyhouse_b_sum"#,
+    );
+    assert_eq!(refs.len(), 2);
+    assert_eq!(refs[0].0, "skyhouse_a_total");
+    assert_eq!(
+        refs[0].1[1],
+        ("quantile".to_owned(), "=~".to_owned(), "0.5|0.9".to_owned())
+    );
+    assert_eq!(refs[1].0, "skyhouse_b_sum");
+    assert_eq!(
+        grouping_labels("sum by (a, b) (x) + max without(c) (y)"),
+        ["a", "b", "c"]
+    );
+    let s = parse_scrape("# TYPE x counter\nx{a=\"1\",b=\"q\\\"\"} 2\ny 3.5\n");
+    assert_eq!(s[0].labels["b"], "q\"");
+    assert_eq!(s[1].value, 3.5);
+}
