@@ -1,2 +1,38 @@
-//! skyhouse backfill (in progress).
+//! Backfill: every repository of the network into ClickHouse, and resync.
+//!
+//! ```text
+//! enqueue: listRepos (cursor-paged, cursor in Redis) | DIDs ─XADD─► <prefix>backfill (Redis Stream)
+//! work:    XREADGROUP / XAUTOCLAIM ─► resolve DID → PDS ─► getRepo (size cap, retries)
+//!          ─► MST walk ─► transform (version = commit rev) ─► batch writer ─► ClickHouse
+//!          ─► (writer ack) ─► repo_state row ─► XACK ─► XTRIM
+//! resync:  <prefix>resync entries take the same path, then the DID's stored
+//!          records older than the snapshot and absent from it get tombstones.
+//! ```
+//!
+//! Only DIDs travel through Redis. A stream entry is acknowledged only after
+//! the ClickHouse batch holding the repository's last rows is written, so a
+//! crashed worker loses nothing: its pending entries are claimed by another
+//! worker once idle longer than `claim_idle`. Every row's version is the
+//! snapshot commit's rev, so backfill and live indexing converge in any order.
 #![deny(missing_docs)]
+
+mod enumerate;
+mod error;
+mod fetch;
+pub mod metrics;
+mod worker;
+
+pub use enumerate::{enqueue_dids, enqueue_list_repos, list_repos_cursor_key};
+pub use error::BackfillError;
+pub use fetch::{Fetched, Fetcher};
+pub use skyhouse_state::{State, WorkQueue};
+pub use tokio_util::sync::CancellationToken;
+pub use worker::{run, RepoStatus, Summary, WorkerConfig};
+
+/// Name (under the Redis prefix) of the backfill work stream.
+pub const BACKFILL_STREAM: &str = "backfill";
+/// Name of the dead-letter list: `did<TAB>reason` per repository that
+/// failed `max_attempts` times.
+pub const DEAD_LIST: &str = "backfill:dead";
+/// The consumer group every backfill worker joins (on both streams).
+pub const GROUP: &str = "backfill";

@@ -1,0 +1,101 @@
+//! The backfill's metrics (served on :8096 by `skyhouse backfill work`).
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `skyhouse_backfill_repos_total` | counter | `status` (`done`, `deactivated`, `takendown`, `suspended`, `not_found`, `failed`) | repositories finished (acked) |
+//! | `skyhouse_backfill_records_total` | counter | | records written from snapshots |
+//! | `skyhouse_backfill_tombstones_total` | counter | | resync tombstones for records the snapshot no longer holds |
+//! | `skyhouse_backfill_queue_depth` | gauge | | entries in the backfill stream (sampled) |
+//! | `skyhouse_backfill_fetch_seconds` | histogram | | `getRepo` request time |
+//! | `skyhouse_backfill_bytes_total` | counter | | repository CAR bytes fetched |
+//! | `skyhouse_backfill_retries_total` | counter | | attempts retried (transient errors, 429) |
+//! | `skyhouse_backfill_dead_letters_total` | counter | | repositories sent to the dead-letter list |
+//! | `skyhouse_backfill_enqueued_total` | counter | | DIDs queued by `enqueue` |
+//! | `skyhouse_backfill_claimed_total` | counter | | entries taken over from idle workers |
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+
+/// Describe every metric once (idempotent).
+pub fn describe() {
+    describe_counter!(
+        "skyhouse_backfill_repos_total",
+        Unit::Count,
+        "Repositories finished, by status"
+    );
+    describe_counter!(
+        "skyhouse_backfill_records_total",
+        Unit::Count,
+        "Records written from snapshots"
+    );
+    describe_counter!(
+        "skyhouse_backfill_tombstones_total",
+        Unit::Count,
+        "Resync tombstones written"
+    );
+    describe_gauge!(
+        "skyhouse_backfill_queue_depth",
+        Unit::Count,
+        "Entries in the backfill stream"
+    );
+    describe_histogram!(
+        "skyhouse_backfill_fetch_seconds",
+        Unit::Seconds,
+        "getRepo request time"
+    );
+    describe_counter!(
+        "skyhouse_backfill_bytes_total",
+        Unit::Bytes,
+        "Repository CAR bytes fetched"
+    );
+    describe_counter!(
+        "skyhouse_backfill_retries_total",
+        Unit::Count,
+        "Attempts retried"
+    );
+    describe_counter!(
+        "skyhouse_backfill_dead_letters_total",
+        Unit::Count,
+        "Repositories dead-lettered"
+    );
+    describe_counter!(
+        "skyhouse_backfill_enqueued_total",
+        Unit::Count,
+        "DIDs queued"
+    );
+    describe_counter!(
+        "skyhouse_backfill_claimed_total",
+        Unit::Count,
+        "Entries taken over from idle workers"
+    );
+}
+
+pub(crate) fn bytes(n: usize) {
+    counter!("skyhouse_backfill_bytes_total").increment(n as u64);
+}
+pub(crate) fn enqueued(n: usize) {
+    counter!("skyhouse_backfill_enqueued_total").increment(n as u64);
+}
+pub(crate) fn repo(status: &'static str, records: u64) {
+    counter!("skyhouse_backfill_repos_total", "status" => status).increment(1);
+    counter!("skyhouse_backfill_records_total").increment(records);
+}
+pub(crate) fn tombstones(n: usize) {
+    counter!("skyhouse_backfill_tombstones_total").increment(n as u64);
+}
+pub(crate) fn queue_depth(n: u64) {
+    gauge!("skyhouse_backfill_queue_depth").set(n as f64);
+}
+pub(crate) fn fetch_seconds(s: f64) {
+    histogram!("skyhouse_backfill_fetch_seconds").record(s);
+}
+pub(crate) fn retry() {
+    counter!("skyhouse_backfill_retries_total").increment(1);
+}
+pub(crate) fn dead_letter() {
+    counter!("skyhouse_backfill_dead_letters_total").increment(1);
+}
+pub(crate) fn claimed(n: usize) {
+    counter!("skyhouse_backfill_claimed_total").increment(n as u64);
+}

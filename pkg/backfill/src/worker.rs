@@ -1,0 +1,763 @@
+//! The workers: queue entries → repositories → rows → ClickHouse → ack.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skyhouse_atproto::car::CarOptions;
+use skyhouse_atproto::repo::Repo;
+use skyhouse_identity::Resolver;
+use skyhouse_state::{State, WorkEntry, WorkQueue};
+use skyhouse_store::cleanup::now_version;
+use skyhouse_store::writer::{self, Ack, WriterConfig};
+use skyhouse_store::ClickHouse;
+use skyhouse_transform::{Action, Op, Rows};
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use crate::fetch::{Fetched, Fetcher};
+use crate::{BackfillError, BACKFILL_STREAM, DEAD_LIST, GROUP};
+
+/// Settings of [`run`].
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Repositories processed at the same time. Default 16.
+    pub concurrency: usize,
+    /// Check each commit's signature against the DID document. Default off.
+    pub verify: bool,
+    /// Also serve the indexer's resync stream (`<prefix>resync`). Default off.
+    pub resync: bool,
+    /// Entries pending this long on another consumer are taken over.
+    /// Default 5 min. Live workers reset the idle time of the repositories
+    /// they work on every third of this, so only a dead worker's are taken.
+    pub claim_idle: Duration,
+    /// Attempts per repository before it goes to the dead-letter list. Default 5.
+    pub max_attempts: u32,
+    /// First retry delay (doubles per attempt, see `retry_max`). Default 1 s.
+    pub retry_base: Duration,
+    /// Longest retry delay, and the longest `Retry-After` honoured. Default 5 min.
+    pub retry_max: Duration,
+    /// Largest repository CAR accepted, in bytes. Default 1 GiB.
+    pub max_repo_bytes: u64,
+    /// CAR blocks kept in memory per repository before spilling to a
+    /// temporary file. Default 64 MiB.
+    pub memory_cap: usize,
+    /// `getRepo` timeout. Default 10 min (a large repository is slow).
+    pub fetch_timeout: Duration,
+    /// This process's consumer name in the group (unique per process).
+    pub consumer: String,
+    /// Batch writer limits.
+    pub writer: WriterConfig,
+    /// Return once both queues are empty with nothing pending (tests, one-shot
+    /// runs). Default off: keep polling until shutdown.
+    pub drain: bool,
+    /// Sleep between polls of an empty queue. Default 500 ms.
+    pub poll: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults with consumer name `consumer`.
+    pub fn new(consumer: impl Into<String>) -> WorkerConfig {
+        WorkerConfig {
+            concurrency: 16,
+            verify: false,
+            resync: false,
+            claim_idle: Duration::from_secs(300),
+            max_attempts: 5,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            max_repo_bytes: 1 << 30,
+            memory_cap: 64 << 20,
+            fetch_timeout: Duration::from_secs(600),
+            consumer: consumer.into(),
+            writer: WriterConfig::default(),
+            drain: false,
+            poll: Duration::from_millis(500),
+        }
+    }
+
+    /// Check the settings before any I/O.
+    pub fn validate(&self) -> Result<(), BackfillError> {
+        let bad = |s: &str| Err(BackfillError::Config(s.to_string()));
+        if self.concurrency == 0 {
+            return bad("concurrency must be > 0");
+        }
+        if self.max_attempts == 0 {
+            return bad("max attempts must be > 0");
+        }
+        if self.claim_idle < Duration::from_millis(100) {
+            return bad("claim idle must be at least 100 ms");
+        }
+        if self.max_repo_bytes == 0 || self.memory_cap == 0 {
+            return bad("repository size cap and memory cap must be > 0");
+        }
+        if self.consumer.trim().is_empty() {
+            return bad("consumer name must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// How a repository ended, as stored in `repo_state.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RepoStatus {
+    /// Indexed from its snapshot.
+    Done,
+    /// The owner deactivated the account: nothing fetched.
+    Deactivated,
+    /// The host took the account down.
+    Takendown,
+    /// The host suspended the account.
+    Suspended,
+    /// No such repository (or DID).
+    NotFound,
+    /// Failed `max_attempts` times (also in the dead-letter list).
+    Failed,
+}
+
+impl RepoStatus {
+    /// The `repo_state.status` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepoStatus::Done => "done",
+            RepoStatus::Deactivated => "deactivated",
+            RepoStatus::Takendown => "takendown",
+            RepoStatus::Suspended => "suspended",
+            RepoStatus::NotFound => "not_found",
+            RepoStatus::Failed => "failed",
+        }
+    }
+
+    fn from_unavailable(s: &str) -> RepoStatus {
+        match s {
+            "deactivated" => RepoStatus::Deactivated,
+            "takendown" => RepoStatus::Takendown,
+            "suspended" => RepoStatus::Suspended,
+            _ => RepoStatus::NotFound,
+        }
+    }
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Repositories acknowledged, by status.
+    pub repos: BTreeMap<RepoStatus, u64>,
+    /// Records written.
+    pub records: u64,
+    /// Resync tombstones written.
+    pub tombstones: u64,
+}
+
+/// A row of `repo_state`.
+#[derive(clickhouse::Row, serde::Serialize, Debug, Clone)]
+struct RepoStateRow {
+    did: String,
+    rev: String,
+    rev_version: u64,
+    status: String,
+    records: u64,
+    error: String,
+    updated_at: u32,
+    version: u64,
+}
+
+/// A repository whose rows are all sent, waiting for their batch's ack.
+#[derive(Debug)]
+struct Finished {
+    job: u64,
+    resync: bool,
+    id: String,
+    status: RepoStatus,
+    row: RepoStateRow,
+    tombstones: u64,
+}
+
+type RowsTx = mpsc::Sender<(Rows, u64)>;
+
+/// The writer's input, numbered: positions are handed out under the lock in
+/// channel order, so an ack with `upto >= n` covers every chunk sent up to n.
+#[derive(Debug, Clone)]
+struct Rowsink {
+    /// The last position handed out, and the writer's input.
+    inner: Arc<Mutex<(u64, RowsTx)>>,
+}
+
+impl Rowsink {
+    async fn send(&self, rows: Rows) -> Result<u64, BackfillError> {
+        let mut g = self.inner.lock().await;
+        g.0 += 1;
+        let n = g.0;
+        g.1.send((rows, n)).await.map_err(|_| closed())?;
+        Ok(n)
+    }
+
+    fn blocking_send(&self, rows: Rows) -> Result<u64, BackfillError> {
+        let mut g = self.inner.blocking_lock();
+        g.0 += 1;
+        let n = g.0;
+        g.1.blocking_send((rows, n)).map_err(|_| closed())?;
+        Ok(n)
+    }
+}
+
+fn closed() -> BackfillError {
+    BackfillError::WriterStopped
+}
+
+/// Rows per chunk sent to the writer while walking one repository: bounds a
+/// worker's memory to about this plus its CAR (≤ `memory_cap` in memory).
+const CHUNK_BYTES: usize = 4 << 20;
+
+struct Ctx {
+    cfg: WorkerConfig,
+    ch: ClickHouse,
+    state: State,
+    backfill: WorkQueue,
+    resync: WorkQueue,
+    resolver: Arc<Resolver>,
+    fetcher: Fetcher,
+    sink: Rowsink,
+    done: mpsc::Sender<Finished>,
+}
+
+/// Run workers until `shutdown` (or, with `drain`, until the queues are
+/// empty and nothing is pending). Entries still in flight at shutdown stay
+/// pending and are claimed by a worker later.
+pub async fn run(
+    cfg: WorkerConfig,
+    ch: ClickHouse,
+    state: State,
+    resolver: Arc<Resolver>,
+    shutdown: CancellationToken,
+) -> Result<Summary, BackfillError> {
+    cfg.validate()?;
+    crate::metrics::describe();
+    let backfill = state.work_queue(BACKFILL_STREAM, GROUP);
+    let resync = state.work_queue(skyhouse_state::RESYNC_STREAM, GROUP);
+    backfill.create_group().await?;
+    if cfg.resync {
+        resync.create_group().await?;
+    }
+    let fetcher = Fetcher::new(cfg.fetch_timeout, cfg.max_repo_bytes)?;
+    // Chunks of ≤ CHUNK_BYTES: at most ~2 per worker waiting.
+    let (rows_tx, rows_rx) = mpsc::channel(cfg.concurrency * 2);
+    let (ack_tx, ack_rx) = mpsc::channel::<Ack<u64>>(64);
+    let (done_tx, done_rx) = mpsc::channel(cfg.concurrency * 4);
+    let writer = tokio::spawn(writer::run(ch.clone(), cfg.writer.clone(), rows_rx, ack_tx));
+    let ctx = Arc::new(Ctx {
+        sink: Rowsink {
+            inner: Arc::new(Mutex::new((0, rows_tx))),
+        },
+        done: done_tx,
+        backfill: backfill.clone(),
+        resync: resync.clone(),
+        cfg,
+        ch: ch.clone(),
+        state,
+        resolver,
+        fetcher,
+    });
+    let acker = tokio::spawn(acker(ch, backfill, resync, ack_rx, done_rx));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..ctx.cfg.concurrency {
+        tasks.spawn(worker(ctx.clone(), i, shutdown.clone()));
+    }
+    drop(ctx);
+    let mut first_err = None;
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Err(e)) = r {
+            first_err.get_or_insert(e);
+            shutdown.cancel();
+        }
+    }
+    // Every sender is gone: the writer flushes and stops, then the acker.
+    let w = writer
+        .await
+        .map_err(|e| BackfillError::Config(format!("writer task: {e}")))?;
+    let summary = acker
+        .await
+        .map_err(|e| BackfillError::Config(format!("acker task: {e}")))??;
+    w?;
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+async fn worker(
+    ctx: Arc<Ctx>,
+    index: usize,
+    shutdown: CancellationToken,
+) -> Result<(), BackfillError> {
+    let cfg = &ctx.cfg;
+    let mut last_claim = Instant::now();
+    let mut last_depth = Instant::now() - Duration::from_secs(60);
+    while !shutdown.is_cancelled() {
+        let next = match next_entry(&ctx, &mut last_claim).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the work queue failed; retrying.");
+                None
+            }
+        };
+        if index == 0 && last_depth.elapsed() > Duration::from_secs(5) {
+            if let Ok(n) = ctx.backfill.len().await {
+                crate::metrics::queue_depth(n);
+            }
+            last_depth = Instant::now();
+        }
+        let Some((entry, resync)) = next else {
+            if cfg.drain && queues_idle(&ctx).await.unwrap_or(false) {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(cfg.poll) => {}
+            }
+            continue;
+        };
+        let queue = if resync { &ctx.resync } else { &ctx.backfill };
+        let work = process(&ctx, &entry, resync);
+        tokio::pin!(work);
+        let mut beat = tokio::time::interval(cfg.claim_idle / 3);
+        beat.tick().await;
+        let finished = loop {
+            tokio::select! {
+                f = &mut work => break f,
+                _ = beat.tick() => {
+                    if let Err(e) = queue.touch(&cfg.consumer, std::slice::from_ref(&entry.id)).await {
+                        tracing::warn!(error = %e, did = entry.did, "heartbeat failed");
+                    }
+                }
+            }
+        }?;
+        if ctx.done.send(finished).await.is_err() {
+            return Err(closed());
+        }
+    }
+    Ok(())
+}
+
+/// The next entry: resync first, then entries idle on another consumer
+/// (every `claim_idle`, or when nothing new is queued), then new entries.
+async fn next_entry(
+    ctx: &Ctx,
+    last_claim: &mut Instant,
+) -> Result<Option<(WorkEntry, bool)>, BackfillError> {
+    let cfg = &ctx.cfg;
+    if cfg.resync {
+        if let Some(e) = ctx.resync.read(&cfg.consumer, 1).await?.pop() {
+            return Ok(Some((e, true)));
+        }
+    }
+    let claim_due = last_claim.elapsed() >= cfg.claim_idle;
+    if claim_due {
+        if let Some(c) = claim(ctx, last_claim).await? {
+            return Ok(Some(c));
+        }
+    }
+    if let Some(e) = ctx.backfill.read(&cfg.consumer, 1).await?.pop() {
+        return Ok(Some((e, false)));
+    }
+    if claim_due {
+        return Ok(None);
+    }
+    claim(ctx, last_claim).await
+}
+
+async fn claim(
+    ctx: &Ctx,
+    last_claim: &mut Instant,
+) -> Result<Option<(WorkEntry, bool)>, BackfillError> {
+    let cfg = &ctx.cfg;
+    *last_claim = Instant::now();
+    let mut found = ctx
+        .backfill
+        .claim_idle(&cfg.consumer, cfg.claim_idle, 1)
+        .await?
+        .pop()
+        .map(|e| (e, false));
+    if found.is_none() && cfg.resync {
+        found = ctx
+            .resync
+            .claim_idle(&cfg.consumer, cfg.claim_idle, 1)
+            .await?
+            .pop()
+            .map(|e| (e, true));
+    }
+    if let Some((e, _)) = &found {
+        crate::metrics::claimed(1);
+        tracing::info!(did = e.did, "took over an idle entry");
+    }
+    Ok(found)
+}
+
+/// Nothing pending in any queue served (called right after a read found
+/// nothing new).
+async fn queues_idle(ctx: &Ctx) -> Result<bool, BackfillError> {
+    if ctx.backfill.pending().await?.0 > 0 {
+        return Ok(false);
+    }
+    if ctx.cfg.resync && ctx.resync.pending().await?.0 > 0 {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn now_secs() -> u32 {
+    u32::try_from((now_version() >> 10) / 1_000_000).unwrap_or(u32::MAX)
+}
+
+/// What one attempt found.
+struct Attempt {
+    status: RepoStatus,
+    rev: String,
+    rev_version: u64,
+    records: u64,
+    tombstones: u64,
+}
+
+/// Process one entry with retries; always ends in a [`Finished`] (failures
+/// too: they are recorded, dead-lettered and acked) unless the writer stopped.
+async fn process(ctx: &Ctx, entry: &WorkEntry, resync: bool) -> Result<Finished, BackfillError> {
+    let cfg = &ctx.cfg;
+    let mut attempt = 0;
+    let result = loop {
+        attempt += 1;
+        match attempt_once(ctx, &entry.did, resync).await {
+            Err(e) if e.is_retriable() && attempt < cfg.max_attempts => {
+                let backoff = cfg
+                    .retry_base
+                    .saturating_mul(2u32.saturating_pow(attempt - 1))
+                    .min(cfg.retry_max);
+                let wait = e.retry_after().map_or(backoff, |d| d.min(cfg.retry_max));
+                crate::metrics::retry();
+                tracing::info!(did = entry.did, attempt, error = %e, ?wait, "repository failed; retrying.");
+                tokio::time::sleep(wait).await;
+            }
+            r => break r,
+        }
+    };
+    let (attempt_out, error) = match result {
+        Ok(a) => (a, String::new()),
+        Err(e) => {
+            if e.is_writer_stopped() {
+                return Err(e);
+            }
+            let reason = e.to_string();
+            tracing::warn!(did = entry.did, attempts = attempt, error = %reason, "repository failed; dead-lettered.");
+            ctx.state
+                .dead_letter(DEAD_LIST, &entry.did, &reason)
+                .await?;
+            crate::metrics::dead_letter();
+            (
+                Attempt {
+                    status: RepoStatus::Failed,
+                    rev: String::new(),
+                    rev_version: 0,
+                    records: 0,
+                    tombstones: 0,
+                },
+                reason,
+            )
+        }
+    };
+    // Every outcome gets a position, so its repo_state row and ack follow
+    // its rows (if any) through the writer.
+    let job = ctx.sink.send(Rows::default()).await?;
+    Ok(Finished {
+        job,
+        resync,
+        id: entry.id.clone(),
+        status: attempt_out.status,
+        tombstones: attempt_out.tombstones,
+        row: RepoStateRow {
+            did: entry.did.clone(),
+            rev: attempt_out.rev,
+            rev_version: attempt_out.rev_version,
+            status: attempt_out.status.as_str().to_string(),
+            records: attempt_out.records,
+            error,
+            updated_at: now_secs(),
+            version: now_version(),
+        },
+    })
+}
+
+async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, BackfillError> {
+    let cfg = &ctx.cfg;
+    let unavailable = |status| Attempt {
+        status,
+        rev: String::new(),
+        rev_version: 0,
+        records: 0,
+        tombstones: 0,
+    };
+    let pds = match ctx.resolver.pds_endpoint(did).await {
+        Ok(p) => p,
+        Err(skyhouse_identity::ResolveError::NotFound { .. }) => {
+            return Ok(unavailable(RepoStatus::NotFound))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let started = Instant::now();
+    let fetched = ctx.fetcher.get_repo(&pds, did).await;
+    crate::metrics::fetch_seconds(started.elapsed().as_secs_f64());
+    let car = match fetched? {
+        Fetched::Car(car) => car,
+        Fetched::Unavailable(s) => return Ok(unavailable(RepoStatus::from_unavailable(s))),
+    };
+    let opts = CarOptions {
+        max_total: cfg.max_repo_bytes,
+        memory_cap: cfg.memory_cap,
+        size_hint: Some(car.len() as u64),
+        ..CarOptions::default()
+    };
+    let repo = tokio::task::spawn_blocking(move || Repo::from_shared(Arc::from(car), opts))
+        .await
+        .map_err(|e| BackfillError::Repo(format!("reader task: {e}")))?
+        .map_err(|e| BackfillError::Repo(e.to_string()))?;
+    if repo.commit.did != did {
+        return Err(BackfillError::Repo(format!(
+            "commit is for {}, not {did}",
+            repo.commit.did
+        )));
+    }
+    let rev = repo.commit.rev.clone().unwrap_or_default();
+    let version = repo
+        .commit
+        .rev_u64()
+        .ok_or_else(|| BackfillError::Repo(format!("commit rev {rev:?} is not a TID")))?;
+    if cfg.verify {
+        let key = ctx.resolver.signing_key(did).await?;
+        if repo.commit.verify(&key).is_err() {
+            // The key may have rotated: fetch the document again once.
+            ctx.resolver.refresh(did).await?;
+            let key = ctx.resolver.signing_key(did).await?;
+            repo.commit
+                .verify(&key)
+                .map_err(|e| BackfillError::Repo(e.to_string()))?;
+        }
+    }
+    let sink = ctx.sink.clone();
+    let owned_did = did.to_string();
+    let indexed_at = now_secs();
+    let (records, keys) = tokio::task::spawn_blocking(move || {
+        walk(&repo, &owned_did, version, indexed_at, resync, &sink)
+    })
+    .await
+    .map_err(|e| BackfillError::Repo(format!("walk task: {e}")))??;
+    let tombstones = if resync {
+        tombstone_missing(ctx, did, version, &keys).await?
+    } else {
+        0
+    };
+    Ok(Attempt {
+        status: RepoStatus::Done,
+        rev,
+        rev_version: version,
+        records,
+        tombstones,
+    })
+}
+
+type Keys = HashSet<(String, String)>;
+
+/// Walk the repository on a blocking thread, sending rows in chunks.
+fn walk(
+    repo: &Repo,
+    did: &str,
+    version: u64,
+    indexed_at: u32,
+    keep_keys: bool,
+    sink: &Rowsink,
+) -> Result<(u64, Keys), BackfillError> {
+    let mut rows = Rows::default();
+    let mut records = 0u64;
+    let mut keys = Keys::new();
+    repo.walk(|r| {
+        let value = r.data.and_then(|d| skyhouse_atproto::cbor::decode(d).ok());
+        let op = Op {
+            did,
+            collection: r.collection,
+            rkey: r.rkey,
+            action: Action::Create,
+            cid: Some(r.cid),
+            record: value.as_ref(),
+            version,
+            indexed_at,
+        };
+        skyhouse_transform::apply(&op, &mut rows);
+        records += 1;
+        if keep_keys {
+            keys.insert((r.collection.to_string(), r.rkey.to_string()));
+        }
+        if rows.approx_bytes() >= CHUNK_BYTES {
+            sink.blocking_send(std::mem::take(&mut rows))?;
+        }
+        Ok::<(), BackfillError>(())
+    })
+    .map_err(|e| match e {
+        skyhouse_atproto::mst::WalkError::Visitor(
+            skyhouse_atproto::repo::RepoOrVisitor::Visitor(v),
+        ) => v,
+        other => BackfillError::Repo(other.to_string()),
+    })?;
+    if !rows.is_empty() {
+        sink.blocking_send(rows)?;
+    }
+    Ok((records, keys))
+}
+
+fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Resync: tombstone (version = the snapshot's) the DID's stored live
+/// records older than the snapshot that it no longer holds.
+async fn tombstone_missing(
+    ctx: &Ctx,
+    did: &str,
+    version: u64,
+    keys: &Keys,
+) -> Result<u64, BackfillError> {
+    let sql = format!(
+        "SELECT collection, rkey FROM {}.records FINAL WHERE did = {} AND deleted = 0 AND version < {version}",
+        ctx.ch.database(),
+        sql_literal(did)
+    );
+    let stored: Vec<(String, String)> = ctx
+        .ch
+        .client()
+        .query(&sql)
+        .fetch_all()
+        .await
+        .map_err(|e| skyhouse_store::StoreError::classify(e, "resync: stored records"))?;
+    let mut rows = Rows::default();
+    let mut n = 0u64;
+    let indexed_at = now_secs();
+    for (collection, rkey) in stored {
+        if keys.contains(&(collection.clone(), rkey.clone())) {
+            continue;
+        }
+        let op = Op {
+            did,
+            collection: &collection,
+            rkey: &rkey,
+            action: Action::Delete,
+            cid: None,
+            record: None,
+            version,
+            indexed_at,
+        };
+        skyhouse_transform::apply(&op, &mut rows);
+        n += 1;
+        if rows.approx_bytes() >= CHUNK_BYTES {
+            ctx.sink.send(std::mem::take(&mut rows)).await?;
+        }
+    }
+    if !rows.is_empty() {
+        ctx.sink.send(rows).await?;
+    }
+    Ok(n)
+}
+
+/// Waits for the writer's acks; for every finished repository whose last
+/// rows are written: its `repo_state` row, then XACK, then trim.
+async fn acker(
+    ch: ClickHouse,
+    backfill: WorkQueue,
+    resync: WorkQueue,
+    mut acks: mpsc::Receiver<Ack<u64>>,
+    mut done: mpsc::Receiver<Finished>,
+) -> Result<Summary, BackfillError> {
+    let mut summary = Summary::default();
+    let mut waiting: BTreeMap<u64, Finished> = BTreeMap::new();
+    let mut acked = 0u64;
+    let (mut acks_open, mut done_open) = (true, true);
+    while acks_open || done_open {
+        tokio::select! {
+            a = acks.recv(), if acks_open => match a {
+                Some(a) => acked = acked.max(a.upto),
+                None => acks_open = false,
+            },
+            f = done.recv(), if done_open => match f {
+                Some(f) => { waiting.insert(f.job, f); }
+                None => done_open = false,
+            },
+        }
+        let rest = waiting.split_off(&(acked + 1));
+        let ready = std::mem::replace(&mut waiting, rest);
+        if ready.is_empty() {
+            continue;
+        }
+        settle(
+            &ch,
+            &backfill,
+            &resync,
+            ready.into_values().collect(),
+            &mut summary,
+        )
+        .await?;
+        if !acks_open && !waiting.is_empty() && !done_open {
+            break;
+        }
+    }
+    if !waiting.is_empty() {
+        tracing::warn!(
+            repos = waiting.len(),
+            "writer stopped before these repositories were written; they stay pending"
+        );
+    }
+    Ok(summary)
+}
+
+async fn settle(
+    ch: &ClickHouse,
+    backfill: &WorkQueue,
+    resync: &WorkQueue,
+    ready: Vec<Finished>,
+    summary: &mut Summary,
+) -> Result<(), BackfillError> {
+    let mut insert = ch
+        .in_database()
+        .insert::<RepoStateRow>("repo_state")
+        .await
+        .map_err(|e| skyhouse_store::StoreError::classify(e, "repo_state"))?;
+    for f in &ready {
+        insert
+            .write(&f.row)
+            .await
+            .map_err(|e| skyhouse_store::StoreError::classify(e, "repo_state"))?;
+    }
+    insert
+        .end()
+        .await
+        .map_err(|e| skyhouse_store::StoreError::classify(e, "repo_state"))?;
+    for (queue, is_resync) in [(backfill, false), (resync, true)] {
+        let ids: Vec<String> = ready
+            .iter()
+            .filter(|f| f.resync == is_resync)
+            .map(|f| f.id.clone())
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        queue.ack(&ids).await?;
+        let max = ids
+            .iter()
+            .max_by_key(|i| skyhouse_state::parse_id(i))
+            .cloned()
+            .unwrap_or_default();
+        queue.trim_acked(&max).await?;
+    }
+    for f in ready {
+        crate::metrics::repo(f.status.as_str(), f.row.records);
+        crate::metrics::tombstones(f.tombstones as usize);
+        *summary.repos.entry(f.status).or_default() += 1;
+        summary.records += f.row.records;
+        summary.tombstones += f.tombstones;
+    }
+    Ok(())
+}
