@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backfill;
 mod cursor;
 mod indexer;
 mod migrate;
@@ -29,6 +30,9 @@ enum Command {
     Migrate(migrate::MigrateCommand),
     /// Index the live network (Jetstream or firehose) into ClickHouse.
     Indexer(Box<indexer::IndexerArgs>),
+    /// Backfill whole repositories (listRepos → Redis Stream → getRepo → ClickHouse) and resync.
+    #[command(subcommand)]
+    Backfill(backfill::BackfillCommand),
     /// Show or move a live source's cursor in Redis.
     #[command(subcommand)]
     Cursor(cursor::CursorCommand),
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::Migrate(cmd) => migrate::run(cmd),
         Command::Indexer(args) => indexer::run(*args),
         Command::Cursor(cmd) => cursor::run(cmd),
+        Command::Backfill(cmd) => backfill::run(cmd),
     };
     match result {
         Ok(code) => code,

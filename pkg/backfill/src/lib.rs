@@ -25,6 +25,7 @@ mod worker;
 pub use enumerate::{enqueue_dids, enqueue_list_repos, list_repos_cursor_key};
 pub use error::BackfillError;
 pub use fetch::{Fetched, Fetcher};
+pub use reqwest;
 pub use skyhouse_state::{State, WorkQueue};
 pub use tokio_util::sync::CancellationToken;
 pub use worker::{run, RepoStatus, Summary, WorkerConfig};
