@@ -68,13 +68,16 @@ pub async fn cleanup_did(
         if n == 0 {
             continue;
         }
+        // The aggregates sit in a subquery under other names: an outer
+        // `AS version` would shadow the column inside `argMax(deleted,
+        // version)` (ClickHouse then rejects an aggregate inside an aggregate).
         let insert = format!(
             "INSERT INTO {db}.{table} ({key}, cid, version, deleted, created_at, indexed_at, sort_at) \
-             SELECT {key}, '' AS cid, greatest(max(version) + 1, toUInt64({version})) AS version, \
+             SELECT {key}, '' AS cid, greatest(newest + 1, toUInt64({version})) AS version, \
              toUInt8(1) AS deleted, toDateTime({requested}) AS created_at, \
              toDateTime({requested}) AS indexed_at, toDateTime({requested}) AS sort_at \
-             FROM {db}.{table} WHERE did = {did_lit} GROUP BY {key} \
-             HAVING argMax(deleted, version) = 0"
+             FROM (SELECT {key}, max(version) AS newest, argMax(deleted, version) AS gone \
+             FROM {db}.{table} WHERE did = {did_lit} GROUP BY {key}) WHERE gone = 0"
         );
         ch.execute(&insert).await?;
         tombstoned += n;
