@@ -34,7 +34,14 @@ pub fn code_envs() -> BTreeMap<String, String> {
 }
 
 /// The subcommands whose flags read the environment.
-pub const SUBCOMMANDS: &[&[&str]] = &[&["indexer"], &["migrate", "up"], &["cursor", "get"]];
+pub const SUBCOMMANDS: &[&[&str]] = &[
+    &["indexer"],
+    &["migrate", "up"],
+    &["cursor", "get"],
+    &["backfill", "enqueue"],
+    &["backfill", "work"],
+    &["backfill", "status"],
+];
 
 #[test]
 fn every_env_file_variable_is_read_by_the_code_and_the_reverse() {
