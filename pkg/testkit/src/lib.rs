@@ -88,7 +88,7 @@ mod xrpc;
 pub use clickhouse::{ClickHouse, TestDatabase};
 pub use firehose::{read_firehose, FirehoseMessage};
 pub use network::{e2e_dir, Network, NetworkInfo};
-pub use redis::{Redis, Reply};
+pub use redis::{PrivateRedis, Redis, Reply};
 pub use scenario::{now_rfc3339, Edit, Expected, FacetExpectation, Scenario};
 pub use truth::{walk_car, AccountStatus, Records, Truth, TruthError};
 pub use xrpc::{Account, Auth, ListedRecord, Pds, RepoStatus, Written, XrpcError};

@@ -105,56 +105,87 @@ pub(crate) fn start(spec: &ServerSpec<'_>) -> Result<Started, String> {
     let binary = find_binary(spec.binary)?;
     let mut last_error = String::new();
     for attempt in 1..=ATTEMPTS {
-        let dir = fresh_dir(spec.kind, attempt)
-            .map_err(|e| format!("testkit: cannot create a temporary directory: {e}"))?;
         let ports = free_ports(spec.ports)
             .map_err(|e| format!("testkit: cannot find a spare loopback port: {e}"))?;
-        let args = (spec.prepare)(&dir, &ports)
-            .map_err(|e| format!("testkit: cannot write {} config: {e}", spec.binary))?;
-        let mut watched = spawn(&dir, &binary, &args)
-            .map_err(|e| format!("testkit: cannot start {}: {e}", binary.display()))?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if (spec.ready)(&ports) {
-                return Ok(Started {
-                    _watched: watched,
-                    ports,
-                    dir,
-                });
-            }
-            let exited = match watched.child.try_wait() {
-                Ok(Some(status)) => Some(format!("its watchdog shell exited, {status}")),
-                Ok(None) => fs::read_to_string(dir.join(EXIT_FILE))
-                    .ok()
-                    .map(|code| format!("exit status {}", code.trim())),
-                Err(e) => Some(format!("cannot check the watchdog: {e}")),
-            };
-            if let Some(how) = exited {
-                let logs = log_tails(&dir, spec.logs);
-                drop(watched); // the watchdog removes the directory
-                last_error = format!(
-                    "testkit: {} exited during startup ({how}) on ports {ports:?}; {logs}",
-                    binary.display()
-                );
-                if logs.contains("Address already in use") {
-                    break; // someone took a port meanwhile: try fresh ports
-                }
-                return Err(last_error);
-            }
-            if Instant::now() >= deadline {
-                let logs = log_tails(&dir, spec.logs);
-                drop(watched); // the watchdog kills the server and removes the directory
-                return Err(format!(
-                    "testkit: {} did not answer {} on 127.0.0.1 ports {ports:?} within {} s; {logs}",
-                    binary.display(),
-                    spec.probe,
-                    START_TIMEOUT.as_secs()
-                ));
-            }
-            thread::sleep(Duration::from_millis(20));
+        match start_once(spec, &binary, attempt, ports)? {
+            Ok(started) => return Ok(started),
+            Err(port_taken) => last_error = port_taken, // try fresh ports
         }
     }
     Err(last_error)
+}
+
+/// Starts the server described by `spec` on exactly `ports` (e.g. again on
+/// the ports of a server the test stopped), retrying for a while when one of
+/// them is still taken (a killed server's socket may linger briefly).
+pub(crate) fn start_on(spec: &ServerSpec<'_>, ports: &[u16]) -> Result<Started, String> {
+    let binary = find_binary(spec.binary)?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut attempt = 1;
+    loop {
+        match start_once(spec, &binary, attempt, ports.to_vec())? {
+            Ok(started) => return Ok(started),
+            Err(port_taken) if Instant::now() >= deadline => return Err(port_taken),
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
+        attempt += 1;
+    }
+}
+
+/// One start on `ports`: `Ok(Ok(_))` running, `Ok(Err(message))` a port
+/// was taken (worth another attempt), `Err(message)` any other failure.
+fn start_once(
+    spec: &ServerSpec<'_>,
+    binary: &Path,
+    attempt: u32,
+    ports: Vec<u16>,
+) -> Result<Result<Started, String>, String> {
+    let dir = fresh_dir(spec.kind, attempt)
+        .map_err(|e| format!("testkit: cannot create a temporary directory: {e}"))?;
+    let args = (spec.prepare)(&dir, &ports)
+        .map_err(|e| format!("testkit: cannot write {} config: {e}", spec.binary))?;
+    let mut watched = spawn(&dir, binary, &args)
+        .map_err(|e| format!("testkit: cannot start {}: {e}", binary.display()))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if (spec.ready)(&ports) {
+            return Ok(Ok(Started {
+                _watched: watched,
+                ports,
+                dir,
+            }));
+        }
+        let exited = match watched.child.try_wait() {
+            Ok(Some(status)) => Some(format!("its watchdog shell exited, {status}")),
+            Ok(None) => fs::read_to_string(dir.join(EXIT_FILE))
+                .ok()
+                .map(|code| format!("exit status {}", code.trim())),
+            Err(e) => Some(format!("cannot check the watchdog: {e}")),
+        };
+        if let Some(how) = exited {
+            let logs = log_tails(&dir, spec.logs);
+            drop(watched); // the watchdog removes the directory
+            let message = format!(
+                "testkit: {} exited during startup ({how}) on ports {ports:?}; {logs}",
+                binary.display()
+            );
+            if logs.contains("Address already in use") {
+                return Ok(Err(message)); // someone took a port meanwhile
+            }
+            return Err(message);
+        }
+        if Instant::now() >= deadline {
+            let logs = log_tails(&dir, spec.logs);
+            drop(watched); // the watchdog kills the server and removes the directory
+            return Err(format!(
+                "testkit: {} did not answer {} on 127.0.0.1 ports {ports:?} within {} s; {logs}",
+                binary.display(),
+                spec.probe,
+                START_TIMEOUT.as_secs()
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Finds a server binary on `PATH` or in the usual `sbin` directories

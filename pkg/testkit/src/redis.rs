@@ -3,8 +3,10 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::process::{self, ServerSpec, Started};
 
@@ -41,34 +43,25 @@ impl Redis {
         }
     }
 
+    /// A server of the calling test alone, on a spare port, which the test
+    /// may stop ([`PrivateRedis::stop`]: `SIGKILL`, as a crash or an outage)
+    /// and start again on the same port ([`PrivateRedis::restart`]), e.g. to
+    /// check that a client survives Redis going away. Killed when the handle
+    /// is dropped or the test process exits.
+    ///
+    /// # Panics
+    ///
+    /// As [`Redis::shared`].
+    pub fn start_private() -> PrivateRedis {
+        let started = process::start(&spec(&private_kind())).unwrap_or_else(|m| panic!("{m}"));
+        PrivateRedis {
+            port: started.ports[0],
+            server: Some(started),
+        }
+    }
+
     fn start() -> Result<Redis, String> {
-        let started = process::start(&ServerSpec {
-            binary: "redis-server",
-            kind: "redis",
-            ports: 1,
-            prepare: &|dir, ports| {
-                Ok(vec![
-                    "--port".into(),
-                    ports[0].to_string(),
-                    "--bind".into(),
-                    "127.0.0.1".into(),
-                    "--save".into(),
-                    String::new(),
-                    "--appendonly".into(),
-                    "no".into(),
-                    "--dir".into(),
-                    dir.to_string_lossy().into_owned(),
-                    "--loglevel".into(),
-                    "warning".into(),
-                ])
-            },
-            ready: &|ports| {
-                command(ports[0], &["PING"], Duration::from_secs(2))
-                    .is_ok_and(|r| r == Reply::Status("PONG".into()))
-            },
-            probe: "PING",
-            logs: &["stdout.log"],
-        })?;
+        let started = process::start(&spec("redis"))?;
         Ok(Redis { started })
     }
 
@@ -116,6 +109,122 @@ impl Redis {
                     .join(" ")
             )
         })
+    }
+}
+
+/// How every test Redis runs. No persistence, so a restarted server starts
+/// empty.
+fn spec(kind: &str) -> ServerSpec<'_> {
+    ServerSpec {
+        binary: "redis-server",
+        kind,
+        ports: 1,
+        prepare: &redis_args,
+        ready: &answers_ping,
+        probe: "PING",
+        logs: &["stdout.log"],
+    }
+}
+
+fn redis_args(dir: &Path, ports: &[u16]) -> io::Result<Vec<String>> {
+    Ok(vec![
+        "--port".into(),
+        ports[0].to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--save".into(),
+        String::new(),
+        "--appendonly".into(),
+        "no".into(),
+        "--dir".into(),
+        dir.to_string_lossy().into_owned(),
+        "--loglevel".into(),
+        "warning".into(),
+    ])
+}
+
+fn answers_ping(ports: &[u16]) -> bool {
+    command(ports[0], &["PING"], Duration::from_secs(2))
+        .is_ok_and(|r| r == Reply::Status("PONG".into()))
+}
+
+/// A directory name no other private server of this process uses.
+fn private_kind() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!("redis-private{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A `redis-server` owned by one test, stoppable and restartable on the same
+/// port (see [`Redis::start_private`]). No persistence: after a restart the
+/// server is empty.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    port: u16,
+    server: Option<Started>,
+}
+
+impl PrivateRedis {
+    /// `redis://127.0.0.1:PORT` (the same across restarts).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port (the same across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the server is running (not stopped).
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Kills the server (`SIGKILL`) and returns once its port refuses
+    /// connections. Nothing happens if it is already stopped.
+    ///
+    /// # Panics
+    ///
+    /// If the port still accepts connections after 30 s.
+    pub fn stop(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        drop(server); // the watchdog kills the server with SIGKILL
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "testkit: Redis on port {} still answers after being killed",
+                self.port
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same port (empty) and waits until it
+    /// answers `PING`. Nothing happens if it is running.
+    ///
+    /// # Panics
+    ///
+    /// If it does not start (the message has the tail of its log).
+    pub fn restart(&mut self) {
+        if self.server.is_some() {
+            return;
+        }
+        let started = process::start_on(&spec(&private_kind()), &[self.port])
+            .unwrap_or_else(|m| panic!("{m}"));
+        self.server = Some(started);
+    }
+
+    /// Sends one command, like [`Redis::command`].
+    ///
+    /// # Panics
+    ///
+    /// If the server is stopped or cannot be reached.
+    pub fn command<A: AsRef<[u8]>>(&self, args: &[A]) -> Reply {
+        command(self.port, args, COMMAND_TIMEOUT)
+            .unwrap_or_else(|e| panic!("Redis on 127.0.0.1:{} failed: {e}", self.port))
     }
 }
 

@@ -137,3 +137,19 @@ fn redis_set_get_round_trips() {
         Reply::Error(e) if e.starts_with("ERR")
     ));
 }
+
+#[test]
+fn private_redis_stops_and_restarts_empty_on_the_same_port() {
+    let mut redis = Redis::start_private();
+    let port = redis.port();
+    assert_ne!(port, Redis::shared().port());
+    assert_eq!(redis.command(&["SET", "k", "v"]), Reply::Status("OK".into()));
+    redis.stop();
+    assert!(!redis.is_running());
+    assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err());
+    redis.restart();
+    assert_eq!(redis.port(), port);
+    assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}"));
+    assert_eq!(redis.command(&["GET", "k"]), Reply::Bulk(None));
+    assert_eq!(redis.command(&["PING"]), Reply::Status("PONG".into()));
+}
