@@ -350,6 +350,28 @@ impl Indexer {
     }
 }
 
+impl Indexer {
+    /// Scrapes `/metrics` until `ok(scrape)` (a gauge may be set a moment
+    /// after the state it reports became visible elsewhere); returns the
+    /// scrape. Panics after [`DEADLINE`].
+    pub async fn metrics_until(&mut self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            self.assert_running();
+            let (status, scrape) = self.get("/metrics").await;
+            if status == 200 && ok(&scrape) {
+                return scrape;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/metrics never showed {what}:\n{scrape}\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
 impl Drop for Indexer {
     fn drop(&mut self) {
         let _ = self.child.kill();
