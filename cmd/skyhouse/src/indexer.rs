@@ -103,8 +103,9 @@ pub struct IndexerArgs {
     /// PLC directory for --verify.
     #[arg(long, env = "PLC_URL", default_value = skyhouse_identity::DEFAULT_PLC_URL)]
     plc: String,
-    /// Start at this position instead of the saved cursor (time_us or seq; 0 = live tip).
-    #[arg(long)]
+    /// Start at this position instead of the saved cursor (time_us or seq): -1 = the live
+    /// tip, 0 = everything the source still holds (a firehose replays from its first event).
+    #[arg(long, allow_negative_numbers = true)]
     cursor: Option<i64>,
     /// Close a ClickHouse batch at this many rows.
     #[arg(long, env = "SKYHOUSE_BATCH_ROWS", default_value_t = 50_000)]

@@ -67,7 +67,8 @@ pub struct IndexerConfig {
     pub cursor_key: String,
     /// Write the cursor to Redis at most this often. Default 1 s.
     pub cursor_interval: Duration,
-    /// Start here instead of the saved cursor (`--cursor`); 0 = live tip.
+    /// Start here instead of the saved cursor (`--cursor`): a negative value
+    /// is the live tip, 0 everything the source still holds.
     pub start_cursor: Option<i64>,
     /// Jetstream only: on start, rewind the saved cursor by this much
     /// (Jetstream's order by `time_us` is approximate). Default 5 s.
@@ -208,7 +209,8 @@ pub async fn run(
         (SourceKind::Jetstream, Some(c)) if c > 0 && cfg.start_cursor.is_none() => {
             skyhouse_sources::rewind_jetstream_cursor(c, cfg.jetstream_rewind)
         }
-        (_, c) => c.unwrap_or(0),
+        // No cursor: the live tip (-1). 0: everything the source still holds.
+        (_, c) => c.unwrap_or(-1),
     };
     tracing::info!(
         kind = cfg.source.kind.as_str(),

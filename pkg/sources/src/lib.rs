@@ -12,7 +12,8 @@
 //! and cursor bookkeeping belong to the consumer. What the transport does:
 //!
 //! - **Resume.** At every (re)connect the subscribe URL carries `cursor=` with the value of
-//!   `resume` at that moment (`<= 0`: none, start at the live tip). The consumer stores the
+//!   `resume` at that moment (negative: none, start at the live tip; 0: from the oldest event
+//!   the server still holds). The consumer stores the
 //!   position of each message it decoded there, so a reconnect replays from the last one
 //!   seen: at-least-once. For a process restart the caller seeds `resume` from the saved
 //!   cursor (for Jetstream rewound with [`rewind_jetstream_cursor`]).
@@ -46,7 +47,7 @@
 //! let mut cfg = SourceConfig::jetstream();
 //! cfg.wanted_collections = vec!["app.bsky.*".into()];
 //! cfg.validate()?;
-//! let resume = Arc::new(AtomicI64::new(0)); // or the saved cursor, rewound
+//! let resume = Arc::new(AtomicI64::new(-1)); // live tip, or the saved cursor (rewound)
 //! let (tx, mut rx) = tokio::sync::mpsc::channel(EVENT_QUEUE);
 //! let shutdown = CancellationToken::new();
 //! let source = tokio::spawn(run(cfg, resume.clone(), tx, shutdown.child_token()));
@@ -118,7 +119,8 @@ pub struct Message {
 /// the receiver is dropped, or (for `file://`) the capture ends; all three return `Ok`.
 ///
 /// `resume` is the consumer's position: the `time_us` (Jetstream) or `seq` (firehose) of
-/// the last message it decoded; `<= 0` means none. It is read at each (re)connect to put
+/// the last message it decoded; negative means none (live tip), 0 asks for everything the
+/// server still holds (`cursor=0`). It is read at each (re)connect to put
 /// `cursor=` in the URL; `run` never writes it. For a `file://` capture, it is read once at
 /// the start and messages at or before it are skipped (see the crate docs, *Replay*).
 ///

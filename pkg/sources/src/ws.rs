@@ -61,7 +61,7 @@ pub(crate) async fn run(
     let mut last_connected: Option<usize> = None;
     loop {
         let base = bases[host];
-        let mut cursor = Some(resume.load(Ordering::Relaxed)).filter(|c| *c > 0);
+        let mut cursor = Some(resume.load(Ordering::Relaxed)).filter(|c| *c >= 0);
         if cfg.kind == SourceKind::Jetstream && last_connected.is_some_and(|h| h != host) {
             // Another Jetstream instance stamps time_us with its own clock and ordering:
             // go back a little so nothing between the two is missed (replays are harmless).
@@ -215,6 +215,10 @@ impl Connection<'_> {
                 connected_for: Some(connected_at.elapsed()),
             })
         };
+        // A quiet stream (a small PDS) is not a dead one: after a third of the
+        // liveness timeout without a message we ping; the pong counts as life.
+        let ping_every = cfg.liveness_timeout / 3;
+        let mut heard = Instant::now();
         loop {
             let next = tokio::select! {
                 biased;
@@ -227,9 +231,15 @@ impl Connection<'_> {
                     let _ = timeout(CLOSE_GRACE, ws.close(None)).await;
                     return End::Stop;
                 }
-                next = timeout(cfg.liveness_timeout, ws.next()) => next,
+                next = timeout(ping_every, ws.next()) => next,
             };
             let wire = match next {
+                Err(_) if heard.elapsed() < cfg.liveness_timeout => {
+                    // Best effort: a socket that cannot take a ping is caught
+                    // by the liveness check on a later round.
+                    let _ = timeout(CLOSE_GRACE, ws.send(WsMessage::Ping(Bytes::new()))).await;
+                    continue;
+                }
                 Err(_) => {
                     return lost(
                         "silent",
@@ -238,7 +248,10 @@ impl Connection<'_> {
                 }
                 Ok(None) => return lost("eof", "stream ended without a close frame".into()),
                 Ok(Some(Err(e))) => return lost(read_error_reason(&e), e.to_string()),
-                Ok(Some(Ok(msg))) => msg,
+                Ok(Some(Ok(msg))) => {
+                    heard = Instant::now();
+                    msg
+                }
             };
             let bytes = match wire {
                 WsMessage::Text(text) => {

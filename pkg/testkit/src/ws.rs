@@ -53,6 +53,7 @@ enum Step {
     Close,
     Drop,
     Silent,
+    Unresponsive,
 }
 
 impl Script {
@@ -128,12 +129,23 @@ impl Script {
         self
     }
 
+    /// Stop reading and writing altogether (no pongs either: a dead peer behind
+    /// a half-open TCP connection) until the server is dropped; the next steps go
+    /// to the next connection.
+    pub fn unresponsive(mut self) -> Self {
+        self.steps.push(Step::Unresponsive);
+        self
+    }
+
     /// Split into one part per connection; each part ends with its terminal step (a part
     /// without one behaves as `silent`).
     fn parts(self) -> Vec<Vec<Step>> {
         let mut parts = vec![Vec::new()];
         for step in self.steps {
-            let terminal = matches!(step, Step::Close | Step::Drop | Step::Silent);
+            let terminal = matches!(
+                step,
+                Step::Close | Step::Drop | Step::Silent | Step::Unresponsive
+            );
             parts.last_mut().expect("non-empty").push(step);
             if terminal {
                 parts.push(Vec::new());
@@ -148,6 +160,7 @@ struct State {
     requests: Mutex<Vec<String>>,
     sent: AtomicU64,
     pongs: AtomicU64,
+    pings: AtomicU64,
 }
 
 /// A running scripted server. Dropping it stops it.
@@ -196,6 +209,11 @@ impl WsServer {
     /// Pongs received from clients.
     pub fn pongs(&self) -> u64 {
         self.state.pongs.load(Ordering::SeqCst)
+    }
+
+    /// Pings received from clients (each is answered with a pong).
+    pub fn pings(&self) -> u64 {
+        self.state.pings.load(Ordering::SeqCst)
     }
 }
 
@@ -290,6 +308,9 @@ async fn connection(
                 Message::Pong(_) => {
                     reader_state.pongs.fetch_add(1, Ordering::SeqCst);
                 }
+                Message::Ping(_) => {
+                    reader_state.pings.fetch_add(1, Ordering::SeqCst);
+                }
                 Message::Close(_) => break,
                 _ => {}
             }
@@ -325,6 +346,13 @@ async fn connection(
             }
             Step::Drop => return,
             Step::Silent => break,
+            Step::Unresponsive => {
+                // Nothing reads the socket any more: pings go unanswered.
+                drop(reader);
+                let _sink = sink;
+                std::future::pending::<()>().await;
+                return;
+            }
         }
     }
     // Silent (explicitly or at the end of the part): hold until the client leaves.

@@ -87,7 +87,7 @@ fn fails_over_to_the_next_host_when_the_first_refuses_connections() {
         let mut src = start(
             config(SourceKind::Firehose, &[refused, server.url()]),
             16,
-            0,
+            -1,
         );
         for frame in &frames[..2] {
             let msg = recv(&mut src.rx).await;
@@ -104,13 +104,13 @@ fn fails_over_to_the_next_host_when_the_first_refuses_connections() {
 }
 
 #[test]
-fn a_silent_server_is_dropped_after_the_liveness_timeout() {
+fn an_unresponsive_server_is_dropped_after_the_liveness_timeout() {
     with_metrics(|metrics| async move {
         let lines = corpus_lines();
         let server = serve(
             Script::new()
                 .text(lines[0].clone())
-                .silent()
+                .unresponsive()
                 .text(lines[1].clone())
                 .silent(),
         )
@@ -118,7 +118,7 @@ fn a_silent_server_is_dropped_after_the_liveness_timeout() {
         let mut cfg = config(SourceKind::Jetstream, &[server.url()]);
         // Long enough that the first line always arrives first, even on a loaded machine.
         cfg.liveness_timeout = Duration::from_secs(1);
-        let mut src = start(cfg, 16, 0);
+        let mut src = start(cfg, 16, -1);
         assert_eq!(&recv(&mut src.rx).await.bytes[..], lines[0].as_bytes());
         // Only a new connection can deliver the second line.
         assert_eq!(&recv(&mut src.rx).await.bytes[..], lines[1].as_bytes());
@@ -142,7 +142,7 @@ fn a_full_channel_stops_the_socket_reader() {
                 .silent(),
         )
         .await;
-        let mut src = start(config(SourceKind::Firehose, &[server.url()]), 1, 0);
+        let mut src = start(config(SourceKind::Firehose, &[server.url()]), 1, -1);
 
         // The reader has filled the channel (1) and holds one more, waiting for room.
         eventually("the reader is waiting for room", || {
@@ -178,7 +178,7 @@ fn a_full_channel_stops_the_socket_reader() {
 fn shutdown_while_waiting_for_room_returns_ok() {
     with_metrics(|metrics| async move {
         let server = serve(Script::new().repeat_binary(vec![1u8; 100], 10).silent()).await;
-        let src = start(config(SourceKind::Firehose, &[server.url()]), 1, 0);
+        let src = start(config(SourceKind::Firehose, &[server.url()]), 1, -1);
         eventually("the reader is waiting for room", || {
             metrics.counter(MESSAGES, &[("kind", "firehose")]) >= 2
         })
@@ -190,7 +190,7 @@ fn shutdown_while_waiting_for_room_returns_ok() {
 #[tokio::test]
 async fn dropping_the_receiver_ends_run() {
     let server = serve(Script::new().text("{}").silent()).await;
-    let mut src = start(config(SourceKind::Jetstream, &[server.url()]), 4, 0);
+    let mut src = start(config(SourceKind::Jetstream, &[server.url()]), 4, -1);
     recv(&mut src.rx).await;
     drop(src.rx);
     tokio::time::timeout(PATIENCE, src.task)
@@ -232,7 +232,7 @@ fn compressed_messages_decode_with_the_configured_dictionary() {
         cfg.zstd_dictionary = ZstdDictionary::new(dictionary);
         cfg.wanted_collections = vec!["app.bsky.feed.like".into(), "app.bsky.graph.*".into()];
         cfg.wanted_dids = vec!["did:plc:wq4aajammjtxdomz3e23667t".into()];
-        let mut src = start(cfg, 64, 0);
+        let mut src = start(cfg, 64, -1);
         for line in &lines[..21] {
             let msg = recv(&mut src.rx).await;
             assert_eq!(std::str::from_utf8(&msg.bytes).expect("utf-8"), line);
@@ -267,7 +267,7 @@ fn a_message_from_another_dictionary_is_dropped_and_counted() {
         .await;
         let mut cfg = config(SourceKind::Jetstream, &[server.url()]);
         cfg.compress = true; // with the bundled (Jetstream) dictionary
-        let mut src = start(cfg, 16, 0);
+        let mut src = start(cfg, 16, -1);
         // Plain JSON text still passes through in compress mode.
         assert_eq!(&recv(&mut src.rx).await.bytes[..], lines[1].as_bytes());
         assert_eq!(metrics.counter(DROPPED, &[("reason", "decompress")]), 1);
@@ -295,7 +295,7 @@ fn oversized_messages_are_refused_and_counted() {
         cfg.compress = true;
         cfg.zstd_dictionary = ZstdDictionary::new(dictionary);
         cfg.max_message_size = 1000;
-        let mut src = start(cfg, 16, 0);
+        let mut src = start(cfg, 16, -1);
         assert_eq!(&recv(&mut src.rx).await.bytes[..], b"{\"time_us\":2}");
         assert_eq!(metrics.counter(DROPPED, &[("reason", "oversized")]), 1);
         src.stop().await;
@@ -310,7 +310,7 @@ fn oversized_messages_are_refused_and_counted() {
         .await;
         let mut cfg = config(SourceKind::Firehose, &[server.url()]);
         cfg.max_message_size = 1000;
-        let mut src = start(cfg, 16, 0);
+        let mut src = start(cfg, 16, -1);
         assert_eq!(&recv(&mut src.rx).await.bytes[..], &[1u8; 10]);
         assert_eq!(metrics.counter(RECONNECTS, &[("reason", "oversized")]), 1);
         assert_eq!(metrics.counter(MESSAGES, &[("kind", "firehose")]), 1);
@@ -322,7 +322,7 @@ fn oversized_messages_are_refused_and_counted() {
 fn pings_are_answered_and_not_delivered() {
     with_metrics(|metrics| async move {
         let server = serve(Script::new().ping("are you there").text("{}").silent()).await;
-        let mut src = start(config(SourceKind::Jetstream, &[server.url()]), 16, 0);
+        let mut src = start(config(SourceKind::Jetstream, &[server.url()]), 16, -1);
         assert_eq!(&recv(&mut src.rx).await.bytes[..], b"{}");
         eventually("the client answered the ping", || server.pongs() >= 1).await;
         assert_eq!(metrics.counter(MESSAGES, &[("kind", "jetstream")]), 1);
@@ -334,7 +334,7 @@ fn pings_are_answered_and_not_delivered() {
 fn firehose_text_messages_are_dropped_and_counted() {
     with_metrics(|metrics| async move {
         let server = serve(Script::new().text("hello").binary(vec![9u8; 3]).silent()).await;
-        let mut src = start(config(SourceKind::Firehose, &[server.url()]), 16, 0);
+        let mut src = start(config(SourceKind::Firehose, &[server.url()]), 16, -1);
         assert_eq!(&recv(&mut src.rx).await.bytes[..], &[9u8; 3]);
         assert_eq!(
             metrics.counter(DROPPED, &[("reason", "unexpected_text")]),
@@ -353,7 +353,7 @@ async fn wss_handshake_failure_is_retried_not_a_panic() {
         .await
         .expect("bind");
     let url = format!("wss://{}", listener.local_addr().expect("addr"));
-    let src = start(config(SourceKind::Firehose, &[url]), 4, 0);
+    let src = start(config(SourceKind::Firehose, &[url]), 4, -1);
     for _ in 0..2 {
         let (stream, _) = tokio::time::timeout(PATIENCE, listener.accept())
             .await
@@ -363,4 +363,29 @@ async fn wss_handshake_failure_is_retried_not_a_panic() {
     }
     assert!(!src.task.is_finished(), "run ended early");
     src.stop().await;
+}
+
+#[test]
+fn a_quiet_server_that_answers_pings_keeps_the_connection() {
+    with_metrics(|metrics| async move {
+        let lines = corpus_lines();
+        // One line, silence (pings still answered) for 4 liveness periods, one more line.
+        let server = serve(
+            Script::new()
+                .text(lines[0].clone())
+                .wait(Duration::from_secs(2))
+                .text(lines[1].clone())
+                .silent(),
+        )
+        .await;
+        let mut cfg = config(SourceKind::Jetstream, &[server.url()]);
+        cfg.liveness_timeout = Duration::from_millis(500);
+        let mut src = start(cfg, 16, -1);
+        assert_eq!(&recv(&mut src.rx).await.bytes[..], lines[0].as_bytes());
+        assert_eq!(&recv(&mut src.rx).await.bytes[..], lines[1].as_bytes());
+        assert_eq!(server.connections(), 1, "one connection throughout");
+        assert_eq!(metrics.counter(RECONNECTS, &[("reason", "silent")]), 0);
+        assert!(server.pings() >= 1, "the client pinged while it was quiet");
+        src.stop().await;
+    });
 }
