@@ -213,3 +213,26 @@ check-chdb: deps-python
 # Rows/s through transform + batch writer vs plain RowBinary inserts (throwaway server, or ARGS: --url URL)
 bench-store *ARGS:
     cargo run --release -q -p skyhouse-store --example store_bench -- {{ ARGS }}
+
+# Indexer events/s, p99 event→queryable latency and peak RSS: Jetstream, firehose, firehose --verify through the full pipeline into the `just up` servers (EVENTS frames, generated once into bench/out/; medians of RUNS)
+bench-indexer EVENTS="1000000" RUNS="3": bench-deps deps-system up
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export {{ local_env }}
+    cargo build --release -q -p skyhouse-pipeline --example indexer_bench
+    bin=target/release/examples/indexer_bench
+    prefix=bench/out/stream-{{ EVENTS }}
+    if [ ! -f "$prefix.frames" ] || [ ! -f "$prefix.jsonl" ] || [ ! -f "$prefix.dids.json" ]; then
+        node bench/gen-stream.mjs "$prefix.tmp" {{ EVENTS }}
+        "$bin" --case check --prefix "$prefix.tmp"
+        for ext in frames jsonl dids.json; do mv "$prefix.tmp.$ext" "$prefix.$ext"; done
+    fi
+    lines=()
+    for run in $(seq 1 {{ RUNS }}); do
+        for case in jetstream firehose firehose-verify; do
+            line=$("$bin" --case "$case" --prefix "$prefix")
+            echo "$line"
+            lines+=("$line")
+        done
+    done
+    printf '%s\n' "${lines[@]}" | node bench/indexer-summary.mjs
