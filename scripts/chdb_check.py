@@ -13,7 +13,10 @@ temporary on-disk session, against the database `skyhouse_chdb_check`:
 3. a create (version 10) and a tombstone (version 11) of one record plus a
    second live record go into `records`, and `FINAL ... deleted = 0` must
    count 1;
-4. with --queries, every statement of FILE runs without error.
+4. with --queries, every statement of FILE runs without error (the
+   interaction refresh once per table and kind), and the interaction refresh
+   and post_counts give the right counts for replayed, deleted and
+   deleted-before-created likes.
 
 Files are split exactly as pkg/store/src/migrate.rs `render()` does: `--`
 comment lines and blank lines dropped, a statement ends with `;` at the end of
@@ -297,26 +300,132 @@ def run_checks(srv, args):
     queries = 0
     # The store's named parameters, given sample values (the Rust side fills
     # them with validated, quoted literals).
-    samples = {"{did}": "'did:plc:alice'", "{since}": "'2024-01-01'", "{limit}": "100", "{version}": "2"}
+    samples = {
+        "{did}": "'did:plc:alice'",
+        "{since}": "'2024-01-01'",
+        "{limit}": "100",
+        "{version}": "2",
+        "{after}": "0",
+        "{upto}": "1714521600",
+        "{uris}": "'at://did:plc:alice/app.bsky.feed.post/3kpost1'",
+    }
     for path in args.queries:
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
         except OSError as e:
             raise CheckFailed(f"FAIL reading {path}: {one_line(e)}")
-        for stmt in render(text, DB):
-            for k, v in samples.items():
-                stmt = stmt.replace(k, v)
-            try:
-                srv.query(stmt)
-            except Exception as e:  # noqa: BLE001
-                fail(f"query in {path}: {one_line(stmt)[:300]}", e)
-            queries += 1
+        for template in render(text, DB):
+            # The interaction refresh runs once per (table, kind, column).
+            variants = INTERACTION_SOURCES if "{source}" in template else [None]
+            for variant in variants:
+                stmt = fill_interaction(template, variant)
+                for k, v in samples.items():
+                    stmt = stmt.replace(k, v)
+                try:
+                    srv.query(stmt)
+                except Exception as e:  # noqa: BLE001
+                    fail(f"query in {path}: {one_line(stmt)[:300]}", e)
+                queries += 1
+    if args.queries:
+        check_interaction_counts(srv, args.queries)
 
     return (
         f"chdb {version_text} (chdb-core {srv.package_version}): {applied} migrations up/down/up OK, "
         f"{len(present)} tables, {queries} queries OK"
     )
+
+
+# --- interaction counts (migration 0004, queries/store.sql) ----------------------
+
+# (source table, kind, subject column): as INTERACTION_SOURCES in
+# pkg/store/src/queries.rs.
+INTERACTION_SOURCES = [
+    ("likes", "like", "subject_uri"),
+    ("reposts", "repost", "subject_uri"),
+    ("posts", "reply", "reply_parent_uri"),
+    ("posts", "quote", "quote_uri"),
+]
+
+
+def fill_interaction(stmt, variant):
+    if variant is None:
+        return stmt
+    source, kind, subject = variant
+    return stmt.replace("{source}", source).replace("{subject}", subject).replace("{kind}", f"'{kind}'")
+
+
+def named_statements(paths):
+    """`-- name: X` statements of the query files, as queries.rs reads them."""
+    out = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for chunk in text.split("-- name: ")[1:]:
+            name, _, body = chunk.partition("\n")
+            stmts = render(body, DB)
+            if stmts:
+                out[name.strip()] = stmts[0]
+    return out
+
+
+def check_interaction_counts(srv, paths):
+    """The refresh + post_counts SQL gives the right counts on this server:
+    a like counted, a replayed like counted once, a deleted like (delete
+    refreshed after the create) and a like whose delete arrived first not
+    counted, plus one reply."""
+    named = named_statements(paths)
+    needed = ["refresh_interaction_subjects", "refresh_interactions", "post_counts"]
+    missing = [n for n in needed if n not in named]
+    if missing:
+        raise CheckFailed(f"FAIL the query files have no statement named {', '.join(missing)}")
+    post = "at://did:plc:alice/app.bsky.feed.post/3kpost9"
+    common = "created_at, indexed_at, sort_at"
+    times = "'2024-05-02 09:00:00', '2024-05-02 09:00:01', '2024-05-02 09:00:00'"
+
+    def like(did, rkey, version, deleted):
+        subject = "" if deleted else post
+        cid = "" if deleted else "bafylike"
+        return (
+            f"INSERT INTO {DB}.likes (did, rkey, cid, version, deleted, {common}, subject_uri, "
+            f"subject_cid, subject_did, via_uri) VALUES ('{did}', '{rkey}', '{cid}', {version}, "
+            f"{deleted}, {times}, '{subject}', '', 'did:plc:alice', '')"
+        )
+
+    def refresh():
+        for variant in INTERACTION_SOURCES:
+            for name in ("refresh_interaction_subjects", "refresh_interactions"):
+                stmt = fill_interaction(named[name], variant).replace("{after}", "0")
+                try:
+                    srv.query(stmt)
+                except Exception as e:  # noqa: BLE001
+                    fail(f"interaction refresh: {one_line(stmt)[:300]}", e)
+
+    steps = [
+        [like("did:plc:bob", "3kl1", 10, 0), like("did:plc:bob", "3kl1", 10, 0)],  # replayed
+        [like("did:plc:carol", "3kl2", 11, 0)],
+        [like("did:plc:dave", "3kl3", 21, 1)],  # delete first...
+        [like("did:plc:carol", "3kl2", 12, 1), like("did:plc:dave", "3kl3", 20, 0)],  # ...then its create
+        [
+            f"INSERT INTO {DB}.posts (did, rkey, cid, version, deleted, {common}, reply_parent_uri) "
+            f"VALUES ('did:plc:erin', '3kp1', 'bafypost', 30, 0, {times}, '{post}')"
+        ],
+    ]
+    for inserts in steps:
+        for stmt in inserts:
+            try:
+                srv.query(stmt)
+            except Exception as e:  # noqa: BLE001
+                fail(f"seeding interactions: {one_line(stmt)[:300]}", e)
+        refresh()
+    stmt = named["post_counts"].replace("{uris}", f"'{post}'")
+    try:
+        rows = sorted((r[1], r[2]) for r in srv.query(stmt))
+    except Exception as e:  # noqa: BLE001
+        fail(f"post_counts: {one_line(stmt)[:300]}", e)
+    want = [("like", "1"), ("reply", "1")]
+    if rows != want:
+        raise CheckFailed(f"FAIL post_counts after the refreshes: got {rows}, want {want}")
 
 
 def main():

@@ -130,3 +130,125 @@ pub async fn daily_stats(ch: &ClickHouse, since: &str) -> Result<Vec<DailyStat>,
         .await
         .map_err(|e| StoreError::classify(e, "daily_stats"))
 }
+
+/// The four kinds of interaction counted per post: (kind, record table,
+/// column naming the post). See migration 0004.
+const INTERACTION_SOURCES: [(&str, &str, &str); 4] = [
+    ("like", "likes", "subject_uri"),
+    ("repost", "reposts", "subject_uri"),
+    ("reply", "posts", "reply_parent_uri"),
+    ("quote", "posts", "quote_uri"),
+];
+
+/// How far before the last refresh's start the next one looks again,
+/// seconds: covers inserts that began (took their `inserted_at`) before a
+/// refresh and became visible after it. Rows seen twice change nothing.
+pub const REFRESH_MARGIN_SECS: u32 = 300;
+
+/// What a refresh covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshedUpto {
+    /// Rows that arrived at or after this server time (Unix seconds) were read.
+    pub after: u32,
+    /// The server time the refresh started at; the next one starts from
+    /// here minus [`REFRESH_MARGIN_SECS`].
+    pub upto: u32,
+}
+
+/// Bring `interactions` up to date with the rows that arrived in `likes`,
+/// `reposts` and `posts` since the last refresh (all of them the first
+/// time). Safe to run at any time, repeatedly or concurrently: it only
+/// rewrites rows from the current state of the record tables.
+pub async fn refresh_interactions(ch: &ClickHouse) -> Result<RefreshedUpto, StoreError> {
+    let (last, now): (u32, u32) = ch
+        .client()
+        .query(&statement(ch, "interactions_watermark"))
+        .fetch_one()
+        .await
+        .map_err(|e| StoreError::classify(e, "interactions_watermark"))?;
+    let after = last.saturating_sub(REFRESH_MARGIN_SECS);
+    for (kind, source, subject) in INTERACTION_SOURCES {
+        for name in ["refresh_interaction_subjects", "refresh_interactions"] {
+            let sql = statement(ch, name)
+                .replace("{source}", source)
+                .replace("{subject}", subject)
+                .replace("{kind}", &literal(kind))
+                .replace("{after}", &after.to_string());
+            ch.execute(&sql).await?;
+        }
+    }
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let sql = statement(ch, "save_interactions_watermark")
+        .replace("{upto}", &now.to_string())
+        .replace("{version}", &micros.to_string());
+    ch.execute(&sql).await?;
+    Ok(RefreshedUpto { after, upto: now })
+}
+
+/// Live interactions with one post, as of the last [`refresh_interactions`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostCounts {
+    /// The post's AT-URI.
+    pub uri: String,
+    /// Likes (`app.bsky.feed.like` with this subject).
+    pub likes: u64,
+    /// Reposts.
+    pub reposts: u64,
+    /// Direct replies (posts whose `reply.parent` is this post).
+    pub replies: u64,
+    /// Quote posts (posts embedding this one).
+    pub quotes: u64,
+}
+
+/// Most URIs one [`post_counts`] call takes (the SQL lists them inline).
+pub const MAX_COUNT_URIS: usize = 1_000;
+
+/// Counts for each of `uris` (AT-URIs, at most [`MAX_COUNT_URIS`]), in the
+/// same order; a post nobody interacted with gets zeros. Hidden accounts'
+/// interactions are left out.
+pub async fn post_counts(ch: &ClickHouse, uris: &[&str]) -> Result<Vec<PostCounts>, StoreError> {
+    if uris.len() > MAX_COUNT_URIS {
+        return Err(StoreError::Config(format!(
+            "post_counts takes at most {MAX_COUNT_URIS} URIs, got {}",
+            uris.len()
+        )));
+    }
+    if let Some(bad) = uris.iter().find(|u| !u.starts_with("at://")) {
+        return Err(StoreError::Config(format!("not an AT-URI: {bad:?}")));
+    }
+    let mut out: Vec<PostCounts> = uris
+        .iter()
+        .map(|u| PostCounts {
+            uri: (*u).to_owned(),
+            ..PostCounts::default()
+        })
+        .collect();
+    if uris.is_empty() {
+        return Ok(out);
+    }
+    let list = uris
+        .iter()
+        .map(|u| literal(u))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows: Vec<(String, String, u64)> = ch
+        .client()
+        .query(&statement(ch, "post_counts").replace("{uris}", &list))
+        .fetch_all()
+        .await
+        .map_err(|e| StoreError::classify(e, "post_counts"))?;
+    for (uri, kind, n) in rows {
+        for c in out.iter_mut().filter(|c| c.uri == uri) {
+            match kind.as_str() {
+                "like" => c.likes = n,
+                "repost" => c.reposts = n,
+                "reply" => c.replies = n,
+                "quote" => c.quotes = n,
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}

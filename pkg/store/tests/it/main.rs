@@ -1,5 +1,6 @@
 //! skyhouse-store against a real ClickHouse 18.16 server started by the testkit.
 
+mod aggregates;
 mod migrate;
 mod queries;
 mod semantics;

@@ -1,0 +1,259 @@
+//! Like / repost / reply / quote counts (migration 0004) on the real server:
+//! right, unchanged by replays, and delete-aware in either arrival order.
+
+use crate::fresh;
+use skyhouse_atproto::json::from_lex_json;
+use skyhouse_store::migrate::{self, Migrator};
+use skyhouse_store::queries::{self, PostCounts};
+use skyhouse_store::writer::{write_batch, WriterConfig};
+use skyhouse_store::ClickHouse;
+use skyhouse_transform::{apply, Action, Cid, Op, Rows};
+
+const ALICE: &str = "did:plc:alicealicealicealicealic";
+const BOB: &str = "did:plc:bobbobbobbobbobbobbobbobb";
+const CAROL: &str = "did:plc:carolcarolcarolcarolcaro";
+const POST: &str = "at://did:plc:alicealicealicealicealic/app.bsky.feed.post/3kpost0000001";
+const OTHER: &str = "at://did:plc:alicealicealicealicealic/app.bsky.feed.post/3kpost0000002";
+const CID: &str = "bafyreigmpffgbpgzfhvml36cecdcz7cn2v7kde2ar7ib4jgol7grj4jyly";
+
+/// One operation to write.
+struct W {
+    did: &'static str,
+    collection: &'static str,
+    rkey: &'static str,
+    action: Action,
+    version: u64,
+    record: serde_json::Value,
+}
+
+fn like(did: &'static str, rkey: &'static str, subject: &str, version: u64) -> W {
+    W {
+        did,
+        collection: "app.bsky.feed.like",
+        rkey,
+        action: Action::Create,
+        version,
+        record: serde_json::json!({"$type": "app.bsky.feed.like", "createdAt": "2024-05-02T12:00:00Z",
+            "subject": {"uri": subject, "cid": CID}}),
+    }
+}
+
+fn repost(did: &'static str, rkey: &'static str, subject: &str, version: u64) -> W {
+    W {
+        collection: "app.bsky.feed.repost",
+        record: serde_json::json!({"$type": "app.bsky.feed.repost", "createdAt": "2024-05-02T12:00:00Z",
+            "subject": {"uri": subject, "cid": CID}}),
+        ..like(did, rkey, subject, version)
+    }
+}
+
+fn post(did: &'static str, rkey: &'static str, version: u64, extra: serde_json::Value) -> W {
+    let mut record = serde_json::json!({"$type": "app.bsky.feed.post", "text": "hi",
+        "createdAt": "2024-05-01T12:00:00Z"});
+    if let (Some(r), Some(e)) = (record.as_object_mut(), extra.as_object()) {
+        r.extend(e.clone());
+    }
+    W {
+        did,
+        collection: "app.bsky.feed.post",
+        rkey,
+        action: Action::Create,
+        version,
+        record,
+    }
+}
+
+fn delete(did: &'static str, collection: &'static str, rkey: &'static str, version: u64) -> W {
+    W {
+        did,
+        collection,
+        rkey,
+        action: Action::Delete,
+        version,
+        record: serde_json::Value::Null,
+    }
+}
+
+fn reply_to(uri: &str) -> serde_json::Value {
+    serde_json::json!({"reply": {"root": {"uri": uri, "cid": CID}, "parent": {"uri": uri, "cid": CID}}})
+}
+
+fn quote_of(uri: &str) -> serde_json::Value {
+    serde_json::json!({"embed": {"$type": "app.bsky.embed.record", "record": {"uri": uri, "cid": CID}}})
+}
+
+/// Write the operations as one batch, through the transform and the writer.
+async fn write(ch: &ClickHouse, ops: &[W]) {
+    let mut rows = Rows::default();
+    for w in ops {
+        let live = w.action != Action::Delete;
+        let record = live.then(|| from_lex_json(&w.record).expect("record"));
+        apply(
+            &Op {
+                did: w.did,
+                collection: w.collection,
+                rkey: w.rkey,
+                action: w.action,
+                cid: live.then(|| Cid::from_sha256(0x71, [w.version as u8; 32])),
+                record: record.as_ref(),
+                version: w.version,
+                indexed_at: 1_714_700_000,
+            },
+            &mut rows,
+        );
+        assert!(rows.dead_letters.is_empty(), "{:?}", rows.dead_letters);
+    }
+    write_batch(ch, &WriterConfig::default(), &mut rows, 0u64)
+        .await
+        .expect("write");
+}
+
+async fn setup(name: &str) -> (skyhouse_testkit::TestDatabase, ClickHouse) {
+    let (db, ch) = fresh(name);
+    Migrator::new(&ch, migrate::embedded().expect("m"))
+        .up()
+        .await
+        .expect("up");
+    (db, ch)
+}
+
+async fn counts(ch: &ClickHouse, uri: &str) -> (u64, u64, u64, u64) {
+    queries::refresh_interactions(ch).await.expect("refresh");
+    let c = queries::post_counts(ch, &[uri]).await.expect("counts");
+    assert_eq!(c.len(), 1);
+    (c[0].likes, c[0].reposts, c[0].replies, c[0].quotes)
+}
+
+/// Two likes, a repost, a reply and a quote of POST; a like of OTHER.
+fn interactions() -> Vec<W> {
+    vec![
+        post(ALICE, "3kpost0000001", 10, serde_json::json!({})),
+        post(ALICE, "3kpost0000002", 11, serde_json::json!({})),
+        like(BOB, "3klike0000001", POST, 20),
+        like(CAROL, "3klike0000002", POST, 21),
+        like(BOB, "3klike0000003", OTHER, 22),
+        repost(CAROL, "3krepo0000001", POST, 23),
+        post(BOB, "3kpost0000003", 24, reply_to(POST)),
+        post(CAROL, "3kpost0000004", 25, quote_of(POST)),
+    ]
+}
+
+#[tokio::test]
+async fn counts_per_post_and_kind() {
+    let (_db, ch) = setup("agg_counts").await;
+    write(&ch, &interactions()).await;
+    queries::refresh_interactions(&ch).await.expect("refresh");
+    let unknown = "at://did:plc:nobodynobodynobodynobodyn/app.bsky.feed.post/3kzzz";
+    let got = queries::post_counts(&ch, &[POST, OTHER, unknown])
+        .await
+        .expect("counts");
+    let want = |uri: &str, likes, reposts, replies, quotes| PostCounts {
+        uri: uri.to_owned(),
+        likes,
+        reposts,
+        replies,
+        quotes,
+    };
+    assert_eq!(
+        got,
+        vec![
+            want(POST, 2, 1, 1, 1),
+            want(OTHER, 1, 0, 0, 0),
+            want(unknown, 0, 0, 0, 0)
+        ]
+    );
+    assert_eq!(queries::post_counts(&ch, &[]).await.expect("none"), vec![]);
+    assert!(queries::post_counts(&ch, &["https://x"]).await.is_err());
+}
+
+#[tokio::test]
+async fn the_same_events_twice_change_nothing() {
+    let (_db, ch) = setup("agg_replay").await;
+    write(&ch, &interactions()).await;
+    let once = counts(&ch, POST).await;
+    assert_eq!(once, (2, 1, 1, 1));
+    // Replayed after a refresh, and again before one.
+    write(&ch, &interactions()).await;
+    assert_eq!(counts(&ch, POST).await, once);
+    write(&ch, &interactions()).await;
+    write(&ch, &interactions()).await;
+    assert_eq!(counts(&ch, POST).await, once);
+    // Merged and refreshed again: still the same.
+    ch.execute(&format!(
+        "OPTIMIZE TABLE {}.interactions FINAL",
+        ch.database()
+    ))
+    .await
+    .expect("optimize");
+    assert_eq!(counts(&ch, POST).await, once);
+}
+
+#[tokio::test]
+async fn a_deleted_like_stops_counting() {
+    let (_db, ch) = setup("agg_delete").await;
+    write(&ch, &interactions()).await;
+    assert_eq!(counts(&ch, POST).await, (2, 1, 1, 1));
+    // Refreshed in between: the tombstone finds its subject through
+    // interaction_subjects (the tombstone row itself names none).
+    write(
+        &ch,
+        &[delete(BOB, "app.bsky.feed.like", "3klike0000001", 30)],
+    )
+    .await;
+    assert_eq!(counts(&ch, POST).await, (1, 1, 1, 1));
+    // Even after the record table merged the like away.
+    ch.execute(&format!("OPTIMIZE TABLE {}.likes FINAL", ch.database()))
+        .await
+        .expect("optimize");
+    // Create and delete between two refreshes; a deleted repost, reply, quote.
+    write(
+        &ch,
+        &[
+            like(ALICE, "3klike0000009", POST, 40),
+            delete(ALICE, "app.bsky.feed.like", "3klike0000009", 41),
+            delete(CAROL, "app.bsky.feed.repost", "3krepo0000001", 42),
+            delete(BOB, "app.bsky.feed.post", "3kpost0000003", 43),
+            delete(CAROL, "app.bsky.feed.post", "3kpost0000004", 44),
+        ],
+    )
+    .await;
+    assert_eq!(counts(&ch, POST).await, (1, 0, 0, 0));
+    // A like moved to another post by an update counts there only.
+    write(&ch, &[like(CAROL, "3klike0000002", OTHER, 50)]).await;
+    assert_eq!(counts(&ch, POST).await, (0, 0, 0, 0));
+    assert_eq!(counts(&ch, OTHER).await, (2, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_delete_arriving_before_its_create_wins() {
+    let (_db, ch) = setup("agg_delete_first").await;
+    // The delete (newer version) arrives and is refreshed first…
+    write(
+        &ch,
+        &[delete(BOB, "app.bsky.feed.like", "3klike0000001", 30)],
+    )
+    .await;
+    assert_eq!(counts(&ch, POST).await, (0, 0, 0, 0));
+    // …then the create it deletes (older version): never counted.
+    write(&ch, &[like(BOB, "3klike0000001", POST, 20)]).await;
+    assert_eq!(counts(&ch, POST).await, (0, 0, 0, 0));
+    // Both in one refresh window, delete first, for a repost and a reply.
+    write(
+        &ch,
+        &[
+            delete(CAROL, "app.bsky.feed.repost", "3krepo0000001", 31),
+            delete(BOB, "app.bsky.feed.post", "3kpost0000003", 32),
+        ],
+    )
+    .await;
+    write(
+        &ch,
+        &[
+            repost(CAROL, "3krepo0000001", POST, 23),
+            post(BOB, "3kpost0000003", 24, reply_to(POST)),
+            like(CAROL, "3klike0000002", POST, 21),
+        ],
+    )
+    .await;
+    assert_eq!(counts(&ch, POST).await, (1, 0, 0, 0));
+}
