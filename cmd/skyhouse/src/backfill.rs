@@ -86,13 +86,6 @@ pub struct StatusArgs {
     redis: RedisArgs,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")
-}
-
 pub fn run(cmd: BackfillCommand) -> Result<ExitCode> {
     match cmd {
         BackfillCommand::Enqueue(a) => enqueue(a),
@@ -121,7 +114,7 @@ fn enqueue(args: EnqueueArgs) -> Result<ExitCode> {
     }) {
         return Err(anyhow!("--did/--dids: invalid DID {bad:?}"));
     }
-    runtime()?.block_on(async move {
+    crate::service::runtime()?.block_on(async move {
         let state = args.redis.connect().await?;
         let queue = state.work_queue(BACKFILL_STREAM, GROUP);
         queue
@@ -171,22 +164,9 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
     .map_err(|e| anyhow!("--plc: {e}"))?;
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;
-    runtime()?.block_on(async move {
-        let handle = skyhouse_telemetry::install_metrics();
-        let health = skyhouse_telemetry::Health::default();
-        let shutdown = skyhouse_telemetry::shutdown_on_signals();
-        let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-            .await
-            .with_context(|| format!("--metrics-addr {}: cannot listen", args.metrics_addr))?;
-        tokio::spawn(skyhouse_telemetry::serve_metrics(
-            listener,
-            handle,
-            health.clone(),
-            shutdown.clone(),
-        ));
-        let state = args.redis.connect().await?;
-        health.set("clickhouse", ch.server_version().await.is_ok());
-        health.set("redis", state.ping().await);
+    crate::service::runtime()?.block_on(async move {
+        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
+        let (state, shutdown) = (svc.state, svc.shutdown);
         let summary = skyhouse_backfill::run(cfg, ch, state, Arc::new(resolver), shutdown.clone())
             .await
             .map_err(|e| anyhow!("backfill: {e}"))?;
@@ -210,7 +190,7 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
 fn status(args: StatusArgs) -> Result<ExitCode> {
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;
-    runtime()?.block_on(async move {
+    crate::service::runtime()?.block_on(async move {
         let state = args.redis.connect().await?;
         let queue = state.work_queue(BACKFILL_STREAM, GROUP);
         let redis = |e: skyhouse_state::StateError| anyhow!("--redis: {e}");

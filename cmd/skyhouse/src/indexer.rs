@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use clap::{Args, ValueEnum};
 use skyhouse_pipeline::{CollectionFilter, IndexerConfig, KeyFuture, Keys};
 use skyhouse_sources::{SourceConfig, SourceKind};
@@ -203,31 +203,19 @@ pub fn run(args: IndexerArgs) -> Result<ExitCode> {
     let (cfg, keys) = args.config()?;
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
-    rt.block_on(async move {
-        let handle = skyhouse_telemetry::install_metrics();
-        let health = skyhouse_telemetry::Health::default();
-        let shutdown = skyhouse_telemetry::shutdown_on_signals();
-        let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-            .await
-            .with_context(|| format!("--metrics-addr {}: cannot listen", args.metrics_addr))?;
-        tokio::spawn(skyhouse_telemetry::serve_metrics(
-            listener,
-            handle,
-            health.clone(),
-            shutdown.clone(),
-        ));
-        let state = args.redis.connect().await?;
-        health.set("clickhouse", ch.server_version().await.is_ok());
-        health.set("redis", state.ping().await);
-        let summary =
-            skyhouse_pipeline::run_with_health(cfg, ch, state, keys, shutdown.clone(), health)
-                .await
-                .map_err(|e| anyhow!("indexer: {e}"))?;
-        shutdown.cancel();
+    crate::service::runtime()?.block_on(async move {
+        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
+        let summary = skyhouse_pipeline::run_with_health(
+            cfg,
+            ch,
+            svc.state,
+            keys,
+            svc.shutdown.clone(),
+            svc.health,
+        )
+        .await
+        .map_err(|e| anyhow!("indexer: {e}"))?;
+        svc.shutdown.cancel();
         eprintln!(
             "skyhouse indexer: {} messages, {} record operations, cursor {}",
             summary.messages,

@@ -11,6 +11,7 @@ mod indexer;
 mod migrate;
 mod redis_args;
 mod repo;
+mod service;
 
 /// Index the AT Protocol network into ClickHouse and serve it.
 #[derive(Debug, Parser)]
