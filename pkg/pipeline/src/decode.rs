@@ -218,59 +218,20 @@ impl Decoder {
                     return out;
                 }
                 let path = (commit.collection.as_str(), commit.rkey.as_str());
-                let Ok(tid) = commit.rev.parse::<Tid>() else {
-                    dead_letter(
-                        rows,
-                        "jetstream",
-                        &event.did,
-                        path,
-                        format!("rev {:?} is not a TID", commit.rev),
-                        String::from_utf8_lossy(line).into_owned(),
-                    );
-                    out.dead_letters = 1;
-                    return out;
-                };
-                let action = match commit.operation {
-                    Operation::Create => Action::Create,
-                    Operation::Update => Action::Update,
-                    Operation::Delete => Action::Delete,
-                };
-                let cid = match (&commit.cid, action) {
-                    (_, Action::Delete) => None,
-                    (Some(c), _) => match c.parse::<Cid>() {
-                        Ok(c) => Some(c),
-                        Err(e) => {
-                            dead_letter(
-                                rows,
-                                "jetstream",
-                                &event.did,
-                                path,
-                                format!("cid {c:?}: {e}"),
-                                String::from_utf8_lossy(line).into_owned(),
-                            );
-                            out.dead_letters = 1;
-                            return out;
-                        }
-                    },
-                    (None, _) => None,
-                };
-                let record = match (&commit.record, action) {
-                    (_, Action::Delete) | (None, _) => None,
-                    (Some(json), _) => match from_lex_json(json) {
-                        Ok(v) => Some(v),
-                        Err(e) => {
-                            dead_letter(
-                                rows,
-                                "jetstream",
-                                &event.did,
-                                path,
-                                format!("record is not valid lex-JSON: {e}"),
-                                String::from_utf8_lossy(line).into_owned(),
-                            );
-                            out.dead_letters = 1;
-                            return out;
-                        }
-                    },
+                let (tid, action, cid, record) = match jetstream_parts(commit) {
+                    Ok(parts) => parts,
+                    Err(reason) => {
+                        dead_letter(
+                            rows,
+                            "jetstream",
+                            &event.did,
+                            path,
+                            reason,
+                            String::from_utf8_lossy(line).into_owned(),
+                        );
+                        out.dead_letters = 1;
+                        return out;
+                    }
                 };
                 let before = rows.dead_letters.len();
                 apply(
@@ -574,6 +535,40 @@ impl Decoder {
     }
 }
 
+/// A Jetstream commit's rev, action, CID and record, or why it is unusable.
+type JetstreamParts = (
+    Tid,
+    Action,
+    Option<Cid>,
+    Option<skyhouse_atproto::Value<'static>>,
+);
+
+fn jetstream_parts(commit: &jetstream::CommitOp) -> Result<JetstreamParts, String> {
+    let tid = commit
+        .rev
+        .parse::<Tid>()
+        .map_err(|_| format!("rev {:?} is not a TID", commit.rev))?;
+    let action = match commit.operation {
+        Operation::Create => Action::Create,
+        Operation::Update => Action::Update,
+        Operation::Delete => Action::Delete,
+    };
+    if action == Action::Delete {
+        return Ok((tid, action, None, None));
+    }
+    let cid = commit
+        .cid
+        .as_deref()
+        .map(|c| c.parse::<Cid>().map_err(|e| format!("cid {c:?}: {e}")))
+        .transpose()?;
+    let record = commit
+        .record
+        .as_ref()
+        .map(|json| from_lex_json(json).map_err(|e| format!("record is not valid lex-JSON: {e}")))
+        .transpose()?;
+    Ok((tid, action, cid, record))
+}
+
 fn account_row(did: &str, active: bool, status: Option<&str>, seq: i64, at: u32) -> AccountRow {
     AccountRow {
         did: did.to_owned(),
@@ -585,5 +580,69 @@ fn account_row(did: &str, active: bool, status: Option<&str>, seq: i64, at: u32)
         },
         version: seq.max(0) as u64,
         indexed_at: at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(rev: &str, cid: &str, record: &str) -> Vec<u8> {
+        format!(
+            r#"{{"did":"did:plc:a","time_us":5,"kind":"commit","commit":{{"rev":"{rev}","operation":"create","collection":"app.bsky.feed.like","rkey":"3mptbyplj5d2a","record":{record},"cid":"{cid}"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    const CID: &str = "bafyreiguce4jh7kcbmof3pmcvasifqtw24b6isakj5ve5ga2b4z4alpc4i";
+    const LIKE: &str = r#"{"$type":"app.bsky.feed.like","createdAt":"2026-07-04T14:38:08.999Z","subject":{"cid":"bafyreiftot7eltsc3f6g4qktykmbv6jcmdmhcx5osscan6jpdxkpqcmcza","uri":"at://did:plc:r2zybk6op3ymzpz6jhqpkoy5/app.bsky.feed.post/3mpsjbtci2c2o"}}"#;
+
+    #[test]
+    fn a_good_jetstream_commit_becomes_rows() {
+        let mut rows = Rows::default();
+        let d = Decoder::default().jetstream(&line("3mptbypluud2a", CID, LIKE), &mut rows);
+        assert_eq!(
+            (d.kind, d.ops, d.dead_letters, d.position),
+            ("commit", 1, 0, Some(5))
+        );
+        assert_eq!((rows.records.len(), rows.likes.len()), (1, 1));
+    }
+
+    #[test]
+    fn bad_jetstream_input_is_dead_lettered_with_its_reason() {
+        for (input, reason) in [
+            (b"{not json".to_vec(), "Jetstream event is not valid"),
+            (
+                line("not-a-tid", CID, LIKE),
+                "rev \"not-a-tid\" is not a TID",
+            ),
+            (line("3mptbypluud2a", "bafynope", LIKE), "cid \"bafynope\""),
+            (
+                line(
+                    "3mptbypluud2a",
+                    CID,
+                    r#"{"$type":"app.bsky.feed.like","x":{"$bytes":"!"}}"#,
+                ),
+                "record is not valid lex-JSON",
+            ),
+        ] {
+            let mut rows = Rows::default();
+            let d = Decoder::default().jetstream(&input, &mut rows);
+            assert_eq!((d.ops, d.dead_letters), (0, 1), "{reason}");
+            assert!(rows.records.is_empty());
+            assert!(
+                rows.dead_letters[0].reason.starts_with(reason),
+                "{} vs {reason}",
+                rows.dead_letters[0].reason
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_frames_are_dead_lettered_not_fatal() {
+        let mut rows = Rows::default();
+        let d = Decoder::default().firehose(&[0xa2, 0x61, 0x74], Verify::Off, &mut rows);
+        assert_eq!((d.kind, d.dead_letters, d.position), ("invalid", 1, None));
+        assert_eq!(rows.dead_letters[0].source, "firehose");
     }
 }
