@@ -22,9 +22,14 @@ use crate::{ClickHouse, StoreError};
 /// Batch limits and retry pacing.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// Close the batch at this many rows (all tables together). Default 50,000.
+    /// Close the batch at this many rows (all tables together). Default
+    /// 100,000: every batch makes one part per table it touches, so bigger
+    /// batches mean fewer parts for ClickHouse to write and merge
+    /// (`just bench-store`: more rows/s than 50,000, see the README); the
+    /// writer holds two batches (~70 MB each at this size).
     pub max_rows: usize,
-    /// Close the batch at this many bytes of RowBinary. Default 16 MiB.
+    /// Close the batch at this many bytes of RowBinary. Default 32 MiB
+    /// (≈ 95k rows of the real mix, ~350 bytes each).
     pub max_bytes: usize,
     /// Close the batch this long after its first row. Default 1 s: at live
     /// rates a row waits at most this long before it is queryable.
@@ -38,8 +43,8 @@ pub struct WriterConfig {
 impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
-            max_rows: 50_000,
-            max_bytes: 16 << 20,
+            max_rows: 100_000,
+            max_bytes: 32 << 20,
             max_age: Duration::from_secs(1),
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
@@ -58,9 +63,21 @@ pub struct Ack<P> {
     pub dead_lettered: usize,
 }
 
-/// Input queue depth: a few batches of single-event `Rows`; when full the
-/// producer waits (backpressure), memory stays at about `max_bytes` + this.
-pub const INPUT_QUEUE: usize = 4096;
+/// How many rows a producer should put into one input message: apply
+/// operations into one `Rows` until it holds about this many (≈ 1,000
+/// operations) or the input pauses, then send it. One message per event costs
+/// ~20 vector allocations per event, freed on the writer's thread; coalesced,
+/// that cost is paid once per ~1,000 events (`just bench-store` measures both).
+pub const MESSAGE_ROWS: usize = 2_048;
+
+/// Input queue depth, in messages of up to [`MESSAGE_ROWS`] rows: at most
+/// 8 × 2,048 ≈ 16k rows, ≈ 12 MB at the ~700 bytes a row takes in memory
+/// (structs and strings; its `RowBinary` is ~350 bytes). The writer's open
+/// batch is the real buffer, so a short queue is enough to keep it fed; with
+/// the open batch and the one being written (≤ `max_rows` each, ~70 MB at
+/// the default) `just bench-store` peaks at ~200 MB RSS. When the queue is
+/// full the producer waits (backpressure).
+pub const INPUT_QUEUE: usize = 8;
 
 type InFlight<P> = tokio::task::JoinHandle<Result<(Rows, Ack<P>), StoreError>>;
 
@@ -84,8 +101,30 @@ async fn settle<P>(
 pub async fn run<P: Copy + Ord + Send + 'static>(
     ch: ClickHouse,
     cfg: WriterConfig,
+    input: mpsc::Receiver<(Rows, P)>,
+    acks: mpsc::Sender<Ack<P>>,
+) -> Result<(), StoreError> {
+    run_recycling(ch, cfg, input, acks, None).await
+}
+
+/// Emptied input `Rows` waiting to go back to the producer: enough for the
+/// input queue to refill once (~0.5 MB of vector capacity each).
+pub const RECYCLE_QUEUE: usize = INPUT_QUEUE + 2;
+
+/// [`run`], handing every input `Rows` back through `recycle` once its rows
+/// are moved into the batch: empty, with the capacity of its vectors. A
+/// producer that applies into `recycle.try_recv().unwrap_or_default()`
+/// instead of a fresh `Rows` skips growing ~20 vectors per message, which
+/// (with the page faults of memory the allocator keeps handing back to the
+/// kernel) was about half of the client's CPU in `just bench-store`. Never
+/// waits: when `recycle` is full or closed the `Rows` is dropped. Size the
+/// channel with [`RECYCLE_QUEUE`].
+pub async fn run_recycling<P: Copy + Ord + Send + 'static>(
+    ch: ClickHouse,
+    cfg: WriterConfig,
     mut input: mpsc::Receiver<(Rows, P)>,
     acks: mpsc::Sender<Ack<P>>,
+    recycle: Option<mpsc::Sender<Rows>>,
 ) -> Result<(), StoreError> {
     let mut batch = Rows::default();
     let mut upto: Option<P> = None;
@@ -117,6 +156,9 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
         let closed = match next {
             Some(Some((mut rows, pos))) => {
                 batch.append(&mut rows);
+                if let Some(r) = &recycle {
+                    let _ = r.try_send(rows);
+                }
                 upto = Some(upto.map_or(pos, |u| u.max(pos)));
                 opened.get_or_insert_with(Instant::now);
                 if batch.len() < cfg.max_rows && batch.approx_bytes() < cfg.max_bytes {
