@@ -240,10 +240,22 @@ fn for_cluster(stmt: &str, db: &str, cluster: &str) -> Vec<String> {
             .chars()
             .take_while(|c| c.is_alphanumeric() || *c == '_')
             .collect();
-        return vec![format!(
-            "ALTER TABLE {db}.{name}_local ON CLUSTER {cluster}{}",
-            &rest[name.len()..]
-        )];
+        let change = &rest[name.len()..];
+        let local = format!("ALTER TABLE {db}.{name}_local ON CLUSTER {cluster}{change}");
+        // A column must also be added to (dropped from) the Distributed
+        // table, or reads through it cannot name it; indexes and the like
+        // exist on the local tables only.
+        let trimmed = change.trim_start();
+        if trimmed.starts_with("ADD COLUMN") || trimmed.starts_with("DROP COLUMN") {
+            let distributed = format!("ALTER TABLE {db}.{name} ON CLUSTER {cluster}{change}");
+            // Add to the local tables first; drop from the Distributed one first.
+            return if trimmed.starts_with("ADD") {
+                vec![local, distributed]
+            } else {
+                vec![distributed, local]
+            };
+        }
+        return vec![local];
     }
     vec![stmt.to_string()]
 }
@@ -546,9 +558,9 @@ mod tests {
 
     #[test]
     fn cluster_mode_creates_local_and_distributed_tables() {
-        let sql = "CREATE TABLE IF NOT EXISTS {db}.t (\n  did String, version UInt64\n) ENGINE = ReplacingMergeTree(version)\nORDER BY (did, rkey);\nDROP TABLE IF EXISTS {db}.t;\nALTER TABLE {db}.t ADD COLUMN x String;";
+        let sql = "CREATE TABLE IF NOT EXISTS {db}.t (\n  did String, version UInt64\n) ENGINE = ReplacingMergeTree(version)\nORDER BY (did, rkey);\nDROP TABLE IF EXISTS {db}.t;\nALTER TABLE {db}.t ADD COLUMN x String;\nALTER TABLE {db}.t ADD INDEX i x TYPE minmax GRANULARITY 1;\nALTER TABLE {db}.t DROP COLUMN x;";
         let s = render(sql, "sky", Some("main"));
-        assert_eq!(s.len(), 5, "{s:#?}");
+        assert_eq!(s.len(), 9, "{s:#?}");
         assert!(
             s[0].starts_with("CREATE TABLE IF NOT EXISTS sky.t_local ON CLUSTER main ("),
             "{}",
@@ -566,8 +578,14 @@ mod tests {
         assert_eq!(s[2], "DROP TABLE IF EXISTS sky.t ON CLUSTER main");
         assert_eq!(s[3], "DROP TABLE IF EXISTS sky.t_local ON CLUSTER main");
         assert_eq!(
-            s[4],
-            "ALTER TABLE sky.t_local ON CLUSTER main ADD COLUMN x String"
+            s[4..],
+            [
+                "ALTER TABLE sky.t_local ON CLUSTER main ADD COLUMN x String",
+                "ALTER TABLE sky.t ON CLUSTER main ADD COLUMN x String",
+                "ALTER TABLE sky.t_local ON CLUSTER main ADD INDEX i x TYPE minmax GRANULARITY 1",
+                "ALTER TABLE sky.t ON CLUSTER main DROP COLUMN x",
+                "ALTER TABLE sky.t_local ON CLUSTER main DROP COLUMN x",
+            ]
         );
     }
 
