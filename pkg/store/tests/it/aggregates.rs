@@ -7,7 +7,7 @@ use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::queries::{self, PostCounts};
 use skyhouse_store::writer::{write_batch, WriterConfig};
 use skyhouse_store::ClickHouse;
-use skyhouse_transform::{apply, Action, Cid, Op, Rows};
+use skyhouse_transform::{apply, AccountRow, Action, Cid, Op, Rows};
 
 const ALICE: &str = "did:plc:alicealicealicealicealic";
 const BOB: &str = "did:plc:bobbobbobbobbobbobbobbobb";
@@ -162,6 +162,20 @@ async fn counts_per_post_and_kind() {
             want(unknown, 0, 0, 0, 0)
         ]
     );
+    // A hidden (deactivated) account's interactions are left out.
+    let mut rows = Rows::default();
+    rows.push_account(AccountRow {
+        did: CAROL.to_owned(),
+        active: 0,
+        status: "deactivated".to_owned(),
+        version: 1,
+        indexed_at: 1_714_700_000,
+    });
+    write_batch(&ch, &WriterConfig::default(), &mut rows, 0u64)
+        .await
+        .expect("account");
+    let hidden = queries::post_counts(&ch, &[POST]).await.expect("counts");
+    assert_eq!(hidden, vec![want(POST, 1, 0, 1, 0)]);
     assert_eq!(queries::post_counts(&ch, &[]).await.expect("none"), vec![]);
     assert!(queries::post_counts(&ch, &["https://x"]).await.is_err());
 }
