@@ -11,10 +11,9 @@
 //! - `pipeline`: a producer task `apply()`s the operations into one `Rows`
 //!   until it holds [`writer::MESSAGE_ROWS`] rows, then sends it with its
 //!   highest position through a channel of [`writer::INPUT_QUEUE`] messages
-//!   to [`writer::run_recycling`] with the default [`WriterConfig`], as the
-//!   live indexer coalesces its decoded events, and applies the next
-//!   operations into an emptied `Rows` the writer handed back; the clock
-//!   stops when the writer has acknowledged every batch.
+//!   to [`writer::run`] with the default [`WriterConfig`], as the live
+//!   indexer coalesces its decoded events; the clock stops when the writer
+//!   has acknowledged every batch.
 //! - `ceiling`: the same rows, built beforehand (not timed), inserted table by
 //!   table with plain `INSERT … FORMAT RowBinary` through the `clickhouse`
 //!   client in batches of up to `--raw-batch` rows (default 1,048,576, the
@@ -28,8 +27,8 @@
 //! allocator keeps after dropping them shows in later runs' `rss_start_mb`).
 //!
 //! `--experiments` adds, to every round, pipeline runs that each change one
-//! thing (see [`Variant::experiments`]: one `Rows` per operation, no
-//! recycling, 50k-row and 200k-row batches) and a ceiling that inserts `records`
+//! thing (see [`Variant::experiments`]: one `Rows` per operation,
+//! concurrent tables, 50k-row and 200k-row batches) and a ceiling that inserts `records`
 //! concurrently with the other tables, then one median line per experiment
 //! before the summary. `--only pipeline|ceiling` runs one side (for `perf`).
 //!
@@ -60,7 +59,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// mimalloc instead of glibc's malloc: rows are allocated on the producer's
 /// thread and freed on the writer's, which mimalloc does with less CPU
-/// (measured here: ~15% less client CPU per run, a little less peak RSS).
+/// (measured here, noisily: ~15% less client CPU per run, a little less peak
+/// RSS). The `skyhouse` binary does not use it yet.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -374,28 +374,25 @@ struct Variant {
     queue: usize,
     /// The writer's batch limits.
     cfg: WriterConfig,
-    /// The writer hands emptied `Rows` back ([`writer::run_recycling`]).
-    recycle: bool,
 }
 
 impl Variant {
     /// The indexer's path: operations applied into one `Rows` until it holds
     /// [`writer::MESSAGE_ROWS`] rows, sent through a channel of
-    /// [`writer::INPUT_QUEUE`] messages to `writer::run_recycling` with the
-    /// default [`WriterConfig`]; the next `Rows` is a recycled one.
+    /// [`writer::INPUT_QUEUE`] messages to `writer::run` with the default
+    /// [`WriterConfig`].
     fn indexer() -> Variant {
         Variant {
             name: "pipeline",
             message_rows: writer::MESSAGE_ROWS,
             queue: writer::INPUT_QUEUE,
             cfg: WriterConfig::default(),
-            recycle: true,
         }
     }
 
     /// The experiments of `--experiments`, each changing one thing: one
     /// `Rows` per operation (as before coalescing; the queue holds as many
-    /// operations), fresh `Rows` instead of recycled ones, and batches of 50k rows / 16 MiB
+    /// operations), [`WriterConfig::concurrent_tables`], and batches of 50k rows / 16 MiB
     /// (the old default) and of 200k rows / 64 MiB.
     fn experiments() -> Vec<Variant> {
         let base = Variant::indexer();
@@ -408,8 +405,11 @@ impl Variant {
                 ..base.clone()
             },
             Variant {
-                name: "no_recycling",
-                recycle: false,
+                name: "concurrent_tables",
+                cfg: WriterConfig {
+                    concurrent_tables: true,
+                    ..d.clone()
+                },
                 ..base.clone()
             },
             Variant {
@@ -457,15 +457,7 @@ async fn pipeline(
     let (tx, rx) = mpsc::channel::<(Rows, u64)>(variant.queue.max(1));
     let (ack_tx, mut ack_rx) = mpsc::channel::<Ack<u64>>(64);
     let start = Instant::now();
-    let (recycle_tx, mut recycle_rx) = mpsc::channel::<Rows>(writer::RECYCLE_QUEUE);
-    let recycle = variant.recycle.then_some(recycle_tx);
-    let writer = tokio::spawn(writer::run_recycling(
-        ch.clone(),
-        variant.cfg.clone(),
-        rx,
-        ack_tx,
-        recycle,
-    ));
+    let writer = tokio::spawn(writer::run(ch.clone(), variant.cfg.clone(), rx, ack_tx));
     let w = Arc::clone(work);
     let message_rows = variant.message_rows;
     let producer = tokio::spawn(async move {
@@ -475,8 +467,7 @@ async fn pipeline(
         for i in 0..w.ops {
             apply(&w.op(i, &mut buf), &mut rows);
             if rows.len() >= message_rows || i + 1 == w.ops {
-                let next = recycle_rx.try_recv().unwrap_or_default();
-                let item = (std::mem::replace(&mut rows, next), i as u64);
+                let item = (std::mem::take(&mut rows), i as u64);
                 match tx.try_send(item) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(item)) => {

@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use skyhouse_transform::{DeadLetterRow, Rows, TableSink};
+use skyhouse_transform::{DeadLetterRow, RecordRow, Rows, TableRow, TableSink};
 use tokio::sync::mpsc;
 
 use crate::{ClickHouse, StoreError};
@@ -38,6 +38,12 @@ pub struct WriterConfig {
     pub retry_base: Duration,
     /// Longest retry delay. Default 10 s.
     pub retry_max: Duration,
+    /// Insert `records` on a second connection while the typed tables are
+    /// inserted one after another on the first. Default false. ClickHouse
+    /// parses one INSERT on one thread and `records` (the raw JSON) is about
+    /// half of a batch's bytes, so with a spare core this overlaps the two
+    /// halves; on a busy server it only adds a connection.
+    pub concurrent_tables: bool,
 }
 
 impl Default for WriterConfig {
@@ -48,6 +54,7 @@ impl Default for WriterConfig {
             max_age: Duration::from_secs(1),
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
+            concurrent_tables: false,
         }
     }
 }
@@ -75,7 +82,7 @@ pub const MESSAGE_ROWS: usize = 2_048;
 /// (structs and strings; its `RowBinary` is ~350 bytes). The writer's open
 /// batch is the real buffer, so a short queue is enough to keep it fed; with
 /// the open batch and the one being written (≤ `max_rows` each, ~70 MB at
-/// the default) `just bench-store` peaks at ~200 MB RSS. When the queue is
+/// the default) `just bench-store` peaks at ~180 MB RSS. When the queue is
 /// full the producer waits (backpressure).
 pub const INPUT_QUEUE: usize = 8;
 
@@ -101,30 +108,8 @@ async fn settle<P>(
 pub async fn run<P: Copy + Ord + Send + 'static>(
     ch: ClickHouse,
     cfg: WriterConfig,
-    input: mpsc::Receiver<(Rows, P)>,
-    acks: mpsc::Sender<Ack<P>>,
-) -> Result<(), StoreError> {
-    run_recycling(ch, cfg, input, acks, None).await
-}
-
-/// Emptied input `Rows` waiting to go back to the producer: enough for the
-/// input queue to refill once (~0.5 MB of vector capacity each).
-pub const RECYCLE_QUEUE: usize = INPUT_QUEUE + 2;
-
-/// [`run`], handing every input `Rows` back through `recycle` once its rows
-/// are moved into the batch: empty, with the capacity of its vectors. A
-/// producer that applies into `recycle.try_recv().unwrap_or_default()`
-/// instead of a fresh `Rows` skips growing ~20 vectors per message, which
-/// (with the page faults of memory the allocator keeps handing back to the
-/// kernel) was about half of the client's CPU in `just bench-store`. Never
-/// waits: when `recycle` is full or closed the `Rows` is dropped. Size the
-/// channel with [`RECYCLE_QUEUE`].
-pub async fn run_recycling<P: Copy + Ord + Send + 'static>(
-    ch: ClickHouse,
-    cfg: WriterConfig,
     mut input: mpsc::Receiver<(Rows, P)>,
     acks: mpsc::Sender<Ack<P>>,
-    recycle: Option<mpsc::Sender<Rows>>,
 ) -> Result<(), StoreError> {
     let mut batch = Rows::default();
     let mut upto: Option<P> = None;
@@ -156,9 +141,6 @@ pub async fn run_recycling<P: Copy + Ord + Send + 'static>(
         let closed = match next {
             Some(Some((mut rows, pos))) => {
                 batch.append(&mut rows);
-                if let Some(r) = &recycle {
-                    let _ = r.try_send(rows);
-                }
                 upto = Some(upto.map_or(pos, |u| u.max(pos)));
                 opened.get_or_insert_with(Instant::now);
                 if batch.len() < cfg.max_rows && batch.approx_bytes() < cfg.max_bytes {
@@ -204,13 +186,29 @@ pub async fn write_batch<P>(
     upto: P,
 ) -> Result<Ack<P>, StoreError> {
     let rows = batch.len();
-    let mut sink = Sink {
+    let new_sink = || Sink {
         ch,
         cfg,
         dead: Vec::new(),
         dead_lettered: 0,
     };
-    batch.drain_into(&mut sink).await?;
+    let mut sink = new_sink();
+    if cfg.concurrent_tables && !batch.records.is_empty() {
+        // The vector goes back afterwards, so its capacity is reused.
+        let records = std::mem::take(&mut batch.records);
+        let mut side = new_sink();
+        let (side_done, rest_done) = tokio::join!(
+            side.insert(RecordRow::TABLE, &records),
+            batch.drain_into(&mut sink)
+        );
+        batch.records = records;
+        side_done?;
+        rest_done?;
+        sink.dead.append(&mut side.dead);
+        sink.dead_lettered += side.dead_lettered;
+    } else {
+        batch.drain_into(&mut sink).await?;
+    }
     let dead = std::mem::take(&mut sink.dead);
     if !dead.is_empty() {
         // If even dead_letters refuses them, fail the batch: acking it would

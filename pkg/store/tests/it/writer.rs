@@ -101,47 +101,34 @@ async fn a_batch_closes_on_age_while_the_input_stays_open() {
 }
 
 #[tokio::test]
-async fn run_recycling_hands_back_every_input_emptied_and_still_writes_it() {
-    let (db, ch) = fresh("writer_recycle");
+async fn concurrent_tables_writes_the_same_rows() {
+    let (db, ch) = fresh("writer_concurrent");
     Migrator::new(&ch, migrate::embedded().expect("m"))
         .up()
         .await
         .expect("up");
-    let (tx, rx) = mpsc::channel(16);
-    let (ack_tx, mut acks) = mpsc::channel(16);
-    let (spent_tx, mut spent) = mpsc::channel(writer::RECYCLE_QUEUE);
-    let task = tokio::spawn(writer::run_recycling(
-        ch.clone(),
-        WriterConfig::default(),
-        rx,
-        ack_tx,
-        Some(spent_tx),
-    ));
-    for n in 1..=3u64 {
-        let mut rows = follow_rows(n);
-        rows.append(&mut follow_rows(n + 10));
-        tx.send((rows, n)).await.expect("send");
+    let cfg = WriterConfig {
+        concurrent_tables: true,
+        ..WriterConfig::default()
+    };
+    let mut rows = Rows::default();
+    for n in 1..=3 {
+        rows.append(&mut follow_rows(n));
     }
-    drop(tx);
-    task.await.expect("join").expect("writer");
-    let mut back = 0;
-    while let Some(rows) = spent.recv().await {
-        assert!(rows.is_empty() && rows.approx_bytes() == 0, "{rows:?}");
-        assert!(rows.records.capacity() >= 2, "capacity kept");
-        back += 1;
-    }
-    assert_eq!(back, 3);
-    let mut got = Vec::new();
-    while let Some(a) = acks.recv().await {
-        got.push((a.upto, a.rows));
-    }
-    assert_eq!(got, vec![(3, 12)]);
+    let ack = writer::write_batch(&ch, &cfg, &mut rows, 9u64)
+        .await
+        .expect("write");
+    assert_eq!((ack.upto, ack.rows, ack.dead_lettered), (9, 6, 0));
+    assert!(rows.is_empty());
     let n = db.name();
-    assert_eq!(
-        db.query(&format!(
-            "SELECT count() FROM {n}.follows FINAL WHERE deleted = 0"
-        ))
-        .trim(),
-        "6"
-    );
+    for table in ["records", "follows"] {
+        assert_eq!(
+            db.query(&format!(
+                "SELECT count() FROM {n}.{table} FINAL WHERE deleted = 0"
+            ))
+            .trim(),
+            "3",
+            "{table}"
+        );
+    }
 }
