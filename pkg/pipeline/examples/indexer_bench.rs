@@ -41,6 +41,13 @@ use skyhouse_state::State;
 use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::{ClickHouse, ClickHouseConfig};
 
+/// mimalloc, as store_bench: rows are built on the decode task's thread and
+/// freed on the writer's; glibc's malloc spends ~35% of the Jetstream run in
+/// malloc/free and arena lock contention there. (The `skyhouse` binary
+/// still uses the system allocator: see the commit message.)
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug)]
@@ -120,6 +127,22 @@ fn proc_status_mb(field: &str) -> f64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// User + system CPU seconds of this process so far (`/proc/self/stat`,
+/// 100 ticks/s): steadier than wall time on a shared machine.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -280,11 +303,13 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
     let rss_start = proc_status_mb("VmRSS:");
     // Reset the high-water mark: count the run, not the setup.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let cpu_start = cpu_secs();
     let started = Instant::now();
     let summary =
         skyhouse_pipeline::run(cfg, ch.clone(), state, keys, CancellationToken::new()).await?;
     let secs = started.elapsed().as_secs_f64();
     let peak_rss = proc_status_mb("VmHWM:");
+    let cpu = cpu_secs() - cpu_start;
 
     let records: u64 = ch
         .client()
@@ -305,6 +330,7 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
         "events": summary.messages,
         "ops": summary.ops,
         "secs": round(secs, 2),
+        "cpu_s": round(cpu, 2),
         "events_per_s": (summary.messages as f64 / secs).round(),
         "p99_latency_ms": p99_ms(&rendered).map(|v| round(v, 1)),
         "peak_rss_mb": round(peak_rss, 1),
