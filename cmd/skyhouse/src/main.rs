@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod backfill;
+/// mimalloc: allocation-heavy decode and insert paths ran 1.35-1.6x faster
+/// with it than with glibc malloc (`just bench-indexer`, `just bench-store`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cursor;
 mod indexer;
 mod migrate;
