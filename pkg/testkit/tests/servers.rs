@@ -143,7 +143,10 @@ fn private_redis_stops_and_restarts_empty_on_the_same_port() {
     let mut redis = Redis::start_private();
     let port = redis.port();
     assert_ne!(port, Redis::shared().port());
-    assert_eq!(redis.command(&["SET", "k", "v"]), Reply::Status("OK".into()));
+    assert_eq!(
+        redis.command(&["SET", "k", "v"]),
+        Reply::Status("OK".into())
+    );
     redis.stop();
     assert!(!redis.is_running());
     assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err());
