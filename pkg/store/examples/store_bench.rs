@@ -28,7 +28,7 @@
 //!
 //! `--experiments` adds, to every round, pipeline runs that each change one
 //! thing (see [`Variant::experiments`]: one `Rows` per operation,
-//! concurrent tables, 50k-row and 200k-row batches) and a ceiling that inserts `records`
+//! one INSERT at a time, 50k-row and 200k-row batches) and a ceiling that inserts `records`
 //! concurrently with the other tables, then one median line per experiment
 //! before the summary. `--only pipeline|ceiling` runs one side (for `perf`).
 //!
@@ -392,7 +392,8 @@ impl Variant {
 
     /// The experiments of `--experiments`, each changing one thing: one
     /// `Rows` per operation (as before coalescing; the queue holds as many
-    /// operations), [`WriterConfig::concurrent_tables`], and batches of 50k rows / 16 MiB
+    /// operations), tables inserted one at a time
+    /// ([`WriterConfig::concurrent_tables`] off), and batches of 50k rows / 16 MiB
     /// (the old default) and of 200k rows / 64 MiB.
     fn experiments() -> Vec<Variant> {
         let base = Variant::indexer();
@@ -405,9 +406,9 @@ impl Variant {
                 ..base.clone()
             },
             Variant {
-                name: "concurrent_tables",
+                name: "sequential_tables",
                 cfg: WriterConfig {
-                    concurrent_tables: true,
+                    concurrent_tables: false,
                     ..d.clone()
                 },
                 ..base.clone()

@@ -101,14 +101,14 @@ async fn a_batch_closes_on_age_while_the_input_stays_open() {
 }
 
 #[tokio::test]
-async fn concurrent_tables_writes_the_same_rows() {
-    let (db, ch) = fresh("writer_concurrent");
+async fn sequential_tables_write_the_same_rows() {
+    let (db, ch) = fresh("writer_sequential");
     Migrator::new(&ch, migrate::embedded().expect("m"))
         .up()
         .await
         .expect("up");
     let cfg = WriterConfig {
-        concurrent_tables: true,
+        concurrent_tables: false,
         ..WriterConfig::default()
     };
     let mut rows = Rows::default();
