@@ -25,8 +25,8 @@ pub struct WriterConfig {
     /// Close the batch at this many rows (all tables together). Default
     /// 100,000: every batch makes one part per table it touches, so bigger
     /// batches mean fewer parts for ClickHouse to write and merge
-    /// (`just bench-store`: more rows/s than 50,000, see the README); the
-    /// writer holds two batches (~70 MB each at this size).
+    /// (in `just bench-store` runs, 50,000-row batches were ~0.9× as fast);
+    /// the writer holds two batches (~70 MB each at this size).
     pub max_rows: usize,
     /// Close the batch at this many bytes of RowBinary. Default 32 MiB
     /// (≈ 95k rows of the real mix, ~350 bytes each).
@@ -83,7 +83,7 @@ pub const MESSAGE_ROWS: usize = 2_048;
 /// (structs and strings; its `RowBinary` is ~350 bytes). The writer's open
 /// batch is the real buffer, so a short queue is enough to keep it fed; with
 /// the open batch and the one being written (≤ `max_rows` each, ~70 MB at
-/// the default) `just bench-store` peaks at ~180 MB RSS. When the queue is
+/// the default) `just bench-store` peaks at ~200 MB RSS. When the queue is
 /// full the producer waits (backpressure).
 pub const INPUT_QUEUE: usize = 8;
 
