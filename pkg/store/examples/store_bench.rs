@@ -60,7 +60,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// mimalloc instead of glibc's malloc: rows are allocated on the producer's
 /// thread and freed on the writer's, which mimalloc does with less CPU
 /// (measured here, noisily: ~15% less client CPU per run, a little less peak
-/// RSS). The `skyhouse` binary does not use it yet.
+/// RSS). The `skyhouse` binary uses it too.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
