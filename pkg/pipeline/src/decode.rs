@@ -472,41 +472,23 @@ impl Decoder {
                 continue;
             }
             let block = match (op.action, op.cid) {
-                (Action::Delete, _) => None,
+                (Action::Delete, _) => Ok(None),
                 (_, Some(cid)) => match checked_block(&store, &cid) {
-                    Ok(Some(b)) => Some(b),
-                    Err(e) => {
-                        dead_letter(
-                            rows,
-                            "firehose",
-                            &c.repo,
-                            (collection, rkey),
-                            format!("record block: {e}"),
-                            String::new(),
-                        );
-                        out.dead_letters += 1;
-                        continue;
-                    }
-                    Ok(None) => {
-                        dead_letter(
-                            rows,
-                            "firehose",
-                            &c.repo,
-                            (collection, rkey),
-                            format!("record block {cid} missing from the commit"),
-                            String::new(),
-                        );
-                        out.dead_letters += 1;
-                        continue;
-                    }
+                    Ok(Some(b)) => Ok(Some(b)),
+                    Ok(None) => Err(format!("record block {cid} missing from the commit")),
+                    Err(e) => Err(format!("record block: {e}")),
                 },
-                (_, None) => {
+                (_, None) => Err(format!("{} without a cid", op.action.as_str())),
+            };
+            let block = match block {
+                Ok(b) => b,
+                Err(reason) => {
                     dead_letter(
                         rows,
                         "firehose",
                         &c.repo,
                         (collection, rkey),
-                        format!("{} without a cid", op.action.as_str()),
+                        reason,
                         String::new(),
                     );
                     out.dead_letters += 1;
