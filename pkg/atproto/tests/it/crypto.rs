@@ -427,6 +427,13 @@ mod props {
             let signed = if p256 { signed_p256(&secret, &msg) } else { signed_k256(&secret, &msg) };
             let Some((key, sig)) = signed else { return Ok(()) }; // secret out of range
             prop_assert_eq!(key.verify(&msg, &sig), Ok(()));
+            // verify (libsecp256k1 / ring) and verify_prehashed (libsecp256k1
+            // / p256) are different code paths: they must agree.
+            prop_assert_eq!(key.verify_prehashed(&crypto::sha256(&msg), &sig), Ok(()));
+            let mut other = msg.clone();
+            other.push(0);
+            prop_assert!(key.verify(&other, &sig).is_err());
+            prop_assert!(key.verify_prehashed(&crypto::sha256(&other), &sig).is_err());
             let mut bad = sig.clone();
             bad[at] ^= mask;
             prop_assert!(key.verify(&msg, &bad).is_err());
