@@ -52,6 +52,15 @@ pub const ROWS_QUEUE: usize = 64;
 /// Resync requests waiting for Redis (DIDs, ~100 bytes each: ≤ 10 MB).
 pub const RESYNC_QUEUE: usize = 100_000;
 
+/// Where decoded record operations go besides ClickHouse: the gRPC relay
+/// (`skyhouse_relay`). Called from the decode task with each coalesced group,
+/// before it goes to the writer; it must not block (copy what it needs into a
+/// bounded queue and drop when full), so a slow relay never slows ClickHouse.
+pub trait OpsTap: Send + Sync + std::fmt::Debug {
+    /// The `records` rows of one decoded group (one row per operation).
+    fn offer(&self, records: &[skyhouse_transform::RecordRow]);
+}
+
 /// How the indexer runs.
 #[derive(Debug, Clone)]
 pub struct IndexerConfig {
@@ -75,6 +84,9 @@ pub struct IndexerConfig {
     pub jetstream_rewind: Duration,
     /// How often deleted accounts are looked for and cleaned up. Default 5 s.
     pub cleanup_interval: Duration,
+    /// Also hand every decoded record operation to this sink (`--relay-url`).
+    /// Default: none.
+    pub ops_tap: Option<Arc<dyn OpsTap>>,
 }
 
 impl IndexerConfig {
@@ -90,6 +102,7 @@ impl IndexerConfig {
             start_cursor: None,
             jetstream_rewind: skyhouse_sources::DEFAULT_JETSTREAM_REWIND,
             cleanup_interval: Duration::from_secs(5),
+            ops_tap: None,
         }
     }
 }
@@ -242,6 +255,7 @@ pub async fn run(
         keys,
         resume: resume.clone(),
         latency: latency.clone(),
+        tap: cfg.ops_tap.clone(),
     };
     tasks.spawn(decode.run(msg_rx, rows_tx, resync_tx));
     let writer_ch = ch.clone();
@@ -314,6 +328,7 @@ struct DecodeLoop {
     keys: Option<Arc<dyn Keys>>,
     resume: Arc<AtomicI64>,
     latency: Latency,
+    tap: Option<Arc<dyn OpsTap>>,
 }
 
 impl DecodeLoop {
@@ -359,6 +374,9 @@ impl DecodeLoop {
             let pos = upto.unwrap_or(last_upto);
             last_upto = last_upto.max(pos);
             self.latency.sent(pos, received);
+            if let Some(tap) = &self.tap {
+                tap.offer(&rows.records);
+            }
             if tx.send((rows, pos)).await.is_err() {
                 break; // the writer stopped; its error is reported by its task
             }

@@ -1,0 +1,658 @@
+//! The retention ring every client reads from.
+//!
+//! Publishing appends to one ring under a short write lock and assigns the
+//! next cursor; each client keeps its own read position and copies matching
+//! operations out under a read lock. Nothing a client does can block the
+//! publisher: a client more than `client_queue` operations behind the newest
+//! is cut off (RESOURCE_EXHAUSTED, resume cursor in the message), and the
+//! ring drops its oldest entries by count, bytes and age whatever the clients
+//! are doing. Memory is the ring's bound plus one batch per client.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::metrics;
+use crate::pb::{Action, Source, StreamRequest};
+use crate::wire::{EncodedBatch, Prepared};
+
+/// A client's batch closes at this many operations …
+pub const BATCH_OPS: usize = 512;
+/// … or this many encoded bytes (a gRPC message stays well under the 4 MiB
+/// clients accept by default).
+pub const BATCH_BYTES: usize = 1 << 20;
+/// Ring entries a client scans per lock acquisition (bounds the time a read
+/// lock is held to ~tens of µs).
+const SCAN_STEP: usize = 4_096;
+/// Distinct `client` label values before further names are counted as
+/// "other" (keeps metric cardinality bounded).
+const MAX_CLIENT_NAMES: usize = 64;
+
+/// How much the relay keeps and how far a client may fall behind.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Operations kept for resuming clients. Default 200,000 (~2 minutes of
+    /// the live network at its peak; ~150 MB).
+    pub retain_ops: usize,
+    /// Encoded bytes kept. Default 256 MiB.
+    pub retain_bytes: usize,
+    /// Operations older than this are dropped. Default 10 minutes.
+    pub retain_age: Duration,
+    /// A live client this many operations behind the newest is disconnected
+    /// with RESOURCE_EXHAUSTED. Default 50,000. A client resuming from an
+    /// older cursor may be further behind until it first catches up.
+    pub client_queue: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            retain_ops: 200_000,
+            retain_bytes: 256 << 20,
+            retain_age: Duration::from_secs(600),
+            client_queue: 50_000,
+        }
+    }
+}
+
+/// Why a configuration is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A limit is zero.
+    #[error("{0} must be > 0")]
+    Zero(&'static str),
+    /// The client bound is larger than what the ring keeps.
+    #[error("client queue ({queue}) must not exceed the retained operations ({retain})")]
+    QueueTooLong {
+        /// `client_queue`.
+        queue: usize,
+        /// `retain_ops`.
+        retain: usize,
+    },
+}
+
+impl RelayConfig {
+    /// Check the limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.retain_ops == 0 {
+            return Err(ConfigError::Zero("retained operations"));
+        }
+        if self.retain_bytes == 0 {
+            return Err(ConfigError::Zero("retained bytes"));
+        }
+        if self.retain_age.is_zero() {
+            return Err(ConfigError::Zero("retention age"));
+        }
+        if self.client_queue == 0 {
+            return Err(ConfigError::Zero("client queue"));
+        }
+        if self.client_queue > self.retain_ops {
+            return Err(ConfigError::QueueTooLong {
+                queue: self.client_queue,
+                retain: self.retain_ops,
+            });
+        }
+        Ok(())
+    }
+}
+
+struct Entry {
+    at: Instant,
+    op: Prepared,
+}
+
+struct Ring {
+    entries: VecDeque<Entry>,
+    /// Cursor of `entries[0]` (or of the next one published, when empty).
+    first: u64,
+    bytes: usize,
+}
+
+impl Ring {
+    /// The newest cursor assigned (`first - 1` when nothing is retained).
+    fn newest(&self) -> u64 {
+        self.first + self.entries.len() as u64 - 1
+    }
+
+    fn trim(&mut self, cfg: &RelayConfig, now: Instant) {
+        while let Some(e) = self.entries.front() {
+            let old = now.saturating_duration_since(e.at) > cfg.retain_age;
+            if self.entries.len() > cfg.retain_ops || self.bytes > cfg.retain_bytes || old {
+                self.bytes -= e.op.len();
+                self.entries.pop_front();
+                self.first += 1;
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// The relay's shared state: the ring, the newest cursor and the clients.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    cfg: RelayConfig,
+    ring: RwLock<Ring>,
+    /// The newest cursor; clients wait on it for new operations.
+    newest: watch::Sender<u64>,
+    names: Mutex<HashSet<String>>,
+    shutdown: CancellationToken,
+}
+
+/// The cursor window (what `HealthCheck` reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The oldest cursor a client can resume from (everything after it is
+    /// retained).
+    pub oldest: u64,
+    /// The newest cursor assigned.
+    pub newest: u64,
+    /// Clients streaming.
+    pub clients: u32,
+}
+
+impl Hub {
+    /// An empty relay whose first cursor is `first_cursor` (the service uses
+    /// the start time in Unix microseconds, so cursors of an earlier run are
+    /// older than the window). Client streams end when `shutdown` is
+    /// cancelled.
+    pub fn new(cfg: RelayConfig, first_cursor: u64, shutdown: CancellationToken) -> Hub {
+        let first = first_cursor.max(1);
+        metrics::describe();
+        Hub {
+            inner: Arc::new(Inner {
+                cfg,
+                ring: RwLock::new(Ring {
+                    entries: VecDeque::new(),
+                    first,
+                    bytes: 0,
+                }),
+                newest: watch::Sender::new(first - 1),
+                names: Mutex::new(HashSet::new()),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RelayConfig {
+        &self.inner.cfg
+    }
+
+    /// Append operations to the ring; returns the cursor of the last one
+    /// (the newest cursor if `ops` is empty). Never waits for clients.
+    pub fn publish(&self, ops: impl IntoIterator<Item = Prepared>) -> u64 {
+        let now = Instant::now();
+        let (newest, retained, bytes, published) = {
+            let mut ring = self.inner.ring.write().unwrap_or_else(|p| p.into_inner());
+            let before = ring.newest();
+            for op in ops {
+                metrics::published(op.source);
+                ring.bytes += op.len();
+                ring.entries.push_back(Entry { at: now, op });
+                // Trim as we go: a huge publish never holds more than the bound.
+                if ring.entries.len() > self.inner.cfg.retain_ops
+                    || ring.bytes > self.inner.cfg.retain_bytes
+                {
+                    ring.trim(&self.inner.cfg, now);
+                }
+            }
+            ring.trim(&self.inner.cfg, now);
+            let newest = ring.newest();
+            (newest, ring.entries.len(), ring.bytes, newest - before)
+        };
+        metrics::retained(retained, bytes);
+        if published > 0 {
+            self.inner.newest.send_replace(newest);
+        }
+        newest
+    }
+
+    /// Drop operations older than the retention age (the service calls this
+    /// on a timer so a quiet relay lets go of old operations too).
+    pub fn trim(&self) {
+        let mut ring = self.inner.ring.write().unwrap_or_else(|p| p.into_inner());
+        ring.trim(&self.inner.cfg, Instant::now());
+        metrics::retained(ring.entries.len(), ring.bytes);
+    }
+
+    /// The cursor window and the number of clients.
+    pub fn window(&self) -> Window {
+        let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
+        Window {
+            oldest: ring.first - 1,
+            newest: ring.newest(),
+            clients: self.inner.newest.receiver_count() as u32,
+        }
+    }
+
+    /// The operations matching `req`, as a stream of batches: after
+    /// `req.cursor` if given (OUT_OF_RANGE now if that is outside the
+    /// window), then live. Ends with RESOURCE_EXHAUSTED if the reader falls
+    /// `client_queue` behind, and without error on shutdown.
+    pub fn subscribe(&self, req: &StreamRequest) -> Result<Subscription, Status> {
+        let filter = Filter::new(req).inspect_err(|_| metrics::rejected("invalid"))?;
+        let name = self.client_name(&req.client_name);
+        // Subscribe before reading the window: nothing published in between is missed.
+        let newest_rx = self.inner.newest.subscribe();
+        let (pos, caught_up) = {
+            let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
+            let oldest = ring.first - 1;
+            let newest = ring.newest();
+            match req.cursor {
+                None => (newest, true),
+                Some(c) if c < oldest => {
+                    metrics::rejected("out_of_range");
+                    return Err(Status::out_of_range(format!(
+                        "cursor {c} is older than the retention window: the oldest cursor \
+                         available is {oldest} (newest {newest})"
+                    )));
+                }
+                Some(c) if c > newest => {
+                    metrics::rejected("out_of_range");
+                    return Err(Status::out_of_range(format!(
+                        "cursor {c} is newer than the newest operation ({newest}): a cursor \
+                         of another relay run? The oldest cursor available is {oldest}"
+                    )));
+                }
+                Some(c) => (c, newest - c <= self.inner.cfg.client_queue as u64),
+            }
+        };
+        Ok(Subscription {
+            hub: self.clone(),
+            client: metrics::Client::connected(name),
+            filter,
+            pos,
+            caught_up,
+            newest_rx,
+            done: false,
+        })
+    }
+
+    fn client_name(&self, asked: &str) -> String {
+        let ok = !asked.is_empty()
+            && asked.len() <= 32
+            && asked
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            return if asked.is_empty() {
+                "anonymous".to_owned()
+            } else {
+                "invalid".to_owned()
+            };
+        }
+        let mut names = self.inner.names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.contains(asked) || names.len() < MAX_CLIENT_NAMES {
+            names.insert(asked.to_owned());
+            asked.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+}
+
+/// What a client asked for.
+#[derive(Debug, Clone, Default)]
+struct Filter {
+    /// Collection prefixes (bytes); empty = all.
+    collections: Vec<Box<[u8]>>,
+    dids: HashSet<Box<[u8]>>,
+    actions: Vec<Action>,
+    sources: Vec<Source>,
+}
+
+/// Filter lists longer than this are refused (INVALID_ARGUMENT).
+const MAX_FILTER_ITEMS: usize = 10_000;
+
+impl Filter {
+    fn new(req: &StreamRequest) -> Result<Filter, Status> {
+        if req.collections.len() > MAX_FILTER_ITEMS || req.dids.len() > MAX_FILTER_ITEMS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_FILTER_ITEMS} collections and {MAX_FILTER_ITEMS} DIDs per request"
+            )));
+        }
+        let prefixes: Vec<&str> = req
+            .collections
+            .iter()
+            .map(|c| c.trim().trim_end_matches('*'))
+            .collect();
+        // `*` (or "") matches everything.
+        let collections = if prefixes.iter().any(|p| p.is_empty()) {
+            Vec::new()
+        } else {
+            prefixes.iter().map(|p| p.as_bytes().into()).collect()
+        };
+        let mut actions = Vec::new();
+        for a in &req.actions {
+            match Action::try_from(*a) {
+                Ok(Action::Unspecified) | Err(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "actions: unknown value {a}"
+                    )))
+                }
+                Ok(a) => actions.push(a),
+            }
+        }
+        let mut sources = Vec::new();
+        for s in &req.sources {
+            match Source::try_from(*s) {
+                Ok(Source::Unspecified) | Err(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "sources: unknown value {s}"
+                    )))
+                }
+                Ok(s) => sources.push(s),
+            }
+        }
+        Ok(Filter {
+            collections,
+            dids: req
+                .dids
+                .iter()
+                .map(|d| d.trim().as_bytes().into())
+                .collect(),
+            actions,
+            sources,
+        })
+    }
+
+    fn accepts(&self, op: &Prepared) -> bool {
+        (self.collections.is_empty()
+            || self
+                .collections
+                .iter()
+                .any(|p| op.collection().starts_with(p)))
+            && (self.dids.is_empty() || self.dids.contains(op.did()))
+            && (self.actions.is_empty() || self.actions.contains(&op.action))
+            && (self.sources.is_empty() || self.sources.contains(&op.source))
+    }
+}
+
+/// One client's read position in the ring.
+pub struct Subscription {
+    hub: Hub,
+    client: metrics::Client,
+    filter: Filter,
+    /// The last cursor read (delivered or skipped by the filter).
+    pos: u64,
+    /// Whether the client has been within `client_queue` of the newest.
+    caught_up: bool,
+    newest_rx: watch::Receiver<u64>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("pos", &self.pos)
+            .field("caught_up", &self.caught_up)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one look at the ring found.
+enum Step {
+    Batch(EncodedBatch),
+    /// Scanned entries, none matched: look again.
+    Skipped,
+    /// Nothing new: wait.
+    Empty,
+    Cut(Status),
+}
+
+impl Subscription {
+    /// The next batch: `None` when the stream is over (after an error, or on
+    /// shutdown).
+    pub async fn next(&mut self) -> Option<Result<EncodedBatch, Status>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            self.newest_rx.borrow_and_update();
+            match self.step() {
+                Step::Batch(b) => {
+                    self.client.sent(b.len(), self.lag());
+                    return Some(Ok(b));
+                }
+                Step::Skipped => tokio::task::consume_budget().await,
+                Step::Cut(status) => {
+                    self.done = true;
+                    self.client.disconnect("slow");
+                    return Some(Err(status));
+                }
+                Step::Empty => {
+                    self.client.depth(0);
+                    tokio::select! {
+                        changed = self.newest_rx.changed() => {
+                            if changed.is_err() {
+                                self.done = true;
+                                self.client.disconnect("shutdown");
+                                return None;
+                            }
+                        }
+                        _ = self.hub.inner.shutdown.cancelled() => {
+                            self.done = true;
+                            self.client.disconnect("shutdown");
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn lag(&self) -> u64 {
+        self.newest_rx.borrow().saturating_sub(self.pos)
+    }
+
+    fn step(&mut self) -> Step {
+        let cfg = &self.hub.inner.cfg;
+        let ring = self
+            .hub
+            .inner
+            .ring
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let newest = ring.newest();
+        let lag = newest.saturating_sub(self.pos);
+        if self.pos + 1 < ring.first {
+            return Step::Cut(Status::resource_exhausted(format!(
+                "client fell behind the retention window (oldest cursor {}); resume with \
+                 cursor {} (it is outside the window: everything up to {} was dropped)",
+                ring.first - 1,
+                self.pos,
+                ring.first - 1
+            )));
+        }
+        if lag <= cfg.client_queue as u64 {
+            self.caught_up = true;
+        } else if self.caught_up {
+            return Step::Cut(Status::resource_exhausted(format!(
+                "client fell {lag} operations behind (limit {}); resume with cursor {}",
+                cfg.client_queue, self.pos
+            )));
+        }
+        if lag == 0 {
+            return Step::Empty;
+        }
+        let start = (self.pos + 1 - ring.first) as usize;
+        let mut batch = EncodedBatch::default();
+        let mut bytes = 0;
+        for (i, e) in ring.entries.range(start..).take(SCAN_STEP).enumerate() {
+            let cursor = self.pos + 1 + i as u64;
+            if self.filter.accepts(&e.op) {
+                bytes += e.op.len();
+                batch.out.push((cursor, e.op.body.clone()));
+                if batch.out.len() >= BATCH_OPS || bytes >= BATCH_BYTES {
+                    self.pos = cursor;
+                    return Step::Batch(batch);
+                }
+            }
+        }
+        self.pos += lag.min(SCAN_STEP as u64);
+        if batch.out.is_empty() {
+            Step::Skipped
+        } else {
+            Step::Batch(batch)
+        }
+    }
+
+    /// The stream tonic sends: batches, then at most one error.
+    pub fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<EncodedBatch, Status>> + Send + 'static {
+        futures_util::stream::unfold(self, |mut sub| async move {
+            let item = sub.next().await?;
+            Some((item, sub))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::OpRef;
+
+    fn op(rkey: &str) -> Prepared {
+        Prepared::new(&OpRef {
+            source: Source::Live,
+            did: "did:plc:a",
+            collection: "app.bsky.feed.like",
+            rkey,
+            action: Action::Write,
+            ..OpRef::default()
+        })
+    }
+
+    fn hub(cfg: RelayConfig) -> Hub {
+        Hub::new(cfg, 10, CancellationToken::new())
+    }
+
+    #[test]
+    fn cursors_start_at_the_first_and_grow_by_one() {
+        let h = hub(RelayConfig::default());
+        assert_eq!(
+            h.window(),
+            Window {
+                oldest: 9,
+                newest: 9,
+                clients: 0
+            }
+        );
+        assert_eq!(h.publish([op("a"), op("b")]), 11);
+        assert_eq!(h.publish([]), 11);
+        assert_eq!(h.publish([op("c")]), 12);
+        assert_eq!(
+            h.window(),
+            Window {
+                oldest: 9,
+                newest: 12,
+                clients: 0
+            }
+        );
+    }
+
+    #[test]
+    fn the_ring_keeps_at_most_retain_ops() {
+        let h = hub(RelayConfig {
+            retain_ops: 3,
+            client_queue: 3,
+            ..RelayConfig::default()
+        });
+        h.publish((0..10).map(|i| op(&i.to_string())));
+        assert_eq!(
+            h.window(),
+            Window {
+                oldest: 16,
+                newest: 19,
+                clients: 0
+            }
+        );
+    }
+
+    #[test]
+    fn the_ring_keeps_at_most_retain_bytes() {
+        let one = op("a").len();
+        let h = hub(RelayConfig {
+            retain_bytes: 2 * one,
+            ..RelayConfig::default()
+        });
+        h.publish((0..5).map(|_| op("a")));
+        let w = h.window();
+        assert_eq!(w.newest - w.oldest, 2);
+    }
+
+    #[test]
+    fn the_ring_drops_operations_past_the_retention_age() {
+        let cfg = RelayConfig {
+            retain_age: Duration::from_secs(60),
+            ..RelayConfig::default()
+        };
+        let h = hub(cfg.clone());
+        h.publish([op("a"), op("b")]);
+        let mut ring = h.inner.ring.write().expect("lock");
+        ring.trim(&cfg, Instant::now());
+        assert_eq!(ring.entries.len(), 2, "young entries stay");
+        ring.trim(&cfg, Instant::now() + Duration::from_secs(61));
+        assert_eq!(ring.entries.len(), 0);
+        assert_eq!(ring.first, 12);
+        assert_eq!(ring.bytes, 0);
+    }
+
+    #[test]
+    fn a_client_queue_longer_than_the_ring_is_refused() {
+        let cfg = RelayConfig {
+            retain_ops: 10,
+            client_queue: 11,
+            ..RelayConfig::default()
+        };
+        assert_eq!(
+            cfg.validate(),
+            Err(ConfigError::QueueTooLong {
+                queue: 11,
+                retain: 10
+            })
+        );
+        assert!(RelayConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn filters_refuse_unknown_enum_values_and_star_matches_all() {
+        let req = StreamRequest {
+            actions: vec![9],
+            ..Default::default()
+        };
+        assert_eq!(
+            Filter::new(&req).expect_err("bad").code(),
+            tonic::Code::InvalidArgument
+        );
+        let req = StreamRequest {
+            collections: vec!["app.bsky.graph.".into(), "*".into()],
+            ..Default::default()
+        };
+        assert!(Filter::new(&req).expect("ok").accepts(&op("a")));
+        let req = StreamRequest {
+            collections: vec!["app.bsky.graph.".into()],
+            ..Default::default()
+        };
+        assert!(!Filter::new(&req).expect("ok").accepts(&op("a")));
+    }
+}

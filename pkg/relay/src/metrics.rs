@@ -1,0 +1,136 @@
+//! The relay's metrics (`skyhouse_relay_*`), described once.
+
+use metrics::{counter, describe_counter, describe_gauge, gauge, Counter, Gauge, Unit};
+
+use crate::pb::Source;
+
+/// Describe every metric (idempotent).
+pub fn describe() {
+    describe_gauge!(
+        "skyhouse_relay_clients",
+        Unit::Count,
+        "gRPC clients streaming operations now"
+    );
+    describe_counter!(
+        "skyhouse_relay_client_operations_total",
+        Unit::Count,
+        "Operations sent, by client name (the request's client_name)"
+    );
+    describe_gauge!(
+        "skyhouse_relay_client_queue_depth",
+        Unit::Count,
+        "Operations between a client's position and the newest, by client name (at its last batch)"
+    );
+    describe_counter!(
+        "skyhouse_relay_disconnects_total",
+        Unit::Count,
+        "Client streams ended, by reason: slow, client_gone, shutdown"
+    );
+    describe_counter!(
+        "skyhouse_relay_rejected_total",
+        Unit::Count,
+        "StreamOperations calls refused, by reason: out_of_range, invalid"
+    );
+    describe_counter!(
+        "skyhouse_relay_published_total",
+        Unit::Count,
+        "Operations published to the ring, by source (live, backfill)"
+    );
+    describe_gauge!(
+        "skyhouse_relay_retained_operations",
+        Unit::Count,
+        "Operations in the retention ring"
+    );
+    describe_gauge!(
+        "skyhouse_relay_retained_bytes",
+        Unit::Bytes,
+        "Encoded bytes in the retention ring"
+    );
+    describe_counter!(
+        "skyhouse_relay_ingest_invalid_total",
+        Unit::Count,
+        "Ingested operations refused (undecodable, or missing did/collection/rkey)"
+    );
+    describe_counter!(
+        "skyhouse_relay_push_operations_total",
+        Unit::Count,
+        "Operations an indexer or backfill worker pushed to the relay (--relay-url), by outcome: sent, dropped"
+    );
+    describe_gauge!(
+        "skyhouse_relay_push_connected",
+        Unit::Count,
+        "1 while the push to the relay (--relay-url) is connected"
+    );
+}
+
+fn source_label(s: Source) -> &'static str {
+    match s {
+        Source::Live => "live",
+        Source::Backfill => "backfill",
+        Source::Unspecified => "unspecified",
+    }
+}
+
+pub(crate) fn published(source: Source) {
+    counter!("skyhouse_relay_published_total", "source" => source_label(source)).increment(1);
+}
+
+pub(crate) fn retained(ops: usize, bytes: usize) {
+    gauge!("skyhouse_relay_retained_operations").set(ops as f64);
+    gauge!("skyhouse_relay_retained_bytes").set(bytes as f64);
+}
+
+pub(crate) fn rejected(reason: &'static str) {
+    counter!("skyhouse_relay_rejected_total", "reason" => reason).increment(1);
+}
+
+pub(crate) fn ingest_invalid(n: u64) {
+    counter!("skyhouse_relay_ingest_invalid_total").increment(n);
+}
+
+pub(crate) fn pushed(outcome: &'static str, n: u64) {
+    counter!("skyhouse_relay_push_operations_total", "outcome" => outcome).increment(n);
+}
+
+pub(crate) fn push_connected(up: bool) {
+    gauge!("skyhouse_relay_push_connected").set(if up { 1.0 } else { 0.0 });
+}
+
+/// A connected client's metrics; counts the disconnect when dropped.
+pub(crate) struct Client {
+    sent: Counter,
+    depth: Gauge,
+    reason: &'static str,
+}
+
+impl Client {
+    pub(crate) fn connected(name: String) -> Client {
+        gauge!("skyhouse_relay_clients").increment(1.0);
+        Client {
+            sent: counter!("skyhouse_relay_client_operations_total", "client" => name.clone()),
+            depth: gauge!("skyhouse_relay_client_queue_depth", "client" => name),
+            reason: "client_gone",
+        }
+    }
+
+    pub(crate) fn sent(&self, ops: usize, lag: u64) {
+        self.sent.increment(ops as u64);
+        self.depth.set(lag as f64);
+    }
+
+    pub(crate) fn depth(&self, lag: u64) {
+        self.depth.set(lag as f64);
+    }
+
+    /// Why the stream ends (counted on drop).
+    pub(crate) fn disconnect(&mut self, reason: &'static str) {
+        self.reason = reason;
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        gauge!("skyhouse_relay_clients").decrement(1.0);
+        counter!("skyhouse_relay_disconnects_total", "reason" => self.reason).increment(1);
+    }
+}

@@ -1,0 +1,191 @@
+//! The pipeline's side: hand decoded operations to a relay without ever
+//! waiting for it.
+//!
+//! [`HubTap`] publishes into a relay in the same process (`skyhouse relay
+//! --source …`). [`Pusher`] sends to a relay elsewhere over `IngestStream`
+//! (`--relay-url`): a bounded queue in front of one connection; when the
+//! queue is full (relay slow or down) operations are dropped and counted, so
+//! ClickHouse indexing never waits for the relay.
+
+use std::time::Duration;
+
+use skyhouse_pipeline::OpsTap;
+use skyhouse_transform::RecordRow;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+use crate::metrics;
+use crate::ops::{operation_of, prepare_record};
+use crate::pb::relay_client::RelayClient;
+use crate::pb::{Operation, OperationBatch, Source};
+use crate::service::{RelayError, MAX_INGEST_MESSAGE};
+
+/// Groups waiting to be pushed: 256 × ≤ 2,048 operations (the pipeline's
+/// coalescing) ≈ 500k operations at most, ~10 s of the live network at its
+/// peak; when full, new groups are dropped (`skyhouse_relay_push_operations_total{outcome="dropped"}`).
+pub const PUSH_QUEUE: usize = 256;
+
+/// Reconnect backoff: from 250 ms, doubling, capped at 10 s.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Publishes into a relay in this process.
+#[derive(Debug, Clone)]
+pub struct HubTap {
+    hub: Hub,
+    source: Source,
+}
+
+impl HubTap {
+    /// Operations offered are tagged `source`.
+    pub fn new(hub: Hub, source: Source) -> HubTap {
+        HubTap { hub, source }
+    }
+}
+
+impl OpsTap for HubTap {
+    fn offer(&self, records: &[RecordRow]) {
+        if !records.is_empty() {
+            self.hub
+                .publish(records.iter().map(|r| prepare_record(r, self.source)));
+        }
+    }
+}
+
+/// Sends operations to a relay over `IngestStream`; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Pusher {
+    tx: mpsc::Sender<Vec<Operation>>,
+    source: Source,
+}
+
+impl OpsTap for Pusher {
+    fn offer(&self, records: &[RecordRow]) {
+        if records.is_empty() {
+            return;
+        }
+        let n = records.len() as u64;
+        let permit = match self.tx.try_reserve() {
+            Ok(p) => p,
+            Err(_) => {
+                metrics::pushed("dropped", n);
+                return;
+            }
+        };
+        permit.send(
+            records
+                .iter()
+                .map(|r| operation_of(r, self.source))
+                .collect(),
+        );
+    }
+}
+
+impl Pusher {
+    /// A pusher to the relay at `url` (`http://host:50051`), tagging
+    /// operations `source`. The returned task connects (and reconnects) in
+    /// the background; it ends once every `Pusher` clone is dropped and the
+    /// queue is sent, or when `shutdown` is cancelled.
+    pub fn connect(
+        url: &str,
+        source: Source,
+        shutdown: CancellationToken,
+    ) -> Result<(Pusher, JoinHandle<()>), RelayError> {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|e| RelayError::Url {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        if !matches!(endpoint.uri().scheme_str(), Some("http")) {
+            return Err(RelayError::Url {
+                url: url.to_owned(),
+                reason: "expected http://host:port".to_owned(),
+            });
+        }
+        metrics::describe();
+        let (tx, rx) = mpsc::channel(PUSH_QUEUE);
+        let task = tokio::spawn(push_loop(endpoint, rx, shutdown));
+        Ok((Pusher { tx, source }, task))
+    }
+}
+
+async fn push_loop(
+    endpoint: tonic::transport::Endpoint,
+    mut rx: mpsc::Receiver<Vec<Operation>>,
+    shutdown: CancellationToken,
+) {
+    let mut attempt = 0u32;
+    // A group taken from the queue but not yet handed to a connection.
+    let mut pending: Option<Vec<Operation>> = None;
+    loop {
+        if pending.is_none() {
+            pending = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                g = rx.recv() => match g {
+                    Some(g) => Some(g),
+                    None => return, // every pusher dropped, queue empty
+                },
+            };
+        }
+        let channel = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = endpoint.connect() => c,
+        };
+        let channel = match channel {
+            Ok(c) => c,
+            Err(e) => {
+                let wait = (BACKOFF_BASE * 2u32.saturating_pow(attempt)).min(BACKOFF_MAX);
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(error = %e, attempt, "Relay unreachable; operations are dropped until it is back.");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+        };
+        metrics::push_connected(true);
+        let mut client = RelayClient::new(channel).max_encoding_message_size(MAX_INGEST_MESSAGE);
+        // One group in flight between this loop and the call: little lost if it fails.
+        let (itx, irx) = mpsc::channel::<OperationBatch>(1);
+        let body = futures_util::stream::unfold(irx, |mut irx| async move {
+            irx.recv().await.map(|b| (b, irx))
+        });
+        let mut call = Box::pin(client.ingest_stream(body));
+        let mut itx = Some(itx);
+        let outcome = loop {
+            if let (Some(g), Some(tx)) = (pending.take(), itx.as_ref()) {
+                let n = g.len() as u64;
+                tokio::select! {
+                    r = tx.send(OperationBatch { operations: g }) => {
+                        if r.is_err() { break Err("the relay closed the stream".to_owned()); }
+                        metrics::pushed("sent", n);
+                        attempt = 0;
+                    }
+                    r = &mut call => break r.map(|_| ()).map_err(|s| s.to_string()),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                g = rx.recv(), if itx.is_some() => match g {
+                    Some(g) => pending = Some(g),
+                    None => itx = None, // close the stream: the call completes
+                },
+                r = &mut call => break r.map(|_| ()).map_err(|s| s.to_string()),
+            }
+        };
+        metrics::push_connected(false);
+        match outcome {
+            Ok(()) if itx.is_none() => return, // everything sent
+            Ok(()) => tracing::warn!("Relay ended the ingest stream; reconnecting."),
+            Err(e) => tracing::warn!(error = %e, "Relay push failed; reconnecting."),
+        }
+        if let Some(g) = pending.take() {
+            metrics::pushed("dropped", g.len() as u64);
+        }
+    }
+}
