@@ -227,10 +227,14 @@ bench-indexer EVENTS="1000000" RUNS="3": bench-deps deps-system up
         "$bin" --case check --prefix "$prefix.tmp"
         for ext in frames jsonl dids.json; do mv "$prefix.tmp.$ext" "$prefix.$ext"; done
     fi
+    # The server's CPU is reported beside the client's when it is the `just up` one.
+    pidfile=.local/clickhouse/clickhouse-server.pid
+    server=()
+    if [ -f "$pidfile" ] && [ -d "/proc/$(cat "$pidfile")" ]; then server=(--clickhouse-pid "$(cat "$pidfile")"); fi
     lines=()
     for run in $(seq 1 {{ RUNS }}); do
-        for case in jetstream firehose firehose-verify; do
-            line=$("$bin" --case "$case" --prefix "$prefix")
+        for case in decode-jetstream decode-firehose jetstream firehose firehose-verify; do
+            line=$("$bin" --case "$case" --prefix "$prefix" "${server[@]}")
             echo "$line"
             lines+=("$line")
         done

@@ -19,12 +19,21 @@ const byCase = new Map()
 for (const r of runs) byCase.set(r.case, [...(byCase.get(r.case) ?? []), r])
 for (const [name, rs] of byCase) {
   const eps = median(rs.map((r) => r.events_per_s))
+  const perEvent = (key) => {
+    const xs = rs.filter((r) => r[key] != null).map((r) => (r[key] / r.events) * 1e6)
+    return xs.length ? median(xs).toFixed(1).padStart(5) : '    -'
+  }
+  const cpu = `CPU/event: client ${perEvent('cpu_s')} us, ClickHouse ${perEvent('clickhouse_cpu_s')} us`
+  if (name.startsWith('decode-')) {
+    console.log(`${name.padEnd(16)} ${String(Math.round(eps)).padStart(8)} events/s  one thread, no servers  ${cpu}  (median of ${rs.length})`)
+    continue
+  }
   const p99 = median(rs.map((r) => r.p99_latency_ms ?? NaN))
   const rss = median(rs.map((r) => r.peak_rss_mb))
   const goal = GOALS[name]
   const ok = eps >= goal && rss <= RSS_GOAL_MB ? 'meets' : 'MISSES'
   console.log(
     `${name.padEnd(16)} ${String(Math.round(eps)).padStart(8)} events/s  p99 ${p99.toFixed(0).padStart(6)} ms  ` +
-      `peak RSS ${rss.toFixed(0).padStart(4)} MiB  (median of ${rs.length}; goal >= ${goal} events/s, <= ${RSS_GOAL_MB} MiB: ${ok})`,
+      `peak RSS ${rss.toFixed(0).padStart(4)} MiB  ${cpu}  (median of ${rs.length}; goal >= ${goal} events/s, <= ${RSS_GOAL_MB} MiB: ${ok})`,
   )
 }

@@ -108,10 +108,10 @@ pub struct IndexerArgs {
     #[arg(long, allow_negative_numbers = true)]
     cursor: Option<i64>,
     /// Close a ClickHouse batch at this many rows.
-    #[arg(long, env = "SKYHOUSE_BATCH_ROWS", default_value_t = 50_000)]
+    #[arg(long, env = "SKYHOUSE_BATCH_ROWS", default_value_t = skyhouse_pipeline::BATCH_ROWS)]
     batch_rows: usize,
     /// Close a ClickHouse batch at this many bytes.
-    #[arg(long, env = "SKYHOUSE_BATCH_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "SKYHOUSE_BATCH_BYTES", default_value_t = skyhouse_pipeline::BATCH_BYTES)]
     batch_bytes: usize,
     /// Close a ClickHouse batch this many milliseconds after its first row.
     #[arg(long, env = "SKYHOUSE_BATCH_AGE_MS", default_value_t = 1000)]

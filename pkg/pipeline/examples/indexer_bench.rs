@@ -10,8 +10,14 @@
 //! ```text
 //! cargo run --release -p skyhouse-pipeline --example indexer_bench -- \
 //!     --case jetstream|firehose|firehose-verify|check --prefix bench/out/stream-1000000 \
-//!     [--clickhouse URL] [--redis URL] [--database NAME]
+//!     [--clickhouse URL] [--redis URL] [--database NAME] \\
+//!     [--batch-rows N] [--batch-bytes N] [--clickhouse-pid PID]
 //! ```
+//!
+//! `--case decode-jetstream|decode-firehose` decodes and transforms only, on
+//! one thread, with no servers: the client's own ceiling. `--clickhouse-pid`
+//! adds the server's CPU seconds during the run (`clickhouse_cpu_s`): with
+//! both on the same 2 cores, client + server CPU per event bounds events/s.
 //!
 //! One case per process, so that `peak_rss_mb` (`VmHWM`) is that case's
 //! alone. Each case drops and re-creates the database (default
@@ -57,6 +63,9 @@ struct Args {
     clickhouse: String,
     redis: String,
     database: String,
+    batch_rows: Option<usize>,
+    batch_bytes: Option<usize>,
+    clickhouse_pid: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -67,6 +76,9 @@ fn parse_args() -> Result<Args, BoxError> {
         clickhouse: env("CLICKHOUSE_ADDRESS", "http://127.0.0.1:8123"),
         redis: env("REDIS_ADDRESS", "redis://127.0.0.1:6379"),
         database: "skyhouse_bench_indexer".to_owned(),
+        batch_rows: None,
+        batch_bytes: None,
+        clickhouse_pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -77,10 +89,14 @@ fn parse_args() -> Result<Args, BoxError> {
             "--clickhouse" => args.clickhouse = value()?,
             "--redis" => args.redis = value()?,
             "--database" => args.database = value()?,
+            "--batch-rows" => args.batch_rows = Some(value()?.parse()?),
+            "--batch-bytes" => args.batch_bytes = Some(value()?.parse()?),
+            "--clickhouse-pid" => args.clickhouse_pid = Some(value()?.parse()?),
             "-h" | "--help" => {
                 eprintln!(
-                    "indexer_bench --case jetstream|firehose|firehose-verify|check --prefix PREFIX \
-                     [--clickhouse URL] [--redis URL] [--database NAME]"
+                    "indexer_bench --case jetstream|firehose|firehose-verify|decode-jetstream|\
+                     decode-firehose|check --prefix PREFIX [--clickhouse URL] [--redis URL] \
+                     [--database NAME] [--batch-rows N] [--batch-bytes N] [--clickhouse-pid PID]"
                 );
                 std::process::exit(0);
             }
@@ -132,7 +148,12 @@ fn proc_status_mb(field: &str) -> f64 {
 /// User + system CPU seconds of this process so far (`/proc/self/stat`,
 /// 100 ticks/s): steadier than wall time on a shared machine.
 fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    proc_cpu_secs("self")
+}
+
+/// User + system CPU seconds of process `pid` (`self` or a number).
+fn proc_cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
@@ -261,6 +282,52 @@ fn check(args: &Args) -> Result<serde_json::Value, BoxError> {
     }))
 }
 
+/// Decode + transform only, on this thread, no servers: the client's
+/// ceiling. Rows are dropped every [`skyhouse_pipeline::COALESCE_ROWS`] as
+/// the pipeline hands them to the writer.
+fn decode_only(args: &Args, kind: &str) -> Result<serde_json::Value, BoxError> {
+    let mut decoder = skyhouse_pipeline::Decoder::new(Default::default());
+    let mut rows = skyhouse_transform::Rows::default();
+    let (mut events, mut ops) = (0u64, 0u64);
+    let flush = |rows: &mut skyhouse_transform::Rows| {
+        if rows.len() >= skyhouse_pipeline::COALESCE_ROWS {
+            drop(std::mem::take(rows));
+        }
+    };
+    let cpu_start = cpu_secs();
+    let started = Instant::now();
+    match kind {
+        "jetstream" => {
+            let file = std::fs::File::open(format!("{}.jsonl", args.prefix))?;
+            let mut reader = BufReader::with_capacity(1 << 20, file);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line)? > 0 {
+                let d = decoder.jetstream(line.trim_ascii_end(), &mut rows);
+                (events, ops) = (events + 1, ops + d.ops);
+                flush(&mut rows);
+                line.clear();
+            }
+        }
+        "firehose" => each_frame(&format!("{}.frames", args.prefix), |frame| {
+            let d = decoder.firehose(frame, skyhouse_pipeline::Verify::Off, &mut rows);
+            (events, ops) = (events + 1, ops + d.ops);
+            flush(&mut rows);
+            Ok(())
+        })?,
+        other => return Err(format!("unknown --case decode-{other}").into()),
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(serde_json::json!({
+        "case": args.case,
+        "events": events,
+        "ops": ops,
+        "secs": round(secs, 2),
+        "cpu_s": round(cpu_secs() - cpu_start, 2),
+        "events_per_s": (events as f64 / secs).round(),
+        "peak_rss_mb": round(proc_status_mb("VmHWM:"), 1),
+    }))
+}
+
 async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
     let (kind, verify, file) = match args.case.as_str() {
         "jetstream" => (SourceKind::Jetstream, false, "jsonl"),
@@ -299,10 +366,18 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
     let mut cfg = IndexerConfig::new(source, format!("cursor:{}", args.case));
     cfg.start_cursor = Some(0);
     cfg.verify = verify;
+    if let Some(rows) = args.batch_rows {
+        cfg.writer.max_rows = rows;
+    }
+    if let Some(bytes) = args.batch_bytes {
+        cfg.writer.max_bytes = bytes;
+    }
 
     let rss_start = proc_status_mb("VmRSS:");
     // Reset the high-water mark: count the run, not the setup.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let server_cpu = || args.clickhouse_pid.map(|p| proc_cpu_secs(&p.to_string()));
+    let server_start = server_cpu();
     let cpu_start = cpu_secs();
     let started = Instant::now();
     let summary =
@@ -310,6 +385,9 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
     let secs = started.elapsed().as_secs_f64();
     let peak_rss = proc_status_mb("VmHWM:");
     let cpu = cpu_secs() - cpu_start;
+    let server_cpu = server_cpu()
+        .zip(server_start)
+        .map(|(end, start)| round(end - start, 2));
 
     let records: u64 = ch
         .client()
@@ -331,6 +409,7 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
         "ops": summary.ops,
         "secs": round(secs, 2),
         "cpu_s": round(cpu, 2),
+        "clickhouse_cpu_s": server_cpu,
         "events_per_s": (summary.messages as f64 / secs).round(),
         "p99_latency_ms": p99_ms(&rendered).map(|v| round(v, 1)),
         "peak_rss_mb": round(peak_rss, 1),
@@ -344,6 +423,8 @@ fn main() -> Result<(), BoxError> {
     let args = parse_args()?;
     let out = if args.case == "check" {
         check(&args)?
+    } else if let Some(kind) = args.case.strip_prefix("decode-") {
+        decode_only(&args, kind)?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -45,9 +45,20 @@ pub use filter::{CollectionFilter, DEFAULT_COLLECTIONS};
 /// instead of one per event keeps allocation and channel traffic low.
 pub const COALESCE_ROWS: usize = 2_048;
 
-/// Decoded groups waiting for the writer: 64 × ≤ 2,048 rows ≈ 130k rows,
-/// ~40 MB at worst. When full, decoding waits and the source stops reading.
-pub const ROWS_QUEUE: usize = 64;
+/// Decoded groups waiting for the writer: 16 × ≤ 2,048 rows ≈ 33k rows,
+/// ~10 MB at worst, enough to keep the writer busy while decoding catches
+/// up. When full, decoding waits and the source stops reading. (64 cost
+/// ~30 MB more peak RSS in `just bench-indexer` for no measurable speed.)
+pub const ROWS_QUEUE: usize = 16;
+
+/// The indexer's ClickHouse batch limit in rows (`--batch-rows`). Half the
+/// writer's own default: the indexer holds two batches plus its queues, and
+/// must stay under 200 MB replaying at full speed; at live rates batches
+/// close on age (1 s) long before either limit.
+pub const BATCH_ROWS: usize = 50_000;
+
+/// The indexer's ClickHouse batch limit in bytes of RowBinary (`--batch-bytes`).
+pub const BATCH_BYTES: usize = 16 << 20;
 
 /// Resync requests waiting for Redis (DIDs, ~100 bytes each: ≤ 10 MB).
 pub const RESYNC_QUEUE: usize = 100_000;
@@ -90,13 +101,18 @@ pub struct IndexerConfig {
 }
 
 impl IndexerConfig {
-    /// Defaults for `source`: app.bsky/chat.bsky, default writer limits.
+    /// Defaults for `source`: app.bsky/chat.bsky, batches of
+    /// [`BATCH_ROWS`] / [`BATCH_BYTES`] / 1 s.
     pub fn new(source: SourceConfig, cursor_key: String) -> Self {
         IndexerConfig {
             source,
             collections: CollectionFilter::default(),
             verify: false,
-            writer: WriterConfig::default(),
+            writer: WriterConfig {
+                max_rows: BATCH_ROWS,
+                max_bytes: BATCH_BYTES,
+                ..WriterConfig::default()
+            },
             cursor_key,
             cursor_interval: Duration::from_secs(1),
             start_cursor: None,
