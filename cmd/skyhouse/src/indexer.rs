@@ -122,6 +122,11 @@ pub struct IndexerArgs {
     /// Address of /metrics and /health.
     #[arg(long, env = "INDEXER_METRICS_ADDR", default_value = "0.0.0.0:8091")]
     metrics_addr: SocketAddr,
+    /// Also push every record operation to the gRPC relay at this URL (http://host:50051),
+    /// tagged live. Best effort: dropped and counted while the relay is slow or down, never
+    /// slowing ClickHouse.
+    #[arg(long, env = "INDEXER_RELAY_URL")]
+    relay_url: Option<String>,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
@@ -173,6 +178,9 @@ impl IndexerArgs {
         source
             .validate()
             .map_err(|e| anyhow!("--url/--wanted-dids: {e}"))?;
+        if let Some(url) = &self.relay_url {
+            skyhouse_relay::check_relay_url(url).map_err(|e| anyhow!("--relay-url: {e}"))?;
+        }
         if self.batch_rows == 0 || self.batch_bytes == 0 || self.batch_age_ms == 0 {
             return Err(anyhow!(
                 "--batch-rows/--batch-bytes/--batch-age-ms must be > 0"
@@ -199,12 +207,28 @@ impl IndexerArgs {
     }
 }
 
+/// How long an ending indexer waits for its queued operations to reach the relay.
+const RELAY_DRAIN: Duration = Duration::from_secs(10);
+
 pub fn run(args: IndexerArgs) -> Result<ExitCode> {
-    let (cfg, keys) = args.config()?;
+    let (mut cfg, keys) = args.config()?;
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;
     crate::service::runtime()?.block_on(async move {
         let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
+        let push = match &args.relay_url {
+            Some(url) => {
+                let (pusher, task) = skyhouse_relay::Pusher::connect(
+                    url,
+                    skyhouse_relay::pb::Source::Live,
+                    svc.shutdown.child_token(),
+                )
+                .map_err(|e| anyhow!("--relay-url: {e}"))?;
+                cfg.ops_tap = Some(Arc::new(pusher));
+                Some(task)
+            }
+            None => None,
+        };
         let summary = skyhouse_pipeline::run_with_health(
             cfg,
             ch,
@@ -215,6 +239,12 @@ pub fn run(args: IndexerArgs) -> Result<ExitCode> {
         )
         .await
         .map_err(|e| anyhow!("indexer: {e}"))?;
+        if let Some(task) = push {
+            // The pipeline dropped its pusher: let the queue reach the relay (bounded).
+            if tokio::time::timeout(RELAY_DRAIN, task).await.is_err() {
+                eprintln!("skyhouse indexer: relay push not drained in time; the rest is dropped");
+            }
+        }
         svc.shutdown.cancel();
         eprintln!(
             "skyhouse indexer: {} messages, {} record operations, cursor {}",

@@ -15,6 +15,7 @@ mod cursor;
 mod indexer;
 mod migrate;
 mod redis_args;
+mod relay;
 mod repo;
 mod service;
 
@@ -42,6 +43,8 @@ enum Command {
     /// Show or move a live source's cursor in Redis.
     #[command(subcommand)]
     Cursor(cursor::CursorCommand),
+    /// The gRPC relay: streams every indexed record operation to external ingesters.
+    Relay(Box<relay::RelayArgs>),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Indexer(args) => indexer::run(*args),
         Command::Cursor(cmd) => cursor::run(cmd),
         Command::Backfill(cmd) => backfill::run(cmd),
+        Command::Relay(args) => relay::run(*args),
     };
     match result {
         Ok(code) => code,

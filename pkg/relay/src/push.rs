@@ -93,24 +93,34 @@ impl Pusher {
         source: Source,
         shutdown: CancellationToken,
     ) -> Result<(Pusher, JoinHandle<()>), RelayError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|e| RelayError::Url {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        if !matches!(endpoint.uri().scheme_str(), Some("http")) {
-            return Err(RelayError::Url {
-                url: url.to_owned(),
-                reason: "expected http://host:port".to_owned(),
-            });
-        }
+        let endpoint = endpoint(url)?;
         metrics::describe();
         let (tx, rx) = mpsc::channel(PUSH_QUEUE);
         let task = tokio::spawn(push_loop(endpoint, rx, shutdown));
         Ok((Pusher { tx, source }, task))
     }
+}
+
+/// Check a relay URL (`http://host:port`) without connecting.
+pub fn check_relay_url(url: &str) -> Result<(), RelayError> {
+    endpoint(url).map(|_| ())
+}
+
+fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, RelayError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| RelayError::Url {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    if !matches!(endpoint.uri().scheme_str(), Some("http")) {
+        return Err(RelayError::Url {
+            url: url.to_owned(),
+            reason: "expected http://host:port".to_owned(),
+        });
+    }
+    Ok(endpoint)
 }
 
 async fn push_loop(

@@ -41,6 +41,7 @@ pub const SUBCOMMANDS: &[&[&str]] = &[
     &["backfill", "enqueue"],
     &["backfill", "work"],
     &["backfill", "status"],
+    &["relay"],
 ];
 
 #[test]
