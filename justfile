@@ -155,10 +155,15 @@ deps-system:
     done
     "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 
-# Install chdb-core (an in-process current ClickHouse) to check the SQL against it
+# Install chdb-core (an in-process current ClickHouse) to check the SQL against it, and grpcio-tools (the relay's Python client test)
 deps-python:
     #!/usr/bin/env bash
     set -euo pipefail
+    # grpcio-tools: pkg/relay's Python client generates its stubs from proto/ with it.
+    if python3 -c 'import grpc_tools' 2>/dev/null; then echo "deps: grpcio-tools already installed"; else
+        python3 -m pip install --quiet grpcio-tools==1.85.1 ||
+            python3 -m pip install --quiet --break-system-packages grpcio-tools==1.85.1
+    fi
     if python3 -c 'import chdb' 2>/dev/null; then echo "deps: chdb-core already installed"; exit 0; fi
     # --no-deps: chdb needs pandas/pyarrow only for DataFrame output, which we do not use.
     python3 -m pip install --quiet --no-deps chdb-core==26.9.0 ||
@@ -209,6 +214,15 @@ dump-schema *ARGS:
 # Check the migrations and the store's queries on current ClickHouse (chdb-core)
 check-chdb: deps-python
     python3 scripts/chdb_check.py --queries pkg/store/queries/check.sql --queries pkg/store/queries/store.sql
+
+# The gRPC relay (:50051, metrics :8098); ARGS are `skyhouse relay` flags (e.g. --source jetstream)
+relay *ARGS:
+    cargo build --release -q -p skyhouse
+    target/release/skyhouse relay {{ ARGS }}
+
+# Operations/s the gRPC relay delivers to CLIENTS (comma-separated) over loopback, OPS per client from the bundled Jetstream capture in a loop; peak RSS
+bench-relay OPS="1000000" CLIENTS="1,10,50":
+    cargo run --release -q -p skyhouse-relay --example relay_bench -- {{ OPS }} {{ CLIENTS }}
 
 # Rows/s through transform + batch writer vs plain RowBinary inserts (throwaway server, or ARGS: --url URL)
 bench-store *ARGS:
