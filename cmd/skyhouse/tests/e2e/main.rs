@@ -24,6 +24,7 @@ mod firehose;
 mod jetstream;
 mod kill;
 mod redis_down;
+mod relay;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

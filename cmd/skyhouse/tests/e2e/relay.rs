@@ -1,0 +1,159 @@
+//! `skyhouse relay` and `skyhouse indexer --relay-url`, both the real binary:
+//! the indexer replays the production Jetstream capture into ClickHouse and
+//! pushes every operation to the relay; a gRPC client of the relay receives
+//! exactly the capture's operations, tagged live.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use skyhouse_relay::pb::relay_client::RelayClient;
+use skyhouse_relay::pb::{Action, HealthCheckRequest, Operation, Source, StreamRequest};
+use skyhouse_relay::tonic::transport::Channel;
+use skyhouse_testkit::Redis;
+
+use crate::{spare_port, Indexer, Setup, DEADLINE};
+
+fn corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../pkg/sources/testdata/corpus.jsonl")
+        .canonicalize()
+        .unwrap()
+}
+
+/// (did, collection, rkey, action, cid, rev) of every commit in the capture.
+fn capture() -> Vec<(String, String, String, Action, String, String)> {
+    std::fs::read_to_string(corpus())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == "commit")
+        .map(|e| {
+            let c = &e["commit"];
+            let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+            let action = if c["operation"] == "delete" {
+                Action::Delete
+            } else {
+                Action::Write
+            };
+            (
+                s(&e["did"]),
+                s(&c["collection"]),
+                s(&c["rkey"]),
+                action,
+                s(&c["cid"]),
+                s(&c["rev"]),
+            )
+        })
+        .collect()
+}
+
+async fn connect(url: &str, relay: &mut Indexer) -> RelayClient<Channel> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(c) = Channel::from_shared(url.to_owned())
+            .unwrap()
+            .connect()
+            .await
+        {
+            return RelayClient::new(c);
+        }
+        relay.assert_running();
+        assert!(
+            start.elapsed() < DEADLINE,
+            "relay never listened:\n{}",
+            relay.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_indexer_pushes_every_operation_of_the_capture_to_the_relay() {
+    let (grpc, metrics) = (spare_port(), spare_port());
+    let args: Vec<String> = [
+        "relay",
+        "--listen",
+        &format!("127.0.0.1:{grpc}"),
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics}"),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut relay = Indexer::spawn(&args, metrics);
+    let url = format!("http://127.0.0.1:{grpc}");
+    let mut client = connect(&url, &mut relay).await;
+    let before = client
+        .health_check(HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(before.newest_cursor, before.oldest_cursor, "nothing yet");
+    let mut stream = client
+        .stream_operations(StreamRequest {
+            cursor: Some(before.newest_cursor),
+            client_name: "e2e".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let setup = Setup::new(
+        "relay_push",
+        Redis::shared().url(),
+        "jetstream",
+        format!("file://{}", corpus().display()),
+    );
+    let mut indexer = setup.start(&["--cursor", "0", "--collections", "*", "--relay-url", &url]);
+    let status = indexer.wait_exit();
+    assert!(status.success(), "exit {status}:\n{}", indexer.log_tail());
+
+    let want = capture();
+    let last = before.newest_cursor + want.len() as u64;
+    let mut got: Vec<Operation> = Vec::new();
+    while got.last().is_none_or(|o| o.cursor < last) {
+        let batch = stream.message().await.unwrap().expect("stream open");
+        got.extend(batch.operations);
+    }
+    let after = client
+        .health_check(HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after.newest_cursor, last,
+        "exactly the capture's operations"
+    );
+    assert!(got.iter().all(|o| o.source() == Source::Live));
+    let seen: Vec<_> = got
+        .iter()
+        .map(|o| {
+            (
+                o.did.clone(),
+                o.collection.clone(),
+                o.rkey.clone(),
+                o.action(),
+                o.cid.clone(),
+                o.rev.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, want);
+    // ClickHouse got them too (the relay is beside it, not instead of it).
+    assert_eq!(
+        setup.number("SELECT count() FROM records"),
+        want.len() as u64
+    );
+    let scrape = relay
+        .metrics_until("the relay's counters", |m| {
+            m.contains(&format!(
+                "skyhouse_relay_published_total{{source=\"live\"}} {}",
+                want.len()
+            ))
+        })
+        .await;
+    assert!(scrape.contains("skyhouse_relay_clients 1"), "{scrape}");
+    let (code, _) = relay.get("/health").await;
+    assert_eq!(code, 200);
+}
