@@ -220,9 +220,10 @@ relay *ARGS:
     cargo build --release -q -p skyhouse
     target/release/skyhouse relay {{ ARGS }}
 
-# Operations/s the gRPC relay delivers to CLIENTS (comma-separated) over loopback, OPS per client from the bundled Jetstream capture in a loop; peak RSS
+# Operations/s the gRPC relay delivers to CLIENTS (comma-separated) over loopback, OPS per client from the bundled Jetstream capture in a loop; peak RSS (then again with clients decoding every operation)
 bench-relay OPS="1000000" CLIENTS="1,10,50":
     cargo run --release -q -p skyhouse-relay --example relay_bench -- {{ OPS }} {{ CLIENTS }}
+    cargo run --release -q -p skyhouse-relay --example relay_bench -- {{ OPS }} {{ CLIENTS }} decode
 
 # Rows/s through transform + batch writer vs plain RowBinary inserts (throwaway server, or ARGS: --url URL)
 bench-store *ARGS:

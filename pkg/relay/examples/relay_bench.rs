@@ -10,8 +10,10 @@
 //! decoded for its cursor.
 //!
 //! ```text
-//! cargo run --release -p skyhouse-relay --example relay_bench -- [OPS] [CLIENTS,…]
+//! cargo run --release -p skyhouse-relay --example relay_bench -- [OPS] [CLIENTS,…] [decode]
 //! ```
+//! With `decode`, clients decode every operation into the generated
+//! `Operation` struct (what a typical ingester does; client CPU, not relay CPU).
 //! Prints one JSON line per case: clients, ops per client, seconds, aggregate
 //! ops/s, per-client ops/s, peak RSS of the process so far (MiB).
 
@@ -77,7 +79,13 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-async fn client(url: String, from: u64, last: u64, progress: Arc<AtomicU64>) -> Result<u64, Error> {
+async fn client(
+    url: String,
+    from: u64,
+    last: u64,
+    progress: Arc<AtomicU64>,
+    decode: bool,
+) -> Result<u64, Error> {
     let channel = Channel::from_shared(url)?
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(8 << 20))
@@ -99,6 +107,11 @@ async fn client(url: String, from: u64, last: u64, progress: Arc<AtomicU64>) -> 
     let mut n = 0u64;
     while let Some(batch) = stream.message().await? {
         n += batch.operations.len() as u64;
+        if decode {
+            for op in &batch.operations {
+                std::hint::black_box(Operation::decode(op.clone())?);
+            }
+        }
         if let Some(op) = batch.operations.last() {
             let cursor = Operation::decode(op.clone())?.cursor;
             progress.store(cursor, Ordering::Release);
@@ -110,7 +123,7 @@ async fn client(url: String, from: u64, last: u64, progress: Arc<AtomicU64>) -> 
     Ok(n)
 }
 
-async fn case(ops: &[Prepared], total: u64, clients: usize) -> Result<(), Error> {
+async fn case(ops: &[Prepared], total: u64, clients: usize, decode: bool) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
@@ -132,7 +145,13 @@ async fn case(ops: &[Prepared], total: u64, clients: usize) -> Result<(), Error>
         .collect();
     let mut tasks = Vec::new();
     for p in &progress {
-        tasks.push(tokio::spawn(client(url.clone(), from, last, p.clone())));
+        tasks.push(tokio::spawn(client(
+            url.clone(),
+            from,
+            last,
+            p.clone(),
+            decode,
+        )));
     }
     let started = Instant::now();
     let mut published = 0u64;
@@ -164,7 +183,7 @@ async fn case(ops: &[Prepared], total: u64, clients: usize) -> Result<(), Error>
     shutdown.cancel();
     server.await??;
     println!(
-        "{{\"clients\":{clients},\"ops_per_client\":{total},\"seconds\":{secs:.3},\"ops_per_s\":{:.0},\"ops_per_s_per_client\":{:.0},\"peak_rss_mib\":{:.1}}}",
+        "{{\"clients\":{clients},\"decode\":{decode},\"ops_per_client\":{total},\"seconds\":{secs:.3},\"ops_per_s\":{:.0},\"ops_per_s_per_client\":{:.0},\"peak_rss_mib\":{:.1}}}",
         delivered as f64 / secs,
         total as f64 / secs,
         peak_rss_mib()
@@ -179,6 +198,13 @@ fn main() -> Result<(), Error> {
         Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
         None => vec![1, 10, 50],
     };
+    let decode = match args.next().as_deref() {
+        None => false,
+        Some("decode") => true,
+        Some(other) => {
+            return Err(format!("third argument: `decode` or nothing, not {other:?}").into())
+        }
+    };
     let ops = capture_ops();
     if ops.is_empty() {
         return Err("the capture has no operations".into());
@@ -188,7 +214,7 @@ fn main() -> Result<(), Error> {
         .build()?;
     rt.block_on(async {
         for n in clients {
-            case(&ops, total, n).await?;
+            case(&ops, total, n, decode).await?;
         }
         Ok::<_, Error>(())
     })
