@@ -1,4 +1,4 @@
-//! skyhouse's state in Redis: source cursors, the resync queue and the
+//! skyhouse's state in Redis: source cursors, the resync queue, short-lived caches and the
 //! backfill work queue ([`WorkQueue`]).
 //!
 //! Records never travel through Redis; only positions and DIDs do. Every key
@@ -15,6 +15,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use fred::types::streams::XCap;
 
+mod cache;
 mod queue;
 pub use queue::{parse_id, WorkEntry, WorkQueue};
 
