@@ -130,7 +130,7 @@ fn enqueue(args: EnqueueArgs) -> Result<ExitCode> {
                 .await
                 .map_err(|e| anyhow!("--relay: {e}"))?;
         }
-        eprintln!("skyhouse backfill: queued {n} repositories");
+        tracing::info!(repositories = n, "Backfill queued.");
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -176,12 +176,12 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
             .iter()
             .map(|(s, n)| format!("{} {n}", s.as_str()))
             .collect();
-        eprintln!(
-            "skyhouse backfill: {} repositories ({}), {} records, {} tombstones",
-            summary.repos.values().sum::<u64>(),
-            repos.join(", "),
-            summary.records,
-            summary.tombstones
+        tracing::info!(
+            repositories = summary.repos.values().sum::<u64>(),
+            by_status = %repos.join(", "),
+            records = summary.records,
+            tombstones = summary.tombstones,
+            "Backfill workers stopped."
         );
         Ok(ExitCode::SUCCESS)
     })

@@ -242,15 +242,16 @@ pub fn run(args: IndexerArgs) -> Result<ExitCode> {
         if let Some(task) = push {
             // The pipeline dropped its pusher: let the queue reach the relay (bounded).
             if tokio::time::timeout(RELAY_DRAIN, task).await.is_err() {
-                eprintln!("skyhouse indexer: relay push not drained in time; the rest is dropped");
+                tracing::warn!("Relay push not drained in time; the rest is dropped.");
             }
         }
         svc.shutdown.cancel();
-        eprintln!(
-            "skyhouse indexer: {} messages, {} record operations, cursor {}",
-            summary.messages,
-            summary.ops,
-            summary.cursor.map_or("none".to_owned(), |c| c.to_string())
+        // A log event (not a bare line) so that --log-format json stays pure JSON.
+        tracing::info!(
+            messages = summary.messages,
+            ops = summary.ops,
+            cursor = summary.cursor.map_or("none".to_owned(), |c| c.to_string()),
+            "Indexer stopped."
         );
         Ok(ExitCode::SUCCESS)
     })

@@ -25,6 +25,32 @@ mod service;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+/// Logging and tracing, for every subcommand.
+#[derive(Debug, clap::Args)]
+struct TelemetryArgs {
+    /// Log line format on stderr: pretty or json (one object per line). Level by `RUST_LOG`.
+    #[arg(long, global = true, env = "SKYHOUSE_LOG_FORMAT", default_value = "pretty")]
+    log_format: skyhouse_telemetry::LogFormat,
+    /// Send OpenTelemetry traces (OTLP over HTTP, protobuf) to this collector, e.g.
+    /// http://localhost:4318 (spans go to /v1/traces). Unset: no traces.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otel_endpoint: Option<String>,
+    /// The traces' service.name. Unset: skyhouse-<subcommand> (skyhouse-indexer, …).
+    #[arg(long, global = true, env = "OTEL_SERVICE_NAME")]
+    otel_service_name: Option<String>,
+}
+
+impl Command {
+    /// The service's name in traces: `skyhouse-indexer`, `skyhouse-backfill`, …
+    fn service_name(&self) -> String {
+        let name = format!("{self:?}");
+        let sub = name.split(['(', ' ']).next().unwrap_or("skyhouse");
+        format!("skyhouse-{}", sub.to_lowercase())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,7 +75,28 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    skyhouse_telemetry::init_logging();
+    let t = &cli.telemetry;
+    if let Some(url) = &t.otel_endpoint {
+        if let Err(e) = skyhouse_telemetry::validate_otlp_endpoint("--otel-endpoint", url) {
+            eprintln!("skyhouse: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let telemetry = skyhouse_telemetry::init(&skyhouse_telemetry::TelemetryConfig {
+        log_format: t.log_format,
+        otlp_endpoint: t.otel_endpoint.clone(),
+        service_name: t
+            .otel_service_name
+            .clone()
+            .unwrap_or_else(|| cli.command.service_name()),
+    });
+    let _telemetry = match telemetry {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("skyhouse: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Repo(cmd) => repo::run(cmd),
         Command::Migrate(cmd) => migrate::run(cmd),

@@ -420,6 +420,8 @@ struct Attempt {
 
 /// Process one entry with retries; always ends in a [`Finished`] (failures
 /// too: they are recorded, dead-lettered and acked) unless the writer stopped.
+/// One trace span per repository.
+#[tracing::instrument(name = "backfill.repo", skip_all, fields(did = %entry.did, resync))]
 async fn process(ctx: &Ctx, entry: &WorkEntry, resync: bool) -> Result<Finished, BackfillError> {
     let cfg = &ctx.cfg;
     let mut attempt = 0;

@@ -162,11 +162,16 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
         if let Some(u) = upto.take() {
             let full = std::mem::replace(&mut batch, spare.take().unwrap_or_default());
             let (ch, cfg) = (ch.clone(), cfg.clone());
-            inflight = Some(tokio::spawn(async move {
-                let mut full = full;
-                let ack = write_batch(&ch, &cfg, &mut full, u).await?;
-                Ok((full, ack))
-            }));
+            // One trace span per batch (OTLP when configured).
+            let span = tracing::info_span!("clickhouse.write_batch", rows = full.len());
+            inflight = Some(tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    let mut full = full;
+                    let ack = write_batch(&ch, &cfg, &mut full, u).await?;
+                    Ok((full, ack))
+                },
+                span,
+            )));
         }
         opened = None;
         if closed {

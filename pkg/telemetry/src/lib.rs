@@ -1,6 +1,11 @@
-//! Telemetry shared by every skyhouse service: structured logs, the
-//! Prometheus `/metrics` + `/health` endpoint, and the shutdown token.
+//! Telemetry shared by every skyhouse service: structured logs (pretty or
+//! JSON), OpenTelemetry traces over OTLP, the Prometheus `/metrics` +
+//! `/health` endpoint, and the shutdown token.
 #![deny(missing_docs)]
+
+mod otel;
+
+pub use otel::{init, validate_otlp_endpoint, LogFormat, Telemetry, TelemetryConfig};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,9 +19,9 @@ use tracing_subscriber::EnvFilter;
 
 pub use tokio_util::sync::CancellationToken;
 
-/// Log to standard error, filtered by `RUST_LOG` (default `info`). Standard
-/// output stays free for command output such as `repo ls` JSON lines. Calling
-/// it twice is harmless.
+/// Log to standard error, filtered by `RUST_LOG` (default `info`), without
+/// traces (tests; the binary calls [`init`]). Standard output stays free for
+/// command output such as `repo ls` JSON lines. Calling it twice is harmless.
 pub fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

@@ -6,10 +6,13 @@
 //!   that every metric, label and quantile the dashboards query exists in the scrape.
 //! - `env`: every variable in env/*.env is one the code reads, with the code's default;
 //!   every variable the code reads is in env/*.env and README.md.
+//! - `telemetry`: the real indexer with JSON logs and an OTLP endpoint: every log line
+//!   is JSON, and its spans reach a collector on loopback.
 //! - `deploy`: docker/compose.yaml, prometheus.yml, Grafana provisioning and the
 //!   Dockerfile agree with each other and with the workspace.
 
 mod deploy;
 mod env;
 mod metrics;
+mod telemetry;
 mod util;
