@@ -62,6 +62,9 @@ pub struct RelayArgs {
     /// at most --retain-ops.
     #[arg(long, env = "RELAY_CLIENT_QUEUE", default_value_t = 50_000)]
     client_queue: usize,
+    /// Clients streaming at once; more are refused (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "RELAY_MAX_CLIENTS", default_value_t = 1_024)]
+    max_clients: usize,
 }
 
 impl RelayArgs {
@@ -72,9 +75,10 @@ impl RelayArgs {
             retain_bytes: self.retain_bytes,
             retain_age: Duration::from_secs(self.retain_secs),
             client_queue: self.client_queue,
+            max_clients: self.max_clients,
         };
         cfg.validate().map_err(|e| {
-            anyhow!("--retain-ops/--retain-bytes/--retain-secs/--client-queue: {e}")
+            anyhow!("--retain-ops/--retain-bytes/--retain-secs/--client-queue/--max-clients: {e}")
         })?;
         let Some(source) = self.source else {
             return Ok((cfg, None));

@@ -46,6 +46,10 @@ pub struct RelayConfig {
     /// with RESOURCE_EXHAUSTED. Default 50,000. A client resuming from an
     /// older cursor may be further behind until it first catches up.
     pub client_queue: usize,
+    /// Clients streaming at once; more are refused with RESOURCE_EXHAUSTED.
+    /// Default 1,024 (each costs at most one batch, ≤ 1 MiB, plus its
+    /// HTTP/2 buffers).
+    pub max_clients: usize,
 }
 
 impl Default for RelayConfig {
@@ -55,6 +59,7 @@ impl Default for RelayConfig {
             retain_bytes: 256 << 20,
             retain_age: Duration::from_secs(600),
             client_queue: 50_000,
+            max_clients: 1_024,
         }
     }
 }
@@ -89,6 +94,9 @@ impl RelayConfig {
         }
         if self.client_queue == 0 {
             return Err(ConfigError::Zero("client queue"));
+        }
+        if self.max_clients == 0 {
+            return Err(ConfigError::Zero("max clients"));
         }
         if self.client_queue > self.retain_ops {
             return Err(ConfigError::QueueTooLong {
@@ -252,6 +260,16 @@ impl Hub {
         let name = self.client_name(&req.client_name);
         // Subscribe before reading the window: nothing published in between is missed.
         let newest_rx = self.inner.newest.subscribe();
+        // Counted after subscribing (this one included): concurrent callers
+        // may both be refused at the limit, never both admitted past it.
+        let clients = self.inner.newest.receiver_count();
+        if clients > self.inner.cfg.max_clients {
+            metrics::rejected("too_many_clients");
+            return Err(Status::resource_exhausted(format!(
+                "the relay serves at most {} clients; try again later",
+                self.inner.cfg.max_clients
+            )));
+        }
         let (pos, caught_up) = {
             let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
             let oldest = ring.first - 1;
@@ -615,6 +633,22 @@ mod tests {
         assert_eq!(ring.entries.len(), 0);
         assert_eq!(ring.first, 12);
         assert_eq!(ring.bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn clients_past_max_clients_are_refused() {
+        let h = hub(RelayConfig {
+            max_clients: 2,
+            ..RelayConfig::default()
+        });
+        let req = StreamRequest::default();
+        let a = h.subscribe(&req).expect("first");
+        let _b = h.subscribe(&req).expect("second");
+        let err = h.subscribe(&req).expect_err("third");
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(h.window().clients, 2);
+        drop(a);
+        assert!(h.subscribe(&req).is_ok(), "a slot is free again");
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub fn describe() {
     describe_counter!(
         "skyhouse_relay_rejected_total",
         Unit::Count,
-        "StreamOperations calls refused, by reason: out_of_range, invalid"
+        "StreamOperations calls refused, by reason: out_of_range, invalid, too_many_clients"
     );
     describe_counter!(
         "skyhouse_relay_published_total",
