@@ -12,6 +12,7 @@ mod backfill;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cursor;
+mod feedgen;
 mod indexer;
 mod migrate;
 mod redis_args;
@@ -71,6 +72,8 @@ enum Command {
     Cursor(cursor::CursorCommand),
     /// The gRPC relay: streams every indexed record operation to external ingesters.
     Relay(Box<relay::RelayArgs>),
+    /// The feed generator: did.json, describeFeedGenerator, getFeedSkeleton (service-auth JWT).
+    Feedgen(Box<feedgen::FeedgenArgs>),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
         Command::Cursor(cmd) => cursor::run(cmd),
         Command::Backfill(cmd) => backfill::run(cmd),
         Command::Relay(args) => relay::run(*args),
+        Command::Feedgen(args) => feedgen::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,177 @@
+//! `skyhouse feedgen`: the feed generator (SPEC §6): `did.json`,
+//! `describeFeedGenerator`, `getFeedSkeleton` over the indexed tables.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use skyhouse_feeds::{FeedgenConfig, FeedgenState, ServiceAuth};
+
+use crate::migrate::ClickHouseArgs;
+use crate::redis_args::RedisArgs;
+
+/// Flags of `skyhouse feedgen`.
+#[derive(Debug, Args)]
+pub struct FeedgenArgs {
+    /// Listen address of the XRPC endpoints.
+    #[arg(long, env = "FEEDGEN_ADDR", default_value = "0.0.0.0:8094")]
+    listen: SocketAddr,
+    /// Address of /metrics and /health.
+    #[arg(long, env = "FEEDGEN_METRICS_ADDR", default_value = "0.0.0.0:8095")]
+    metrics_addr: SocketAddr,
+    /// Public base URL of this service (https://feeds.example.com): the `#bsky_fg`
+    /// endpoint in did.json, and the host of the default service DID.
+    #[arg(long, env = "FEEDGEN_PUBLIC_URL")]
+    public_url: String,
+    /// Service DID (the `aud` tokens must carry). Default: did:web:<host of --public-url>.
+    #[arg(long, env = "FEEDGEN_SERVICE_DID")]
+    service_did: Option<String>,
+    /// DID of the account whose repo holds the app.bsky.feed.generator records. Default:
+    /// the service DID.
+    #[arg(long, env = "FEEDGEN_PUBLISHER_DID")]
+    publisher_did: Option<String>,
+    /// JSON file of label and static feeds (see README); the built-in whats-hot, top-1h and
+    /// top-24h are always served. Default: unset = built-ins only.
+    #[arg(long, env = "FEEDGEN_FEEDS_CONFIG")]
+    feeds_config: Option<std::path::PathBuf>,
+    /// Seconds a feed page stays cached in Redis.
+    #[arg(long, env = "FEEDGEN_CACHE_TTL_SECS", default_value_t = 30)]
+    cache_ttl_secs: u64,
+    /// Seconds a ranking snapshot (what cursors page through) lives in Redis.
+    #[arg(long, env = "FEEDGEN_SNAPSHOT_TTL_SECS", default_value_t = 600)]
+    snapshot_ttl_secs: u64,
+    /// Seconds between like/repost count refreshes (refresh_interactions) and health probes.
+    #[arg(long, env = "FEEDGEN_REFRESH_SECS", default_value_t = 30)]
+    refresh_secs: u64,
+    /// PLC directory that resolves token issuers' did:plc documents.
+    #[arg(long, env = "PLC_URL", default_value = skyhouse_identity::DEFAULT_PLC_URL)]
+    plc: String,
+    /// Resolve did:web:localhost%3A<port> issuers over plain http (tests only).
+    #[arg(long, hide = true)]
+    allow_loopback_did_web: bool,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
+}
+
+/// `did:web` of a URL's host (`:port` percent-encoded as did:web wants).
+fn did_web(url: &str) -> Result<String> {
+    let u = url::Url::parse(url).map_err(|e| anyhow!("--public-url {url:?}: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.path() != "/" || u.query().is_some() {
+        return Err(anyhow!(
+            "--public-url {url:?}: must be an http(s) base URL with no path or query"
+        ));
+    }
+    let host = u
+        .host_str()
+        .ok_or_else(|| anyhow!("--public-url {url:?}: no host"))?;
+    Ok(match u.port() {
+        Some(p) => format!("did:web:{host}%3A{p}"),
+        None => format!("did:web:{host}"),
+    })
+}
+
+impl FeedgenArgs {
+    /// Check every flag (and read the feeds file) before any network I/O.
+    fn config(&self) -> Result<(FeedgenConfig, skyhouse_identity::ResolverConfig)> {
+        let derived = did_web(&self.public_url)?;
+        let service_did = self.service_did.clone().unwrap_or(derived);
+        if !skyhouse_atproto::syntax::Did::is_valid(&service_did) {
+            return Err(anyhow!("--service-did {service_did:?}: not a DID"));
+        }
+        let publisher_did = self
+            .publisher_did
+            .clone()
+            .unwrap_or_else(|| service_did.clone());
+        if !skyhouse_atproto::syntax::Did::is_valid(&publisher_did) {
+            return Err(anyhow!("--publisher-did {publisher_did:?}: not a DID"));
+        }
+        let feeds = match &self.feeds_config {
+            None => skyhouse_feeds::builtin_feeds(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--feeds-config {}", path.display()))?;
+                skyhouse_feeds::parse_feeds_config(&text)
+                    .map_err(|e| anyhow!("--feeds-config {}: {e}", path.display()))?
+            }
+        };
+        for (name, v) in [
+            ("--cache-ttl-secs", self.cache_ttl_secs),
+            ("--snapshot-ttl-secs", self.snapshot_ttl_secs),
+            ("--refresh-secs", self.refresh_secs),
+        ] {
+            if v == 0 || v > 86_400 {
+                return Err(anyhow!("{name} must be 1-86400, got {v}"));
+            }
+        }
+        let resolver = skyhouse_identity::ResolverConfig {
+            plc_url: self.plc.clone(),
+            allow_loopback_http: self.allow_loopback_did_web,
+            ..Default::default()
+        };
+        resolver.validate().map_err(|e| anyhow!("--plc: {e}"))?;
+        Ok((
+            FeedgenConfig {
+                service_did,
+                public_url: self.public_url.trim_end_matches('/').to_owned(),
+                publisher_did,
+                feeds,
+                cache_ttl: Duration::from_secs(self.cache_ttl_secs),
+                snapshot_ttl: Duration::from_secs(self.snapshot_ttl_secs),
+            },
+            resolver,
+        ))
+    }
+}
+
+pub fn run(args: FeedgenArgs) -> Result<ExitCode> {
+    let (cfg, resolver_cfg) = args.config()?;
+    let ch = args.clickhouse.connect()?;
+    args.redis.validate()?;
+    let resolver =
+        skyhouse_identity::Resolver::new(resolver_cfg).map_err(|e| anyhow!("--plc: {e}"))?;
+    crate::service::runtime()?.block_on(async move {
+        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
+        skyhouse_feeds::describe_metrics();
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
+        let auth = ServiceAuth::new(Arc::new(resolver), cfg.service_did.clone());
+        let refresh = tokio::spawn(skyhouse_feeds::refresh_loop(
+            ch.clone(),
+            svc.state.clone(),
+            svc.health.clone(),
+            Duration::from_secs(args.refresh_secs),
+            svc.shutdown.clone(),
+        ));
+        let state = FeedgenState::new(cfg, ch, svc.state, auth, svc.health);
+        let served = skyhouse_feeds::serve(listener, state, svc.shutdown.clone()).await;
+        svc.shutdown.cancel();
+        let _ = refresh.await;
+        served.context("feedgen server")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_web;
+
+    #[test]
+    fn did_web_of_public_url() {
+        assert_eq!(
+            did_web("https://feeds.example.com").ok().as_deref(),
+            Some("did:web:feeds.example.com")
+        );
+        assert_eq!(
+            did_web("http://localhost:8094/").ok().as_deref(),
+            Some("did:web:localhost%3A8094")
+        );
+        assert!(did_web("https://x.example/path").is_err());
+        assert!(did_web("ftp://x.example").is_err());
+    }
+}
