@@ -444,6 +444,11 @@ impl Subscription {
             return None;
         }
         loop {
+            if self.hub.inner.shutdown.is_cancelled() {
+                self.done = true;
+                self.client.disconnect("shutdown");
+                return None;
+            }
             self.newest_rx.borrow_and_update();
             match self.step() {
                 Step::Batch(b) => {

@@ -44,7 +44,7 @@ mod server_pb {
 pub use hub::{ConfigError, Hub, RelayConfig, Subscription, Window, BATCH_BYTES, BATCH_OPS};
 pub use ops::prepare_record;
 pub use push::{check_relay_url, HubTap, Pusher, PUSH_QUEUE};
-pub use service::{serve, RelayError, MAX_INGEST_MESSAGE};
+pub use service::{serve, RelayError, MAX_INGEST_MESSAGE, SHUTDOWN_GRACE};
 pub use standalone::{run_source, SourceSummary};
 pub use tonic;
 pub use wire::{OpRef, Prepared};

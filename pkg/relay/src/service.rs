@@ -25,6 +25,11 @@ pub const MAX_INGEST_MESSAGE: usize = 16 << 20;
 /// How often a quiet relay drops operations past the retention age.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 
+/// After shutdown, how long in-flight calls get to finish before the
+/// connections are dropped (a client that stopped reading would otherwise
+/// hold a graceful shutdown forever).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Why the relay stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -45,7 +50,8 @@ pub enum RelayError {
 }
 
 /// Serve the relay on `listener` until `shutdown` is cancelled; client
-/// streams end then too.
+/// streams end then too, and connections still open after
+/// [`SHUTDOWN_GRACE`] are dropped.
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
@@ -65,10 +71,19 @@ pub async fn serve(
     };
     let service = RelayServer::new(Service { hub }).max_decoding_message_size(MAX_INGEST_MESSAGE);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-        .await;
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let result = tokio::select! {
+        r = server => r,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("Relay clients still connected after the grace period; dropping them.");
+            Ok(())
+        }
+    };
     trimmer.abort();
     Ok(result?)
 }

@@ -34,6 +34,7 @@ pub struct TestRelay {
     pub hub: Hub,
     pub url: String,
     pub shutdown: CancellationToken,
+    pub server: Option<tokio::task::JoinHandle<Result<(), skyhouse_relay::RelayError>>>,
 }
 
 impl Drop for TestRelay {
@@ -47,12 +48,17 @@ pub async fn start(cfg: RelayConfig) -> TestRelay {
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let shutdown = CancellationToken::new();
     let hub = Hub::new(cfg, FIRST, shutdown.clone());
-    tokio::spawn(skyhouse_relay::serve(
+    let server = tokio::spawn(skyhouse_relay::serve(
         listener,
         hub.clone(),
         shutdown.clone(),
     ));
-    TestRelay { hub, url, shutdown }
+    TestRelay {
+        hub,
+        url,
+        shutdown,
+        server: Some(server),
+    }
 }
 
 pub async fn client(url: &str) -> RelayClient<Channel> {

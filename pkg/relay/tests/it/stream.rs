@@ -321,3 +321,34 @@ async fn the_pipeline_push_delivers_every_operation_tagged_backfill() {
     let content: Vec<Expected> = got.iter().map(as_expected).collect();
     assert_eq!(content, expected_from_capture());
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_streams_and_drops_a_client_that_stopped_reading() {
+    let mut relay = start(RelayConfig::default()).await;
+    let start_at = relay.hub.window().newest;
+    let mut reading = subscribe(&relay.url, from(start_at)).await.expect("reader");
+    let _stuck = subscribe(&relay.url, from(start_at)).await.expect("stuck");
+    // ~7 MB for a client that never reads: more than its flow-control windows.
+    let capture = {
+        let scratch = start(RelayConfig::default()).await;
+        replay_capture(&scratch.hub).await;
+        let mut s = subscribe(&scratch.url, from(FIRST - 1))
+            .await
+            .expect("scratch");
+        read_until(&mut s, scratch.hub.window().newest).await
+    };
+    let mut newest = start_at;
+    for _ in 0..100 {
+        newest = relay
+            .hub
+            .publish(capture.iter().map(|o| Prepared::new(&OpRef::of(o))));
+    }
+    read_until(&mut reading, newest).await;
+    relay.shutdown.cancel();
+    // The reader's stream ends cleanly …
+    assert!(reading.message().await.expect("no error").is_none());
+    // … and the server returns although `_stuck` still holds a stream (after
+    // the grace period, on the paused clock).
+    let server = relay.server.take().expect("server");
+    server.await.expect("join").expect("serve");
+}
