@@ -7,6 +7,8 @@
 //! queue is full (relay slow or down) operations are dropped and counted, so
 //! ClickHouse indexing never waits for the relay.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use skyhouse_pipeline::OpsTap;
@@ -59,6 +61,7 @@ impl OpsTap for HubTap {
 pub struct Pusher {
     tx: mpsc::Sender<Vec<Operation>>,
     source: Source,
+    dropped: Arc<AtomicU64>,
 }
 
 impl OpsTap for Pusher {
@@ -71,6 +74,7 @@ impl OpsTap for Pusher {
             Ok(p) => p,
             Err(_) => {
                 metrics::pushed("dropped", n);
+                self.dropped.fetch_add(n, Ordering::Relaxed);
                 return;
             }
         };
@@ -97,7 +101,21 @@ impl Pusher {
         metrics::describe();
         let (tx, rx) = mpsc::channel(PUSH_QUEUE);
         let task = tokio::spawn(push_loop(endpoint, rx, shutdown));
-        Ok((Pusher { tx, source }, task))
+        let dropped = Arc::new(AtomicU64::new(0));
+        Ok((
+            Pusher {
+                tx,
+                source,
+                dropped,
+            },
+            task,
+        ))
+    }
+
+    /// Operations dropped so far because the queue was full (the relay slow
+    /// or down), by this pusher and its clones.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 

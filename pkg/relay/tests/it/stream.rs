@@ -352,3 +352,45 @@ async fn shutdown_ends_streams_and_drops_a_client_that_stopped_reading() {
     let server = relay.server.take().expect("server");
     server.await.expect("join").expect("serve");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_relay_that_is_down_costs_the_pipeline_only_drops_and_gets_the_queue_when_back() {
+    // A port nobody listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (pusher, task) =
+        Pusher::connect(&url, Source::Live, CancellationToken::new()).expect("pusher");
+    let mut decoder = Decoder::new(CollectionFilter::new(["*"]).expect("filter"));
+    let mut rows = Rows::default();
+    let text = std::fs::read_to_string(corpus_jsonl()).expect("corpus");
+    decoder.jetstream(text.lines().next().expect("a line").as_bytes(), &mut rows);
+    assert_eq!(rows.records.len(), 1);
+    // offer() never waits: with nobody receiving, the queue fills and the
+    // rest is dropped and counted.
+    let extra = 10;
+    for _ in 0..skyhouse_relay::PUSH_QUEUE + extra {
+        pusher.offer(&rows.records);
+    }
+    assert_eq!(pusher.dropped(), extra as u64);
+
+    // The relay comes up on that port: what was queued reaches it.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind");
+    let shutdown = CancellationToken::new();
+    let hub = skyhouse_relay::Hub::new(RelayConfig::default(), FIRST, shutdown.clone());
+    tokio::spawn(skyhouse_relay::serve(
+        listener,
+        hub.clone(),
+        shutdown.clone(),
+    ));
+    drop(pusher);
+    task.await.expect("push task");
+    let w = hub.window();
+    assert_eq!(w.newest - w.oldest, skyhouse_relay::PUSH_QUEUE as u64);
+    shutdown.cancel();
+}
