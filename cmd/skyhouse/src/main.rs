@@ -15,6 +15,7 @@ mod cursor;
 mod feedgen;
 mod indexer;
 mod migrate;
+mod monitor;
 mod redis_args;
 mod relay;
 mod repo;
@@ -72,6 +73,8 @@ enum Command {
     Cursor(cursor::CursorCommand),
     /// The gRPC relay: streams every indexed record operation to external ingesters.
     Relay(Box<relay::RelayArgs>),
+    /// Check PDS hosts and relays (_health, describeServer), store snapshots, serve host health.
+    Monitor(Box<monitor::MonitorArgs>),
     /// The feed generator: did.json, describeFeedGenerator, getFeedSkeleton (service-auth JWT).
     Feedgen(Box<feedgen::FeedgenArgs>),
 }
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Command::Cursor(cmd) => cursor::run(cmd),
         Command::Backfill(cmd) => backfill::run(cmd),
         Command::Relay(args) => relay::run(*args),
+        Command::Monitor(args) => monitor::run(*args),
         Command::Feedgen(args) => feedgen::run(*args),
     };
     match result {

@@ -34,7 +34,15 @@ pub use store::{bucket, known_hosts, unhealthy_hosts, write_snapshots};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MonitorError {
-    /// A setting is invalid.
+    /// A [`MonitorConfig`] setting is invalid (`setting` is its field name).
+    #[error("{setting} {why}")]
+    Setting {
+        /// The field of [`MonitorConfig`].
+        setting: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// The HTTP client could not be built.
     #[error("{0}")]
     Config(String),
     /// A host URL or seed-file line is invalid.

@@ -55,21 +55,26 @@ impl Default for MonitorConfig {
 impl MonitorConfig {
     /// Check the settings (no I/O); the error names the setting.
     pub fn validate(&self) -> Result<(), MonitorError> {
-        let bad = |s: &str| Err(MonitorError::Config(s.to_owned()));
+        let bad = |setting: &'static str, why: &str| {
+            Err(MonitorError::Setting {
+                setting,
+                why: why.to_owned(),
+            })
+        };
         if self.interval < Duration::from_secs(1) {
-            return bad("interval must be at least 1 second");
+            return bad("interval", "must be at least 1 second");
         }
         if self.timeout.is_zero() || self.timeout > self.interval {
-            return bad("timeout must be above 0 and at most the interval");
+            return bad("timeout", "must be above 0 and at most the interval");
         }
         if self.concurrency == 0 || self.concurrency > 4096 {
-            return bad("concurrency must be 1..=4096");
+            return bad("concurrency", "must be 1..=4096");
         }
         if self.max_hosts == 0 {
-            return bad("max_hosts must be at least 1");
+            return bad("max_hosts", "must be at least 1");
         }
         if self.discover_interval < self.interval {
-            return bad("discover interval must be at least the check interval");
+            return bad("discover_interval", "must be at least the check interval");
         }
         Ok(())
     }

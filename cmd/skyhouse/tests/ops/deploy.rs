@@ -17,13 +17,14 @@ const SERVICES: &[&str] = &[
     "indexer",
     "backfill",
     "relay",
+    "monitor",
     "feedgen",
     "prometheus",
     "grafana",
 ];
 /// Planned skyhouse services (SPEC §2) with their module in cmd/skyhouse/src: each joins
 /// compose.yaml when its module lands, not before.
-const PLANNED: &[&str] = &["search", "monitor"];
+const PLANNED: &[&str] = &["search"];
 /// SPEC §2: indexer metrics, search (+metrics), feedgen (+metrics), backfill metrics,
 /// monitor, relay gRPC.
 const SPEC_PORTS: &[u16] = &[8091, 8092, 8093, 8094, 8095, 8096, 8097, 50051];

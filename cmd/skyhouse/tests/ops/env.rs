@@ -42,6 +42,7 @@ pub const SUBCOMMANDS: &[&[&str]] = &[
     &["backfill", "work"],
     &["backfill", "status"],
     &["relay"],
+    &["monitor"],
     &["feedgen"],
 ];
 

@@ -1,0 +1,147 @@
+//! `skyhouse monitor`: health of known PDS hosts and relays (see
+//! pkg/monitor), stored in ClickHouse `host_checks` and served on one port
+//! as `/v1/hosts` (JSON), `/metrics` and `/health`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use skyhouse_monitor::{Host, HostKind, Monitor, MonitorConfig, MonitorError};
+
+use crate::migrate::ClickHouseArgs;
+
+/// Flags of `skyhouse monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// PDS hosts to check: base URLs or host names (https:// assumed), comma-separated or repeated.
+    #[arg(long = "host", env = "MONITOR_HOSTS", value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// Relays to check and to enumerate with com.atproto.sync.listHosts (every PDS they list is
+    /// checked too), comma-separated or repeated.
+    #[arg(long = "relay", env = "MONITOR_RELAYS", value_delimiter = ',')]
+    relays: Vec<String>,
+    /// Seed file: one host per line, `URL` or `pds URL` for a PDS, `relay URL` for a relay;
+    /// `#` comments.
+    #[arg(long, env = "MONITOR_HOSTS_FILE")]
+    hosts_file: Option<PathBuf>,
+    /// Seconds between check rounds; also the snapshot bucket (one row per host per interval).
+    #[arg(long, env = "MONITOR_INTERVAL_SECS", default_value_t = 60)]
+    interval_secs: u64,
+    /// Milliseconds one request (connect, headers, body) may take before it counts as a timeout.
+    #[arg(long, env = "MONITOR_TIMEOUT_MS", default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Hosts checked at the same time.
+    #[arg(long, env = "MONITOR_CONCURRENCY", default_value_t = 32)]
+    concurrency: usize,
+    /// Most hosts kept; discovered hosts past it are dropped (and counted).
+    #[arg(long, env = "MONITOR_MAX_HOSTS", default_value_t = 50_000)]
+    max_hosts: usize,
+    /// Seconds between two listHosts enumerations of each --relay.
+    #[arg(long, env = "MONITOR_DISCOVER_INTERVAL_SECS", default_value_t = 3600)]
+    discover_interval_secs: u64,
+    /// Run one round, print /v1/hosts JSON on stdout and exit (1 if a host is down).
+    #[arg(long)]
+    once: bool,
+    /// Address of /v1/hosts, /metrics and /health.
+    #[arg(long, env = "MONITOR_ADDR", default_value = "0.0.0.0:8097")]
+    addr: SocketAddr,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+}
+
+impl MonitorArgs {
+    /// Every flag checked, the seed file read; no network I/O.
+    fn config(&self) -> Result<(MonitorConfig, Vec<Host>, Vec<Host>)> {
+        let cfg = MonitorConfig {
+            interval: Duration::from_secs(self.interval_secs),
+            timeout: Duration::from_millis(self.timeout_ms),
+            concurrency: self.concurrency,
+            max_hosts: self.max_hosts,
+            discover_interval: Duration::from_secs(self.discover_interval_secs),
+        };
+        if let Err(MonitorError::Setting { setting, why }) = cfg.validate() {
+            let flag = match setting {
+                "interval" => "--interval-secs",
+                "timeout" => "--timeout-ms",
+                "concurrency" => "--concurrency",
+                "max_hosts" => "--max-hosts",
+                _ => "--discover-interval-secs",
+            };
+            return Err(anyhow!("{flag}: {why}"));
+        }
+        let parse = |flag: &str, list: &[String], kind| -> Result<Vec<Host>> {
+            list.iter()
+                .filter(|h| !h.trim().is_empty())
+                .map(|h| Host::parse(h, kind).map_err(|e| anyhow!("{flag}: {e}")))
+                .collect()
+        };
+        let mut hosts = parse("--host", &self.hosts, HostKind::Pds)?;
+        let relays = parse("--relay", &self.relays, HostKind::Relay)?;
+        if let Some(path) = &self.hosts_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--hosts-file {}", path.display()))?;
+            let seed = skyhouse_monitor::parse_seed(&text)
+                .map_err(|e| anyhow!("--hosts-file {}: {e}", path.display()))?;
+            hosts.extend(seed);
+        }
+        if hosts.is_empty() && relays.is_empty() {
+            return Err(anyhow!("give --host, --relay or --hosts-file"));
+        }
+        Ok((cfg, hosts, relays))
+    }
+}
+
+pub fn run(args: MonitorArgs) -> Result<ExitCode> {
+    let (cfg, hosts, relays) = args.config()?;
+    let ch = args.clickhouse.connect()?;
+    crate::service::runtime()?.block_on(async move {
+        let health = skyhouse_telemetry::Health::default();
+        let shutdown = skyhouse_telemetry::shutdown_on_signals();
+        let monitor = Monitor::new(cfg, Some(ch), health.clone()).map_err(|e| anyhow!("{e}"))?;
+        monitor.add_hosts(hosts.iter().filter(|h| h.kind == HostKind::Pds).cloned());
+        for relay in hosts
+            .into_iter()
+            .filter(|h| h.kind == HostKind::Relay)
+            .chain(relays)
+        {
+            monitor.add_relay(relay);
+        }
+        if args.once {
+            monitor.discover().await;
+            let snaps = monitor.round().await;
+            let body = serde_json::json!({ "hosts": monitor.hosts() });
+            println!("{body:#}");
+            let all_up = snaps.iter().all(|s| s.up);
+            return Ok(if all_up {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        match monitor.load_known().await {
+            Ok(n) => tracing::info!(hosts = n, "Hosts of earlier runs loaded."),
+            Err(error) => {
+                tracing::warn!(%error, "Hosts of earlier runs not loaded; ClickHouse unreachable?")
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("--addr {}: cannot listen", args.addr))?;
+        let server = tokio::spawn({
+            let monitor = monitor.clone();
+            let shutdown = shutdown.clone();
+            async move { monitor.serve(listener, shutdown).await }
+        });
+        tracing::info!(addr = %args.addr, "Monitor serving /v1/hosts, /metrics and /health.");
+        monitor.run(shutdown.clone()).await;
+        shutdown.cancel();
+        server
+            .await
+            .context("monitor HTTP server")?
+            .context("monitor HTTP server")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
