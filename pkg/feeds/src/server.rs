@@ -546,6 +546,8 @@ pub async fn refresh_loop(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
+    // Not ready until the first refresh: counts may be stale until then.
+    health.set("refresh", false);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
