@@ -72,6 +72,10 @@ pub struct WorkArgs {
     /// Address of /metrics and /health.
     #[arg(long, env = "BACKFILL_METRICS_ADDR", default_value = "0.0.0.0:8096")]
     metrics_addr: SocketAddr,
+    /// Also push every record operation to the gRPC relay at this URL (http://host:50051),
+    /// tagged backfill. Best effort: dropped and counted while the relay is slow or down.
+    #[arg(long, env = "BACKFILL_RELAY_URL")]
+    relay_url: Option<String>,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
@@ -157,6 +161,9 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
     cfg.validate().map_err(|e| {
         anyhow!("--concurrency/--claim-idle/--max-attempts/--max-repo-mb/--consumer: {e}")
     })?;
+    if let Some(url) = &args.relay_url {
+        skyhouse_relay::check_relay_url(url).map_err(|e| anyhow!("--relay-url: {e}"))?;
+    }
     let resolver = skyhouse_identity::Resolver::new(skyhouse_identity::ResolverConfig {
         plc_url: args.plc.clone(),
         ..Default::default()
@@ -167,9 +174,31 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
     crate::service::runtime()?.block_on(async move {
         let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
         let (state, shutdown) = (svc.state, svc.shutdown);
+        let push = match &args.relay_url {
+            Some(url) => {
+                let (pusher, task) = skyhouse_relay::Pusher::connect(
+                    url,
+                    skyhouse_relay::pb::Source::Backfill,
+                    shutdown.child_token(),
+                )
+                .map_err(|e| anyhow!("--relay-url: {e}"))?;
+                cfg.ops_tap = Some(Arc::new(pusher));
+                Some(task)
+            }
+            None => None,
+        };
         let summary = skyhouse_backfill::run(cfg, ch, state, Arc::new(resolver), shutdown.clone())
             .await
             .map_err(|e| anyhow!("backfill: {e}"))?;
+        if let Some(task) = push {
+            // The workers dropped their pusher: let the queue reach the relay (bounded).
+            if tokio::time::timeout(crate::indexer::RELAY_DRAIN, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("Relay push not drained in time; the rest is dropped.");
+            }
+        }
         shutdown.cancel();
         let repos: Vec<String> = summary
             .repos

@@ -208,7 +208,7 @@ impl IndexerArgs {
 }
 
 /// How long an ending indexer waits for its queued operations to reach the relay.
-const RELAY_DRAIN: Duration = Duration::from_secs(10);
+pub(crate) const RELAY_DRAIN: Duration = Duration::from_secs(10);
 
 pub fn run(args: IndexerArgs) -> Result<ExitCode> {
     let (mut cfg, keys) = args.config()?;

@@ -53,6 +53,9 @@ pub struct WorkerConfig {
     pub drain: bool,
     /// Sleep between polls of an empty queue. Default 500 ms.
     pub poll: Duration,
+    /// Also hand every record row to this sink (the gRPC relay,
+    /// `--relay-url`); it must not block. Default: none.
+    pub ops_tap: Option<Arc<dyn skyhouse_pipeline::OpsTap>>,
 }
 
 impl WorkerConfig {
@@ -73,6 +76,7 @@ impl WorkerConfig {
             writer: WriterConfig::default(),
             drain: false,
             poll: Duration::from_millis(500),
+            ops_tap: None,
         }
     }
 
@@ -181,10 +185,15 @@ type RowsTx = mpsc::Sender<(Rows, u64)>;
 struct Rowsink {
     /// The last position handed out, and the writer's input.
     inner: Arc<Mutex<(u64, RowsTx)>>,
+    /// The relay's copy of the record rows (`WorkerConfig::ops_tap`).
+    tap: Option<Arc<dyn skyhouse_pipeline::OpsTap>>,
 }
 
 impl Rowsink {
     async fn send(&self, rows: Rows) -> Result<u64, BackfillError> {
+        if let Some(tap) = &self.tap {
+            tap.offer(&rows.records);
+        }
         let mut g = self.inner.lock().await;
         g.0 += 1;
         let n = g.0;
@@ -193,6 +202,9 @@ impl Rowsink {
     }
 
     fn blocking_send(&self, rows: Rows) -> Result<u64, BackfillError> {
+        if let Some(tap) = &self.tap {
+            tap.offer(&rows.records);
+        }
         let mut g = self.inner.blocking_lock();
         g.0 += 1;
         let n = g.0;
@@ -248,6 +260,7 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         sink: Rowsink {
             inner: Arc::new(Mutex::new((0, rows_tx))),
+            tap: cfg.ops_tap.clone(),
         },
         done: done_tx,
         backfill: backfill.clone(),
