@@ -394,3 +394,24 @@ async fn a_relay_that_is_down_costs_the_pipeline_only_drops_and_gets_the_queue_w
     assert_eq!(w.newest - w.oldest, skyhouse_relay::PUSH_QUEUE as u64);
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn the_firehose_capture_gives_the_same_operations_as_its_jetstream_twin() {
+    let relay = start(RelayConfig::default()).await;
+    let mut cfg = skyhouse_sources::SourceConfig::new(skyhouse_sources::SourceKind::Firehose);
+    let frames = corpus_jsonl().with_file_name("corpus.frames");
+    cfg.endpoints = vec![format!("file://{}", frames.display())];
+    let all = CollectionFilter::new(["*"]).expect("filter");
+    let summary =
+        skyhouse_relay::run_source(cfg, 0, all, relay.hub.clone(), CancellationToken::new())
+            .await
+            .expect("replay");
+    let expected = expected_from_capture();
+    assert_eq!(summary.ops as usize, expected.len());
+    let mut s = subscribe(&relay.url, from(FIRST - 1))
+        .await
+        .expect("subscribe");
+    let got = read_until(&mut s, relay.hub.window().newest).await;
+    let content: Vec<Expected> = got.iter().map(as_expected).collect();
+    assert_eq!(content, expected);
+}
