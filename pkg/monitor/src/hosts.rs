@@ -142,14 +142,16 @@ struct ListedHost {
 
 /// Every PDS host a relay lists (`com.atproto.sync.listHosts`, cursor
 /// paged), at most `max` of them. Entries that are not valid host names are
-/// skipped. Fails on a transport error, a non-2xx answer or a body that is
-/// not a listHosts page.
+/// skipped but count towards `max`, so a relay paging through junk forever
+/// is read for at most `max` entries. Fails on a transport error, a non-2xx
+/// answer or a body that is not a listHosts page.
 pub async fn list_hosts(
     http: &reqwest::Client,
     relay: &Host,
     max: usize,
 ) -> Result<Vec<Host>, MonitorError> {
     let mut out: Vec<Host> = Vec::new();
+    let mut seen = 0usize;
     let mut cursor: Option<String> = None;
     let endpoint = format!("{}/xrpc/com.atproto.sync.listHosts", relay.url);
     let fail = |why: String| MonitorError::ListHosts(format!("{}: {why}", relay.url));
@@ -172,9 +174,10 @@ pub async fn list_hosts(
             .map_err(|e| fail(format!("not a listHosts page: {e}")))?;
         let empty = page.hosts.is_empty();
         for h in page.hosts {
-            if out.len() >= max {
+            if seen >= max {
                 return Ok(out);
             }
+            seen += 1;
             // A listed hostname is a bare name; anything else is skipped.
             if h.hostname.contains('/') {
                 continue;

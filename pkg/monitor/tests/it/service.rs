@@ -231,3 +231,29 @@ async fn a_relay_that_fails_to_list_adds_nothing() {
     .unwrap_err();
     assert!(e.to_string().contains("not a listHosts page"), "{e}");
 }
+
+#[tokio::test]
+async fn a_relay_paging_junk_forever_is_read_for_at_most_max_hosts_entries() {
+    // Every page: one entry that is not a host name, and a new cursor.
+    let relay = serve(Router::new().route(
+        "/xrpc/com.atproto.sync.listHosts",
+        get(|RawQuery(q): RawQuery| async move {
+            let n: u64 = q
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("cursor="))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            format!(
+                r#"{{"cursor":"{}","hosts":[{{"hostname":"not a host/{n}"}}]}}"#,
+                n + 1
+            )
+        }),
+    ))
+    .await;
+    let relay = Host::parse(&format!("http://{relay}"), HostKind::Relay).unwrap();
+    let hosts = skyhouse_monitor::list_hosts(&reqwest::Client::new(), &relay, 5)
+        .await
+        .unwrap();
+    assert!(hosts.is_empty(), "{hosts:?}");
+}
