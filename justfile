@@ -220,6 +220,11 @@ relay *ARGS:
     cargo build --release -q -p skyhouse
     target/release/skyhouse relay {{ ARGS }}
 
+# The host monitor (:8097: /v1/hosts, /metrics, /health) writing to the `just up` ClickHouse; ARGS are `skyhouse monitor` flags (e.g. --relay https://bsky.network)
+monitor *ARGS:
+    cargo build --release -q -p skyhouse
+    {{ local_env }} target/release/skyhouse monitor {{ ARGS }}
+
 # Operations/s the gRPC relay delivers to CLIENTS (comma-separated) over loopback, OPS per client from the bundled Jetstream capture in a loop; peak RSS (then again with clients decoding every operation)
 bench-relay OPS="1000000" CLIENTS="1,10,50":
     cargo run --release -q -p skyhouse-relay --example relay_bench -- {{ OPS }} {{ CLIENTS }}
