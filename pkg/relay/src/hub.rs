@@ -208,11 +208,17 @@ impl Hub {
     /// (the newest cursor if `ops` is empty). Never waits for clients.
     pub fn publish(&self, ops: impl IntoIterator<Item = Prepared>) -> u64 {
         let now = Instant::now();
+        // Published per source: live, backfill, unspecified.
+        let mut by_source = [0u64; 3];
         let (newest, retained, bytes, published) = {
             let mut ring = self.inner.ring.write().unwrap_or_else(|p| p.into_inner());
             let before = ring.newest();
             for op in ops {
-                metrics::published(op.source);
+                by_source[match op.source {
+                    Source::Live => 0,
+                    Source::Backfill => 1,
+                    Source::Unspecified => 2,
+                }] += 1;
                 ring.bytes += op.len();
                 ring.entries.push_back(Entry { at: now, op });
                 // Trim as we go: a huge publish never holds more than the bound.
@@ -227,6 +233,14 @@ impl Hub {
             (newest, ring.entries.len(), ring.bytes, newest - before)
         };
         metrics::retained(retained, bytes);
+        for (source, n) in [Source::Live, Source::Backfill, Source::Unspecified]
+            .into_iter()
+            .zip(by_source)
+        {
+            if n > 0 {
+                metrics::published(source, n);
+            }
+        }
         if published > 0 {
             self.inner.newest.send_replace(newest);
         }

@@ -71,8 +71,8 @@ fn source_label(s: Source) -> &'static str {
     }
 }
 
-pub(crate) fn published(source: Source) {
-    counter!("skyhouse_relay_published_total", "source" => source_label(source)).increment(1);
+pub(crate) fn published(source: Source, n: u64) {
+    counter!("skyhouse_relay_published_total", "source" => source_label(source)).increment(n);
 }
 
 pub(crate) fn retained(ops: usize, bytes: usize) {

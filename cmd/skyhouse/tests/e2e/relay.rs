@@ -157,3 +157,79 @@ async fn the_indexer_pushes_every_operation_of_the_capture_to_the_relay() {
     let (code, _) = relay.get("/health").await;
     assert_eq!(code, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_relay_replays_a_capture_to_clients_resuming_from_its_oldest_cursor() {
+    let (grpc, metrics) = (spare_port(), spare_port());
+    let url_arg = format!("file://{}", corpus().display());
+    let args: Vec<String> = [
+        "relay",
+        "--listen",
+        &format!("127.0.0.1:{grpc}"),
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics}"),
+        "--source",
+        "jetstream",
+        "--url",
+        &url_arg,
+        "--cursor",
+        "0",
+        "--collections",
+        "*",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut relay = Indexer::spawn(&args, metrics);
+    let want = capture();
+    // Listening on gRPC means /metrics listens too (bound first).
+    let mut client = connect(&format!("http://127.0.0.1:{grpc}"), &mut relay).await;
+    relay
+        .metrics_until("the whole capture published", |m| {
+            m.contains(&format!(
+                "skyhouse_relay_published_total{{source=\"live\"}} {}",
+                want.len()
+            ))
+        })
+        .await;
+    let w = client
+        .health_check(HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(w.newest_cursor - w.oldest_cursor, want.len() as u64);
+    // Deletes only, from the oldest cursor: the capture's deletes, in order.
+    let mut stream = client
+        .stream_operations(StreamRequest {
+            cursor: Some(w.oldest_cursor),
+            actions: vec![Action::Delete as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deletes: Vec<_> = want.iter().filter(|o| o.3 == Action::Delete).collect();
+    let mut got: Vec<Operation> = Vec::new();
+    while got.len() < deletes.len() {
+        got.extend(stream.message().await.unwrap().expect("open").operations);
+    }
+    let seen: Vec<(&str, &str, &str)> = got
+        .iter()
+        .map(|o| (o.did.as_str(), o.collection.as_str(), o.rkey.as_str()))
+        .collect();
+    let expected: Vec<(&str, &str, &str)> = deletes
+        .iter()
+        .map(|o| (o.0.as_str(), o.1.as_str(), o.2.as_str()))
+        .collect();
+    assert_eq!(seen, expected);
+    // A cursor older than the window is refused, naming the oldest.
+    let err = client
+        .stream_operations(StreamRequest {
+            cursor: Some(w.oldest_cursor - 1),
+            ..Default::default()
+        })
+        .await
+        .expect_err("out of range");
+    assert_eq!(err.code(), skyhouse_relay::tonic::Code::OutOfRange);
+    assert!(err.message().contains(&w.oldest_cursor.to_string()));
+}
