@@ -12,8 +12,9 @@
 //! Every check ends in a [`Snapshot`] with a [`CheckResult`] (`ok`,
 //! `timeout`, `connect`, `tls`, `protocol`, `http_status`, `bad_body`); no
 //! answer can panic the monitor or grow its memory (bodies are capped,
-//! the host list is capped). The backfill asks [`unhealthy_hosts`] which
-//! hosts were down at their newest check.
+//! the host list is capped). The backfill asks [`unhealthy_hosts`] (or,
+//! per repository, [`UnhealthyHosts::is_down`]) which hosts were down at
+//! their newest check.
 #![deny(missing_docs)]
 
 mod check;
@@ -28,7 +29,7 @@ pub use metrics::describe_metrics;
 pub use monitor::{HostState, Monitor, MonitorConfig};
 pub use skyhouse_store::ClickHouse;
 pub use skyhouse_telemetry::CancellationToken;
-pub use store::{bucket, known_hosts, unhealthy_hosts, write_snapshots};
+pub use store::{bucket, known_hosts, unhealthy_hosts, write_snapshots, UnhealthyHosts};
 
 /// The monitor's failures (a failed check is not one: it is a [`Snapshot`]).
 #[derive(Debug, thiserror::Error)]

@@ -150,6 +150,9 @@ impl Monitor {
     ) -> Result<Monitor, MonitorError> {
         cfg.validate()?;
         let checker = Checker::new(cfg.timeout)?;
+        // The recorder first: descriptions and zeroed counters given to no
+        // recorder are lost.
+        skyhouse_telemetry::install_metrics();
         metrics::describe_metrics();
         health.set("checked", false);
         if ch.is_some() {

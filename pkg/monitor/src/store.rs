@@ -1,12 +1,15 @@
 //! Snapshots in ClickHouse (`host_checks`, migration 0007) and the queries
 //! other services read them with.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use skyhouse_store::{ClickHouse, StoreError};
 
 use crate::check::{now_secs, Snapshot};
 use crate::hosts::{Host, HostKind};
+use tracing::warn;
 
 /// A row of `host_checks`.
 #[derive(clickhouse::Row, serde::Serialize, Debug, Clone, PartialEq, Eq)]
@@ -125,6 +128,51 @@ pub async fn unhealthy_hosts(
         .fetch_all()
         .await
         .map_err(|e| StoreError::classify(e, TABLE))
+}
+
+/// The hosts [`unhealthy_hosts`] names, as a backfill worker asks about
+/// them: one lookup per repository, from a set refreshed from ClickHouse at
+/// most once per `refresh` (the callers share one refresh). A failed
+/// refresh keeps the previous set (logged): a down ClickHouse must not
+/// stop the backfill.
+#[derive(Debug, Clone)]
+pub struct UnhealthyHosts {
+    ch: ClickHouse,
+    max_age: Duration,
+    refresh: Duration,
+    set: Arc<tokio::sync::Mutex<(Option<Instant>, HashSet<String>)>>,
+}
+
+impl UnhealthyHosts {
+    /// Hosts down at their newest check within `max_age` (e.g. three check
+    /// intervals), re-read every `refresh` (e.g. one check interval).
+    pub fn new(ch: ClickHouse, max_age: Duration, refresh: Duration) -> UnhealthyHosts {
+        UnhealthyHosts {
+            ch,
+            max_age,
+            refresh,
+            set: Arc::default(),
+        }
+    }
+
+    /// Whether the monitor found `endpoint` (a PDS URL as a DID document
+    /// gives it, e.g. `https://pds.example.com/`) down. Unknown hosts and
+    /// unparseable URLs are not down.
+    pub async fn is_down(&self, endpoint: &str) -> bool {
+        let Ok(host) = Host::parse(endpoint, HostKind::Pds) else {
+            return false;
+        };
+        let mut guard = self.set.lock().await;
+        let (refreshed, set) = &mut *guard;
+        if refreshed.is_none_or(|t| t.elapsed() >= self.refresh) {
+            match unhealthy_hosts(&self.ch, self.max_age).await {
+                Ok(hosts) => *set = hosts.into_iter().collect(),
+                Err(error) => warn!(%error, "Unhealthy hosts not refreshed; keeping the last set."),
+            }
+            *refreshed = Some(Instant::now());
+        }
+        set.contains(&host.url)
+    }
 }
 
 #[cfg(test)]

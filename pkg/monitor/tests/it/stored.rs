@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use skyhouse_monitor::{
     bucket, known_hosts, unhealthy_hosts, write_snapshots, CheckResult, HostKind, Snapshot,
+    UnhealthyHosts,
 };
 
 use crate::fresh;
@@ -132,4 +133,53 @@ async fn unhealthy_hosts_are_those_down_at_their_newest_check() {
         ]
     );
     assert_eq!(known_hosts(&ch, 1).await.unwrap().len(), 1, "capped");
+}
+
+#[tokio::test]
+async fn a_backfill_asks_about_a_pds_endpoint_as_its_did_document_gives_it() {
+    let (_db, ch) = fresh("monitor_is_down").await;
+    let t = now();
+    write_snapshots(
+        &ch,
+        &[
+            snapshot("https://down.test", t - 60, false),
+            snapshot("https://up.test", t - 60, true),
+        ],
+        INTERVAL,
+    )
+    .await
+    .unwrap();
+    // Refreshed on every call (refresh zero), so later writes are seen.
+    let verdicts = UnhealthyHosts::new(ch.clone(), Duration::from_secs(600), Duration::ZERO);
+    assert!(verdicts.is_down("https://down.test/").await);
+    assert!(verdicts.is_down("https://DOWN.test").await);
+    assert!(!verdicts.is_down("https://up.test/").await);
+    assert!(!verdicts.is_down("https://never-checked.test").await);
+    assert!(!verdicts.is_down("not a url at all").await);
+    write_snapshots(&ch, &[snapshot("https://down.test", t, true)], INTERVAL)
+        .await
+        .unwrap();
+    assert!(!verdicts.is_down("https://down.test/").await, "up again");
+
+    // Within `refresh` the last set is kept.
+    write_snapshots(&ch, &[snapshot("https://up.test", t, false)], INTERVAL)
+        .await
+        .unwrap();
+    let cached = UnhealthyHosts::new(
+        ch.clone(),
+        Duration::from_secs(600),
+        Duration::from_secs(3600),
+    );
+    assert!(cached.is_down("https://up.test").await);
+    write_snapshots(&ch, &[snapshot("https://up.test", t + 1, true)], INTERVAL)
+        .await
+        .unwrap();
+    assert!(
+        cached.is_down("https://up.test").await,
+        "the set read a moment ago is kept until `refresh` has passed"
+    );
+    assert!(
+        !verdicts.is_down("https://up.test").await,
+        "a fresh read sees it up"
+    );
 }
