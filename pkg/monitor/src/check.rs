@@ -84,8 +84,8 @@ pub struct Snapshot {
     pub invite_code_required: bool,
     /// describeServer `availableUserDomains` (at most [`MAX_DOMAINS`]).
     pub user_domains: Vec<String>,
-    /// Round trip of `_health` up to its response headers, in milliseconds
-    /// (0: no answer).
+    /// Round trip of `_health` up to its response headers, in milliseconds,
+    /// connecting and the TLS handshake included (0: no answer).
     pub rtt_ms: u32,
     /// The failure, one line (at most [`MAX_ERROR_CHARS`]); empty when up.
     pub error: String,
@@ -100,6 +100,9 @@ pub const MAX_DOMAINS: usize = 32;
 pub const MAX_ERROR_CHARS: usize = 300;
 /// Longest string field (version, DID, domain) kept from an answer.
 const MAX_FIELD_CHARS: usize = 256;
+
+/// How long a connection stays open after a check (then it is closed).
+const IDLE_CONNECTION: Duration = Duration::from_secs(2);
 
 /// Checks hosts with one shared HTTP client (connection pool, timeouts).
 #[derive(Debug, Clone)]
@@ -123,6 +126,11 @@ impl Checker {
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // _health and describeServer share a connection; nothing is kept
+            // between rounds (50k idle connections would be 50k descriptors),
+            // so each round connects afresh and sees connect and TLS failures.
+            .pool_max_idle_per_host(1)
+            .pool_idle_timeout(IDLE_CONNECTION)
             .user_agent(concat!("skyhouse-monitor/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| MonitorError::Config(format!("HTTP client: {e}")))?;

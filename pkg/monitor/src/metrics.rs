@@ -30,7 +30,7 @@ pub fn describe_metrics() {
     describe_histogram!(
         "skyhouse_monitor_rtt_seconds",
         Unit::Seconds,
-        "Round trip of GET /xrpc/_health to its response headers, hosts that answered"
+        "Round trip of GET /xrpc/_health to its response headers (connect and TLS included), hosts that answered"
     );
     describe_counter!(
         "skyhouse_monitor_rounds_total",
