@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use axum::extract::RawQuery;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
@@ -313,11 +315,18 @@ impl Monitor {
 
     /// Every known host's state, in URL order.
     pub fn hosts(&self) -> Vec<HostState> {
+        self.hosts_where(None, None)
+    }
+
+    /// The hosts in `state` (`up`, `down`, `unchecked`) of `kind`, in URL
+    /// order; `None` matches any.
+    pub fn hosts_where(&self, state: Option<&str>, kind: Option<HostKind>) -> Vec<HostState> {
         self.inner
             .hosts
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
+            .filter(|h| state.is_none_or(|s| h.state == s) && kind.is_none_or(|k| h.kind == k))
             .cloned()
             .collect()
     }
@@ -360,16 +369,27 @@ impl Monitor {
         let me = self.clone();
         let hosts = Router::new().route(
             "/v1/hosts",
-            get(move || {
+            get(move |RawQuery(query): RawQuery| {
                 let me = me.clone();
                 async move {
+                    let json = [(CONTENT_TYPE, "application/json")];
+                    let (state, kind) = match HostFilter::parse(query.as_deref()) {
+                        Ok(f) => f,
+                        Err(message) => {
+                            let body =
+                                serde_json::json!({"error": "InvalidRequest", "message": message});
+                            return (StatusCode::BAD_REQUEST, json, body.to_string());
+                        }
+                    };
                     #[derive(Serialize)]
                     struct Body {
                         hosts: Vec<HostState>,
                     }
-                    let body = serde_json::to_string(&Body { hosts: me.hosts() })
-                        .unwrap_or_else(|_| "{\"hosts\":[]}".to_owned());
-                    ([(CONTENT_TYPE, "application/json")], body)
+                    let body = serde_json::to_string(&Body {
+                        hosts: me.hosts_where(state, kind),
+                    })
+                    .unwrap_or_else(|_| "{\"hosts\":[]}".to_owned());
+                    (StatusCode::OK, json, body)
                 }
             }),
         );
@@ -400,5 +420,30 @@ impl Monitor {
             }
             metrics::hosts(kind, up, down, unchecked);
         }
+    }
+}
+
+/// The `/v1/hosts` query: `state=up|down|unchecked`, `kind=pds|relay`.
+struct HostFilter;
+
+impl HostFilter {
+    fn parse(query: Option<&str>) -> Result<(Option<&'static str>, Option<HostKind>), String> {
+        let (mut state, mut kind) = (None, None);
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "state" => {
+                    state = Some(
+                        ["up", "down", "unchecked"]
+                            .into_iter()
+                            .find(|s| *s == value)
+                            .ok_or("state must be up, down or unchecked")?,
+                    )
+                }
+                "kind" => kind = Some(HostKind::parse(value).ok_or("kind must be pds or relay")?),
+                _ => return Err("unknown parameter: expected state or kind".to_owned()),
+            }
+        }
+        Ok((state, kind))
     }
 }

@@ -104,6 +104,30 @@ async fn a_round_is_stored_and_served() {
             assert_eq!(h["last_check"]["health_status"], 502);
         }
     }
+    // Filtered.
+    let down: Value = reqwest::get(format!("{base}/v1/hosts?state=down&kind=pds"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(down["hosts"].as_array().unwrap().len(), 1, "{down}");
+    assert_eq!(down["hosts"][0]["host"], failing.as_str());
+    let relays: Value = reqwest::get(format!("{base}/v1/hosts?kind=relay"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(relays["hosts"], serde_json::json!([]));
+    for bad in ["state=sideways", "kind=labeler", "host=x"] {
+        let r = reqwest::get(format!("{base}/v1/hosts?{bad}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"], "InvalidRequest", "{bad}: {e}");
+    }
     let r = reqwest::get(format!("{base}/health")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
