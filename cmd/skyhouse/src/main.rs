@@ -35,7 +35,12 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct TelemetryArgs {
     /// Log line format on stderr: pretty or json (one object per line). Level by `RUST_LOG`.
-    #[arg(long, global = true, env = "SKYHOUSE_LOG_FORMAT", default_value = "pretty")]
+    #[arg(
+        long,
+        global = true,
+        env = "SKYHOUSE_LOG_FORMAT",
+        default_value = "pretty"
+    )]
     log_format: skyhouse_telemetry::LogFormat,
     /// Send OpenTelemetry traces (OTLP over HTTP, protobuf) to this collector, e.g.
     /// http://localhost:4318 (spans go to /v1/traces). Unset: no traces.

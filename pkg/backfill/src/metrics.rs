@@ -17,8 +17,20 @@ use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
 
-/// Describe every metric once (idempotent).
+/// Describe every metric once (idempotent), and export the workers'
+/// unlabelled counters at 0 from the start: a dashboard's `rate()` then
+/// shows 0 rather than "no data" before the first retry or takeover.
 pub fn describe() {
+    for name in [
+        "skyhouse_backfill_records_total",
+        "skyhouse_backfill_tombstones_total",
+        "skyhouse_backfill_bytes_total",
+        "skyhouse_backfill_retries_total",
+        "skyhouse_backfill_dead_letters_total",
+        "skyhouse_backfill_claimed_total",
+    ] {
+        counter!(name).increment(0);
+    }
     describe_counter!(
         "skyhouse_backfill_repos_total",
         Unit::Count,

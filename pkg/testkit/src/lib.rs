@@ -75,6 +75,7 @@
 #![deny(missing_docs)]
 
 mod clickhouse;
+pub mod dashboards;
 pub mod firehose;
 mod http;
 mod network;
@@ -107,4 +108,9 @@ pub fn repo_cars(testdata: &std::path::Path) -> Vec<(String, String)> {
             (car.to_string(), listing.to_string())
         })
         .collect()
+}
+
+/// The workspace root (this crate is `pkg/testkit`).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

@@ -11,6 +11,9 @@
 //!   record once.
 //! - `jetstream`: the real production capture through the binary, Jetstream
 //!   JSON and firehose frames of the same events, give the same tables.
+//! - `backfill`: `skyhouse backfill enqueue` + `work` land every active
+//!   repository of the scenario; the workers' dashboard against their scrape;
+//!   a worker killed with -9 is taken over by a second one.
 //! - `redis_down`: Redis killed mid-stream: indexing goes on, the cursor is
 //!   saved once Redis is back.
 //!
@@ -20,6 +23,7 @@
 //! (seq 1 is one of its events) and the indexer starts at cursor 1.
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
+mod backfill;
 mod firehose;
 mod jetstream;
 mod kill;
@@ -128,6 +132,32 @@ impl Setup {
             "--database".into(),
             self.db.name().into(),
         ]
+    }
+
+    /// `--redis`, `--redis-prefix`.
+    fn redis_flags(&self) -> Vec<String> {
+        vec![
+            "--redis".into(),
+            self.redis_url.clone(),
+            "--redis-prefix".into(),
+            self.prefix.clone(),
+        ]
+    }
+
+    /// Backfill entries delivered to a worker and not acknowledged yet
+    /// (`skyhouse backfill status`).
+    pub fn pending_entries(&self) -> u64 {
+        let mut args = strings(&["backfill", "status"]);
+        args.extend(self.redis_flags());
+        args.extend(self.clickhouse_flags());
+        let out = skyhouse(&args);
+        assert!(out.status.success(), "backfill status: {}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("pending\t"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pending line in {stdout:?}"))
     }
 
     /// `--source`, `--url`, `--redis`, `--redis-prefix`.
@@ -240,6 +270,11 @@ impl Indexer {
             metrics_url: format!("http://127.0.0.1:{metrics_port}"),
             exit: None,
         }
+    }
+
+    /// Where its log (standard output and error) goes.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
     }
 
     /// The process id.
@@ -359,7 +394,13 @@ impl Indexer {
         let deadline = Instant::now() + DEADLINE;
         loop {
             self.assert_running();
-            let (status, scrape) = self.get("/metrics").await;
+            // Not listening yet (a service may connect to its servers
+            // first): try again until the deadline.
+            let (status, scrape) = match reqwest::get(format!("{}/metrics", self.metrics_url)).await
+            {
+                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(e) => (0, format!("GET /metrics: {e}")),
+            };
             if status == 200 && ok(&scrape) {
                 return scrape;
             }

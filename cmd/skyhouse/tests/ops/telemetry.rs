@@ -128,7 +128,11 @@ async fn json_logs_and_otlp_spans_from_a_real_indexer_run() {
     // spans and the service name (protobuf keeps strings as raw bytes).
     let got = received.lock().expect("lock").clone();
     let traces: Vec<_> = got.iter().filter(|(p, _, _)| p == "/v1/traces").collect();
-    assert!(!traces.is_empty(), "no POST /v1/traces; got {:?}", got.iter().map(|r| &r.0).collect::<Vec<_>>());
+    assert!(
+        !traces.is_empty(),
+        "no POST /v1/traces; got {:?}",
+        got.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
     for (_, content_type, _) in &traces {
         assert_eq!(content_type, "application/x-protobuf");
     }
