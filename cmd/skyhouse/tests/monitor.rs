@@ -210,6 +210,9 @@ fn the_service_serves_hosts_and_health_and_stops_on_sigterm() {
         metrics.contains("skyhouse_monitor_hosts{kind=\"pds\",state=\"up\"} 1"),
         "{metrics}"
     );
+    // The Grafana dashboard queries only what the monitor exports.
+    let problems = skyhouse_testkit::dashboards::check("monitor.json", &metrics);
+    assert!(problems.is_empty(), "{}\n{metrics}", problems.join("\n"));
     assert_eq!(
         db.query("SELECT count() FROM host_checks FINAL"),
         "1\n",

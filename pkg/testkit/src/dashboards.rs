@@ -13,6 +13,7 @@ use serde_json::Value;
 pub const CHECKED_BY: &[(&str, &str)] = &[
     ("indexer.json", "cmd/skyhouse/tests/ops/metrics.rs"),
     ("backfill.json", "cmd/skyhouse/tests/e2e/backfill.rs"),
+    ("monitor.json", "cmd/skyhouse/tests/monitor.rs"),
 ];
 
 /// The workspace's `dashboards/` directory.
