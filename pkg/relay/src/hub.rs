@@ -25,6 +25,11 @@ pub const BATCH_OPS: usize = 512;
 /// … or this many encoded bytes (a gRPC message stays well under the 4 MiB
 /// clients accept by default).
 pub const BATCH_BYTES: usize = 1 << 20;
+/// Operations larger than this (encoded) are refused when published and
+/// counted in `skyhouse_relay_ingest_invalid_total`: with a batch closing at
+/// [`BATCH_BYTES`], every message stays under the 4 MiB gRPC clients accept
+/// by default. (Records are far smaller: the PDS caps them near 1 MiB.)
+pub const MAX_OPERATION_BYTES: usize = 2 << 20;
 /// Ring entries a client scans per lock acquisition (bounds the time a read
 /// lock is held to ~tens of µs).
 const SCAN_STEP: usize = 4_096;
@@ -214,6 +219,10 @@ impl Hub {
             let mut ring = self.inner.ring.write().unwrap_or_else(|p| p.into_inner());
             let before = ring.newest();
             for op in ops {
+                if op.len() > MAX_OPERATION_BYTES {
+                    metrics::ingest_invalid(1);
+                    continue;
+                }
                 by_source[match op.source {
                     Source::Live => 0,
                     Source::Backfill => 1,
@@ -605,6 +614,20 @@ mod tests {
                 clients: 0
             }
         );
+    }
+
+    #[test]
+    fn an_operation_over_the_size_limit_is_not_published() {
+        let h = hub(RelayConfig::default());
+        let big = "x".repeat(MAX_OPERATION_BYTES);
+        let too_big = Prepared::new(&OpRef {
+            did: "did:plc:a",
+            collection: "c",
+            rkey: "r",
+            record_json: &big,
+            ..OpRef::default()
+        });
+        assert_eq!(h.publish([op("a"), too_big, op("b")]), 11);
     }
 
     #[test]

@@ -41,7 +41,10 @@ mod server_pb {
     include!(concat!(env!("OUT_DIR"), "/server/skyhouse.relay.v1.rs"));
 }
 
-pub use hub::{ConfigError, Hub, RelayConfig, Subscription, Window, BATCH_BYTES, BATCH_OPS};
+pub use hub::{
+    ConfigError, Hub, RelayConfig, Subscription, Window, BATCH_BYTES, BATCH_OPS,
+    MAX_OPERATION_BYTES,
+};
 pub use ops::prepare_record;
 pub use push::{check_relay_url, HubTap, Pusher, PUSH_QUEUE};
 pub use service::{serve, RelayError, MAX_INGEST_MESSAGE, SHUTDOWN_GRACE};

@@ -49,7 +49,7 @@ pub fn describe() {
     describe_counter!(
         "skyhouse_relay_ingest_invalid_total",
         Unit::Count,
-        "Ingested operations refused (undecodable, or missing did/collection/rkey)"
+        "Operations refused (undecodable, missing did/collection/rkey, or over 2 MiB encoded)"
     );
     describe_counter!(
         "skyhouse_relay_push_operations_total",
