@@ -29,6 +29,10 @@ use crate::service::{RelayError, MAX_INGEST_MESSAGE};
 /// peak; when full, new groups are dropped (`skyhouse_relay_push_operations_total{outcome="dropped"}`).
 pub const PUSH_QUEUE: usize = 256;
 
+/// A pushed group is split into messages of at most this many encoded bytes
+/// (well under the relay's [`MAX_INGEST_MESSAGE`]).
+const PUSH_MESSAGE_BYTES: usize = 4 << 20;
+
 /// Reconnect backoff: from 250 ms, doubling, capped at 10 s.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -69,21 +73,25 @@ impl OpsTap for Pusher {
         if records.is_empty() {
             return;
         }
-        let n = records.len() as u64;
-        let permit = match self.tx.try_reserve() {
-            Ok(p) => p,
-            Err(_) => {
-                metrics::pushed("dropped", n);
-                self.dropped.fetch_add(n, Ordering::Relaxed);
-                return;
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        for r in records {
+            let op = operation_of(r, self.source);
+            let len = prost::Message::encoded_len(&op);
+            if len > crate::hub::MAX_OPERATION_BYTES {
+                self.drop_ops(1); // the relay would refuse it
+                continue;
             }
-        };
-        permit.send(
-            records
-                .iter()
-                .map(|r| operation_of(r, self.source))
-                .collect(),
-        );
+            if bytes + len > PUSH_MESSAGE_BYTES && !group.is_empty() {
+                self.enqueue(std::mem::take(&mut group));
+                bytes = 0;
+            }
+            bytes += len;
+            group.push(op);
+        }
+        if !group.is_empty() {
+            self.enqueue(group);
+        }
     }
 }
 
@@ -112,8 +120,20 @@ impl Pusher {
         ))
     }
 
+    fn enqueue(&self, group: Vec<Operation>) {
+        let n = group.len() as u64;
+        if self.tx.try_send(group).is_err() {
+            self.drop_ops(n);
+        }
+    }
+
+    fn drop_ops(&self, n: u64) {
+        metrics::pushed("dropped", n);
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Operations dropped so far because the queue was full (the relay slow
-    /// or down), by this pusher and its clones.
+    /// or down) or they were too large, by this pusher and its clones.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

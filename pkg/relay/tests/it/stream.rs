@@ -415,3 +415,35 @@ async fn the_firehose_capture_gives_the_same_operations_as_its_jetstream_twin() 
     let content: Vec<Expected> = got.iter().map(as_expected).collect();
     assert_eq!(content, expected);
 }
+
+#[tokio::test]
+async fn a_group_larger_than_one_grpc_message_is_pushed_in_pieces() {
+    let relay = start(RelayConfig::default()).await;
+    let start_at = relay.hub.window().newest;
+    let mut s = subscribe(&relay.url, from(start_at))
+        .await
+        .expect("subscribe");
+    // 24 records of 1 MiB: more than the relay's 16 MiB message limit in one group.
+    let big = format!("{{\"text\":\"{}\"}}", "x".repeat(1 << 20));
+    let rows: Vec<skyhouse_transform::RecordRow> = (0..24)
+        .map(|i| skyhouse_transform::RecordRow {
+            did: "did:plc:big".into(),
+            collection: "app.bsky.feed.post".into(),
+            rkey: format!("r{i}"),
+            record: big.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let (pusher, task) =
+        Pusher::connect(&relay.url, Source::Live, CancellationToken::new()).expect("pusher");
+    pusher.offer(&rows);
+    assert_eq!(pusher.dropped(), 0);
+    drop(pusher);
+    task.await.expect("push task");
+    assert_eq!(relay.hub.window().newest, start_at + 24, "all 24 published");
+    let got = read_until(&mut s, start_at + 24).await;
+    let rkeys: Vec<&str> = got.iter().map(|o| o.rkey.as_str()).collect();
+    let want: Vec<String> = (0..24).map(|i| format!("r{i}")).collect();
+    assert_eq!(rkeys, want);
+    assert!(got.iter().all(|o| o.record_json == big));
+}
