@@ -188,7 +188,7 @@ impl Hub {
     /// cancelled.
     pub fn new(cfg: RelayConfig, first_cursor: u64, shutdown: CancellationToken) -> Hub {
         let first = first_cursor.max(1);
-        metrics::describe();
+        metrics::zero_relay();
         Hub {
             inner: Arc::new(Inner {
                 cfg,

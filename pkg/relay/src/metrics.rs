@@ -63,6 +63,34 @@ pub fn describe() {
     );
 }
 
+/// The relay's series at 0 from the start, one per label value (so rates and
+/// dashboards see them before the first event).
+pub(crate) fn zero_relay() {
+    describe();
+    gauge!("skyhouse_relay_clients").increment(0.0);
+    for reason in ["slow", "client_gone", "shutdown"] {
+        counter!("skyhouse_relay_disconnects_total", "reason" => reason).increment(0);
+    }
+    for reason in ["out_of_range", "invalid", "too_many_clients"] {
+        counter!("skyhouse_relay_rejected_total", "reason" => reason).increment(0);
+    }
+    for source in [Source::Live, Source::Backfill] {
+        published(source, 0);
+    }
+    counter!("skyhouse_relay_ingest_invalid_total").increment(0);
+    gauge!("skyhouse_relay_retained_operations").increment(0.0);
+    gauge!("skyhouse_relay_retained_bytes").increment(0.0);
+}
+
+/// A producer's push series at 0 from the start.
+pub(crate) fn zero_push() {
+    describe();
+    for outcome in ["sent", "dropped"] {
+        pushed(outcome, 0);
+    }
+    gauge!("skyhouse_relay_push_connected").increment(0.0);
+}
+
 fn source_label(s: Source) -> &'static str {
     match s {
         Source::Live => "live",

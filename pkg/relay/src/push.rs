@@ -106,7 +106,7 @@ impl Pusher {
         shutdown: CancellationToken,
     ) -> Result<(Pusher, JoinHandle<()>), RelayError> {
         let endpoint = endpoint(url)?;
-        metrics::describe();
+        metrics::zero_push();
         let (tx, rx) = mpsc::channel(PUSH_QUEUE);
         let task = tokio::spawn(push_loop(endpoint, rx, shutdown));
         let dropped = Arc::new(AtomicU64::new(0));

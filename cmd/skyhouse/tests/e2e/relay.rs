@@ -232,4 +232,16 @@ async fn a_standalone_relay_replays_a_capture_to_clients_resuming_from_its_oldes
         .expect_err("out of range");
     assert_eq!(err.code(), skyhouse_relay::tonic::Code::OutOfRange);
     assert!(err.message().contains(&w.oldest_cursor.to_string()));
+
+    // The dashboard queries only what the relay exports; the deletes client
+    // hung up, which the relay counts.
+    drop(stream);
+    let scrape = relay
+        .metrics_until("the closed stream counted", |m| {
+            m.contains("skyhouse_relay_disconnects_total{reason=\"client_gone\"} 1")
+                && m.contains("skyhouse_relay_rejected_total{reason=\"out_of_range\"} 1")
+        })
+        .await;
+    let problems = skyhouse_testkit::dashboards::check("relay.json", &scrape);
+    assert!(problems.is_empty(), "{}\n{scrape}", problems.join("\n"));
 }
