@@ -542,18 +542,24 @@ impl Subscription {
         let start = (self.pos + 1 - ring.first) as usize;
         let mut batch = EncodedBatch::default();
         let mut bytes = 0;
+        let mut last = self.pos + lag.min(SCAN_STEP as u64);
         for (i, e) in ring.entries.range(start..).take(SCAN_STEP).enumerate() {
             let cursor = self.pos + 1 + i as u64;
             if self.filter.accepts(&e.op) {
                 bytes += e.op.len();
                 batch.out.push((cursor, e.op.body.clone()));
                 if batch.out.len() >= BATCH_OPS || bytes >= BATCH_BYTES {
-                    self.pos = cursor;
-                    return Step::Batch(batch);
+                    last = cursor;
+                    break;
                 }
             }
         }
-        self.pos += lag.min(SCAN_STEP as u64);
+        self.pos = last;
+        // A client replaying from an old cursor is caught up as soon as what
+        // it has read brings it within the bound (not only when a read starts so).
+        if newest - self.pos <= cfg.client_queue as u64 {
+            self.caught_up = true;
+        }
         if batch.out.is_empty() {
             Step::Skipped
         } else {
@@ -691,6 +697,71 @@ mod tests {
         assert_eq!(h.window().clients, 2);
         drop(a);
         assert!(h.subscribe(&req).is_ok(), "a slot is free again");
+    }
+
+    #[tokio::test]
+    async fn a_resuming_client_may_lag_until_it_catches_up_then_the_bound_applies() {
+        let cfg = RelayConfig {
+            retain_ops: 100,
+            client_queue: 10,
+            ..RelayConfig::default()
+        };
+        let h = hub(cfg);
+        h.publish((0..100).map(|i| op(&i.to_string())));
+        let oldest = h.window().oldest;
+        let mut sub = h
+            .subscribe(&StreamRequest {
+                cursor: Some(oldest),
+                ..Default::default()
+            })
+            .expect("inside the window");
+        // 100 behind with a bound of 10: allowed, it is replaying.
+        let mut read = 0;
+        while read < 100 {
+            read += sub.next().await.expect("open").expect("not cut").len();
+        }
+        // Caught up; now 11 behind is one too many.
+        h.publish((0..11).map(|i| op(&i.to_string())));
+        let cut = sub.next().await.expect("a status").expect_err("cut");
+        assert_eq!(cut.code(), tonic::Code::ResourceExhausted);
+        let newest_read = oldest + 100;
+        assert!(
+            cut.message()
+                .contains(&format!("resume with cursor {newest_read}")),
+            "{}",
+            cut.message()
+        );
+        assert!(
+            sub.next().await.is_none(),
+            "the stream ends after its status"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replaying_client_overtaken_by_the_ring_is_cut() {
+        let cfg = RelayConfig {
+            retain_ops: 100,
+            client_queue: 10,
+            ..RelayConfig::default()
+        };
+        let h = hub(cfg);
+        h.publish((0..100).map(|i| op(&i.to_string())));
+        let oldest = h.window().oldest;
+        let mut sub = h
+            .subscribe(&StreamRequest {
+                cursor: Some(oldest),
+                ..Default::default()
+            })
+            .expect("inside the window");
+        // Before it reads anything, the ring drops what it still had to read.
+        h.publish((0..50).map(|i| op(&i.to_string())));
+        let cut = sub.next().await.expect("a status").expect_err("cut");
+        assert_eq!(cut.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            cut.message().contains("retention window"),
+            "{}",
+            cut.message()
+        );
     }
 
     #[test]
