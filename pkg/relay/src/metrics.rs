@@ -159,6 +159,8 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         gauge!("skyhouse_relay_clients").decrement(1.0);
+        // A gone client has nothing queued (a stale depth would look like a stuck one).
+        self.depth.set(0.0);
         counter!("skyhouse_relay_disconnects_total", "reason" => self.reason).increment(1);
     }
 }
