@@ -128,15 +128,18 @@ pub fn run(args: RelayArgs) -> Result<ExitCode> {
             let start = args.cursor;
             tokio::spawn(async move {
                 match skyhouse_relay::run_source(src, start, collections, hub, stop).await {
-                    Ok(s) => eprintln!(
-                        "skyhouse relay: source ended after {} messages, {} operations; still serving",
-                        s.messages, s.ops
+                    Ok(s) => tracing::info!(
+                        messages = s.messages,
+                        ops = s.ops,
+                        "Relay source ended; still serving."
                     ),
-                    Err(e) => eprintln!("skyhouse relay: source failed: {e}; still serving Ingest"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Relay source failed; still serving Ingest.")
+                    }
                 }
             });
         }
-        eprintln!("skyhouse relay: serving gRPC on {}", listener.local_addr()?);
+        tracing::info!(addr = %listener.local_addr()?, "Relay serving gRPC.");
         health.set("relay", true);
         let served = skyhouse_relay::serve(listener, hub, shutdown.clone()).await;
         health.set("relay", false);
