@@ -234,6 +234,12 @@ bench-relay OPS="1000000" CLIENTS="1,10,50":
 bench-store *ARGS:
     cargo run --release -q -p skyhouse-store --example store_bench -- {{ ARGS }}
 
+# getFeedSkeleton p50/p99 and requests/s (Debian wrk) at CONNS connections on cached pages of whats-hot, top-1h and top-24h over POSTS posts + LIKES likes generated into the `just up` ClickHouse (goal: p99 <= 25 ms at 200)
+bench-feedgen POSTS="1000000" LIKES="4000000" CONNS="200" DURATION="20s": up
+    @command -v wrk >/dev/null || apt-get install -y wrk
+    cargo build --release -q -p skyhouse
+    pkg/feeds/bench/bench.sh {{ POSTS }} {{ LIKES }} {{ CONNS }} {{ DURATION }}
+
 # Indexer events/s, p99 event→queryable latency and peak RSS: Jetstream, firehose, firehose --verify through the full pipeline into the `just up` servers (EVENTS frames, generated once into bench/out/; medians of RUNS)
 bench-indexer EVENTS="1000000" RUNS="3": bench-deps deps-system up
     #!/usr/bin/env bash
