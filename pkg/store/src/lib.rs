@@ -32,6 +32,18 @@ pub struct ClickHouseConfig {
 }
 
 impl ClickHouseConfig {
+    /// A server without authentication and no cluster: the local servers of
+    /// `just up`, tests and benches.
+    pub fn local(url: &str, database: &str) -> ClickHouseConfig {
+        ClickHouseConfig {
+            url: url.to_owned(),
+            user: String::new(),
+            password: String::new(),
+            database: database.to_owned(),
+            cluster: None,
+        }
+    }
+
     /// Check the settings before any I/O; the error names the setting.
     pub fn validate(&self) -> Result<(), StoreError> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {

@@ -63,6 +63,16 @@ impl fmt::Display for ServerVersion {
 
 /// The embedded migrations (the `migrations/` folder at build time).
 pub fn embedded() -> Result<Vec<Migration>, StoreError> {
+    embedded_files()
+}
+
+/// Apply every pending embedded migration to `ch`'s database (what
+/// `skyhouse migrate up` does): a fresh database for tests and benches.
+pub async fn up_embedded(ch: &ClickHouse) -> Result<Vec<Status>, StoreError> {
+    Migrator::new(ch, embedded()?).up().await
+}
+
+fn embedded_files() -> Result<Vec<Migration>, StoreError> {
     parse_files(
         EMBEDDED
             .iter()

@@ -14,24 +14,15 @@ use skyhouse_backfill::{
 };
 use skyhouse_identity::{Resolver, ResolverConfig};
 use skyhouse_state::State;
-use skyhouse_store::migrate::{self, Migrator};
+use skyhouse_store::migrate;
 use skyhouse_store::{ClickHouse, ClickHouseConfig};
 use skyhouse_testkit::{AccountStatus, Network, Records, Scenario, TestDatabase};
 
 async fn fresh(hint: &str) -> (TestDatabase, ClickHouse) {
-    let db = skyhouse_testkit::ClickHouse::shared().database(hint);
-    let ch = ClickHouse::new(ClickHouseConfig {
-        url: skyhouse_testkit::ClickHouse::shared().http_url(),
-        user: String::new(),
-        password: String::new(),
-        database: db.name().to_string(),
-        cluster: None,
-    })
-    .unwrap();
-    Migrator::new(&ch, migrate::embedded().unwrap())
-        .up()
-        .await
-        .unwrap();
+    let server = skyhouse_testkit::ClickHouse::shared();
+    let db = server.database(hint);
+    let ch = ClickHouse::new(ClickHouseConfig::local(&server.http_url(), db.name())).unwrap();
+    migrate::up_embedded(&ch).await.unwrap();
     (db, ch)
 }
 

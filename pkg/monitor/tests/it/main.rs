@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use skyhouse_monitor::ClickHouse;
-use skyhouse_store::migrate::{self, Migrator};
+use skyhouse_store::migrate;
 use skyhouse_store::ClickHouseConfig;
 use skyhouse_testkit::TestDatabase;
 use tokio::net::TcpListener;
@@ -57,17 +57,7 @@ where
 pub async fn fresh(hint: &str) -> (TestDatabase, ClickHouse) {
     let server = skyhouse_testkit::ClickHouse::shared();
     let db = server.database(hint);
-    let ch = ClickHouse::new(ClickHouseConfig {
-        url: server.http_url(),
-        user: String::new(),
-        password: String::new(),
-        database: db.name().to_string(),
-        cluster: None,
-    })
-    .unwrap();
-    Migrator::new(&ch, migrate::embedded().unwrap())
-        .up()
-        .await
-        .unwrap();
+    let ch = ClickHouse::new(ClickHouseConfig::local(&server.http_url(), db.name())).unwrap();
+    migrate::up_embedded(&ch).await.unwrap();
     (db, ch)
 }

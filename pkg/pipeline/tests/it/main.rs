@@ -13,7 +13,7 @@ use std::time::Duration;
 use skyhouse_pipeline::{IndexerConfig, Summary};
 use skyhouse_sources::{CancellationToken, SourceConfig, SourceKind};
 use skyhouse_state::State;
-use skyhouse_store::migrate::{self, Migrator};
+use skyhouse_store::migrate;
 use skyhouse_store::{ClickHouse, ClickHouseConfig};
 use skyhouse_testkit::TestDatabase;
 
@@ -38,19 +38,10 @@ pub type Records = BTreeMap<Key, (String, u8)>;
 /// A fresh, migrated database on the shared test server.
 pub async fn fresh(hint: &str) -> (TestDatabase, ClickHouse) {
     skyhouse_telemetry::init_logging();
-    let db = skyhouse_testkit::ClickHouse::shared().database(hint);
-    let ch = ClickHouse::new(ClickHouseConfig {
-        url: skyhouse_testkit::ClickHouse::shared().http_url(),
-        user: String::new(),
-        password: String::new(),
-        database: db.name().to_string(),
-        cluster: None,
-    })
-    .unwrap();
-    Migrator::new(&ch, migrate::embedded().unwrap())
-        .up()
-        .await
-        .unwrap();
+    let server = skyhouse_testkit::ClickHouse::shared();
+    let db = server.database(hint);
+    let ch = ClickHouse::new(ClickHouseConfig::local(&server.http_url(), db.name())).unwrap();
+    migrate::up_embedded(&ch).await.unwrap();
     (db, ch)
 }
 
