@@ -159,7 +159,59 @@ pub fn run(args: FeedgenArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::did_web;
+    use super::{did_web, FeedgenArgs};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: FeedgenArgs,
+    }
+
+    fn config_error(args: &[&str]) -> String {
+        let mut argv = vec!["feedgen"];
+        if !args.contains(&"--public-url") {
+            argv.extend(["--public-url", "https://feeds.example.com"]);
+        }
+        argv.extend(args);
+        let cli = Cli::try_parse_from(argv).expect("flags parse");
+        format!("{:#}", cli.args.config().expect_err("invalid"))
+    }
+
+    #[test]
+    fn bad_flags_are_one_line_errors_naming_the_flag() {
+        for (args, flag) in [
+            (
+                &["--public-url", "https://x.example/path"][..],
+                "--public-url",
+            ),
+            (&["--public-url", "not a url"][..], "--public-url"),
+            (&["--service-did", "feeds.example.com"][..], "--service-did"),
+            (&["--publisher-did", "did:"][..], "--publisher-did"),
+            (
+                &["--feeds-config", "/nonexistent/feeds.json"][..],
+                "--feeds-config",
+            ),
+            (&["--cache-ttl-secs", "0"][..], "--cache-ttl-secs"),
+            (&["--refresh-secs", "100000"][..], "--refresh-secs"),
+            (&["--plc", "ftp://plc"][..], "--plc"),
+        ] {
+            let e = config_error(args);
+            assert!(e.contains(flag), "{args:?}: {e}");
+            assert!(!e.contains('\n'), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn defaults_derive_the_dids_from_the_public_url() {
+        let cli = Cli::try_parse_from(["feedgen", "--public-url", "https://feeds.example.com/"])
+            .expect("flags parse");
+        let (cfg, _) = cli.args.config().expect("valid");
+        assert_eq!(cfg.service_did, "did:web:feeds.example.com");
+        assert_eq!(cfg.publisher_did, "did:web:feeds.example.com");
+        assert_eq!(cfg.public_url, "https://feeds.example.com");
+        assert_eq!(cfg.feeds.len(), 3);
+    }
 
     #[test]
     fn did_web_of_public_url() {

@@ -20,8 +20,9 @@
 //! refused before decoding. Errors name the rule that failed, never the
 //! token.
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -29,6 +30,14 @@ use serde::Deserialize;
 use skyhouse_atproto::crypto::{Curve, PublicKey};
 use skyhouse_atproto::syntax::Did;
 use skyhouse_identity::Resolver;
+
+/// A DID's document is fetched again for a bad signature at most this
+/// often: tokens with bad signatures must not turn into a stream of
+/// requests to the PLC directory or a did:web host.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Most DIDs whose last re-fetch is remembered (~100 bytes each: ~1 MB).
+const REFETCH_TRACKED: usize = 10_000;
 
 /// Longest token accepted, bytes. Real service-auth tokens are ~400–600
 /// bytes; the cap bounds the work a hostile header can cause.
@@ -178,6 +187,8 @@ fn parse<'a>(token: &'a str, aud: &str, lxm: &str, now: u64) -> Result<Parsed<'a
 pub struct ServiceAuth {
     resolver: Arc<Resolver>,
     service_did: String,
+    /// When each DID's document was last re-fetched for a bad signature.
+    refetched: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl ServiceAuth {
@@ -186,6 +197,7 @@ impl ServiceAuth {
         ServiceAuth {
             resolver,
             service_did: service_did.into(),
+            refetched: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -207,12 +219,36 @@ impl ServiceAuth {
             return Ok(parsed.did);
         }
         // The key may have rotated since the document was cached: once more
-        // with a fresh document, and only if that gives another key.
+        // with a fresh document (at most every REFETCH_INTERVAL per DID),
+        // and only if that gives another key.
+        if !self.may_refetch(&parsed.did) {
+            return Err(AuthError::Signature);
+        }
         let fresh = self.key(&parsed, true).await?;
         if fresh != key && check(&fresh, &parsed)? {
             return Ok(parsed.did);
         }
         Err(AuthError::Signature)
+    }
+
+    /// Whether `did` may be re-fetched now (and note that it is).
+    fn may_refetch(&self, did: &str) -> bool {
+        let now = Instant::now();
+        let mut seen = self.refetched.lock().unwrap_or_else(|e| e.into_inner());
+        if seen
+            .get(did)
+            .is_some_and(|at| now.duration_since(*at) < REFETCH_INTERVAL)
+        {
+            return false;
+        }
+        if seen.len() >= REFETCH_TRACKED {
+            seen.retain(|_, at| now.duration_since(*at) < REFETCH_INTERVAL);
+            if seen.len() >= REFETCH_TRACKED {
+                seen.clear();
+            }
+        }
+        seen.insert(did.to_owned(), now);
+        true
     }
 
     async fn key(&self, parsed: &Parsed<'_>, fresh: bool) -> Result<PublicKey, AuthError> {

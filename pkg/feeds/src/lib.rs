@@ -26,7 +26,7 @@ pub use algos::{
     builtin_feeds, holds_label, parse_feeds_config, rank, valid_post_uri, valid_rkey, Feed,
     FeedKind, GENERATOR_COLLECTION, HOT_WINDOW_SECS, MAX_RANKED,
 };
-pub use auth::{bearer, AuthError, ServiceAuth, MAX_TOKEN_BYTES};
+pub use auth::{bearer, AuthError, ServiceAuth, MAX_TOKEN_BYTES, REFETCH_INTERVAL};
 pub use server::{
     describe_metrics, refresh_loop, router, serve, FeedgenConfig, FeedgenState, GET_FEED_SKELETON,
 };
