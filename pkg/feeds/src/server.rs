@@ -69,6 +69,20 @@ struct Inner {
     health: Health,
     /// Rankings in progress by feed: concurrent first-page misses share one.
     flights: Mutex<HashMap<String, Flight>>,
+    /// The newest ranking of each feed (at most [`MAX_RANKED`] URIs per
+    /// feed): first pages come from it while it is younger than the cache
+    /// TTL, and while younger than half the snapshot TTL it is served stale
+    /// as a new one is ranked in the background, so readers rarely wait
+    /// for ClickHouse.
+    current: Mutex<HashMap<String, Current>>,
+}
+
+/// A feed's newest ranking and its snapshot.
+#[derive(Debug, Clone)]
+struct Current {
+    id: String,
+    ranked: Arc<Vec<String>>,
+    at: Instant,
 }
 
 impl FeedgenState {
@@ -94,6 +108,7 @@ impl FeedgenState {
                 auth,
                 health,
                 flights: Mutex::new(HashMap::new()),
+                current: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -498,8 +513,42 @@ async fn rank(s: &FeedgenState, feed: &Feed) -> Result<Vec<String>, XrpcError> {
     algos::rank(&s.inner.ch, feed).await.map_err(internal)
 }
 
-/// Rank `feed` and store the snapshot; concurrent callers share one run.
+/// The ranking a first page reads: the feed's current one while fresh
+/// enough (a stale one also starts a new ranking in the background), else a
+/// new one.
 async fn first_ranking(
+    s: &FeedgenState,
+    feed: &Feed,
+) -> Result<(String, Arc<Vec<String>>), XrpcError> {
+    let current = {
+        let map = s.inner.current.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&feed.rkey).cloned()
+    };
+    let config = &s.inner.config;
+    if let Some(c) = current {
+        let age = c.at.elapsed();
+        if age < config.snapshot_ttl / 2 {
+            if age >= config.cache_ttl {
+                let running = {
+                    let flights = s.inner.flights.lock().unwrap_or_else(|e| e.into_inner());
+                    flights.contains_key(&feed.rkey)
+                };
+                if !running {
+                    let (s, feed) = (s.clone(), feed.clone());
+                    tokio::spawn(async move {
+                        let _ = rank_and_snapshot(&s, &feed).await;
+                    });
+                }
+            }
+            return Ok((c.id, c.ranked));
+        }
+    }
+    rank_and_snapshot(s, feed).await
+}
+
+/// Rank `feed`, store the snapshot and make it the feed's current ranking;
+/// concurrent callers share one run.
+async fn rank_and_snapshot(
     s: &FeedgenState,
     feed: &Feed,
 ) -> Result<(String, Arc<Vec<String>>), XrpcError> {
@@ -517,7 +566,20 @@ async fn first_ranking(
                 .state
                 .cache_set_list(&snapshot_key(&id), &ranked, s.inner.config.snapshot_ttl)
                 .await;
-            Ok((id, Arc::new(ranked)))
+            let ranked = Arc::new(ranked);
+            s.inner
+                .current
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    feed.rkey.clone(),
+                    Current {
+                        id: id.clone(),
+                        ranked: ranked.clone(),
+                        at: Instant::now(),
+                    },
+                );
+            Ok((id, ranked))
         })
         .await
         .clone();
