@@ -151,6 +151,9 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Interaction count refresh duration"
     );
+    // Exported from the start (at 0), not only after the first event.
+    counter!("skyhouse_feedgen_rankings_total").increment(0);
+    counter!("skyhouse_feedgen_refresh_errors_total").increment(0);
 }
 
 /// An XRPC error response: `{"error": name, "message": message}`.

@@ -15,6 +15,7 @@ pub const CHECKED_BY: &[(&str, &str)] = &[
     ("backfill.json", "cmd/skyhouse/tests/e2e/backfill.rs"),
     ("monitor.json", "cmd/skyhouse/tests/monitor.rs"),
     ("relay.json", "cmd/skyhouse/tests/e2e/relay.rs"),
+    ("feedgen.json", "pkg/feeds/tests/it/metrics.rs"),
 ];
 
 /// The workspace's `dashboards/` directory.

@@ -12,10 +12,12 @@
 //!   by the real pipeline, come back ranked; deleted likes stop counting,
 //!   hidden accounts vanish; cursors page without duplicates or gaps; limits
 //!   and hostile parameters are 400s, never 500s.
+//! - `metrics`: `dashboards/feedgen.json` queries only what is exported.
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
 mod auth;
 mod feeds;
+mod metrics;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
