@@ -209,11 +209,18 @@ async fn feeds_match_what_was_posted_and_liked_on_the_pds() {
          VALUES ('{}', '3zzzzzzzzzzzz', 'bafy', 1, 0, now(), now(), now(), 'late')",
         a.did
     ));
+    // Pages alternate between this server (its ranking in memory) and a
+    // replica (the snapshot in Redis).
+    let replica = fg.replica().await;
     let mut pages = 1;
     loop {
-        let (status, page) = fg
-            .skeleton("cats", &format!("&limit=2&cursor={}", enc(&cursor)), None)
-            .await;
+        let base = if pages % 2 == 1 { &replica } else { &fg.base };
+        let q = format!(
+            "/xrpc/app.bsky.feed.getFeedSkeleton?feed={}&limit=2&cursor={}",
+            enc(&fg.feed_uri("cats")),
+            enc(&cursor)
+        );
+        let (status, page) = fg.get_via(base, &q, None).await;
         assert_eq!(status, 200, "{page}");
         pages += 1;
         paged.extend(posts(&page));

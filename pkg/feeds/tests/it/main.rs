@@ -42,6 +42,8 @@ pub struct Feedgen {
     pub publisher: String,
     pub http: reqwest::Client,
     stop: CancellationToken,
+    /// What a second replica over the same database and Redis needs.
+    parts: (FeedgenConfig, skyhouse_state::State, ServiceAuth),
 }
 
 impl Drop for Feedgen {
@@ -92,6 +94,7 @@ impl Feedgen {
             cache_ttl: Duration::from_secs(30),
             snapshot_ttl: Duration::from_secs(600),
         };
+        let parts = (config.clone(), state.clone(), auth.clone());
         let app = FeedgenState::new(config, ch.clone(), state, auth, health);
         let stop = CancellationToken::new();
         tokio::spawn(skyhouse_feeds::serve(listener, app, stop.clone()));
@@ -103,7 +106,19 @@ impl Feedgen {
             publisher,
             http: reqwest::Client::new(),
             stop,
+            parts,
         }
+    }
+
+    /// Another feed generator over the same database and Redis (what a
+    /// load balancer puts beside this one); its base URL.
+    pub async fn replica(&self) -> String {
+        let (config, state, auth) = self.parts.clone();
+        let app = FeedgenState::new(config, self.ch.clone(), state, auth, Health::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(skyhouse_feeds::serve(listener, app, self.stop.clone()));
+        base
     }
 
     /// The AT-URI of feed `rkey`.
@@ -113,7 +128,17 @@ impl Feedgen {
 
     /// GET `path_and_query` with an optional bearer token: (status, JSON body).
     pub async fn get(&self, path_and_query: &str, token: Option<&str>) -> (u16, Value) {
-        let mut req = self.http.get(format!("{}{path_and_query}", self.base));
+        self.get_via(&self.base, path_and_query, token).await
+    }
+
+    /// [`get`](Self::get) from the server at `base`.
+    pub async fn get_via(
+        &self,
+        base: &str,
+        path_and_query: &str,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self.http.get(format!("{base}{path_and_query}"));
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
