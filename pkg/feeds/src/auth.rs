@@ -413,6 +413,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any text, and any bytes base64url-encoded into the three parts,
+        /// is refused or accepted without a panic.
+        #[test]
+        fn arbitrary_tokens_never_panic(text in ".{0,600}", h in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+                                        p in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+                                        s in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
+            let _ = parse(&text, AUD, LXM, 1000);
+            let t = format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(&h), URL_SAFE_NO_PAD.encode(&p), URL_SAFE_NO_PAD.encode(&s));
+            let _ = parse(&t, AUD, LXM, 1000);
+        }
+
+        /// Well-formed JSON with arbitrary claim values never panics, and
+        /// is accepted only when every rule holds.
+        #[test]
+        fn arbitrary_claims_follow_the_rules(alg in "(ES256K|ES256|HS256|none|)", typ in "(JWT|at\\+jwt|dpop\\+jwt|refresh\\+jwt|)",
+                                             exp in proptest::num::i64::ANY, aud_ok in proptest::bool::ANY, lxm_ok in proptest::bool::ANY) {
+            let header = serde_json::json!({"alg": alg, "typ": typ});
+            let claims = serde_json::json!({"iss": "did:plc:abc", "aud": if aud_ok { AUD } else { "did:web:x" },
+                                             "exp": exp, "lxm": if lxm_ok { LXM } else { "x.y.z" }});
+            let t = token(&header.to_string(), &claims.to_string());
+            let ok = parse(&t, AUD, LXM, 1000).is_ok();
+            let typ_ok = !matches!(typ.as_str(), "at+jwt" | "dpop+jwt" | "refresh+jwt");
+            let alg_ok = alg == "ES256K" || alg == "ES256";
+            proptest::prop_assert_eq!(ok, typ_ok && alg_ok && aud_ok && lxm_ok && exp > 1000);
+        }
+    }
+
     #[test]
     fn bearer_headers() {
         assert_eq!(bearer("Bearer abc"), Some("abc"));
