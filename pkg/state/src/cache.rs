@@ -56,7 +56,12 @@ impl State {
             return Ok(());
         }
         let _: i64 = self.client.rpush(&key, items.to_vec()).await?;
-        let _: bool = self.client.expire(&key, ttl_secs(ttl), None).await?;
+        let expired: Result<bool, _> = self.client.expire(&key, ttl_secs(ttl), None).await;
+        if let Err(e) = expired {
+            // A list without a TTL would stay forever: drop it (best effort).
+            let _: Result<i64, _> = self.client.del(&key).await;
+            return Err(e.into());
+        }
         Ok(())
     }
 
