@@ -409,3 +409,49 @@ async fn limits_unknown_feeds_and_hostile_input_are_400s() {
         assert_eq!(resp.status().as_u16(), 401, "{header:?}");
     }
 }
+
+#[tokio::test]
+async fn pages_are_served_while_redis_is_down() {
+    // Four pinned posts (static feeds need no indexed data to rank).
+    let uris: Vec<String> = (0..4)
+        .map(|i| {
+            format!("at://did:plc:redisdown000000000000000/app.bsky.feed.post/3kaaaaaaaaa{i}a")
+        })
+        .collect();
+    let config = format!(
+        r#"{{"feeds": [{{"rkey": "pins", "uris": {}}}]}}"#,
+        serde_json::to_string(&uris).unwrap()
+    );
+    let mut redis = skyhouse_testkit::Redis::start_private();
+    let fg = Feedgen::start_with_redis(
+        "feeds_redis_down",
+        parse_feeds_config(&config).unwrap(),
+        &redis.url(),
+        "feeds_redis_down:",
+    )
+    .await;
+    let (status, first) = fg.skeleton("pins", "&limit=3", None).await;
+    assert_eq!(status, 200, "{first}");
+    let cursor = first["cursor"].as_str().unwrap().to_owned();
+    redis.stop();
+    // A first page without Redis (no page cache): ranked or from memory.
+    let (status, body) = fg.skeleton("pins", "&limit=2", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(posts(&body), uris[..2].to_vec());
+    // The cursor still pages (the ranking it names is in memory).
+    let (status, body) = fg
+        .skeleton("pins", &format!("&limit=3&cursor={}", enc(&cursor)), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(posts(&body), uris[3..].to_vec());
+    // A replica with neither the ranking in memory nor Redis ranks again.
+    let replica = fg.replica().await;
+    let q = format!(
+        "/xrpc/app.bsky.feed.getFeedSkeleton?feed={}&limit=3&cursor={}",
+        enc(&fg.feed_uri("pins")),
+        enc(&cursor)
+    );
+    let (status, body) = fg.get_via(&replica, &q, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(posts(&body), uris[3..].to_vec());
+}

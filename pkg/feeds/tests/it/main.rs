@@ -12,6 +12,7 @@
 //!   by the real pipeline, come back ranked; deleted likes stop counting,
 //!   hidden accounts vanish; cursors page without duplicates or gaps; limits
 //!   and hostile parameters are 400s, never 500s.
+//!   With Redis stopped, pages and cursors are still served.
 //! - `metrics`: `dashboards/feedgen.json` queries only what is exported.
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
@@ -55,6 +56,17 @@ impl Drop for Feedgen {
 impl Feedgen {
     /// Migrate a database named after `hint` and serve `feeds`.
     pub async fn start(hint: &str, feeds: Vec<Feed>) -> Feedgen {
+        let redis = skyhouse_testkit::Redis::shared();
+        Feedgen::start_with_redis(hint, feeds, &redis.url(), &redis.key_prefix(hint)).await
+    }
+
+    /// [`start`](Self::start) with its own Redis (URL and key prefix).
+    pub async fn start_with_redis(
+        hint: &str,
+        feeds: Vec<Feed>,
+        redis_url: &str,
+        prefix: &str,
+    ) -> Feedgen {
         let db = skyhouse_testkit::ClickHouse::shared().database(hint);
         let ch = ClickHouse::new(ClickHouseConfig {
             url: db.url(),
@@ -69,8 +81,7 @@ impl Feedgen {
             .up()
             .await
             .unwrap();
-        let redis = skyhouse_testkit::Redis::shared();
-        let state = skyhouse_state::State::connect(&redis.url(), &redis.key_prefix(hint))
+        let state = skyhouse_state::State::connect(redis_url, prefix)
             .await
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
