@@ -19,6 +19,7 @@ mod monitor;
 mod redis_args;
 mod relay;
 mod repo;
+mod search;
 mod service;
 
 /// Index the AT Protocol network into ClickHouse and serve it.
@@ -76,6 +77,8 @@ enum Command {
     /// Show or move a live source's cursor in Redis.
     #[command(subcommand)]
     Cursor(cursor::CursorCommand),
+    /// The search / stats / maintenance HTTP API (API keys, post and actor search, SQL explorer).
+    Search(Box<search::SearchArgs>),
     /// The gRPC relay: streams every indexed record operation to external ingesters.
     Relay(Box<relay::RelayArgs>),
     /// Check PDS hosts and relays (_health, describeServer), store snapshots, serve host health.
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
         Command::Cursor(cmd) => cursor::run(cmd),
         Command::Backfill(cmd) => backfill::run(cmd),
         Command::Relay(args) => relay::run(*args),
+        Command::Search(args) => search::run(*args),
         Command::Monitor(args) => monitor::run(*args),
         Command::Feedgen(args) => feedgen::run(*args),
     };

@@ -12,6 +12,7 @@
 pub mod cleanup;
 pub mod migrate;
 pub mod queries;
+pub use queries::literal;
 pub mod writer;
 
 pub use clickhouse;

@@ -27,8 +27,11 @@ fn statement(ch: &ClickHouse, name: &str) -> String {
         .replace("{db}", ch.database())
 }
 
-/// A string literal for SQL: quotes and backslashes escaped.
-pub(crate) fn literal(s: &str) -> String {
+/// A ClickHouse string literal: the text in single quotes with backslashes
+/// and quotes escaped, so any text (quotes, `%`, `\\`, newlines) is data,
+/// never SQL. Send the statement with `query_raw` when the text may hold `?`
+/// (the client's `query` reads `?` as a bind placeholder).
+pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 

@@ -19,12 +19,13 @@ const SERVICES: &[&str] = &[
     "relay",
     "monitor",
     "feedgen",
+    "search",
     "prometheus",
     "grafana",
 ];
 /// Planned skyhouse services (SPEC §2) with their module in cmd/skyhouse/src: each joins
 /// compose.yaml when its module lands, not before.
-const PLANNED: &[&str] = &["search"];
+const PLANNED: &[&str] = &[];
 /// SPEC §2: indexer metrics, search (+metrics), feedgen (+metrics), backfill metrics,
 /// monitor, relay gRPC.
 const SPEC_PORTS: &[u16] = &[8091, 8092, 8093, 8094, 8095, 8096, 8097, 50051];

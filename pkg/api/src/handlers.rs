@@ -1,0 +1,773 @@
+//! The route handlers. Parameters are parsed by hand (not axum's `Query`)
+//! so that every bad one, bad UTF-8 included, is a JSON 400 naming it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use skyhouse_atproto::syntax::{parse_datetime_lenient, Did, Handle};
+use skyhouse_store::literal;
+
+use crate::auth::{self, Scope};
+use crate::error::ApiError;
+use crate::rows::{self, Row};
+use crate::ApiState;
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Accounts hidden from every answer.
+const HIDDEN: &str = "SELECT did FROM {db}.accounts FINAL WHERE active = 0";
+/// Longest parameter value read, bytes.
+const MAX_PARAM: usize = 512;
+/// Search terms at most (each must occur in the text).
+const MAX_TERMS: usize = 8;
+/// Redis cache name of `/v1/stats`.
+const STATS_CACHE: &str = "api:stats";
+
+/// Timeout and metrics around every matched route.
+pub async fn limits(timeout: Duration, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let resp = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: "Timeout",
+            message: format!("the request took longer than {} s", timeout.as_secs()),
+        }
+        .into_response(),
+    };
+    let class = format!("{}xx", resp.status().as_u16() / 100);
+    metrics::counter!("skyhouse_api_requests_total", "route" => route.clone(), "status" => class)
+        .increment(1);
+    metrics::histogram!("skyhouse_api_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Unknown routes.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route (see /openapi.json)")
+}
+
+/// `/openapi.json`.
+pub async fn openapi_json() -> Json<Value> {
+    Json(crate::openapi())
+}
+
+// ---------------------------------------------------------------------------
+// parameters
+
+/// The query string's parameters; a repeated one keeps its last value.
+fn params(raw: Option<String>) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut out = BTreeMap::new();
+    let raw = raw.unwrap_or_default();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode(k)
+            .ok_or_else(|| ApiError::bad_request("a parameter name is not valid UTF-8"))?;
+        let value = decode(v).ok_or_else(|| {
+            ApiError::bad_request(format!("parameter {key:?} is not valid UTF-8"))
+        })?;
+        if value.len() > MAX_PARAM {
+            return Err(ApiError::bad_request(format!(
+                "parameter {key:?} is longer than {MAX_PARAM} bytes"
+            )));
+        }
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+/// Percent- and `+`-decoding to UTF-8; `None` for bad UTF-8.
+fn decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `name` as an integer in `lo..=hi`, or `default`.
+fn int_param(
+    p: &BTreeMap<String, String>,
+    name: &str,
+    lo: u64,
+    hi: u64,
+    default: u64,
+) -> Result<u64, ApiError> {
+    match p.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (lo..=hi).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("{name} must be an integer from {lo} to {hi}"))
+            }),
+    }
+}
+
+/// A time parameter: Unix seconds or an RFC 3339 datetime.
+fn time_param(p: &BTreeMap<String, String>, name: &str) -> Result<Option<u32>, ApiError> {
+    let Some(v) = p.get(name) else {
+        return Ok(None);
+    };
+    let secs = match v.trim().parse::<i64>() {
+        Ok(s) => Some(s),
+        Err(_) => parse_datetime_lenient(v).map(|us| us.div_euclid(1_000_000)),
+    };
+    secs.and_then(|s| u32::try_from(s).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{name} must be Unix seconds or an RFC 3339 datetime (1970-2106)"
+            ))
+        })
+}
+
+/// A path DID, checked.
+fn did_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(did) =
+        path.map_err(|_| ApiError::bad_request("the DID in the path is not valid UTF-8"))?;
+    if !Did::is_valid(&did) {
+        return Err(ApiError::bad_request(format!(
+            "{:?} is not a DID",
+            clip(&did)
+        )));
+    }
+    Ok(did)
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// `YYYY-MM-DD` of `n` days ago (UTC).
+pub fn days_ago(n: u64) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .saturating_sub(n * 86_400);
+    let days = (secs / 86_400) as i64;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+async fn read_access(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if st.inner.cfg.require_read_key {
+        st.inner.keys.check(headers, Scope::Read).await?;
+    }
+    Ok(())
+}
+
+async fn query(st: &ApiState, sql: &str, what: &str) -> Result<Vec<Row>, ApiError> {
+    rows::query(&st.inner.ch, sql, what).await
+}
+
+/// 404 for a DID whose account is hidden.
+async fn visible(st: &ApiState, did: &str) -> Result<(), ApiError> {
+    let sql = format!(
+        "SELECT count() AS n FROM {{db}}.accounts FINAL WHERE did = {} AND active = 0",
+        literal(did)
+    );
+    let rows = query(st, &sql, "accounts").await?;
+    if rows
+        .first()
+        .and_then(|r| r.get("n"))
+        .and_then(Value::as_u64)
+        == Some(0)
+    {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("{did} is not available")))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// stats
+
+/// `/v1/stats`: live records per collection and the daily series of the
+/// last 30 days (bucketed on `sort_at`), cached in Redis.
+pub async fn stats(State(st): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    read_access(&st, &headers).await?;
+    if let Ok(Some(cached)) = st.inner.state.cache_get(STATS_CACHE).await {
+        return Ok((
+            [("content-type", "application/json"), ("x-cache", "hit")],
+            cached,
+        )
+            .into_response());
+    }
+    let ch = &st.inner.ch;
+    let totals = skyhouse_store::queries::collection_counts(ch)
+        .await
+        .map_err(|e| ApiError::unavailable("stats", e))?;
+    let daily = skyhouse_store::queries::daily_stats(ch, &days_ago(30))
+        .await
+        .map_err(|e| ApiError::unavailable("stats", e))?;
+    let body = json!({
+        "records": totals.iter().map(|(_, n)| n).sum::<u64>(),
+        "collections": totals.iter().map(|(c, n)| json!({"collection": c, "records": n})).collect::<Vec<_>>(),
+        "daily": daily.iter().map(|d| json!({
+            "day": d.day, "collection": d.collection, "records": d.records, "actors": d.actors,
+        })).collect::<Vec<_>>(),
+    })
+    .to_string();
+    if let Err(e) = st
+        .inner
+        .state
+        .cache_set(STATS_CACHE, &body, st.inner.cfg.stats_ttl)
+        .await
+    {
+        tracing::warn!(error = %e, "Could not cache /v1/stats.");
+    }
+    Ok((
+        [("content-type", "application/json"), ("x-cache", "miss")],
+        body,
+    )
+        .into_response())
+}
+
+/// `/v1/stats/actors/{did}`.
+pub async fn actor_stats(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    read_access(&st, &headers).await?;
+    let did = did_param(path)?;
+    visible(&st, &did).await?;
+    let lit = literal(&did);
+    let counts = query(
+        &st,
+        &format!(
+            "SELECT collection, count() AS records FROM {{db}}.records FINAL \
+             WHERE did = {lit} AND deleted = 0 GROUP BY collection ORDER BY collection"
+        ),
+        "records",
+    )
+    .await?;
+    let handle = query(
+        &st,
+        &format!("SELECT handle FROM {{db}}.identities FINAL WHERE did = {lit}"),
+        "identities",
+    )
+    .await?;
+    let handle = handle
+        .first()
+        .and_then(|r| r.get("handle"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    if counts.is_empty() && handle.is_null() {
+        return Err(ApiError::not_found(format!("nothing is indexed for {did}")));
+    }
+    let total: u64 = counts
+        .iter()
+        .filter_map(|r| r.get("records")?.as_u64())
+        .sum();
+    Ok(
+        Json(json!({ "did": did, "handle": handle, "records": total, "collections": counts }))
+            .into_response(),
+    )
+}
+
+/// `/v1/stats/analytics/{name}`: the JSONBench questions over our tables,
+/// top hashtags and languages.
+pub async fn analytics(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    read_access(&st, &headers).await?;
+    let Path(name) = name.map_err(|_| ApiError::bad_request("bad analytics name"))?;
+    let p = params(raw)?;
+    let window = match p.get("window").map(String::as_str) {
+        None | Some("24h") => 86_400,
+        Some("1h") => 3_600,
+        Some("7d") => 7 * 86_400,
+        Some("30d") => 30 * 86_400,
+        Some(_) => return Err(ApiError::bad_request("window must be 1h, 24h, 7d or 30d")),
+    };
+    let limit = int_param(&p, "limit", 1, 100, 20)?;
+    let live = format!("deleted = 0 AND did NOT IN ({HIDDEN})");
+    let sql = match name.as_str() {
+        "events-per-collection" => format!(
+            "SELECT collection, count() AS records FROM {{db}}.records FINAL WHERE {live} \
+             GROUP BY collection ORDER BY records DESC, collection"
+        ),
+        "creates-and-users" => format!(
+            "SELECT collection, count() AS records, uniqExact(did) AS users FROM {{db}}.records FINAL \
+             WHERE {live} GROUP BY collection ORDER BY records DESC, collection"
+        ),
+        "by-hour" => format!(
+            "SELECT collection, toHour(created_at) AS hour, count() AS records FROM {{db}}.records FINAL \
+             WHERE {live} AND collection IN ('app.bsky.feed.post', 'app.bsky.feed.repost', 'app.bsky.feed.like') \
+             GROUP BY collection, hour ORDER BY hour, collection"
+        ),
+        "earliest-posters" => format!(
+            "SELECT did, toUInt32(min(created_at)) AS first_post FROM {{db}}.posts FINAL WHERE {live} \
+             GROUP BY did ORDER BY first_post, did LIMIT 3"
+        ),
+        "longest-spans" => format!(
+            "SELECT did, toUInt32(max(created_at)) - toUInt32(min(created_at)) AS span_secs \
+             FROM {{db}}.posts FINAL WHERE {live} GROUP BY did ORDER BY span_secs DESC, did LIMIT 3"
+        ),
+        "hashtags" => format!(
+            "SELECT lowerUTF8(arrayJoin(tags)) AS tag, count() AS posts FROM {{db}}.posts FINAL \
+             WHERE {live} AND sort_at >= now() - {window} GROUP BY tag ORDER BY posts DESC, tag LIMIT {limit}"
+        ),
+        "languages" => format!(
+            "SELECT arrayJoin(langs) AS lang, count() AS posts FROM {{db}}.posts FINAL \
+             WHERE {live} AND sort_at >= now() - {window} GROUP BY lang ORDER BY posts DESC, lang LIMIT {limit}"
+        ),
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "no analytics {:?} (events-per-collection, creates-and-users, by-hour, earliest-posters, \
+                 longest-spans, hashtags, languages)",
+                clip(&name)
+            )))
+        }
+    };
+    let rows = query(&st, &sql, "analytics").await?;
+    Ok(Json(json!({ "name": name, "rows": rows })).into_response())
+}
+
+// ---------------------------------------------------------------------------
+// search
+
+/// The keyset position after a post: (sort_at, did, rkey).
+fn encode_cursor(sort_at: u64, did: &str, rkey: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!([sort_at, did, rkey]).to_string())
+}
+
+fn decode_cursor(c: &str) -> Result<(u64, String, String), ApiError> {
+    let bad = || ApiError::bad_request("cursor is not one this API returned");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c.trim())
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    match v.as_array().map(Vec::as_slice) {
+        Some([Value::Number(t), Value::String(d), Value::String(r)]) => {
+            let t = t.as_u64().ok_or_else(bad)?;
+            if !Did::is_valid(d) || r.is_empty() || r.len() > 512 {
+                return Err(bad());
+            }
+            Ok((t, d.clone(), r.clone()))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// `/v1/search/posts?q=&author=&lang=&tag=&since=&until=&limit=&cursor=`:
+/// newest first (`sort_at`), every term of `q` must occur (case-insensitive).
+pub async fn search_posts(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    read_access(&st, &headers).await?;
+    let p = params(raw)?;
+    let limit = int_param(&p, "limit", 1, 100, 25)?;
+    let mut conds = vec!["deleted = 0".to_owned(), format!("did NOT IN ({HIDDEN})")];
+    if let Some(q) = p.get("q") {
+        let terms: Vec<&str> = q.split_whitespace().collect();
+        if terms.len() > MAX_TERMS {
+            return Err(ApiError::bad_request(format!(
+                "q has more than {MAX_TERMS} terms"
+            )));
+        }
+        for t in terms {
+            conds.push(format!(
+                "positionCaseInsensitiveUTF8(text, {}) > 0",
+                literal(t)
+            ));
+        }
+    }
+    if let Some(author) = p.get("author") {
+        let a = author.trim().trim_start_matches('@');
+        if a.starts_with("did:") {
+            if !Did::is_valid(a) {
+                return Err(ApiError::bad_request("author is not a valid DID"));
+            }
+            conds.push(format!("did = {}", literal(a)));
+        } else {
+            if !Handle::is_valid(a) {
+                return Err(ApiError::bad_request("author must be a DID or a handle"));
+            }
+            conds.push(format!(
+                "did IN (SELECT did FROM {{db}}.identities FINAL WHERE handle = {})",
+                literal(&a.to_ascii_lowercase())
+            ));
+        }
+    }
+    if let Some(lang) = p.get("lang") {
+        if lang.is_empty()
+            || lang.len() > 35
+            || !lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(ApiError::bad_request(
+                "lang must be a language tag such as en or pt-BR",
+            ));
+        }
+        conds.push(format!("has(langs, {})", literal(lang)));
+    }
+    if let Some(tag) = p.get("tag") {
+        let tag = tag.trim().trim_start_matches('#');
+        if tag.is_empty() || tag.chars().count() > 64 {
+            return Err(ApiError::bad_request("tag must be 1-64 characters"));
+        }
+        conds.push(format!(
+            "has(arrayMap(x -> lowerUTF8(x), tags), lowerUTF8({}))",
+            literal(tag)
+        ));
+    }
+    if let Some(since) = time_param(&p, "since")? {
+        conds.push(format!("sort_at >= toDateTime({since})"));
+    }
+    if let Some(until) = time_param(&p, "until")? {
+        conds.push(format!("sort_at < toDateTime({until})"));
+    }
+    if let Some(c) = p.get("cursor") {
+        let (t, did, rkey) = decode_cursor(c)?;
+        let (t, d, r) = (
+            u32::try_from(t)
+                .map_err(|_| ApiError::bad_request("cursor is not one this API returned"))?,
+            literal(&did),
+            literal(&rkey),
+        );
+        conds.push(format!(
+            "(sort_at < toDateTime({t}) OR (sort_at = toDateTime({t}) AND (did < {d} OR (did = {d} AND rkey < {r}))))"
+        ));
+    }
+    let sql = format!(
+        "SELECT did, rkey, cid, text, langs, tags, toUInt32(created_at) AS created_at, \
+         toUInt32(sort_at) AS sort_at FROM {{db}}.posts FINAL WHERE {} \
+         ORDER BY sort_at DESC, did DESC, rkey DESC LIMIT {}",
+        conds.join(" AND "),
+        limit + 1
+    );
+    let mut found = query(&st, &sql, "post search").await?;
+    let more = found.len() as u64 > limit;
+    found.truncate(limit as usize);
+    let cursor = if more {
+        found.last().and_then(|r| {
+            Some(encode_cursor(
+                r.get("sort_at")?.as_u64()?,
+                r.get("did")?.as_str()?,
+                r.get("rkey")?.as_str()?,
+            ))
+        })
+    } else {
+        None
+    };
+    let posts: Vec<Value> = found
+        .into_iter()
+        .map(|mut r| {
+            let uri = format!(
+                "at://{}/app.bsky.feed.post/{}",
+                r.get("did").and_then(Value::as_str).unwrap_or(""),
+                r.get("rkey").and_then(Value::as_str).unwrap_or("")
+            );
+            r.insert("uri".to_owned(), Value::String(uri));
+            Value::Object(r)
+        })
+        .collect();
+    Ok(Json(json!({ "posts": posts, "cursor": cursor })).into_response())
+}
+
+/// `/v1/search/actors?q=&limit=`: handle or display name contains `q`.
+pub async fn search_actors(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    read_access(&st, &headers).await?;
+    let p = params(raw)?;
+    let limit = int_param(&p, "limit", 1, 100, 25)?;
+    let q = p
+        .get("q")
+        .map(|q| q.trim().trim_start_matches('@'))
+        .filter(|q| !q.is_empty())
+        .ok_or_else(|| ApiError::bad_request("q is required"))?;
+    if q.chars().count() > 100 {
+        return Err(ApiError::bad_request("q must be at most 100 characters"));
+    }
+    let lit = literal(q);
+    let sql = format!(
+        "SELECT did, handle, display_name FROM \
+         (SELECT did, handle FROM {{db}}.identities FINAL WHERE did NOT IN ({HIDDEN})) \
+         ANY LEFT JOIN (SELECT did, display_name FROM {{db}}.profiles FINAL WHERE deleted = 0 AND rkey = 'self') \
+         USING did \
+         WHERE positionCaseInsensitiveUTF8(handle, {lit}) > 0 OR positionCaseInsensitiveUTF8(display_name, {lit}) > 0 \
+         ORDER BY handle LIMIT {limit}"
+    );
+    let actors = query(&st, &sql, "actor search").await?;
+    Ok(Json(json!({ "actors": actors })).into_response())
+}
+
+/// `/v1/repos/{did}?limit=`: the live records of a DID, in key order.
+pub async fn repo(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    read_access(&st, &headers).await?;
+    let did = did_param(path)?;
+    let p = params(raw)?;
+    let limit = int_param(&p, "limit", 1, 1000, 100)?;
+    visible(&st, &did).await?;
+    let records = skyhouse_store::queries::records_of(&st.inner.ch, &did, limit as u32)
+        .await
+        .map_err(|e| ApiError::unavailable("records", e))?;
+    let records: Vec<Value> = records
+        .into_iter()
+        .map(|r| {
+            json!({
+                "uri": format!("at://{did}/{}/{}", r.collection, r.rkey),
+                "collection": r.collection,
+                "rkey": r.rkey,
+                "cid": r.cid,
+                "record": serde_json::from_str::<Value>(&r.record).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "did": did, "records": records })).into_response())
+}
+
+// ---------------------------------------------------------------------------
+// admin
+
+/// `POST /v1/admin/repos/{did}/cleanup`: tombstone every row of a DID now.
+pub async fn admin_cleanup(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    st.inner.keys.check(&headers, Scope::Admin).await?;
+    let did = did_param(path)?;
+    let (id, _) = auth::new_key()?;
+    let id = format!("admin-{id}");
+    let done = skyhouse_store::cleanup::cleanup_did(&st.inner.ch, &did, &id, "admin request")
+        .await
+        .map_err(|e| ApiError::unavailable("cleanup", e))?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "job": id, "did": did, "status": "done", "rows_tombstoned": done.rows_tombstoned })),
+    )
+        .into_response())
+}
+
+/// `GET /v1/admin/jobs/{id}`.
+pub async fn admin_job(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    st.inner.keys.check(&headers, Scope::Admin).await?;
+    let Path(id) = path.map_err(|_| ApiError::bad_request("bad job id"))?;
+    if id.is_empty()
+        || id.len() > 200
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":._-".contains(c))
+    {
+        return Err(ApiError::bad_request(
+            "job id has characters a job id never has",
+        ));
+    }
+    let sql = format!(
+        "SELECT id, did, status, reason, rows_tombstoned, toUInt32(requested_at) AS requested_at, \
+         toUInt32(finished_at) AS finished_at FROM {{db}}.repo_cleanup_jobs FINAL WHERE id = {}",
+        literal(&id)
+    );
+    let rows = query(&st, &sql, "cleanup jobs").await?;
+    rows.into_iter()
+        .next()
+        .map(|r| Json(Value::Object(r)).into_response())
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+/// `GET /v1/admin/keys`: every key's id, name, scopes, state (never the hash).
+pub async fn admin_list_keys(State(st): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    st.inner.keys.check(&headers, Scope::Admin).await?;
+    let rows = query(
+        &st,
+        "SELECT id, name, scopes, toUInt32(created_at) AS created_at, revoked \
+         FROM {db}.api_keys FINAL ORDER BY created_at, id",
+        "API keys",
+    )
+    .await?;
+    Ok(Json(json!({ "keys": rows })).into_response())
+}
+
+/// `POST /v1/admin/keys` `{"name", "scopes": ["read"|"admin"]}`: the key is
+/// in this answer only; ClickHouse keeps its hash.
+pub async fn admin_create_key(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    st.inner.keys.check(&headers, Scope::Admin).await?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::bad_request("body must be JSON {\"name\", \"scopes\"}"))?;
+    let name = v.get("name").and_then(Value::as_str).unwrap_or("").trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::bad_request("name must be 1-100 characters"));
+    }
+    let scopes: Vec<&str> = v
+        .get("scopes")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if scopes.is_empty() || scopes.iter().any(|s| *s != "read" && *s != "admin") {
+        return Err(ApiError::bad_request(
+            "scopes must be a non-empty list of \"read\" and \"admin\"",
+        ));
+    }
+    let (id, key) = auth::new_key()?;
+    let sql = format!(
+        "INSERT INTO {}.api_keys (id, key_hash, name, scopes, created_at, revoked, version) VALUES \
+         ({}, {}, {}, [{}], now(), 0, {})",
+        st.inner.ch.database(),
+        literal(&id),
+        literal(&auth::stored_hash(&key)),
+        literal(name),
+        scopes.iter().map(|s| literal(s)).collect::<Vec<_>>().join(", "),
+        skyhouse_store::cleanup::now_version()
+    );
+    st.inner
+        .ch
+        .client()
+        .query_raw(&sql)
+        .execute()
+        .await
+        .map_err(|e| ApiError::unavailable("API keys", e))?;
+    tracing::info!(id, name, "API key created.");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "key": key, "name": name, "scopes": scopes })),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/admin/keys/{id}`: revoke.
+pub async fn admin_revoke_key(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    st.inner.keys.check(&headers, Scope::Admin).await?;
+    let Path(id) = path.map_err(|_| ApiError::bad_request("bad key id"))?;
+    if id.len() != 16 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request("key id must be 16 hex characters"));
+    }
+    let db = st.inner.ch.database();
+    let exists = query(
+        &st,
+        &format!(
+            "SELECT count() AS n FROM {{db}}.api_keys FINAL WHERE id = {}",
+            literal(&id)
+        ),
+        "API keys",
+    )
+    .await?;
+    if exists
+        .first()
+        .and_then(|r| r.get("n"))
+        .and_then(Value::as_u64)
+        != Some(1)
+    {
+        return Err(ApiError::not_found(format!("no key {id}")));
+    }
+    let sql = format!(
+        "INSERT INTO {db}.api_keys (id, key_hash, name, scopes, created_at, revoked, version) \
+         SELECT id, key_hash, name, scopes, created_at, 1, {} FROM {db}.api_keys FINAL WHERE id = {}",
+        skyhouse_store::cleanup::now_version(),
+        literal(&id)
+    );
+    st.inner
+        .ch
+        .client()
+        .query_raw(&sql)
+        .execute()
+        .await
+        .map_err(|e| ApiError::unavailable("API keys", e))?;
+    st.inner.keys.forget();
+    tracing::info!(id, "API key revoked.");
+    Ok(Json(json!({ "id": id, "revoked": true })).into_response())
+}
+
+/// `POST /v1/sql` `{"query": "SELECT …"}` (admin): run read-only
+/// (`readonly=1`), with time and row limits. ClickHouse's error is shown
+/// (it is the caller's own query), first line only.
+pub async fn sql(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    st.inner.keys.check(&headers, Scope::Admin).await?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::bad_request("body must be JSON {\"query\": \"SELECT …\"}"))?;
+    let q = v
+        .get("query")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .ok_or_else(|| ApiError::bad_request("query is required"))?;
+    let cfg = &st.inner.cfg;
+    let settings = [
+        ("readonly", "1".to_owned()),
+        ("max_execution_time", cfg.sql_max_seconds.to_string()),
+        ("max_result_rows", cfg.sql_max_rows.to_string()),
+        ("result_overflow_mode", "throw".to_owned()),
+    ];
+    let q = q.trim_end_matches(';');
+    let bytes = rows::raw(&st.inner.ch, q, &settings).await.map_err(|e| {
+        let first = e
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect::<String>();
+        ApiError::bad_request(format!("ClickHouse refused the query: {first}"))
+    })?;
+    let out = rows::parse(&bytes)
+        .map_err(|_| ApiError::bad_request("the query must return rows (no FORMAT clause)"))?;
+    Ok(Json(json!({ "rows": out.len(), "data": out })).into_response())
+}

@@ -1,0 +1,173 @@
+//! The search / stats / maintenance API (`skyhouse search`, SPEC §6): an
+//! axum router over the indexed tables.
+//!
+//! Every read shows current state only (`FINAL`, `deleted = 0`) and never
+//! an account that is hidden (`accounts.active = 0`: deactivated, taken
+//! down, suspended, deleted). Every parameter is checked before a query is
+//! built and quoted with [`skyhouse_store::literal`]; a bad one is a 400
+//! naming it, a failing ClickHouse a 503 without its text. Errors are JSON
+//! `{"error","message"}`.
+#![deny(missing_docs)]
+
+pub mod auth;
+mod error;
+mod handlers;
+mod openapi;
+pub mod rows;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use skyhouse_state::State;
+use skyhouse_store::ClickHouse;
+use skyhouse_telemetry::{CancellationToken, Health};
+use tokio::net::TcpListener;
+
+pub use auth::{Keys, Scope};
+pub use error::ApiError;
+pub use openapi::{openapi, ROUTES};
+
+/// Settings of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// How long `/v1/stats` answers stay cached in Redis. Default 60 s.
+    pub stats_ttl: Duration,
+    /// Longest a request may take (then 503). Default 10 s.
+    pub request_timeout: Duration,
+    /// Largest request body. Default 64 KiB.
+    pub max_body: usize,
+    /// Read routes need a key with the `read` scope. Default false (open).
+    pub require_read_key: bool,
+    /// SQL explorer: ClickHouse `max_execution_time`, seconds. Default 5.
+    pub sql_max_seconds: u64,
+    /// SQL explorer: `max_result_rows`. Default 10,000.
+    pub sql_max_rows: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            stats_ttl: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+            max_body: 64 << 10,
+            require_read_key: false,
+            sql_max_seconds: 5,
+            sql_max_rows: 10_000,
+        }
+    }
+}
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ch: ClickHouse,
+    state: State,
+    keys: Keys,
+    cfg: ApiConfig,
+}
+
+impl ApiState {
+    /// Serve `ch` (and cache in `state`), checking keys with `keys`.
+    pub fn new(ch: ClickHouse, state: State, keys: Keys, cfg: ApiConfig) -> ApiState {
+        ApiState {
+            inner: Arc::new(Inner {
+                ch,
+                state,
+                keys,
+                cfg,
+            }),
+        }
+    }
+}
+
+/// The router: every route of [`ROUTES`] plus `/openapi.json`.
+pub fn router(state: ApiState) -> Router {
+    let timeout = state.inner.cfg.request_timeout;
+    let max_body = state.inner.cfg.max_body;
+    Router::new()
+        .route("/v1/stats", get(handlers::stats))
+        .route("/v1/stats/actors/{did}", get(handlers::actor_stats))
+        .route("/v1/stats/analytics/{name}", get(handlers::analytics))
+        .route("/v1/search/posts", get(handlers::search_posts))
+        .route("/v1/search/actors", get(handlers::search_actors))
+        .route("/v1/repos/{did}", get(handlers::repo))
+        .route(
+            "/v1/admin/repos/{did}/cleanup",
+            post(handlers::admin_cleanup),
+        )
+        .route("/v1/admin/jobs/{id}", get(handlers::admin_job))
+        .route(
+            "/v1/admin/keys",
+            get(handlers::admin_list_keys).post(handlers::admin_create_key),
+        )
+        .route("/v1/admin/keys/{id}", delete(handlers::admin_revoke_key))
+        .route("/v1/sql", post(handlers::sql))
+        .route("/openapi.json", get(handlers::openapi_json))
+        .fallback(handlers::not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            handlers::limits(timeout, req, next)
+        }))
+        .with_state(state)
+}
+
+/// Serve the router on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Recompute `daily_stats` (the last 2 days) and the interaction counts
+/// every `every`, and keep `health` (`clickhouse`) current, until
+/// `shutdown`.
+pub async fn refresh_loop(
+    ch: ClickHouse,
+    health: Health,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let ok = ch.server_version().await.is_ok();
+        health.set("clickhouse", ok);
+        if ok {
+            let since = handlers::days_ago(2);
+            if let Err(e) = skyhouse_store::queries::refresh_daily_stats(&ch, &since).await {
+                tracing::warn!(error = %e, "daily_stats refresh failed; next round retries.");
+            }
+            if let Err(e) = skyhouse_store::queries::refresh_interactions(&ch).await {
+                tracing::warn!(error = %e, "Interaction counts refresh failed; next round retries.");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Describe the API's metrics (once).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "skyhouse_api_requests_total",
+        metrics::Unit::Count,
+        "Requests by route and status class"
+    );
+    metrics::describe_histogram!(
+        "skyhouse_api_request_seconds",
+        metrics::Unit::Seconds,
+        "Request time by route"
+    );
+}
