@@ -86,11 +86,12 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;
     crate::service::runtime()?.block_on(async move {
-        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
-        skyhouse_api::describe_metrics();
+        // The API listens first: once /metrics answers, so does the API.
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
+        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
+        skyhouse_api::describe_metrics();
         let refresh = tokio::spawn(skyhouse_api::refresh_loop(
             ch.clone(),
             svc.health.clone(),

@@ -14,6 +14,7 @@ pub const CHECKED_BY: &[(&str, &str)] = &[
     ("indexer.json", "cmd/skyhouse/tests/ops/metrics.rs"),
     ("backfill.json", "cmd/skyhouse/tests/e2e/backfill.rs"),
     ("monitor.json", "cmd/skyhouse/tests/monitor.rs"),
+    ("api.json", "cmd/skyhouse/tests/e2e/search.rs"),
     ("relay.json", "cmd/skyhouse/tests/e2e/relay.rs"),
     ("feedgen.json", "pkg/feeds/tests/it/metrics.rs"),
 ];

@@ -14,6 +14,8 @@
 //! - `backfill`: `skyhouse backfill enqueue` + `work` land every active
 //!   repository of the scenario; the workers' dashboard against their scrape;
 //!   a worker killed with -9 is taken over by a second one.
+//! - `search`: `skyhouse search` over the indexed scenario: search, stats,
+//!   records, cursors, keys, the SQL explorer, hostile parameters, OpenAPI.
 //! - `redis_down`: Redis killed mid-stream: indexing goes on, the cursor is
 //!   saved once Redis is back.
 //!
@@ -29,6 +31,7 @@ mod jetstream;
 mod kill;
 mod redis_down;
 mod relay;
+mod search;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

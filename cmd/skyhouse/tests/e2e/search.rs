@@ -1,0 +1,496 @@
+//! `skyhouse search` on data the real indexer took from the reference PDS's
+//! firehose: search finds what was posted and not what was deleted or
+//! hidden; stats and records equal the PDS's truth; cursors page without
+//! duplicates or gaps while new posts arrive; keys and scopes; the SQL
+//! explorer refuses writes; hostile parameters are 400s or correct empty
+//! results, never a 5xx; `/openapi.json` lists exactly the served routes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Value};
+use skyhouse_testkit::{now_rfc3339, AccountStatus, Network, Redis, Scenario};
+
+use crate::{backlog, firehose_url, sentinel, spare_port, strings, Indexer, Setup};
+
+const ADMIN: &str = "e2e-admin-key-0123456789";
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "get" => self.http.get(&url),
+            "post" => self.http.post(&url),
+            "delete" => self.http.delete(&url),
+            other => panic!("method {other}"),
+        };
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        (status, v)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, v) = self.call("get", path, None, None).await;
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    }
+
+    /// The URIs of a post search.
+    async fn post_uris(&self, query: &str) -> Vec<String> {
+        let v = self.get(&format!("/v1/search/posts?{query}")).await;
+        v["posts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["uri"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_api_over_the_indexed_reference_pds() {
+    let network = Network::start();
+    let pds = network.pds();
+    sentinel(&pds).await;
+    let scenario = Scenario::run(&pds).await.expect("scenario");
+    let messages = backlog(&network, &scenario.last).await;
+    let last_seq = messages.last().and_then(|m| m.frame.seq()).unwrap();
+    let setup = Setup::new(
+        "e2e_search",
+        Redis::shared().url(),
+        "firehose",
+        firehose_url(&network),
+    );
+    let mut indexer = setup.start(&["--cursor", "1", "--batch-age-ms", "100"]);
+    indexer.wait_for_cursor(&setup, last_seq);
+
+    let (port, metrics) = (spare_port(), spare_port());
+    let mut args = strings(&[
+        "search",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--admin-key",
+        ADMIN,
+    ]);
+    args.extend(setup.clickhouse_flags());
+    args.extend(setup.redis_flags());
+    args.extend(strings(&[
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics}"),
+        "--refresh-secs",
+        "1",
+    ]));
+    let mut search = Indexer::spawn(&args, metrics);
+    search.metrics_until("the API up", |_| true).await;
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+    };
+    let alice = &scenario.accounts["alice"];
+
+    // --- search finds what was posted, not what was deleted or hidden.
+    assert_eq!(
+        api.post_uris("q=guten%20MORGEN").await,
+        [scenario.german_post.uri.as_str()]
+    );
+    assert_eq!(
+        api.post_uris("lang=de").await,
+        [scenario.german_post.uri.as_str()]
+    );
+    assert_eq!(
+        api.post_uris(&format!("tag=%23{}", scenario.facets.tag.to_uppercase()))
+            .await,
+        [scenario.facet_post.uri.as_str()]
+    );
+    assert!(
+        api.post_uris("q=will%20be%20deleted").await.is_empty(),
+        "deleted post"
+    );
+    assert!(
+        api.post_uris("q=will%20be%20edited").await.is_empty(),
+        "edited away"
+    );
+    assert_eq!(api.post_uris("q=was%20edited").await.len(), 1, "the edit");
+    assert!(
+        api.post_uris("q=frank%20here").await.is_empty(),
+        "deleted account"
+    );
+    assert!(
+        api.post_uris("q=gina%20here").await.is_empty(),
+        "taken-down account"
+    );
+    let by_alice = api.post_uris(&format!("author={}", alice.handle)).await;
+    assert!(by_alice.contains(&scenario.facet_post.uri), "{by_alice:?}");
+    assert_eq!(
+        by_alice,
+        api.post_uris(&format!("author={}", alice.did)).await
+    );
+
+    // --- stats and records equal the PDS's truth (visible accounts).
+    let mut truth_by_collection: BTreeMap<String, u64> = BTreeMap::new();
+    let mut visible = Vec::new();
+    for did in scenario.dids() {
+        let truth = pds.truth(did).await.expect("truth");
+        if truth.status != AccountStatus::Active {
+            let (status, _) = api
+                .call("get", &format!("/v1/stats/actors/{did}"), None, None)
+                .await;
+            assert_eq!(status, 404, "{did} is hidden ({:?})", truth.status);
+            continue;
+        }
+        let mut mine: BTreeMap<String, u64> = BTreeMap::new();
+        for (collection, _) in truth.records.keys() {
+            *truth_by_collection.entry(collection.clone()).or_default() += 1;
+            *mine.entry(collection.clone()).or_default() += 1;
+        }
+        let actor = api.get(&format!("/v1/stats/actors/{did}")).await;
+        let got: BTreeMap<String, u64> = actor["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["collection"].as_str().unwrap().to_owned(),
+                    c["records"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, mine, "{did}");
+        let repo = api.get(&format!("/v1/repos/{did}?limit=1000")).await;
+        let cids: BTreeMap<(String, String), String> = repo["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap().to_owned();
+                ((s("collection"), s("rkey")), s("cid"))
+            })
+            .collect();
+        assert_eq!(cids, truth.records, "{did}: /v1/repos vs the PDS");
+        visible.push(did.to_owned());
+    }
+    assert!(visible.len() >= 3);
+    let stats = api.get("/v1/stats").await;
+    let got: BTreeMap<String, u64> = stats["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["collection"].as_str().unwrap().to_owned(),
+                c["records"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // The sentinel account is visible too: count its records from the truth.
+    let mut expected = truth_by_collection.clone();
+    for did in setup
+        .rows("SELECT DISTINCT did FROM records FINAL WHERE deleted = 0")
+        .iter()
+        .map(|r| r["did"].as_str().unwrap().to_owned())
+    {
+        if scenario.dids().any(|d| d == did) {
+            continue;
+        }
+        for (collection, _) in pds.truth(&did).await.expect("truth").records.keys() {
+            *expected.entry(collection.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(got, expected, "/v1/stats vs the PDS");
+    let actors = api
+        .get(&format!("/v1/search/actors?q={}", &alice.handle[..5]))
+        .await;
+    assert!(
+        actors["actors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["did"] == alice.did.as_str()),
+        "{actors}"
+    );
+    let analytics = api.get("/v1/stats/analytics/creates-and-users").await;
+    let posts_row = analytics["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["collection"] == "app.bsky.feed.post")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        posts_row["records"].as_u64(),
+        expected.get("app.bsky.feed.post").copied()
+    );
+
+    // --- cursors page without duplicates or gaps while new posts arrive.
+    let all = api.post_uris("limit=100").await;
+    assert!(all.len() >= 5, "{all:?}");
+    let mut paged: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut arrivals = 0;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("limit=2&cursor={c}"),
+            None => "limit=2".to_owned(),
+        };
+        let page = api.get(&format!("/v1/search/posts?{q}")).await;
+        paged.extend(
+            page["posts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["uri"].as_str().unwrap().to_owned()),
+        );
+        // A new post lands (and is indexed) between two pages.
+        if arrivals < 2 {
+            arrivals += 1;
+            let marker = format!("arrival{arrivals}x{}", std::process::id());
+            pds.create_record(
+                alice,
+                "app.bsky.feed.post",
+                json!({"$type": "app.bsky.feed.post", "text": marker, "createdAt": now_rfc3339()}),
+            )
+            .await
+            .unwrap();
+            let deadline = std::time::Instant::now() + crate::DEADLINE;
+            while api.post_uris(&format!("q={marker}")).await.is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{marker} never indexed"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        match page["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all, "pages = the result set when paging began");
+
+    // --- keys and scopes.
+    let (s, _) = api.call("get", "/v1/admin/keys", None, None).await;
+    assert_eq!(s, 401);
+    let (s, _) = api
+        .call("get", "/v1/admin/keys", Some("sh_not-a-key"), None)
+        .await;
+    assert_eq!(s, 401);
+    let (s, made) = api
+        .call(
+            "post",
+            "/v1/admin/keys",
+            Some(ADMIN),
+            Some(json!({"name": "reader", "scopes": ["read"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{made}");
+    let read_key = made["key"].as_str().unwrap().to_owned();
+    let (s, _) = api
+        .call(
+            "post",
+            "/v1/sql",
+            Some(&read_key),
+            Some(json!({"query": "SELECT 1"})),
+        )
+        .await;
+    assert_eq!(s, 403, "a read key on an admin route");
+    let (s, listed) = api.call("get", "/v1/admin/keys", Some(ADMIN), None).await;
+    assert_eq!(s, 200);
+    assert!(
+        !listed.to_string().contains(&read_key),
+        "the key is never listed"
+    );
+    let stored = setup.rows("SELECT key_hash FROM api_keys FINAL");
+    assert!(
+        stored
+            .iter()
+            .all(|r| !r["key_hash"].as_str().unwrap().contains(&read_key[3..])),
+        "only a hash is stored"
+    );
+
+    // --- the SQL explorer reads and refuses writes.
+    let count = |s: &Setup| s.number("SELECT count() FROM posts");
+    let before = count(&setup);
+    let (s, v) = api
+        .call(
+            "post",
+            "/v1/sql",
+            Some(ADMIN),
+            Some(json!({"query": "SELECT count() AS n FROM posts"})),
+        )
+        .await;
+    assert_eq!((s, v["data"][0]["n"].as_u64()), (200, Some(before)), "{v}");
+    for write in [
+        "DROP TABLE posts",
+        "INSERT INTO posts (did) VALUES ('x')",
+        "TRUNCATE TABLE posts",
+        "SELECT 1 SETTINGS readonly = 0",
+    ] {
+        let (s, v) = api
+            .call(
+                "post",
+                "/v1/sql",
+                Some(ADMIN),
+                Some(json!({ "query": write })),
+            )
+            .await;
+        assert_eq!(s, 400, "{write}: {v}");
+    }
+    assert_eq!(count(&setup), before, "nothing written");
+
+    // --- admin cleanup: erin's rows are tombstoned and vanish from search.
+    let erin = &scenario.accounts["erin"];
+    assert!(!api.post_uris("q=erin%20here").await.is_empty());
+    let (s, job) = api
+        .call(
+            "post",
+            &format!("/v1/admin/repos/{}/cleanup", erin.did),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{job}");
+    let (s, state) = api
+        .call(
+            "get",
+            &format!("/v1/admin/jobs/{}", job["job"].as_str().unwrap()),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, state["status"].as_str()),
+        (200, Some("done")),
+        "{state}"
+    );
+    assert!(api.post_uris("q=erin%20here").await.is_empty());
+
+    // --- revoked keys stop working.
+    let id = made["id"].as_str().unwrap();
+    let (s, _) = api
+        .call("delete", &format!("/v1/admin/keys/{id}"), Some(ADMIN), None)
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = api.call("get", "/v1/stats", Some(&read_key), None).await;
+    assert_eq!(s, 200, "read routes are open by default");
+
+    // --- hostile parameters: 400 or a correct (empty) answer, never 5xx.
+    let before = count(&setup); // the cleanup above wrote tombstones
+    let long = "x".repeat(10_000);
+    let hostile = [
+        "'",
+        "%25",
+        "%5C",
+        "%27%3B%20DROP%20TABLE%20posts%3B--",
+        "%FF%FE",
+        "-1",
+        "99999999999999999999",
+        "%00",
+        "%3F%3F",
+        long.as_str(),
+        "did:plc:",
+        "\\u0000",
+    ];
+    let paths = [
+        "/v1/search/posts?q=",
+        "/v1/search/posts?author=",
+        "/v1/search/posts?lang=",
+        "/v1/search/posts?tag=",
+        "/v1/search/posts?since=",
+        "/v1/search/posts?until=",
+        "/v1/search/posts?limit=",
+        "/v1/search/posts?cursor=",
+        "/v1/search/actors?q=",
+        "/v1/search/actors?q=a&limit=",
+        "/v1/repos/",
+        "/v1/stats/actors/",
+        "/v1/stats/analytics/",
+        "/v1/stats/analytics/hashtags?window=",
+        "/v1/repos/did:plc:abc?limit=",
+    ];
+    for path in paths {
+        for value in hostile {
+            let url = format!("{path}{value}");
+            let (s, v) = api.call("get", &url, None, None).await;
+            assert!(
+                matches!(s, 200 | 400 | 404),
+                "GET {}: {s} {v}",
+                &url[..url.len().min(120)]
+            );
+            if s != 200 {
+                assert!(v["error"].is_string() && v["message"].is_string(), "{v}");
+                assert!(
+                    !v["message"].as_str().unwrap().contains("DB::Exception"),
+                    "{v}"
+                );
+            }
+        }
+    }
+    assert_eq!(count(&setup), before, "still nothing written");
+
+    // --- /openapi.json lists exactly the served routes, and each answers.
+    let doc = api.get("/openapi.json").await;
+    let listed: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), p.clone()))
+        })
+        .collect();
+    let routes: BTreeSet<(String, String)> = skyhouse_api::ROUTES
+        .iter()
+        .map(|r| (r.0.to_owned(), r.1.to_owned()))
+        .collect();
+    assert_eq!(listed, routes);
+    for (method, path) in &routes {
+        let concrete = path
+            .replace("{did}", &alice.did)
+            .replace("{name}", "languages")
+            .replace("{id}", "0123456789abcdef");
+        let (s, v) = api
+            .call(method, &concrete, Some(ADMIN), Some(json!({})))
+            .await;
+        assert!(
+            v["message"] != "no such route (see /openapi.json)" && s != 405,
+            "{method} {path}: {s} {v}"
+        );
+    }
+
+    // The Grafana dashboard queries only what the API exports.
+    let scrape = search
+        .metrics_until("requests counted", |m| {
+            m.contains("skyhouse_api_requests_total")
+        })
+        .await;
+    let problems = skyhouse_testkit::dashboards::check("api.json", &scrape);
+    assert!(problems.is_empty(), "{}\n{scrape}", problems.join("\n"));
+
+    let exit = search.terminate();
+    assert!(exit.success(), "{exit}");
+    indexer.terminate();
+}
