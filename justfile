@@ -67,11 +67,24 @@ fuzz-deps:
 repo-ls FILE *ARGS:
     cargo run -q --manifest-path {{ quote(justfile_directory() / "Cargo.toml") }} -p skyhouse -- repo ls {{ quote(FILE) }} {{ ARGS }}
 
-# Start local ClickHouse + Redis, migrate, and index the live network from Jetstream (the API joins as it lands); ARGS go to `skyhouse indexer`
+# Start local ClickHouse + Redis, migrate, serve the search API (:8092, in the background) and index the live network from Jetstream; ARGS go to `skyhouse indexer`
 run *ARGS: deps-system up
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export {{ local_env }}
     cargo build --release -q -p skyhouse
-    {{ local_env }} target/release/skyhouse migrate up
-    {{ local_env }} target/release/skyhouse indexer {{ ARGS }}
+    target/release/skyhouse migrate up
+    mkdir -p .local/logs
+    target/release/skyhouse search --listen 127.0.0.1:8092 --metrics-addr 127.0.0.1:8093 > .local/logs/search.log 2>&1 &
+    search=$!
+    trap 'kill "$search" 2>/dev/null || true' EXIT
+    echo "search API: http://127.0.0.1:8092/v1/stats (log: .local/logs/search.log)"
+    target/release/skyhouse indexer {{ ARGS }}
+
+# The search / stats / maintenance API (:8092, metrics :8093) over the `just up` servers; ARGS are `skyhouse search` flags (e.g. --admin-key …)
+search *ARGS:
+    cargo build --release -q -p skyhouse
+    {{ local_env }} target/release/skyhouse search {{ ARGS }}
 
 # Run the live indexer against the `just up` servers; ARGS are `skyhouse indexer` flags (e.g. --source firehose)
 indexer *ARGS:
