@@ -247,6 +247,10 @@ bench-relay OPS="1000000" CLIENTS="1,10,50":
 bench-store *ARGS:
     cargo run --release -q -p skyhouse-store --example store_bench -- {{ ARGS }}
 
+# The search API and the feed generator under load: `bench-feedgen` (1M posts + 4M likes, getFeedSkeleton at CONNS), then post search (a different term each request) and /v1/stats with wrk at SEARCH_CONNS
+bench-api POSTS="1000000" LIKES="4000000" CONNS="200" DURATION="20s" SEARCH_CONNS="4": (bench-feedgen POSTS LIKES CONNS DURATION)
+    pkg/api/bench/bench.sh {{ SEARCH_CONNS }} {{ DURATION }}
+
 # getFeedSkeleton p50/p99 and requests/s (Debian wrk) at CONNS connections on cached pages of whats-hot, top-1h and top-24h over POSTS posts + LIKES likes generated into the `just up` ClickHouse (goal: p99 <= 25 ms at 200)
 bench-feedgen POSTS="1000000" LIKES="4000000" CONNS="200" DURATION="20s": up
     @command -v wrk >/dev/null || apt-get install -y wrk

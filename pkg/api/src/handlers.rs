@@ -414,11 +414,20 @@ pub async fn search_posts(
                 "q has more than {MAX_TERMS} terms"
             )));
         }
-        for t in terms {
+        let matches: Vec<String> = terms
+            .iter()
+            .map(|t| format!("positionCaseInsensitiveUTF8(text, {}) > 0", literal(t)))
+            .collect();
+        if !matches.is_empty() {
+            // Candidates first, from the text column alone (PREWHERE, no
+            // FINAL): then FINAL reads only their granules instead of the
+            // whole table. The terms are checked again on the current row,
+            // so an edit or a delete still wins.
+            let all = matches.join(" AND ");
             conds.push(format!(
-                "positionCaseInsensitiveUTF8(text, {}) > 0",
-                literal(t)
+                "(did, rkey) IN (SELECT did, rkey FROM {{db}}.posts PREWHERE {all})"
             ));
+            conds.extend(matches);
         }
     }
     if let Some(author) = p.get("author") {
