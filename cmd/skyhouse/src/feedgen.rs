@@ -150,10 +150,7 @@ pub fn run(args: FeedgenArgs) -> Result<ExitCode> {
         ));
         let state = FeedgenState::new(cfg, ch, svc.state, auth, svc.health);
         let served = skyhouse_feeds::serve(listener, state, svc.shutdown.clone()).await;
-        svc.shutdown.cancel();
-        let _ = refresh.await;
-        served.context("feedgen server")?;
-        Ok(ExitCode::SUCCESS)
+        crate::service::finish(served, refresh, &svc.shutdown, "feedgen").await
     })
 }
 

@@ -102,10 +102,7 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
         let state = ApiState::new(ch, svc.state, keys, cfg);
         tracing::info!(listen = %args.listen, "Search API serving.");
         let served = skyhouse_api::serve(listener, state, svc.shutdown.clone()).await;
-        svc.shutdown.cancel();
-        let _ = refresh.await;
-        served.context("search server")?;
-        Ok(ExitCode::SUCCESS)
+        crate::service::finish(served, refresh, &svc.shutdown, "search").await
     })
 }
 

@@ -3,6 +3,7 @@
 //! Redis connection, with first readiness probes.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use skyhouse_state::State;
@@ -56,4 +57,18 @@ pub async fn start(
         shutdown,
         state,
     })
+}
+
+/// After a server returned: stop the other tasks (`refresh`), wait for them,
+/// and report the server's own failure naming `what`.
+pub async fn finish(
+    served: std::io::Result<()>,
+    refresh: tokio::task::JoinHandle<()>,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Result<ExitCode> {
+    shutdown.cancel();
+    let _ = refresh.await;
+    served.with_context(|| format!("{what} server"))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -605,14 +605,26 @@ pub async fn admin_cleanup(
         .into_response())
 }
 
+/// An admin route's path parameter, once the key is checked.
+async fn admin_path(
+    st: &ApiState,
+    headers: &HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    what: &str,
+) -> Result<String, ApiError> {
+    st.inner.keys.check(headers, Scope::Admin).await?;
+    let Path(value) =
+        path.map_err(|_| ApiError::bad_request(format!("the {what} is not valid UTF-8")))?;
+    Ok(value)
+}
+
 /// `GET /v1/admin/jobs/{id}`.
 pub async fn admin_job(
     State(st): State<ApiState>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    st.inner.keys.check(&headers, Scope::Admin).await?;
-    let Path(id) = path.map_err(|_| ApiError::bad_request("bad job id"))?;
+    let id = admin_path(&st, &headers, path, "job id").await?;
     if id.is_empty()
         || id.len() > 200
         || !id
@@ -704,8 +716,7 @@ pub async fn admin_revoke_key(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    st.inner.keys.check(&headers, Scope::Admin).await?;
-    let Path(id) = path.map_err(|_| ApiError::bad_request("bad key id"))?;
+    let id = admin_path(&st, &headers, path, "key id").await?;
     if id.len() != 16 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request("key id must be 16 hex characters"));
     }
@@ -779,4 +790,83 @@ pub async fn sql(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) ->
     let out = rows::parse(&bytes)
         .map_err(|_| ApiError::bad_request("the query must return rows (no FORMAT clause)"))?;
     Ok(Json(json!({ "rows": out.len(), "data": out })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_decode_percent_and_plus_and_refuse_bad_utf8() {
+        assert_eq!(decode("a+b%20c%3F%27").as_deref(), Some("a b c?'"));
+        assert_eq!(decode("100%").as_deref(), Some("100%"), "a lone % is kept");
+        assert_eq!(decode("%zz").as_deref(), Some("%zz"));
+        assert_eq!(decode("%FF%FE"), None);
+        let p = params(Some("q=x&limit=5&q=y".into())).expect("params");
+        assert_eq!(p["q"], "y", "the last repeat wins");
+        let e = params(Some("q=%C3".into())).expect_err("bad UTF-8");
+        assert!(e.message.contains("\"q\""), "{}", e.message);
+        let long = format!("q={}", "x".repeat(MAX_PARAM + 1));
+        assert_eq!(params(Some(long)).expect_err("long").status, 400);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_anything_else() {
+        let c = encode_cursor(1_700_000_000, "did:plc:abc", "3kxyz");
+        assert_eq!(
+            decode_cursor(&c).expect("ours"),
+            (1_700_000_000, "did:plc:abc".to_owned(), "3kxyz".to_owned())
+        );
+        for bad in ["", "!!", "WzFd", "eyJhIjoxfQ", &c[..c.len() - 3]] {
+            assert_eq!(decode_cursor(bad).expect_err(bad).status, 400, "{bad}");
+        }
+        let not_a_did = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(json!([1, "x' OR 1=1", "r"]).to_string());
+        assert!(decode_cursor(&not_a_did).is_err());
+    }
+
+    #[test]
+    fn limits_and_times_name_the_parameter() {
+        let p = params(Some(
+            "limit=0&since=yesterday&until=2026-11-01T00:00:00Z".into(),
+        ))
+        .expect("p");
+        assert!(int_param(&p, "limit", 1, 100, 25)
+            .expect_err("0")
+            .message
+            .contains("limit"));
+        assert!(time_param(&p, "since")
+            .expect_err("word")
+            .message
+            .contains("since"));
+        assert_eq!(
+            time_param(&p, "until").expect("rfc3339"),
+            Some(1_793_491_200)
+        );
+        assert_eq!(days_ago(0).len(), 10);
+    }
+
+    #[test]
+    fn keys_compare_in_constant_time_and_are_stored_hashed() {
+        assert!(auth::ct_eq(b"abc", b"abc"));
+        assert!(!auth::ct_eq(b"abc", b"abd"));
+        assert!(!auth::ct_eq(b"abc", b"ab"));
+        let (id, key) = auth::new_key().expect("key");
+        assert_eq!(id.len(), 16);
+        assert!(key.starts_with("sh_") && key.len() == 46, "{key}");
+        assert_eq!(auth::stored_hash(&key).len(), 64);
+        assert!(!auth::stored_hash(&key).contains(&key[3..]));
+    }
+
+    #[test]
+    fn openapi_lists_every_route_of_the_table() {
+        let doc = crate::openapi();
+        let n: usize = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .values()
+            .map(|ops| ops.as_object().expect("ops").len())
+            .sum();
+        assert_eq!(n, crate::ROUTES.len());
+    }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use skyhouse_atproto::syntax::Did;
-use skyhouse_store::{ClickHouse, StoreError};
+use skyhouse_store::{literal, ClickHouse, StoreError};
 
 /// Most posts one ranking holds (what a cursor can page through): ~100 KB
 /// of URIs per snapshot in Redis.
@@ -184,11 +184,6 @@ pub fn parse_feeds_config(json: &str) -> Result<Vec<Feed>, String> {
         feeds.insert(e.rkey.clone(), Feed { rkey: e.rkey, kind });
     }
     Ok(feeds.into_values().collect())
-}
-
-/// A string literal for SQL: backslashes and quotes escaped.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// The live posts of the last `window` seconds by visible authors, as a

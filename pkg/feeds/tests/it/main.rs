@@ -68,19 +68,8 @@ impl Feedgen {
         prefix: &str,
     ) -> Feedgen {
         let db = skyhouse_testkit::ClickHouse::shared().database(hint);
-        let ch = ClickHouse::new(ClickHouseConfig {
-            url: db.url(),
-            user: String::new(),
-            password: String::new(),
-            database: db.name().to_owned(),
-            cluster: None,
-        })
-        .unwrap();
-        let migrations = skyhouse_store::migrate::embedded().unwrap();
-        skyhouse_store::migrate::Migrator::new(&ch, migrations)
-            .up()
-            .await
-            .unwrap();
+        let ch = ClickHouse::new(ClickHouseConfig::local(&db.url(), db.name())).unwrap();
+        skyhouse_store::migrate::up_embedded(&ch).await.unwrap();
         let state = skyhouse_state::State::connect(redis_url, prefix)
             .await
             .unwrap();
