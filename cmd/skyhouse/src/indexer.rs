@@ -250,7 +250,7 @@ pub fn run(args: IndexerArgs) -> Result<ExitCode> {
         tracing::info!(
             messages = summary.messages,
             ops = summary.ops,
-            cursor = summary.cursor.map_or("none".to_owned(), |c| c.to_string()),
+            cursor = %summary.cursor.map_or("none".to_owned(), |c| c.to_string()),
             "Indexer stopped."
         );
         Ok(ExitCode::SUCCESS)

@@ -90,7 +90,11 @@ impl Drop for Telemetry {
 /// `cfg.otlp_endpoint` is set. Installing twice keeps the first.
 pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, String> {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let logs = match cfg.log_format {
         LogFormat::Pretty => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(false).boxed(),

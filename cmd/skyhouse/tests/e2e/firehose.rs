@@ -139,7 +139,10 @@ async fn firehose_of_the_reference_pds_lands_exactly() {
     assert!(status.success(), "exit {status}:\n{}", indexer.log_tail());
     assert_eq!(setup.cursor(), Some(last_seq));
     assert!(
-        indexer.log().contains(&format!("cursor {last_seq}")),
+        indexer
+            .log()
+            .lines()
+            .any(|l| l.contains("Indexer stopped.") && l.contains(&format!("cursor={last_seq}"))),
         "{}",
         indexer.log_tail()
     );
