@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use skyhouse_atproto::syntax::{parse_datetime_lenient, Did, Handle};
+use skyhouse_atproto::syntax::{parse_datetime_lenient, Datetime, Did, Handle};
 use skyhouse_store::literal;
 
 use crate::auth::{self, Scope};
@@ -177,18 +177,10 @@ pub fn days_ago(n: u64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         .saturating_sub(n * 86_400);
-    let days = (secs / 86_400) as i64;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    // The date part of the atproto datetime writer (YYYY-MM-DDTHH:MM:SS…Z).
+    Datetime::from_timestamp_micros(secs as i64 * 1_000_000)
+        .map(|d| d.as_str()[..10].to_owned())
+        .unwrap_or_else(|| "1970-01-01".to_owned())
 }
 
 async fn read_access(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -844,6 +836,7 @@ mod tests {
             Some(1_793_491_200)
         );
         assert_eq!(days_ago(0).len(), 10);
+        assert!(days_ago(0) > days_ago(1) && days_ago(1) > days_ago(400));
     }
 
     #[test]

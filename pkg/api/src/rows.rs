@@ -12,17 +12,7 @@ pub type Row = Map<String, Value>;
 
 /// Rows of `sql` (`{db}` replaced); `what` names the data in errors.
 pub async fn query(ch: &ClickHouse, sql: &str, what: &str) -> Result<Vec<Row>, ApiError> {
-    query_with(ch, sql, what, &[]).await
-}
-
-/// [`query`] with extra ClickHouse settings.
-pub async fn query_with(
-    ch: &ClickHouse,
-    sql: &str,
-    what: &str,
-    settings: &[(&str, String)],
-) -> Result<Vec<Row>, ApiError> {
-    let bytes = raw(ch, sql, settings)
+    let bytes = raw(ch, sql, &[])
         .await
         .map_err(|e| ApiError::unavailable(what, e))?;
     parse(&bytes).map_err(|e| ApiError::unavailable(what, e))
