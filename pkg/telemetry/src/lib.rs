@@ -15,7 +15,6 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 pub use tokio_util::sync::CancellationToken;
 
@@ -23,11 +22,8 @@ pub use tokio_util::sync::CancellationToken;
 /// traces (tests; the binary calls [`init`]). Standard output stays free for
 /// command output such as `repo ls` JSON lines. Calling it twice is harmless.
 pub fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    // No OTLP endpoint: nothing can fail and the guard holds no exporter.
+    let _ = init(&TelemetryConfig::default());
 }
 
 /// Install the process-wide Prometheus recorder (once; later calls return

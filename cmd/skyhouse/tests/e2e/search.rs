@@ -69,6 +69,20 @@ impl Api {
     }
 }
 
+/// `[{"collection", "records"}, …]` (stats answers) as a map.
+fn per_collection(list: &Value) -> BTreeMap<String, u64> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["collection"].as_str().unwrap().to_owned(),
+                c["records"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_api_over_the_indexed_reference_pds() {
     let network = Network::start();
@@ -166,17 +180,7 @@ async fn search_api_over_the_indexed_reference_pds() {
             *mine.entry(collection.clone()).or_default() += 1;
         }
         let actor = api.get(&format!("/v1/stats/actors/{did}")).await;
-        let got: BTreeMap<String, u64> = actor["collections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["collection"].as_str().unwrap().to_owned(),
-                    c["records"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let got = per_collection(&actor["collections"]);
         assert_eq!(got, mine, "{did}");
         let repo = api.get(&format!("/v1/repos/{did}?limit=1000")).await;
         let cids: BTreeMap<(String, String), String> = repo["records"]
@@ -193,17 +197,7 @@ async fn search_api_over_the_indexed_reference_pds() {
     }
     assert!(visible.len() >= 3);
     let stats = api.get("/v1/stats").await;
-    let got: BTreeMap<String, u64> = stats["collections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["collection"].as_str().unwrap().to_owned(),
-                c["records"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let got = per_collection(&stats["collections"]);
     // The sentinel account is visible too: count its records from the truth.
     let mut expected = truth_by_collection.clone();
     for did in setup

@@ -187,7 +187,7 @@ pub fn env_values(files: &[&str]) -> Vec<(String, String)> {
 
 /// Variables read outside clap (`env = "…"`), by the library that reads them.
 pub fn library_envs() -> Vec<&'static str> {
-    let telemetry = read(&root().join("pkg/telemetry/src/lib.rs"));
+    let telemetry = read(&root().join("pkg/telemetry/src/otel.rs"));
     assert!(
         telemetry.contains("EnvFilter::try_from_default_env"),
         "pkg/telemetry no longer reads RUST_LOG: update library_envs()"
