@@ -488,3 +488,56 @@ async fn search_api_over_the_indexed_reference_pds() {
     assert!(exit.success(), "{exit}");
     indexer.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_clickhouse_down_the_api_answers_503_json_and_health_says_why() {
+    let (port, metrics, dead) = (spare_port(), spare_port(), spare_port());
+    let redis = Redis::shared();
+    let mut args = strings(&["search", "--listen", &format!("127.0.0.1:{port}")]);
+    args.extend(strings(&[
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics}"),
+    ]));
+    args.extend(strings(&[
+        "--clickhouse-address",
+        &format!("http://127.0.0.1:{dead}"),
+    ]));
+    args.extend(strings(&[
+        "--redis",
+        &redis.url(),
+        "--redis-prefix",
+        &redis.key_prefix("e2e_search_down"),
+    ]));
+    let mut search = Indexer::spawn(&args, metrics);
+    search.metrics_until("the API up", |_| true).await;
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+    };
+    for path in [
+        "/v1/stats",
+        "/v1/search/posts?q=x",
+        "/v1/search/actors?q=x",
+        "/v1/stats/analytics/languages",
+    ] {
+        let (s, v) = api.call("get", path, None, None).await;
+        assert_eq!(s, 503, "{path}: {v}");
+        assert_eq!(v["error"], "Unavailable", "{path}: {v}");
+        let message = v["message"].as_str().unwrap();
+        assert!(
+            !message.contains("127.0.0.1") && !message.contains("Connection"),
+            "{path}: {v}"
+        );
+    }
+    // Bad input is still a 400, before any query.
+    let (s, _) = api
+        .call("get", "/v1/search/posts?limit=0", None, None)
+        .await;
+    assert_eq!(s, 400);
+    let (code, body) = search.get("/health").await;
+    assert_eq!(code, 503, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["checks"]["clickhouse"], false, "{body}");
+    let exit = search.terminate();
+    assert!(exit.success(), "{exit}");
+}
