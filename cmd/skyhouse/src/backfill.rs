@@ -30,6 +30,13 @@ pub struct EnqueueArgs {
     /// page cursor is kept in Redis until the listing completes).
     #[arg(long, env = "SKYHOUSE_BACKFILL_RELAY")]
     relay: Option<String>,
+    /// Relay whose hosts (com.atproto.sync.listHosts) are each enumerated with their own
+    /// listRepos, one page per host in turn (resumable per host).
+    #[arg(long, env = "SKYHOUSE_BACKFILL_HOSTS_FROM")]
+    hosts_from: Option<String>,
+    /// Most hosts taken from --hosts-from.
+    #[arg(long, default_value_t = 100_000)]
+    max_hosts: usize,
     /// File of DIDs, one per line (# comments allowed).
     #[arg(long)]
     dids: Option<PathBuf>,
@@ -45,6 +52,29 @@ pub struct WorkArgs {
     /// Repositories processed at the same time by this process.
     #[arg(long, env = "SKYHOUSE_BACKFILL_CONCURRENCY", default_value_t = 16)]
     concurrency: usize,
+    /// Most getRepo requests in flight to one PDS host from this process.
+    #[arg(long, env = "SKYHOUSE_BACKFILL_PER_HOST", default_value_t = 8)]
+    per_host: usize,
+    /// Seconds a DID's PDS is kept in the Redis cache shared by every worker (0 = off).
+    #[arg(
+        long,
+        env = "SKYHOUSE_BACKFILL_DID_CACHE_SECS",
+        default_value_t = 21600
+    )]
+    did_cache_secs: u64,
+    /// Skip hosts `skyhouse monitor` found down at its newest check (needs the monitor
+    /// writing to the same ClickHouse database): their repositories go back to the end of
+    /// the queue. The value is how old (seconds) a check may be to count.
+    #[arg(
+        long,
+        env = "SKYHOUSE_BACKFILL_SKIP_DOWN_HOSTS_SECS",
+        default_value_t = 0
+    )]
+    skip_down_hosts_secs: u64,
+    /// Show a progress line on the terminal (repositories, records/s, ETA): auto = only when
+    /// stderr is a terminal.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: Progress,
     /// Verify each snapshot commit's signature against the DID document.
     #[arg(long, env = "SKYHOUSE_VERIFY")]
     verify: bool,
@@ -82,6 +112,17 @@ pub struct WorkArgs {
     redis: RedisArgs,
 }
 
+/// When `backfill work` draws its progress line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Progress {
+    /// When stderr is a terminal.
+    Auto,
+    /// Always (also into a file or pipe).
+    Always,
+    /// Never.
+    Never,
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -100,13 +141,24 @@ pub fn run(cmd: BackfillCommand) -> Result<ExitCode> {
 
 fn enqueue(args: EnqueueArgs) -> Result<ExitCode> {
     args.redis.validate()?;
-    if args.relay.is_none() && args.dids.is_none() && args.did.is_empty() {
-        return Err(anyhow!("give --relay URL, --dids FILE or --did DID"));
+    if args.relay.is_none()
+        && args.hosts_from.is_none()
+        && args.dids.is_none()
+        && args.did.is_empty()
+    {
+        return Err(anyhow!(
+            "give --relay URL, --hosts-from URL, --dids FILE or --did DID"
+        ));
     }
-    if let Some(r) = &args.relay {
-        if !(r.starts_with("http://") || r.starts_with("https://")) {
-            return Err(anyhow!("--relay {r:?}: expected an http(s):// URL"));
+    for (flag, url) in [("--relay", &args.relay), ("--hosts-from", &args.hosts_from)] {
+        if let Some(r) = url {
+            if !(r.starts_with("http://") || r.starts_with("https://")) {
+                return Err(anyhow!("{flag} {r:?}: expected an http(s):// URL"));
+            }
         }
+    }
+    if args.max_hosts == 0 {
+        return Err(anyhow!("--max-hosts must be > 0"));
     }
     let mut dids = args.did.clone();
     if let Some(f) = &args.dids {
@@ -134,7 +186,30 @@ fn enqueue(args: EnqueueArgs) -> Result<ExitCode> {
                 .await
                 .map_err(|e| anyhow!("--relay: {e}"))?;
         }
+        let mut failed = Vec::new();
+        if let Some(relay) = &args.hosts_from {
+            let http = reqwest_client()?;
+            let q = skyhouse_backfill::enqueue_hosts(&http, relay, args.max_hosts, &state, &queue)
+                .await
+                .map_err(|e| anyhow!("--hosts-from: {e}"))?;
+            tracing::info!(
+                hosts = q.hosts,
+                repositories = q.dids,
+                failed = q.failed.len(),
+                "Hosts listed."
+            );
+            n += q.dids;
+            failed = q.failed;
+        }
         tracing::info!(repositories = n, "Backfill queued.");
+        if !failed.is_empty() {
+            eprintln!(
+                "--hosts-from: {} host(s) failed; run the same command again to resume them: {}",
+                failed.len(),
+                failed.join("; ")
+            );
+            return Ok(ExitCode::FAILURE);
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -152,6 +227,8 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
     });
     let mut cfg = WorkerConfig::new(consumer);
     cfg.concurrency = args.concurrency;
+    cfg.per_host = args.per_host;
+    cfg.did_cache_ttl = Duration::from_secs(args.did_cache_secs);
     cfg.verify = args.verify;
     cfg.resync = args.resync;
     cfg.claim_idle = Duration::from_secs(args.claim_idle);
@@ -159,8 +236,16 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
     cfg.max_repo_bytes = args.max_repo_mb.saturating_mul(1 << 20);
     cfg.drain = args.drain;
     cfg.validate().map_err(|e| {
-        anyhow!("--concurrency/--claim-idle/--max-attempts/--max-repo-mb/--consumer: {e}")
+        anyhow!(
+            "--concurrency/--per-host/--claim-idle/--max-attempts/--max-repo-mb/--consumer: {e}"
+        )
     })?;
+    if args.did_cache_secs > 24 * 3600 {
+        return Err(anyhow!(
+            "--did-cache-secs {}: at most 86400 (a day)",
+            args.did_cache_secs
+        ));
+    }
     if let Some(url) = &args.relay_url {
         skyhouse_relay::check_relay_url(url).map_err(|e| anyhow!("--relay-url: {e}"))?;
     }
@@ -170,9 +255,31 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
     })
     .map_err(|e| anyhow!("--plc: {e}"))?;
     let ch = args.clickhouse.connect()?;
+    if args.skip_down_hosts_secs > 0 {
+        let max_age = Duration::from_secs(args.skip_down_hosts_secs);
+        // Re-read at most every 10 s (or the window, if shorter).
+        let refresh = max_age.min(Duration::from_secs(10));
+        cfg.host_health = Some(skyhouse_backfill::UnhealthyHosts::new(
+            ch.clone(),
+            max_age,
+            refresh,
+        ));
+    }
+    let show_progress = match args.progress {
+        Progress::Auto => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        Progress::Always => true,
+        Progress::Never => false,
+    };
     args.redis.validate()?;
     crate::service::runtime()?.block_on(async move {
         let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
+        if show_progress {
+            tokio::spawn(progress_line(
+                cfg.progress.clone(),
+                svc.state.work_queue(BACKFILL_STREAM, GROUP),
+                svc.shutdown.clone(),
+            ));
+        }
         let (state, shutdown) = (svc.state, svc.shutdown);
         let push = match &args.relay_url {
             Some(url) => {
@@ -216,6 +323,59 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
     })
 }
 
+/// Every second, one line on stderr: repositories done by this process, the
+/// queue left, records/s and an ETA at this process's rate.
+async fn progress_line(
+    progress: Arc<skyhouse_backfill::Progress>,
+    queue: skyhouse_backfill::WorkQueue,
+    shutdown: skyhouse_backfill::CancellationToken,
+) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut left = 0u64;
+    let mut last_len = std::time::Instant::now() - Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if last_len.elapsed() >= Duration::from_secs(5) {
+            left = queue.len().await.unwrap_or(left);
+            last_len = std::time::Instant::now();
+        }
+        let line = progress_text(
+            progress.repos.load(Ordering::Relaxed),
+            progress.records.load(Ordering::Relaxed),
+            left,
+            started.elapsed(),
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+    }
+    let _ = writeln!(std::io::stderr());
+}
+
+/// The progress line's text.
+fn progress_text(repos: u64, records: u64, left: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let repos_rate = repos as f64 / secs;
+    let eta = if left == 0 {
+        "-".to_string()
+    } else if repos_rate > 0.0 {
+        let s = (left as f64 / repos_rate).round() as u64;
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        "?".to_string()
+    };
+    format!(
+        "backfill: {repos} repos done, {left} queued | {repos_rate:.1} repos/s, {:.0} records/s | ETA {eta}",
+        records as f64 / secs
+    )
+}
+
 fn status(args: StatusArgs) -> Result<ExitCode> {
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;
@@ -230,6 +390,17 @@ fn status(args: StatusArgs) -> Result<ExitCode> {
             "SELECT status, count() FROM {}.repo_state FINAL GROUP BY status ORDER BY status",
             ch.database()
         );
+        // Repositories finished in the last minute, over every worker.
+        let rate_sql = format!(
+            "SELECT count() FROM {}.repo_state WHERE updated_at > now() - 60",
+            ch.database()
+        );
+        let last_minute: u64 = ch
+            .client()
+            .query(&rate_sql)
+            .fetch_one()
+            .await
+            .map_err(|e| anyhow!("--clickhouse-address: repo_state: {e}"))?;
         let counts: Vec<(String, u64)> = ch
             .client()
             .query(&sql)
@@ -239,6 +410,7 @@ fn status(args: StatusArgs) -> Result<ExitCode> {
         println!("queue\t{depth}");
         println!("pending\t{pending}");
         println!("dead\t{dead}");
+        println!("rate\t{:.1}/s", last_minute as f64 / 60.0);
         for (s, n) in counts {
             println!("{s}\t{n}");
         }

@@ -42,30 +42,160 @@ pub async fn enqueue_list_repos(
     state: &State,
     queue: &WorkQueue,
 ) -> Result<u64, BackfillError> {
-    let key = list_repos_cursor_key(host);
-    let url = format!(
-        "{}/xrpc/com.atproto.sync.listRepos",
-        host.trim_end_matches('/')
-    );
-    let mut cursor = state.value(&key).await?;
+    let mut listing = Listing::open(host, state).await?;
     let mut queued = 0u64;
-    loop {
-        let page = fetch_page(http, &url, cursor.as_deref()).await?;
+    while !listing.done {
+        queued += listing.next_page(http, state, queue).await?;
+    }
+    state.reset_cursor(&listing.key).await?;
+    Ok(queued)
+}
+
+/// The saved cursor of a host whose listing finished within an unfinished
+/// `--hosts-from` run (so a resumed run does not list it again).
+const DONE: &str = "\u{0}done";
+
+/// One host's listRepos walk.
+struct Listing {
+    url: String,
+    key: String,
+    cursor: Option<String>,
+    done: bool,
+}
+
+impl Listing {
+    async fn open(host: &str, state: &State) -> Result<Listing, BackfillError> {
+        let key = list_repos_cursor_key(host);
+        let cursor = state.value(&key).await?;
+        Ok(Listing {
+            url: format!(
+                "{}/xrpc/com.atproto.sync.listRepos",
+                host.trim_end_matches('/')
+            ),
+            done: cursor.as_deref() == Some(DONE),
+            key,
+            cursor,
+        })
+    }
+
+    /// Queue the next page; saves the cursor after it (or `DONE`).
+    async fn next_page(
+        &mut self,
+        http: &reqwest::Client,
+        state: &State,
+        queue: &WorkQueue,
+    ) -> Result<u64, BackfillError> {
+        let page = fetch_page(http, &self.url, self.cursor.as_deref()).await?;
         let dids: Vec<String> = page.repos.into_iter().map(|r| r.did).collect();
         queue.push_many(&dids, "listRepos").await?;
-        queued += dids.len() as u64;
         crate::metrics::enqueued(dids.len());
         match page.cursor {
-            Some(c) if !dids.is_empty() => {
-                state.set_value(&key, &c).await?;
-                cursor = Some(c);
+            // A cursor that does not move would loop forever.
+            Some(c) if !dids.is_empty() && self.cursor.as_deref() != Some(c.as_str()) => {
+                state.set_value(&self.key, &c).await?;
+                self.cursor = Some(c);
             }
             _ => {
-                state.reset_cursor(&key).await?;
-                return Ok(queued);
+                state.set_value(&self.key, DONE).await?;
+                self.done = true;
             }
         }
+        Ok(dids.len() as u64)
     }
+}
+
+/// What [`enqueue_hosts`] did.
+#[derive(Debug, Default)]
+pub struct HostsQueued {
+    /// Hosts the relay listed.
+    pub hosts: usize,
+    /// DIDs queued.
+    pub dids: u64,
+    /// Hosts whose listing failed (`host: error`); their cursors stay saved,
+    /// so running the same command again resumes them.
+    pub failed: Vec<String>,
+}
+
+/// The base URL to list a `listHosts` entry at: `https://` except for
+/// loopback hosts (a local development network), which get `http://`.
+fn host_url(host: &skyhouse_monitor::Host) -> String {
+    let rest = host
+        .url
+        .split_once("://")
+        .map_or(host.url.as_str(), |(_, r)| r);
+    let name = rest.rsplit_once(':').map_or(rest, |(n, _)| n);
+    let loopback = name == "localhost"
+        || name.starts_with("127.")
+        || name == "[::1]"
+        || name.ends_with(".localhost");
+    if loopback {
+        format!("http://{rest}")
+    } else {
+        host.url.clone()
+    }
+}
+
+/// Every PDS the relay at `relay` lists (`com.atproto.sync.listHosts`), then
+/// each host's `listRepos`, one page per host in turn, so the queue
+/// interleaves hosts and the per-host limit of the workers does not idle
+/// them on one host's block. At most `max_hosts` hosts. Resumable like
+/// [`enqueue_list_repos`]: each host's cursor is saved after each page; a
+/// finished host is marked so a resumed run skips it, and every mark is
+/// removed once all hosts are listed. A host that keeps failing is skipped
+/// and reported; the others go on.
+pub async fn enqueue_hosts(
+    http: &reqwest::Client,
+    relay: &str,
+    max_hosts: usize,
+    state: &State,
+    queue: &WorkQueue,
+) -> Result<HostsQueued, BackfillError> {
+    let relay_host = skyhouse_monitor::Host::parse(relay, skyhouse_monitor::HostKind::Relay)
+        .map_err(|e| BackfillError::Config(e.to_string()))?;
+    let hosts = skyhouse_monitor::list_hosts(http, &relay_host, max_hosts)
+        .await
+        .map_err(|e| BackfillError::Transport {
+            url: relay.to_string(),
+            reason: e.to_string(),
+        })?;
+    let mut out = HostsQueued {
+        hosts: hosts.len(),
+        ..HostsQueued::default()
+    };
+    let mut listings = Vec::with_capacity(hosts.len());
+    for h in &hosts {
+        let url = host_url(h);
+        let listing = Listing::open(&url, state).await?;
+        listings.push((url, listing));
+    }
+    let mut failed = vec![false; listings.len()];
+    loop {
+        let mut progressed = false;
+        for (i, (url, listing)) in listings.iter_mut().enumerate() {
+            if listing.done || failed[i] {
+                continue;
+            }
+            progressed = true;
+            match listing.next_page(http, state, queue).await {
+                Ok(n) => out.dids += n,
+                Err(e) if matches!(e, BackfillError::State(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(host = url, error = %e, "listRepos failed; skipping this host (run again to resume it)");
+                    out.failed.push(format!("{url}: {e}"));
+                    failed[i] = true;
+                }
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    if out.failed.is_empty() {
+        for (_, listing) in &listings {
+            state.reset_cursor(&listing.key).await?;
+        }
+    }
+    Ok(out)
 }
 
 async fn fetch_page(

@@ -51,6 +51,10 @@ pub enum BackfillError {
     /// ClickHouse failed.
     #[error(transparent)]
     Store(#[from] skyhouse_store::StoreError),
+    /// The monitor's newest check found the repository's host down: the
+    /// repository goes back to the end of the queue, no attempt counted.
+    #[error("{0}: host down at the monitor's last check")]
+    HostDown(String),
 }
 
 impl BackfillError {

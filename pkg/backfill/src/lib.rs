@@ -19,13 +19,17 @@
 mod enumerate;
 mod error;
 mod fetch;
+mod hosts;
 pub mod metrics;
 mod worker;
 
-pub use enumerate::{enqueue_dids, enqueue_list_repos, list_repos_cursor_key};
+pub use enumerate::{
+    enqueue_dids, enqueue_hosts, enqueue_list_repos, list_repos_cursor_key, HostsQueued,
+};
 pub use error::BackfillError;
 pub use fetch::{Fetched, Fetcher};
 pub use reqwest;
+pub use skyhouse_monitor::UnhealthyHosts;
 pub use skyhouse_state::{State, WorkQueue};
 pub use tokio_util::sync::CancellationToken;
 pub use worker::{run, RepoStatus, Summary, WorkerConfig};
@@ -37,3 +41,12 @@ pub const BACKFILL_STREAM: &str = "backfill";
 pub const DEAD_LIST: &str = "backfill:dead";
 /// The consumer group every backfill worker joins (on both streams).
 pub const GROUP: &str = "backfill";
+
+/// Running totals of this process's workers (for a progress display).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Repositories finished (acked), any status.
+    pub repos: std::sync::atomic::AtomicU64,
+    /// Records written.
+    pub records: std::sync::atomic::AtomicU64,
+}

@@ -12,6 +12,10 @@
 //! | `skyhouse_backfill_dead_letters_total` | counter | | repositories sent to the dead-letter list |
 //! | `skyhouse_backfill_enqueued_total` | counter | | DIDs queued by `enqueue` |
 //! | `skyhouse_backfill_claimed_total` | counter | | entries taken over from idle workers |
+//! | `skyhouse_backfill_deferred_total` | counter | | repositories sent back to the end of the queue because the monitor found their host down |
+//! | `skyhouse_backfill_host_wait_seconds` | histogram | | time a repository waited for its host's request slot or pause |
+//! | `skyhouse_backfill_host_pauses_total` | counter | | hosts paused after a 429/503 asking to wait |
+//! | `skyhouse_backfill_did_cache_total` | counter | `result` (`hit`, `miss`) | DID → PDS lookups in the Redis cache |
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
@@ -28,6 +32,8 @@ pub fn describe() {
         "skyhouse_backfill_retries_total",
         "skyhouse_backfill_dead_letters_total",
         "skyhouse_backfill_claimed_total",
+        "skyhouse_backfill_deferred_total",
+        "skyhouse_backfill_host_pauses_total",
     ] {
         counter!(name).increment(0);
     }
@@ -81,6 +87,26 @@ pub fn describe() {
         Unit::Count,
         "Entries taken over from idle workers"
     );
+    describe_counter!(
+        "skyhouse_backfill_deferred_total",
+        Unit::Count,
+        "Repositories re-queued because their host is down"
+    );
+    describe_histogram!(
+        "skyhouse_backfill_host_wait_seconds",
+        Unit::Seconds,
+        "Wait for the host's request slot or pause"
+    );
+    describe_counter!(
+        "skyhouse_backfill_host_pauses_total",
+        Unit::Count,
+        "Hosts paused after a 429/503 with a delay"
+    );
+    describe_counter!(
+        "skyhouse_backfill_did_cache_total",
+        Unit::Count,
+        "DID to PDS lookups in the Redis cache, by result"
+    );
 }
 
 pub(crate) fn bytes(n: usize) {
@@ -110,4 +136,17 @@ pub(crate) fn dead_letter() {
 }
 pub(crate) fn claimed(n: usize) {
     counter!("skyhouse_backfill_claimed_total").increment(n as u64);
+}
+pub(crate) fn deferred() {
+    counter!("skyhouse_backfill_deferred_total").increment(1);
+}
+pub(crate) fn host_wait(s: f64) {
+    histogram!("skyhouse_backfill_host_wait_seconds").record(s);
+}
+pub(crate) fn host_paused() {
+    counter!("skyhouse_backfill_host_pauses_total").increment(1);
+}
+pub(crate) fn did_cache(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    counter!("skyhouse_backfill_did_cache_total", "result" => result).increment(1);
 }

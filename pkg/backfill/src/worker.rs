@@ -1,6 +1,7 @@
 //! The workers: queue entries → repositories → rows → ClickHouse → ack.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,8 @@ use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::fetch::{Fetched, Fetcher};
-use crate::{BackfillError, BACKFILL_STREAM, DEAD_LIST, GROUP};
+use crate::hosts::{Hosts, PdsCache};
+use crate::{BackfillError, Progress, BACKFILL_STREAM, DEAD_LIST, GROUP};
 
 /// Settings of [`run`].
 #[derive(Debug, Clone)]
@@ -56,6 +58,17 @@ pub struct WorkerConfig {
     /// Also hand every record row to this sink (the gRPC relay,
     /// `--relay-url`); it must not block. Default: none.
     pub ops_tap: Option<Arc<dyn skyhouse_pipeline::OpsTap>>,
+    /// Most `getRepo` requests in flight to one host from this process.
+    /// Default 8.
+    pub per_host: usize,
+    /// How long a DID → PDS answer is kept in Redis for every worker; zero
+    /// turns the shared cache off. Default 6 h.
+    pub did_cache_ttl: Duration,
+    /// The monitor's view of host health (`skyhouse monitor`): repositories
+    /// on a host found down go back to the end of the queue. Default: none.
+    pub host_health: Option<skyhouse_monitor::UnhealthyHosts>,
+    /// Totals updated as repositories finish (for a progress display).
+    pub progress: Arc<Progress>,
 }
 
 impl WorkerConfig {
@@ -77,6 +90,10 @@ impl WorkerConfig {
             drain: false,
             poll: Duration::from_millis(500),
             ops_tap: None,
+            per_host: 8,
+            did_cache_ttl: Duration::from_secs(6 * 3600),
+            host_health: None,
+            progress: Arc::default(),
         }
     }
 
@@ -85,6 +102,9 @@ impl WorkerConfig {
         let bad = |s: &str| Err(BackfillError::Config(s.to_string()));
         if self.concurrency == 0 {
             return bad("concurrency must be > 0");
+        }
+        if self.per_host == 0 {
+            return bad("per-host limit must be > 0");
         }
         if self.max_attempts == 0 {
             return bad("max attempts must be > 0");
@@ -229,6 +249,8 @@ struct Ctx {
     resync: WorkQueue,
     resolver: Arc<Resolver>,
     fetcher: Fetcher,
+    hosts: Hosts,
+    pds: PdsCache,
     sink: Rowsink,
     done: mpsc::Sender<Finished>,
 }
@@ -265,13 +287,26 @@ pub async fn run(
         done: done_tx,
         backfill: backfill.clone(),
         resync: resync.clone(),
+        hosts: Hosts::new(cfg.per_host),
+        pds: PdsCache::new(state.clone(), cfg.did_cache_ttl),
         cfg,
         ch: ch.clone(),
         state,
         resolver,
         fetcher,
     });
-    let acker = tokio::spawn(acker(ch, backfill, resync, ack_rx, done_rx));
+    let acker = tokio::spawn(acker(
+        ch,
+        backfill,
+        resync,
+        ack_rx,
+        done_rx,
+        Heartbeat {
+            consumer: ctx.cfg.consumer.clone(),
+            every: ctx.cfg.claim_idle / 3,
+        },
+        ctx.cfg.progress.clone(),
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..ctx.cfg.concurrency {
         tasks.spawn(worker(ctx.clone(), i, shutdown.clone()));
@@ -345,8 +380,20 @@ async fn worker(
                 }
             }
         }?;
-        if ctx.done.send(finished).await.is_err() {
-            return Err(closed());
+        match finished {
+            Some(f) => {
+                if ctx.done.send(f).await.is_err() {
+                    return Err(closed());
+                }
+            }
+            // Deferred: back off a little so a queue holding only repositories
+            // of down hosts is not spun through.
+            None => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(cfg.poll) => {}
+                }
+            }
         }
     }
     Ok(())
@@ -431,11 +478,16 @@ struct Attempt {
     tombstones: u64,
 }
 
-/// Process one entry with retries; always ends in a [`Finished`] (failures
-/// too: they are recorded, dead-lettered and acked) unless the writer stopped.
-/// One trace span per repository.
+/// Process one entry with retries; ends in a [`Finished`] (failures too:
+/// they are recorded, dead-lettered and acked) unless the writer stopped, or
+/// in `None` when the entry went back to the end of its queue because the
+/// monitor found its host down. One trace span per repository.
 #[tracing::instrument(name = "backfill.repo", skip_all, fields(did = %entry.did, resync))]
-async fn process(ctx: &Ctx, entry: &WorkEntry, resync: bool) -> Result<Finished, BackfillError> {
+async fn process(
+    ctx: &Ctx,
+    entry: &WorkEntry,
+    resync: bool,
+) -> Result<Option<Finished>, BackfillError> {
     let cfg = &ctx.cfg;
     let mut attempt = 0;
     let result = loop {
@@ -456,6 +508,23 @@ async fn process(ctx: &Ctx, entry: &WorkEntry, resync: bool) -> Result<Finished,
     };
     let (attempt_out, error) = match result {
         Ok(a) => (a, String::new()),
+        Err(BackfillError::HostDown(host)) => {
+            // Re-queue first, then ack: a crash in between leaves the DID
+            // queued twice (harmless), never not at all.
+            let queue = if resync { &ctx.resync } else { &ctx.backfill };
+            let reason = if resync {
+                "resync-deferred"
+            } else {
+                "deferred"
+            };
+            queue
+                .push(&entry.did, reason, i64::from(now_secs()))
+                .await?;
+            queue.ack(std::slice::from_ref(&entry.id)).await?;
+            crate::metrics::deferred();
+            tracing::debug!(did = entry.did, host, "host down; repository re-queued");
+            return Ok(None);
+        }
         Err(e) => {
             if e.is_writer_stopped() {
                 return Err(e);
@@ -481,7 +550,7 @@ async fn process(ctx: &Ctx, entry: &WorkEntry, resync: bool) -> Result<Finished,
     // Every outcome gets a position, so its repo_state row and ack follow
     // its rows (if any) through the writer.
     let job = ctx.sink.send(Rows::default()).await?;
-    Ok(Finished {
+    Ok(Some(Finished {
         job,
         resync,
         id: entry.id.clone(),
@@ -497,7 +566,7 @@ async fn process(ctx: &Ctx, entry: &WorkEntry, resync: bool) -> Result<Finished,
             updated_at: now_secs(),
             version: now_version(),
         },
-    })
+    }))
 }
 
 async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, BackfillError> {
@@ -509,17 +578,35 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
         records: 0,
         tombstones: 0,
     };
-    let pds = match ctx.resolver.pds_endpoint(did).await {
+    let (mut pds, cached) = match ctx.pds.get(&ctx.resolver, did).await {
         Ok(p) => p,
         Err(skyhouse_identity::ResolveError::NotFound { .. }) => {
             return Ok(unavailable(RepoStatus::NotFound))
         }
         Err(e) => return Err(e.into()),
     };
-    let started = Instant::now();
-    let fetched = ctx.fetcher.get_repo(&pds, did).await;
-    crate::metrics::fetch_seconds(started.elapsed().as_secs_f64());
-    let car = match fetched? {
+    let mut fetched = fetch(ctx, &pds, did).await?;
+    if let (Fetched::Unavailable(_), true) = (&fetched, cached) {
+        // The cached host no longer serves it: the account may have moved.
+        let fresh = match ctx.pds.refresh(&ctx.resolver, did).await {
+            Ok(p) => p,
+            Err(skyhouse_identity::ResolveError::NotFound { .. }) => {
+                return Ok(unavailable(RepoStatus::NotFound))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if fresh != pds {
+            tracing::info!(
+                did,
+                old = pds,
+                new = fresh,
+                "account moved; fetching from its new host"
+            );
+            pds = fresh;
+            fetched = fetch(ctx, &pds, did).await?;
+        }
+    }
+    let car = match fetched {
         Fetched::Car(car) => car,
         Fetched::Unavailable(s) => return Ok(unavailable(RepoStatus::from_unavailable(s))),
     };
@@ -575,6 +662,31 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
         records,
         tombstones,
     })
+}
+
+/// `getRepo` from `pds` under its host's limits: skipped when the monitor
+/// found the host down; a 429/503 asking to wait pauses the whole host.
+async fn fetch(ctx: &Ctx, pds: &str, did: &str) -> Result<Fetched, BackfillError> {
+    if let Some(health) = &ctx.cfg.host_health {
+        if health.is_down(pds).await {
+            return Err(BackfillError::HostDown(crate::hosts::host_key(pds)));
+        }
+    }
+    let _permit = ctx.hosts.acquire(pds).await;
+    let started = Instant::now();
+    let fetched = ctx.fetcher.get_repo(pds, did).await;
+    crate::metrics::fetch_seconds(started.elapsed().as_secs_f64());
+    if let Err(
+        e @ BackfillError::Http {
+            status: 429 | 503, ..
+        },
+    ) = &fetched
+    {
+        if let Some(delay) = e.retry_after() {
+            ctx.hosts.pause(pds, delay.min(ctx.cfg.retry_max));
+        }
+    }
+    fetched
 }
 
 type Keys = HashSet<(String, String)>;
@@ -678,15 +790,28 @@ async fn tombstone_missing(
     Ok(n)
 }
 
+/// How the acker keeps the entries it holds from looking idle.
+struct Heartbeat {
+    consumer: String,
+    every: Duration,
+}
+
 /// Waits for the writer's acks; for every finished repository whose last
-/// rows are written: its `repo_state` row, then XACK, then trim.
+/// rows are written: its `repo_state` row, then XACK, then trim. While a
+/// finished repository waits for its batch (a slow ClickHouse), its entry
+/// is touched like one being worked on, so no other worker takes it over
+/// and does it again.
 async fn acker(
     ch: ClickHouse,
     backfill: WorkQueue,
     resync: WorkQueue,
     mut acks: mpsc::Receiver<Ack<u64>>,
     mut done: mpsc::Receiver<Finished>,
+    heartbeat: Heartbeat,
+    progress: Arc<Progress>,
 ) -> Result<Summary, BackfillError> {
+    let mut beat = tokio::time::interval(heartbeat.every);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut summary = Summary::default();
     let mut waiting: BTreeMap<u64, Finished> = BTreeMap::new();
     let mut acked = 0u64;
@@ -701,6 +826,10 @@ async fn acker(
                 Some(f) => { waiting.insert(f.job, f); }
                 None => done_open = false,
             },
+            _ = beat.tick() => {
+                touch_waiting(&backfill, &resync, &heartbeat.consumer, &waiting).await;
+                continue;
+            }
         }
         let rest = waiting.split_off(&(acked + 1));
         let ready = std::mem::replace(&mut waiting, rest);
@@ -713,6 +842,7 @@ async fn acker(
             &resync,
             ready.into_values().collect(),
             &mut summary,
+            &progress,
         )
         .await?;
         if !acks_open && !waiting.is_empty() && !done_open {
@@ -728,12 +858,31 @@ async fn acker(
     Ok(summary)
 }
 
+async fn touch_waiting(
+    backfill: &WorkQueue,
+    resync: &WorkQueue,
+    consumer: &str,
+    waiting: &BTreeMap<u64, Finished>,
+) {
+    for (queue, is_resync) in [(backfill, false), (resync, true)] {
+        let ids: Vec<String> = waiting
+            .values()
+            .filter(|f| f.resync == is_resync)
+            .map(|f| f.id.clone())
+            .collect();
+        if let Err(e) = queue.touch(consumer, &ids).await {
+            tracing::warn!(error = %e, entries = ids.len(), "heartbeat of finished entries failed");
+        }
+    }
+}
+
 async fn settle(
     ch: &ClickHouse,
     backfill: &WorkQueue,
     resync: &WorkQueue,
     ready: Vec<Finished>,
     summary: &mut Summary,
+    progress: &Progress,
 ) -> Result<(), BackfillError> {
     let mut insert = ch
         .in_database()
@@ -773,6 +922,8 @@ async fn settle(
         *summary.repos.entry(f.status).or_default() += 1;
         summary.records += f.row.records;
         summary.tombstones += f.tombstones;
+        progress.repos.fetch_add(1, Ordering::Relaxed);
+        progress.records.fetch_add(f.row.records, Ordering::Relaxed);
     }
     Ok(())
 }

@@ -327,6 +327,18 @@ impl WorkQueue {
         Ok((count, min))
     }
 
+    /// The oldest `count` entries of the stream, whatever their state
+    /// (queued, pending or acked-but-not-trimmed), without reading them for
+    /// any consumer.
+    pub async fn peek(&self, count: u64) -> Result<Vec<WorkEntry>, StateError> {
+        let v: Value = self
+            .state
+            .client
+            .xrange(&self.key, "-", "+", Some(count))
+            .await?;
+        Ok(entries(v))
+    }
+
     /// Entries in the stream (queued, pending and acked-but-not-trimmed).
     pub async fn len(&self) -> Result<u64, StateError> {
         Ok(self.state.client.xlen(&self.key).await?)

@@ -2,6 +2,7 @@
 //! (testkit's `Network`), real ClickHouse 18.16 and real Redis.
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
+mod hosts;
 mod relay;
 
 use std::collections::BTreeMap;
