@@ -137,11 +137,12 @@ deps-node:
     if [ -f "$prefix/include/node/node.h" ]; then export npm_config_nodedir="$prefix"; fi
     npm ci --no-audit --no-fund
 
-# Install ClickHouse and Redis (Debian/Ubuntu apt packages) if missing; tests and `just up` need them
+# Install ClickHouse, Redis and promtool (Debian/Ubuntu apt packages) if missing; tests and `just up` need them
 deps-system:
     #!/usr/bin/env bash
     set -euo pipefail
-    pkgs=(clickhouse-server clickhouse-client redis-server)
+    # prometheus: its promtool checks the dashboards' PromQL and docker/prometheus.yml (ops tests).
+    pkgs=(clickhouse-server clickhouse-client redis-server prometheus)
     missing=()
     for p in "${pkgs[@]}"; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
@@ -153,7 +154,7 @@ deps-system:
         exit 0
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "deps: missing ${missing[*]} and no apt-get here: install ClickHouse and Redis yourself" >&2
+        echo "deps: missing ${missing[*]} and no apt-get here: install ClickHouse, Redis and promtool yourself" >&2
         exit 1
     fi
     sudo=()

@@ -122,6 +122,14 @@ pub struct IndexerArgs {
     /// Address of /metrics and /health.
     #[arg(long, env = "INDEXER_METRICS_ADDR", default_value = "0.0.0.0:8091")]
     metrics_addr: SocketAddr,
+    /// /health fails its `lag` check while the indexer is more than this many seconds behind
+    /// the events it receives (now − event time; an idle source passes). 0 = no lag check.
+    #[arg(
+        long,
+        env = "INDEXER_HEALTH_MAX_LAG_SECS",
+        default_value_t = skyhouse_pipeline::health::DEFAULT_MAX_LAG.as_secs()
+    )]
+    health_max_lag_secs: u64,
     /// Also push every record operation to the gRPC relay at this URL (http://host:50051),
     /// tagged live. Best effort: dropped and counted while the relay is slow or down, never
     /// slowing ClickHouse.
@@ -193,6 +201,8 @@ impl IndexerArgs {
         cfg.writer.max_rows = self.batch_rows;
         cfg.writer.max_bytes = self.batch_bytes;
         cfg.writer.max_age = Duration::from_millis(self.batch_age_ms);
+        cfg.health_max_lag =
+            (self.health_max_lag_secs > 0).then(|| Duration::from_secs(self.health_max_lag_secs));
         let keys: Option<Arc<dyn Keys>> = if self.verify {
             let resolver = skyhouse_identity::Resolver::new(skyhouse_identity::ResolverConfig {
                 plc_url: self.plc.clone(),

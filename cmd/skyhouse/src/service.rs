@@ -1,9 +1,12 @@
 //! What every long-running service starts with: the async runtime, the
 //! `/metrics` + `/health` endpoint, the signal-driven shutdown token and the
-//! Redis connection, with first readiness probes.
+//! Redis connection, with the `clickhouse` and `redis` checks of `/health`
+//! probed every few seconds.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use skyhouse_state::State;
@@ -30,8 +33,16 @@ pub struct Service {
     pub state: State,
 }
 
+/// How often `/health` probes ClickHouse and Redis.
+pub const HEALTH_PROBE: Duration = Duration::from_secs(5);
+
+/// A probe that has not answered within this counts as a failure.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Serve `/metrics` and `/health` on `metrics_addr`, install the signal
-/// handlers, connect Redis and take first ClickHouse/Redis readings.
+/// handlers, connect Redis, and probe ClickHouse (`SELECT version()`) and
+/// Redis (`PING`) now and every [`HEALTH_PROBE`] until shutdown: checks
+/// `clickhouse` and `redis`.
 pub async fn start(
     metrics_addr: SocketAddr,
     redis: &RedisArgs,
@@ -50,13 +61,43 @@ pub async fn start(
         shutdown.clone(),
     ));
     let state = redis.connect().await?;
-    health.set("clickhouse", ch.server_version().await.is_ok());
-    health.set("redis", state.ping().await);
+    let probe = {
+        let (ch, state, health) = (ch.clone(), state.clone(), health.clone());
+        move || {
+            let (ch, state, health) = (ch.clone(), state.clone(), health.clone());
+            async move {
+                let (ch_ok, redis_ok) = tokio::join!(
+                    answers(async { ch.server_version().await.is_ok() }),
+                    answers(state.ping()),
+                );
+                health.set("clickhouse", ch_ok);
+                health.set("redis", redis_ok);
+            }
+        }
+    };
+    probe().await;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(HEALTH_PROBE) => {}
+            }
+            probe().await;
+        }
+    });
     Ok(Service {
         health,
         shutdown,
         state,
     })
+}
+
+/// `probe`'s answer, `false` if it takes over [`PROBE_TIMEOUT`].
+async fn answers(probe: impl Future<Output = bool>) -> bool {
+    tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .unwrap_or(false)
 }
 
 /// After a server returned: stop the other tasks (`refresh`), wait for them,

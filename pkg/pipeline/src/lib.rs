@@ -19,6 +19,7 @@
 mod cursor;
 mod decode;
 mod filter;
+pub mod health;
 pub mod metrics;
 
 use std::future::Future;
@@ -28,13 +29,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skyhouse_atproto::crypto::PublicKey;
-use skyhouse_sources::{CancellationToken, Message, SourceConfig, SourceKind};
+use skyhouse_sources::{CancellationToken, Connected, Message, SourceConfig, SourceKind};
 use skyhouse_state::State;
 use skyhouse_store::writer::{self, WriterConfig};
 use skyhouse_store::ClickHouse;
 use skyhouse_transform::Rows;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinSet;
+
+use health::Progress;
 
 pub use cursor::Latency;
 pub use decode::{Decoded, Decoder, ResyncReason, Verify};
@@ -98,6 +102,10 @@ pub struct IndexerConfig {
     /// Also hand every decoded record operation to this sink (`--relay-url`).
     /// Default: none.
     pub ops_tap: Option<Arc<dyn OpsTap>>,
+    /// [`run_with_health`]: the `lag` check fails above this lag (see
+    /// [`health`]); `None` leaves the check out. Default
+    /// [`health::DEFAULT_MAX_LAG`] (5 minutes).
+    pub health_max_lag: Option<Duration>,
 }
 
 impl IndexerConfig {
@@ -119,6 +127,7 @@ impl IndexerConfig {
             jetstream_rewind: skyhouse_sources::DEFAULT_JETSTREAM_REWIND,
             cleanup_interval: Duration::from_secs(5),
             ops_tap: None,
+            health_max_lag: Some(health::DEFAULT_MAX_LAG),
         }
     }
 }
@@ -174,11 +183,12 @@ pub struct Summary {
     pub cursor: Option<i64>,
 }
 
-/// How often `/health` probes ClickHouse and Redis.
-const HEALTH_PROBE: Duration = Duration::from_secs(5);
-
-/// [`run`], keeping `health` up to date: `indexer` (running), `clickhouse`
-/// and `redis` (answering, probed every 5 s).
+/// [`run`], keeping the indexer's checks of `health` current (re-evaluated
+/// every second): `indexer` (running), `source` (a WebSocket is connected or a
+/// `file://` capture is being replayed; `false` while connecting or backing
+/// off) and, unless `cfg.health_max_lag` is `None`, `lag` (under that
+/// threshold; an idle source passes, see [`health`]). ClickHouse and Redis
+/// are the caller's checks (the binary probes them for every service).
 pub async fn run_with_health(
     cfg: IndexerConfig,
     ch: ClickHouse,
@@ -187,31 +197,43 @@ pub async fn run_with_health(
     shutdown: CancellationToken,
     health: skyhouse_telemetry::Health,
 ) -> Result<Summary, PipelineError> {
+    let watch = Watch::default();
+    let max_lag = cfg.health_max_lag;
+    let check = move |health: &skyhouse_telemetry::Health, watch: &Watch| {
+        health.set("source", watch.connected.get());
+        if let Some(max) = max_lag {
+            let lag = watch.progress.lag(metrics::now_us());
+            health.set("lag", lag.is_none_or(|l| l <= max));
+        }
+    };
     health.set("indexer", true);
-    let probe_stop = shutdown.child_token();
-    let probe = {
-        let (ch, state, health, stop) = (
-            ch.clone(),
-            state.clone(),
-            health.clone(),
-            probe_stop.clone(),
-        );
+    check(&health, &watch);
+    let checks_stop = shutdown.child_token();
+    let checks = {
+        let (health, watch, stop) = (health.clone(), watch.clone(), checks_stop.clone());
         tokio::spawn(async move {
             loop {
-                health.set("clickhouse", ch.server_version().await.is_ok());
-                health.set("redis", state.ping().await);
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(HEALTH_PROBE) => {}
+                    _ = tokio::time::sleep(health::CHECK_EVERY) => {}
                 }
+                check(&health, &watch);
             }
         })
     };
-    let result = run(cfg, ch, state, keys, shutdown).await;
-    probe_stop.cancel();
-    let _ = probe.await;
+    let result = run_watched(cfg, ch, state, keys, shutdown, watch.clone()).await;
+    checks_stop.cancel();
+    let _ = checks.await;
     health.set("indexer", false);
+    check(&health, &watch);
     result
+}
+
+/// What the health checks read from a running pipeline.
+#[derive(Debug, Clone, Default)]
+struct Watch {
+    connected: Connected,
+    progress: Progress,
 }
 
 /// Run the indexer until the source ends (a `file://` capture) or
@@ -223,6 +245,17 @@ pub async fn run(
     state: State,
     keys: Option<Arc<dyn Keys>>,
     shutdown: CancellationToken,
+) -> Result<Summary, PipelineError> {
+    run_watched(cfg, ch, state, keys, shutdown, Watch::default()).await
+}
+
+async fn run_watched(
+    cfg: IndexerConfig,
+    ch: ClickHouse,
+    state: State,
+    keys: Option<Arc<dyn Keys>>,
+    shutdown: CancellationToken,
+    watch: Watch,
 ) -> Result<Summary, PipelineError> {
     if cfg.verify && keys.is_none() {
         return Err(PipelineError::Config(
@@ -260,8 +293,16 @@ pub async fn run(
     let source_cfg = cfg.source.clone();
     let source_stop = stop.child_token();
     let source_resume = resume.clone();
+    let connected = watch.connected.clone();
     tasks.spawn(async move {
-        skyhouse_sources::run(source_cfg, source_resume, msg_tx, source_stop).await?;
+        skyhouse_sources::run_with_status(
+            source_cfg,
+            source_resume,
+            msg_tx,
+            source_stop,
+            connected,
+        )
+        .await?;
         Ok(TaskEnd::Source)
     });
     let decode = DecodeLoop {
@@ -272,6 +313,7 @@ pub async fn run(
         resume: resume.clone(),
         latency: latency.clone(),
         tap: cfg.ops_tap.clone(),
+        progress: watch.progress.clone(),
     };
     tasks.spawn(decode.run(msg_rx, rows_tx, resync_tx));
     let writer_ch = ch.clone();
@@ -345,6 +387,7 @@ struct DecodeLoop {
     resume: Arc<AtomicI64>,
     latency: Latency,
     tap: Option<Arc<dyn OpsTap>>,
+    progress: Progress,
 }
 
 impl DecodeLoop {
@@ -356,7 +399,21 @@ impl DecodeLoop {
     ) -> Result<TaskEnd, PipelineError> {
         let (mut messages, mut ops) = (0u64, 0u64);
         let mut last_upto = 0i64;
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = match rx.try_recv() {
+                Ok(msg) => msg,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    // Caught up with the source: for `/health`, waiting is not lagging.
+                    self.progress.waiting();
+                    let msg = rx.recv().await;
+                    self.progress.busy();
+                    match msg {
+                        Some(msg) => msg,
+                        None => break,
+                    }
+                }
+            };
             let received = Instant::now();
             let mut rows = Rows::default();
             let mut upto: Option<i64> = None;
@@ -365,6 +422,11 @@ impl DecodeLoop {
                 messages += 1;
                 let d = self.decode(&msg, &mut rows).await;
                 ops += d.ops;
+                if let Some(t) = d.event_time_us {
+                    let now = metrics::now_us();
+                    metrics::lag(self.kind, t, now);
+                    self.progress.decoded(t, now);
+                }
                 metrics::record_decoded(self.kind, &d);
                 if let Some(p) = d.position {
                     upto = Some(upto.map_or(p, |u| u.max(p)));

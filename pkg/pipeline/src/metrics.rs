@@ -121,7 +121,8 @@ pub fn describe() {
     );
 }
 
-fn now_us() -> i64 {
+/// Microseconds since the epoch.
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
@@ -137,9 +138,12 @@ pub(crate) fn record_decoded(kind: SourceKind, d: &Decoded) {
         counter!("skyhouse_indexer_dead_letters_total", "source" => source)
             .increment(d.dead_letters);
     }
-    if let Some(t) = d.event_time_us {
-        gauge!("skyhouse_indexer_lag_seconds", "source" => source).set((now_us() - t) as f64 / 1e6);
-    }
+}
+
+/// An event of time `event_us` decoded at `now_us`.
+pub(crate) fn lag(kind: SourceKind, event_us: i64, now_us: i64) {
+    gauge!("skyhouse_indexer_lag_seconds", "source" => kind.as_str())
+        .set((now_us - event_us) as f64 / 1e6);
 }
 
 pub(crate) fn ops_by_collection(

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{SourceConfig, SourceKind};
 use crate::error::SourceError;
-use crate::Message;
+use crate::{Connected, Message};
 
 /// Read buffer for captures: 256 KiB, a few hundred Jetstream lines per read.
 const READ_BUFFER: usize = 256 << 10;
@@ -64,6 +64,7 @@ pub(crate) async fn replay(
     from: i64,
     tx: &mpsc::Sender<Message>,
     shutdown: &CancellationToken,
+    connected: &Connected,
 ) -> Result<(), SourceError> {
     let io_err = |source| SourceError::File {
         path: path.to_path_buf(),
@@ -83,6 +84,8 @@ pub(crate) async fn replay(
     let messages = counter!(crate::metrics::MESSAGES, "kind" => cfg.kind.as_str());
     let bytes = counter!(crate::metrics::BYTES);
     tracing::info!(path = %path.display(), kind = %cfg.kind, from, "Replaying capture.");
+    // A capture being read counts as a connected source, until its end.
+    let _connected = connected.hold();
     loop {
         let next = tokio::select! {
             biased;

@@ -81,7 +81,7 @@ mod file;
 mod metrics;
 mod ws;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 pub use bytes::Bytes;
@@ -132,12 +132,52 @@ pub async fn run(
     tx: tokio::sync::mpsc::Sender<Message>,
     shutdown: CancellationToken,
 ) -> Result<(), SourceError> {
+    run_with_status(cfg, resume, tx, shutdown, Connected::default()).await
+}
+
+/// [`run`], keeping `connected` current: `true` while a WebSocket is open (or a `file://`
+/// capture is being replayed), `false` while connecting, backing off between attempts,
+/// and after `run` returns. For readiness checks (`/health`).
+pub async fn run_with_status(
+    cfg: SourceConfig,
+    resume: Arc<AtomicI64>,
+    tx: tokio::sync::mpsc::Sender<Message>,
+    shutdown: CancellationToken,
+    connected: Connected,
+) -> Result<(), SourceError> {
     let endpoints = cfg.resolve()?;
     match endpoints.as_slice() {
         [config::Endpoint::File { url, path }] => {
             let from = resume.load(Ordering::Relaxed);
-            file::replay(&cfg, url.as_str(), path, from, &tx, &shutdown).await
+            file::replay(&cfg, url.as_str(), path, from, &tx, &shutdown, &connected).await
         }
-        _ => ws::run(&cfg, &endpoints, &resume, &tx, &shutdown).await,
+        _ => ws::run(&cfg, &endpoints, &resume, &tx, &shutdown, &connected).await,
+    }
+}
+
+/// Whether a source is connected, shared between [`run_with_status`] (which sets it) and
+/// whoever reports readiness. Cheap to clone; starts `false`.
+#[derive(Debug, Clone, Default)]
+pub struct Connected(Arc<AtomicBool>);
+
+impl Connected {
+    /// `true` while a WebSocket is open or a `file://` capture is being replayed.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Set while the returned guard lives.
+    pub(crate) fn hold(&self) -> ConnectedFlag<'_> {
+        self.0.store(true, Ordering::Relaxed);
+        ConnectedFlag(self)
+    }
+}
+
+/// Clears [`Connected`] when dropped.
+pub(crate) struct ConnectedFlag<'a>(&'a Connected);
+
+impl Drop for ConnectedFlag<'_> {
+    fn drop(&mut self) {
+        self.0 .0.store(false, Ordering::Relaxed);
     }
 }

@@ -19,7 +19,7 @@ use crate::compress::{DecompressError, Decompressor};
 use crate::config::{Endpoint, SourceConfig, SourceKind, DEFAULT_JETSTREAM_REWIND};
 use crate::error::SourceError;
 use crate::metrics as m;
-use crate::{rewind_jetstream_cursor, Message};
+use crate::{rewind_jetstream_cursor, Connected, ConnectedFlag, Message};
 
 /// How long to wait for a close handshake when we hang up: 1 s. It is a courtesy; the
 /// socket is dropped either way.
@@ -32,6 +32,7 @@ pub(crate) async fn run(
     resume: &AtomicI64,
     tx: &mpsc::Sender<Message>,
     shutdown: &CancellationToken,
+    connected: &Connected,
 ) -> Result<(), SourceError> {
     let bases: Vec<&Url> = endpoints
         .iter()
@@ -51,6 +52,7 @@ pub(crate) async fn run(
         cfg,
         tx,
         shutdown,
+        connected,
         decompressor,
         messages: counter!(m::MESSAGES, "kind" => cfg.kind.as_str()),
         bytes: counter!(m::BYTES),
@@ -152,22 +154,27 @@ struct Connection<'a> {
     cfg: &'a SourceConfig,
     tx: &'a mpsc::Sender<Message>,
     shutdown: &'a CancellationToken,
+    connected: &'a Connected,
     decompressor: Option<Decompressor>,
     messages: Counter,
     bytes: Counter,
 }
 
-/// Sets `skyhouse_source_connected` to 1 while alive.
-struct ConnectedGuard;
+/// Sets `skyhouse_source_connected` to 1 and the [`Connected`] flag while alive.
+struct ConnectedGuard<'a> {
+    _flag: ConnectedFlag<'a>,
+}
 
-impl ConnectedGuard {
-    fn new() -> Self {
+impl<'a> ConnectedGuard<'a> {
+    fn new(connected: &'a Connected) -> Self {
         gauge!(m::CONNECTED).set(1.0);
-        ConnectedGuard
+        ConnectedGuard {
+            _flag: connected.hold(),
+        }
     }
 }
 
-impl Drop for ConnectedGuard {
+impl Drop for ConnectedGuard<'_> {
     fn drop(&mut self) {
         gauge!(m::CONNECTED).set(0.0);
     }
@@ -206,7 +213,7 @@ impl Connection<'_> {
             },
         };
         let connected_at = Instant::now();
-        let _connected = ConnectedGuard::new();
+        let _connected = ConnectedGuard::new(self.connected);
         tracing::info!(endpoint = &**endpoint, cursor, "Source connected.");
         let lost = |reason, detail: String| {
             End::Lost(Lost {

@@ -18,6 +18,9 @@
 //!   records, cursors, keys, the SQL explorer, hostile parameters, OpenAPI.
 //! - `redis_down`: Redis killed mid-stream: indexing goes on, the cursor is
 //!   saved once Redis is back.
+//! - `health`: `/health` names what fails: an unreachable source, lag over
+//!   `--health-max-lag-secs` (and passes once the source is idle), Redis
+//!   stopped under a running service; ready on the PDS's firehose.
 //!
 //! The PDS's `subscribeRepos` replays events with `seq > cursor`, and the
 //! indexer's `--cursor 0` means "live tip", so a replay from the first event
@@ -27,6 +30,7 @@
 
 mod backfill;
 mod firehose;
+mod health;
 mod jetstream;
 mod kill;
 mod redis_down;

@@ -86,9 +86,17 @@ async fn redis_outage_keeps_indexing_and_the_cursor_is_saved_when_it_returns() {
         status == 503 && v["checks"]["redis"] == false && v["checks"]["clickhouse"] == true
     })
     .await;
+    // The failed save is counted when Redis's command timeout ends it, which may be a
+    // moment after /health's own probe timed out: wait for both.
     let scrape = indexer
-        .metrics_until("the last seq acknowledged", |s| {
+        .metrics_until("the last seq acknowledged and a failed save", |s| {
             crate::metric(s, "skyhouse_indexer_cursor", &[]) == Some(last_seq as f64)
+                && crate::metric(
+                    s,
+                    "skyhouse_indexer_redis_errors_total",
+                    &["op=\"save_cursor\""],
+                )
+                .is_some_and(|n| n > 0.0)
         })
         .await;
     assert!(

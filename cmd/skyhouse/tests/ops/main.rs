@@ -10,9 +10,12 @@
 //!   is JSON, and its spans reach a collector on loopback.
 //! - `deploy`: docker/compose.yaml, prometheus.yml, Grafana provisioning and the
 //!   Dockerfile agree with each other and with the workspace.
+//! - `promtool`: every dashboard's PromQL, docker/prometheus.yml and any rule file under
+//!   docker/ pass Prometheus's `promtool` checks (Debian `prometheus`, from `just deps`).
 
 mod deploy;
 mod env;
 mod metrics;
+mod promtool;
 mod telemetry;
 mod util;

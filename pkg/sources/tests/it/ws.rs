@@ -389,3 +389,40 @@ fn a_quiet_server_that_answers_pings_keeps_the_connection() {
         src.stop().await;
     });
 }
+
+/// `run_with_status` keeps `Connected` true while a socket is open (through a
+/// reconnect) and false once `run` has returned. (Refused connects: tests/e2e/health.rs.)
+#[tokio::test]
+async fn connected_follows_the_socket() {
+    let line = corpus_lines()[0].clone();
+    let gate = Arc::new(Notify::new());
+    let server = serve(
+        Script::new()
+            .text(line.clone())
+            .wait_for(gate.clone())
+            .close()
+            .text(line),
+    )
+    .await;
+    let connected = skyhouse_sources::Connected::default();
+    assert!(!connected.get());
+    let (tx, mut rx) = mpsc::channel(16);
+    let stop = skyhouse_sources::CancellationToken::new();
+    let task = tokio::spawn(skyhouse_sources::run_with_status(
+        config(SourceKind::Jetstream, &[server.url()]),
+        Arc::new(AtomicI64::new(-1)),
+        tx,
+        stop.clone(),
+        connected.clone(),
+    ));
+    recv(&mut rx).await;
+    assert!(connected.get(), "a message came over an open socket");
+    gate.notify_one();
+    // The second connection's message: reconnected, connected again.
+    recv(&mut rx).await;
+    assert!(connected.get());
+    assert_eq!(server.connections(), 2);
+    stop.cancel();
+    task.await.expect("join").expect("run");
+    assert!(!connected.get(), "run returned: not connected");
+}
