@@ -273,13 +273,13 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
     args.redis.validate()?;
     crate::service::runtime()?.block_on(async move {
         let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
-        if show_progress {
+        let progress = show_progress.then(|| {
             tokio::spawn(progress_line(
                 cfg.progress.clone(),
                 svc.state.work_queue(BACKFILL_STREAM, GROUP),
                 svc.shutdown.clone(),
-            ));
-        }
+            ))
+        });
         let (state, shutdown) = (svc.state, svc.shutdown);
         let push = match &args.relay_url {
             Some(url) => {
@@ -307,6 +307,9 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
             }
         }
         shutdown.cancel();
+        if let Some(p) = progress {
+            let _ = p.await;
+        }
         let repos: Vec<String> = summary
             .repos
             .iter()
@@ -323,8 +326,10 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
     })
 }
 
-/// Every second, one line on stderr: repositories done by this process, the
-/// queue left, records/s and an ETA at this process's rate.
+/// One line on stderr: repositories done by this process, the queue left,
+/// records/s and an ETA at this process's rate. On a terminal it is redrawn
+/// in place every second; into a file or pipe, a new line every 10 s. A last
+/// line at shutdown.
 async fn progress_line(
     progress: Arc<skyhouse_backfill::Progress>,
     queue: skyhouse_backfill::WorkQueue,
@@ -332,16 +337,19 @@ async fn progress_line(
 ) {
     use std::io::Write;
     use std::sync::atomic::Ordering;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let every = Duration::from_secs(if terminal { 1 } else { 10 });
     let started = std::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
     let mut left = 0u64;
     let mut last_len = std::time::Instant::now() - Duration::from_secs(60);
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        if last_len.elapsed() >= Duration::from_secs(5) {
+        let last = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        if last || last_len.elapsed() >= Duration::from_secs(5) {
             left = queue.len().await.unwrap_or(left);
             last_len = std::time::Instant::now();
         }
@@ -352,10 +360,16 @@ async fn progress_line(
             started.elapsed(),
         );
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = if terminal {
+            write!(err, "\r\x1b[2K{line}{}", if last { "\n" } else { "" })
+        } else {
+            writeln!(err, "{line}")
+        };
         let _ = err.flush();
+        if last {
+            return;
+        }
     }
-    let _ = writeln!(std::io::stderr());
 }
 
 /// The progress line's text.
@@ -410,7 +424,8 @@ fn status(args: StatusArgs) -> Result<ExitCode> {
         println!("queue\t{depth}");
         println!("pending\t{pending}");
         println!("dead\t{dead}");
-        println!("rate\t{:.1}/s", last_minute as f64 / 60.0);
+        println!("last_minute\t{last_minute}");
+        println!("rate\t{:.2}/s", last_minute as f64 / 60.0);
         for (s, n) in counts {
             println!("{s}\t{n}");
         }

@@ -350,17 +350,22 @@ impl WorkQueue {
     }
 
     /// Remove entries every consumer is done with, given `acked`, the
-    /// highest id just acknowledged: everything below both it and the
+    /// highest id just acknowledged: everything up to it and below the
     /// smallest pending id. Entries are delivered in id order, so an entry
     /// below `acked` that is not pending has been acked. (Assumes this group
     /// is the stream's only reader.) Returns entries removed.
     pub async fn trim_acked(&self, acked: &str) -> Result<u64, StateError> {
         let (count, min_pending) = self.pending().await?;
+        // The entry just after `acked`: `acked` itself goes too.
+        let after = match parse_id(acked) {
+            Some((ms, seq)) => format!("{ms}-{}", seq.saturating_add(1)),
+            None => acked.to_string(),
+        };
         let min = match (count, min_pending) {
-            (0, _) | (_, None) => acked.to_string(),
+            (0, _) | (_, None) => after,
             (_, Some(p)) => match (parse_id(&p), parse_id(acked)) {
                 (Some(a), Some(b)) if a < b => p,
-                _ => acked.to_string(),
+                _ => after,
             },
         };
         Ok(self

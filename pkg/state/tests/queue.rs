@@ -50,9 +50,15 @@ async fn each_entry_goes_to_one_consumer_and_ack_trims() {
     q.trim_acked(&last).await.unwrap();
     assert_eq!(
         q.len().await.unwrap(),
-        1,
-        "everything below the last ack is gone"
+        0,
+        "everything up to the last ack is gone"
     );
+    // Entries after the acked one stay.
+    q.push_many(&dids[..2], "test").await.unwrap();
+    let c = q.read("c", 1).await.unwrap();
+    q.ack(&[c[0].id.clone()]).await.unwrap();
+    q.trim_acked(&c[0].id).await.unwrap();
+    assert_eq!(q.len().await.unwrap(), 1, "the undelivered entry stays");
 }
 
 #[tokio::test]

@@ -2,11 +2,20 @@
 //! would, against the reference PDS: every active account's records land
 //! exactly; `/health`, `/metrics` and the Grafana dashboard of the workers;
 //! SIGTERM exits 0. A worker killed with -9 while it holds entries: a second
-//! worker takes them over (XAUTOCLAIM) and finishes.
+//! worker takes them over (XAUTOCLAIM) and finishes. The backfill and the
+//! live indexer at the same time, while the PDS keeps writing and deleting:
+//! they converge on the PDS's truth.
 
-use skyhouse_testkit::{dashboards, AccountStatus, Network, Redis, Scenario};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use crate::{live_records, metric, skyhouse, spare_port, strings, text, Indexer, Setup};
+use serde_json::json;
+use skyhouse_testkit::{dashboards, now_rfc3339, AccountStatus, Network, Pds, Redis, Scenario};
+
+use crate::{
+    assert_each_record_once, firehose_url, live_records, metric, seq_of, skyhouse, spare_port,
+    strings, text, Indexer, Setup,
+};
 
 /// A scenario's DIDs queued for a fresh backfill deployment.
 async fn queued(hint: &str) -> (Setup, Scenario, Network) {
@@ -60,7 +69,11 @@ async fn assert_active_repos_match(setup: &Setup, network: &Network, scenario: &
 async fn backfill_workers_land_every_repository_and_export_their_dashboard() {
     let (setup, scenario, network) = queued("e2e_backfill").await;
     let repos = scenario.dids().count() as f64;
-    let mut work = worker(&setup, &network, &["--concurrency", "2"]);
+    let mut work = worker(
+        &setup,
+        &network,
+        &["--concurrency", "2", "--progress", "always"],
+    );
     // Every repository finished, whatever its status (done, deactivated, …).
     let done = |m: &str| {
         let samples = dashboards::parse_scrape(m);
@@ -75,6 +88,32 @@ async fn backfill_workers_land_every_repository_and_export_their_dashboard() {
     assert_active_repos_match(&setup, &network, &scenario).await;
     let exit = work.terminate();
     assert!(exit.success(), "{exit}:\n{}", work.log_tail());
+    // `--progress always` writes progress lines even into a log file, the
+    // last one at shutdown.
+    let log = work.log();
+    assert!(
+        log.contains(&format!("backfill: {repos} repos done, 0 queued")),
+        "no progress line with {repos} repos done:\n{}",
+        work.log_tail()
+    );
+    // `status`: nothing queued or pending, and the last minute's rate.
+    let mut args = strings(&["backfill", "status"]);
+    args.extend(setup.redis_flags());
+    args.extend(setup.clickhouse_flags());
+    let out = skyhouse(&args);
+    assert!(out.status.success(), "status: {}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(printed.contains("pending\t0\n"), "{printed}");
+    let last_minute: f64 = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("last_minute\t"))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no last_minute line: {printed}"));
+    assert_eq!(
+        last_minute, repos,
+        "repositories finished in the last minute: {printed}"
+    );
+    assert!(printed.contains("\nrate\t"), "{printed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,4 +138,122 @@ async fn a_second_worker_takes_over_what_a_killed_one_held() {
     assert!(exit.success(), "{exit}:\n{}", second.log_tail());
     assert_eq!(pending(&setup), 0, "nothing left pending");
     assert_active_repos_match(&setup, &network, &scenario).await;
+}
+
+/// Posts written before anything is indexed (the backfill's work).
+const HISTORY: usize = 40;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_and_the_live_indexer_converge_while_the_pds_keeps_writing() {
+    let network = Network::start();
+    let pds = network.pds();
+    let scenario = Scenario::run(&pds).await.expect("scenario");
+    // History: a few accounts with posts, some of which are deleted later,
+    // while their snapshots may be in flight.
+    let suffix = std::process::id() % 100_000;
+    let mut accounts = Vec::new();
+    let mut history = Vec::new();
+    for name in ["ivy", "jon", "kim"] {
+        let a = pds
+            .create_account(&format!("{name}{suffix}.test"))
+            .await
+            .unwrap();
+        let mut posts = Vec::new();
+        for i in 0..HISTORY {
+            posts.push(post(&pds, &a, &format!("history {i}")).await);
+        }
+        accounts.push(a);
+        history.push(posts);
+    }
+    let tip = post(&pds, &accounts[0], "the tip").await;
+    let setup = Setup::new(
+        "e2e_backfill_live",
+        Redis::shared().url(),
+        "firehose",
+        firehose_url(&network),
+    );
+    // The live indexer starts after the history: that is the backfill's.
+    setup.set_cursor(seq_of(&network, &tip).await);
+    let mut indexer = setup.start(&[]);
+
+    let mut args = strings(&["backfill", "enqueue"]);
+    for did in scenario
+        .dids()
+        .chain(accounts.iter().map(|a| a.did.as_str()))
+    {
+        args.extend(["--did".to_owned(), did.to_owned()]);
+    }
+    args.extend(setup.redis_flags());
+    let out = skyhouse(&args);
+    assert!(out.status.success(), "enqueue: {}", text(&out));
+
+    // Writes and deletes while the workers run (and a few after).
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (pds, accounts, stop) = (pds.clone(), accounts.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            let mut last = None;
+            while i < 30 || !stop.load(Ordering::Relaxed) {
+                let who = i % accounts.len();
+                last = Some(post(&pds, &accounts[who], &format!("live {i}")).await);
+                if i.is_multiple_of(2) && i / 2 < HISTORY {
+                    // Delete history the snapshot may or may not hold yet.
+                    let victim = &history[who][i / 2];
+                    pds.delete_record(&accounts[who], POST, victim.rkey())
+                        .await
+                        .unwrap();
+                }
+                if i % 5 == 4 {
+                    let profile = json!({ "$type": "app.bsky.actor.profile", "displayName": format!("v{i}") });
+                    pds.put_record(&accounts[who], "app.bsky.actor.profile", "self", profile)
+                        .await
+                        .unwrap();
+                }
+                i += 1;
+            }
+            (i, last.unwrap())
+        })
+    };
+    let mut work = worker(&setup, &network, &["--concurrency", "2", "--drain"]);
+    let exit = work.wait_exit();
+    stop.store(true, Ordering::Relaxed);
+    assert!(exit.success(), "{exit}:\n{}", work.log_tail());
+    let (writes, last) = writer.await.unwrap();
+    println!("{writes} live writes while the backfill ran");
+    let last_seq = seq_of(&network, &last).await;
+    indexer.wait_for_cursor(&setup, last_seq);
+
+    assert_active_repos_match(&setup, &network, &scenario).await;
+    let pds_truth = pds
+        .truths(accounts.iter().map(|a| a.did.as_str()))
+        .await
+        .expect("truth");
+    let got = live_records(&setup);
+    for (did, truth) in &pds_truth {
+        assert_eq!(
+            got.get(did),
+            Some(&truth.records),
+            "{did}: ClickHouse vs the PDS"
+        );
+    }
+    assert_each_record_once(&setup);
+    let status = indexer.terminate();
+    assert!(status.success(), "{status}:\n{}", indexer.log_tail());
+}
+
+const POST: &str = "app.bsky.feed.post";
+
+async fn post(
+    pds: &Pds,
+    account: &skyhouse_testkit::Account,
+    text: &str,
+) -> skyhouse_testkit::Written {
+    pds.create_record(
+        account,
+        POST,
+        json!({ "$type": POST, "text": text, "createdAt": now_rfc3339() }),
+    )
+    .await
+    .unwrap()
 }

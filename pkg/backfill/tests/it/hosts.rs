@@ -343,3 +343,143 @@ async fn run_through_owned(
 ) -> skyhouse_backfill::Summary {
     run_through(&gate, cfg, &ch, &st).await
 }
+
+/// A PDS that lists `dids` two per page and refuses page 2 until `open`.
+async fn paging_host(dids: Vec<String>, open: Arc<AtomicBool>) -> String {
+    let app = Router::new().route(
+        "/xrpc/com.atproto.sync.listRepos",
+        get(move |RawQuery(q): RawQuery| {
+            let (dids, open) = (dids.clone(), open.clone());
+            async move {
+                let q = q.unwrap_or_default();
+                let start: usize = q
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("cursor="))
+                    .map_or(0, |c| c.parse().unwrap());
+                if start > 0 && !open.load(Ordering::SeqCst) {
+                    let body = r#"{"error":"InvalidRequest","message":"not today"}"#;
+                    return (StatusCode::BAD_REQUEST, body).into_response();
+                }
+                let page: Vec<Value> = dids
+                    .iter()
+                    .skip(start)
+                    .take(2)
+                    .map(|d| serde_json::json!({"did": d, "head": "x", "rev": "x"}))
+                    .collect();
+                let next = start + page.len();
+                let mut body = serde_json::json!({ "repos": page });
+                if next < dids.len() {
+                    body["cursor"] = Value::String(next.to_string());
+                }
+                axum::response::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string()))
+                    .unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("127.0.0.1:{}", addr.port())
+}
+
+#[tokio::test]
+async fn hosts_from_a_relay_are_each_listed_and_a_failed_host_resumes_where_it_stopped() {
+    let network = Network::shared();
+    let pds = network.pds();
+    Scenario::run(&pds).await.unwrap();
+    let st = state("backfill_hosts_from").await;
+    let queue = st.work_queue(BACKFILL_STREAM, GROUP);
+    queue.create_group().await.unwrap();
+    let fake: Vec<String> = (0..5).map(|i| format!("did:plc:fakehost{i:017}")).collect();
+    let open = Arc::new(AtomicBool::new(false));
+    let paging = paging_host(fake.clone(), open.clone()).await;
+    // The relay lists the real PDS by its bare host name (loopback: http) and the paging host.
+    let pds_host = network
+        .pds_url()
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let hosts = serde_json::json!({"hosts": [
+        {"hostname": pds_host, "seq": 1, "status": "active"},
+        {"hostname": paging, "seq": 2, "status": "active"},
+    ]})
+    .to_string();
+    let relay = Router::new().route(
+        "/xrpc/com.atproto.sync.listHosts",
+        get(move || {
+            let hosts = hosts.clone();
+            async move { ([("content-type", "application/json")], hosts) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, relay).await });
+
+    // The PDS's own listing: what the real host should contribute.
+    let http = reqwest::Client::new();
+    let listed: Value = http
+        .get(format!(
+            "{}/xrpc/com.atproto.sync.listRepos?limit=1000",
+            network.pds_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pds_dids: Vec<String> = listed["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["did"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        pds_dids.len() >= 5 && pds_dids.len() < 1000,
+        "{}",
+        pds_dids.len()
+    );
+
+    let first = skyhouse_backfill::enqueue_hosts(&http, &relay_url, 100, &st, &queue)
+        .await
+        .unwrap();
+    assert_eq!(first.hosts, 2);
+    assert_eq!(first.failed.len(), 1, "{:?}", first.failed);
+    assert!(first.failed[0].contains(&paging), "{:?}", first.failed);
+    assert_eq!(first.dids, pds_dids.len() as u64 + 2);
+
+    // Run again once the host answers: only what was missing is queued.
+    open.store(true, Ordering::SeqCst);
+    let second = skyhouse_backfill::enqueue_hosts(&http, &relay_url, 100, &st, &queue)
+        .await
+        .unwrap();
+    assert!(second.failed.is_empty(), "{:?}", second.failed);
+    assert_eq!(
+        second.dids, 3,
+        "pages 2 and 3 of the paging host, nothing else again"
+    );
+    let queued: Vec<String> = queue
+        .peek(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.did)
+        .collect();
+    let mut want: Vec<String> = pds_dids.iter().chain(&fake).cloned().collect();
+    let mut got = queued.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "every DID of every host exactly once");
+    // A finished listing leaves no cursor behind: the next run starts over.
+    for host in [
+        network.pds_url().trim_end_matches('/').to_owned(),
+        format!("http://{paging}"),
+    ] {
+        let key = skyhouse_backfill::list_repos_cursor_key(&host);
+        assert_eq!(st.value(&key).await.unwrap(), None, "{key}");
+    }
+}
