@@ -35,6 +35,7 @@ mod jetstream;
 mod kill;
 mod redis_down;
 mod relay;
+mod resync;
 mod search;
 
 use std::collections::{BTreeMap, BTreeSet};
