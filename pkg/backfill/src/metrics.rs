@@ -37,6 +37,9 @@ pub fn describe() {
     ] {
         counter!(name).increment(0);
     }
+    for result in ["hit", "miss"] {
+        counter!("skyhouse_backfill_did_cache_total", "result" => result).increment(0);
+    }
     describe_counter!(
         "skyhouse_backfill_repos_total",
         Unit::Count,
