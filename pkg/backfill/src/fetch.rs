@@ -1,16 +1,29 @@
 //! `com.atproto.sync.getRepo` from the account's own PDS, under a size cap.
+//! Small repositories are read whole (then indexed in place); large ones
+//! (or of unknown size) are parsed as they arrive, so a worker never holds a
+//! large CAR twice: their blocks stay in memory up to the reader's cap and
+//! spill to a temporary file beyond it.
 
+use std::io::Read;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use reqwest::header::HeaderMap;
+use tokio::sync::mpsc;
 
 use crate::BackfillError;
+
+/// Body chunks buffered between the download and the parser.
+const STREAM_CHUNKS: usize = 16;
 
 /// What `getRepo` answered.
 #[derive(Debug)]
 pub enum Fetched {
-    /// The repository CAR.
+    /// The repository CAR, read whole.
     Car(Vec<u8>),
+    /// The repository CAR, still arriving: read it on a blocking thread.
+    Stream(BodyReader),
     /// The host does not serve the repository: the status to record
     /// (`not_found`, `deactivated`, `takendown`, `suspended`).
     Unavailable(&'static str),
@@ -64,8 +77,17 @@ impl Fetcher {
     }
 
     /// Fetch `did`'s repository from `pds`. The body is read in chunks and
-    /// refused as soon as it passes the cap (also when `Content-Length` says so).
-    pub async fn get_repo(&self, pds: &str, did: &str) -> Result<Fetched, BackfillError> {
+    /// refused as soon as it passes the cap (also when `Content-Length` says
+    /// so). A body larger than `stream_above` bytes, or without a
+    /// `Content-Length`, comes back as [`Fetched::Stream`]; `guard` (e.g. the
+    /// host's request slot) is held until the whole body is read.
+    pub async fn get_repo<G: Send + 'static>(
+        &self,
+        pds: &str,
+        did: &str,
+        stream_above: u64,
+        guard: G,
+    ) -> Result<Fetched, BackfillError> {
         let url = format!(
             "{}/xrpc/com.atproto.sync.getRepo",
             pds.trim_end_matches('/')
@@ -112,6 +134,14 @@ impl Fetcher {
                 max: self.max_bytes,
             });
         }
+        if resp.content_length().is_none_or(|n| n > stream_above) {
+            return Ok(Fetched::Stream(BodyReader::pump(
+                resp,
+                url,
+                self.max_bytes,
+                guard,
+            )));
+        }
         let mut car = Vec::with_capacity(
             resp.content_length()
                 .map_or(64 << 10, |n| n.min(self.max_bytes) as usize),
@@ -126,6 +156,92 @@ impl Fetcher {
         }
         crate::metrics::bytes(car.len());
         Ok(Fetched::Car(car))
+    }
+}
+
+/// A response body as a blocking [`Read`], fed by a download task. A
+/// transport failure or the size cap ends it with an error; ask
+/// [`BodyReader::failure`] for the real cause (retriable or not).
+#[derive(Debug)]
+pub struct BodyReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+    failed: Arc<Mutex<Option<BackfillError>>>,
+}
+
+impl BodyReader {
+    fn pump<G: Send + 'static>(
+        mut resp: reqwest::Response,
+        url: String,
+        max: u64,
+        guard: G,
+    ) -> BodyReader {
+        let (tx, rx) = mpsc::channel(STREAM_CHUNKS);
+        let failed = Arc::new(Mutex::new(None));
+        let slot = failed.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut total = 0u64;
+            let error = loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        total += chunk.len() as u64;
+                        crate::metrics::bytes(chunk.len());
+                        if total > max {
+                            break Some(BackfillError::TooLarge { max });
+                        }
+                        if tx.send(chunk).await.is_err() {
+                            break None; // the parser gave up first
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(e) => {
+                        break Some(BackfillError::Transport {
+                            url,
+                            reason: e.to_string(),
+                        })
+                    }
+                }
+            };
+            if let Some(e) = error {
+                *slot.lock().expect("backfill: body failure lock") = Some(e);
+            }
+        });
+        BodyReader {
+            rx,
+            current: Bytes::new(),
+            failed,
+        }
+    }
+
+    /// Why the body ended early, if it did (the download's own error).
+    pub fn failure(&self) -> Option<BackfillError> {
+        self.failed
+            .lock()
+            .expect("backfill: body failure lock")
+            .take()
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => {
+                    let failed = self.failed.lock().map(|f| f.is_some()).unwrap_or(true);
+                    return if failed {
+                        Err(std::io::Error::other("the download failed"))
+                    } else {
+                        Ok(0)
+                    };
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
     }
 }
 

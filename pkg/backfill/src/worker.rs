@@ -69,6 +69,9 @@ pub struct WorkerConfig {
     pub host_health: Option<skyhouse_monitor::UnhealthyHosts>,
     /// Totals updated as repositories finish (for a progress display).
     pub progress: Arc<Progress>,
+    /// CARs larger than this (or of unknown size) are parsed while they
+    /// download instead of being read whole first. Default 16 MiB.
+    pub stream_above: u64,
 }
 
 impl WorkerConfig {
@@ -94,6 +97,7 @@ impl WorkerConfig {
             did_cache_ttl: Duration::from_secs(6 * 3600),
             host_health: None,
             progress: Arc::default(),
+            stream_above: 16 << 20,
         }
     }
 
@@ -606,20 +610,35 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
             fetched = fetch(ctx, &pds, did).await?;
         }
     }
-    let car = match fetched {
-        Fetched::Car(car) => car,
-        Fetched::Unavailable(s) => return Ok(unavailable(RepoStatus::from_unavailable(s))),
-    };
-    let opts = CarOptions {
+    let mut opts = CarOptions {
         max_total: cfg.max_repo_bytes,
         memory_cap: cfg.memory_cap,
-        size_hint: Some(car.len() as u64),
         ..CarOptions::default()
     };
-    let repo = tokio::task::spawn_blocking(move || Repo::from_shared(Arc::from(car), opts))
-        .await
-        .map_err(|e| BackfillError::Repo(format!("reader task: {e}")))?
-        .map_err(|e| BackfillError::Repo(e.to_string()))?;
+    let read = match fetched {
+        Fetched::Car(car) => {
+            opts.size_hint = Some(car.len() as u64);
+            tokio::task::spawn_blocking(move || {
+                Repo::from_shared(Arc::from(car), opts)
+                    .map_err(|e| BackfillError::Repo(e.to_string()))
+            })
+            .await
+        }
+        Fetched::Stream(body) => {
+            tokio::task::spawn_blocking(move || {
+                let mut body = std::io::BufReader::with_capacity(256 << 10, body);
+                Repo::read(&mut body, opts).map_err(|e| {
+                    // A failed download is the download's error (retriable).
+                    body.get_ref()
+                        .failure()
+                        .unwrap_or_else(|| BackfillError::Repo(e.to_string()))
+                })
+            })
+            .await
+        }
+        Fetched::Unavailable(s) => return Ok(unavailable(RepoStatus::from_unavailable(s))),
+    };
+    let repo = read.map_err(|e| BackfillError::Repo(format!("reader task: {e}")))??;
     if repo.commit.did != did {
         return Err(BackfillError::Repo(format!(
             "commit is for {}, not {did}",
@@ -672,9 +691,12 @@ async fn fetch(ctx: &Ctx, pds: &str, did: &str) -> Result<Fetched, BackfillError
             return Err(BackfillError::HostDown(crate::hosts::host_key(pds)));
         }
     }
-    let _permit = ctx.hosts.acquire(pds).await;
+    let permit = ctx.hosts.acquire(pds).await;
     let started = Instant::now();
-    let fetched = ctx.fetcher.get_repo(pds, did).await;
+    let fetched = ctx
+        .fetcher
+        .get_repo(pds, did, ctx.cfg.stream_above, permit)
+        .await;
     crate::metrics::fetch_seconds(started.elapsed().as_secs_f64());
     if let Err(
         e @ BackfillError::Http {

@@ -36,6 +36,8 @@ struct Gate {
     /// When the 429 went out, and when the next getRepo arrived.
     throttled: Mutex<(Option<Instant>, Option<Instant>)>,
     down: AtomicBool,
+    /// Send getRepo bodies in 1 KiB chunks without a Content-Length.
+    chunked: AtomicBool,
 }
 
 type Shared = Arc<Gate>;
@@ -101,7 +103,22 @@ async fn get_repo(AxState(gate): AxState<Shared>, RawQuery(q): RawQuery) -> Resp
     tokio::time::sleep(delay).await;
     let resp = forward(&gate, "/xrpc/com.atproto.sync.getRepo", q).await;
     gate.inflight.fetch_sub(1, Ordering::SeqCst);
-    resp
+    if !gate.chunked.load(Ordering::SeqCst) || resp.status() != StatusCode::OK {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
+        .chunks(1024)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let stream = futures_util::stream::iter(chunks);
+    (
+        [("content-type", "application/vnd.ipld.car")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 async fn health(AxState(gate): AxState<Shared>) -> Response {
@@ -482,4 +499,82 @@ async fn hosts_from_a_relay_are_each_listed_and_a_failed_host_resumes_where_it_s
         let key = skyhouse_backfill::list_repos_cursor_key(&host);
         assert_eq!(st.value(&key).await.unwrap(), None, "{key}");
     }
+}
+
+#[tokio::test]
+async fn repositories_are_parsed_while_they_download_under_the_size_cap() {
+    let network = Network::shared();
+    let scenario = Scenario::run(&network.pds()).await.unwrap();
+    let (db, ch) = fresh("backfill_stream").await;
+    let st = state("backfill_stream").await;
+    let gate = gateway(network).await;
+    gate.chunked.store(true, Ordering::SeqCst);
+    let queue = st.work_queue(BACKFILL_STREAM, GROUP);
+    queue.create_group().await.unwrap();
+    let dids: Vec<String> = scenario.dids().map(str::to_owned).collect();
+    enqueue_dids(&queue, &dids, "did").await.unwrap();
+
+    // No Content-Length: every body is parsed as it arrives, 1 KiB at a time.
+    run_through(&gate, config("stream"), &ch, &st).await;
+    let got = stored(&db);
+    let pds = network.pds();
+    let mut sizes = Vec::new();
+    for did in &dids {
+        let truth = pds.truth(did).await.unwrap();
+        if truth.status == skyhouse_testkit::AccountStatus::Active {
+            assert_eq!(got.get(did), Some(&truth.records), "{did}");
+            let car = reqwest::get(format!(
+                "{}/xrpc/com.atproto.sync.getRepo?did={did}",
+                network.pds_url()
+            ))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+            sizes.push((did.clone(), car.len() as u64));
+        }
+    }
+
+    // A cap between the smallest and the largest repository: the larger
+    // ones are refused mid-download (no retry: it cannot shrink), the
+    // smaller ones land.
+    sizes.sort_by_key(|s| s.1);
+    let cap = (sizes[0].1 + sizes[sizes.len() - 1].1) / 2;
+    assert!(
+        sizes[0].1 < cap && cap < sizes[sizes.len() - 1].1,
+        "{sizes:?}"
+    );
+    let (db2, ch2) = fresh("backfill_stream_cap").await;
+    let st2 = state("backfill_stream_cap").await;
+    let queue2 = st2.work_queue(BACKFILL_STREAM, GROUP);
+    queue2.create_group().await.unwrap();
+    let active: Vec<String> = sizes.iter().map(|s| s.0.clone()).collect();
+    enqueue_dids(&queue2, &active, "did").await.unwrap();
+    let mut capped = config("stream-cap");
+    capped.max_repo_bytes = cap;
+    let before = gate.repo_requests.load(Ordering::SeqCst);
+    run_through(&gate, capped, &ch2, &st2).await;
+    assert_eq!(
+        gate.repo_requests.load(Ordering::SeqCst) - before,
+        active.len(),
+        "one request per repository: a repository over the cap is not retried"
+    );
+    let states = repo_state(&db2);
+    for (did, size) in &sizes {
+        let (status, _, _) = &states[did];
+        if *size > cap {
+            assert_eq!(status, "failed", "{did} ({size} bytes > {cap})");
+        } else {
+            assert_eq!(status, "done", "{did} ({size} bytes <= {cap})");
+        }
+    }
+    let errors =
+        db2.query("SELECT error FROM repo_state FINAL WHERE status = 'failed' FORMAT TabSeparated");
+    assert!(
+        errors
+            .lines()
+            .all(|e| e.contains(&format!("larger than {cap} bytes"))),
+        "{errors}"
+    );
 }
