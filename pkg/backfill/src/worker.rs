@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skyhouse_atproto::car::CarOptions;
-use skyhouse_atproto::repo::Repo;
+use skyhouse_atproto::car::{CarError, CarOptions};
+use skyhouse_atproto::repo::{Repo, RepoError};
 use skyhouse_identity::Resolver;
 use skyhouse_state::{State, WorkEntry, WorkQueue};
 use skyhouse_store::cleanup::now_version;
@@ -628,10 +628,14 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
             tokio::task::spawn_blocking(move || {
                 let mut body = std::io::BufReader::with_capacity(256 << 10, body);
                 Repo::read(&mut body, opts).map_err(|e| {
-                    // A failed download is the download's error (retriable).
-                    body.get_ref()
-                        .failure()
-                        .unwrap_or_else(|| BackfillError::Repo(e.to_string()))
+                    // A failed download is the download's error (retriable);
+                    // a block declared past the cap is the cap's.
+                    body.get_ref().failure().unwrap_or_else(|| match e {
+                        RepoError::Car(CarError::TooLarge { max, .. }) => {
+                            BackfillError::TooLarge { max }
+                        }
+                        e => BackfillError::Repo(e.to_string()),
+                    })
                 })
             })
             .await

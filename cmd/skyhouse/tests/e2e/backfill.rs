@@ -215,10 +215,22 @@ async fn backfill_and_the_live_indexer_converge_while_the_pds_keeps_writing() {
             (i, last.unwrap())
         })
     };
-    let mut work = worker(&setup, &network, &["--concurrency", "2", "--drain"]);
-    let exit = work.wait_exit();
+    // Two worker processes share the queue.
+    let mut one = worker(&setup, &network, &["--concurrency", "2", "--drain"]);
+    let mut two = worker(&setup, &network, &["--concurrency", "2", "--drain"]);
+    let exits = [one.wait_exit(), two.wait_exit()];
     stop.store(true, Ordering::Relaxed);
-    assert!(exit.success(), "{exit}:\n{}", work.log_tail());
+    for (exit, w) in exits.iter().zip([&one, &two]) {
+        assert!(exit.success(), "{exit}:\n{}", w.log_tail());
+    }
+    // No repository was processed to completion twice: one repo_state row
+    // each (rows, not FINAL).
+    let queued = scenario.dids().count() + accounts.len();
+    assert_eq!(
+        setup.number("SELECT count() FROM repo_state"),
+        queued as u64,
+        "repo_state rows"
+    );
     let (writes, last) = writer.await.unwrap();
     println!("{writes} live writes while the backfill ran");
     let last_seq = seq_of(&network, &last).await;
