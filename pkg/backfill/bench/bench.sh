@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Backfill throughput and peak RSS (`just bench-backfill`): REPOS generated repositories of 50-300
+# records (bench/gen-backfill.mjs, generated once into bench/out/) served from loopback by
+# pkg/backfill/examples/car_server.rs (a static PLC directory + PDS in its own process), queued with
+# `skyhouse backfill enqueue` and drained by the release `skyhouse backfill work --drain` into a fresh
+# database on the `just up` ClickHouse and Redis. Cases:
+#   small  the REPOS small repositories
+#   big    the same plus one ~300 MB repository (840k records), queued first so it is in flight
+#          while the small ones stream past
+#   pds    realism: the reference PDS + PLC (e2e/network.mjs, @atproto/dev-env) with PDS_ACCOUNTS
+#          accounts (default 40) of 50-300 records each written by bench/seed-pds.mjs
+# Every repository of a case is on one host, so `--per-host` is set to CONCURRENCY (default 8 would
+# cap the static server at 8 requests in flight). Each run checks that every repository is `done`
+# in repo_state and that `records` holds exactly the generated number of records (else it fails).
+# Prints one JSON line per run (repos/s, records/s, peak RSS of the worker, CPU seconds of the
+# worker and of the ClickHouse server, load average), then the medians of RUNS.
+# Usage: bench.sh [REPOS] [RUNS] [CONCURRENCY] [CASES] [WORK_ARGS...]
+#   CASES: comma-separated, default small,big; WORK_ARGS go to `skyhouse backfill work`.
+#   CARGO_TARGET_DIR: where the release `skyhouse` and `car_server` are (default target).
+set -euo pipefail
+REPOS=${1:-5000}
+RUNS=${2:-3}
+CONCURRENCY=${3:-16}
+CASES=${4:-small,big}
+shift $(( $# < 4 ? $# : 4 ))
+WORK_ARGS=("$@")
+BIG_RECORDS=${BENCH_BACKFILL_BIG_RECORDS:-840000}
+CH=${CLICKHOUSE_ADDRESS:-http://127.0.0.1:${CLICKHOUSE_HTTP_PORT:-8123}}
+REDIS=${REDIS_ADDRESS:-redis://127.0.0.1:${REDIS_PORT:-6379}}
+DB=skyhouse_bench_backfill
+TARGET=${CARGO_TARGET_DIR:-target}
+bin=$TARGET/release/skyhouse
+server=$TARGET/release/examples/car_server
+small=bench/out/backfill-$REPOS
+big=bench/out/backfill-big-$BIG_RECORDS
+
+q() { curl -sS --fail-with-body "$CH/" --data-binary "$1"; }
+die() { echo "bench-backfill: $*" >&2; exit 1; }
+
+# Inputs, generated once (deterministic; bench/out is git-ignored).
+if [ ! -f "$small/index.tsv" ]; then
+    echo "generating $REPOS repositories into $small ..." >&2
+    node bench/gen-backfill.mjs "$small" "$REPOS" 50 300 20260202 >&2
+fi
+if [[ ,$CASES, == *,big,* ]] && [ ! -f "$big/index.tsv" ]; then
+    echo "generating one repository of $BIG_RECORDS records into $big (minutes, ~7 GB of node heap) ..." >&2
+    node --max-old-space-size=16384 bench/gen-backfill.mjs "$big" 1 "$BIG_RECORDS" "$BIG_RECORDS" 20260203 >&2
+fi
+for d in "$small" "$big"; do
+    [ -f "$d/meta.json" ] && echo "input $d: $(cat "$d/meta.json") (seconds = generation time)" >&2
+done
+
+tmp=$(mktemp -d)
+mkfifo "$tmp/server.in"
+dirs=("$small")
+[ -f "$big/index.tsv" ] && dirs+=("$big")
+"$server" "${dirs[@]}" <"$tmp/server.in" >"$tmp/server.out" &
+server_pid=$!
+exec 3>"$tmp/server.in" # the server exits when this script's fd 3 closes, however it ends
+network_pid=
+cleanup() {
+    exec 3>&- 4>&-
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    if [ -n "$network_pid" ]; then wait "$network_pid" 2>/dev/null || true; fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do [ -s "$tmp/server.out" ] && break; sleep 0.1; done
+url=$(sed -n 's/.*"url":"\([^"]*\)".*/\1/p' "$tmp/server.out")
+[ -n "$url" ] || die "car_server did not start"
+echo "car_server: $(cat "$tmp/server.out")" >&2
+
+# The ClickHouse server's CPU (user + system ticks) when it is the `just up` one.
+ch_pidfile=.local/clickhouse/clickhouse-server.pid
+ch_pid=
+if [ -f "$ch_pidfile" ] && [ -d "/proc/$(cat "$ch_pidfile")" ]; then ch_pid=$(cat "$ch_pidfile"); fi
+ticks() { if [ -n "$ch_pid" ]; then awk '{print $14 + $15}' "/proc/$ch_pid/stat"; else echo 0; fi; }
+hz=$(getconf CLK_TCK)
+
+# The reference PDS (pds case): started once, seeded once, read by every run.
+pds_plc=
+if [[ ,$CASES, == *,pds,* ]]; then
+    [ -d e2e/node_modules/@atproto/dev-env ] || die "the pds case needs e2e/node_modules (just deps-node)"
+    mkfifo "$tmp/network.in"
+    node e2e/network.mjs <"$tmp/network.in" >"$tmp/network.out" 2>"$tmp/network.log" &
+    network_pid=$!
+    exec 4>"$tmp/network.in" # closes with this script: the network shuts down
+    for _ in $(seq 1 600); do [ -s "$tmp/network.out" ] && break; sleep 0.1; done
+    pds=$(sed -n 's/.*"pds":"\([^"]*\)".*/\1/p' "$tmp/network.out")
+    pds_plc=$(sed -n 's/.*"plc":"\([^"]*\)".*/\1/p' "$tmp/network.out")
+    [ -n "$pds" ] || { cat "$tmp/network.log" >&2; die "e2e/network.mjs did not start"; }
+    node bench/seed-pds.mjs "$pds" "${PDS_ACCOUNTS:-40}" 50 300 >"$tmp/pds.tsv"
+fi
+
+lines=()
+for run in $(seq 1 "$RUNS"); do
+    for case in ${CASES//,/ }; do
+        prefix="bench-backfill:$$:$run:$case:"
+        plc=$url
+        case $case in
+            small | big)
+                cut -f1 "$small/index.tsv" >"$tmp/dids"
+                repos=$(wc -l <"$tmp/dids")
+                records=$(awk -F'\t' '{s += $4} END {print s}' "$small/index.tsv")
+                if [ "$case" = big ]; then
+                    [ -f "$big/index.tsv" ] || die "no $big"
+                    { cut -f1 "$big/index.tsv"; cut -f1 "$small/index.tsv"; } >"$tmp/dids"
+                    repos=$((repos + 1))
+                    records=$((records + $(awk -F'\t' '{s += $4} END {print s}' "$big/index.tsv")))
+                fi
+                ;;
+            pds)
+                plc=$pds_plc
+                cut -f1 "$tmp/pds.tsv" >"$tmp/dids"
+                repos=$(wc -l <"$tmp/dids")
+                records=$(awk -F'\t' '{s += $2} END {print s}' "$tmp/pds.tsv")
+                ;;
+            *) die "unknown case $case (small, big, pds)" ;;
+        esac
+        q "DROP DATABASE IF EXISTS $DB"
+        "$bin" migrate up --clickhouse-address "$CH" --database "$DB" >/dev/null 2>"$tmp/migrate.log" ||
+            { cat "$tmp/migrate.log" >&2; die "migrate failed"; }
+        "$bin" backfill enqueue --dids "$tmp/dids" --redis "$REDIS" --redis-prefix "$prefix" 2>"$tmp/enqueue.log" ||
+            { cat "$tmp/enqueue.log" >&2; die "enqueue failed"; }
+        load=$(cut -d' ' -f1-3 /proc/loadavg)
+        ch0=$(ticks)
+        start=$(date +%s.%N)
+        /usr/bin/time -f '%M %U %S' -o "$tmp/time" "$bin" backfill work --drain --plc "$plc" \
+            --concurrency "$CONCURRENCY" --per-host "$CONCURRENCY" --metrics-addr 127.0.0.1:0 \
+            --clickhouse-address "$CH" --database "$DB" --redis "$REDIS" --redis-prefix "$prefix" \
+            "${WORK_ARGS[@]}" 2>"$tmp/work.log" || { tail -20 "$tmp/work.log" >&2; die "backfill work failed"; }
+        end=$(date +%s.%N)
+        ch1=$(ticks)
+        read -r rss_kb user sys <"$tmp/time"
+        # Every repository done, every record in `records` (a fresh database: no duplicates).
+        got_records=$(q "SELECT count() FROM $DB.records")
+        read -r done_repos state_records < <(q "SELECT countIf(status = 'done'), sum(records) FROM $DB.repo_state FINAL FORMAT TSV")
+        if [ "$got_records" != "$records" ] || [ "$done_repos" != "$repos" ] || [ "$state_records" != "$records" ]; then
+            tail -20 "$tmp/work.log" >&2
+            die "case $case run $run: expected $repos repositories and $records records;" \
+                "repo_state has $done_repos done ($state_records records), records has $got_records rows"
+        fi
+        redis-cli -u "$REDIS" --scan --pattern "$prefix*" | xargs -r redis-cli -u "$REDIS" DEL >/dev/null
+        line=$(awk -v c="$case" -v r="$run" -v n="$repos" -v k="$records" -v t0="$start" -v t1="$end" \
+            -v rss="$rss_kb" -v u="$user" -v s="$sys" -v ch="$(( ch1 - ch0 ))" -v hz="$hz" -v load="$load" \
+            -v conc="$CONCURRENCY" 'BEGIN {
+                secs = t1 - t0
+                printf "{\"case\":\"%s\",\"run\":%d,\"concurrency\":%d,\"repos\":%d,\"records\":%d,\"seconds\":%.2f,", c, r, conc, n, k, secs
+                printf "\"repos_per_s\":%.0f,\"records_per_s\":%.0f,\"peak_rss_mib\":%.1f,", n / secs, k / secs, rss / 1024
+                printf "\"cpu_s_worker\":%.1f,\"cpu_s_clickhouse\":%.1f,\"load\":\"%s\"}\n", u + s, ch / hz, load
+            }')
+        echo "$line"
+        lines+=("$line")
+    done
+done
+q "DROP DATABASE IF EXISTS $DB"
+
+# Medians per case.
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
+echo "== medians of $RUNS (concurrency $CONCURRENCY${WORK_ARGS[*]:+, ${WORK_ARGS[*]}})"
+for case in ${CASES//,/ }; do
+    sel=$(printf '%s\n' "${lines[@]}" | grep "\"case\":\"$case\"")
+    m() { field "$1" <<<"$sel" | median; }
+    printf '%-6s %6s repos %8s records: %6.0f repos/s %8.0f records/s, peak RSS %6.1f MiB, CPU s worker %5.1f + ClickHouse %5.1f\n' \
+        "$case" "$(m repos)" "$(m records)" "$(m repos_per_s)" "$(m records_per_s)" "$(m peak_rss_mib)" \
+        "$(m cpu_s_worker)" "$(m cpu_s_clickhouse)"
+done
+echo "goals: >= 1,000 repos/s and >= 300,000 records/s (small); peak RSS <= 1024 MiB with the 300 MB repository in flight (big)"
