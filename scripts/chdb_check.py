@@ -306,6 +306,8 @@ def run_checks(srv, args):
         "{limit}": "100",
         "{version}": "2",
         "{after}": "0",
+        "{before}": "4294967295",
+        "{levels}": "0.5",
         "{upto}": "1714521600",
         "{uris}": "'at://did:plc:alice/app.bsky.feed.post/3kpost1'",
     }
@@ -395,7 +397,11 @@ def check_interaction_counts(srv, paths):
     def refresh():
         for variant in INTERACTION_SOURCES:
             for name in ("refresh_interaction_subjects", "refresh_interactions"):
-                stmt = fill_interaction(named[name], variant).replace("{after}", "0")
+                stmt = (
+                    fill_interaction(named[name], variant)
+                    .replace("{after}", "0")
+                    .replace("{before}", "4294967295")
+                )
                 try:
                     srv.query(stmt)
                 except Exception as e:  # noqa: BLE001

@@ -156,13 +156,32 @@ pub struct RefreshedUpto {
     /// The server time the refresh started at; the next one starts from
     /// here minus [`REFRESH_MARGIN_SECS`].
     pub upto: u32,
+    /// How many windows of arrival time the rows were read in.
+    pub windows: usize,
 }
+
+/// About how many rows of one source a refresh reads at once: a backlog
+/// (the first refresh after a backfill of millions of likes) is read in
+/// windows of arrival time of about this many rows each, so no statement
+/// needs more memory than a window's keys (ClickHouse 18.16's default
+/// per-query limit is ~3.7 GiB; 4M likes at once exceeded it).
+pub const REFRESH_WINDOW_ROWS: u64 = 1_000_000;
 
 /// Bring `interactions` up to date with the rows that arrived in `likes`,
 /// `reposts` and `posts` since the last refresh (all of them the first
 /// time). Safe to run at any time, repeatedly or concurrently: it only
 /// rewrites rows from the current state of the record tables.
 pub async fn refresh_interactions(ch: &ClickHouse) -> Result<RefreshedUpto, StoreError> {
+    refresh_interactions_in_windows(ch, REFRESH_WINDOW_ROWS).await
+}
+
+/// [`refresh_interactions`] reading about `window_rows` rows of a source
+/// per window (at least one second of arrivals each). The watermark moves
+/// after each window, so an interrupted refresh resumes near where it was.
+pub async fn refresh_interactions_in_windows(
+    ch: &ClickHouse,
+    window_rows: u64,
+) -> Result<RefreshedUpto, StoreError> {
     let (last, now): (u32, u32) = ch
         .client()
         .query(&statement(ch, "interactions_watermark"))
@@ -170,24 +189,99 @@ pub async fn refresh_interactions(ch: &ClickHouse) -> Result<RefreshedUpto, Stor
         .await
         .map_err(|e| StoreError::classify(e, "interactions_watermark"))?;
     let after = last.saturating_sub(REFRESH_MARGIN_SECS);
-    for (kind, source, subject) in INTERACTION_SOURCES {
-        for name in ["refresh_interaction_subjects", "refresh_interactions"] {
-            let sql = statement(ch, name)
-                .replace("{source}", source)
-                .replace("{subject}", subject)
-                .replace("{kind}", &literal(kind))
-                .replace("{after}", &after.to_string());
-            ch.execute(&sql).await?;
+    let bounds = window_bounds(ch, after, window_rows.max(1)).await?;
+    // Windows [lo, hi): the last one is open-ended (rows arriving during the
+    // refresh are read now and again by the next one, within the margin).
+    let mut edges = vec![after];
+    edges.extend(bounds.into_iter().filter(|b| *b > after && *b < now));
+    edges.push(u32::MAX);
+    for pair in edges.windows(2) {
+        let (lo, hi) = (pair[0], pair[1]);
+        for (kind, source, subject) in INTERACTION_SOURCES {
+            for name in ["refresh_interaction_subjects", "refresh_interactions"] {
+                let sql = statement(ch, name)
+                    .replace("{source}", source)
+                    .replace("{subject}", subject)
+                    .replace("{kind}", &literal(kind))
+                    .replace("{after}", &lo.to_string())
+                    .replace("{before}", &hi.to_string());
+                ch.execute(&sql).await?;
+            }
+        }
+        save_interactions_watermark(ch, hi.min(now)).await?;
+    }
+    Ok(RefreshedUpto {
+        after,
+        upto: now,
+        windows: edges.len() - 1,
+    })
+}
+
+/// A source's backlog: rows since the watermark, quantiles of arrival time.
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Backlog {
+    rows: u64,
+    bounds: Vec<u32>,
+}
+
+/// Arrival times (Unix seconds, increasing) splitting the largest source's
+/// rows since `after` into windows of about `window_rows`.
+async fn window_bounds(
+    ch: &ClickHouse,
+    after: u32,
+    window_rows: u64,
+) -> Result<Vec<u32>, StoreError> {
+    let mut largest: Option<(u64, &str)> = None;
+    for source in ["likes", "reposts", "posts"] {
+        let sql = statement(ch, "interaction_backlog")
+            .replace("{source}", source)
+            .replace("{levels}", "0.5")
+            .replace("{after}", &after.to_string());
+        let Backlog { rows, .. } = ch
+            .client()
+            .query(&sql)
+            .fetch_one()
+            .await
+            .map_err(|e| StoreError::classify(e, "interaction_backlog"))?;
+        if largest.is_none_or(|(n, _)| rows > n) {
+            largest = Some((rows, source));
         }
     }
+    let Some((rows, source)) = largest else {
+        return Ok(Vec::new());
+    };
+    let windows = rows.div_ceil(window_rows);
+    if windows <= 1 {
+        return Ok(Vec::new());
+    }
+    let windows = windows.min(1000);
+    let levels: Vec<String> = (1..windows)
+        .map(|i| format!("{:.6}", i as f64 / windows as f64))
+        .collect();
+    let sql = statement(ch, "interaction_backlog")
+        .replace("{source}", source)
+        .replace("{levels}", &levels.join(", "))
+        .replace("{after}", &after.to_string());
+    let backlog: Backlog = ch
+        .client()
+        .query(&sql)
+        .fetch_one()
+        .await
+        .map_err(|e| StoreError::classify(e, "interaction_backlog"))?;
+    let mut bounds = backlog.bounds;
+    bounds.sort_unstable();
+    bounds.dedup();
+    Ok(bounds)
+}
+
+async fn save_interactions_watermark(ch: &ClickHouse, upto: u32) -> Result<(), StoreError> {
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
     let sql = statement(ch, "save_interactions_watermark")
-        .replace("{upto}", &now.to_string())
+        .replace("{upto}", &upto.to_string())
         .replace("{version}", &micros.to_string());
-    ch.execute(&sql).await?;
-    Ok(RefreshedUpto { after, upto: now })
+    ch.execute(&sql).await
 }
 
 /// Live interactions with one post, as of the last [`refresh_interactions`].
