@@ -181,18 +181,48 @@ async fn run_through(
     .unwrap()
 }
 
-#[tokio::test]
-async fn the_per_host_limit_holds_and_dids_are_resolved_once_for_every_worker() {
+/// One test's world: the scenario's DIDs queued, a fresh database, a gateway.
+struct Case {
+    db: skyhouse_testkit::TestDatabase,
+    ch: skyhouse_store::ClickHouse,
+    st: skyhouse_state::State,
+    gate: Shared,
+    queue: skyhouse_state::WorkQueue,
+    dids: Vec<String>,
+}
+
+async fn case(hint: &str) -> Case {
     let network = Network::shared();
     let scenario = Scenario::run(&network.pds()).await.unwrap();
-    let (db, ch) = fresh("backfill_per_host").await;
-    let st = state("backfill_per_host").await;
+    let (db, ch) = fresh(hint).await;
+    let st = state(hint).await;
     let gate = gateway(network).await;
-    *gate.delay.lock().unwrap() = Duration::from_millis(150);
     let queue = st.work_queue(BACKFILL_STREAM, GROUP);
     queue.create_group().await.unwrap();
     let dids: Vec<String> = scenario.dids().map(str::to_owned).collect();
     enqueue_dids(&queue, &dids, "did").await.unwrap();
+    Case {
+        db,
+        ch,
+        st,
+        gate,
+        queue,
+        dids,
+    }
+}
+
+#[tokio::test]
+async fn the_per_host_limit_holds_and_dids_are_resolved_once_for_every_worker() {
+    let network = Network::shared();
+    let Case {
+        db,
+        ch,
+        st,
+        gate,
+        queue,
+        dids,
+    } = case("backfill_per_host").await;
+    *gate.delay.lock().unwrap() = Duration::from_millis(150);
 
     let mut cfg = config("per-host");
     cfg.concurrency = 6;
@@ -245,16 +275,15 @@ async fn the_per_host_limit_holds_and_dids_are_resolved_once_for_every_worker() 
 
 #[tokio::test]
 async fn a_host_that_asks_to_wait_is_paused_for_every_worker() {
-    let network = Network::shared();
-    let scenario = Scenario::run(&network.pds()).await.unwrap();
-    let (db, ch) = fresh("backfill_pause").await;
-    let st = state("backfill_pause").await;
-    let gate = gateway(network).await;
+    let Case {
+        db,
+        ch,
+        st,
+        gate,
+        dids,
+        ..
+    } = case("backfill_pause").await;
     gate.throttle_once.store(true, Ordering::SeqCst);
-    let queue = st.work_queue(BACKFILL_STREAM, GROUP);
-    queue.create_group().await.unwrap();
-    let dids: Vec<String> = scenario.dids().map(str::to_owned).collect();
-    enqueue_dids(&queue, &dids, "did").await.unwrap();
 
     let mut cfg = config("pause");
     cfg.concurrency = 4;
@@ -275,11 +304,14 @@ async fn a_host_that_asks_to_wait_is_paused_for_every_worker() {
 
 #[tokio::test]
 async fn repositories_on_a_host_the_monitor_found_down_wait_at_the_back_of_the_queue() {
-    let network = Network::shared();
-    let scenario = Scenario::run(&network.pds()).await.unwrap();
-    let (db, ch) = fresh("backfill_down_host").await;
-    let st = state("backfill_down_host").await;
-    let gate = gateway(network).await;
+    let Case {
+        db,
+        ch,
+        st,
+        gate,
+        queue,
+        dids,
+    } = case("backfill_down_host").await;
     let monitor = Monitor::new(
         MonitorConfig {
             interval: Duration::from_secs(2),
@@ -295,10 +327,6 @@ async fn repositories_on_a_host_the_monitor_found_down_wait_at_the_back_of_the_q
     let snaps = monitor.round().await;
     assert!(!snaps[0].up, "{:?}", snaps[0]);
 
-    let queue = st.work_queue(BACKFILL_STREAM, GROUP);
-    queue.create_group().await.unwrap();
-    let dids: Vec<String> = scenario.dids().map(str::to_owned).collect();
-    enqueue_dids(&queue, &dids, "did").await.unwrap();
     let mut cfg = config("down-host");
     cfg.host_health = Some(UnhealthyHosts::new(
         ch.clone(),
@@ -504,15 +532,15 @@ async fn hosts_from_a_relay_are_each_listed_and_a_failed_host_resumes_where_it_s
 #[tokio::test]
 async fn repositories_are_parsed_while_they_download_under_the_size_cap() {
     let network = Network::shared();
-    let scenario = Scenario::run(&network.pds()).await.unwrap();
-    let (db, ch) = fresh("backfill_stream").await;
-    let st = state("backfill_stream").await;
-    let gate = gateway(network).await;
+    let Case {
+        db,
+        ch,
+        st,
+        gate,
+        dids,
+        ..
+    } = case("backfill_stream").await;
     gate.chunked.store(true, Ordering::SeqCst);
-    let queue = st.work_queue(BACKFILL_STREAM, GROUP);
-    queue.create_group().await.unwrap();
-    let dids: Vec<String> = scenario.dids().map(str::to_owned).collect();
-    enqueue_dids(&queue, &dids, "did").await.unwrap();
 
     // No Content-Length: every body is parsed as it arrives, 1 KiB at a time.
     run_through(&gate, config("stream"), &ch, &st).await;
