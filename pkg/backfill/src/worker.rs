@@ -884,18 +884,23 @@ async fn acker(
     Ok(summary)
 }
 
+/// The stream entry ids of `finished`: the backfill stream's, the resync stream's.
+fn ids_by_queue<'a>(finished: impl Iterator<Item = &'a Finished>) -> [Vec<String>; 2] {
+    let mut out = [Vec::new(), Vec::new()];
+    for f in finished {
+        out[usize::from(f.resync)].push(f.id.clone());
+    }
+    out
+}
+
 async fn touch_waiting(
     backfill: &WorkQueue,
     resync: &WorkQueue,
     consumer: &str,
     waiting: &BTreeMap<u64, Finished>,
 ) {
-    for (queue, is_resync) in [(backfill, false), (resync, true)] {
-        let ids: Vec<String> = waiting
-            .values()
-            .filter(|f| f.resync == is_resync)
-            .map(|f| f.id.clone())
-            .collect();
+    let [plain, resyncs] = ids_by_queue(waiting.values());
+    for (queue, ids) in [(backfill, plain), (resync, resyncs)] {
         if let Err(e) = queue.touch(consumer, &ids).await {
             tracing::warn!(error = %e, entries = ids.len(), "heartbeat of finished entries failed");
         }
@@ -925,12 +930,8 @@ async fn settle(
         .end()
         .await
         .map_err(|e| skyhouse_store::StoreError::classify(e, "repo_state"))?;
-    for (queue, is_resync) in [(backfill, false), (resync, true)] {
-        let ids: Vec<String> = ready
-            .iter()
-            .filter(|f| f.resync == is_resync)
-            .map(|f| f.id.clone())
-            .collect();
+    let [plain, resyncs] = ids_by_queue(ready.iter());
+    for (queue, ids) in [(backfill, plain), (resync, resyncs)] {
         if ids.is_empty() {
             continue;
         }
