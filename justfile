@@ -259,9 +259,9 @@ bench-feedgen POSTS="1000000" LIKES="4000000" CONNS="200" DURATION="20s": up
     pkg/feeds/bench/bench.sh {{ POSTS }} {{ LIKES }} {{ CONNS }} {{ DURATION }}
 
 # Backfill repos/s, records/s and the worker's peak RSS: REPOS generated repositories (+ one of 300 MB) from a static loopback PDS, and the reference PDS, drained by `skyhouse backfill work` into the `just up` servers (generated once into bench/out/; medians of RUNS)
-bench-backfill REPOS="5000" RUNS="3" CONCURRENCY="16" CASES="small,big,pds": bench-deps deps-system deps-node up
+bench-backfill REPOS="5000" RUNS="3" CONCURRENCY="16" CASES="small,big,pds" *WORK_ARGS: bench-deps deps-system deps-node up
     cargo build --release -q -p skyhouse -p skyhouse-backfill --bin skyhouse --example car_server
-    {{ local_env }} pkg/backfill/bench/bench.sh {{ REPOS }} {{ RUNS }} {{ CONCURRENCY }} {{ quote(CASES) }}
+    {{ local_env }} pkg/backfill/bench/bench.sh {{ REPOS }} {{ RUNS }} {{ CONCURRENCY }} {{ quote(CASES) }} {{ WORK_ARGS }}
 
 # Indexer events/s, p99 event→queryable latency and peak RSS: Jetstream, firehose, firehose --verify through the full pipeline into the `just up` servers (EVENTS frames, generated once into bench/out/; medians of RUNS)
 bench-indexer EVENTS="1000000" RUNS="3": bench-deps deps-system up

@@ -90,6 +90,17 @@ pub struct WorkArgs {
     /// Attempts per repository before it goes to the dead-letter list.
     #[arg(long, env = "SKYHOUSE_BACKFILL_MAX_ATTEMPTS", default_value_t = 5)]
     max_attempts: u32,
+    /// Close a ClickHouse batch at this many rows (`just bench-backfill`: 200k rows / 64 MiB
+    /// cut ClickHouse's CPU by ~40% against 100k / 32 MiB, peak RSS stays under 1 GB with a
+    /// 300 MB repository in flight).
+    #[arg(long, env = "SKYHOUSE_BACKFILL_BATCH_ROWS", default_value_t = 200_000)]
+    batch_rows: usize,
+    /// Close a ClickHouse batch at this many bytes.
+    #[arg(long, env = "SKYHOUSE_BACKFILL_BATCH_BYTES", default_value_t = 64 << 20)]
+    batch_bytes: usize,
+    /// Close a ClickHouse batch this many milliseconds after its first row.
+    #[arg(long, env = "SKYHOUSE_BACKFILL_BATCH_AGE_MS", default_value_t = 1000)]
+    batch_age_ms: u64,
     /// Largest repository CAR accepted, in MiB.
     #[arg(long, env = "SKYHOUSE_BACKFILL_MAX_REPO_MB", default_value_t = 1024)]
     max_repo_mb: u64,
@@ -229,6 +240,14 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
     cfg.concurrency = args.concurrency;
     cfg.per_host = args.per_host;
     cfg.did_cache_ttl = Duration::from_secs(args.did_cache_secs);
+    if args.batch_rows == 0 || args.batch_bytes == 0 || args.batch_age_ms == 0 {
+        return Err(anyhow!(
+            "--batch-rows/--batch-bytes/--batch-age-ms must be > 0"
+        ));
+    }
+    cfg.writer.max_rows = args.batch_rows;
+    cfg.writer.max_bytes = args.batch_bytes;
+    cfg.writer.max_age = Duration::from_millis(args.batch_age_ms);
     cfg.verify = args.verify;
     cfg.resync = args.resync;
     cfg.claim_idle = Duration::from_secs(args.claim_idle);
