@@ -49,6 +49,7 @@ import { createCid } from '@atproto/lex-data'
 import { secp256k1 } from '@noble/curves/secp256k1'
 import { Field, FpInvertBatch, mod } from '@noble/curves/abstract/modular'
 import { normalizeZ } from '@noble/curves/abstract/curve'
+import { makeRng } from './records.mjs'
 
 const USAGE = 'usage: node gen-stream.mjs OUT_PREFIX [N_EVENTS=1000000] [SEED=20260101] [DIDS=3000]'
 const [outPrefix, nArg, seedArg, didsArg] = process.argv.slice(2)
@@ -65,32 +66,7 @@ if (![N, SEED, NDIDS].every(Number.isInteger) || N < 10 || NDIDS < 2) {
 }
 
 // ---------------------------------------------------------------- PRNG
-// sfc32 seeded through splitmix32 (as gen-car.mjs).
-function makeRng(seed) {
-  let s = seed >>> 0
-  const split = () => {
-    s = (s + 0x9e3779b9) >>> 0
-    let z = s
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0
-    return (z ^ (z >>> 16)) >>> 0
-  }
-  let a = split()
-  let b = split()
-  let c = split()
-  let d = split()
-  const u32 = () => {
-    const t = (((a + b) >>> 0) + d) >>> 0
-    d = (d + 1) >>> 0
-    a = b ^ (b >>> 9)
-    b = (c + (c << 3)) >>> 0
-    c = ((c << 21) | (c >>> 11)) >>> 0
-    c = (c + t) >>> 0
-    return t
-  }
-  for (let i = 0; i < 16; i++) u32()
-  return u32
-}
+// sfc32 seeded through splitmix32: records.mjs's, as gen-car.mjs uses it.
 const u32 = makeRng(SEED)
 const rand = () => u32() / 4294967296
 const int = (lo, hi) => lo + Math.floor(rand() * (hi - lo + 1)) // inclusive
