@@ -275,3 +275,36 @@ pub async fn enqueue_dids(
     }
     Ok(dids.len() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skyhouse_monitor::{Host, HostKind};
+
+    #[test]
+    fn listed_hosts_get_https_except_loopback() {
+        let url = |h: &str| host_url(&Host::parse(h, HostKind::Pds).unwrap());
+        assert_eq!(url("pds.example.com"), "https://pds.example.com");
+        assert_eq!(url("pds.example.com:8443"), "https://pds.example.com:8443");
+        assert_eq!(url("localhost:2583"), "http://localhost:2583");
+        assert_eq!(url("127.0.0.1:2583"), "http://127.0.0.1:2583");
+        assert_eq!(url("pds.localhost"), "http://pds.localhost");
+        // Only the host name decides: a name merely starting like loopback is not.
+        assert_eq!(
+            url("localhost.example.com"),
+            "https://localhost.example.com"
+        );
+    }
+
+    #[test]
+    fn cursor_keys_ignore_scheme_and_trailing_slash() {
+        assert_eq!(
+            list_repos_cursor_key("https://bsky.network/"),
+            "backfill:listRepos:bsky.network"
+        );
+        assert_eq!(
+            list_repos_cursor_key("http://127.0.0.1:2583"),
+            "backfill:listRepos:127.0.0.1:2583"
+        );
+    }
+}
