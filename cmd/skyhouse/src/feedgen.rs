@@ -143,7 +143,6 @@ pub fn run(args: FeedgenArgs) -> Result<ExitCode> {
         let auth = ServiceAuth::new(Arc::new(resolver), cfg.service_did.clone());
         let refresh = tokio::spawn(skyhouse_feeds::refresh_loop(
             ch.clone(),
-            svc.state.clone(),
             svc.health.clone(),
             Duration::from_secs(args.refresh_secs),
             svc.shutdown.clone(),

@@ -23,7 +23,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use skyhouse_state::State;
 use skyhouse_store::ClickHouse;
-use skyhouse_telemetry::{CancellationToken, Health};
+use skyhouse_telemetry::CancellationToken;
 use tokio::net::TcpListener;
 
 pub use auth::{Keys, Scope};
@@ -131,18 +131,11 @@ pub async fn serve(
 }
 
 /// Recompute `daily_stats` (the last 2 days) and the interaction counts
-/// every `every`, and keep `health` (`clickhouse`) current, until
-/// `shutdown`.
-pub async fn refresh_loop(
-    ch: ClickHouse,
-    health: Health,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
+/// every `every` (skipped while ClickHouse does not answer), until
+/// `shutdown`. `/health`'s `clickhouse` check is the binary's probe.
+pub async fn refresh_loop(ch: ClickHouse, every: Duration, shutdown: CancellationToken) {
     loop {
-        let ok = ch.server_version().await.is_ok();
-        health.set("clickhouse", ok);
-        if ok {
+        if ch.server_version().await.is_ok() {
             let since = handlers::days_ago(2);
             if let Err(e) = skyhouse_store::queries::refresh_daily_stats(&ch, &since).await {
                 tracing::warn!(error = %e, "daily_stats refresh failed; next round retries.");

@@ -627,11 +627,10 @@ async fn rank_and_snapshot(
     })
 }
 
-/// Every `interval`: refresh the interaction counts, and probe ClickHouse
-/// and Redis for `/health` (checks `clickhouse`, `redis`, `refresh`).
+/// Every `interval`: refresh the interaction counts (`/health` check
+/// `refresh`; the binary probes ClickHouse and Redis for every service).
 pub async fn refresh_loop(
     ch: ClickHouse,
-    state: State,
     health: Health,
     interval: Duration,
     shutdown: CancellationToken,
@@ -645,19 +644,16 @@ pub async fn refresh_loop(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        health.set("redis", state.ping().await);
         let started = Instant::now();
         match skyhouse_store::queries::refresh_interactions(&ch).await {
             Ok(_) => {
                 histogram!("skyhouse_feedgen_refresh_seconds")
                     .record(started.elapsed().as_secs_f64());
-                health.set("clickhouse", true);
                 health.set("refresh", true);
             }
             Err(e) => {
                 counter!("skyhouse_feedgen_refresh_errors_total").increment(1);
                 tracing::warn!(error = %e, "Interaction count refresh failed.");
-                health.set("clickhouse", ch.server_version().await.is_ok());
                 health.set("refresh", false);
             }
         }

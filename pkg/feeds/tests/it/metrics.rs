@@ -13,15 +13,10 @@ async fn the_dashboard_queries_only_what_the_feedgen_exports() {
     let handle = skyhouse_telemetry::install_metrics();
     skyhouse_feeds::describe_metrics();
     let fg = Feedgen::start("feeds_metrics", builtin_feeds()).await;
-    let redis = skyhouse_testkit::Redis::shared();
-    let state = skyhouse_state::State::connect(&redis.url(), &redis.key_prefix("feeds_metrics"))
-        .await
-        .unwrap();
     let stop = skyhouse_telemetry::CancellationToken::new();
     let health = skyhouse_telemetry::Health::default();
     tokio::spawn(skyhouse_feeds::refresh_loop(
         fg.ch.clone(),
-        state,
         health.clone(),
         Duration::from_secs(3600),
         stop.clone(),
