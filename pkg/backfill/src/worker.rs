@@ -582,22 +582,14 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
         records: 0,
         tombstones: 0,
     };
-    let (mut pds, cached) = match ctx.pds.get(&ctx.resolver, did).await {
-        Ok(p) => p,
-        Err(skyhouse_identity::ResolveError::NotFound { .. }) => {
-            return Ok(unavailable(RepoStatus::NotFound))
-        }
-        Err(e) => return Err(e.into()),
+    let Some((mut pds, cached)) = found(ctx.pds.get(&ctx.resolver, did).await)? else {
+        return Ok(unavailable(RepoStatus::NotFound));
     };
     let mut fetched = fetch(ctx, &pds, did).await?;
     if let (Fetched::Unavailable(_), true) = (&fetched, cached) {
         // The cached host no longer serves it: the account may have moved.
-        let fresh = match ctx.pds.refresh(&ctx.resolver, did).await {
-            Ok(p) => p,
-            Err(skyhouse_identity::ResolveError::NotFound { .. }) => {
-                return Ok(unavailable(RepoStatus::NotFound))
-            }
-            Err(e) => return Err(e.into()),
+        let Some(fresh) = found(ctx.pds.refresh(&ctx.resolver, did).await)? else {
+            return Ok(unavailable(RepoStatus::NotFound));
         };
         if fresh != pds {
             tracing::info!(
@@ -685,6 +677,15 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
         records,
         tombstones,
     })
+}
+
+/// A resolution, with "no such DID" as `None`.
+fn found<T>(r: Result<T, skyhouse_identity::ResolveError>) -> Result<Option<T>, BackfillError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(skyhouse_identity::ResolveError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `getRepo` from `pds` under its host's limits: skipped when the monitor
