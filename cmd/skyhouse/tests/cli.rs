@@ -235,3 +235,52 @@ fn repo_verify_rejects_the_wrong_key_with_exit_1() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--key"), "{}", stderr(&out));
 }
+
+#[test]
+fn backfill_bad_flags_are_one_line_errors_naming_the_flag() {
+    for (args, flag) in [
+        (&["backfill", "enqueue"][..], "--hosts-from"),
+        (
+            &["backfill", "enqueue", "--hosts-from", "ftp://relay.example"][..],
+            "--hosts-from",
+        ),
+        (
+            &[
+                "backfill",
+                "enqueue",
+                "--hosts-from",
+                "https://r.example",
+                "--max-hosts",
+                "0",
+            ][..],
+            "--max-hosts",
+        ),
+        (&["backfill", "work", "--per-host", "0"][..], "--per-host"),
+        (
+            &["backfill", "work", "--did-cache-secs", "90000"][..],
+            "--did-cache-secs",
+        ),
+        (
+            &["backfill", "work", "--batch-rows", "0"][..],
+            "--batch-rows",
+        ),
+        (
+            &["backfill", "work", "--progress", "sometimes"][..],
+            "--progress",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_skyhouse"))
+            .env_clear()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run skyhouse");
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(flag), "{args:?}: {err}");
+        if flag != "--progress" {
+            // clap's own usage errors span lines; ours are one line.
+            assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        }
+    }
+}
