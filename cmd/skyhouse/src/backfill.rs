@@ -93,13 +93,25 @@ pub struct WorkArgs {
     /// Close a ClickHouse batch at this many rows (`just bench-backfill`: 200k rows / 64 MiB
     /// cut ClickHouse's CPU by ~40% against 100k / 32 MiB, peak RSS stays under 1 GB with a
     /// 300 MB repository in flight).
-    #[arg(long, env = "SKYHOUSE_BACKFILL_BATCH_ROWS", default_value_t = 200_000)]
+    #[arg(
+        long,
+        env = "SKYHOUSE_BACKFILL_BATCH_ROWS",
+        default_value_t = skyhouse_backfill::BATCH_ROWS
+    )]
     batch_rows: usize,
     /// Close a ClickHouse batch at this many bytes.
-    #[arg(long, env = "SKYHOUSE_BACKFILL_BATCH_BYTES", default_value_t = 64 << 20)]
+    #[arg(
+        long,
+        env = "SKYHOUSE_BACKFILL_BATCH_BYTES",
+        default_value_t = skyhouse_backfill::BATCH_BYTES
+    )]
     batch_bytes: usize,
     /// Close a ClickHouse batch this many milliseconds after its first row.
-    #[arg(long, env = "SKYHOUSE_BACKFILL_BATCH_AGE_MS", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "SKYHOUSE_BACKFILL_BATCH_AGE_MS",
+        default_value_t = skyhouse_backfill::BATCH_AGE.as_millis() as u64
+    )]
     batch_age_ms: u64,
     /// Largest repository CAR accepted, in MiB.
     #[arg(long, env = "SKYHOUSE_BACKFILL_MAX_REPO_MB", default_value_t = 1024)]

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use clap::{Args, ValueEnum};
-use skyhouse_pipeline::{CollectionFilter, IndexerConfig, KeyFuture, Keys};
+use skyhouse_pipeline::{IndexerConfig, KeyFuture, Keys};
 use skyhouse_sources::{SourceConfig, SourceKind};
+use skyhouse_transform::CollectionFilter;
 
 use crate::migrate::ClickHouseArgs;
 use crate::redis_args::RedisArgs;
@@ -87,7 +88,7 @@ pub struct IndexerArgs {
         long,
         env = "SKYHOUSE_COLLECTIONS",
         value_delimiter = ',',
-        default_value = "app.bsky.*,chat.bsky.*"
+        default_value = skyhouse_transform::DEFAULT_COLLECTIONS
     )]
     collections: Vec<String>,
     /// Jetstream only: only these DIDs (wantedDids), comma-separated.
@@ -114,7 +115,11 @@ pub struct IndexerArgs {
     #[arg(long, env = "SKYHOUSE_BATCH_BYTES", default_value_t = skyhouse_pipeline::BATCH_BYTES)]
     batch_bytes: usize,
     /// Close a ClickHouse batch this many milliseconds after its first row.
-    #[arg(long, env = "SKYHOUSE_BATCH_AGE_MS", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "SKYHOUSE_BATCH_AGE_MS",
+        default_value_t = skyhouse_pipeline::BATCH_AGE.as_millis() as u64
+    )]
     batch_age_ms: u64,
     /// Drop and reconnect a socket silent for this many seconds.
     #[arg(long, env = "SKYHOUSE_LIVENESS_SECS", default_value_t = 15)]

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
-use skyhouse_pipeline::CollectionFilter;
 use skyhouse_relay::{Hub, RelayConfig};
 use skyhouse_sources::SourceConfig;
+use skyhouse_transform::CollectionFilter;
 
 use crate::indexer::Source;
 
@@ -46,7 +46,7 @@ pub struct RelayArgs {
         long,
         env = "RELAY_COLLECTIONS",
         value_delimiter = ',',
-        default_value = "app.bsky.*,chat.bsky.*"
+        default_value = skyhouse_transform::DEFAULT_COLLECTIONS
     )]
     collections: Vec<String>,
     /// Operations kept for clients resuming with a cursor.

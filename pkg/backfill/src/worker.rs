@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fetch::{Fetched, Fetcher};
 use crate::hosts::{Hosts, PdsCache};
-use crate::{BackfillError, Progress, BACKFILL_STREAM, DEAD_LIST, GROUP};
+use crate::{
+    BackfillError, Progress, BACKFILL_STREAM, BATCH_AGE, BATCH_BYTES, BATCH_ROWS, DEAD_LIST, GROUP,
+};
 
 /// Settings of [`run`].
 #[derive(Debug, Clone)]
@@ -48,7 +50,8 @@ pub struct WorkerConfig {
     pub fetch_timeout: Duration,
     /// This process's consumer name in the group (unique per process).
     pub consumer: String,
-    /// Batch writer limits.
+    /// Batch writer limits. Default [`BATCH_ROWS`] / [`BATCH_BYTES`] /
+    /// [`BATCH_AGE`].
     pub writer: WriterConfig,
     /// Return once both queues are empty with nothing pending (tests, one-shot
     /// runs). Default off: keep polling until shutdown.
@@ -57,7 +60,7 @@ pub struct WorkerConfig {
     pub poll: Duration,
     /// Also hand every record row to this sink (the gRPC relay,
     /// `--relay-url`); it must not block. Default: none.
-    pub ops_tap: Option<Arc<dyn skyhouse_pipeline::OpsTap>>,
+    pub ops_tap: Option<Arc<dyn skyhouse_transform::OpsTap>>,
     /// Most `getRepo` requests in flight to one host from this process.
     /// Default 8.
     pub per_host: usize,
@@ -89,7 +92,12 @@ impl WorkerConfig {
             memory_cap: 64 << 20,
             fetch_timeout: Duration::from_secs(600),
             consumer: consumer.into(),
-            writer: WriterConfig::default(),
+            writer: WriterConfig {
+                max_rows: BATCH_ROWS,
+                max_bytes: BATCH_BYTES,
+                max_age: BATCH_AGE,
+                ..WriterConfig::default()
+            },
             drain: false,
             poll: Duration::from_millis(500),
             ops_tap: None,
@@ -210,7 +218,7 @@ struct Rowsink {
     /// The last position handed out, and the writer's input.
     inner: Arc<Mutex<(u64, RowsTx)>>,
     /// The relay's copy of the record rows (`WorkerConfig::ops_tap`).
-    tap: Option<Arc<dyn skyhouse_pipeline::OpsTap>>,
+    tap: Option<Arc<dyn skyhouse_transform::OpsTap>>,
 }
 
 impl Rowsink {

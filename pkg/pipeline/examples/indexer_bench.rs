@@ -286,7 +286,7 @@ fn check(args: &Args) -> Result<serde_json::Value, BoxError> {
 /// ceiling. Rows are dropped every [`skyhouse_pipeline::COALESCE_ROWS`] as
 /// the pipeline hands them to the writer.
 fn decode_only(args: &Args, kind: &str) -> Result<serde_json::Value, BoxError> {
-    let mut decoder = skyhouse_pipeline::Decoder::new(Default::default());
+    let mut decoder = skyhouse_transform::Decoder::new(Default::default());
     let mut rows = skyhouse_transform::Rows::default();
     let (mut events, mut ops) = (0u64, 0u64);
     let flush = |rows: &mut skyhouse_transform::Rows| {
@@ -309,7 +309,7 @@ fn decode_only(args: &Args, kind: &str) -> Result<serde_json::Value, BoxError> {
             }
         }
         "firehose" => each_frame(&format!("{}.frames", args.prefix), |frame| {
-            let d = decoder.firehose(frame, skyhouse_pipeline::Verify::Off, &mut rows);
+            let d = decoder.firehose(frame, skyhouse_transform::Verify::Off, &mut rows);
             (events, ops) = (events + 1, ops + d.ops);
             flush(&mut rows);
             Ok(())

@@ -17,8 +17,6 @@
 #![deny(missing_docs)]
 
 mod cursor;
-mod decode;
-mod filter;
 pub mod health;
 pub mod metrics;
 
@@ -33,7 +31,7 @@ use skyhouse_sources::{CancellationToken, Connected, Message, SourceConfig, Sour
 use skyhouse_state::State;
 use skyhouse_store::writer::{self, WriterConfig};
 use skyhouse_store::ClickHouse;
-use skyhouse_transform::Rows;
+use skyhouse_transform::{CollectionFilter, Decoded, Decoder, OpsTap, ResyncReason, Rows, Verify};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinSet;
@@ -41,8 +39,6 @@ use tokio::task::JoinSet;
 use health::Progress;
 
 pub use cursor::Latency;
-pub use decode::{Decoded, Decoder, ResyncReason, Verify};
-pub use filter::{CollectionFilter, DEFAULT_COLLECTIONS};
 
 /// A decoded group is sent to the writer once it holds this many rows (or
 /// the source has nothing more queued): one channel message per ~1,000 ops
@@ -55,26 +51,27 @@ pub const COALESCE_ROWS: usize = 2_048;
 /// ~30 MB more peak RSS in `just bench-indexer` for no measurable speed.)
 pub const ROWS_QUEUE: usize = 16;
 
-/// The indexer's ClickHouse batch limit in rows (`--batch-rows`). Half the
-/// writer's own default: the indexer holds two batches plus its queues, and
-/// must stay under 200 MB replaying at full speed; at live rates batches
-/// close on age (1 s) long before either limit.
+/// The indexer's ClickHouse batch limit in rows (`--batch-rows`): the
+/// writer holds two batches (open and in flight) plus the queues above, and
+/// the indexer must stay under 200 MB replaying at full speed (`just
+/// bench-indexer`: 142-167 MiB peak RSS; 100k-row batches cut ClickHouse's
+/// CPU by ~35% but passed 200 MiB before mimalloc's `no_thp`). At live rates
+/// batches close on age ([`BATCH_AGE`]) long before either limit.
 pub const BATCH_ROWS: usize = 50_000;
 
-/// The indexer's ClickHouse batch limit in bytes of RowBinary (`--batch-bytes`).
+/// The indexer's ClickHouse batch limit in bytes of RowBinary
+/// (`--batch-bytes`): 16 MiB ≈ 45k rows of the real mix (~350 bytes each),
+/// so rows and bytes close a batch at about the same point; two batches in
+/// memory ≈ 32 MiB of RowBinary plus the rows they came from.
 pub const BATCH_BYTES: usize = 16 << 20;
+
+/// The indexer's ClickHouse batch age limit (`--batch-age-ms`): at live
+/// rates (~1-2k events/s) a row waits at most this long before it is
+/// queryable, and each table gets about one part a second.
+pub const BATCH_AGE: Duration = Duration::from_secs(1);
 
 /// Resync requests waiting for Redis (DIDs, ~100 bytes each: ≤ 10 MB).
 pub const RESYNC_QUEUE: usize = 100_000;
-
-/// Where decoded record operations go besides ClickHouse: the gRPC relay
-/// (`skyhouse_relay`). Called from the decode task with each coalesced group,
-/// before it goes to the writer; it must not block (copy what it needs into a
-/// bounded queue and drop when full), so a slow relay never slows ClickHouse.
-pub trait OpsTap: Send + Sync + std::fmt::Debug {
-    /// The `records` rows of one decoded group (one row per operation).
-    fn offer(&self, records: &[skyhouse_transform::RecordRow]);
-}
 
 /// How the indexer runs.
 #[derive(Debug, Clone)]
@@ -109,8 +106,8 @@ pub struct IndexerConfig {
 }
 
 impl IndexerConfig {
-    /// Defaults for `source`: app.bsky/chat.bsky, batches of
-    /// [`BATCH_ROWS`] / [`BATCH_BYTES`] / 1 s.
+    /// Defaults for `source`: [`skyhouse_transform::DEFAULT_COLLECTIONS`],
+    /// batches of [`BATCH_ROWS`] / [`BATCH_BYTES`] / [`BATCH_AGE`].
     pub fn new(source: SourceConfig, cursor_key: String) -> Self {
         IndexerConfig {
             source,
@@ -119,6 +116,7 @@ impl IndexerConfig {
             writer: WriterConfig {
                 max_rows: BATCH_ROWS,
                 max_bytes: BATCH_BYTES,
+                max_age: BATCH_AGE,
                 ..WriterConfig::default()
             },
             cursor_key,

@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
-use skyhouse_pipeline::{CollectionFilter, Decoder};
 use skyhouse_relay::pb::{Operation, Source, StreamRequest};
 use skyhouse_relay::tonic::codegen::http::uri::PathAndQuery;
 use skyhouse_relay::tonic::transport::Channel;
 use skyhouse_relay::{Hub, Prepared, RelayConfig};
 use skyhouse_transform::Rows;
+use skyhouse_transform::{CollectionFilter, Decoder};
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use skyhouse_pipeline::OpsTap;
+use skyhouse_transform::OpsTap;
 use skyhouse_transform::RecordRow;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

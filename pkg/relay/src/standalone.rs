@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use skyhouse_pipeline::{CollectionFilter, Decoder, OpsTap, Verify};
 use skyhouse_sources::{SourceConfig, SourceError, SourceKind};
 use skyhouse_transform::Rows;
+use skyhouse_transform::{CollectionFilter, Decoder, OpsTap, Verify};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

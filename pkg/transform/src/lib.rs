@@ -5,6 +5,14 @@
 //! sources ─► Op ─► apply(op, &mut rows) ─► Rows { records, posts, likes, …, dead_letters } ─► writer
 //! ```
 //!
+//! The live stream's messages (Jetstream JSON events, firehose frames) are
+//! turned into `Op`s here too, by [`Decoder`]: it is pure as well (signing
+//! keys are passed in, [`Verify`]), and its per-repository chain state lives
+//! in the value, so the indexer, the standalone relay and the benches share
+//! one decoder without depending on the indexer's wiring. [`CollectionFilter`]
+//! is the `--collections` filter it applies, [`OpsTap`] where a caller hands
+//! the decoded `records` rows besides ClickHouse (the gRPC relay).
+//!
 //! [`apply`] never fails and never does I/O. Every operation, of any
 //! collection, gives one raw row of `records`. A record of a collection with a
 //! typed table ([`Table::for_collection`]: every `app.bsky.*` record type
@@ -29,7 +37,9 @@
 #![deny(missing_docs)]
 
 mod actor;
+mod decode;
 mod feed;
+mod filter;
 mod graph;
 mod labeler;
 mod post;
@@ -37,6 +47,8 @@ mod rows;
 mod shape;
 mod time;
 
+pub use decode::{Decoded, Decoder, ResyncReason, Verify};
+pub use filter::{CollectionFilter, DEFAULT_COLLECTIONS};
 pub use rows::{
     AccountRow, ActorStatusRow, BlockRow, ChatDeclarationRow, ContentVisibilityDeclarationRow,
     DeadLetterRow, FeedGeneratorRow, FollowRow, IdentityRow, LabelerServiceRow, LikeRow,
@@ -49,6 +61,17 @@ pub use time::{Times, MAX_FUTURE_SECS};
 
 use rows::Key;
 use shape::{Check, Invalid, Loc, Problem};
+
+/// Where decoded record operations go besides ClickHouse: the gRPC relay
+/// (`skyhouse_relay`). The indexer calls it from its decode task with each
+/// coalesced group, and the backfill worker with each repository's chunk,
+/// before they go to the writer; it must not block (copy what it needs into
+/// a bounded queue and drop when full), so a slow relay never slows
+/// ClickHouse.
+pub trait OpsTap: Send + Sync + std::fmt::Debug {
+    /// The `records` rows of one decoded group (one row per operation).
+    fn offer(&self, records: &[RecordRow]);
+}
 
 /// One repository operation, as every source produces it.
 #[derive(Debug, Clone, Copy)]

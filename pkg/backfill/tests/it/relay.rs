@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use skyhouse_backfill::{enqueue_dids, BACKFILL_STREAM, GROUP};
-use skyhouse_pipeline::OpsTap;
 use skyhouse_testkit::{Network, Records, Scenario};
+use skyhouse_transform::OpsTap;
 use skyhouse_transform::RecordRow;
 
 use crate::{config, fresh, state, stored, work};

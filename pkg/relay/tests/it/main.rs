@@ -8,13 +8,13 @@ mod stream;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use skyhouse_pipeline::CollectionFilter;
 use skyhouse_relay::pb::relay_client::RelayClient;
 use skyhouse_relay::pb::{Action, Operation, StreamRequest};
 use skyhouse_relay::tonic::transport::Channel;
 use skyhouse_relay::tonic::{Status, Streaming};
 use skyhouse_relay::{Hub, RelayConfig};
 use skyhouse_sources::{SourceConfig, SourceKind};
+use skyhouse_transform::CollectionFilter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

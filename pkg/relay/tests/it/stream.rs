@@ -1,11 +1,11 @@
 //! StreamOperations: content, filters, cursors, slow clients; Ingest and the
 //! pipeline's push.
 
-use skyhouse_pipeline::{CollectionFilter, Decoder, OpsTap};
 use skyhouse_relay::pb::{Action, Operation, Source, StreamRequest};
 use skyhouse_relay::tonic::Code;
 use skyhouse_relay::{OpRef, Prepared, Pusher, RelayConfig};
 use skyhouse_transform::Rows;
+use skyhouse_transform::{CollectionFilter, Decoder, OpsTap};
 use tokio_util::sync::CancellationToken;
 
 use crate::*;

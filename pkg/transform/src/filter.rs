@@ -1,7 +1,8 @@
 //! Which collections the indexer keeps.
 
-/// The default filter: Bluesky's app and chat lexicons.
-pub const DEFAULT_COLLECTIONS: [&str; 2] = ["app.bsky.*", "chat.bsky.*"];
+/// The default filter: Bluesky's app and chat lexicons, comma-separated as
+/// `--collections` takes them (the flags' default is this string).
+pub const DEFAULT_COLLECTIONS: &str = "app.bsky.*,chat.bsky.*";
 
 /// A list of collection patterns: an NSID (exact) or a prefix ending in
 /// `.*` (`app.bsky.*` keeps `app.bsky.feed.post`); `*` keeps everything.
@@ -14,7 +15,7 @@ pub struct CollectionFilter {
 
 impl Default for CollectionFilter {
     fn default() -> Self {
-        CollectionFilter::new(DEFAULT_COLLECTIONS).expect("valid default patterns")
+        CollectionFilter::new(DEFAULT_COLLECTIONS.split(',')).expect("valid default patterns")
     }
 }
 

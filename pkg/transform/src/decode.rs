@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::filter::CollectionFilter;
+use crate::{apply, AccountRow, DeadLetterRow, IdentityRow, Op, Rows, Table};
 use skyhouse_atproto::car::{read_car_bytes, BlockStore, CarError, CarOptions};
 use skyhouse_atproto::cbor;
 use skyhouse_atproto::commit::Commit;
@@ -17,9 +19,6 @@ use skyhouse_atproto::jetstream::{self, Operation, Payload};
 use skyhouse_atproto::json::from_lex_json;
 use skyhouse_atproto::syntax::Tid;
 use skyhouse_atproto::Cid;
-use skyhouse_transform::{apply, AccountRow, DeadLetterRow, IdentityRow, Op, Rows, Table};
-
-use crate::filter::CollectionFilter;
 
 /// Dead letters keep at most this much of the offending input (bytes).
 const DEAD_LETTER_PAYLOAD: usize = 16 << 10;
