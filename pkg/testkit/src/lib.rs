@@ -72,16 +72,29 @@
 //! }
 //! # }
 //! ```
+//!
+//! # Faults, generated streams, comparisons
+//!
+//! [`proxy::FaultProxy`] sits between a client and the real ClickHouse and
+//! stalls, resets, answers `502`, truncates or answers an unknown error code
+//! for the requests a test picks, while traffic flows. [`synth::Synth`]
+//! generates a deterministic Jetstream stream of any length and says what
+//! each event must leave in ClickHouse. [`compare::Compare`] checks that two
+//! databases hold the same data, table by table. [`ws::Script`] plays a
+//! misbehaving WebSocket server.
 #![deny(missing_docs)]
 
 mod clickhouse;
+pub mod compare;
 pub mod dashboards;
 pub mod firehose;
 mod http;
 mod network;
 mod process;
+pub mod proxy;
 mod redis;
 mod scenario;
+pub mod synth;
 mod truth;
 pub mod ws;
 mod xrpc;

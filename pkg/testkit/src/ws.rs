@@ -1,7 +1,7 @@
 //! A scripted WebSocket server on `127.0.0.1:0`, for testing WebSocket clients against a
 //! real socket: reconnects, failover, silence, slow consumers.
 //!
-//! A [`Script`] is a list of steps. `close()`, `drop_connection()` and `silent()` end the
+//! A [`Script`] is a list of steps. `close()`, `drop_connection()`, `cut_binary()` and `silent()` end the
 //! current connection's part; the steps after them are played to the next connection.
 //! When a connection's part ends without one of those (or when there are more connections
 //! than parts), the server keeps the connection open and says nothing until the client
@@ -21,12 +21,16 @@
 //! Needs a tokio runtime with time and IO (any flavour). Dropping the [`WsServer`] stops it
 //! and every connection it holds.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
@@ -52,6 +56,7 @@ enum Step {
     Gate(Arc<Notify>),
     Close,
     Drop,
+    Cut(Message, usize),
     Silent,
     Unresponsive,
 }
@@ -123,6 +128,15 @@ impl Script {
         self
     }
 
+    /// Start sending `bytes` as a binary message but stop after `keep` bytes of its
+    /// WebSocket frame (header included) and drop the TCP connection: the client sees a
+    /// frame cut in the middle. The next steps go to the next connection.
+    pub fn cut_binary(mut self, bytes: impl Into<Vec<u8>>, keep: usize) -> Self {
+        self.steps
+            .push(Step::Cut(Message::binary(bytes.into()), keep));
+        self
+    }
+
     /// Say nothing until the client goes away; the next steps go to the next connection.
     pub fn silent(mut self) -> Self {
         self.steps.push(Step::Silent);
@@ -144,7 +158,7 @@ impl Script {
         for step in self.steps {
             let terminal = matches!(
                 step,
-                Step::Close | Step::Drop | Step::Silent | Step::Unresponsive
+                Step::Close | Step::Drop | Step::Cut(..) | Step::Silent | Step::Unresponsive
             );
             parts.last_mut().expect("non-empty").push(step);
             if terminal {
@@ -292,6 +306,11 @@ async fn connection(
         *seen.lock().expect("uri lock") = req.uri().to_string();
         Ok(resp)
     };
+    let budget = Arc::new(Mutex::new(None));
+    let stream = Cuttable {
+        inner: stream,
+        budget: budget.clone(),
+    };
     let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
         return;
     };
@@ -345,6 +364,12 @@ async fn connection(
                 return;
             }
             Step::Drop => return,
+            Step::Cut(msg, keep) => {
+                *budget.lock().expect("budget lock") = Some(keep);
+                // Fails once the budget is spent; the connection is dropped either way.
+                let _ = sink.send(msg).await;
+                return;
+            }
             Step::Silent => break,
             Step::Unresponsive => {
                 // Nothing reads the socket any more: pings go unanswered.
@@ -358,6 +383,56 @@ async fn connection(
     // Silent (explicitly or at the end of the part): hold until the client leaves.
     let _ = (&mut reader.0).await;
     drop(sink);
+}
+
+/// The server's TCP stream, whose writes stop after a byte budget once one is set
+/// ([`Script::cut_binary`]): the bytes within it reach the socket, then writing fails.
+struct Cuttable {
+    inner: TcpStream,
+    budget: Arc<Mutex<Option<usize>>>,
+}
+
+impl AsyncRead for Cuttable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Cuttable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let budget = *self.budget.lock().expect("budget lock");
+        let allowed = match budget {
+            None => buf.len(),
+            Some(0) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "scripted cut",
+                )))
+            }
+            Some(left) => left.min(buf.len()),
+        };
+        let written = ready!(Pin::new(&mut self.inner).poll_write(cx, &buf[..allowed]))?;
+        if let Some(left) = budget {
+            *self.budget.lock().expect("budget lock") = Some(left - written);
+        }
+        Poll::Ready(Ok(written))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Aborts the task when dropped, so a dropped connection takes its reader with it.
