@@ -16,7 +16,9 @@ temporary on-disk session, against the database `skyhouse_chdb_check`:
 4. with --queries, every statement of FILE runs without error (the
    interaction refresh once per table and kind), and the interaction refresh
    and post_counts give the right counts for replayed, deleted and
-   deleted-before-created likes.
+   deleted-before-created likes;
+5. with --statements, every rendered statement of FILE (the store's catalog:
+   `-- name: X` then the SQL exactly as sent) runs without error, in order.
 
 Files are split exactly as pkg/store/src/migrate.rs `render()` does: `--`
 comment lines and blank lines dropped, a statement ends with `;` at the end of
@@ -331,6 +333,22 @@ def run_checks(srv, args):
                 queries += 1
     if args.queries:
         check_interaction_counts(srv, args.queries)
+    for path in args.statements:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise CheckFailed(f"FAIL reading {path}: {one_line(e)}")
+        for chunk in text.split("-- name: ")[1:]:
+            name, _, body = chunk.partition("\n")
+            stmt = body.strip().rstrip(";").strip()
+            if "{" in re.sub(r"'(\\.|[^'\\])*'", "", stmt) and re.search(r"\{[a-z_]+\}", stmt):
+                fail(f"statement {name.strip()}", "a placeholder is left unfilled")
+            try:
+                srv.query(stmt)
+            except Exception as e:  # noqa: BLE001
+                fail(f"statement {name.strip()}: {one_line(stmt)[:300]}", e)
+            queries += 1
 
     return (
         f"chdb {version_text} (chdb-core {srv.package_version}): {applied} migrations up/down/up OK, "
@@ -442,6 +460,13 @@ def main():
         action="append",
         default=[],
         help="a file of ;-terminated statements to run after the migrations (repeatable)",
+    )
+    p.add_argument(
+        "--statements",
+        action="append",
+        default=[],
+        help="a file of rendered statements (`-- name:` headers, no placeholders), run in order "
+        "after the queries: the store's catalog, exactly as the services send it (repeatable)",
     )
     args = p.parse_args()
     try:

@@ -534,10 +534,10 @@ async fn rank(s: &FeedgenState, feed: &Feed) -> Result<Vec<String>, XrpcError> {
     counter!("skyhouse_feedgen_rankings_total").increment(1);
     match tokio::time::timeout(RANK_TIMEOUT, algos::rank(&s.inner.ch, feed)).await {
         Ok(ranked) => ranked.map_err(internal),
-        Err(_) => Err(internal(skyhouse_store::StoreError::Transient(format!(
-            "feed ranking took over {} s",
-            RANK_TIMEOUT.as_secs()
-        )))),
+        Err(_) => Err(internal(skyhouse_store::StoreError::timed_out(
+            "feed ranking",
+            RANK_TIMEOUT,
+        ))),
     }
 }
 

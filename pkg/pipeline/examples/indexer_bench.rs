@@ -347,16 +347,12 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
     };
 
     let ch = ClickHouse::new(ClickHouseConfig {
-        url: args.clickhouse.clone(),
         user: std::env::var("CLICKHOUSE_USER").unwrap_or_default(),
         password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
-        database: args.database.clone(),
-        cluster: None,
+        ..ClickHouseConfig::local(&args.clickhouse, &args.database)
     })?;
-    ch.execute(&format!("DROP DATABASE IF EXISTS `{}`", args.database))
-        .await?;
-    ch.execute(&format!("CREATE DATABASE `{}`", args.database))
-        .await?;
+    skyhouse_store::admin::drop_database(&ch).await?;
+    skyhouse_store::admin::create_database(&ch).await?;
     Migrator::new(&ch, migrate::embedded()?).up().await?;
     let prefix = format!("bench:indexer:{}:{}:", args.case, std::process::id());
     let state = State::connect(&args.redis, &prefix).await?;

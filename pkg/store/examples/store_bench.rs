@@ -507,24 +507,21 @@ async fn pipeline(
 
 /// Plain inserts: each table's rows in batches of `batch`, one after another.
 struct RawSink<'a> {
-    client: &'a clickhouse::Client,
+    ch: &'a ClickHouse,
     batch: usize,
     inserts: usize,
 }
 
 impl TableSink for RawSink<'_> {
-    type Error = clickhouse::error::Error;
+    type Error = skyhouse_store::StoreError;
 
     async fn insert<R>(&mut self, table: &'static str, rows: &[R]) -> Result<(), Self::Error>
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
     {
+        // One plain INSERT per chunk: no retry, no bisection (the ceiling).
         for chunk in rows.chunks(self.batch) {
-            let mut insert = self.client.insert::<R>(table).await?;
-            for row in chunk {
-                insert.write(row).await?;
-            }
-            insert.end().await?;
+            self.ch.insert(table, chunk).await?;
             self.inserts += 1;
         }
         Ok(())
@@ -540,39 +537,19 @@ fn written_tables() -> Vec<&'static str> {
 
 async fn truncate(ch: &ClickHouse) -> Result<(), BoxError> {
     for t in written_tables() {
-        ch.execute(&format!("TRUNCATE TABLE {}.{t}", ch.database()))
-            .await?;
+        skyhouse_store::admin::truncate(ch, t).await?;
     }
     Ok(())
 }
 
 /// Rows in the written tables (active parts, before any deduplication).
 async fn stored_rows(ch: &ClickHouse) -> Result<u64, BoxError> {
-    let list = written_tables()
-        .iter()
-        .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(",");
-    Ok(ch
-        .client()
-        .query(&format!(
-            "SELECT sum(rows) FROM system.parts WHERE active AND database = '{}' AND table IN ({list})",
-            ch.database()
-        ))
-        .fetch_one::<u64>()
-        .await?)
+    Ok(skyhouse_store::admin::stored_rows(ch, &written_tables()).await?)
 }
 
 /// Active parts in the written tables (how many the run left to merge).
 async fn stored_parts(ch: &ClickHouse) -> Result<u64, BoxError> {
-    Ok(ch
-        .client()
-        .query(&format!(
-            "SELECT count() FROM system.parts WHERE active AND database = '{}' AND table != 'schema_migrations'",
-            ch.database()
-        ))
-        .fetch_one::<u64>()
-        .await?)
+    Ok(skyhouse_store::admin::active_parts(ch, &written_tables()).await?)
 }
 
 fn main() -> Result<(), BoxError> {
@@ -584,22 +561,14 @@ fn main() -> Result<(), BoxError> {
         None => {
             let server = skyhouse_testkit::ClickHouse::shared();
             let db = server.database("store_bench");
-            let ch = ClickHouse::new(ClickHouseConfig {
-                url: server.http_url(),
-                user: String::new(),
-                password: String::new(),
-                database: db.name().to_owned(),
-                cluster: None,
-            })?;
+            let ch = ClickHouse::new(ClickHouseConfig::local(&server.http_url(), db.name()))?;
             (ch, Some(db), "testkit")
         }
         Some(url) => {
             let ch = ClickHouse::new(ClickHouseConfig {
-                url: url.clone(),
                 user: args.user.clone(),
                 password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
-                database: "skyhouse_bench".to_owned(),
-                cluster: None,
+                ..ClickHouseConfig::local(url, "skyhouse_bench")
             })?;
             (ch, None, "url")
         }
@@ -614,10 +583,8 @@ fn main() -> Result<(), BoxError> {
 async fn bench(args: &Args, ch: ClickHouse, target: &str) -> Result<(), BoxError> {
     let version = ch.server_version().await?;
     if target == "url" {
-        ch.execute(&format!("DROP DATABASE IF EXISTS {}", ch.database()))
-            .await?;
-        ch.execute(&format!("CREATE DATABASE {}", ch.database()))
-            .await?;
+        skyhouse_store::admin::drop_database(&ch).await?;
+        skyhouse_store::admin::create_database(&ch).await?;
     }
     Migrator::new(&ch, migrate::embedded()?).up().await?;
 
@@ -773,7 +740,7 @@ async fn ceiling_rep(
     let n = rows.len();
     let mb = rows.approx_bytes() as f64 / (1 << 20) as f64;
     let sink = || RawSink {
-        client: ch.in_database(),
+        ch,
         batch: raw_batch,
         inserts: 0,
     };

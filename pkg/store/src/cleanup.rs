@@ -15,7 +15,7 @@
 
 use skyhouse_transform::Table;
 
-use crate::queries::literal;
+use crate::sql::{self, literal, render, Rendered};
 use crate::{ClickHouse, StoreError};
 
 /// What a cleanup did.
@@ -48,53 +48,57 @@ pub async fn cleanup_did(
     reason: &str,
 ) -> Result<Cleanup, StoreError> {
     let version = now_version();
-    let requested = now_secs();
+    let requested = now_secs().to_string();
     let mut tombstoned = 0;
-    let mut tables: Vec<(&str, &str)> = vec![("records", "did, collection, rkey")];
-    tables.extend(Table::ALL.iter().map(|t| (t.name(), "did, rkey")));
-    let db = ch.database();
     let did_lit = literal(did);
-    for (table, key) in tables {
-        let live = format!(
-            "SELECT count() FROM (SELECT {key}, argMax(deleted, version) AS d \
-             FROM {db}.{table} WHERE did = {did_lit} GROUP BY {key}) WHERE d = 0"
-        );
-        let n: u64 = ch
-            .client()
-            .query(&live)
-            .fetch_one()
-            .await
-            .map_err(|e| StoreError::classify(e, &format!("cleanup {table} of {did}")))?;
+    let db = ch.database();
+    for (table, key) in keyed_tables() {
+        let args = [("table", table), ("key", key), ("did", did_lit.as_str())];
+        let live = render(db, "cleanup_live_rows", &args)?;
+        let what = format!("cleanup {table} of {did}");
+        let n: u64 = ch.fetch_one(&what, &live).await?;
         if n == 0 {
             continue;
         }
-        // The aggregates sit in a subquery under other names: an outer
-        // `AS version` would shadow the column inside `argMax(deleted,
-        // version)` (ClickHouse then rejects an aggregate inside an aggregate).
-        let insert = format!(
-            "INSERT INTO {db}.{table} ({key}, cid, version, deleted, created_at, indexed_at, sort_at) \
-             SELECT {key}, '' AS cid, greatest(newest + 1, toUInt64({version})) AS version, \
-             toUInt8(1) AS deleted, toDateTime({requested}) AS created_at, \
-             toDateTime({requested}) AS indexed_at, toDateTime({requested}) AS sort_at \
-             FROM (SELECT {key}, max(version) AS newest, argMax(deleted, version) AS gone \
-             FROM {db}.{table} WHERE did = {did_lit} GROUP BY {key}) WHERE gone = 0"
-        );
-        ch.execute(&insert).await?;
+        let insert = render(
+            db,
+            "cleanup_tombstone",
+            &[
+                ("table", table),
+                ("key", key),
+                ("did", &did_lit),
+                ("version", &version.to_string()),
+                ("requested", &requested),
+            ],
+        )?;
+        ch.execute(&what, &insert).await?;
         tombstoned += n;
     }
-    let finished = now_secs();
-    ch.execute(&format!(
-        "INSERT INTO {db}.repo_cleanup_jobs (id, did, status, reason, rows_tombstoned, \
-         requested_at, finished_at, version) VALUES ({}, {did_lit}, 'done', {}, {tombstoned}, \
-         toDateTime({requested}), toDateTime({finished}), {version})",
-        literal(id),
-        literal(reason),
-    ))
-    .await?;
+    let done = render(
+        db,
+        "cleanup_job_done",
+        &[
+            ("id", &literal(id)),
+            ("did", &did_lit),
+            ("reason", &literal(reason)),
+            ("rows", &tombstoned.to_string()),
+            ("requested", &requested),
+            ("finished", &now_secs().to_string()),
+            ("version", &version.to_string()),
+        ],
+    )?;
+    ch.execute("cleanup job", &done).await?;
     Ok(Cleanup {
         rows_tombstoned: tombstoned,
         version,
     })
+}
+
+/// `records` and every typed table, with their key columns.
+fn keyed_tables() -> Vec<(&'static str, &'static str)> {
+    let mut tables = vec![("records", "did, collection, rkey")];
+    tables.extend(Table::ALL.iter().map(|t| (t.name(), "did, rkey")));
+    tables
 }
 
 /// The job id of an account deletion seen at `version` (its event position).
@@ -104,18 +108,8 @@ pub fn account_job_id(did: &str, version: u64) -> String {
 
 /// Deleted accounts whose cleanup has not finished: `(did, version)`.
 pub async fn pending_account_cleanups(ch: &ClickHouse) -> Result<Vec<(String, u64)>, StoreError> {
-    let db = ch.database();
-    let sql = format!(
-        "SELECT did, version FROM {db}.accounts FINAL WHERE status = 'deleted' \
-         AND concat('account-deleted:', did, ':', toString(version)) NOT IN \
-         (SELECT id FROM {db}.repo_cleanup_jobs FINAL WHERE status = 'done') \
-         ORDER BY version LIMIT 1000"
-    );
-    ch.client()
-        .query(&sql)
-        .fetch_all::<(String, u64)>()
-        .await
-        .map_err(|e| StoreError::classify(e, "pending account cleanups"))
+    let sql = render(ch.database(), "pending_account_cleanups", &[])?;
+    ch.fetch_all("pending account cleanups", &sql).await
 }
 
 /// Run every pending account cleanup; returns how many ran.
@@ -131,4 +125,46 @@ pub async fn run_account_cleanups(ch: &ClickHouse) -> Result<usize, StoreError> 
         );
     }
     Ok(pending.len())
+}
+
+/// This module's statements with sample values (see [`sql::catalog`]).
+pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+    let did = literal("did:plc:alice");
+    for (table, key) in keyed_tables() {
+        let args = [("table", table), ("key", key), ("did", did.as_str())];
+        out.push(Rendered {
+            name: format!("cleanup_live_rows#{table}"),
+            sql: render(db, "cleanup_live_rows", &args)?,
+        });
+        out.push(Rendered {
+            name: format!("cleanup_tombstone#{table}"),
+            sql: render(
+                db,
+                "cleanup_tombstone",
+                &[
+                    ("table", table),
+                    ("key", key),
+                    ("did", &did),
+                    ("version", "5"),
+                    ("requested", "1714521600"),
+                ],
+            )?,
+        });
+    }
+    sql::sample(
+        out,
+        db,
+        "cleanup_job_done",
+        &[
+            ("id", "'account-deleted:did:plc:alice:5'"),
+            ("did", &did),
+            ("reason", "'account deleted'"),
+            ("rows", "3"),
+            ("requested", "1714521600"),
+            ("finished", "1714521601"),
+            ("version", "5"),
+        ],
+    )?;
+    sql::sample(out, db, "pending_account_cleanups", &[])?;
+    Ok(())
 }

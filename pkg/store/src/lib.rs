@@ -9,13 +9,21 @@
 //! validation off (18.16 lacks `RowBinaryWithNamesAndTypes`).
 #![deny(missing_docs)]
 
+use std::time::Duration;
+
+pub mod admin;
 pub mod cleanup;
+mod error;
 pub mod migrate;
 pub mod queries;
-pub use queries::literal;
+pub mod retry;
+pub mod sql;
+pub use sql::{literal, literal_array};
 pub mod writer;
 
 pub use clickhouse;
+pub use error::{code_kind, one_line, parse_code, CodeKind, RetryReason, StoreError, CODES};
+pub use retry::{Retry, WriteProgress};
 
 /// Connection settings.
 #[derive(Debug, Clone)]
@@ -30,6 +38,33 @@ pub struct ClickHouseConfig {
     pub database: String,
     /// Cluster name for `ON CLUSTER` DDL and `Distributed` tables, if any.
     pub cluster: Option<String>,
+    /// Connect, send and receive timeouts of every statement.
+    pub timeouts: Timeouts,
+}
+
+/// How long any one exchange with ClickHouse may take. A stalled socket
+/// becomes a [`RetryReason::Timeout`] error the caller retries, never a hang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Establishing a TCP connection. Default 5 s.
+    pub connect: Duration,
+    /// Handing one chunk of an INSERT body to the socket (a server that
+    /// stops reading). Default 30 s.
+    pub send: Duration,
+    /// The whole answer to a statement, or to an INSERT once its body is
+    /// sent. Default 60 s; maintenance statements that read a window of a
+    /// large table may need more (`--clickhouse-receive-timeout-secs`).
+    pub receive: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            send: Duration::from_secs(30),
+            receive: Duration::from_secs(60),
+        }
+    }
 }
 
 impl ClickHouseConfig {
@@ -42,14 +77,15 @@ impl ClickHouseConfig {
             password: String::new(),
             database: database.to_owned(),
             cluster: None,
+            timeouts: Timeouts::default(),
         }
     }
 
     /// Check the settings before any I/O; the error names the setting.
     pub fn validate(&self) -> Result<(), StoreError> {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+        if !self.url.starts_with("http://") {
             return Err(StoreError::Config(format!(
-                "ClickHouse address {:?} must be an http:// or https:// URL",
+                "ClickHouse address {:?} must be an http:// URL (use a TLS-terminating proxy for https)",
                 self.url
             )));
         }
@@ -68,11 +104,25 @@ impl ClickHouseConfig {
                 )));
             }
         }
+        let t = &self.timeouts;
+        for (name, d) in [
+            ("connect", t.connect),
+            ("send", t.send),
+            ("receive", t.receive),
+        ] {
+            if d.is_zero() {
+                return Err(StoreError::Config(format!(
+                    "ClickHouse {name} timeout must be > 0"
+                )));
+            }
+        }
         Ok(())
     }
 }
 
-/// A handle on skyhouse's ClickHouse database.
+/// A handle on skyhouse's ClickHouse database: the one way every crate
+/// reaches ClickHouse. Each call has the configured timeouts and comes back
+/// classified ([`StoreError`]): retry, dead-letter or stop.
 #[derive(Clone)]
 pub struct ClickHouse {
     client: clickhouse::Client,
@@ -87,15 +137,29 @@ impl std::fmt::Debug for ClickHouse {
             .field("url", &self.config.url)
             .field("database", &self.config.database)
             .field("cluster", &self.config.cluster)
+            .field("timeouts", &self.config.timeouts)
             .finish()
     }
 }
+
+/// Idle pooled connections are dropped after this long: below ClickHouse's
+/// own keep-alive timeout (3 s on 18.16), so the client never sends on a
+/// socket the server is closing.
+const POOL_IDLE: Duration = Duration::from_millis(2_500);
 
 impl ClickHouse {
     /// Connect lazily (no I/O here) after validating the settings.
     pub fn new(config: ClickHouseConfig) -> Result<Self, StoreError> {
         config.validate()?;
-        let mut client = clickhouse::Client::default()
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeouts.connect));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        connector.set_nodelay(true);
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE)
+                .build(connector);
+        let mut client = clickhouse::Client::with_http_client(http)
             .with_url(&config.url)
             .with_validation(false);
         if !config.user.is_empty() {
@@ -112,13 +176,23 @@ impl ClickHouse {
         })
     }
 
-    /// The underlying client (no default database: queries name it).
+    /// The same handle with another receive timeout (a maintenance job that
+    /// reads a large window, or a probe that must answer fast).
+    pub fn with_receive_timeout(&self, receive: Duration) -> ClickHouse {
+        let mut ch = self.clone();
+        ch.config.timeouts.receive = receive;
+        ch
+    }
+
+    /// The underlying client (no default database). Being retired: every
+    /// statement moves into a typed function of this crate.
+    #[doc(hidden)]
     pub fn client(&self) -> &clickhouse::Client {
         &self.client
     }
 
-    /// A client whose default database is skyhouse's (for inserts, which
-    /// take a bare table name).
+    /// The underlying client in the database. Being retired, as [`Self::client`].
+    #[doc(hidden)]
     pub fn in_database(&self) -> &clickhouse::Client {
         &self.in_db
     }
@@ -133,106 +207,160 @@ impl ClickHouse {
         self.config.cluster.as_deref()
     }
 
-    /// Run a statement that returns nothing.
-    pub async fn execute(&self, sql: &str) -> Result<(), StoreError> {
-        self.client
-            .query(sql)
-            .execute()
-            .await
-            .map_err(|e| StoreError::classify(e, first_words(sql)))
+    /// The timeouts every call uses.
+    pub fn timeouts(&self) -> Timeouts {
+        self.config.timeouts
+    }
+
+    /// `fut` within the receive timeout, its error classified with `what`.
+    async fn timed<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.config.timeouts.receive;
+        match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r.map_err(|e| StoreError::classify(e, what)),
+            Err(_) => Err(StoreError::timed_out(what, limit)),
+        }
+    }
+
+    /// A query with the server told to give up when the client does.
+    fn query(&self, sql: &str) -> clickhouse::query::Query {
+        // query_raw: `?` in quoted user text is data, not a bind placeholder.
+        self.client.query_raw(sql).with_setting(
+            "max_execution_time",
+            self.config.timeouts.receive.as_secs().max(1).to_string(),
+        )
+    }
+
+    /// Run a statement that returns nothing (`what` names it in errors).
+    pub(crate) async fn execute(&self, what: &str, sql: &str) -> Result<(), StoreError> {
+        self.timed(what, self.query(sql).execute()).await
+    }
+
+    /// All rows of a statement.
+    pub(crate) async fn fetch_all<T>(&self, what: &str, sql: &str) -> Result<Vec<T>, StoreError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        self.timed(what, self.query(sql).fetch_all::<T>()).await
+    }
+
+    /// The one row of a statement.
+    pub(crate) async fn fetch_one<T>(&self, what: &str, sql: &str) -> Result<T, StoreError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        self.timed(what, self.query(sql).fetch_one::<T>()).await
+    }
+
+    /// The answer of a statement as JSON objects (one per row), in the
+    /// database (so a statement may name tables without `{db}.`), with extra
+    /// `settings` (e.g. `readonly`). For the API's generic row output and
+    /// the SQL explorer.
+    pub async fn fetch_json(
+        &self,
+        what: &str,
+        sql: &str,
+        settings: &[(&str, String)],
+    ) -> Result<Vec<JsonRow>, StoreError> {
+        let mut q = self
+            .in_db
+            .query_raw(sql)
+            .with_setting("output_format_json_quote_64bit_integers", "0");
+        let mut has_limit = false;
+        for (k, v) in settings {
+            has_limit |= *k == "max_execution_time";
+            q = q.with_setting(*k, v.clone());
+        }
+        if !has_limit {
+            q = q.with_setting(
+                "max_execution_time",
+                self.config.timeouts.receive.as_secs().max(1).to_string(),
+            );
+        }
+        let bytes = self
+            .timed(what, async move {
+                q.fetch_bytes("JSONEachRow")?.collect().await
+            })
+            .await?;
+        parse_json_rows(&bytes)
+            .map_err(|e| StoreError::transient(RetryReason::Garbled, format!("{what}: {e}")))
+    }
+
+    /// Insert `rows` into `table` (a bare name, in the database) as one
+    /// INSERT with the send and receive timeouts. One attempt: the caller
+    /// decides what a failure means (the writer retries or bisects).
+    pub async fn insert<R>(&self, table: &str, rows: &[R]) -> Result<(), StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite + serde::Serialize,
+    {
+        let what = format!("insert into {}.{table}", self.database());
+        let t = self.config.timeouts;
+        let attempt = async {
+            let mut insert = self
+                .in_db
+                .insert::<R>(table)
+                .await?
+                .with_timeouts(Some(t.send), Some(t.receive));
+            for r in rows {
+                insert.write(r).await?;
+            }
+            insert.end().await
+        };
+        // The client's own timeouts cover each write and the end; this one
+        // also covers a connection that opens and then never reads.
+        let limit = t.send.saturating_mul(2).saturating_add(t.receive);
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(r) => r.map_err(|e| StoreError::classify(e, &what)),
+            Err(_) => Err(StoreError::timed_out(&what, limit)),
+        }
     }
 
     /// The server's version.
     pub async fn server_version(&self) -> Result<migrate::ServerVersion, StoreError> {
         let v: String = self
-            .client
-            .query("SELECT version()")
-            .fetch_one()
-            .await
-            .map_err(|e| StoreError::classify(e, "SELECT version()"))?;
+            .fetch_one("SELECT version()", "SELECT version()")
+            .await?;
         migrate::ServerVersion::parse(&v)
-            .ok_or_else(|| StoreError::Permanent(format!("unparseable server version {v:?}")))
+            .ok_or_else(|| StoreError::Internal(format!("unparseable server version {v:?}")))
     }
 }
 
-fn first_words(sql: &str) -> &str {
-    let end = sql.char_indices().nth(60).map_or(sql.len(), |(i, _)| i);
-    sql[..end].lines().next().unwrap_or("")
-}
+/// One row of a JSON answer.
+pub type JsonRow = serde_json::Map<String, serde_json::Value>;
 
-/// Store failures, classified so callers know whether to retry.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A setting is invalid (names it).
-    #[error("{0}")]
-    Config(String),
-    /// Worth retrying: the network, a timeout, an overloaded server.
-    #[error("ClickHouse (transient): {0}")]
-    Transient(String),
-    /// Not worth retrying: bad SQL, a schema or type mismatch.
-    #[error("ClickHouse: {0}")]
-    Permanent(String),
-    /// A migration problem (names the migration or file).
-    #[error("{0}")]
-    Migration(String),
-}
-
-impl StoreError {
-    /// Whether retrying could help.
-    pub fn is_retriable(&self) -> bool {
-        matches!(self, StoreError::Transient(_))
-    }
-
-    /// Sort a client error into transient or permanent, with context.
-    pub fn classify(e: clickhouse::error::Error, context: &str) -> StoreError {
-        use clickhouse::error::Error as E;
-        let msg = format!("{context}: {e}");
-        match &e {
-            E::Network(_) | E::TimedOut => StoreError::Transient(msg),
-            E::BadResponse(text) => {
-                // Server-side codes that mean "try again": too many parts, memory
-                // limit, timeouts, network between replicas, table is read-only.
-                const TRANSIENT: &[&str] = &[
-                    "Code: 252",
-                    "Code: 241",
-                    "Code: 159",
-                    "Code: 209",
-                    "Code: 210",
-                    "Code: 242",
-                    "Code: 202",
-                    "Code: 425",
-                    "Code: 999",
-                ];
-                if TRANSIENT.iter().any(|c| text.contains(c)) {
-                    StoreError::Transient(msg)
-                } else {
-                    StoreError::Permanent(msg)
-                }
+/// JSONEachRow lines to rows.
+fn parse_json_rows(bytes: &[u8]) -> Result<Vec<JsonRow>, String> {
+    let mut out = Vec::new();
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice(line) {
+            Ok(serde_json::Value::Object(m)) => out.push(m),
+            Ok(other) => {
+                return Err(format!(
+                    "not a row: {}",
+                    error::one_line(&other.to_string())
+                ))
             }
-            _ => StoreError::Permanent(msg),
+            Err(e) => return Err(format!("bad JSON row: {e}")),
         }
     }
+    Ok(out)
 }
 
 /// `SHOW CREATE TABLE` of every table in the database, `;`-terminated, in name order.
 pub async fn dump_schema(ch: &ClickHouse) -> Result<String, StoreError> {
     let db = ch.database();
     let tables: Vec<String> = ch
-        .client()
-        .query(&format!(
-            "SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name"
-        ))
-        .fetch_all()
-        .await
-        .map_err(|e| StoreError::classify(e, "listing tables"))?;
+        .fetch_all("listing tables", &sql::render(db, "list_tables", &[])?)
+        .await?;
     let mut out = String::new();
     for t in tables {
-        let create: String = ch
-            .client()
-            .query(&format!("SHOW CREATE TABLE {db}.{t}"))
-            .fetch_one()
-            .await
-            .map_err(|e| StoreError::classify(e, "SHOW CREATE TABLE"))?;
+        // Table names come from the server; quote them as identifiers.
+        let table = format!("`{}`", t.replace('`', "\\`"));
+        let sql = sql::render(db, "show_create_table", &[("table", &table)])?;
+        let create: String = ch.fetch_one("SHOW CREATE TABLE", &sql).await?;
         out.push_str(&create);
         out.push_str(";\n\n");
     }

@@ -325,6 +325,9 @@ struct Recorded {
     state: String,
 }
 
+/// Shortest receive timeout of a migration statement.
+const MIGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Applies migrations to one database.
 #[derive(Debug)]
 pub struct Migrator<'a> {
@@ -339,7 +342,18 @@ impl<'a> Migrator<'a> {
     }
 
     async fn exec(&self, sql: &str) -> Result<(), StoreError> {
-        self.ch.execute(sql).await
+        // DDL ON CLUSTER waits for every replica (up to the server's
+        // distributed_ddl_task_timeout, 180 s): give it at least that long.
+        let ch = self
+            .ch
+            .with_receive_timeout(self.ch.timeouts().receive.max(MIGRATION_TIMEOUT));
+        ch.execute(
+            crate::one_line(sql)
+                .get(..80)
+                .unwrap_or("migration statement"),
+            sql,
+        )
+        .await
     }
 
     async fn ensure_bookkeeping(&self) -> Result<(), StoreError> {
@@ -362,14 +376,14 @@ impl<'a> Migrator<'a> {
     async fn recorded(&self) -> Result<Vec<Recorded>, StoreError> {
         let db = self.ch.database();
         self.ch
-            .client()
-            .query(&format!(
-                "SELECT version, name, checksum, state FROM {db}.schema_migrations FINAL \
-                 WHERE state != 'rolled_back' ORDER BY version"
-            ))
-            .fetch_all::<Recorded>()
+            .fetch_all::<Recorded>(
+                "reading schema_migrations",
+                &format!(
+                    "SELECT version, name, checksum, state FROM {db}.schema_migrations FINAL \
+                     WHERE state != 'rolled_back' ORDER BY version"
+                ),
+            )
             .await
-            .map_err(|e| StoreError::classify(e, "reading schema_migrations"))
     }
 
     async fn record(

@@ -5,43 +5,13 @@
 
 use serde::Deserialize;
 
+use crate::sql::{self, literal, render, Rendered};
 use crate::{ClickHouse, StoreError};
-
-const SQL: &str = include_str!("../queries/store.sql");
-
-/// The statement named `name` in queries/store.sql, with `{db}` filled in.
-fn statement(ch: &ClickHouse, name: &str) -> String {
-    let marker = format!("-- name: {name}\n");
-    let start = SQL
-        .find(&marker)
-        .map(|i| i + marker.len())
-        .unwrap_or(SQL.len());
-    let body: String = SQL[start..]
-        .lines()
-        .take_while(|l| !l.starts_with("-- name:"))
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    body.trim()
-        .trim_end_matches(';')
-        .replace("{db}", ch.database())
-}
-
-/// A ClickHouse string literal: the text in single quotes with backslashes
-/// and quotes escaped, so any text (quotes, `%`, `\\`, newlines) is data,
-/// never SQL. Send the statement with `query_raw` when the text may hold `?`
-/// (the client's `query` reads `?` as a bind placeholder).
-pub fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-}
 
 /// Live records per collection (hidden accounts left out), most first.
 pub async fn collection_counts(ch: &ClickHouse) -> Result<Vec<(String, u64)>, StoreError> {
-    ch.client()
-        .query(&statement(ch, "collection_counts"))
-        .fetch_all::<(String, u64)>()
-        .await
-        .map_err(|e| StoreError::classify(e, "collection_counts"))
+    let sql = render(ch.database(), "collection_counts", &[])?;
+    ch.fetch_all("collection_counts", &sql).await
 }
 
 /// One live record, as stored.
@@ -68,14 +38,12 @@ pub async fn records_of(
     if !skyhouse_atproto::syntax::Did::is_valid(did) {
         return Err(StoreError::Config(format!("invalid DID {did:?}")));
     }
-    let sql = statement(ch, "records_of")
-        .replace("{did}", &literal(did))
-        .replace("{limit}", &limit.to_string());
-    ch.client()
-        .query(&sql)
-        .fetch_all()
-        .await
-        .map_err(|e| StoreError::classify(e, "records_of"))
+    let sql = render(
+        ch.database(),
+        "records_of",
+        &[("did", &literal(did)), ("limit", &limit.to_string())],
+    )?;
+    ch.fetch_all("records_of", &sql).await
 }
 
 /// Recompute `daily_stats` for every day from `since` (a `YYYY-MM-DD` date) on,
@@ -103,10 +71,12 @@ pub async fn refresh_daily_stats(ch: &ClickHouse, since: &str) -> Result<(), Sto
         .map_or(0, |d| d.as_micros() as u64);
     let version = (micros * 2).to_string();
     for name in ["zero_daily_stats", "refresh_daily_stats"] {
-        let sql = statement(ch, name)
-            .replace("{since}", &literal(since))
-            .replace("{version}", &version);
-        ch.execute(&sql).await?;
+        let sql = render(
+            ch.database(),
+            name,
+            &[("since", &literal(since)), ("version", &version)],
+        )?;
+        ch.execute(name, &sql).await?;
     }
     Ok(())
 }
@@ -126,12 +96,8 @@ pub struct DailyStat {
 
 /// Daily stats from `since` (`YYYY-MM-DD`) on, by day then collection.
 pub async fn daily_stats(ch: &ClickHouse, since: &str) -> Result<Vec<DailyStat>, StoreError> {
-    let sql = statement(ch, "daily_stats").replace("{since}", &literal(since));
-    ch.client()
-        .query(&sql)
-        .fetch_all()
-        .await
-        .map_err(|e| StoreError::classify(e, "daily_stats"))
+    let sql = render(ch.database(), "daily_stats", &[("since", &literal(since))])?;
+    ch.fetch_all("daily_stats", &sql).await
 }
 
 /// The four kinds of interaction counted per post: (kind, record table,
@@ -182,12 +148,8 @@ pub async fn refresh_interactions_in_windows(
     ch: &ClickHouse,
     window_rows: u64,
 ) -> Result<RefreshedUpto, StoreError> {
-    let (last, now): (u32, u32) = ch
-        .client()
-        .query(&statement(ch, "interactions_watermark"))
-        .fetch_one()
-        .await
-        .map_err(|e| StoreError::classify(e, "interactions_watermark"))?;
+    let sql = render(ch.database(), "interactions_watermark", &[])?;
+    let (last, now): (u32, u32) = ch.fetch_one("interactions_watermark", &sql).await?;
     let after = last.saturating_sub(REFRESH_MARGIN_SECS);
     let bounds = window_bounds(ch, after, window_rows.max(1)).await?;
     // Windows [lo, hi): the last one is open-ended (rows arriving during the
@@ -199,13 +161,8 @@ pub async fn refresh_interactions_in_windows(
         let (lo, hi) = (pair[0], pair[1]);
         for (kind, source, subject) in INTERACTION_SOURCES {
             for name in ["refresh_interaction_subjects", "refresh_interactions"] {
-                let sql = statement(ch, name)
-                    .replace("{source}", source)
-                    .replace("{subject}", subject)
-                    .replace("{kind}", &literal(kind))
-                    .replace("{after}", &lo.to_string())
-                    .replace("{before}", &hi.to_string());
-                ch.execute(&sql).await?;
+                let sql = refresh_sql(ch.database(), name, (kind, source, subject), lo, hi)?;
+                ch.execute(name, &sql).await?;
             }
         }
         save_interactions_watermark(ch, hi.min(now)).await?;
@@ -233,16 +190,8 @@ async fn window_bounds(
 ) -> Result<Vec<u32>, StoreError> {
     let mut largest: Option<(u64, &str)> = None;
     for source in ["likes", "reposts", "posts"] {
-        let sql = statement(ch, "interaction_backlog")
-            .replace("{source}", source)
-            .replace("{levels}", "0.5")
-            .replace("{after}", &after.to_string());
-        let Backlog { rows, .. } = ch
-            .client()
-            .query(&sql)
-            .fetch_one()
-            .await
-            .map_err(|e| StoreError::classify(e, "interaction_backlog"))?;
+        let sql = backlog_sql(ch.database(), source, "0.5", after)?;
+        let Backlog { rows, .. } = ch.fetch_one("interaction_backlog", &sql).await?;
         if largest.is_none_or(|(n, _)| rows > n) {
             largest = Some((rows, source));
         }
@@ -258,16 +207,8 @@ async fn window_bounds(
     let levels: Vec<String> = (1..windows)
         .map(|i| format!("{:.6}", i as f64 / windows as f64))
         .collect();
-    let sql = statement(ch, "interaction_backlog")
-        .replace("{source}", source)
-        .replace("{levels}", &levels.join(", "))
-        .replace("{after}", &after.to_string());
-    let backlog: Backlog = ch
-        .client()
-        .query(&sql)
-        .fetch_one()
-        .await
-        .map_err(|e| StoreError::classify(e, "interaction_backlog"))?;
+    let sql = backlog_sql(ch.database(), source, &levels.join(", "), after)?;
+    let backlog: Backlog = ch.fetch_one("interaction_backlog", &sql).await?;
     let mut bounds = backlog.bounds;
     bounds.sort_unstable();
     bounds.dedup();
@@ -278,10 +219,15 @@ async fn save_interactions_watermark(ch: &ClickHouse, upto: u32) -> Result<(), S
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
-    let sql = statement(ch, "save_interactions_watermark")
-        .replace("{upto}", &upto.to_string())
-        .replace("{version}", &micros.to_string());
-    ch.execute(&sql).await
+    let sql = render(
+        ch.database(),
+        "save_interactions_watermark",
+        &[
+            ("upto", &upto.to_string()),
+            ("version", &micros.to_string()),
+        ],
+    )?;
+    ch.execute("save_interactions_watermark", &sql).await
 }
 
 /// Live interactions with one post, as of the last [`refresh_interactions`].
@@ -330,12 +276,8 @@ pub async fn post_counts(ch: &ClickHouse, uris: &[&str]) -> Result<Vec<PostCount
         .map(|u| literal(u))
         .collect::<Vec<_>>()
         .join(", ");
-    let rows: Vec<(String, String, u64)> = ch
-        .client()
-        .query(&statement(ch, "post_counts").replace("{uris}", &list))
-        .fetch_all()
-        .await
-        .map_err(|e| StoreError::classify(e, "post_counts"))?;
+    let sql = render(ch.database(), "post_counts", &[("uris", &list)])?;
+    let rows: Vec<(String, String, u64)> = ch.fetch_all("post_counts", &sql).await?;
     for (uri, kind, n) in rows {
         for c in out.iter_mut().filter(|c| c.uri == uri) {
             match kind.as_str() {
@@ -348,4 +290,80 @@ pub async fn post_counts(ch: &ClickHouse, uris: &[&str]) -> Result<Vec<PostCount
         }
     }
     Ok(out)
+}
+
+/// The interaction refresh statement `name` for one source.
+fn refresh_sql(
+    db: &str,
+    name: &str,
+    (kind, source, subject): (&str, &str, &str),
+    after: u32,
+    before: u32,
+) -> Result<String, StoreError> {
+    render(
+        db,
+        name,
+        &[
+            ("source", source),
+            ("subject", subject),
+            ("kind", &literal(kind)),
+            ("after", &after.to_string()),
+            ("before", &before.to_string()),
+        ],
+    )
+}
+
+/// A source's backlog since `after`, with quantiles at `levels`.
+fn backlog_sql(db: &str, source: &str, levels: &str, after: u32) -> Result<String, StoreError> {
+    render(
+        db,
+        "interaction_backlog",
+        &[
+            ("source", source),
+            ("levels", levels),
+            ("after", &after.to_string()),
+        ],
+    )
+}
+
+/// This module's statements with sample values (see [`sql::catalog`]).
+pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+    let alice = literal("did:plc:alice");
+    sql::sample(out, db, "collection_counts", &[])?;
+    sql::sample(out, db, "records_of", &[("did", &alice), ("limit", "100")])?;
+    for name in ["zero_daily_stats", "refresh_daily_stats"] {
+        sql::sample(
+            out,
+            db,
+            name,
+            &[("since", "'2024-01-01'"), ("version", "2")],
+        )?;
+    }
+    sql::sample(out, db, "daily_stats", &[("since", "'2024-01-01'")])?;
+    for source in INTERACTION_SOURCES {
+        for name in ["refresh_interaction_subjects", "refresh_interactions"] {
+            out.push(Rendered {
+                name: format!("{name}#{}", source.0),
+                sql: refresh_sql(db, name, source, 0, u32::MAX)?,
+            });
+        }
+    }
+    out.push(Rendered {
+        name: "interaction_backlog".into(),
+        sql: backlog_sql(db, "likes", "0.25, 0.5", 0)?,
+    });
+    sql::sample(out, db, "interactions_watermark", &[])?;
+    sql::sample(
+        out,
+        db,
+        "save_interactions_watermark",
+        &[("upto", "1714521600"), ("version", "2")],
+    )?;
+    sql::sample(
+        out,
+        db,
+        "post_counts",
+        &[("uris", "'at://did:plc:alice/app.bsky.feed.post/3kpost1'")],
+    )?;
+    Ok(())
 }

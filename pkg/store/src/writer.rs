@@ -3,13 +3,24 @@
 //! Producers send `(Rows, position)` through a bounded channel (when it is
 //! full they wait: that is the backpressure that reaches the socket). The
 //! writer appends them to the open batch and closes it on whichever limit
-//! comes first: rows, bytes or age. A closed batch is inserted table by table;
-//! transient errors are retried with capped exponential backoff (forever, so a
-//! down ClickHouse stops the pipeline instead of dropping data); a permanent
-//! error (schema, type) turns that table's rows into `dead_letters` rows
-//! instead of looping. Each batch, once written, is acknowledged with the
-//! highest position it holds: the pipeline moves its cursor on that, so the
-//! cursor never runs ahead of the data.
+//! comes first: rows, bytes or age. A closed batch is inserted table by table,
+//! and what happens on a failure depends on its kind ([`StoreError`]):
+//! - transient (network, timeout, a proxy's 502, a garbled answer, a code in
+//!   no list): retried with capped exponential backoff, for ever, counted in
+//!   `skyhouse_store_retries_total{reason}`; [`WriteProgress`] tells the
+//!   service's `/health` how long writes have been stuck. A down ClickHouse
+//!   stops the pipeline instead of dropping data;
+//! - the rows are bad (ClickHouse cannot store these values): the table's
+//!   rows are bisected until the refused ones are isolated, and only those go
+//!   to `dead_letters` — one bad row does not take the rest of the batch;
+//! - the schema is wrong, or the credentials: the batch fails, nothing is
+//!   acknowledged or dead-lettered, and the service stops with that one line.
+//!
+//! Each batch, once written, is acknowledged with the highest position it
+//! holds: the pipeline moves its cursor on that, so the cursor never runs
+//! ahead of the data. Inserts are idempotent (ReplacingMergeTree on the
+//! commit's version), so a retried or bisected insert that had partly landed
+//! changes nothing.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +28,7 @@ use serde::Serialize;
 use skyhouse_transform::{DeadLetterRow, RecordRow, Rows, TableRow, TableSink};
 use tokio::sync::mpsc;
 
-use crate::{ClickHouse, StoreError};
+use crate::{ClickHouse, Retry, StoreError, WriteProgress};
 
 /// Batch limits and retry pacing.
 #[derive(Debug, Clone)]
@@ -34,10 +45,12 @@ pub struct WriterConfig {
     /// Close the batch this long after its first row. Default 1 s: at live
     /// rates a row waits at most this long before it is queryable.
     pub max_age: Duration,
-    /// First retry delay after a transient error. Default 100 ms.
-    pub retry_base: Duration,
-    /// Longest retry delay. Default 10 s.
-    pub retry_max: Duration,
+    /// Backoff between attempts after a transient error (retried for ever).
+    /// Default 100 ms doubling to 10 s.
+    pub retry: Retry,
+    /// Since when writes have been failing, for `/health` (shared with the
+    /// service's health check).
+    pub progress: WriteProgress,
     /// Insert `records` on a second connection while the typed tables are
     /// inserted one after another on the first. Default true: ClickHouse
     /// parses one INSERT on one thread and `records` (the raw JSON) is about
@@ -53,8 +66,8 @@ impl Default for WriterConfig {
             max_rows: 100_000,
             max_bytes: 32 << 20,
             max_age: Duration::from_secs(1),
-            retry_base: Duration::from_millis(100),
-            retry_max: Duration::from_secs(10),
+            retry: Retry::default(),
+            progress: WriteProgress::default(),
             concurrent_tables: true,
         }
     }
@@ -67,7 +80,8 @@ pub struct Ack<P> {
     pub upto: P,
     /// Rows written (all tables).
     pub rows: usize,
-    /// Rows that went to `dead_letters` because their table refused them.
+    /// Rows that went to `dead_letters` because ClickHouse refused their
+    /// values (only those: the rest of their table's rows were written).
     pub dead_lettered: usize,
 }
 
@@ -96,7 +110,7 @@ async fn settle<P>(
     acks: &mpsc::Sender<Ack<P>>,
 ) -> Result<Option<Rows>, StoreError> {
     let (rows, ack) =
-        done.map_err(|e| StoreError::Permanent(format!("batch writer task failed: {e}")))??;
+        done.map_err(|e| StoreError::Internal(format!("batch writer task failed: {e}")))??;
     Ok(acks.send(ack).await.ok().map(|()| rows))
 }
 
@@ -222,7 +236,7 @@ pub async fn write_batch<P>(
         sink.insert_retrying("dead_letters", &dead)
             .await
             .map_err(|e| {
-                StoreError::Permanent(format!(
+                StoreError::Internal(format!(
                     "could not dead-letter {} refused rows: {e}",
                     dead.len()
                 ))
@@ -244,45 +258,50 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    async fn insert_once<R>(&self, table: &str, rows: &[R]) -> Result<(), StoreError>
-    where
-        R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
-    {
-        let qualified = format!("{}.{table}", self.ch.database());
-        let mut insert = self
-            .ch
-            .in_database()
-            .insert::<R>(table)
-            .await
-            .map_err(|e| StoreError::classify(e, &qualified))?;
-        for r in rows {
-            insert
-                .write(r)
-                .await
-                .map_err(|e| StoreError::classify(e, &qualified))?;
-        }
-        insert
-            .end()
-            .await
-            .map_err(|e| StoreError::classify(e, &qualified))
-    }
-
+    /// Insert `rows`, retrying transient failures for ever.
     async fn insert_retrying<R>(&self, table: &str, rows: &[R]) -> Result<(), StoreError>
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
     {
-        let mut delay = self.cfg.retry_base;
-        loop {
-            match self.insert_once(table, rows).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_retriable() => {
-                    tracing::warn!(%e, table, rows = rows.len(), ?delay, "Insert failed; retrying.");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.cfg.retry_max);
+        let what = format!("insert into {table} ({} rows)", rows.len());
+        self.cfg
+            .retry
+            .run(&what, Some(&self.cfg.progress), || {
+                self.ch.insert(table, rows)
+            })
+            .await
+    }
+
+    /// Insert `rows`; where ClickHouse refuses the values, halve the rows
+    /// and insert each half again, until the refused rows are alone: those
+    /// go to `dead_letters` with ClickHouse's reason, all others are written.
+    /// A batch with one bad row costs about 2·log2(rows) extra inserts.
+    async fn insert_bisecting<R>(&mut self, table: &str, rows: &[R]) -> Result<(), StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
+    {
+        // An explicit stack instead of recursion (async recursion needs boxing).
+        let mut todo: Vec<&[R]> = vec![rows];
+        while let Some(part) = todo.pop() {
+            match self.insert_retrying(table, part).await {
+                Ok(()) => {}
+                Err(StoreError::BadRows(reason)) if part.len() > 1 => {
+                    tracing::warn!(table, rows = part.len(), %reason, "ClickHouse refused some rows; bisecting.");
+                    let (a, b) = part.split_at(part.len() / 2);
+                    todo.push(b);
+                    todo.push(a);
+                }
+                Err(StoreError::BadRows(reason)) => {
+                    tracing::error!(table, %reason, "ClickHouse refused a row; dead-lettering it.");
+                    let reason = format!("insert into {table} refused: {reason}");
+                    self.dead
+                        .push(DeadLetterRow::for_refused_row(table, &reason, &part[0]));
+                    self.dead_lettered += 1;
                 }
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
     }
 }
 
@@ -300,18 +319,6 @@ impl TableSink for Sink<'_> {
             // Never dead-letter the dead letters (that could loop): fail instead.
             return self.insert_retrying(table, rows).await;
         }
-        match self.insert_retrying(table, rows).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::error!(%e, table, rows = rows.len(), "Insert refused; dead-lettering the rows.");
-                let reason = format!("insert into {table} refused: {e}");
-                for r in rows {
-                    self.dead
-                        .push(DeadLetterRow::for_refused_row(table, &reason, r));
-                }
-                self.dead_lettered += rows.len();
-                Ok(())
-            }
-        }
+        self.insert_bisecting(table, rows).await
     }
 }

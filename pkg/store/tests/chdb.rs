@@ -26,6 +26,12 @@ fn migrations_and_queries_on_current_clickhouse() {
         String::from_utf8_lossy(&probe.stderr).trim()
     );
 
+    // Every statement the store sends, rendered as it sends them, for the
+    // database the checker migrates.
+    let statements =
+        std::env::temp_dir().join(format!("skyhouse-store-catalog-{}.sql", std::process::id()));
+    let catalog = skyhouse_store::sql::catalog_file("skyhouse_chdb_check").expect("catalog");
+    std::fs::write(&statements, catalog).expect("write the catalog");
     let out = Command::new("python3")
         .args([
             "scripts/chdb_check.py",
@@ -33,11 +39,14 @@ fn migrations_and_queries_on_current_clickhouse() {
             "pkg/store/queries/check.sql",
             "--queries",
             "pkg/store/queries/store.sql",
+            "--statements",
         ])
+        .arg(&statements)
         .current_dir(&root)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .expect("run scripts/chdb_check.py");
+    let _ = std::fs::remove_file(&statements);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{}", stdout.trim_end());

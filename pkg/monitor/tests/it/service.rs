@@ -161,13 +161,9 @@ async fn a_stopped_monitor_writes_nothing_more_and_a_down_clickhouse_is_not_read
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let ch = skyhouse_monitor::ClickHouse::new(skyhouse_store::ClickHouseConfig {
-        url: dead,
-        user: String::new(),
-        password: String::new(),
-        database: "skyhouse".into(),
-        cluster: None,
-    })
+    let ch = skyhouse_monitor::ClickHouse::new(skyhouse_store::ClickHouseConfig::local(
+        &dead, "skyhouse",
+    ))
     .unwrap();
     let health = Health::default();
     let monitor = Monitor::new(config(), Some(ch), health.clone()).unwrap();

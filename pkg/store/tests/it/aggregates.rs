@@ -193,12 +193,9 @@ async fn the_same_events_twice_change_nothing() {
     write(&ch, &interactions()).await;
     assert_eq!(counts(&ch, POST).await, once);
     // Merged and refreshed again: still the same.
-    ch.execute(&format!(
-        "OPTIMIZE TABLE {}.interactions FINAL",
-        ch.database()
-    ))
-    .await
-    .expect("optimize");
+    skyhouse_store::admin::optimize_final(&ch, "interactions")
+        .await
+        .expect("optimize");
     assert_eq!(counts(&ch, POST).await, once);
 }
 
@@ -216,7 +213,7 @@ async fn a_deleted_like_stops_counting() {
     .await;
     assert_eq!(counts(&ch, POST).await, (1, 1, 1, 1));
     // Even after the record table merged the like away.
-    ch.execute(&format!("OPTIMIZE TABLE {}.likes FINAL", ch.database()))
+    skyhouse_store::admin::optimize_final(&ch, "likes")
         .await
         .expect("optimize");
     // Create and delete between two refreshes; a deleted repost, reply, quote.

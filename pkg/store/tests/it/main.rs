@@ -1,6 +1,7 @@
 //! skyhouse-store against a real ClickHouse 18.16 server started by the testkit.
 
 mod aggregates;
+mod catalog;
 mod migrate;
 mod queries;
 mod semantics;
@@ -12,13 +13,10 @@ use skyhouse_testkit::TestDatabase;
 /// A fresh database on the shared test server and a store handle on it.
 pub fn fresh(hint: &str) -> (TestDatabase, ClickHouse) {
     let db = skyhouse_testkit::ClickHouse::shared().database(hint);
-    let ch = ClickHouse::new(ClickHouseConfig {
-        url: skyhouse_testkit::ClickHouse::shared().http_url(),
-        user: String::new(),
-        password: String::new(),
-        database: db.name().to_string(),
-        cluster: None,
-    })
+    let ch = ClickHouse::new(ClickHouseConfig::local(
+        &skyhouse_testkit::ClickHouse::shared().http_url(),
+        db.name(),
+    ))
     .expect("config");
     (db, ch)
 }

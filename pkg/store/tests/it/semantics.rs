@@ -7,7 +7,7 @@ use skyhouse_atproto::cbor::Value;
 use skyhouse_atproto::json::from_lex_json;
 use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::writer::{write_batch, WriterConfig};
-use skyhouse_store::ClickHouse;
+use skyhouse_store::{ClickHouse, StoreError};
 use skyhouse_transform::{apply, Action, Cid, Op, Rows};
 
 const DID: &str = "did:plc:semanticstestaaaaaaaaaaa";
@@ -149,34 +149,100 @@ async fn the_newer_version_wins_between_backfill_and_live_in_any_order() {
 }
 
 #[tokio::test]
-async fn a_refused_table_dead_letters_its_rows_and_nothing_is_lost() {
-    let (db, ch) = setup("sem_refused").await;
+async fn a_missing_table_fails_the_batch_and_dead_letters_nothing() {
+    // A binary newer than the applied migrations: ClickHouse says the
+    // table does not exist. That is not the rows' fault: nothing may be
+    // dead-lettered or acknowledged; the error says to migrate.
+    let (db, ch) = setup("sem_schema").await;
     let n = db.name();
     db.query(&format!("DROP TABLE {n}.likes"));
     let rec = like("at://did:plc:x/app.bsky.feed.post/3kabc");
     let mut rows = op_rows("3lhhh", Action::Create, 700, Some(&rec));
-    let ack = write_batch(&ch, &WriterConfig::default(), &mut rows, 42u64)
+    let err = write_batch(&ch, &WriterConfig::default(), &mut rows, 42u64)
         .await
-        .expect("write");
-    assert_eq!((ack.upto, ack.rows, ack.dead_lettered), (42, 2, 1));
-    // The raw row landed; the refused typed row is in dead_letters, whole.
-    let raw = db.query(&format!(
-        "SELECT rkey, version FROM {n}.records FINAL WHERE deleted = 0"
-    ));
-    assert_eq!(raw, "3lhhh\t700\n");
-    let dead = db.query(&format!(
-        "SELECT source, did, rkey, version, payload FROM {n}.dead_letters"
-    ));
-    assert!(
-        dead.starts_with(&format!("insert:likes\t{DID}\t3lhhh\t700\t")),
-        "{dead}"
+        .expect_err("no likes table");
+    assert!(matches!(err, StoreError::Schema(_)), "{err}");
+    assert!(err.to_string().contains("skyhouse migrate up"), "{err}");
+    assert_eq!(
+        db.query(&format!("SELECT count() FROM {n}.dead_letters"))
+            .trim(),
+        "0"
     );
-    assert!(dead.contains("subject_uri"), "{dead}");
-    // If even dead_letters refuses them, the batch fails instead of acking lost rows.
-    db.query(&format!("DROP TABLE {n}.dead_letters"));
+}
+
+#[tokio::test]
+async fn only_the_rows_clickhouse_refuses_are_dead_lettered() {
+    let (db, ch) = setup("sem_bisect").await;
+    let n = db.name();
+    // A table expression that refuses some values (code 395): the same kind
+    // of answer a parse or type error gets, for chosen rows only.
+    db.query(&format!(
+        "ALTER TABLE {n}.likes ADD COLUMN refuse UInt8 MATERIALIZED throwIf(subject_uri LIKE '%/refuse%')"
+    ));
+    let mut rows = Rows::default();
+    let bad = [17usize, 500, 501, 998];
+    for i in 0..1000usize {
+        let subject = if bad.contains(&i) {
+            format!("at://did:plc:x/app.bsky.feed.post/refuse{i}")
+        } else {
+            format!("at://did:plc:x/app.bsky.feed.post/ok{i}")
+        };
+        let rec = like(&subject);
+        let mut one = op_rows(
+            &format!("3l{i:011}"),
+            Action::Create,
+            1000 + i as u64,
+            Some(&rec),
+        );
+        rows.append(&mut one);
+    }
+    let ack = write_batch(&ch, &WriterConfig::default(), &mut rows, 7u64)
+        .await
+        .expect("written");
+    assert_eq!(
+        (ack.upto, ack.rows, ack.dead_lettered),
+        (7, 2000, bad.len())
+    );
+    // Every good row is there, in both tables; the bad ones only in records
+    // (their raw row is valid) and in dead_letters, whole.
+    assert_eq!(
+        db.query(&format!("SELECT count() FROM {n}.likes FINAL"))
+            .trim(),
+        "996"
+    );
+    assert_eq!(
+        db.query(&format!("SELECT count() FROM {n}.records FINAL"))
+            .trim(),
+        "1000"
+    );
+    let dead = db.query(&format!(
+        "SELECT source, rkey FROM {n}.dead_letters ORDER BY rkey"
+    ));
+    let want: String = bad
+        .iter()
+        .map(|i| format!("insert:likes\t3l{i:011}\n"))
+        .collect();
+    assert_eq!(dead, want);
+    let reason = db.query(&format!("SELECT any(reason) FROM {n}.dead_letters"));
+    assert!(reason.contains("395"), "{reason}");
+}
+
+#[tokio::test]
+async fn dead_letters_that_cannot_be_stored_fail_the_batch() {
+    // If even dead_letters refuses the refused rows, the batch fails
+    // instead of acknowledging rows that are nowhere.
+    let (db, ch) = setup("sem_nowhere").await;
+    let n = db.name();
+    db.query(&format!(
+        "ALTER TABLE {n}.likes ADD COLUMN refuse UInt8 MATERIALIZED throwIf(did != '')"
+    ));
+    db.query(&format!(
+        "ALTER TABLE {n}.dead_letters ADD COLUMN refuse UInt8 MATERIALIZED throwIf(source != '')"
+    ));
+    let rec = like("at://did:plc:x/app.bsky.feed.post/3kabc");
     let mut rows = op_rows("3liii", Action::Create, 701, Some(&rec));
     let err = write_batch(&ch, &WriterConfig::default(), &mut rows, 43u64)
         .await
         .expect_err("nowhere to put them");
-    assert!(err.to_string().contains("dead_letters"), "{err}");
+    assert!(err.to_string().contains("dead-letter"), "{err}");
 }

@@ -1,0 +1,21 @@
+-- Cleanup jobs (src/cleanup.rs): tombstone every stored row of a DID.
+-- {table} is `records` or a typed table, {key} its key columns
+-- (`did, collection, rkey` or `did, rkey`), {did} a quoted DID, {version} the
+-- tombstones' minimum version, {requested}/{finished} Unix seconds.
+
+-- name: cleanup_live_rows
+-- Live keys of the DID in one table.
+SELECT count() FROM (SELECT {key}, argMax(deleted, version) AS d FROM {db}.{table} WHERE did = {did} GROUP BY {key}) WHERE d = 0;
+
+-- name: cleanup_tombstone
+-- The aggregates sit in a subquery under other names: an outer `AS version`
+-- would shadow the column inside `argMax(deleted, version)` (ClickHouse then
+-- rejects an aggregate inside an aggregate).
+INSERT INTO {db}.{table} ({key}, cid, version, deleted, created_at, indexed_at, sort_at) SELECT {key}, '' AS cid, greatest(newest + 1, toUInt64({version})) AS version, toUInt8(1) AS deleted, toDateTime({requested}) AS created_at, toDateTime({requested}) AS indexed_at, toDateTime({requested}) AS sort_at FROM (SELECT {key}, max(version) AS newest, argMax(deleted, version) AS gone FROM {db}.{table} WHERE did = {did} GROUP BY {key}) WHERE gone = 0;
+
+-- name: cleanup_job_done
+INSERT INTO {db}.repo_cleanup_jobs (id, did, status, reason, rows_tombstoned, requested_at, finished_at, version) VALUES ({id}, {did}, 'done', {reason}, {rows}, toDateTime({requested}), toDateTime({finished}), {version});
+
+-- name: pending_account_cleanups
+-- Deleted accounts whose cleanup has not finished.
+SELECT did, version FROM {db}.accounts FINAL WHERE status = 'deleted' AND concat('account-deleted:', did, ':', toString(version)) NOT IN (SELECT id FROM {db}.repo_cleanup_jobs FINAL WHERE status = 'done') ORDER BY version LIMIT 1000;

@@ -1,0 +1,113 @@
+//! Administration of a whole database: what benches, tools and tests that
+//! own a database do to it (create, drop, empty, merge, count parts). The
+//! services never call these.
+
+use crate::sql::{self, literal_array, render, Rendered};
+use crate::{ClickHouse, StoreError};
+
+fn on_cluster(ch: &ClickHouse) -> String {
+    ch.cluster()
+        .map(|c| format!(" ON CLUSTER {c}"))
+        .unwrap_or_default()
+}
+
+/// Create the database if it does not exist (on every node of the cluster).
+pub async fn create_database(ch: &ClickHouse) -> Result<(), StoreError> {
+    let sql = render(
+        ch.database(),
+        "create_database",
+        &[("on_cluster", &on_cluster(ch))],
+    )?;
+    ch.execute("create database", &sql).await
+}
+
+/// Drop the database and everything in it.
+pub async fn drop_database(ch: &ClickHouse) -> Result<(), StoreError> {
+    let sql = render(
+        ch.database(),
+        "drop_database",
+        &[("on_cluster", &on_cluster(ch))],
+    )?;
+    ch.execute("drop database", &sql).await
+}
+
+fn table_name(table: &str) -> Result<&str, StoreError> {
+    if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(StoreError::Config(format!(
+            "table name {table:?} must be letters, digits and _"
+        )));
+    }
+    Ok(table)
+}
+
+/// Empty `table`.
+pub async fn truncate(ch: &ClickHouse, table: &str) -> Result<(), StoreError> {
+    let sql = render(
+        ch.database(),
+        "truncate_table",
+        &[
+            ("table", table_name(table)?),
+            ("on_cluster", &on_cluster(ch)),
+        ],
+    )?;
+    ch.execute("truncate", &sql).await
+}
+
+/// Merge `table` into one part per partition (`OPTIMIZE … FINAL`): what
+/// `FINAL` reads then is what merges produce.
+pub async fn optimize_final(ch: &ClickHouse, table: &str) -> Result<(), StoreError> {
+    let sql = render(
+        ch.database(),
+        "optimize_table_final",
+        &[
+            ("table", table_name(table)?),
+            ("on_cluster", &on_cluster(ch)),
+        ],
+    )?;
+    ch.execute("optimize", &sql).await
+}
+
+/// Rows in the active parts of `tables` (before deduplication).
+pub async fn stored_rows(ch: &ClickHouse, tables: &[&str]) -> Result<u64, StoreError> {
+    let sql = render(
+        ch.database(),
+        "stored_rows",
+        &[("tables", &literal_array(tables))],
+    )?;
+    ch.fetch_one("stored rows", &sql).await
+}
+
+/// Active parts of `tables`.
+pub async fn active_parts(ch: &ClickHouse, tables: &[&str]) -> Result<u64, StoreError> {
+    let sql = render(
+        ch.database(),
+        "active_parts",
+        &[("tables", &literal_array(tables))],
+    )?;
+    ch.fetch_one("active parts", &sql).await
+}
+
+/// This module's statements with sample values (see [`sql::catalog`]).
+/// The destructive ones are rendered for another database: the catalog
+/// runs in order on one database.
+pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+    let scratch = format!("{db}_scratch");
+    sql::sample(out, &scratch, "create_database", &[("on_cluster", "")])?;
+    sql::sample(
+        out,
+        db,
+        "optimize_table_final",
+        &[("table", "likes"), ("on_cluster", "")],
+    )?;
+    let tables = literal_array(&["records", "likes"]);
+    sql::sample(out, db, "stored_rows", &[("tables", &tables)])?;
+    sql::sample(out, db, "active_parts", &[("tables", &tables)])?;
+    sql::sample(
+        out,
+        db,
+        "truncate_table",
+        &[("table", "dead_letters"), ("on_cluster", "")],
+    )?;
+    sql::sample(out, &scratch, "drop_database", &[("on_cluster", "")])?;
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! Every statement skyhouse sends, by name, from the `.sql` files in
+//! `pkg/store/queries/`.
+//!
+//! A file holds statements introduced by `-- name: <name>` lines; `--`
+//! comment lines are dropped and a statement ends at the next name (its
+//! trailing `;` is removed). Placeholders are `{word}`: `{db}` is the
+//! database, every other one is filled by the typed function that owns the
+//! statement, with a validated value or a literal quoted by [`literal`]
+//! (ClickHouse 18.16 has no server-side parameters). Rendering is one pass:
+//! a value that itself contains `{…}` is data, never expanded again. A
+//! placeholder left unfilled, or a value given for none, is an error (a bug
+//! in the caller, caught by the catalog test before it ships).
+//!
+//! [`catalog`] renders every statement with sample values: the tests run it
+//! on ClickHouse 18.16 and on current ClickHouse (chdb), so what is checked
+//! is exactly what the services send.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::StoreError;
+
+/// The statement files, embedded in the binary.
+const FILES: &[(&str, &str)] = &[
+    ("store.sql", include_str!("../queries/store.sql")),
+    ("cleanup.sql", include_str!("../queries/cleanup.sql")),
+    ("schema.sql", include_str!("../queries/schema.sql")),
+];
+
+/// Named statement templates of every file: name → (file, template).
+fn templates() -> &'static HashMap<&'static str, (&'static str, String)> {
+    static PARSED: OnceLock<HashMap<&'static str, (&'static str, String)>> = OnceLock::new();
+    PARSED.get_or_init(|| {
+        let mut out = HashMap::new();
+        for (file, text) in FILES {
+            for (name, body) in parse(text) {
+                out.insert(name, (*file, body));
+            }
+        }
+        out
+    })
+}
+
+/// `(name, template)` pairs of one file, in order.
+fn parse(text: &'static str) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for chunk in text.split("-- name: ").skip(1) {
+        let (name, body) = chunk.split_once('\n').unwrap_or((chunk, ""));
+        let body: Vec<&str> = body
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--") && !l.trim().is_empty())
+            .collect();
+        let body = body.join("\n");
+        out.push((
+            name.trim(),
+            body.trim().trim_end_matches(';').trim().to_owned(),
+        ));
+    }
+    out
+}
+
+/// A ClickHouse string literal: the text in single quotes with backslashes
+/// and quotes escaped, so any text (quotes, `%`, `\\`, `?`, newlines) is
+/// data, never SQL.
+pub fn literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            // NUL ends a C string inside some server paths: escape it.
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// An array literal of quoted strings: `['a', 'b']`.
+pub fn literal_array<S: AsRef<str>>(items: &[S]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| literal(s.as_ref())).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// Statement `name` with `{db}` and each `(placeholder, value)` of `args`
+/// filled in (values are inserted as given: quote text with [`literal`]).
+pub fn render(db: &str, name: &str, args: &[(&str, &str)]) -> Result<String, StoreError> {
+    let (_, template) = templates()
+        .get(name)
+        .ok_or_else(|| StoreError::Internal(format!("no statement named {name:?}")))?;
+    fill(template, db, args).map_err(|e| StoreError::Internal(format!("statement {name}: {e}")))
+}
+
+/// One pass over `template`: `{word}` → its value.
+fn fill(template: &str, db: &str, args: &[(&str, &str)]) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut used = vec![false; args.len()];
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let word_len = after
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()))
+            .unwrap_or(after.len());
+        if word_len == 0 || !after[word_len..].starts_with('}') {
+            // Not a placeholder (e.g. a `{` inside a literal): keep it.
+            out.push('{');
+            rest = after;
+            continue;
+        }
+        let word = &after[..word_len];
+        if word == "db" {
+            out.push_str(db);
+        } else {
+            let i = args
+                .iter()
+                .position(|(k, _)| *k == word)
+                .ok_or_else(|| format!("placeholder {{{word}}} has no value"))?;
+            used[i] = true;
+            out.push_str(args[i].1);
+        }
+        rest = &after[word_len + 1..];
+    }
+    out.push_str(rest);
+    if let Some(i) = used.iter().position(|u| !u) {
+        return Err(format!("value for {{{}}} fills no placeholder", args[i].0));
+    }
+    Ok(out)
+}
+
+/// A rendered statement: its name and its SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The statement's name (`-- name:` in its file), with a variant suffix
+    /// where one statement is rendered several ways.
+    pub name: String,
+    /// The SQL as sent.
+    pub sql: String,
+}
+
+/// Every statement the store sends, rendered for database `db` with sample
+/// values (each variant of a statement built in pieces once), in an order
+/// that runs on a freshly migrated database. The tests run it on 18.16 and
+/// current ClickHouse; a statement with no sample here fails the test that
+/// checks every template is covered.
+pub fn catalog(db: &str) -> Result<Vec<Rendered>, StoreError> {
+    let mut out = Vec::new();
+    crate::queries::samples(db, &mut out)?;
+    crate::cleanup::samples(db, &mut out)?;
+    crate::admin::samples(db, &mut out)?;
+    sample(&mut out, db, "list_tables", &[])?;
+    sample(&mut out, db, "show_create_table", &[("table", "records")])?;
+    Ok(out)
+}
+
+/// The catalog as a file: each statement under a `-- name:` line, `;`
+/// terminated (what `scripts/chdb_check.py --statements` reads).
+pub fn catalog_file(db: &str) -> Result<String, StoreError> {
+    let mut out = String::from("-- skyhouse-store statements, rendered with sample values\n");
+    for r in catalog(db)? {
+        out.push_str("-- name: ");
+        out.push_str(&r.name);
+        out.push('\n');
+        out.push_str(&r.sql);
+        out.push_str(";\n\n");
+    }
+    Ok(out)
+}
+
+/// Names of every template (for the coverage test).
+pub fn template_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = templates().keys().copied().collect();
+    names.sort_unstable();
+    names
+}
+
+/// Push `name` rendered with `args` onto `out` (for the catalogs).
+pub(crate) fn sample(
+    out: &mut Vec<Rendered>,
+    db: &str,
+    name: &str,
+    args: &[(&str, &str)],
+) -> Result<(), StoreError> {
+    out.push(Rendered {
+        name: name.to_owned(),
+        sql: render(db, name, args)?,
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_data() {
+        assert_eq!(literal("it's"), r"'it\'s'");
+        assert_eq!(literal(r"a\b"), r"'a\\b'");
+        assert_eq!(literal("a?b"), "'a?b'");
+        assert_eq!(literal("x\0y"), r"'x\0y'");
+        assert_eq!(literal_array(&["a", "b'"]), r"['a', 'b\'']");
+    }
+
+    #[test]
+    fn fill_is_one_pass_and_strict() {
+        let t = "SELECT {x} FROM {db}.t WHERE a = '{\"k\":1}'";
+        assert_eq!(
+            fill(t, "d", &[("x", "'{db}'")]).expect("fills"),
+            "SELECT '{db}' FROM d.t WHERE a = '{\"k\":1}'"
+        );
+        assert!(fill(t, "d", &[]).expect_err("unfilled").contains("{x}"));
+        assert!(fill(t, "d", &[("x", "1"), ("y", "2")])
+            .expect_err("unused")
+            .contains("{y}"));
+    }
+
+    #[test]
+    fn names_are_unique_across_files() {
+        let mut seen = std::collections::HashSet::new();
+        for (file, text) in FILES {
+            for (name, body) in parse(text) {
+                assert!(seen.insert(name), "statement {name} named twice ({file})");
+                assert!(!body.is_empty(), "statement {name} in {file} is empty");
+            }
+        }
+    }
+
+    #[test]
+    fn every_template_has_a_sample() {
+        let catalog = catalog("db").expect("catalog renders");
+        for name in template_names() {
+            assert!(
+                catalog
+                    .iter()
+                    .any(|r| r.name == name || r.name.starts_with(&format!("{name}#"))),
+                "statement {name} has no sample in sql::catalog"
+            );
+        }
+    }
+}
