@@ -303,7 +303,16 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
     };
     args.redis.validate()?;
     crate::service::runtime()?.block_on(async move {
-        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
+        let svc = crate::service::start(
+            args.metrics_addr,
+            &args.redis,
+            &ch,
+            Some(crate::service::Writes {
+                progress: cfg.writer.progress.clone(),
+                stuck_after: args.clickhouse.stuck_after(),
+            }),
+        )
+        .await?;
         let progress = show_progress.then(|| {
             tokio::spawn(progress_line(
                 cfg.progress.clone(),

@@ -135,7 +135,7 @@ pub fn run(args: FeedgenArgs) -> Result<ExitCode> {
     let resolver =
         skyhouse_identity::Resolver::new(resolver_cfg).map_err(|e| anyhow!("--plc: {e}"))?;
     crate::service::runtime()?.block_on(async move {
-        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
+        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch, None).await?;
         skyhouse_feeds::describe_metrics();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -230,7 +230,16 @@ pub fn run(args: IndexerArgs) -> Result<ExitCode> {
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;
     crate::service::runtime()?.block_on(async move {
-        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
+        let svc = crate::service::start(
+            args.metrics_addr,
+            &args.redis,
+            &ch,
+            Some(crate::service::Writes {
+                progress: cfg.writer.progress.clone(),
+                stuck_after: args.clickhouse.stuck_after(),
+            }),
+        )
+        .await?;
         let push = match &args.relay_url {
             Some(url) => {
                 let (pusher, task) = skyhouse_relay::Pusher::connect(

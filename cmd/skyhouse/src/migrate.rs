@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use skyhouse_store::migrate::{self, Migrator, State};
-use skyhouse_store::{ClickHouse, ClickHouseConfig};
+use std::time::Duration;
+
+use skyhouse_store::{ClickHouse, ClickHouseConfig, Timeouts};
 
 /// ClickHouse connection flags, shared by every service.
 #[derive(Debug, Clone, Args)]
@@ -39,6 +41,42 @@ pub struct ClickHouseArgs {
     /// Cluster name: create replicated local tables ON CLUSTER plus Distributed tables.
     #[arg(long = "clickhouse-cluster", env = "CLICKHOUSE_CLUSTER")]
     pub cluster: Option<String>,
+    /// Seconds to establish a TCP connection to ClickHouse before the attempt counts as
+    /// failed (and is retried).
+    #[arg(
+        long = "clickhouse-connect-timeout-secs",
+        env = "CLICKHOUSE_CONNECT_TIMEOUT_SECS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub connect_timeout_secs: u64,
+    /// Seconds ClickHouse may take to accept each chunk of an INSERT's body (a server that
+    /// stops reading) before the insert is retried.
+    #[arg(
+        long = "clickhouse-send-timeout-secs",
+        env = "CLICKHOUSE_SEND_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub send_timeout_secs: u64,
+    /// Seconds ClickHouse may take to answer a statement (or an INSERT once sent) before it
+    /// is retried; also sent as the query's max_execution_time.
+    #[arg(
+        long = "clickhouse-receive-timeout-secs",
+        env = "CLICKHOUSE_RECEIVE_TIMEOUT_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub receive_timeout_secs: u64,
+    /// /health's `clickhouse_writes` check fails once writes have failed (and been retried)
+    /// for this many seconds without a success. The writer keeps retrying.
+    #[arg(
+        long = "clickhouse-stuck-secs",
+        env = "CLICKHOUSE_STUCK_SECS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub stuck_secs: u64,
 }
 
 impl ClickHouseArgs {
@@ -51,8 +89,18 @@ impl ClickHouseArgs {
             password: self.password.clone(),
             database: self.database.clone(),
             cluster,
+            timeouts: Timeouts {
+                connect: Duration::from_secs(self.connect_timeout_secs),
+                send: Duration::from_secs(self.send_timeout_secs),
+                receive: Duration::from_secs(self.receive_timeout_secs),
+            },
         })
         .map_err(|e| anyhow::anyhow!("--clickhouse-address/--database/--clickhouse-cluster: {e}"))
+    }
+
+    /// How long writes may fail before /health says so.
+    pub fn stuck_after(&self) -> Duration {
+        Duration::from_secs(self.stuck_secs)
     }
 }
 

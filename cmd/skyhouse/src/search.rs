@@ -90,7 +90,7 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
-        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch).await?;
+        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch, None).await?;
         skyhouse_api::describe_metrics();
         let refresh = tokio::spawn(skyhouse_api::refresh_loop(
             ch.clone(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use skyhouse_state::State;
-use skyhouse_store::ClickHouse;
+use skyhouse_store::{ClickHouse, WriteProgress};
 use skyhouse_telemetry::{CancellationToken, Health};
 
 use crate::redis_args::RedisArgs;
@@ -39,16 +39,28 @@ pub const HEALTH_PROBE: Duration = Duration::from_secs(5);
 /// A probe that has not answered within this counts as a failure.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A service's ClickHouse writes, watched by `/health`.
+#[derive(Debug, Clone)]
+pub struct Writes {
+    /// Shared with the service's batch writer.
+    pub progress: WriteProgress,
+    /// The `clickhouse_writes` check fails once writes have failed this long.
+    pub stuck_after: Duration,
+}
+
 /// Serve `/metrics` and `/health` on `metrics_addr`, install the signal
 /// handlers, connect Redis, and probe ClickHouse (`SELECT version()`) and
 /// Redis (`PING`) now and every [`HEALTH_PROBE`] until shutdown: checks
-/// `clickhouse` and `redis`.
+/// `clickhouse` and `redis`; with `writes`, also `clickhouse_writes` (false
+/// while the writer has been failing and retrying for longer than its limit).
 pub async fn start(
     metrics_addr: SocketAddr,
     redis: &RedisArgs,
     ch: &ClickHouse,
+    writes: Option<Writes>,
 ) -> Result<Service> {
     let handle = skyhouse_telemetry::install_metrics();
+    skyhouse_store::retry::describe_metrics();
     let health = Health::default();
     let shutdown = skyhouse_telemetry::shutdown_on_signals();
     let listener = tokio::net::TcpListener::bind(metrics_addr)
@@ -62,9 +74,12 @@ pub async fn start(
     ));
     let state = redis.connect().await?;
     let probe = {
-        let (ch, state, health) = (ch.clone(), state.clone(), health.clone());
+        // The probe must answer fast: a stalled server counts as down.
+        let ch = ch.with_receive_timeout(PROBE_TIMEOUT);
+        let (state, health) = (state.clone(), health.clone());
         move || {
-            let (ch, state, health) = (ch.clone(), state.clone(), health.clone());
+            let (ch, state, health, writes) =
+                (ch.clone(), state.clone(), health.clone(), writes.clone());
             async move {
                 let (ch_ok, redis_ok) = tokio::join!(
                     answers(async { ch.server_version().await.is_ok() }),
@@ -72,6 +87,9 @@ pub async fn start(
                 );
                 health.set("clickhouse", ch_ok);
                 health.set("redis", redis_ok);
+                if let Some(w) = writes {
+                    health.set("clickhouse_writes", !w.progress.is_stuck(w.stuck_after));
+                }
             }
         }
     };

@@ -61,7 +61,14 @@ async fn firehose_of_the_reference_pds_lands_exactly() {
     assert_eq!(status, 200, "{body}");
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["ready"], true, "{body}");
-    for check in ["clickhouse", "indexer", "redis", "source", "lag"] {
+    for check in [
+        "clickhouse",
+        "clickhouse_writes",
+        "indexer",
+        "redis",
+        "source",
+        "lag",
+    ] {
         assert_eq!(health["checks"][check], true, "{body}");
     }
     let saved = |scrape: &str| metric(scrape, "skyhouse_indexer_cursor_saved", &[]);

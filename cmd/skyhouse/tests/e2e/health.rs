@@ -80,7 +80,14 @@ async fn an_unreachable_source_is_named_and_the_pds_firehose_is_ready() {
     health_until(&mut indexer, "200 with every check", |status, v| {
         status == 200
             && v["ready"] == true
-            && ["clickhouse", "redis", "indexer", "source", "lag"]
+            && [
+                "clickhouse",
+                "clickhouse_writes",
+                "redis",
+                "indexer",
+                "source",
+                "lag",
+            ]
                 .iter()
                 .all(|c| v["checks"][*c] == true)
     })

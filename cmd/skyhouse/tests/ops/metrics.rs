@@ -247,7 +247,14 @@ async fn dashboards_query_only_what_a_running_indexer_exports() {
     loop {
         let (status, body) = get(&metrics_addr, "/health").await.expect("/health");
         let health: Value = serde_json::from_str(&body).expect("/health JSON");
-        let checks = ["clickhouse", "redis", "indexer", "source", "lag"];
+        let checks = [
+            "clickhouse",
+            "clickhouse_writes",
+            "redis",
+            "indexer",
+            "source",
+            "lag",
+        ];
         if status == 200 {
             assert_eq!(health["ready"], true, "{body}");
             for check in checks {
