@@ -276,6 +276,25 @@ fn read_exact<R: Read>(
     Ok(())
 }
 
+/// Add byte `i` (`b`) of an unsigned LEB128 varint to `value`; `Ok(true)`
+/// when it was the last byte. The multiformats varint spec (which CAR uses)
+/// requires the shortest form: a last byte of zero after the first is
+/// refused (as iroh-car refuses it), and so is a value past 64 bits.
+#[inline]
+fn varint_byte(value: &mut u64, i: usize, b: u8) -> Result<bool, &'static str> {
+    if i == 9 && b > 1 {
+        return Err("varint overflows 64 bits");
+    }
+    *value |= u64::from(b & 0x7f) << (7 * i);
+    if b & 0x80 != 0 {
+        return Ok(false);
+    }
+    if b == 0 && i > 0 {
+        return Err("varint is not minimal");
+    }
+    Ok(true)
+}
+
 /// Read an unsigned LEB128 varint; `None` on a clean EOF before its first byte.
 fn read_varint<R: Read>(r: &mut R, offset: &mut u64) -> Result<Option<u64>, CarError> {
     let start = *offset;
@@ -302,9 +321,15 @@ fn read_varint<R: Read>(r: &mut R, offset: &mut u64) -> Result<Option<u64>, CarE
             }
         }
         *offset += 1;
-        value |= u64::from(b[0] & 0x7f) << (7 * i);
-        if b[0] & 0x80 == 0 {
-            return Ok(Some(value));
+        match varint_byte(&mut value, i, b[0]) {
+            Ok(true) => return Ok(Some(value)),
+            Ok(false) => {}
+            Err(reason) => {
+                return Err(CarError::Length {
+                    offset: start,
+                    reason: reason.into(),
+                })
+            }
         }
     }
     Err(CarError::Length {
@@ -313,16 +338,27 @@ fn read_varint<R: Read>(r: &mut R, offset: &mut u64) -> Result<Option<u64>, CarE
     })
 }
 
-/// An unsigned LEB128 varint from the front of `buf`: (value, bytes used).
-fn slice_varint(buf: &[u8]) -> Option<(u64, usize)> {
+/// An unsigned LEB128 varint from the front of `buf` (at byte `start` of
+/// the CAR): its value and length.
+fn slice_varint(buf: &[u8], start: u64) -> Result<(u64, usize), CarError> {
     let mut value = 0u64;
     for (i, &b) in buf.iter().take(10).enumerate() {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
+        match varint_byte(&mut value, i, b) {
+            Ok(true) => return Ok((value, i + 1)),
+            Ok(false) => {}
+            Err(reason) => {
+                return Err(CarError::Length {
+                    offset: start,
+                    reason: reason.into(),
+                })
+            }
         }
     }
-    None
+    // Only an input ending inside the varint gets here.
+    Err(CarError::Truncated {
+        offset: start + buf.len() as u64,
+        what: "length varint",
+    })
 }
 
 /// Hash CIDs by their digest: already uniformly distributed, so SipHash
@@ -489,10 +525,7 @@ impl BlockStore {
         store.index.reserve(car.len() / 256);
         while pos < car.len() {
             let start = pos as u64;
-            let (len, used) = slice_varint(&car[pos..]).ok_or(CarError::Length {
-                offset: start,
-                reason: "malformed varint".into(),
-            })?;
+            let (len, used) = slice_varint(&car[pos..], start)?;
             pos += used;
             opts.check_len(start, pos as u64, len)?;
             let Some(block) = car.get(pos..pos + len as usize) else {

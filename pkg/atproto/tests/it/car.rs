@@ -206,3 +206,49 @@ fn oversized_block_is_refused_before_allocation() {
         Repo::from_bytes(&[0xff, 0xff, 0xff, 0xff, 0x0f], CarOptions::default()).expect_err("hdr");
     assert!(err.to_string().contains("header length"), "{err}");
 }
+
+/// Block lengths are multiformats varints, which must be minimal (iroh-car,
+/// the tests' CAR oracle, refuses `0x81 0x00` for 1; skyhouse read it as 1),
+/// and fit 64 bits (skyhouse dropped the high bits of a tenth byte). Both
+/// readers refuse either, naming the offset of the varint.
+#[test]
+fn non_minimal_or_overlong_length_varints_are_refused() {
+    let car = read("rsky/valid_repo.car");
+    let header_len = car[0] as usize; // one-byte varint
+    let first = 1 + header_len;
+    let used = car[first..]
+        .iter()
+        .position(|b| b & 0x80 == 0)
+        .expect("varint")
+        + 1;
+    for (varint, reason) in [
+        (
+            {
+                // The same length with a zero group appended.
+                let mut v = car[first..first + used].to_vec();
+                let last = v.len() - 1;
+                v[last] |= 0x80;
+                v.push(0x00);
+                v
+            },
+            "varint is not minimal",
+        ),
+        (
+            vec![0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02],
+            "varint overflows 64 bits",
+        ),
+    ] {
+        let mut bad = car[..first].to_vec();
+        bad.extend_from_slice(&varint);
+        bad.extend_from_slice(&car[first + used..]);
+        let want = format!("bad block length at byte {first}: {reason}");
+        let Err(err) = read_car_bytes(&bad, CarOptions::default()) else {
+            panic!("in-memory reader accepts {varint:02x?}");
+        };
+        assert_eq!(err.to_string(), want);
+        let Err(err) = Repo::read(bad.as_slice(), CarOptions::default()) else {
+            panic!("streaming reader accepts {varint:02x?}");
+        };
+        assert!(err.to_string().contains(&want), "{err}");
+    }
+}
