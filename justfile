@@ -34,7 +34,7 @@ bench-deps:
         npm ci --no-audit --no-fund
     fi
 
-# Walk+decode throughput of a repository CAR: skyhouse vs @atproto/repo (default: a generated 30k-record repo)
+# Walk+decode throughput of a repository CAR: skyhouse vs @atproto/repo, then vs iroh-car and serde_ipld_dagcbor (default: a generated 30k-record repo)
 bench-car FILE="": bench-deps
     #!/usr/bin/env bash
     set -euo pipefail
@@ -53,9 +53,16 @@ bench-car FILE="": bench-deps
       const r = JSON.parse(process.env.RUST_JSON), n = JSON.parse(process.env.NODE_JSON);
       console.log(`skyhouse / node: ${(r.mb_per_s / n.mb_per_s).toFixed(1)}x MB/s (${r.mb_per_s} vs ${n.mb_per_s}), ` +
         `peak RSS ${r.peak_rss_mb} vs ${n.peak_rss_mb} MiB`);'
+    # skyhouse's CAR reader and DAG-CBOR decoder vs the crates the tests use as oracles
+    cargo run --release -q -p skyhouse-atproto --example oracle_bench -- "$file"
 
-# Run a fuzz target (car_mst, frame, jetstream_json, cbor) for SECONDS on stable Rust
+# Run a fuzz target (car_mst, frame, jetstream_json, cbor, cbor_oracle, car_oracle) for SECONDS on stable Rust; a new corpus starts from the real fixtures
 fuzz TARGET SECONDS="60": fuzz-deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -d fuzz/corpus/{{ quote(TARGET) }} ]; then
+        cargo run -q -p skyhouse-atproto --example fuzz_seeds -- fuzz/corpus
+    fi
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {{ quote(TARGET) }} -- -max_total_time={{ SECONDS }}
 
 # Install cargo-fuzz if missing

@@ -12,10 +12,18 @@ fn testdata(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
-    let d = dir.join(target);
-    fs::create_dir_all(&d).expect("create corpus dir");
-    fs::write(d.join(name), data).expect("write seed");
+/// Write one seed for every target that reads this kind of input.
+fn write(dir: &Path, kind: &str, name: &str, data: &[u8]) {
+    let targets: &[&str] = match kind {
+        "car" => &["car_mst", "car_oracle"],
+        "cbor" => &["cbor", "cbor_oracle"],
+        other => &[other],
+    };
+    for target in targets {
+        let d = dir.join(target);
+        fs::create_dir_all(&d).expect("create corpus dir");
+        fs::write(d.join(name), data).expect("write seed");
+    }
 }
 
 fn main() {
@@ -33,7 +41,7 @@ fn main() {
             if name.ends_with(".car") || name.ends_with(".repo") {
                 let bytes = fs::read(&p).expect("read");
                 if bytes.len() <= 64 << 10 {
-                    write(&out, "car_mst", &name, &bytes);
+                    write(&out, "car", &name, &bytes);
                     n += 1;
                 }
             }
@@ -58,6 +66,13 @@ fn main() {
         // The body alone is a good DAG-CBOR seed too.
         if let Ok((_, used)) = skyhouse_atproto::cbor::decode_prefix(frame) {
             write(&out, "cbor", &format!("body-{i:03}"), &frame[used..]);
+        }
+        // A commit's blocks are a small CAR.
+        if let Ok(skyhouse_atproto::frame::Frame::Commit(c)) =
+            skyhouse_atproto::frame::Frame::decode(frame)
+        {
+            write(&out, "car", &format!("blocks-{i:03}"), &c.blocks);
+            n += 1;
         }
         pos += len;
         i += 1;

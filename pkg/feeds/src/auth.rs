@@ -295,6 +295,9 @@ pub fn bearer(header: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
+mod jwt_oracle;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -185,12 +185,13 @@ fn real_records_round_trip() {
     }
 }
 
-mod props {
+pub(crate) mod props {
     use super::*;
     use proptest::prelude::*;
     use std::borrow::Cow;
 
-    fn arb_value() -> impl Strategy<Value = Value<'static>> {
+    /// Any data-model value: every kind, nested a few levels.
+    pub(crate) fn arb_value() -> impl Strategy<Value = Value<'static>> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),

@@ -2,11 +2,14 @@
 //! and real network captures in `testdata/` (see testdata/PROVENANCE.md).
 
 mod car;
+mod car_oracle;
 mod cbor;
+mod cbor_oracle;
 mod crypto;
 mod frame;
 mod jetstream;
 mod mst;
+mod oracle;
 mod syntax;
 
 /// Absolute path of a file under this crate's `testdata/`.
