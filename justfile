@@ -144,12 +144,13 @@ deps-node:
     if [ -f "$prefix/include/node/node.h" ]; then export npm_config_nodedir="$prefix"; fi
     npm ci --no-audit --no-fund
 
-# Install ClickHouse, Redis and promtool (Debian/Ubuntu apt packages) if missing; tests and `just up` need them
+# Install ClickHouse, Redis, ZooKeeper and promtool (Debian/Ubuntu apt packages) if missing; tests, `just up` and `just cluster-up` need them
 deps-system:
     #!/usr/bin/env bash
     set -euo pipefail
     # prometheus: its promtool checks the dashboards' PromQL and docker/prometheus.yml (ops tests).
-    pkgs=(clickhouse-server clickhouse-client redis-server prometheus)
+    # zookeeper: the local cluster's coordinator (`just cluster-up`, the cluster tests).
+    pkgs=(clickhouse-server clickhouse-client redis-server prometheus zookeeper)
     missing=()
     for p in "${pkgs[@]}"; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
@@ -161,7 +162,7 @@ deps-system:
         exit 0
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "deps: missing ${missing[*]} and no apt-get here: install ClickHouse, Redis and promtool yourself" >&2
+        echo "deps: missing ${missing[*]} and no apt-get here: install ClickHouse, Redis, ZooKeeper and promtool yourself" >&2
         exit 1
     fi
     sudo=()
@@ -205,6 +206,22 @@ clean-local:
 # Whether the local servers are running and answering
 status:
     @scripts/local-servers.sh status || true
+
+# Start a local ClickHouse cluster under .local/cluster/: ZooKeeper (CLUSTER_ZK_PORT, 2181) and 2 shards x 2 replicas (http CLUSTER_HTTP_PORT 8201..8204, native CLUSTER_TCP_PORT 9201..9204), cluster `skyhouse`
+cluster-up: deps-system
+    scripts/local-cluster.sh up
+
+# Stop the local cluster (data stays in .local/cluster/)
+cluster-down:
+    scripts/local-cluster.sh down
+
+# Whether ZooKeeper and each server of the local cluster run, answer, and have replicas read-only or behind
+cluster-status:
+    @scripts/local-cluster.sh status || true
+
+# Stop the local cluster and delete its data in .local/cluster/
+cluster-clean:
+    scripts/local-cluster.sh clean
 
 # clickhouse-client against the local server; ARGS pass through (e.g. just sql --query 'SELECT 1')
 [no-cd]
