@@ -177,19 +177,25 @@ impl Drop for TestDatabase {
 }
 
 /// True when the server answers `GET /ping` with `Ok.`.
-fn ping(http_port: u16) -> bool {
+pub(crate) fn ping(http_port: u16) -> bool {
     http::request(http_port, "GET", "/ping", b"", Duration::from_secs(2))
         .is_ok_and(|r| r.status == 200 && r.text().trim() == "Ok.")
 }
 
 /// Runs one query over HTTP; the error is a complete message.
-fn run(http_port: u16, database: Option<&str>, sql: &str) -> Result<String, String> {
+pub(crate) fn run(http_port: u16, database: Option<&str>, sql: &str) -> Result<String, String> {
     let path = match database {
         Some(db) => format!("/?database={db}"),
         None => "/".to_owned(),
     };
+    run_at(http_port, &path, sql)
+}
+
+/// Runs one query over HTTP at `path` (`/` plus URL parameters: the
+/// database, settings); the error is a complete message.
+pub(crate) fn run_at(http_port: u16, path: &str, sql: &str) -> Result<String, String> {
     let response =
-        http::request(http_port, "POST", &path, sql.as_bytes(), QUERY_TIMEOUT).map_err(|e| {
+        http::request(http_port, "POST", path, sql.as_bytes(), QUERY_TIMEOUT).map_err(|e| {
             format!("ClickHouse on 127.0.0.1:{http_port} unreachable: {e}\nquery: {sql}")
         })?;
     if response.status != 200 {

@@ -38,6 +38,30 @@
 //! a few milliseconds after the test binary exits. (Only a `SIGKILL` of the
 //! watchdog itself leaks a server.)
 //!
+//! # A ClickHouse cluster
+//!
+//! [`Cluster::shared`] starts, once per test process, a standalone ZooKeeper
+//! and four ClickHouse servers (2 shards × 2 replicas, cluster
+//! [`CLUSTER_NAME`]), the topology of `just cluster-up`, under the same
+//! watchdog. [`Cluster::database`] makes a database `ON CLUSTER`; each
+//! [`ClusterNode`] and the [`ZooKeeper`] can be killed, stopped and started
+//! again with their data, for fault tests ([`Cluster::start`] gives a test
+//! a cluster of its own for that).
+//!
+//! ```no_run
+//! use skyhouse_testkit::Cluster;
+//!
+//! let cluster = Cluster::shared();
+//! let db = cluster.database("sharded");
+//! cluster.query(&format!(
+//!     "CREATE TABLE {}.t ON CLUSTER skyhouse (x UInt8) ENGINE = Memory",
+//!     db.name()
+//! ));
+//! let replica = cluster.node(2, 1);
+//! replica.kill();
+//! replica.start();
+//! ```
+//!
 //! If the server binaries are missing every test that asks for a server
 //! panics with a one-line hint (`just deps`); tests never skip silently.
 //!
@@ -85,6 +109,7 @@
 #![deny(missing_docs)]
 
 mod clickhouse;
+mod cluster;
 pub mod compare;
 pub mod dashboards;
 pub mod firehose;
@@ -100,6 +125,7 @@ pub mod ws;
 mod xrpc;
 
 pub use clickhouse::{ClickHouse, TestDatabase};
+pub use cluster::{Cluster, ClusterDatabase, ClusterNode, ZooKeeper, CLUSTER_NAME};
 pub use firehose::{read_firehose, FirehoseMessage};
 pub use network::{e2e_dir, Network, NetworkInfo};
 pub use redis::{PrivateRedis, Redis, Reply};

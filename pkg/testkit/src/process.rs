@@ -12,37 +12,42 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long a server may take to answer its readiness probe.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How many times a start is retried when another process grabbed one of
 /// the ports between picking it and the server binding it.
-const ATTEMPTS: u32 = 5;
+pub(crate) const ATTEMPTS: u32 = 5;
 
 /// The one-line hint shown when a server binary is missing.
 const INSTALL_HINT: &str = "run `just deps` or \
-     `apt-get install -y clickhouse-server clickhouse-client redis-server`";
+     `apt-get install -y clickhouse-server clickhouse-client redis-server zookeeper`";
 
-/// The watchdog run by `/bin/sh -c`: `$1` is the server's temporary
-/// directory, the rest is the server's command line. It runs in a process
-/// group of its own, so Ctrl-C or a signal to the test's process group never
-/// reaches it or the server directly.
+/// The watchdog run by `/bin/sh -c`: `$1` is the server's directory, `$2`
+/// `remove` (delete the directory at the end: a throwaway server) or `keep`
+/// (a cluster's server, whose data must survive a restart), the rest is the
+/// server's command line. It runs in a process group of its own, so Ctrl-C
+/// or a signal to the test's process group never reaches it or the server
+/// directly.
 ///
 /// Standard input is a pipe whose write end only the test process holds and
 /// never writes to, so reading it returns end-of-file exactly when the test
 /// process is gone. A watcher subshell blocks on that read and then kills
-/// the server (`SIGKILL`: the data is throwaway). The main shell waits for
-/// the server; whenever and however it ends, the main shell records its
-/// status in `server.exit` (how the test process notices a server that died
-/// during startup), stops the watcher (so it can never signal a reused pid),
-/// itself waits for end-of-file, and then removes the directory. The test
-/// process closes the pipe early (drops [`Watched`]) to stop a server that
-/// failed to start.
+/// the server (`SIGKILL`: the data is throwaway). The main shell records the
+/// server's pid in `server.pid` (for tests that kill or stop the server
+/// itself) and waits for it; whenever and however it ends, the main shell
+/// records its status in `server.exit` (how the test process notices a
+/// server that died), stops the watcher (so it can never signal a reused
+/// pid), itself waits for end-of-file, and then removes the directory if
+/// told to. The test process closes the pipe early (drops [`Watched`]) to
+/// stop a server that failed to start.
 const WATCHDOG: &str = r#"
 dir=$1
-shift
+remove=$2
+shift 2
 exec 3<&0 </dev/null
 "$@" 3<&- >>"$dir/stdout.log" 2>&1 &
 server=$!
+echo "$server" >"$dir/server.pid"
 {
     read -r line <&3
     kill -9 "$server" 2>/dev/null
@@ -53,20 +58,63 @@ wait "$server"
 echo "$?" >"$dir/server.exit"
 kill "$watcher" 2>/dev/null
 read -r line <&3
-rm -rf "$dir"
+if [ "$remove" = remove ]; then rm -rf "$dir"; fi
+"#;
+
+/// A watchdog without a server, for a directory several watched servers
+/// share (a cluster's): on end-of-file of its standard input (the test
+/// process is gone, or dropped the handle) it removes `$1`, trying again for
+/// a few seconds while the servers' own watchdogs are still killing them.
+const JANITOR: &str = r#"
+trap '' INT HUP
+read -r line
+i=0
+until rm -rf "$1" 2>/dev/null || [ "$i" -ge 50 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
 "#;
 
 /// Where the watchdog records the server's exit status.
-const EXIT_FILE: &str = "server.exit";
+pub(crate) const EXIT_FILE: &str = "server.exit";
+
+/// Where the watchdog records the server's pid.
+pub(crate) const PID_FILE: &str = "server.pid";
 
 /// A server child process under the watchdog. Dropping it (or ending the
-/// process) kills the server and removes its temporary directory.
+/// process) kills the server and, for a throwaway server, removes its
+/// directory.
 #[derive(Debug)]
 pub(crate) struct Watched {
     /// The watchdog shell (not the server itself).
     child: Child,
     /// The write end of the watchdog's standard input: closing it stops the server.
     _lifeline: ChildStdin,
+}
+
+impl Watched {
+    /// How the server ended, if it did: its exit status from the
+    /// watchdog's `server.exit` in `dir`, or the watchdog's own end.
+    pub(crate) fn exited(&mut self, dir: &Path) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(format!("its watchdog shell exited, {status}")),
+            Ok(None) => fs::read_to_string(dir.join(EXIT_FILE))
+                .ok()
+                .map(|code| format!("exit status {}", code.trim())),
+            Err(e) => Some(format!("cannot check the watchdog: {e}")),
+        }
+    }
+
+    /// Closes the lifeline and waits for the watchdog to end (it kills the
+    /// server if it still runs, and removes the directory if it was told to).
+    pub(crate) fn finish(self) {
+        let Watched {
+            mut child,
+            _lifeline: lifeline,
+        } = self;
+        drop(lifeline);
+        let _ = child.wait();
+    }
 }
 
 /// Writes a server's configuration into its directory (given its ports) and
@@ -144,7 +192,7 @@ fn start_once(
         .map_err(|e| format!("testkit: cannot create a temporary directory: {e}"))?;
     let args = (spec.prepare)(&dir, &ports)
         .map_err(|e| format!("testkit: cannot write {} config: {e}", spec.binary))?;
-    let mut watched = spawn(&dir, binary, &args)
+    let mut watched = spawn(&dir, binary, &args, true)
         .map_err(|e| format!("testkit: cannot start {}: {e}", binary.display()))?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -155,14 +203,7 @@ fn start_once(
                 dir,
             }));
         }
-        let exited = match watched.child.try_wait() {
-            Ok(Some(status)) => Some(format!("its watchdog shell exited, {status}")),
-            Ok(None) => fs::read_to_string(dir.join(EXIT_FILE))
-                .ok()
-                .map(|code| format!("exit status {}", code.trim())),
-            Err(e) => Some(format!("cannot check the watchdog: {e}")),
-        };
-        if let Some(how) = exited {
+        if let Some(how) = watched.exited(&dir) {
             let logs = log_tails(&dir, spec.logs);
             drop(watched); // the watchdog removes the directory
             let message = format!(
@@ -190,7 +231,7 @@ fn start_once(
 
 /// Finds a server binary on `PATH` or in the usual `sbin` directories
 /// (which are not on a normal user's `PATH`).
-fn find_binary(name: &str) -> Result<PathBuf, String> {
+pub(crate) fn find_binary(name: &str) -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
@@ -200,7 +241,7 @@ fn find_binary(name: &str) -> Result<PathBuf, String> {
 }
 
 /// A new, empty directory unique to this process, kind and attempt.
-fn fresh_dir(kind: &str, attempt: u32) -> io::Result<PathBuf> {
+pub(crate) fn fresh_dir(kind: &str, attempt: u32) -> io::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "skyhouse-testkit-{}-{kind}-{attempt}",
         std::process::id()
@@ -215,7 +256,7 @@ fn fresh_dir(kind: &str, attempt: u32) -> io::Result<PathBuf> {
 
 /// `n` distinct loopback ports that were free a moment ago: all are bound at
 /// once (so they differ) and released before the server binds them.
-fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> io::Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .collect::<io::Result<Vec<_>>>()?;
@@ -225,16 +266,43 @@ fn free_ports(n: usize) -> io::Result<Vec<u16>> {
         .collect()
 }
 
-/// Starts `binary args…` under the watchdog described at [`WATCHDOG`].
-fn spawn(dir: &Path, binary: &Path, args: &[String]) -> io::Result<Watched> {
-    let mut child = Command::new("/bin/sh")
+/// Starts `binary args…` under the watchdog described at [`WATCHDOG`],
+/// which removes `dir` at the end if `remove`.
+pub(crate) fn spawn(
+    dir: &Path,
+    binary: &Path,
+    args: &[String],
+    remove: bool,
+) -> io::Result<Watched> {
+    let mut command = Command::new("/bin/sh");
+    command
         .arg("-c")
         .arg(WATCHDOG)
         .arg("skyhouse-testkit-watchdog")
         .arg(dir)
+        .arg(if remove { "remove" } else { "keep" })
         .arg(binary)
         .args(args)
-        .current_dir(dir)
+        .current_dir(dir);
+    watch(&mut command)
+}
+
+/// Starts the janitor described at [`JANITOR`] for `dir`: the directory is
+/// removed when the returned handle is dropped or the test process ends.
+pub(crate) fn janitor(dir: &Path) -> io::Result<Watched> {
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(JANITOR)
+        .arg("skyhouse-testkit-janitor")
+        .arg(dir);
+    watch(&mut command)
+}
+
+/// Spawns `command` in a process group of its own with a lifeline on its
+/// standard input.
+fn watch(command: &mut Command) -> io::Result<Watched> {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -251,7 +319,7 @@ fn spawn(dir: &Path, binary: &Path, args: &[String]) -> io::Result<Watched> {
 }
 
 /// The last lines of each log file, labelled, for a panic message.
-fn log_tails(dir: &Path, logs: &[&str]) -> String {
+pub(crate) fn log_tails(dir: &Path, logs: &[&str]) -> String {
     let mut out = String::new();
     for name in logs {
         let path = dir.join(name);
