@@ -9,9 +9,29 @@
 //! `schema_migrations` keeps each migration's sha2-256 checksum; changing a
 //! file after it was applied is an error, not a silent drift. `up` is
 //! idempotent (every statement is `IF NOT EXISTS`-safe and applied versions
-//! are skipped). With a cluster name, tables are created `ON CLUSTER` as
-//! replicated `<name>_local` tables behind `Distributed` tables named as in
-//! the files, sharded by their first sorting-key column.
+//! are skipped).
+//!
+//! With a cluster name, every table of the files becomes a replicated
+//! `<name>_local` table on every server (`ON CLUSTER`, ZooKeeper path
+//! `/clickhouse/tables/{shard}/<db>/<name>_local`, replica `{replica}`)
+//! behind a `Distributed` table named as in the files, sharded by
+//! `cityHash64` of the first sorting-key column: every version and tombstone
+//! of a key lands on the same shard, so `FINAL` through the `Distributed`
+//! table sees them together. `schema_migrations` is then replicated on every
+//! server of the cluster, so `migrate` may talk to any of them.
+//!
+//! An `ALTER` that changes columns runs on the local tables and then
+//! re-creates the `Distributed` table (dropped and created `ON CLUSTER` with
+//! the local tables' columns and its old engine): ClickHouse 18.16 refuses
+//! `ALTER … ON CLUSTER` of a table that is not replicated when the cluster's
+//! shards replicate internally. A `Distributed` table dropped this way loses
+//! the blocks it had not yet sent to the shards (asynchronous inserts
+//! through it), so column migrations are applied while nothing inserts
+//! through the `Distributed` tables asynchronously. Before ClickHouse 20.1 a
+//! `MATERIALIZED` column of the `Distributed` table breaks inserts through
+//! it (the server sends the computed column and the shard refuses it), so
+//! there the `Distributed` table declares it `ALIAS` instead: inserts skip
+//! it, and reads are forwarded to the shards, which return the stored value.
 
 use std::fmt;
 use std::path::Path;
@@ -168,11 +188,34 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One step of applying a migration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Run this statement.
+    Sql(String),
+    /// Create the `Distributed` table `table` `ON CLUSTER` (unless it
+    /// exists) over `<table>_local`, with the local tables' columns, sharded
+    /// by `cityHash64(sharding_key)`.
+    CreateDistributed {
+        /// The table's name in the migration files.
+        table: String,
+        /// The first column of the table's sorting key (or `rand()`).
+        sharding_key: String,
+    },
+    /// Drop and create again the `Distributed` table `table` `ON CLUSTER`,
+    /// keeping its engine (and so its sharding key), with the columns
+    /// `<table>_local` has now: after an `ALTER` of the local tables' columns.
+    RecreateDistributed {
+        /// The table's name in the migration files.
+        table: String,
+    },
+}
+
 /// Split a file into statements (ending with `;` at the end of a line),
 /// without `--` comment lines, with `{db}` replaced, rewritten for a cluster
-/// when one is named.
-pub fn render(sql: &str, db: &str, cluster: Option<&str>) -> Vec<String> {
-    let mut out = Vec::new();
+/// when one is named (see the module documentation).
+pub fn render(sql: &str, db: &str, cluster: Option<&str>) -> Vec<Step> {
+    let mut statements = Vec::new();
     let mut current = String::new();
     for line in sql.lines() {
         let trimmed = line.trim();
@@ -182,39 +225,36 @@ pub fn render(sql: &str, db: &str, cluster: Option<&str>) -> Vec<String> {
         current.push_str(line);
         current.push('\n');
         if trimmed.ends_with(';') {
-            let stmt = current
-                .trim()
-                .trim_end_matches(';')
-                .trim()
-                .replace("{db}", db);
+            statements.push(
+                current
+                    .trim()
+                    .trim_end_matches(';')
+                    .trim()
+                    .replace("{db}", db),
+            );
             current.clear();
-            match cluster {
-                None => out.push(stmt),
-                Some(c) => out.extend(for_cluster(&stmt, db, c)),
-            }
         }
     }
     if !current.trim().is_empty() {
-        let stmt = current.trim().replace("{db}", db);
-        match cluster {
-            None => out.push(stmt),
-            Some(c) => out.extend(for_cluster(&stmt, db, c)),
-        }
+        statements.push(current.trim().replace("{db}", db));
     }
-    out
+    match cluster {
+        None => statements.into_iter().map(Step::Sql).collect(),
+        Some(c) => statements
+            .iter()
+            .flat_map(|stmt| for_cluster(stmt, db, c))
+            .collect(),
+    }
 }
 
 /// Rewrite one statement for a cluster: replicated `_local` tables created
 /// `ON CLUSTER`, with a `Distributed` table under the original name.
-fn for_cluster(stmt: &str, db: &str, cluster: &str) -> Vec<String> {
+fn for_cluster(stmt: &str, db: &str, cluster: &str) -> Vec<Step> {
     let create = format!("CREATE TABLE IF NOT EXISTS {db}.");
     let drop = format!("DROP TABLE IF EXISTS {db}.");
     let alter = format!("ALTER TABLE {db}.");
     if let Some(rest) = stmt.strip_prefix(&create) {
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
+        let name = table_name(rest);
         let after = &rest[name.len()..];
         let local = format!("{name}_local");
         let zk = format!("'/clickhouse/tables/{{shard}}/{db}/{local}', '{{replica}}'");
@@ -229,45 +269,56 @@ fn for_cluster(stmt: &str, db: &str, cluster: &str) -> Vec<String> {
                 &format!("ENGINE = ReplicatedMergeTree({zk})"),
                 1,
             );
-        let shard_key = sharding_column(after).unwrap_or_else(|| "rand()".into());
+        let sharding_key = sharding_column(after).unwrap_or_else(|| "rand()".into());
         return vec![
-            format!("CREATE TABLE IF NOT EXISTS {db}.{local} ON CLUSTER {cluster}{body}"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {db}.{name} ON CLUSTER {cluster} AS {db}.{local} \
-                 ENGINE = Distributed({cluster}, {db}, {local}, cityHash64({shard_key}))"
-            ),
+            Step::Sql(format!(
+                "CREATE TABLE IF NOT EXISTS {db}.{local} ON CLUSTER {cluster}{body}"
+            )),
+            Step::CreateDistributed {
+                table: name,
+                sharding_key,
+            },
         ];
     }
     if let Some(name) = stmt.strip_prefix(&drop) {
         let name = name.trim();
         return vec![
-            format!("DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {cluster}"),
-            format!("DROP TABLE IF EXISTS {db}.{name}_local ON CLUSTER {cluster}"),
+            Step::Sql(format!(
+                "DROP TABLE IF EXISTS {db}.{name} ON CLUSTER {cluster}"
+            )),
+            Step::Sql(format!(
+                "DROP TABLE IF EXISTS {db}.{name}_local ON CLUSTER {cluster}"
+            )),
         ];
     }
     if let Some(rest) = stmt.strip_prefix(&alter) {
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
+        let name = table_name(rest);
         let change = &rest[name.len()..];
-        let local = format!("ALTER TABLE {db}.{name}_local ON CLUSTER {cluster}{change}");
-        // A column must also be added to (dropped from) the Distributed
-        // table, or reads through it cannot name it; indexes and the like
-        // exist on the local tables only.
-        let trimmed = change.trim_start();
-        if trimmed.starts_with("ADD COLUMN") || trimmed.starts_with("DROP COLUMN") {
-            let distributed = format!("ALTER TABLE {db}.{name} ON CLUSTER {cluster}{change}");
-            // Add to the local tables first; drop from the Distributed one first.
-            return if trimmed.starts_with("ADD") {
-                vec![local, distributed]
-            } else {
-                vec![distributed, local]
-            };
+        let local = Step::Sql(format!(
+            "ALTER TABLE {db}.{name}_local ON CLUSTER {cluster}{change}"
+        ));
+        // The Distributed table must have the local tables' columns, or
+        // reads through it cannot name a new one; indexes, settings and
+        // mutations concern the local tables only.
+        const COLUMN_CHANGES: [&str; 4] = [
+            "ADD COLUMN",
+            "DROP COLUMN",
+            "MODIFY COLUMN",
+            "RENAME COLUMN",
+        ];
+        if COLUMN_CHANGES.iter().any(|c| change.contains(c)) {
+            return vec![local, Step::RecreateDistributed { table: name }];
         }
         return vec![local];
     }
-    vec![stmt.to_string()]
+    vec![Step::Sql(stmt.to_string())]
+}
+
+/// The table name at the start of `rest` (letters, digits, `_`).
+fn table_name(rest: &str) -> String {
+    rest.chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
 }
 
 /// The first column of a table's `ORDER BY`, to shard on.
@@ -281,6 +332,38 @@ fn sharding_column(body: &str) -> Option<String> {
         .take_while(|c| c.is_alphanumeric() || *c == '_')
         .collect();
     (!col.is_empty()).then_some(col)
+}
+
+/// The oldest server whose `Distributed` tables may declare a
+/// `MATERIALIZED` column: older ones send the computed value to the shards,
+/// which refuse it (`Cannot insert column …, because it is MATERIALIZED
+/// column`; fixed in ClickHouse 19.x, and 20.1 is the oldest newer release
+/// skyhouse's gates name).
+const DISTRIBUTED_MATERIALIZED_SINCE: ServerVersion = ServerVersion(20, 1, 0);
+
+/// A column of a local table, from `system.columns`.
+#[derive(Debug, Deserialize, clickhouse::Row)]
+struct Column {
+    name: String,
+    #[serde(rename = "type")]
+    type_: String,
+    default_kind: String,
+    default_expression: String,
+}
+
+/// The `Distributed` table's definition of a local table's column: as in the
+/// local table, except that a `MATERIALIZED` column becomes `ALIAS` on
+/// servers older than [`DISTRIBUTED_MATERIALIZED_SINCE`] (see the module
+/// documentation).
+fn distributed_column(c: &Column, server: ServerVersion) -> String {
+    let name = format!("`{}`", c.name.replace('\\', "\\\\").replace('`', "\\`"));
+    match c.default_kind.as_str() {
+        "" => format!("{name} {}", c.type_),
+        "MATERIALIZED" if server < DISTRIBUTED_MATERIALIZED_SINCE => {
+            format!("{name} {} ALIAS {}", c.type_, c.default_expression)
+        }
+        kind => format!("{name} {} {kind} {}", c.type_, c.default_expression),
+    }
 }
 
 /// What happened to a migration on this database.
@@ -316,6 +399,10 @@ pub struct Status {
     /// Why it was skipped, if it was.
     pub note: String,
 }
+
+/// The columns of `schema_migrations`.
+const BOOKKEEPING_COLUMNS: &str = "version UInt32, name String, checksum String, state String, \
+     server_version String, applied_at DateTime, seq UInt64";
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
 struct Recorded {
@@ -358,19 +445,48 @@ impl<'a> Migrator<'a> {
 
     async fn ensure_bookkeeping(&self) -> Result<(), StoreError> {
         let db = self.ch.database();
-        let on_cluster = self
-            .ch
-            .cluster()
-            .map(|c| format!(" ON CLUSTER {c}"))
-            .unwrap_or_default();
-        self.exec(&format!("CREATE DATABASE IF NOT EXISTS {db}{on_cluster}"))
-            .await?;
+        let Some(cluster) = self.ch.cluster() else {
+            self.exec(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+                .await?;
+            return self
+                .exec(&format!(
+                    "CREATE TABLE IF NOT EXISTS {db}.schema_migrations ({BOOKKEEPING_COLUMNS}) \
+                     ENGINE = ReplacingMergeTree(seq) ORDER BY version"
+                ))
+                .await;
+        };
         self.exec(&format!(
-            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, \
-             checksum String, state String, server_version String, applied_at DateTime, seq UInt64) \
-             ENGINE = ReplacingMergeTree(seq) ORDER BY version"
+            "CREATE DATABASE IF NOT EXISTS {db} ON CLUSTER {cluster}"
         ))
-        .await
+        .await?;
+        // One replicated table on every server (one ZooKeeper path; replica
+        // names made unique with the shard, should {replica} repeat across
+        // shards), so that any server knows what was applied.
+        self.exec(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations ON CLUSTER {cluster} \
+             ({BOOKKEEPING_COLUMNS}) ENGINE = ReplicatedReplacingMergeTree(\
+             '/clickhouse/tables/all/{db}/schema_migrations', '{{shard}}-{{replica}}', seq) \
+             ORDER BY version"
+        ))
+        .await?;
+        // A table made before the cluster was named (or by a skyhouse that
+        // kept it on one server) would hide what other servers know.
+        let engine: String = self
+            .ch
+            .client()
+            .query(&format!(
+                "SELECT engine FROM system.tables WHERE database = '{db}' AND name = 'schema_migrations'"
+            ))
+            .fetch_one()
+            .await
+            .map_err(|e| StoreError::classify(e, "reading schema_migrations' engine"))?;
+        if !engine.starts_with("Replicated") {
+            return Err(StoreError::Migration(format!(
+                "{db}.schema_migrations is a {engine} table, not replicated on cluster {cluster}: \
+                 it was made without --clickhouse-cluster (see \"Running on a cluster\" in the README)"
+            )));
+        }
+        Ok(())
     }
 
     async fn recorded(&self) -> Result<Vec<Recorded>, StoreError> {
@@ -426,6 +542,104 @@ impl<'a> Migrator<'a> {
         Ok(())
     }
 
+    /// Carry out one rendered step.
+    async fn apply(&self, step: &Step, server: ServerVersion) -> Result<(), StoreError> {
+        match step {
+            Step::Sql(sql) => self.exec(sql).await,
+            Step::CreateDistributed {
+                table,
+                sharding_key,
+            } => {
+                // Refuses another kind of table of that name; an existing
+                // Distributed one stays as it is (IF NOT EXISTS, on every server).
+                self.distributed_engine(table).await?;
+                let (db, cluster) = (self.ch.database(), self.cluster()?);
+                let engine = format!(
+                    "Distributed({cluster}, {db}, {table}_local, cityHash64({sharding_key}))"
+                );
+                self.create_distributed(table, &engine, server).await
+            }
+            Step::RecreateDistributed { table } => {
+                let db = self.ch.database();
+                let engine = self.distributed_engine(table).await?.ok_or_else(|| {
+                    StoreError::Migration(format!(
+                        "{db}.{table} is not a Distributed table: cannot give it the new columns of {db}.{table}_local"
+                    ))
+                })?;
+                let cluster = self.cluster()?;
+                self.exec(&format!(
+                    "DROP TABLE IF EXISTS {db}.{table} ON CLUSTER {cluster}"
+                ))
+                .await?;
+                self.create_distributed(table, &engine, server).await
+            }
+        }
+    }
+
+    fn cluster(&self) -> Result<&str, StoreError> {
+        self.ch.cluster().ok_or_else(|| {
+            StoreError::Migration("a Distributed table needs --clickhouse-cluster".into())
+        })
+    }
+
+    /// The full engine of the `Distributed` table `table` (`Distributed(…)`),
+    /// or `None` if there is no table of that name.
+    async fn distributed_engine(&self, table: &str) -> Result<Option<String>, StoreError> {
+        let db = self.ch.database();
+        let found: Vec<(String, String)> = self
+            .ch
+            .client()
+            .query(&format!(
+                "SELECT engine, engine_full FROM system.tables WHERE database = '{db}' AND name = '{table}'"
+            ))
+            .fetch_all()
+            .await
+            .map_err(|e| StoreError::classify(e, "reading system.tables"))?;
+        match found.into_iter().next() {
+            None => Ok(None),
+            Some((engine, full)) if engine == "Distributed" => Ok(Some(full)),
+            Some((engine, _)) => Err(StoreError::Migration(format!(
+                "{db}.{table} is a {engine} table, where cluster {} needs a Distributed one",
+                self.ch.cluster().unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// `CREATE TABLE … ON CLUSTER` the `Distributed` table `table` with the
+    /// columns of `<table>_local` on this server.
+    async fn create_distributed(
+        &self,
+        table: &str,
+        engine: &str,
+        server: ServerVersion,
+    ) -> Result<(), StoreError> {
+        let (db, cluster) = (self.ch.database(), self.cluster()?);
+        let columns: Vec<Column> = self
+            .ch
+            .client()
+            .query(&format!(
+                "SELECT name, type, default_kind, default_expression FROM system.columns \
+                 WHERE database = '{db}' AND table = '{table}_local'"
+            ))
+            .fetch_all()
+            .await
+            .map_err(|e| StoreError::classify(e, "reading system.columns"))?;
+        if columns.is_empty() {
+            return Err(StoreError::Migration(format!(
+                "{db}.{table}_local has no columns on this server: cannot make {db}.{table}"
+            )));
+        }
+        let columns: Vec<String> = columns
+            .iter()
+            .map(|c| distributed_column(c, server))
+            .collect();
+        self.exec(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER {cluster} ({}) ENGINE = {engine}",
+            columns.join(", ")
+        ))
+        .await
+    }
+
     /// Apply every pending migration in order. Returns the statuses after.
     pub async fn up(&self) -> Result<Vec<Status>, StoreError> {
         self.ensure_bookkeeping().await?;
@@ -443,8 +657,8 @@ impl<'a> Migrator<'a> {
                     continue;
                 }
             }
-            for stmt in render(&m.up, self.ch.database(), self.ch.cluster()) {
-                self.exec(&stmt).await.map_err(|e| {
+            for step in render(&m.up, self.ch.database(), self.ch.cluster()) {
+                self.apply(&step, server).await.map_err(|e| {
                     StoreError::Migration(format!("migration {:04}_{} up: {e}", m.version, m.name))
                 })?;
             }
@@ -478,8 +692,8 @@ impl<'a> Migrator<'a> {
                     ))
                 })?;
             if r.state == "applied" {
-                for stmt in render(&m.down, self.ch.database(), self.ch.cluster()) {
-                    self.exec(&stmt).await.map_err(|e| {
+                for step in render(&m.down, self.ch.database(), self.ch.cluster()) {
+                    self.apply(&step, server).await.map_err(|e| {
                         StoreError::Migration(format!(
                             "migration {:04}_{} down: {e}",
                             m.version, m.name
@@ -571,45 +785,109 @@ mod tests {
         assert_eq!(all[0].version, 1);
     }
 
+    fn sql(s: &str) -> Step {
+        Step::Sql(s.to_string())
+    }
+
     #[test]
     fn render_splits_and_substitutes() {
-        let sql = "-- comment\nCREATE TABLE IF NOT EXISTS {db}.t (\n  did String\n) ENGINE = ReplacingMergeTree(version)\nORDER BY (did, rkey);\n\nDROP TABLE IF EXISTS {db}.u;\n";
-        let stmts = render(sql, "sky", None);
+        let text = "-- comment\nCREATE TABLE IF NOT EXISTS {db}.t (\n  did String\n) ENGINE = ReplacingMergeTree(version)\nORDER BY (did, rkey);\n\nDROP TABLE IF EXISTS {db}.u;\n";
+        let stmts = render(text, "sky", None);
         assert_eq!(stmts.len(), 2);
-        assert!(stmts[0].starts_with("CREATE TABLE IF NOT EXISTS sky.t ("));
-        assert_eq!(stmts[1], "DROP TABLE IF EXISTS sky.u");
+        assert!(
+            matches!(&stmts[0], Step::Sql(s) if s.starts_with("CREATE TABLE IF NOT EXISTS sky.t (")),
+            "{stmts:?}"
+        );
+        assert_eq!(stmts[1], sql("DROP TABLE IF EXISTS sky.u"));
     }
 
     #[test]
     fn cluster_mode_creates_local_and_distributed_tables() {
-        let sql = "CREATE TABLE IF NOT EXISTS {db}.t (\n  did String, version UInt64\n) ENGINE = ReplacingMergeTree(version)\nORDER BY (did, rkey);\nDROP TABLE IF EXISTS {db}.t;\nALTER TABLE {db}.t ADD COLUMN x String;\nALTER TABLE {db}.t ADD INDEX i x TYPE minmax GRANULARITY 1;\nALTER TABLE {db}.t DROP COLUMN x;";
-        let s = render(sql, "sky", Some("main"));
-        assert_eq!(s.len(), 9, "{s:#?}");
+        let text = "CREATE TABLE IF NOT EXISTS {db}.t (\n  did String, version UInt64\n) ENGINE = ReplacingMergeTree(version)\nORDER BY (did, rkey);\nDROP TABLE IF EXISTS {db}.t;\nALTER TABLE {db}.t ADD COLUMN x String;\nALTER TABLE {db}.t ADD INDEX i x TYPE minmax GRANULARITY 1;\nALTER TABLE {db}.t DROP COLUMN x;\nCREATE TABLE IF NOT EXISTS {db}.d (at DateTime, did String) ENGINE = MergeTree()\nORDER BY (at, did);";
+        let s = render(text, "sky", Some("main"));
+        assert_eq!(s.len(), 11, "{s:#?}");
+        let Step::Sql(local) = &s[0] else {
+            panic!("{s:?}")
+        };
         assert!(
-            s[0].starts_with("CREATE TABLE IF NOT EXISTS sky.t_local ON CLUSTER main ("),
-            "{}",
-            s[0]
+            local.starts_with("CREATE TABLE IF NOT EXISTS sky.t_local ON CLUSTER main ("),
+            "{local}"
         );
         assert!(
-            s[0].contains("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/sky/t_local', '{replica}', version)"),
-            "{}",
-            s[0]
+            local.contains("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/sky/t_local', '{replica}', version)"),
+            "{local}"
         );
+        // Sharded on the first sorting-key column only: every version of a
+        // key (same did) lands on the same shard.
         assert_eq!(
             s[1],
-            "CREATE TABLE IF NOT EXISTS sky.t ON CLUSTER main AS sky.t_local ENGINE = Distributed(main, sky, t_local, cityHash64(did))"
+            Step::CreateDistributed {
+                table: "t".into(),
+                sharding_key: "did".into()
+            }
         );
-        assert_eq!(s[2], "DROP TABLE IF EXISTS sky.t ON CLUSTER main");
-        assert_eq!(s[3], "DROP TABLE IF EXISTS sky.t_local ON CLUSTER main");
+        assert_eq!(s[2], sql("DROP TABLE IF EXISTS sky.t ON CLUSTER main"));
         assert_eq!(
-            s[4..],
+            s[3],
+            sql("DROP TABLE IF EXISTS sky.t_local ON CLUSTER main")
+        );
+        let recreate = Step::RecreateDistributed { table: "t".into() };
+        assert_eq!(
+            s[4..8],
             [
-                "ALTER TABLE sky.t_local ON CLUSTER main ADD COLUMN x String",
-                "ALTER TABLE sky.t ON CLUSTER main ADD COLUMN x String",
-                "ALTER TABLE sky.t_local ON CLUSTER main ADD INDEX i x TYPE minmax GRANULARITY 1",
-                "ALTER TABLE sky.t ON CLUSTER main DROP COLUMN x",
-                "ALTER TABLE sky.t_local ON CLUSTER main DROP COLUMN x",
+                sql("ALTER TABLE sky.t_local ON CLUSTER main ADD COLUMN x String"),
+                recreate.clone(),
+                sql("ALTER TABLE sky.t_local ON CLUSTER main ADD INDEX i x TYPE minmax GRANULARITY 1"),
+                sql("ALTER TABLE sky.t_local ON CLUSTER main DROP COLUMN x"),
             ]
+        );
+        assert_eq!(s[8], recreate);
+        let Step::Sql(append_only) = &s[9] else {
+            panic!("{s:?}")
+        };
+        assert!(
+            append_only.contains("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/sky/d_local', '{replica}')"),
+            "{append_only}"
+        );
+        assert_eq!(
+            s[10],
+            Step::CreateDistributed {
+                table: "d".into(),
+                sharding_key: "at".into()
+            }
+        );
+    }
+
+    #[test]
+    fn distributed_columns_keep_defaults_and_hide_materialized_from_old_servers() {
+        let column = |name: &str, kind: &str, expression: &str| Column {
+            name: name.into(),
+            type_: "DateTime".into(),
+            default_kind: kind.into(),
+            default_expression: expression.into(),
+        };
+        let old = ServerVersion(18, 16, 1);
+        let new = ServerVersion(24, 8, 0);
+        assert_eq!(
+            distributed_column(&column("at", "", ""), old),
+            "`at` DateTime"
+        );
+        let materialized = column("inserted_at", "MATERIALIZED", "now()");
+        assert_eq!(
+            distributed_column(&materialized, old),
+            "`inserted_at` DateTime ALIAS now()"
+        );
+        assert_eq!(
+            distributed_column(&materialized, new),
+            "`inserted_at` DateTime MATERIALIZED now()"
+        );
+        assert_eq!(
+            distributed_column(&column("d", "DEFAULT", "now()"), old),
+            "`d` DateTime DEFAULT now()"
+        );
+        assert_eq!(
+            distributed_column(&column("we`ird", "", ""), old),
+            "`we\\`ird` DateTime"
         );
     }
 

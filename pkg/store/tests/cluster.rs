@@ -1,0 +1,387 @@
+//! skyhouse-store's migrations on a real ClickHouse 18.16 cluster started by
+//! the test kit: ZooKeeper and 2 shards × 2 replicas on loopback.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use skyhouse_store::migrate::{self, Migrator, State};
+use skyhouse_store::{ClickHouse, ClickHouseConfig};
+use skyhouse_testkit::{Cluster, ClusterDatabase, ClusterNode, CLUSTER_NAME};
+
+/// A store handle on `db` through the server at `url`, in cluster mode.
+fn store(url: &str, db: &str) -> ClickHouse {
+    ClickHouse::new(ClickHouseConfig {
+        url: url.to_owned(),
+        user: String::new(),
+        password: String::new(),
+        database: db.to_owned(),
+        cluster: Some(CLUSTER_NAME.to_owned()),
+    })
+    .expect("config")
+}
+
+/// One database on every server with every migration applied, shared by
+/// the tests that write rows (each under DIDs of its own): every `ON
+/// CLUSTER` statement waits for all four servers, so a migration set takes
+/// seconds, and the servers run them one at a time.
+fn migrated() -> &'static ClusterDatabase {
+    static MIGRATED: OnceLock<ClusterDatabase> = OnceLock::new();
+    MIGRATED.get_or_init(|| {
+        let cluster = Cluster::shared();
+        let db = cluster.database("cluster_rows");
+        let ch = store(&cluster.http_url(), db.name());
+        // The tests' own runtimes cannot block on it: a thread of its own
+        // (with a client of its own, whose connections die with it).
+        thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(Migrator::new(&ch, migrate::embedded().expect("migrations")).up())
+                .expect("up")
+        })
+        .join()
+        .expect("migrating thread");
+        db
+    })
+}
+
+/// `name<TAB>engine_full` of every table of `db` on `node`, by name.
+fn tables(node: &ClusterNode, db: &str) -> Vec<String> {
+    node.query(&format!(
+        "SELECT name, engine_full FROM system.tables WHERE database = '{db}' ORDER BY name"
+    ))
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Waits until `node`'s replica of `db.table` has fetched everything its
+/// replication queue knows of.
+fn sync(node: &ClusterNode, db: &str, table: &str) {
+    node.query(&format!("SYSTEM SYNC REPLICA {db}.{table}"));
+}
+
+fn sync_everywhere(cluster: &Cluster, db: &str, table: &str) {
+    for node in cluster.nodes() {
+        sync(node, db, table);
+    }
+}
+
+#[tokio::test]
+async fn migrations_go_up_down_and_up_again_on_every_server() {
+    let cluster = Cluster::shared();
+    let db = cluster.database("cluster_migrate");
+    let name = db.name();
+    let all = migrate::embedded().expect("migrations");
+    let ch = store(&cluster.http_url(), name);
+    let first = Migrator::new(&ch, all.clone());
+    let after_up = first.up().await.expect("up");
+    let server = ch.server_version().await.expect("version");
+    for s in &after_up {
+        let gated = all
+            .iter()
+            .find(|m| m.version == s.version)
+            .and_then(|m| m.min_server_version);
+        let want = if gated.is_some_and(|g| server < g) {
+            State::Skipped
+        } else {
+            State::Applied
+        };
+        assert_eq!(s.state, want, "{s:?}");
+    }
+
+    // Every server has the same tables: each table of the files as a
+    // replicated _local table and a Distributed one over it, sharded by a
+    // hash of the first sorting-key column (so every version and tombstone of
+    // a key is on one shard), plus the bookkeeping.
+    let with_all = tables(&cluster.nodes()[0], name);
+    for node in cluster.nodes() {
+        assert_eq!(tables(node, name), with_all, "{}", node.name());
+    }
+    let sorting_keys: BTreeMap<String, String> = cluster
+        .query(&format!(
+            "SELECT name, sorting_key FROM system.tables WHERE database = '{name}' AND name LIKE '%\\_local'"
+        ))
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(t, k)| (t.to_owned(), k.to_owned()))
+        .collect();
+    assert!(
+        sorting_keys.contains_key("records_local"),
+        "{sorting_keys:?}"
+    );
+    let mut distributed = 0;
+    for line in &with_all {
+        let (table, engine) = line.split_once('\t').expect("name and engine");
+        if table == "schema_migrations" {
+            assert!(
+                engine.starts_with(&format!(
+                    "ReplicatedReplacingMergeTree(\\'/clickhouse/tables/all/{name}/schema_migrations\\'"
+                )),
+                "{line}"
+            );
+        } else if let Some(base) = table.strip_suffix("_local") {
+            assert!(
+                engine.starts_with(&format!(
+                    "Replicated{}",
+                    if base == "dead_letters" {
+                        "MergeTree"
+                    } else {
+                        "ReplacingMergeTree"
+                    }
+                )),
+                "{line}"
+            );
+            assert!(
+                engine.contains(&format!(
+                    "\\'/clickhouse/tables/{{shard}}/{name}/{table}\\', \\'{{replica}}\\'"
+                )),
+                "{line}"
+            );
+        } else {
+            let key = &sorting_keys[&format!("{table}_local")];
+            let first_column = key.split(',').next().expect("a column").trim();
+            assert_eq!(
+                engine,
+                format!("Distributed({CLUSTER_NAME}, {name}, {table}_local, cityHash64({first_column}))"),
+                "{line}"
+            );
+            distributed += 1;
+        }
+    }
+    assert_eq!(distributed * 2 + 1, with_all.len(), "{with_all:#?}");
+    assert!(distributed > 20, "{with_all:#?}");
+
+    // The bookkeeping is replicated to every server: another server knows
+    // what was applied.
+    let other_ch = store(&cluster.node(2, 2).http_url(), name);
+    let other = Migrator::new(&other_ch, all.clone());
+    sync(cluster.node(2, 2), name, "schema_migrations");
+    assert_eq!(other.status().await.expect("status"), after_up);
+    // Idempotent.
+    assert_eq!(first.up().await.expect("up again"), after_up);
+    assert_eq!(tables(&cluster.nodes()[0], name), with_all);
+
+    // Everything down, through the other server: only the bookkeeping stays,
+    // on every server.
+    let after_down = other.down(all.len()).await.expect("down");
+    assert!(
+        after_down.iter().all(|s| s.state == State::Pending),
+        "{after_down:?}"
+    );
+    for node in cluster.nodes() {
+        let left: Vec<String> = tables(node, name)
+            .iter()
+            .map(|l| l.split('\t').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(left, ["schema_migrations"], "{}", node.name());
+    }
+    // The replicated tables left ZooKeeper with them: nothing is in the way
+    // of creating them again.
+    for shard in ["1", "2"] {
+        let left = cluster.nodes()[0].try_query(&format!(
+            "SELECT name FROM system.zookeeper WHERE path = '/clickhouse/tables/{shard}/{name}'"
+        ));
+        match left {
+            Ok(children) => assert_eq!(children, "", "shard {shard}"),
+            Err(e) => assert!(e.contains("No node"), "{e}"),
+        }
+    }
+
+    // And up again, through the first server: the same tables everywhere.
+    sync(&cluster.nodes()[0], name, "schema_migrations");
+    assert_eq!(first.up().await.expect("up again"), after_up);
+    for node in cluster.nodes() {
+        assert_eq!(tables(node, name), with_all, "{}", node.name());
+    }
+}
+
+/// `(node, shard, max(version) per did)` of the rows of `db.table_local`
+/// whose DID starts with `prefix`, on every server.
+fn versions_by_node(
+    cluster: &Cluster,
+    db: &str,
+    table: &str,
+    prefix: &str,
+) -> Vec<(String, u32, BTreeMap<String, u64>)> {
+    cluster
+        .nodes()
+        .iter()
+        .map(|node| {
+            let rows = node
+                .query(&format!(
+                    "SELECT did, max(version) FROM {db}.{table}_local \
+                     WHERE startsWith(did, '{prefix}') GROUP BY did ORDER BY did"
+                ))
+                .lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(did, v)| (did.to_owned(), v.parse().expect("a version")))
+                .collect();
+            (node.name().to_owned(), node.shard(), rows)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_row_through_a_distributed_table_lands_on_both_replicas_of_one_shard() {
+    let cluster = Cluster::shared();
+    let db = migrated();
+    let name = db.name();
+    let ch = store(&cluster.http_url(), name);
+    // Synchronously (each shard acknowledged before the insert returns) and
+    // asynchronously (the Distributed table sends later): both go to one
+    // shard, whose replicas both get the row.
+    let sync_client = ch
+        .client()
+        .clone()
+        .with_setting("insert_distributed_sync", "1");
+    sync_client
+        .query(&format!(
+            "INSERT INTO {name}.records (did, collection, rkey, cid, version, deleted, record) \
+             VALUES ('did:plc:onesync', 'app.bsky.feed.post', 'a', 'c', 1, 0, '{{}}')"
+        ))
+        .execute()
+        .await
+        .expect("insert through the Distributed table, synchronously");
+    ch.execute(&format!(
+        "INSERT INTO {name}.records (did, collection, rkey, cid, version, deleted, record) \
+         VALUES ('did:plc:oneasync', 'app.bsky.feed.post', 'a', 'c', 1, 0, '{{}}')"
+    ))
+    .await
+    .expect("insert through the Distributed table, asynchronously");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let placed = loop {
+        sync_everywhere(cluster, name, "records_local");
+        let placed = versions_by_node(cluster, name, "records", "did:plc:one");
+        let copies = placed.iter().map(|(_, _, rows)| rows.len()).sum::<usize>();
+        if copies == 4 || Instant::now() >= deadline {
+            break placed;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    for did in ["did:plc:onesync", "did:plc:oneasync"] {
+        let holders: Vec<(&str, u32)> = placed
+            .iter()
+            .filter(|(_, _, rows)| rows.contains_key(did))
+            .map(|(node, shard, _)| (node.as_str(), *shard))
+            .collect();
+        assert_eq!(holders.len(), 2, "{did} on {holders:?}");
+        assert_eq!(holders[0].1, holders[1].1, "{did} on {holders:?}");
+    }
+    let through_distributed =
+        db.query("SELECT did FROM records WHERE startsWith(did, 'did:plc:one') ORDER BY did");
+    assert_eq!(through_distributed, "did:plc:oneasync\ndid:plc:onesync\n");
+}
+
+#[tokio::test]
+async fn a_materialized_column_is_stored_by_the_shard_and_read_through_the_distributed_table() {
+    let cluster = Cluster::shared();
+    let db = migrated();
+    let name = db.name();
+    let ch = store(&cluster.http_url(), name);
+    // posts_local has inserted_at MATERIALIZED now() (0004); an insert
+    // through posts leaves it out and the shard fills it in.
+    ch.client()
+        .clone()
+        .with_setting("insert_distributed_sync", "1")
+        .query(&format!(
+            "INSERT INTO {name}.posts (did, rkey, cid, version, deleted, text) \
+             VALUES ('did:plc:m', 'p', 'c', 1, 0, 'hello')"
+        ))
+        .execute()
+        .await
+        .expect("insert through the Distributed table with a MATERIALIZED column");
+    sync_everywhere(cluster, name, "posts_local");
+    let stored: BTreeSet<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            n.query(&format!(
+                "SELECT toUInt32(inserted_at) FROM {name}.posts_local WHERE did = 'did:plc:m'"
+            ))
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    assert_eq!(stored.len(), 1, "both replicas store one value: {stored:?}");
+    let stored = stored.into_iter().next().expect("one").trim().to_owned();
+    // A second later, reading through the Distributed table gives the
+    // stored time, not the time of the read.
+    thread::sleep(Duration::from_millis(1100));
+    let read = db.query("SELECT toUInt32(inserted_at) FROM posts WHERE did = 'did:plc:m'");
+    assert_eq!(read.trim(), stored);
+    let newer = db.query(&format!(
+        "SELECT count() FROM posts WHERE did = 'did:plc:m' AND inserted_at >= toDateTime({stored})"
+    ));
+    assert_eq!(newer, "1\n");
+    assert_eq!(
+        db.query("SELECT count() FROM posts WHERE did = 'did:plc:m' AND inserted_at > now()"),
+        "0\n"
+    );
+}
+
+#[tokio::test]
+async fn a_tombstone_lands_on_its_records_shard_and_final_sees_the_record_deleted() {
+    let cluster = Cluster::shared();
+    let db = migrated();
+    let name = db.name();
+    let dids: Vec<String> = (0..40).map(|i| format!("did:plc:tomb{i:02}")).collect();
+    let rows = |version: u64, deleted: u8, which: &dyn Fn(usize) -> bool| -> String {
+        dids.iter()
+            .enumerate()
+            .filter(|(i, _)| which(*i))
+            .map(|(_, did)| {
+                format!(
+                    "('{did}', 'app.bsky.feed.post', 'r', 'c{version}', {version}, {deleted}, '')"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let insert = |through: String, values: String| async move {
+        store(&through, name)
+            .client()
+            .clone()
+            .with_setting("insert_distributed_sync", "1")
+            .query(&format!(
+                "INSERT INTO {name}.records (did, collection, rkey, cid, version, deleted, record) VALUES {values}"
+            ))
+            .execute()
+            .await
+            .expect("insert through the Distributed table");
+    };
+    // The records through one server, the tombstones of every other one
+    // (same sorting key, higher version) through a server of the other shard.
+    insert(cluster.node(1, 1).http_url(), rows(1, 0, &|_| true)).await;
+    insert(cluster.node(2, 2).http_url(), rows(2, 1, &|i| i % 2 == 0)).await;
+    sync_everywhere(cluster, name, "records_local");
+
+    let placed = versions_by_node(cluster, name, "records", "did:plc:tomb");
+    let mut shards_used = BTreeSet::new();
+    for (i, did) in dids.iter().enumerate() {
+        let holders: Vec<(&str, u32, u64)> = placed
+            .iter()
+            .filter_map(|(node, shard, rows)| rows.get(did).map(|v| (node.as_str(), *shard, *v)))
+            .collect();
+        // On both replicas of one shard, with its newest version there.
+        assert_eq!(holders.len(), 2, "{did}: {holders:?}");
+        assert_eq!(holders[0].1, holders[1].1, "{did}: {holders:?}");
+        let newest = if i % 2 == 0 { 2 } else { 1 };
+        assert!(holders.iter().all(|h| h.2 == newest), "{did}: {holders:?}");
+        shards_used.insert(holders[0].1);
+    }
+    assert_eq!(shards_used.len(), 2, "the DIDs spread over both shards");
+
+    // FINAL through the Distributed table: the tombstoned records are deleted.
+    let deleted = db.query(
+        "SELECT did FROM records FINAL WHERE startsWith(did, 'did:plc:tomb') AND deleted = 1 ORDER BY did",
+    );
+    let want: String = dids.iter().step_by(2).map(|d| format!("{d}\n")).collect();
+    assert_eq!(deleted, want);
+    assert_eq!(
+        db.query("SELECT count() FROM records FINAL WHERE startsWith(did, 'did:plc:tomb') AND deleted = 0"),
+        "20\n"
+    );
+}
