@@ -473,13 +473,13 @@ impl<'a> Migrator<'a> {
         // kept it on one server) would hide what other servers know.
         let engine: String = self
             .ch
-            .client()
-            .query(&format!(
-                "SELECT engine FROM system.tables WHERE database = '{db}' AND name = 'schema_migrations'"
-            ))
-            .fetch_one()
-            .await
-            .map_err(|e| StoreError::classify(e, "reading schema_migrations' engine"))?;
+            .fetch_one(
+                "reading schema_migrations' engine",
+                &format!(
+                    "SELECT engine FROM system.tables WHERE database = '{db}' AND name = 'schema_migrations'"
+                ),
+            )
+            .await?;
         if !engine.starts_with("Replicated") {
             return Err(StoreError::Migration(format!(
                 "{db}.schema_migrations is a {engine} table, not replicated on cluster {cluster}: \
@@ -588,13 +588,13 @@ impl<'a> Migrator<'a> {
         let db = self.ch.database();
         let found: Vec<(String, String)> = self
             .ch
-            .client()
-            .query(&format!(
-                "SELECT engine, engine_full FROM system.tables WHERE database = '{db}' AND name = '{table}'"
-            ))
-            .fetch_all()
-            .await
-            .map_err(|e| StoreError::classify(e, "reading system.tables"))?;
+            .fetch_all(
+                "reading system.tables",
+                &format!(
+                    "SELECT engine, engine_full FROM system.tables WHERE database = '{db}' AND name = '{table}'"
+                ),
+            )
+            .await?;
         match found.into_iter().next() {
             None => Ok(None),
             Some((engine, full)) if engine == "Distributed" => Ok(Some(full)),
@@ -616,14 +616,14 @@ impl<'a> Migrator<'a> {
         let (db, cluster) = (self.ch.database(), self.cluster()?);
         let columns: Vec<Column> = self
             .ch
-            .client()
-            .query(&format!(
-                "SELECT name, type, default_kind, default_expression FROM system.columns \
-                 WHERE database = '{db}' AND table = '{table}_local'"
-            ))
-            .fetch_all()
-            .await
-            .map_err(|e| StoreError::classify(e, "reading system.columns"))?;
+            .fetch_all(
+                "reading system.columns",
+                &format!(
+                    "SELECT name, type, default_kind, default_expression FROM system.columns \
+                     WHERE database = '{db}' AND table = '{table}_local'"
+                ),
+            )
+            .await?;
         if columns.is_empty() {
             return Err(StoreError::Migration(format!(
                 "{db}.{table}_local has no columns on this server: cannot make {db}.{table}"

@@ -13,11 +13,8 @@ use skyhouse_testkit::{Cluster, ClusterDatabase, ClusterNode, CLUSTER_NAME};
 /// A store handle on `db` through the server at `url`, in cluster mode.
 fn store(url: &str, db: &str) -> ClickHouse {
     ClickHouse::new(ClickHouseConfig {
-        url: url.to_owned(),
-        user: String::new(),
-        password: String::new(),
-        database: db.to_owned(),
         cluster: Some(CLUSTER_NAME.to_owned()),
+        ..ClickHouseConfig::local(url, db)
     })
     .expect("config")
 }
@@ -246,12 +243,16 @@ async fn a_row_through_a_distributed_table_lands_on_both_replicas_of_one_shard()
         .execute()
         .await
         .expect("insert through the Distributed table, synchronously");
-    ch.execute(&format!(
-        "INSERT INTO {name}.records (did, collection, rkey, cid, version, deleted, record) \
-         VALUES ('did:plc:oneasync', 'app.bsky.feed.post', 'a', 'c', 1, 0, '{{}}')"
-    ))
-    .await
-    .expect("insert through the Distributed table, asynchronously");
+    ch.client()
+        .clone()
+        .with_setting("insert_distributed_sync", "0")
+        .query(&format!(
+            "INSERT INTO {name}.records (did, collection, rkey, cid, version, deleted, record) \
+             VALUES ('did:plc:oneasync', 'app.bsky.feed.post', 'a', 'c', 1, 0, '{{}}')"
+        ))
+        .execute()
+        .await
+        .expect("insert through the Distributed table, asynchronously");
     let deadline = Instant::now() + Duration::from_secs(60);
     let placed = loop {
         sync_everywhere(cluster, name, "records_local");
