@@ -203,6 +203,53 @@ pub struct ErrorFrame {
     pub message: Option<String>,
 }
 
+impl ErrorFrame {
+    /// What the error asks of the subscriber (a closed set, for metric labels).
+    pub fn kind(&self) -> ErrorKind {
+        match self.error.as_str() {
+            "FutureCursor" => ErrorKind::FutureCursor,
+            "ConsumerTooSlow" => ErrorKind::ConsumerTooSlow,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+/// The error frames `com.atproto.sync.subscribeRepos` defines, each an
+/// instruction to the subscriber; the server closes the stream after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// `FutureCursor`: the cursor asked for is ahead of the server's sequence
+    /// (its sequence was reset, or the cursor is another server's).
+    /// Reconnecting with it fails the same way: start from the live tip.
+    FutureCursor,
+    /// `ConsumerTooSlow`: the subscriber fell too far behind and was cut off;
+    /// events the server held for it are gone from the connection.
+    ConsumerTooSlow,
+    /// Any other error name.
+    Other,
+}
+
+impl ErrorKind {
+    /// The label used in metrics and logs: `future_cursor`,
+    /// `consumer_too_slow`, `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::FutureCursor => "future_cursor",
+            ErrorKind::ConsumerTooSlow => "consumer_too_slow",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+/// Whether `bytes` look like an error frame: the header of an error frame is
+/// the one-entry map `{op: -1}`, a message's has two entries (`op`, `t`).
+/// A cheap test on the first byte, for transports that must notice error
+/// frames without decoding every message; confirm with [`Frame::decode`].
+#[inline]
+pub fn may_be_error_frame(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&0xa1)
+}
+
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -434,6 +481,21 @@ fn decode_message(b: &Body<'_, '_>) -> Result<Frame, FrameError> {
             seq: b.seq,
         },
     })
+}
+
+/// Encode an error frame (`op = -1`) named `error` (for tests and replay
+/// tools).
+pub fn encode_error_frame(error: &str, message: Option<&str>) -> Vec<u8> {
+    let mut header = Map::new();
+    header.insert("op", Value::Integer(-1));
+    let mut body = Map::new();
+    body.insert("error", Value::String(error.to_string().into()));
+    if let Some(m) = message {
+        body.insert("message", Value::String(m.to_string().into()));
+    }
+    let mut out = cbor::encode(&Value::Map(header));
+    cbor::encode_into(&Value::Map(body), &mut out);
+    out
 }
 
 /// Encode a header and body as one frame (for tests and replay tools).

@@ -5,13 +5,13 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use skyhouse_sources::CancellationToken;
+use skyhouse_sources::{Acked, CancellationToken};
 use skyhouse_state::State;
 use skyhouse_store::writer::Ack;
 use skyhouse_store::ClickHouse;
 use tokio::sync::{mpsc, watch};
 
-use crate::{metrics, PipelineError, ResyncReason, TaskEnd};
+use crate::{metrics, PipelineError, Pos, Repair, TaskEnd};
 
 /// First wait before retrying Redis at startup; doubles up to 5 s.
 const LOAD_RETRY: Duration = Duration::from_millis(200);
@@ -46,14 +46,14 @@ pub(crate) async fn load(state: &State, key: &str, shutdown: &CancellationToken)
 /// Event → queryable latency: when a decoded group was sent and its
 /// position; the keeper observes the time when an ack covers it.
 #[derive(Debug, Clone, Default)]
-pub struct Latency(Arc<Mutex<VecDeque<(i64, Instant)>>>);
+pub struct Latency(Arc<Mutex<VecDeque<(Pos, Instant)>>>);
 
 /// Groups remembered for latency (one per channel message; a few seconds'
 /// worth at most, the writer's queues are bounded).
 const LATENCY_WINDOW: usize = 65_536;
 
 impl Latency {
-    pub(crate) fn sent(&self, pos: i64, at: Instant) {
+    pub(crate) fn sent(&self, pos: Pos, at: Instant) {
         let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= LATENCY_WINDOW {
             q.pop_front();
@@ -62,7 +62,7 @@ impl Latency {
     }
 
     /// Observe every group the ack covers.
-    fn acked(&self, upto: i64) {
+    fn acked(&self, upto: Pos) {
         let now = Instant::now();
         let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(&(pos, at)) = q.front() {
@@ -75,25 +75,28 @@ impl Latency {
     }
 }
 
-/// Takes the writer's acks, keeps the running maximum, and has it saved.
+/// Takes the writer's acks, keeps the running maximum, has it saved, and
+/// tells the source (`acked`, where a `ConsumerTooSlow` reconnect resumes).
 pub(crate) struct Keeper {
     state: State,
     key: String,
     interval: Duration,
+    acked: Acked,
 }
 
 impl Keeper {
-    pub(crate) fn new(state: State, key: String, interval: Duration) -> Self {
+    pub(crate) fn new(state: State, key: String, interval: Duration, acked: Acked) -> Self {
         Keeper {
             state,
             key,
             interval,
+            acked,
         }
     }
 
     pub(crate) async fn run(
         self,
-        mut acks: mpsc::Receiver<Ack<i64>>,
+        mut acks: mpsc::Receiver<Ack<Pos>>,
         latency: Latency,
     ) -> Result<TaskEnd, PipelineError> {
         let (tx, rx) = watch::channel(None::<i64>);
@@ -103,21 +106,25 @@ impl Keeper {
             self.interval,
             rx,
         ));
-        let mut latest: Option<i64> = None;
+        let mut latest: Option<Pos> = None;
         while let Some(ack) = acks.recv().await {
-            metrics::ack(&ack);
+            metrics::ack(ack.rows, ack.dead_lettered);
             latency.acked(ack.upto);
-            if ack.upto > 0 && latest.is_none_or(|l| ack.upto > l) {
+            // In order, running max: a batch of replayed events (ConsumerTooSlow)
+            // never moves the cursor back; one of a later epoch moves it on even
+            // when the server's numbering restarted lower (FutureCursor).
+            if ack.upto.at > 0 && latest.is_none_or(|l| ack.upto > l) {
                 latest = Some(ack.upto);
-                metrics::cursor(ack.upto);
-                let _ = tx.send(latest);
+                metrics::cursor(ack.upto.at);
+                self.acked.set(ack.upto.at);
+                let _ = tx.send(Some(ack.upto.at));
             }
         }
         drop(tx); // the saver writes the last value, then ends
         let saved = saver
             .await
             .map_err(|e| PipelineError::Task(format!("cursor saver: {e}")))?;
-        Ok(TaskEnd::Cursor(saved.or(latest)))
+        Ok(TaskEnd::Cursor(saved.or(latest.map(|l| l.at))))
     }
 }
 
@@ -170,23 +177,31 @@ async fn save_loop(
     }
 }
 
-/// Send resync requests to Redis; while it is down, hold them (bounded by
-/// the channel) and retry.
-pub(crate) async fn resync_loop(
+/// Send resync requests and skipped-range records to Redis; while it is
+/// down, hold them (bounded by the channel) and retry.
+pub(crate) async fn repair_loop(
     state: State,
-    mut rx: mpsc::Receiver<(String, ResyncReason, i64)>,
+    mut rx: mpsc::Receiver<Repair>,
 ) -> Result<TaskEnd, PipelineError> {
-    while let Some((did, reason, at)) = rx.recv().await {
+    while let Some(repair) = rx.recv().await {
         let mut wait = Duration::from_millis(200);
         let mut attempts = 0;
-        while let Err(e) = state.queue_resync(&did, reason.as_str(), at).await {
-            metrics::redis_error("resync");
+        loop {
+            let (sent, op) = match &repair {
+                Repair::Resync(did, reason, at) => (
+                    state.queue_resync(did, reason.as_str(), *at).await,
+                    "resync",
+                ),
+                Repair::Skip(skip) => (state.record_skip(skip).await, "skipped"),
+            };
+            let Err(e) = sent else { break };
+            metrics::redis_error(op);
             attempts += 1;
             if rx.is_closed() && attempts >= FINAL_SAVE_ATTEMPTS {
-                tracing::error!(did, reason = reason.as_str(), error = %e, "Resync request lost at shutdown.");
+                tracing::error!(?repair, error = %e, "Resync request (or skipped range) lost at shutdown.");
                 break;
             }
-            tracing::warn!(did, error = %e, "Resync request waits for Redis.");
+            tracing::warn!(?repair, error = %e, "Resync request (or skipped range) waits for Redis.");
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(5));
         }

@@ -3,9 +3,22 @@
 //!
 //! ```text
 //! sources::run ─msg─► decode (coalesce ≤ COALESCE_ROWS rows) ─(Rows, pos)─► store::writer ─ack─► cursor keeper ─watch─► Redis saver
-//!      ▲                   │ resync DIDs ─► Redis stream                                        │
-//!      └── resume (last decoded position, for reconnects)                 account cleanups ◄── ClickHouse `accounts`
+//!      ▲  ▲                │ resync DIDs, skipped ranges ─► Redis streams                  │   │
+//!      │  └── resume (last decoded position, for reconnects)              account cleanups ◄─┼── ClickHouse `accounts`
+//!      └───── acked (last acknowledged position, for a ConsumerTooSlow reconnect) ◄─────────────┘
 //! ```
+//!
+//! Firehose `#error` frames are instructions (the source reconnects as they
+//! ask, see `skyhouse_sources`): after `FutureCursor` the source goes on from
+//! the live tip, and the decode task records the skipped range (a warning and
+//! an entry of the Redis stream `skipped`), queues the first DID after it for
+//! resync, and keeps every repository's chain state, so a repository whose
+//! commits were in the range is queued (`chain`) at its next commit. The
+//! server's numbering may restart lower: positions after a skip are a new
+//! epoch that orders after every earlier one, so the cursor follows the new
+//! numbering once its first batch is stored. `ConsumerTooSlow` reconnects
+//! from the last acknowledged position; the replayed commits are recognised
+//! and change nothing.
 //!
 //! Guarantee: the cursor saved in Redis never runs ahead of ClickHouse. It
 //! moves only on writer acks (in order, running max), so after a crash the
@@ -27,7 +40,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skyhouse_atproto::crypto::PublicKey;
-use skyhouse_sources::{CancellationToken, Connected, Message, SourceConfig, SourceKind};
+use skyhouse_atproto::frame::ErrorKind;
+use skyhouse_sources::{Acked, CancellationToken, Connected, Message, SourceConfig, SourceKind};
 use skyhouse_state::State;
 use skyhouse_store::writer::{self, WriterConfig};
 use skyhouse_store::ClickHouse;
@@ -70,7 +84,8 @@ pub const BATCH_BYTES: usize = 16 << 20;
 /// queryable, and each table gets about one part a second.
 pub const BATCH_AGE: Duration = Duration::from_secs(1);
 
-/// Resync requests waiting for Redis (DIDs, ~100 bytes each: ≤ 10 MB).
+/// Resync requests (and skipped-range records) waiting for Redis (DIDs,
+/// ~100 bytes each: ≤ 10 MB).
 pub const RESYNC_QUEUE: usize = 100_000;
 
 /// How the indexer runs.
@@ -279,12 +294,16 @@ async fn run_watched(
         "Indexer starting."
     );
     let resume = Arc::new(AtomicI64::new(resume_at));
+    // The start position is stored by definition (it is the saved cursor, or where the
+    // operator asked to start): a ConsumerTooSlow before the first ack resumes there.
+    let acked = Acked::default();
+    acked.set(start.unwrap_or(-1));
     let latency = Latency::default();
 
     let (msg_tx, msg_rx) = mpsc::channel(skyhouse_sources::EVENT_QUEUE);
     let (rows_tx, rows_rx) = mpsc::channel(ROWS_QUEUE);
     let (ack_tx, ack_rx) = mpsc::channel(16);
-    let (resync_tx, resync_rx) = mpsc::channel(RESYNC_QUEUE);
+    let (repair_tx, repair_rx) = mpsc::channel(RESYNC_QUEUE);
 
     let stop = shutdown.child_token();
     let mut tasks: JoinSet<Result<TaskEnd, PipelineError>> = JoinSet::new();
@@ -292,6 +311,7 @@ async fn run_watched(
     let source_stop = stop.child_token();
     let source_resume = resume.clone();
     let connected = watch.connected.clone();
+    let source_acked = acked.clone();
     tasks.spawn(async move {
         skyhouse_sources::run_with_status(
             source_cfg,
@@ -299,6 +319,7 @@ async fn run_watched(
             msg_tx,
             source_stop,
             connected,
+            source_acked,
         )
         .await?;
         Ok(TaskEnd::Source)
@@ -312,17 +333,25 @@ async fn run_watched(
         latency: latency.clone(),
         tap: cfg.ops_tap.clone(),
         progress: watch.progress.clone(),
+        cursor_key: cfg.cursor_key.clone(),
+        epoch: 0,
+        skip: None,
     };
-    tasks.spawn(decode.run(msg_rx, rows_tx, resync_tx));
+    tasks.spawn(decode.run(msg_rx, rows_tx, repair_tx));
     let writer_ch = ch.clone();
     let writer_cfg = cfg.writer.clone();
     tasks.spawn(async move {
         writer::run(writer_ch, writer_cfg, rows_rx, ack_tx).await?;
         Ok(TaskEnd::Writer)
     });
-    let keeper = cursor::Keeper::new(state.clone(), cfg.cursor_key.clone(), cfg.cursor_interval);
+    let keeper = cursor::Keeper::new(
+        state.clone(),
+        cfg.cursor_key.clone(),
+        cfg.cursor_interval,
+        acked,
+    );
     tasks.spawn(keeper.run(ack_rx, latency));
-    tasks.spawn(cursor::resync_loop(state.clone(), resync_rx));
+    tasks.spawn(cursor::repair_loop(state.clone(), repair_rx));
     let cleanup_stop = stop.child_token();
     let cleanup_ch = ch.clone();
     let every = cfg.cleanup_interval;
@@ -377,6 +406,27 @@ enum TaskEnd {
     Cleanup,
 }
 
+/// A position as the pipeline orders it: the source's position (`at`,
+/// Jetstream `time_us` or firehose `seq`) within an epoch. A `FutureCursor`
+/// skip starts a new epoch, because the server's numbering may restart lower
+/// than ours: every position of a later epoch orders after every earlier
+/// one, so batch acks and the cursor keep moving forward. The cursor saved
+/// is `at`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Pos {
+    epoch: u32,
+    at: i64,
+}
+
+/// What the decode task hands to Redis besides the cursor.
+#[derive(Debug)]
+pub(crate) enum Repair {
+    /// A repository to resync: DID, why, the position that revealed it.
+    Resync(String, ResyncReason, i64),
+    /// A range the source skipped (`FutureCursor`).
+    Skip(skyhouse_state::Skipped),
+}
+
 struct DecodeLoop {
     kind: SourceKind,
     decoder: Decoder,
@@ -386,17 +436,24 @@ struct DecodeLoop {
     latency: Latency,
     tap: Option<Arc<dyn OpsTap>>,
     progress: Progress,
+    /// For the skipped-range records.
+    cursor_key: String,
+    /// Bumped by each `FutureCursor` skip (see [`Pos`]).
+    epoch: u32,
+    /// Set by a `FutureCursor` until the first event after it: our position
+    /// when the error came (the cursor the source had connected with).
+    skip: Option<Option<i64>>,
 }
 
 impl DecodeLoop {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Message>,
-        tx: mpsc::Sender<(Rows, i64)>,
-        resync: mpsc::Sender<(String, ResyncReason, i64)>,
+        tx: mpsc::Sender<(Rows, Pos)>,
+        repairs: mpsc::Sender<Repair>,
     ) -> Result<TaskEnd, PipelineError> {
         let (mut messages, mut ops) = (0u64, 0u64);
-        let mut last_upto = 0i64;
+        let mut last_upto = Pos::default();
         loop {
             let first = match rx.try_recv() {
                 Ok(msg) => msg,
@@ -414,7 +471,7 @@ impl DecodeLoop {
             };
             let received = Instant::now();
             let mut rows = Rows::default();
-            let mut upto: Option<i64> = None;
+            let mut upto: Option<Pos> = None;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 messages += 1;
@@ -426,16 +483,31 @@ impl DecodeLoop {
                     self.progress.decoded(t, now);
                 }
                 metrics::record_decoded(self.kind, &d);
+                if d.error.as_ref().map(|e| e.kind()) == Some(ErrorKind::FutureCursor)
+                    && self.skip.is_none()
+                {
+                    // The source reconnects at the live tip: the next positions may be
+                    // lower than ours (a new epoch), and a later reconnect must ask for
+                    // them, not for ours again.
+                    self.epoch += 1;
+                    let ours = self.resume.swap(-1, Ordering::Relaxed);
+                    self.skip = Some((ours >= 0).then_some(ours));
+                }
+                if let Some(skip) = d.skipped {
+                    self.skipped(skip, &repairs);
+                }
                 if let Some(p) = d.position {
+                    let p = Pos {
+                        epoch: self.epoch,
+                        at: p,
+                    };
                     upto = Some(upto.map_or(p, |u| u.max(p)));
-                    self.resume.fetch_max(p, Ordering::Relaxed);
+                    self.resume.fetch_max(p.at, Ordering::Relaxed);
                 }
                 for (did, reason) in d.resync {
                     metrics::resync(reason);
-                    if resync
-                        .try_send((did, reason, d.position.unwrap_or(0)))
-                        .is_err()
-                    {
+                    let at = d.position.unwrap_or(0);
+                    if repairs.try_send(Repair::Resync(did, reason, at)).is_err() {
                         metrics::resync_dropped();
                     }
                 }
@@ -458,6 +530,32 @@ impl DecodeLoop {
             }
         }
         Ok(TaskEnd::Decode { messages, ops })
+    }
+
+    /// The first event after a `FutureCursor`: say what was skipped, in the
+    /// log and in Redis (`<prefix>skipped`).
+    fn skipped(&mut self, skip: skyhouse_transform::Skip, repairs: &mpsc::Sender<Repair>) {
+        // Our cursor when the error came; the decoder's last seq if we had none.
+        let after = self.skip.take().flatten().or(skip.after);
+        tracing::warn!(
+            cursor_key = %self.cursor_key,
+            after = after.map_or("none".to_owned(), |a| a.to_string()),
+            resumed_at = skip.resumed_at,
+            "Firehose FutureCursor: the events after our cursor and before the live tip were \
+             skipped. Repositories whose next commit does not follow the last one seen are \
+             queued for resync; `skyhouse backfill enqueue` repairs the rest."
+        );
+        let time = u64::try_from(metrics::now_us() / 1_000_000).unwrap_or(0);
+        let record = skyhouse_state::Skipped {
+            cursor: self.cursor_key.clone(),
+            reason: ResyncReason::FutureCursor.as_str().to_owned(),
+            after,
+            resumed_at: skip.resumed_at,
+            time,
+        };
+        if repairs.try_send(Repair::Skip(record)).is_err() {
+            tracing::error!("Skipped range not recorded in Redis (queue full); it is in this log.");
+        }
     }
 
     async fn decode(&mut self, msg: &Message, rows: &mut Rows) -> Decoded {

@@ -7,7 +7,7 @@
 //! | `skyhouse_indexer_filtered_total` | counter | `source` | operations dropped by the collection filter |
 //! | `skyhouse_indexer_dead_letters_total` | counter | `source` | rows sent to `dead_letters` while decoding/transforming |
 //! | `skyhouse_indexer_lag_seconds` | gauge | `source` | now − the newest event's own time |
-//! | `skyhouse_indexer_resyncs_total` | counter | `reason` (`gap`, `sync`, `chain`, `too_big`, `unverified`) | repositories queued for resync |
+//! | `skyhouse_indexer_resyncs_total` | counter | `reason` (`gap`, `sync`, `chain`, `too_big`, `unverified`, `future_cursor`) | repositories queued for resync |
 //! | `skyhouse_indexer_resync_dropped_total` | counter | | resync requests dropped (queue full while Redis was down) |
 //! | `skyhouse_indexer_verify_failures_total` | counter | `reason` (`no_key`, `bad_signature`) | commits that failed `--verify` |
 //! | `skyhouse_indexer_batch_rows` | histogram | | rows per acknowledged ClickHouse batch |
@@ -17,7 +17,7 @@
 //! | `skyhouse_indexer_ack_latency_seconds` | histogram | | event received → its batch acknowledged (queryable) |
 //! | `skyhouse_indexer_cursor` | gauge | | the newest acknowledged position |
 //! | `skyhouse_indexer_cursor_saved` | gauge | | the newest position written to Redis |
-//! | `skyhouse_indexer_redis_errors_total` | counter | `op` | failed Redis commands (`load_cursor`, `save_cursor`, `resync`) |
+//! | `skyhouse_indexer_redis_errors_total` | counter | `op` | failed Redis commands (`load_cursor`, `save_cursor`, `resync`, `skipped`) |
 //! | `skyhouse_indexer_cleanups_total` | counter | | deleted accounts whose rows were tombstoned |
 //!
 //! The source's own metrics (`skyhouse_source_*`: reconnects, bytes,
@@ -29,7 +29,6 @@ use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
 use skyhouse_sources::SourceKind;
-use skyhouse_store::writer::Ack;
 
 use crate::{Decoded, ResyncReason};
 
@@ -168,12 +167,13 @@ pub(crate) fn verify_failed(reason: &'static str) {
     counter!("skyhouse_indexer_verify_failures_total", "reason" => reason).increment(1);
 }
 
-pub(crate) fn ack(ack: &Ack<i64>) {
-    histogram!("skyhouse_indexer_batch_rows").record(ack.rows as f64);
+/// A batch acknowledged: its rows, and how many of them ClickHouse refused.
+pub(crate) fn ack(rows: usize, dead_lettered: usize) {
+    histogram!("skyhouse_indexer_batch_rows").record(rows as f64);
     counter!("skyhouse_indexer_batches_total").increment(1);
-    counter!("skyhouse_indexer_rows_total").increment(ack.rows as u64);
-    if ack.dead_lettered > 0 {
-        counter!("skyhouse_indexer_insert_dead_letters_total").increment(ack.dead_lettered as u64);
+    counter!("skyhouse_indexer_rows_total").increment(rows as u64);
+    if dead_lettered > 0 {
+        counter!("skyhouse_indexer_insert_dead_letters_total").increment(dead_lettered as u64);
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use skyhouse_atproto::frame::ErrorKind;
 use skyhouse_sources::{SourceConfig, SourceError, SourceKind};
 use skyhouse_transform::Rows;
 use skyhouse_transform::{CollectionFilter, Decoder, OpsTap, Verify};
@@ -59,6 +60,11 @@ pub async fn run_source(
                 SourceKind::Jetstream => decoder.jetstream(&msg.bytes, &mut rows),
                 SourceKind::Firehose => decoder.firehose(&msg.bytes, Verify::Off, &mut rows),
             };
+            if d.error.as_ref().map(|e| e.kind()) == Some(ErrorKind::FutureCursor) {
+                // The source went on from the live tip, perhaps in a lower numbering: a
+                // later reconnect must ask for the new positions, not ours again.
+                resume.store(-1, Ordering::Relaxed);
+            }
             if let Some(p) = d.position {
                 resume.fetch_max(p, Ordering::Relaxed);
             }

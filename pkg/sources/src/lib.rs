@@ -31,6 +31,15 @@
 //! - **Limits.** Messages over [`SourceConfig::max_message_size`] are refused, on the wire
 //!   and after decompression (the zstd decoder is capped; a small message cannot inflate
 //!   into a large allocation).
+//! - **`#error` frames.** A firehose `#error` frame is an instruction about the connection:
+//!   it is delivered like any message (the consumer sees it in order), counted, and the
+//!   source hangs up and reconnects to the same endpoint as the error asks. `FutureCursor`
+//!   (the cursor is ahead of the server's sequence; asking again fails the same way): the
+//!   next connect has no cursor, the live tip; the consumer records the skipped range and
+//!   resets `resume` when it decodes the frame. `ConsumerTooSlow`: the next connect asks
+//!   for [`Acked`], the last position the consumer has stored for good (falling back to
+//!   `resume` while that is unknown), so whatever was held in memory when the server cut
+//!   the connection is read again. Any other error: the next connect uses `resume`.
 //! - **Replay.** A `file://` endpoint replays a capture: Jetstream JSON lines, or firehose
 //!   frames as `[u32 big-endian length][frame]` ([`write_frame_file`]); end of file is end
 //!   of stream. With `resume > 0`, messages at or before it are skipped: every Jetstream
@@ -68,10 +77,12 @@
 //! | `skyhouse_source_reconnects_total` | counter | `reason` (see below) | connections lost or failed |
 //! | `skyhouse_source_dropped_total` | counter | `reason` = `oversized`, `decompress`, `unexpected_text` | messages refused without dropping the connection |
 //! | `skyhouse_source_connected` | gauge | | 1 while a WebSocket is connected |
+//! | `skyhouse_source_error_frames_total` | counter | `kind` = `future_cursor`, `consumer_too_slow`, `other` | firehose `#error` frames received |
 //!
 //! Reconnect reasons: `connect_failed`, `connect_timeout`, `closed` (close frame),
 //! `eof` (socket ended without one), `error` (read error), `silent` (liveness timeout),
-//! `oversized` (a wire message over the limit: the WebSocket layer fails the connection).
+//! `oversized` (a wire message over the limit: the WebSocket layer fails the connection),
+//! `error_frame` (a firehose `#error` frame: we hang up and reconnect as it asks).
 #![deny(missing_docs)]
 
 mod compress;
@@ -132,18 +143,28 @@ pub async fn run(
     tx: tokio::sync::mpsc::Sender<Message>,
     shutdown: CancellationToken,
 ) -> Result<(), SourceError> {
-    run_with_status(cfg, resume, tx, shutdown, Connected::default()).await
+    run_with_status(
+        cfg,
+        resume,
+        tx,
+        shutdown,
+        Connected::default(),
+        Acked::default(),
+    )
+    .await
 }
 
 /// [`run`], keeping `connected` current: `true` while a WebSocket is open (or a `file://`
 /// capture is being replayed), `false` while connecting, backing off between attempts,
-/// and after `run` returns. For readiness checks (`/health`).
+/// and after `run` returns. For readiness checks (`/health`). A firehose
+/// `ConsumerTooSlow` reconnects from `acked` (see the crate docs, *`#error` frames*).
 pub async fn run_with_status(
     cfg: SourceConfig,
     resume: Arc<AtomicI64>,
     tx: tokio::sync::mpsc::Sender<Message>,
     shutdown: CancellationToken,
     connected: Connected,
+    acked: Acked,
 ) -> Result<(), SourceError> {
     let endpoints = cfg.resolve()?;
     match endpoints.as_slice() {
@@ -151,7 +172,40 @@ pub async fn run_with_status(
             let from = resume.load(Ordering::Relaxed);
             file::replay(&cfg, url.as_str(), path, from, &tx, &shutdown, &connected).await
         }
-        _ => ws::run(&cfg, &endpoints, &resume, &tx, &shutdown, &connected).await,
+        _ => {
+            let handles = ws::Handles {
+                resume: &resume,
+                connected: &connected,
+                acked: &acked,
+            };
+            ws::run(&cfg, &endpoints, handles, &tx, &shutdown).await
+        }
+    }
+}
+
+/// The consumer's last position stored for good (for the indexer: acknowledged by
+/// ClickHouse), where a firehose `ConsumerTooSlow` reconnect resumes: the messages after
+/// it may have been only in memory when the server cut the connection. Shared between
+/// the consumer (which sets it) and [`run_with_status`] (which reads it at a reconnect).
+/// Cheap to clone; starts at -1, unknown (the reconnect then uses `resume`).
+#[derive(Debug, Clone)]
+pub struct Acked(Arc<AtomicI64>);
+
+impl Default for Acked {
+    fn default() -> Self {
+        Acked(Arc::new(AtomicI64::new(-1)))
+    }
+}
+
+impl Acked {
+    /// Record `position` as stored (negative: unknown).
+    pub fn set(&self, position: i64) {
+        self.0.store(position, Ordering::Relaxed);
+    }
+
+    /// The last position stored, if known.
+    pub fn get(&self) -> Option<i64> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|p| *p >= 0)
     }
 }
 

@@ -13,6 +13,9 @@ pub(crate) const RECONNECTS: &str = "skyhouse_source_reconnects_total";
 pub(crate) const DROPPED: &str = "skyhouse_source_dropped_total";
 /// 1 while connected.
 pub(crate) const CONNECTED: &str = "skyhouse_source_connected";
+/// Firehose `#error` frames received, by `kind` (`future_cursor`,
+/// `consumer_too_slow`, `other`).
+pub(crate) const ERROR_FRAMES: &str = "skyhouse_source_error_frames_total";
 
 /// Describe this crate's metrics to the installed recorder. Call once, after installing it.
 pub fn describe_metrics() {
@@ -29,7 +32,12 @@ pub fn describe_metrics() {
     describe_counter!(
         RECONNECTS,
         Unit::Count,
-        "Source connections lost or failed, by reason (connect_failed, connect_timeout, closed, eof, error, silent, oversized)"
+        "Source connections lost or failed, by reason (connect_failed, connect_timeout, closed, eof, error, silent, oversized, error_frame)"
+    );
+    describe_counter!(
+        ERROR_FRAMES,
+        Unit::Count,
+        "Firehose #error frames received, by kind (future_cursor: reconnected at the live tip; consumer_too_slow: reconnected from the last acknowledged cursor; other)"
     );
     describe_counter!(
         DROPPED,

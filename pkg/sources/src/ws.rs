@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use metrics::{counter, gauge, Counter};
+use skyhouse_atproto::frame::{may_be_error_frame, ErrorFrame, ErrorKind, Frame};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::CapacityError;
@@ -19,21 +20,44 @@ use crate::compress::{DecompressError, Decompressor};
 use crate::config::{Endpoint, SourceConfig, SourceKind, DEFAULT_JETSTREAM_REWIND};
 use crate::error::SourceError;
 use crate::metrics as m;
-use crate::{rewind_jetstream_cursor, Connected, ConnectedFlag, Message};
+use crate::{rewind_jetstream_cursor, Acked, Connected, ConnectedFlag, Message};
 
 /// How long to wait for a close handshake when we hang up: 1 s. It is a courtesy; the
 /// socket is dropped either way.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// What the consumer shares with the loop: where to resume, where it has stored up to,
+/// and the connected flag it reports.
+pub(crate) struct Handles<'a> {
+    pub(crate) resume: &'a AtomicI64,
+    pub(crate) connected: &'a Connected,
+    pub(crate) acked: &'a Acked,
+}
+
+/// Where the next connect starts, as the last connection's end asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// `resume`, the consumer's last decoded position (the usual case).
+    Resume,
+    /// No cursor: the live tip (after `FutureCursor`).
+    Tip,
+    /// [`Acked`], or `resume` while it is unknown (after `ConsumerTooSlow`).
+    Acked,
+}
+
 /// Connect to the endpoints in turn until `shutdown` or the receiver goes away.
 pub(crate) async fn run(
     cfg: &SourceConfig,
     endpoints: &[Endpoint],
-    resume: &AtomicI64,
+    handles: Handles<'_>,
     tx: &mpsc::Sender<Message>,
     shutdown: &CancellationToken,
-    connected: &Connected,
 ) -> Result<(), SourceError> {
+    let Handles {
+        resume,
+        connected,
+        acked,
+    } = handles;
     let bases: Vec<&Url> = endpoints
         .iter()
         .filter_map(|e| match e {
@@ -61,9 +85,15 @@ pub(crate) async fn run(
     let mut failures: u32 = 0;
     let mut host = 0usize;
     let mut last_connected: Option<usize> = None;
+    let mut next_connect = Next::Resume;
     loop {
         let base = bases[host];
-        let mut cursor = Some(resume.load(Ordering::Relaxed)).filter(|c| *c >= 0);
+        let resume_at = || Some(resume.load(Ordering::Relaxed)).filter(|c| *c >= 0);
+        let mut cursor = match std::mem::replace(&mut next_connect, Next::Resume) {
+            Next::Resume => resume_at(),
+            Next::Tip => None,
+            Next::Acked => acked.get().or_else(resume_at),
+        };
         if cfg.kind == SourceKind::Jetstream && last_connected.is_some_and(|h| h != host) {
             // Another Jetstream instance stamps time_us with its own clock and ordering:
             // go back a little so nothing between the two is missed (replays are harmless).
@@ -89,12 +119,15 @@ pub(crate) async fn run(
         failures = failures.saturating_add(1);
         let host_name = base.host_str().unwrap_or_default();
         // A host that could not keep a connection up until it was stable is unhealthy:
-        // try the next one. A stable connection that dropped is retried first.
-        let next = if stable {
+        // try the next one. A stable connection that dropped is retried first, and so is
+        // one that ended with an `#error` frame: the error is about our cursor or speed,
+        // and the reconnect it asks for goes back to the same sequence.
+        let next = if stable || lost.next != Next::Resume {
             host
         } else {
             (host + 1) % bases.len()
         };
+        next_connect = lost.next;
         if lost.reason == "oversized" {
             tracing::error!(
                 host = host_name,
@@ -147,6 +180,8 @@ struct Lost {
     detail: String,
     /// `None` if it never connected.
     connected_for: Option<Duration>,
+    /// Where the next connect starts.
+    next: Next,
 }
 
 /// The per-source state kept across connections.
@@ -193,6 +228,7 @@ impl Connection<'_> {
                 reason,
                 detail,
                 connected_for: None,
+                next: Next::Resume,
             })
         };
         let ws_config = WebSocketConfig::default()
@@ -220,6 +256,7 @@ impl Connection<'_> {
                 reason,
                 detail,
                 connected_for: Some(connected_at.elapsed()),
+                next: Next::Resume,
             })
         };
         // A quiet stream (a small PDS) is not a dead one: after a third of the
@@ -304,6 +341,16 @@ impl Connection<'_> {
                 }
                 _ => bytes,
             };
+            // An `#error` frame is read here as well as by the consumer: the reconnect
+            // it asks for is the transport's to make, and it must not wait for the
+            // consumer to get through the messages queued before it.
+            let error = match cfg.kind {
+                SourceKind::Firehose if may_be_error_frame(&bytes) => match Frame::decode(&bytes) {
+                    Ok(Frame::Error(e)) => Some(e),
+                    _ => None,
+                },
+                _ => None,
+            };
             self.messages.increment(1);
             let msg = Message {
                 bytes,
@@ -321,12 +368,51 @@ impl Connection<'_> {
                     return End::Stop;
                 },
             }
+            if let Some(e) = error {
+                // The server closes after an error frame; hang up without waiting for it.
+                let _ = timeout(CLOSE_GRACE, ws.close(None)).await;
+                return End::Lost(Lost {
+                    reason: "error_frame",
+                    detail: error_detail(&e),
+                    connected_for: Some(connected_at.elapsed()),
+                    next: error_frame(&e, endpoint, cursor),
+                });
+            }
         }
     }
 
     fn drop_message(&self, reason: &'static str, endpoint: &str, detail: &str) {
         counter!(m::DROPPED, "reason" => reason).increment(1);
         tracing::warn!(endpoint, reason, error = detail, "Source message refused.");
+    }
+}
+
+/// Count and log an `#error` frame; where the next connect starts.
+fn error_frame(e: &ErrorFrame, endpoint: &str, cursor: Option<i64>) -> Next {
+    let kind = e.kind();
+    counter!(m::ERROR_FRAMES, "kind" => kind.as_str()).increment(1);
+    let (next, then) = match kind {
+        ErrorKind::FutureCursor => (Next::Tip, "reconnecting at the live tip"),
+        ErrorKind::ConsumerTooSlow => (
+            Next::Acked,
+            "reconnecting from the last acknowledged position",
+        ),
+        ErrorKind::Other => (Next::Resume, "reconnecting"),
+    };
+    tracing::warn!(
+        endpoint,
+        error = %e.error,
+        message = e.message.as_deref().unwrap_or_default(),
+        cursor,
+        "Firehose #error frame; {then}."
+    );
+    next
+}
+
+fn error_detail(e: &ErrorFrame) -> String {
+    match &e.message {
+        Some(m) => format!("#error {}: {m}", e.error),
+        None => format!("#error {}", e.error),
     }
 }
 

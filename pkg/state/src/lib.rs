@@ -27,6 +27,10 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// ~100 bytes each, ~100 MB of Redis memory at most.
 pub const RESYNC_STREAM_MAX: i64 = 1_000_000;
 
+/// The skipped-ranges stream keeps about this many entries (~150 bytes
+/// each, ~1.5 MB): one per firehose `FutureCursor`, rare.
+pub const SKIPPED_STREAM_MAX: i64 = 10_000;
+
 /// What went wrong talking to Redis.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -200,6 +204,50 @@ impl State {
         Ok(self.client.xlen(self.key(RESYNC_STREAM)).await?)
     }
 
+    /// Record that the source of cursor `cursor` skipped events (see
+    /// [`SKIPPED_STREAM`]).
+    pub async fn record_skip(&self, skip: &Skipped) -> Result<(), StateError> {
+        let after = skip.after.map(|a| a.to_string()).unwrap_or_default();
+        let _: String = self
+            .client
+            .xadd(
+                self.key(SKIPPED_STREAM),
+                false,
+                XCap::try_from(("MAXLEN", "~", SKIPPED_STREAM_MAX))?,
+                "*",
+                vec![
+                    ("cursor", skip.cursor.as_str()),
+                    ("reason", skip.reason.as_str()),
+                    ("after", after.as_str()),
+                    ("resumed_at", &skip.resumed_at.to_string()),
+                    ("time", &skip.time.to_string()),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The oldest `count` skipped ranges recorded (see [`SKIPPED_STREAM`]).
+    pub async fn skips(&self, count: u64) -> Result<Vec<Skipped>, StateError> {
+        let v: Value = self
+            .client
+            .xrange(self.key(SKIPPED_STREAM), "-", "+", Some(count))
+            .await?;
+        Ok(queue::stream_entries(v)
+            .into_iter()
+            .map(|(_, mut m)| Skipped {
+                cursor: m.remove("cursor").unwrap_or_default(),
+                reason: m.remove("reason").unwrap_or_default(),
+                after: m.get("after").and_then(|a| a.parse().ok()),
+                resumed_at: m
+                    .get("resumed_at")
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(-1),
+                time: m.get("time").and_then(|a| a.parse().ok()).unwrap_or(0),
+            })
+            .collect())
+    }
+
     /// Whether the server answers now.
     pub async fn ping(&self) -> bool {
         self.client.ping::<String>(None).await.is_ok()
@@ -209,6 +257,29 @@ impl State {
 /// Name (under the prefix) of the Redis Stream of DIDs to resync; fields
 /// `did`, `reason`, `at` (the source position that revealed it).
 pub const RESYNC_STREAM: &str = "resync";
+
+/// Name (under the prefix) of the Redis Stream of ranges a live source
+/// skipped: after a firehose `FutureCursor` the indexer goes on from the
+/// live tip, and the events between its cursor and the tip are never read.
+/// Fields as in [`Skipped`]; for operators (`XRANGE <prefix>skipped - +`),
+/// nothing consumes it.
+pub const SKIPPED_STREAM: &str = "skipped";
+
+/// One entry of [`SKIPPED_STREAM`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The cursor name of the source (`cursor:firehose:<host>`).
+    pub cursor: String,
+    /// Why (`future_cursor`).
+    pub reason: String,
+    /// Our position before the skip (the cursor we connected with), if any.
+    pub after: Option<i64>,
+    /// The first position read after the skip, in the server's numbering
+    /// (lower than `after` when the server's sequence was reset).
+    pub resumed_at: i64,
+    /// When it was recorded, Unix seconds.
+    pub time: u64,
+}
 
 /// The cursor name of a live source: `cursor:<kind>:<endpoint>` where the
 /// endpoint is the first URL without scheme, query or trailing slash (so

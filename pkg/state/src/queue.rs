@@ -103,13 +103,29 @@ fn ms(d: Duration) -> u64 {
 /// Stream entries `[[id, [field, value, …]], …]`; entries deleted while
 /// pending come back as `[id, nil]` and are skipped.
 fn entries(v: Value) -> Vec<WorkEntry> {
+    stream_entries(v)
+        .into_iter()
+        .filter_map(|(id, mut map)| {
+            let did = map.remove("did")?;
+            Some(WorkEntry {
+                id,
+                did,
+                reason: map.remove("reason").unwrap_or_default(),
+                at: map.get("at").and_then(|a| a.parse().ok()),
+            })
+        })
+        .collect()
+}
+
+/// Stream entries as `(id, fields)`, skipping deleted ones.
+pub(crate) fn stream_entries(v: Value) -> Vec<(String, HashMap<String, String>)> {
     let Value::Array(items) = v else {
         return Vec::new();
     };
     items.into_iter().filter_map(entry).collect()
 }
 
-fn entry(v: Value) -> Option<WorkEntry> {
+fn entry(v: Value) -> Option<(String, HashMap<String, String>)> {
     let Value::Array(mut pair) = v else {
         return None;
     };
@@ -137,13 +153,7 @@ fn entry(v: Value) -> Option<WorkEntry> {
         }
         _ => return None,
     }
-    let did = map.remove("did")?;
-    Some(WorkEntry {
-        id,
-        did,
-        reason: map.remove("reason").unwrap_or_default(),
-        at: map.get("at").and_then(|a| a.parse().ok()),
-    })
+    Some((id, map))
 }
 
 /// Stream ids compare as `(ms, seq)` pairs, not as strings.

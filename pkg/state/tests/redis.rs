@@ -1,6 +1,6 @@
 //! The state against a real Redis (testkit starts it on a spare port).
 
-use skyhouse_state::{cursor_key, State, StateError};
+use skyhouse_state::{cursor_key, Skipped, State, StateError};
 use skyhouse_testkit::{Redis, Reply};
 
 async fn state(hint: &str) -> (State, String) {
@@ -55,6 +55,43 @@ async fn resync_requests_go_to_a_stream() {
     assert_eq!(
         &words[8..14],
         ["did", "did:plc:b", "reason", "sync", "at", "9"]
+    );
+}
+
+#[tokio::test]
+async fn skipped_ranges_go_to_a_stream_an_operator_can_read() {
+    let (state, prefix) = state("skipped").await;
+    let skip = Skipped {
+        cursor: "cursor:firehose:relay.example".to_owned(),
+        reason: "future_cursor".to_owned(),
+        after: Some(5000),
+        resumed_at: 12,
+        time: 1_783_000_000,
+    };
+    state.record_skip(&skip).await.unwrap();
+    let unknown = Skipped {
+        after: None,
+        ..skip.clone()
+    };
+    state.record_skip(&unknown).await.unwrap();
+    assert_eq!(state.skips(10).await.unwrap(), [skip, unknown]);
+    let reply = Redis::shared().command(&["XRANGE", &format!("{prefix}skipped"), "-", "+"]);
+    let mut words = Vec::new();
+    flatten(&reply, &mut words);
+    assert_eq!(
+        &words[1..11],
+        [
+            "cursor",
+            "cursor:firehose:relay.example",
+            "reason",
+            "future_cursor",
+            "after",
+            "5000",
+            "resumed_at",
+            "12",
+            "time",
+            "1783000000"
+        ]
     );
 }
 

@@ -87,6 +87,12 @@ impl Script {
         self
     }
 
+    /// Send a firehose `#error` frame (`op = -1`) named `error`, e.g. `FutureCursor` or
+    /// `ConsumerTooSlow`. A server closes the stream after one: follow with `close()`.
+    pub fn error_frame(self, error: &str, message: Option<&str>) -> Self {
+        self.binary(skyhouse_atproto::frame::encode_error_frame(error, message))
+    }
+
     /// Send the same binary message `times` times (one copy in memory, for floods).
     pub fn repeat_binary(mut self, bytes: impl Into<Vec<u8>>, times: usize) -> Self {
         self.steps

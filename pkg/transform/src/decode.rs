@@ -14,7 +14,7 @@ use skyhouse_atproto::cbor;
 use skyhouse_atproto::commit::Commit;
 use skyhouse_atproto::crypto::PublicKey;
 use skyhouse_atproto::frame::Action;
-use skyhouse_atproto::frame::{CommitEvent, Frame};
+use skyhouse_atproto::frame::{CommitEvent, ErrorFrame, ErrorKind, Frame};
 use skyhouse_atproto::jetstream::{self, Operation, Payload};
 use skyhouse_atproto::json::from_lex_json;
 use skyhouse_atproto::syntax::Tid;
@@ -42,6 +42,9 @@ pub enum ResyncReason {
     /// `--verify` could not get the repository's key: the commit was not
     /// stored; the snapshot repairs it.
     Unverified,
+    /// The first event after a `FutureCursor` reconnect to the live tip:
+    /// events between our cursor and it were never received.
+    FutureCursor,
 }
 
 impl ResyncReason {
@@ -53,6 +56,7 @@ impl ResyncReason {
             ResyncReason::Chain => "chain",
             ResyncReason::TooBig => "too_big",
             ResyncReason::Unverified => "unverified",
+            ResyncReason::FutureCursor => "future_cursor",
         }
     }
 }
@@ -81,6 +85,29 @@ pub struct Decoded {
     pub needs_key: Option<String>,
     /// `--verify`: the signature did not match the key given.
     pub bad_signature: bool,
+    /// A firehose `#error` frame: an instruction about the connection (the
+    /// transport acts on it; see [`ErrorKind`]).
+    pub error: Option<ErrorFrame>,
+    /// This is the first event after a `FutureCursor` error: the events
+    /// between the two were skipped.
+    pub skipped: Option<Skip>,
+}
+
+/// The events a `FutureCursor` reconnect to the live tip skipped: everything
+/// the server sent after `after` and before `resumed_at`. The DIDs they
+/// touched are unknown; those with a later commit show it (their `since` no
+/// longer follows the last commit seen: [`ResyncReason::Chain`]), and the
+/// DID of the first event after the skip is queued
+/// ([`ResyncReason::FutureCursor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skip {
+    /// The last `seq` decoded before the error, if any (the caller may know
+    /// a better one: the cursor it connected with).
+    pub after: Option<i64>,
+    /// The first `seq` from the live tip, in the server's numbering (which
+    /// may be lower than `after`: a reset sequence is one cause of
+    /// `FutureCursor`).
+    pub resumed_at: i64,
 }
 
 /// Signature checking for firehose commits.
@@ -104,6 +131,12 @@ pub struct Decoder {
     /// (index = position in `Table::ALL`; the last slot: other collections).
     op_counts: Vec<u64>,
     last_seq: Option<i64>,
+    /// Set by a `FutureCursor` error until the next event with a `seq`:
+    /// the last `seq` before the skip.
+    skip: Option<Option<i64>>,
+    /// The last commit (rev, MST root) seen of each repository; kept across
+    /// reconnects and skips, so a repository whose events were lost shows it
+    /// at its next commit.
     chain: HashMap<String, (String, Cid)>,
 }
 
@@ -301,8 +334,17 @@ impl Decoder {
         }
         let indexed_at = now_secs();
         out.position = frame.seq();
-        if let (Some(seq), Some(did)) = (frame.seq(), frame.did()) {
-            if let Some(last) = self.last_seq {
+        if let Some(seq) = frame.seq() {
+            if let Some(after) = self.skip.take() {
+                out.skipped = Some(Skip {
+                    after,
+                    resumed_at: seq,
+                });
+                if let Some(did) = frame.did() {
+                    out.resync
+                        .push((did.to_owned(), ResyncReason::FutureCursor));
+                }
+            } else if let (Some(last), Some(did)) = (self.last_seq, frame.did()) {
                 if seq > last + 1 {
                     out.resync.push((did.to_owned(), ResyncReason::Gap));
                 }
@@ -364,8 +406,15 @@ impl Decoder {
                 tracing::info!(name = %i.name, message = ?i.message, "Firehose #info.");
             }
             Frame::Error(e) => {
+                // The transport logs, counts and acts on it (it reconnects as asked).
                 out.kind = "error";
-                tracing::warn!(error = %e.error, message = ?e.message, "Firehose error frame.");
+                tracing::debug!(error = %e.error, message = ?e.message, "Firehose error frame.");
+                if e.kind() == ErrorKind::FutureCursor && self.skip.is_none() {
+                    // The next events come from the live tip, perhaps in a new numbering:
+                    // no gap check across the skip, the chain state stays.
+                    self.skip = Some(self.last_seq.take());
+                }
+                out.error = Some(e.clone());
             }
             Frame::Unknown { t, .. } => {
                 out.kind = "unknown";
@@ -449,15 +498,20 @@ impl Decoder {
             }
         }
         // sync 1.1 chaining: `since` and `prevData` must continue the last
-        // commit we saw of this repository.
+        // commit we saw of this repository. A commit at or before that one
+        // (TIDs sort as strings) is a replay, e.g. after reconnecting from an
+        // earlier cursor (`ConsumerTooSlow`): it neither breaks nor moves the
+        // chain.
+        let mut replay = false;
         if let Some((rev, data)) = self.chain.get(&c.repo) {
+            replay = c.rev.as_str() <= rev.as_str();
             let since_ok = c.since.as_deref() == Some(rev.as_str());
             let data_ok = c.prev_data.is_none_or(|p| p == *data);
-            if !since_ok || !data_ok {
+            if !replay && (!since_ok || !data_ok) {
                 out.resync.push((c.repo.clone(), ResyncReason::Chain));
             }
         }
-        if let Some(commit) = &commit {
+        if let (Some(commit), false) = (&commit, replay) {
             self.remember(&c.repo, &c.rev, commit.data);
         }
 
@@ -662,5 +716,100 @@ mod tests {
         let d = Decoder::default().firehose(&[0xa2, 0x61, 0x74], Verify::Off, &mut rows);
         assert_eq!((d.kind, d.dead_letters, d.position), ("invalid", 1, None));
         assert_eq!(rows.dead_letters[0].source, "firehose");
+    }
+
+    use skyhouse_atproto::frame::encode_error_frame;
+    use skyhouse_testkit::firehose::LikeCommit;
+
+    /// A rev in July 2026 (microseconds << 10), so the likes' TIDs look real.
+    const REV: u64 = 1_783_000_000_000_000 << 10;
+
+    fn decode(d: &mut Decoder, frame: &[u8]) -> Decoded {
+        d.firehose(frame, Verify::Off, &mut Rows::default())
+    }
+
+    fn resyncs(d: &Decoded) -> Vec<(&str, ResyncReason)> {
+        d.resync.iter().map(|(did, r)| (did.as_str(), *r)).collect()
+    }
+
+    #[test]
+    fn a_future_cursor_skip_is_reported_at_the_next_event_and_the_chains_survive_it() {
+        let mut dec = Decoder::default();
+        let a1 = LikeCommit::new(100, "did:plc:a", REV);
+        let b1 = LikeCommit::new(101, "did:plc:b", REV + 10);
+        for c in [&a1, &b1] {
+            let d = decode(&mut dec, &c.frame());
+            assert_eq!((d.ops, d.dead_letters, d.resync.len()), (1, 0, 0));
+        }
+        let e = decode(
+            &mut dec,
+            &encode_error_frame("FutureCursor", Some("cursor in the future")),
+        );
+        assert_eq!((e.kind, e.position), ("error", None));
+        assert_eq!(
+            e.error.as_ref().map(|e| e.kind()),
+            Some(ErrorKind::FutureCursor)
+        );
+        assert!(e.skipped.is_none() && e.resync.is_empty());
+        // The live tip, in a lower numbering: the first event reports the skip and
+        // has its DID queued; no gap check across it.
+        let c1 = LikeCommit::new(5, "did:plc:c", REV + 20);
+        let d = decode(&mut dec, &c1.frame());
+        assert_eq!(
+            d.skipped,
+            Some(Skip {
+                after: Some(101),
+                resumed_at: 5
+            })
+        );
+        assert_eq!(resyncs(&d), [("did:plc:c", ResyncReason::FutureCursor)]);
+        assert_eq!(d.ops, 1);
+        // a's commit in the skipped range was never seen: its next one does not chain.
+        let a3 = a1.next(0).next(6);
+        assert_eq!(
+            resyncs(&decode(&mut dec, &a3.frame())),
+            [("did:plc:a", ResyncReason::Chain)]
+        );
+        // b lost nothing: its next commit chains.
+        let d = decode(&mut dec, &b1.next(7).frame());
+        assert!(d.resync.is_empty() && d.skipped.is_none(), "{:?}", d.resync);
+        // Gap checks go on in the new numbering.
+        let d = decode(&mut dec, &LikeCommit::new(9, "did:plc:d", REV).frame());
+        assert_eq!(resyncs(&d), [("did:plc:d", ResyncReason::Gap)]);
+    }
+
+    #[test]
+    fn other_error_frames_change_nothing() {
+        let mut dec = Decoder::default();
+        let a1 = LikeCommit::new(1, "did:plc:a", REV);
+        decode(&mut dec, &a1.frame());
+        for name in ["ConsumerTooSlow", "SomethingNew"] {
+            let e = decode(&mut dec, &encode_error_frame(name, None));
+            assert_eq!(e.error.as_ref().map(|e| e.error.as_str()), Some(name));
+        }
+        // No skip reported, the gap check still sees seq 1.
+        let d = decode(&mut dec, &a1.next(3).frame());
+        assert!(d.skipped.is_none());
+        assert_eq!(resyncs(&d), [("did:plc:a", ResyncReason::Gap)]);
+    }
+
+    #[test]
+    fn replayed_commits_neither_break_nor_move_the_chain() {
+        let mut dec = Decoder::default();
+        let a1 = LikeCommit::new(1, "did:plc:a", REV);
+        let a2 = a1.next(2);
+        let a3 = a2.next(3);
+        for c in [&a1, &a2, &a3, &a2, &a3] {
+            let d = decode(&mut dec, &c.frame());
+            assert!(d.resync.is_empty(), "seq {}: {:?}", c.seq, d.resync);
+            assert_eq!(d.ops, 1, "a replay is still written (idempotent)");
+        }
+        assert!(decode(&mut dec, &a3.next(4).frame()).resync.is_empty());
+        // A commit that really does not follow is still caught.
+        let a6 = a3.next(0).next(0).next(5);
+        assert_eq!(
+            resyncs(&decode(&mut dec, &a6.frame())),
+            [("did:plc:a", ResyncReason::Chain)]
+        );
     }
 }

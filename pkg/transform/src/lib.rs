@@ -47,7 +47,7 @@ mod rows;
 mod shape;
 mod time;
 
-pub use decode::{Decoded, Decoder, ResyncReason, Verify};
+pub use decode::{Decoded, Decoder, ResyncReason, Skip, Verify};
 pub use filter::{CollectionFilter, DEFAULT_COLLECTIONS};
 pub use rows::{
     AccountRow, ActorStatusRow, BlockRow, ChatDeclarationRow, ContentVisibilityDeclarationRow,

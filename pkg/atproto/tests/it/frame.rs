@@ -5,7 +5,9 @@ use crate::jetstream::corpus_frames;
 use crate::*;
 use skyhouse_atproto::cbor::{self, Map, Value};
 use skyhouse_atproto::commit::Commit;
-use skyhouse_atproto::frame::{encode_frame, Action, Frame};
+use skyhouse_atproto::frame::{
+    encode_error_frame, encode_frame, may_be_error_frame, Action, ErrorKind, Frame,
+};
 use skyhouse_atproto::json::from_lex_json;
 
 #[test]
@@ -17,6 +19,10 @@ fn corpus_frames_decode() {
     let mut last_seq = None;
     for (i, bytes) in frames.iter().enumerate() {
         let frame = Frame::decode(bytes).unwrap_or_else(|e| panic!("frame {i}: {e}"));
+        assert!(
+            !may_be_error_frame(bytes),
+            "frame {i}: a message, not an error"
+        );
         let seq = frame.seq().expect("seq");
         if let Some(prev) = last_seq {
             assert_eq!(seq, prev + 1, "frame {i}: seq gap");
@@ -159,7 +165,23 @@ fn error_and_info_frames() {
         }
         other => panic!("{other:?}"),
     }
+    // The encoder writes the same bytes, and the transport's cheap test sees it.
+    assert_eq!(
+        encode_error_frame("FutureCursor", Some("cursor in the future")),
+        out
+    );
+    assert!(may_be_error_frame(&out));
+    let e = encode_error_frame("ConsumerTooSlow", None);
+    match Frame::decode(&e).expect("decode") {
+        Frame::Error(e) => {
+            assert_eq!((e.kind(), e.message), (ErrorKind::ConsumerTooSlow, None));
+        }
+        other => panic!("{other:?}"),
+    }
+    let other = encode_error_frame("InternalError", None);
+    assert!(matches!(Frame::decode(&other), Ok(Frame::Error(e)) if e.kind() == ErrorKind::Other));
     let info = encode_frame("#info", &body(&[("name", s("OutdatedCursor"))]));
+    assert!(!may_be_error_frame(&info));
     assert!(
         matches!(Frame::decode(&info).expect("info"), Frame::Info(i) if i.name == "OutdatedCursor")
     );

@@ -3,6 +3,7 @@
 //! output (`pkg/sources/testdata`).
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
+mod errors;
 mod replay;
 mod verify;
 

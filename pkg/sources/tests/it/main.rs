@@ -74,6 +74,7 @@ pub(crate) async fn recv(rx: &mut mpsc::Receiver<Message>) -> Message {
 pub(crate) struct Running {
     pub rx: mpsc::Receiver<Message>,
     pub resume: Arc<AtomicI64>,
+    pub acked: skyhouse_sources::Acked,
     pub shutdown: skyhouse_sources::CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), skyhouse_sources::SourceError>>,
 }
@@ -82,15 +83,19 @@ pub(crate) fn start(cfg: SourceConfig, capacity: usize, resume: i64) -> Running 
     let (tx, rx) = mpsc::channel(capacity);
     let resume = Arc::new(AtomicI64::new(resume));
     let shutdown = skyhouse_sources::CancellationToken::new();
-    let task = tokio::spawn(skyhouse_sources::run(
+    let acked = skyhouse_sources::Acked::default();
+    let task = tokio::spawn(skyhouse_sources::run_with_status(
         cfg,
         resume.clone(),
         tx,
         shutdown.clone(),
+        skyhouse_sources::Connected::default(),
+        acked.clone(),
     ));
     Running {
         rx,
         resume,
+        acked,
         shutdown,
         task,
     }

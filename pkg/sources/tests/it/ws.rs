@@ -12,6 +12,16 @@ use crate::*;
 const RECONNECTS: &str = "skyhouse_source_reconnects_total";
 const DROPPED: &str = "skyhouse_source_dropped_total";
 const MESSAGES: &str = "skyhouse_source_messages_total";
+const ERROR_FRAMES: &str = "skyhouse_source_error_frames_total";
+const SUBSCRIBE: &str = "/xrpc/com.atproto.sync.subscribeRepos";
+
+/// A firehose frame's `seq`.
+fn seq(frame: &[u8]) -> i64 {
+    skyhouse_atproto::frame::Frame::decode(frame)
+        .expect("frame")
+        .seq()
+        .expect("seq")
+}
 
 /// Poll `cond` until it holds; fail the test after PATIENCE. (Waiting, not timing: the
 /// test asserts what happened, never how fast.)
@@ -414,6 +424,7 @@ async fn connected_follows_the_socket() {
         tx,
         stop.clone(),
         connected.clone(),
+        skyhouse_sources::Acked::default(),
     ));
     recv(&mut rx).await;
     assert!(connected.get(), "a message came over an open socket");
@@ -425,4 +436,153 @@ async fn connected_follows_the_socket() {
     stop.cancel();
     task.await.expect("join").expect("run");
     assert!(!connected.get(), "run returned: not connected");
+}
+
+/// `FutureCursor`: the error frame is delivered (the consumer records the skip), the
+/// source hangs up and connects again without a cursor (asking again would fail the
+/// same way) whatever `resume` still says; the connection after that uses `resume`
+/// again.
+#[test]
+fn a_future_cursor_error_reconnects_at_the_live_tip_once() {
+    with_metrics(|metrics| async move {
+        let frames = corpus_frames();
+        let gate = Arc::new(Notify::new());
+        let server = serve(
+            Script::new()
+                .error_frame("FutureCursor", Some("Cursor in the future."))
+                .close()
+                .binary(frames[0].clone())
+                .wait_for(gate.clone())
+                .close()
+                .binary(frames[1].clone())
+                .silent(),
+        )
+        .await;
+        let mut src = start(
+            config(SourceKind::Firehose, &[server.url()]),
+            16,
+            99_999_999_999,
+        );
+        let error = recv(&mut src.rx).await;
+        assert!(
+            matches!(
+                skyhouse_atproto::frame::Frame::decode(&error.bytes),
+                Ok(skyhouse_atproto::frame::Frame::Error(e)) if e.error == "FutureCursor"
+            ),
+            "the error frame itself reaches the consumer"
+        );
+        assert_eq!(&recv(&mut src.rx).await.bytes[..], &frames[0][..]);
+        // `resume` was not touched: the tip connect is the source's own decision.
+        assert_eq!(
+            src.resume.load(std::sync::atomic::Ordering::SeqCst),
+            99_999_999_999
+        );
+        src.set_resume(seq(&frames[0]));
+        gate.notify_one();
+        assert_eq!(&recv(&mut src.rx).await.bytes[..], &frames[1][..]);
+        assert_eq!(
+            server.requests(),
+            [
+                format!("{SUBSCRIBE}?cursor=99999999999"),
+                SUBSCRIBE.to_owned(),
+                format!("{SUBSCRIBE}?cursor={}", seq(&frames[0])),
+            ]
+        );
+        assert_eq!(
+            metrics.counter(ERROR_FRAMES, &[("kind", "future_cursor")]),
+            1
+        );
+        assert_eq!(metrics.counter(RECONNECTS, &[("reason", "error_frame")]), 1);
+        // We hang up on the error frame ourselves; the second close is the server's.
+        assert_eq!(metrics.counter(RECONNECTS, &[("reason", "closed")]), 1);
+        src.stop().await;
+    });
+}
+
+/// `ConsumerTooSlow`: the next connect asks for the last acknowledged position, not
+/// the last decoded one (what was decoded after it may only have been in memory); an
+/// unknown error name reconnects from `resume` as after any drop, and an unknown ack
+/// falls back to `resume` too.
+#[test]
+fn a_consumer_too_slow_error_reconnects_from_the_acknowledged_position() {
+    with_metrics(|metrics| async move {
+        let frames = corpus_frames();
+        let gate = Arc::new(Notify::new());
+        let server = serve(
+            Script::new()
+                .binary(frames[0].clone())
+                .binary(frames[1].clone())
+                .binary(frames[2].clone())
+                .wait_for(gate.clone())
+                .error_frame("ConsumerTooSlow", None)
+                .close()
+                .binary(frames[1].clone())
+                .wait_for(gate.clone())
+                .error_frame("SomethingNew", Some("not in the lexicon"))
+                .close()
+                .binary(frames[3].clone())
+                .silent(),
+        )
+        .await;
+        let mut src = start(config(SourceKind::Firehose, &[server.url()]), 16, -1);
+        for frame in &frames[..3] {
+            assert_eq!(&recv(&mut src.rx).await.bytes[..], &frame[..]);
+            src.set_resume(seq(frame));
+        }
+        src.acked.set(seq(&frames[0]));
+        gate.notify_one();
+        recv(&mut src.rx).await; // the error frame
+        assert_eq!(&recv(&mut src.rx).await.bytes[..], &frames[1][..]);
+        gate.notify_one();
+        recv(&mut src.rx).await; // the unknown error frame
+        assert_eq!(&recv(&mut src.rx).await.bytes[..], &frames[3][..]);
+        assert_eq!(
+            server.requests(),
+            [
+                SUBSCRIBE.to_owned(),
+                format!("{SUBSCRIBE}?cursor={}", seq(&frames[0])),
+                format!("{SUBSCRIBE}?cursor={}", seq(&frames[2])),
+            ]
+        );
+        assert_eq!(
+            metrics.counter(ERROR_FRAMES, &[("kind", "consumer_too_slow")]),
+            1
+        );
+        assert_eq!(metrics.counter(ERROR_FRAMES, &[("kind", "other")]), 1);
+        assert_eq!(metrics.counter(RECONNECTS, &[("reason", "error_frame")]), 2);
+        src.stop().await;
+    });
+}
+
+/// With no acknowledged position yet, `ConsumerTooSlow` resumes from `resume`.
+#[test]
+fn consumer_too_slow_without_an_ack_resumes_from_the_decoded_position() {
+    with_metrics(|_metrics| async move {
+        let frames = corpus_frames();
+        let gate = Arc::new(Notify::new());
+        let server = serve(
+            Script::new()
+                .binary(frames[0].clone())
+                .wait_for(gate.clone())
+                .error_frame("ConsumerTooSlow", None)
+                .close()
+                .binary(frames[1].clone())
+                .silent(),
+        )
+        .await;
+        let mut src = start(config(SourceKind::Firehose, &[server.url()]), 16, -1);
+        recv(&mut src.rx).await;
+        src.set_resume(seq(&frames[0]));
+        gate.notify_one();
+        recv(&mut src.rx).await; // the error frame
+        assert_eq!(&recv(&mut src.rx).await.bytes[..], &frames[1][..]);
+        assert_eq!(
+            server.requests(),
+            [
+                SUBSCRIBE.to_owned(),
+                format!("{SUBSCRIBE}?cursor={}", seq(&frames[0])),
+            ]
+        );
+        src.stop().await;
+    });
 }
