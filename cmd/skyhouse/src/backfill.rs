@@ -440,27 +440,13 @@ fn status(args: StatusArgs) -> Result<ExitCode> {
         let depth = queue.len().await.map_err(redis)?;
         let pending = queue.pending().await.map(|p| p.0).unwrap_or(0);
         let dead = state.list_len(DEAD_LIST).await.map_err(redis)?;
-        let sql = format!(
-            "SELECT status, count() FROM {}.repo_state FINAL GROUP BY status ORDER BY status",
-            ch.database()
-        );
         // Repositories finished in the last minute, over every worker.
-        let rate_sql = format!(
-            "SELECT count() FROM {}.repo_state WHERE updated_at > now() - 60",
-            ch.database()
-        );
-        let last_minute: u64 = ch
-            .client()
-            .query(&rate_sql)
-            .fetch_one()
+        let last_minute = skyhouse_store::repos::finished_since(&ch, 60)
             .await
-            .map_err(|e| anyhow!("--clickhouse-address: repo_state: {e}"))?;
-        let counts: Vec<(String, u64)> = ch
-            .client()
-            .query(&sql)
-            .fetch_all()
+            .map_err(|e| anyhow!("repo_state: {e}"))?;
+        let counts = skyhouse_store::repos::status_counts(&ch)
             .await
-            .map_err(|e| anyhow!("--clickhouse-address: repo_state: {e}"))?;
+            .map_err(|e| anyhow!("repo_state: {e}"))?;
         println!("queue\t{depth}");
         println!("pending\t{pending}");
         println!("dead\t{dead}");

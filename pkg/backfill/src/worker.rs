@@ -10,8 +10,9 @@ use skyhouse_atproto::repo::{Repo, RepoError};
 use skyhouse_identity::Resolver;
 use skyhouse_state::{State, WorkEntry, WorkQueue};
 use skyhouse_store::cleanup::now_version;
+use skyhouse_store::repos::{self, RepoStateRow};
 use skyhouse_store::writer::{self, Ack, WriterConfig};
-use skyhouse_store::ClickHouse;
+use skyhouse_store::{ClickHouse, Retry, WriteProgress};
 use skyhouse_transform::{Action, Op, Rows};
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -185,19 +186,6 @@ pub struct Summary {
     pub tombstones: u64,
 }
 
-/// A row of `repo_state`.
-#[derive(clickhouse::Row, serde::Serialize, Debug, Clone)]
-struct RepoStateRow {
-    did: String,
-    rev: String,
-    rev_version: u64,
-    status: String,
-    records: u64,
-    error: String,
-    updated_at: u32,
-    version: u64,
-}
-
 /// A repository whose rows are all sent, waiting for their batch's ack.
 #[derive(Debug)]
 struct Finished {
@@ -308,7 +296,11 @@ pub async fn run(
         fetcher,
     });
     let acker = tokio::spawn(acker(
-        ch,
+        Settle {
+            ch,
+            retry: ctx.cfg.writer.retry,
+            progress: ctx.cfg.writer.progress.clone(),
+        },
         backfill,
         resync,
         ack_rx,
@@ -772,10 +764,6 @@ fn walk(
     Ok((records, keys))
 }
 
-fn sql_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
 /// Resync: tombstone (version = the snapshot's) the DID's stored live
 /// records older than the snapshot that it no longer holds.
 async fn tombstone_missing(
@@ -784,18 +772,14 @@ async fn tombstone_missing(
     version: u64,
     keys: &Keys,
 ) -> Result<u64, BackfillError> {
-    let sql = format!(
-        "SELECT collection, rkey FROM {}.records FINAL WHERE did = {} AND deleted = 0 AND version < {version}",
-        ctx.ch.database(),
-        sql_literal(did)
-    );
-    let stored: Vec<(String, String)> = ctx
-        .ch
-        .client()
-        .query(&sql)
-        .fetch_all()
-        .await
-        .map_err(|e| skyhouse_store::StoreError::classify(e, "resync: stored records"))?;
+    let stored = ctx
+        .cfg
+        .writer
+        .retry
+        .run("resync: stored records", None, || {
+            repos::stored_live_keys(&ctx.ch, did, version)
+        })
+        .await?;
     let mut rows = Rows::default();
     let mut n = 0u64;
     let indexed_at = now_secs();
@@ -836,8 +820,15 @@ struct Heartbeat {
 /// finished repository waits for its batch (a slow ClickHouse), its entry
 /// is touched like one being worked on, so no other worker takes it over
 /// and does it again.
-async fn acker(
+/// Where the acker records finished repositories, and how it retries.
+struct Settle {
     ch: ClickHouse,
+    retry: Retry,
+    progress: WriteProgress,
+}
+
+async fn acker(
+    store: Settle,
     backfill: WorkQueue,
     resync: WorkQueue,
     mut acks: mpsc::Receiver<Ack<u64>>,
@@ -872,7 +863,7 @@ async fn acker(
             continue;
         }
         settle(
-            &ch,
+            &store,
             &backfill,
             &resync,
             ready.into_values().collect(),
@@ -917,40 +908,35 @@ async fn touch_waiting(
 }
 
 async fn settle(
-    ch: &ClickHouse,
+    store: &Settle,
     backfill: &WorkQueue,
     resync: &WorkQueue,
     ready: Vec<Finished>,
     summary: &mut Summary,
     progress: &Progress,
 ) -> Result<(), BackfillError> {
-    let mut insert = ch
-        .in_database()
-        .insert::<RepoStateRow>("repo_state")
-        .await
-        .map_err(|e| skyhouse_store::StoreError::classify(e, "repo_state"))?;
-    for f in &ready {
-        insert
-            .write(&f.row)
-            .await
-            .map_err(|e| skyhouse_store::StoreError::classify(e, "repo_state"))?;
-    }
-    insert
-        .end()
-        .await
-        .map_err(|e| skyhouse_store::StoreError::classify(e, "repo_state"))?;
+    // Transient failures of ClickHouse or Redis wait here (the entries stay
+    // pending and heartbeated by nobody: after claim_idle another worker may
+    // redo them, which writes the same rows again).
+    let rows: Vec<RepoStateRow> = ready.iter().map(|f| f.row.clone()).collect();
+    store
+        .retry
+        .run("repo_state", Some(&store.progress), || {
+            repos::write_repo_states(&store.ch, &rows)
+        })
+        .await?;
     let [plain, resyncs] = ids_by_queue(ready.iter());
     for (queue, ids) in [(backfill, plain), (resync, resyncs)] {
         if ids.is_empty() {
             continue;
         }
-        queue.ack(&ids).await?;
+        redis_retrying("ack backfill entries", || queue.ack(&ids)).await?;
         let max = ids
             .iter()
             .max_by_key(|i| skyhouse_state::parse_id(i))
             .cloned()
             .unwrap_or_default();
-        queue.trim_acked(&max).await?;
+        redis_retrying("trim the backfill stream", || queue.trim_acked(&max)).await?;
     }
     for f in ready {
         crate::metrics::repo(f.status.as_str(), f.row.records);
@@ -962,4 +948,25 @@ async fn settle(
         progress.records.fetch_add(f.row.records, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// `op` until it succeeds or fails with an error retrying cannot help
+/// (Redis away: wait for it, with backoff from 100 ms to 10 s).
+async fn redis_retrying<T, F, Fut>(what: &str, mut op: F) -> Result<T, BackfillError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, skyhouse_state::StateError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(error = %e, what, ?delay, "Redis failed; retrying.");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

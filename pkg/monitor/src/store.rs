@@ -2,10 +2,11 @@
 //! other services read them with.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skyhouse_store::{ClickHouse, StoreError};
+use skyhouse_store::{hosts, ClickHouse, StoreError};
 
 use crate::check::{now_secs, Snapshot};
 use crate::hosts::{Host, HostKind};
@@ -59,8 +60,6 @@ impl HostCheckRow {
     }
 }
 
-const TABLE: &str = "host_checks";
-
 /// Insert `snapshots` (one INSERT) into `host_checks`, each keyed by its
 /// host and the `interval` bucket it was observed in.
 pub async fn write_snapshots(
@@ -71,34 +70,17 @@ pub async fn write_snapshots(
     if snapshots.is_empty() {
         return Ok(());
     }
-    let err = |e| StoreError::classify(e, TABLE);
-    let mut insert = ch
-        .in_database()
-        .insert::<HostCheckRow>(TABLE)
-        .await
-        .map_err(err)?;
-    for s in snapshots {
-        insert
-            .write(&HostCheckRow::new(s, interval))
-            .await
-            .map_err(err)?;
-    }
-    insert.end().await.map_err(err)
+    let rows: Vec<HostCheckRow> = snapshots
+        .iter()
+        .map(|s| HostCheckRow::new(s, interval))
+        .collect();
+    ch.insert(hosts::HOST_CHECKS, &rows).await
 }
 
 /// Hosts checked before (any time), at most `max`: a restarted monitor
 /// keeps checking what it discovered earlier.
 pub async fn known_hosts(ch: &ClickHouse, max: usize) -> Result<Vec<Host>, StoreError> {
-    let sql = format!(
-        "SELECT host, any(kind) FROM {}.{TABLE} GROUP BY host ORDER BY host LIMIT {max}",
-        ch.database()
-    );
-    let rows: Vec<(String, String)> = ch
-        .client()
-        .query(&sql)
-        .fetch_all()
-        .await
-        .map_err(|e| StoreError::classify(e, TABLE))?;
+    let rows = hosts::known_hosts(ch, max).await?;
     Ok(rows
         .into_iter()
         .filter_map(|(url, kind)| {
@@ -118,29 +100,33 @@ pub async fn unhealthy_hosts(
     max_age: Duration,
 ) -> Result<Vec<String>, StoreError> {
     let since = now_secs().saturating_sub(u32::try_from(max_age.as_secs()).unwrap_or(u32::MAX));
-    let sql = format!(
-        "SELECT host FROM {}.{TABLE} FINAL WHERE observed_at >= toDateTime({since}) \
-         GROUP BY host HAVING argMax(up, observed_at) = 0 ORDER BY host",
-        ch.database()
-    );
-    ch.client()
-        .query(&sql)
-        .fetch_all()
-        .await
-        .map_err(|e| StoreError::classify(e, TABLE))
+    hosts::unhealthy_hosts(ch, since).await
 }
 
 /// The hosts [`unhealthy_hosts`] names, as a backfill worker asks about
 /// them: one lookup per repository, from a set refreshed from ClickHouse at
-/// most once per `refresh` (the callers share one refresh). A failed
-/// refresh keeps the previous set (logged): a down ClickHouse must not
-/// stop the backfill.
+/// most once per `refresh`. One caller at a time runs the refresh while the
+/// others answer from the previous set, and no lock is held while the query
+/// runs, so a stalled ClickHouse holds up at most the refreshing caller (for
+/// at most the query's timeout). Before the first set is read, callers wait
+/// for it. A failed refresh keeps the previous set (logged): a down
+/// ClickHouse must not stop the backfill.
 #[derive(Debug, Clone)]
 pub struct UnhealthyHosts {
     ch: ClickHouse,
     max_age: Duration,
     refresh: Duration,
-    set: Arc<tokio::sync::Mutex<(Option<Instant>, HashSet<String>)>>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// When the last refresh started.
+    started: std::sync::Mutex<Option<Instant>>,
+    /// Set while one caller refreshes.
+    refreshing: AtomicBool,
+    /// The last set read; `None` until the first refresh ends.
+    set: tokio::sync::watch::Sender<Option<Arc<HashSet<String>>>>,
 }
 
 impl UnhealthyHosts {
@@ -151,7 +137,11 @@ impl UnhealthyHosts {
             ch,
             max_age,
             refresh,
-            set: Arc::default(),
+            shared: Arc::new(Shared {
+                started: std::sync::Mutex::new(None),
+                refreshing: AtomicBool::new(false),
+                set: tokio::sync::watch::channel(None).0,
+            }),
         }
     }
 
@@ -162,16 +152,58 @@ impl UnhealthyHosts {
         let Ok(host) = Host::parse(endpoint, HostKind::Pds) else {
             return false;
         };
-        let mut guard = self.set.lock().await;
-        let (refreshed, set) = &mut *guard;
-        if refreshed.is_none_or(|t| t.elapsed() >= self.refresh) {
-            match unhealthy_hosts(&self.ch, self.max_age).await {
-                Ok(hosts) => *set = hosts.into_iter().collect(),
-                Err(error) => warn!(%error, "Unhealthy hosts not refreshed; keeping the last set."),
+        let due = {
+            let mut started = self
+                .shared
+                .started
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let due = started.is_none_or(|t| t.elapsed() >= self.refresh);
+            if due
+                && self
+                    .shared
+                    .refreshing
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                *started = Some(Instant::now());
+                true
+            } else {
+                false
             }
-            *refreshed = Some(Instant::now());
+        };
+        if due {
+            // Cleared however this future ends (even dropped mid-query).
+            let _refreshing = ClearOnDrop(&self.shared.refreshing);
+            let read = unhealthy_hosts(&self.ch, self.max_age).await;
+            let next = match read {
+                Ok(hosts) => Arc::new(hosts.into_iter().collect()),
+                Err(error) => {
+                    warn!(%error, "Unhealthy hosts not refreshed; keeping the last set.");
+                    self.shared.set.borrow().clone().unwrap_or_default()
+                }
+            };
+            self.shared.set.send_replace(Some(next));
         }
-        set.contains(&host.url)
+        let mut rx = self.shared.set.subscribe();
+        // The first refresh is under way elsewhere: wait for it (bounded by
+        // its query's own timeouts, plus a margin).
+        let limit =
+            self.ch.timeouts().receive + self.ch.timeouts().connect + Duration::from_secs(1);
+        let set = match tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(set)) => set.clone(),
+            _ => None,
+        };
+        set.is_some_and(|s| s.contains(&host.url))
+    }
+}
+
+/// Clears a flag when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -385,19 +385,9 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
         .zip(server_start)
         .map(|(end, start)| round(end - start, 2));
 
-    let records: u64 = ch
-        .client()
-        .query(&format!("SELECT count() FROM `{}`.records", args.database))
-        .fetch_one()
-        .await?;
-    let dead: u64 = ch
-        .client()
-        .query(&format!(
-            "SELECT count() FROM `{}`.dead_letters",
-            args.database
-        ))
-        .fetch_one()
-        .await?;
+    // Rows in active parts (count() without FINAL), replays included.
+    let records = skyhouse_store::admin::stored_rows(&ch, &["records"]).await?;
+    let dead = skyhouse_store::admin::stored_rows(&ch, &["dead_letters"]).await?;
     let rendered = metrics.render();
     Ok(serde_json::json!({
         "case": args.case,

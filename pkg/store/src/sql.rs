@@ -25,6 +25,8 @@ const FILES: &[(&str, &str)] = &[
     ("store.sql", include_str!("../queries/store.sql")),
     ("cleanup.sql", include_str!("../queries/cleanup.sql")),
     ("schema.sql", include_str!("../queries/schema.sql")),
+    ("repos.sql", include_str!("../queries/repos.sql")),
+    ("hosts.sql", include_str!("../queries/hosts.sql")),
 ];
 
 /// Named statement templates of every file: name → (file, template).
@@ -150,6 +152,8 @@ pub fn catalog(db: &str) -> Result<Vec<Rendered>, StoreError> {
     crate::queries::samples(db, &mut out)?;
     crate::cleanup::samples(db, &mut out)?;
     crate::admin::samples(db, &mut out)?;
+    crate::repos::samples(db, &mut out)?;
+    crate::hosts::samples(db, &mut out)?;
     sample(&mut out, db, "list_tables", &[])?;
     sample(&mut out, db, "show_create_table", &[("table", "records")])?;
     Ok(out)

@@ -88,8 +88,8 @@ async fn an_unreachable_source_is_named_and_the_pds_firehose_is_ready() {
                 "source",
                 "lag",
             ]
-                .iter()
-                .all(|c| v["checks"][*c] == true)
+            .iter()
+            .all(|c| v["checks"][*c] == true)
     })
     .await;
     let status = indexer.terminate();

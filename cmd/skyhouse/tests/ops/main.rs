@@ -10,6 +10,7 @@
 //!   is JSON, and its spans reach a collector on loopback.
 //! - `deploy`: docker/compose.yaml, prometheus.yml, Grafana provisioning and the
 //!   Dockerfile agree with each other and with the workspace.
+//! - `sql_layer`: no crate but pkg/store writes SQL or reaches the ClickHouse client.
 //! - `promtool`: every dashboard's PromQL, docker/prometheus.yml and any rule file under
 //!   docker/ pass Prometheus's `promtool` checks (Debian `prometheus`, from `just deps`).
 
@@ -17,5 +18,6 @@ mod deploy;
 mod env;
 mod metrics;
 mod promtool;
+mod sql_layer;
 mod telemetry;
 mod util;
