@@ -14,7 +14,6 @@ use sha2::{Digest, Sha256};
 use skyhouse_store::ClickHouse;
 
 use crate::error::ApiError;
-use crate::rows;
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,29 +104,12 @@ impl Keys {
             }
         }
         let hex_hash = hex(h);
-        let sql = format!(
-            "SELECT key_hash, scopes FROM {{db}}.api_keys FINAL \
-             WHERE key_hash = {} AND revoked = 0 LIMIT 1",
-            skyhouse_store::literal(&hex_hash)
-        );
-        let found = rows::query(&self.ch, &sql, "API keys").await?;
-        let row = found
-            .into_iter()
-            .find(|r| {
-                r.get("key_hash")
-                    .and_then(|v| v.as_str())
-                    .is_some_and(|stored| ct_eq(stored.as_bytes(), hex_hash.as_bytes()))
-            })
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?;
-        let scopes: Vec<String> = row
-            .get("scopes")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let scopes = skyhouse_store::keys::key_by_hash(&self.ch, &hex_hash)
+            .await
+            .map_err(|e| ApiError::store("API keys", e))?
+            .filter(|k| ct_eq(k.key_hash.as_bytes(), hex_hash.as_bytes()))
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))?
+            .scopes;
         let mut cache = self.lock();
         if cache.len() >= CACHE_MAX {
             cache.clear();

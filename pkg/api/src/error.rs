@@ -1,10 +1,13 @@
 //! `ApiError`: every failure is JSON `{"error","message"}` with a status.
 //! Server-side failures never carry the query or ClickHouse's text (it may
-//! echo user input or schema details): the detail goes to the log.
+//! echo user input or schema details): the detail goes to the log. What a
+//! store failure answers is decided here, for every route: [`ApiError::store`]
+//! for data routes, [`ApiError::explorer`] for the SQL explorer.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use skyhouse_store::StoreError;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,44 @@ impl ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             error: "Unavailable",
             message: format!("{what} is unavailable; try again"),
+        }
+    }
+}
+
+impl ApiError {
+    /// A data route's store failure: 503 naming `what`, never ClickHouse's
+    /// text. Logged at error when it will not pass by itself (the schema
+    /// does not match the binary, the credentials are refused, a bug),
+    /// else at warn.
+    pub fn store(what: &str, e: StoreError) -> ApiError {
+        match e {
+            StoreError::Transient { .. } | StoreError::BadRows(_) => {}
+            StoreError::Schema(_)
+            | StoreError::Access(_)
+            | StoreError::Config(_)
+            | StoreError::Migration(_)
+            | StoreError::Internal(_) => {
+                tracing::error!(what, error = %e, "Request failed; it will until this is fixed.");
+                return ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    error: "Unavailable",
+                    message: format!("{what} is unavailable; try again"),
+                };
+            }
+        }
+        ApiError::unavailable(what, e)
+    }
+
+    /// The SQL explorer's failure: what ClickHouse said about the caller's
+    /// own statement is a 400 showing it (one line); a failure to reach
+    /// ClickHouse is a 503 as for data routes.
+    pub fn explorer(e: StoreError) -> ApiError {
+        match e.server_message() {
+            Some(said) => ApiError::bad_request(format!(
+                "ClickHouse refused the query: {}",
+                skyhouse_store::one_line(said)
+            )),
+            None => ApiError::store("ClickHouse", e),
         }
     }
 }

@@ -14,21 +14,18 @@ use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use skyhouse_atproto::syntax::{parse_datetime_lenient, Datetime, Did, Handle};
-use skyhouse_store::literal;
+use skyhouse_store::search::{Author, PostKey, PostSearch, MAX_TERMS};
+use skyhouse_store::stats::Analytics;
+use skyhouse_store::{cleanup, explorer, keys, queries, search, stats};
 
 use crate::auth::{self, Scope};
 use crate::error::ApiError;
-use crate::rows::{self, Row};
 use crate::ApiState;
 
 type ApiResult = Result<Response, ApiError>;
 
-/// Accounts hidden from every answer.
-const HIDDEN: &str = "SELECT did FROM {db}.accounts FINAL WHERE active = 0";
 /// Longest parameter value read, bytes.
 const MAX_PARAM: usize = 512;
-/// Search terms at most (each must occur in the text).
-const MAX_TERMS: usize = 8;
 /// Redis cache name of `/v1/stats`.
 const STATS_CACHE: &str = "api:stats";
 
@@ -190,26 +187,15 @@ async fn read_access(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError>
     Ok(())
 }
 
-async fn query(st: &ApiState, sql: &str, what: &str) -> Result<Vec<Row>, ApiError> {
-    rows::query(&st.inner.ch, sql, what).await
-}
-
 /// 404 for a DID whose account is hidden.
 async fn visible(st: &ApiState, did: &str) -> Result<(), ApiError> {
-    let sql = format!(
-        "SELECT count() AS n FROM {{db}}.accounts FINAL WHERE did = {} AND active = 0",
-        literal(did)
-    );
-    let rows = query(st, &sql, "accounts").await?;
-    if rows
-        .first()
-        .and_then(|r| r.get("n"))
-        .and_then(Value::as_u64)
-        == Some(0)
-    {
-        Ok(())
-    } else {
+    let hidden = queries::account_hidden(&st.inner.ch, did)
+        .await
+        .map_err(|e| ApiError::store("accounts", e))?;
+    if hidden {
         Err(ApiError::not_found(format!("{did} is not available")))
+    } else {
+        Ok(())
     }
 }
 
@@ -228,12 +214,12 @@ pub async fn stats(State(st): State<ApiState>, headers: HeaderMap) -> ApiResult 
             .into_response());
     }
     let ch = &st.inner.ch;
-    let totals = skyhouse_store::queries::collection_counts(ch)
+    let totals = queries::collection_counts(ch)
         .await
-        .map_err(|e| ApiError::unavailable("stats", e))?;
-    let daily = skyhouse_store::queries::daily_stats(ch, &days_ago(30))
+        .map_err(|e| ApiError::store("stats", e))?;
+    let daily = queries::daily_stats(ch, &days_ago(30))
         .await
-        .map_err(|e| ApiError::unavailable("stats", e))?;
+        .map_err(|e| ApiError::store("stats", e))?;
     let body = json!({
         "records": totals.iter().map(|(_, n)| n).sum::<u64>(),
         "collections": totals.iter().map(|(c, n)| json!({"collection": c, "records": n})).collect::<Vec<_>>(),
@@ -266,36 +252,23 @@ pub async fn actor_stats(
     read_access(&st, &headers).await?;
     let did = did_param(path)?;
     visible(&st, &did).await?;
-    let lit = literal(&did);
-    let counts = query(
-        &st,
-        &format!(
-            "SELECT collection, count() AS records FROM {{db}}.records FINAL \
-             WHERE did = {lit} AND deleted = 0 GROUP BY collection ORDER BY collection"
-        ),
-        "records",
-    )
-    .await?;
-    let handle = query(
-        &st,
-        &format!("SELECT handle FROM {{db}}.identities FINAL WHERE did = {lit}"),
-        "identities",
-    )
-    .await?;
-    let handle = handle
-        .first()
-        .and_then(|r| r.get("handle"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    if counts.is_empty() && handle.is_null() {
+    let ch = &st.inner.ch;
+    let counts = stats::actor_collection_counts(ch, &did)
+        .await
+        .map_err(|e| ApiError::store("records", e))?;
+    let handle = stats::actor_handle(ch, &did)
+        .await
+        .map_err(|e| ApiError::store("identities", e))?;
+    if counts.is_empty() && handle.is_none() {
         return Err(ApiError::not_found(format!("nothing is indexed for {did}")));
     }
-    let total: u64 = counts
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    let collections: Vec<Value> = counts
         .iter()
-        .filter_map(|r| r.get("records")?.as_u64())
-        .sum();
+        .map(|(c, n)| json!({"collection": c, "records": n}))
+        .collect();
     Ok(
-        Json(json!({ "did": did, "handle": handle, "records": total, "collections": counts }))
+        Json(json!({ "did": did, "handle": handle, "records": total, "collections": collections }))
             .into_response(),
     )
 }
@@ -319,46 +292,17 @@ pub async fn analytics(
         Some(_) => return Err(ApiError::bad_request("window must be 1h, 24h, 7d or 30d")),
     };
     let limit = int_param(&p, "limit", 1, 100, 20)?;
-    let live = format!("deleted = 0 AND did NOT IN ({HIDDEN})");
-    let sql = match name.as_str() {
-        "events-per-collection" => format!(
-            "SELECT collection, count() AS records FROM {{db}}.records FINAL WHERE {live} \
-             GROUP BY collection ORDER BY records DESC, collection"
-        ),
-        "creates-and-users" => format!(
-            "SELECT collection, count() AS records, uniqExact(did) AS users FROM {{db}}.records FINAL \
-             WHERE {live} GROUP BY collection ORDER BY records DESC, collection"
-        ),
-        "by-hour" => format!(
-            "SELECT collection, toHour(created_at) AS hour, count() AS records FROM {{db}}.records FINAL \
-             WHERE {live} AND collection IN ('app.bsky.feed.post', 'app.bsky.feed.repost', 'app.bsky.feed.like') \
-             GROUP BY collection, hour ORDER BY hour, collection"
-        ),
-        "earliest-posters" => format!(
-            "SELECT did, toUInt32(min(created_at)) AS first_post FROM {{db}}.posts FINAL WHERE {live} \
-             GROUP BY did ORDER BY first_post, did LIMIT 3"
-        ),
-        "longest-spans" => format!(
-            "SELECT did, toUInt32(max(created_at)) - toUInt32(min(created_at)) AS span_secs \
-             FROM {{db}}.posts FINAL WHERE {live} GROUP BY did ORDER BY span_secs DESC, did LIMIT 3"
-        ),
-        "hashtags" => format!(
-            "SELECT lowerUTF8(arrayJoin(tags)) AS tag, count() AS posts FROM {{db}}.posts FINAL \
-             WHERE {live} AND sort_at >= now() - {window} GROUP BY tag ORDER BY posts DESC, tag LIMIT {limit}"
-        ),
-        "languages" => format!(
-            "SELECT arrayJoin(langs) AS lang, count() AS posts FROM {{db}}.posts FINAL \
-             WHERE {live} AND sort_at >= now() - {window} GROUP BY lang ORDER BY posts DESC, lang LIMIT {limit}"
-        ),
-        _ => {
-            return Err(ApiError::not_found(format!(
-                "no analytics {:?} (events-per-collection, creates-and-users, by-hour, earliest-posters, \
-                 longest-spans, hashtags, languages)",
-                clip(&name)
-            )))
-        }
+    let Some(which) = Analytics::from_name(&name) else {
+        let names: Vec<&str> = Analytics::ALL.iter().map(|a| a.name()).collect();
+        return Err(ApiError::not_found(format!(
+            "no analytics {:?} ({})",
+            clip(&name),
+            names.join(", ")
+        )));
     };
-    let rows = query(&st, &sql, "analytics").await?;
+    let rows = stats::analytics(&st.inner.ch, which, window, limit as u32)
+        .await
+        .map_err(|e| ApiError::store("analytics", e))?;
     Ok(Json(json!({ "name": name, "rows": rows })).into_response())
 }
 
@@ -398,29 +342,18 @@ pub async fn search_posts(
     read_access(&st, &headers).await?;
     let p = params(raw)?;
     let limit = int_param(&p, "limit", 1, 100, 25)?;
-    let mut conds = vec!["deleted = 0".to_owned(), format!("did NOT IN ({HIDDEN})")];
+    let mut search = PostSearch {
+        limit: limit as u32,
+        ..PostSearch::default()
+    };
     if let Some(q) = p.get("q") {
-        let terms: Vec<&str> = q.split_whitespace().collect();
+        let terms: Vec<String> = q.split_whitespace().map(str::to_owned).collect();
         if terms.len() > MAX_TERMS {
             return Err(ApiError::bad_request(format!(
                 "q has more than {MAX_TERMS} terms"
             )));
         }
-        let matches: Vec<String> = terms
-            .iter()
-            .map(|t| format!("positionCaseInsensitiveUTF8(text, {}) > 0", literal(t)))
-            .collect();
-        if !matches.is_empty() {
-            // Candidates first, from the text column alone (PREWHERE, no
-            // FINAL): then FINAL reads only their granules instead of the
-            // whole table. The terms are checked again on the current row,
-            // so an edit or a delete still wins.
-            let all = matches.join(" AND ");
-            conds.push(format!(
-                "(did, rkey) IN (SELECT did, rkey FROM {{db}}.posts PREWHERE {all})"
-            ));
-            conds.extend(matches);
-        }
+        search.terms = terms;
     }
     if let Some(author) = p.get("author") {
         let a = author.trim().trim_start_matches('@');
@@ -428,15 +361,12 @@ pub async fn search_posts(
             if !Did::is_valid(a) {
                 return Err(ApiError::bad_request("author is not a valid DID"));
             }
-            conds.push(format!("did = {}", literal(a)));
+            search.author = Some(Author::Did(a.to_owned()));
         } else {
             if !Handle::is_valid(a) {
                 return Err(ApiError::bad_request("author must be a DID or a handle"));
             }
-            conds.push(format!(
-                "did IN (SELECT did FROM {{db}}.identities FINAL WHERE handle = {})",
-                literal(&a.to_ascii_lowercase())
-            ));
+            search.author = Some(Author::Handle(a.to_owned()));
         }
     }
     if let Some(lang) = p.get("lang") {
@@ -448,67 +378,44 @@ pub async fn search_posts(
                 "lang must be a language tag such as en or pt-BR",
             ));
         }
-        conds.push(format!("has(langs, {})", literal(lang)));
+        search.lang = Some(lang.clone());
     }
     if let Some(tag) = p.get("tag") {
         let tag = tag.trim().trim_start_matches('#');
         if tag.is_empty() || tag.chars().count() > 64 {
             return Err(ApiError::bad_request("tag must be 1-64 characters"));
         }
-        conds.push(format!(
-            "has(arrayMap(x -> lowerUTF8(x), tags), lowerUTF8({}))",
-            literal(tag)
-        ));
+        search.tag = Some(tag.to_owned());
     }
-    if let Some(since) = time_param(&p, "since")? {
-        conds.push(format!("sort_at >= toDateTime({since})"));
-    }
-    if let Some(until) = time_param(&p, "until")? {
-        conds.push(format!("sort_at < toDateTime({until})"));
-    }
+    search.since = time_param(&p, "since")?;
+    search.until = time_param(&p, "until")?;
     if let Some(c) = p.get("cursor") {
         let (t, did, rkey) = decode_cursor(c)?;
-        let (t, d, r) = (
-            u32::try_from(t)
-                .map_err(|_| ApiError::bad_request("cursor is not one this API returned"))?,
-            literal(&did),
-            literal(&rkey),
-        );
-        conds.push(format!(
-            "(sort_at < toDateTime({t}) OR (sort_at = toDateTime({t}) AND (did < {d} OR (did = {d} AND rkey < {r}))))"
-        ));
+        let sort_at = u32::try_from(t)
+            .map_err(|_| ApiError::bad_request("cursor is not one this API returned"))?;
+        search.after = Some(PostKey { sort_at, did, rkey });
     }
-    let sql = format!(
-        "SELECT did, rkey, cid, text, langs, tags, toUInt32(created_at) AS created_at, \
-         toUInt32(sort_at) AS sort_at FROM {{db}}.posts FINAL WHERE {} \
-         ORDER BY sort_at DESC, did DESC, rkey DESC LIMIT {}",
-        conds.join(" AND "),
-        limit + 1
-    );
-    let mut found = query(&st, &sql, "post search").await?;
-    let more = found.len() as u64 > limit;
-    found.truncate(limit as usize);
-    let cursor = if more {
-        found.last().and_then(|r| {
-            Some(encode_cursor(
-                r.get("sort_at")?.as_u64()?,
-                r.get("did")?.as_str()?,
-                r.get("rkey")?.as_str()?,
-            ))
-        })
-    } else {
-        None
-    };
-    let posts: Vec<Value> = found
-        .into_iter()
-        .map(|mut r| {
-            let uri = format!(
-                "at://{}/app.bsky.feed.post/{}",
-                r.get("did").and_then(Value::as_str).unwrap_or(""),
-                r.get("rkey").and_then(Value::as_str).unwrap_or("")
-            );
-            r.insert("uri".to_owned(), Value::String(uri));
-            Value::Object(r)
+    let page = search::search_posts(&st.inner.ch, &search)
+        .await
+        .map_err(|e| ApiError::store("post search", e))?;
+    let cursor = page
+        .next
+        .map(|k| encode_cursor(u64::from(k.sort_at), &k.did, &k.rkey));
+    let posts: Vec<Value> = page
+        .posts
+        .iter()
+        .map(|r| {
+            json!({
+                "uri": r.uri(),
+                "did": r.did,
+                "rkey": r.rkey,
+                "cid": r.cid,
+                "text": r.text,
+                "langs": r.langs,
+                "tags": r.tags,
+                "created_at": r.created_at,
+                "sort_at": r.sort_at,
+            })
         })
         .collect();
     Ok(Json(json!({ "posts": posts, "cursor": cursor })).into_response())
@@ -531,16 +438,12 @@ pub async fn search_actors(
     if q.chars().count() > 100 {
         return Err(ApiError::bad_request("q must be at most 100 characters"));
     }
-    let lit = literal(q);
-    let sql = format!(
-        "SELECT did, handle, display_name FROM \
-         (SELECT did, handle FROM {{db}}.identities FINAL WHERE did NOT IN ({HIDDEN})) \
-         ANY LEFT JOIN (SELECT did, display_name FROM {{db}}.profiles FINAL WHERE deleted = 0 AND rkey = 'self') \
-         USING did \
-         WHERE positionCaseInsensitiveUTF8(handle, {lit}) > 0 OR positionCaseInsensitiveUTF8(display_name, {lit}) > 0 \
-         ORDER BY handle LIMIT {limit}"
-    );
-    let actors = query(&st, &sql, "actor search").await?;
+    let actors: Vec<Value> = search::search_actors(&st.inner.ch, q, limit as u32)
+        .await
+        .map_err(|e| ApiError::store("actor search", e))?
+        .into_iter()
+        .map(|a| json!({"did": a.did, "handle": a.handle, "display_name": a.display_name}))
+        .collect();
     Ok(Json(json!({ "actors": actors })).into_response())
 }
 
@@ -556,9 +459,9 @@ pub async fn repo(
     let p = params(raw)?;
     let limit = int_param(&p, "limit", 1, 1000, 100)?;
     visible(&st, &did).await?;
-    let records = skyhouse_store::queries::records_of(&st.inner.ch, &did, limit as u32)
+    let records = queries::records_of(&st.inner.ch, &did, limit as u32)
         .await
-        .map_err(|e| ApiError::unavailable("records", e))?;
+        .map_err(|e| ApiError::store("records", e))?;
     let records: Vec<Value> = records
         .into_iter()
         .map(|r| {
@@ -587,9 +490,9 @@ pub async fn admin_cleanup(
     let did = did_param(path)?;
     let (id, _) = auth::new_key()?;
     let id = format!("admin-{id}");
-    let done = skyhouse_store::cleanup::cleanup_did(&st.inner.ch, &did, &id, "admin request")
+    let done = cleanup::cleanup_did(&st.inner.ch, &did, &id, "admin request")
         .await
-        .map_err(|e| ApiError::unavailable("cleanup", e))?;
+        .map_err(|e| ApiError::store("cleanup", e))?;
     Ok((
         StatusCode::OK,
         Json(json!({ "job": id, "did": did, "status": "done", "rows_tombstoned": done.rows_tombstoned })),
@@ -627,29 +530,40 @@ pub async fn admin_job(
             "job id has characters a job id never has",
         ));
     }
-    let sql = format!(
-        "SELECT id, did, status, reason, rows_tombstoned, toUInt32(requested_at) AS requested_at, \
-         toUInt32(finished_at) AS finished_at FROM {{db}}.repo_cleanup_jobs FINAL WHERE id = {}",
-        literal(&id)
-    );
-    let rows = query(&st, &sql, "cleanup jobs").await?;
-    rows.into_iter()
-        .next()
-        .map(|r| Json(Value::Object(r)).into_response())
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+    let job = cleanup::cleanup_job(&st.inner.ch, &id)
+        .await
+        .map_err(|e| ApiError::store("cleanup jobs", e))?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    Ok(Json(json!({
+        "id": job.id,
+        "did": job.did,
+        "status": job.status,
+        "reason": job.reason,
+        "rows_tombstoned": job.rows_tombstoned,
+        "requested_at": job.requested_at,
+        "finished_at": job.finished_at,
+    }))
+    .into_response())
 }
 
 /// `GET /v1/admin/keys`: every key's id, name, scopes, state (never the hash).
 pub async fn admin_list_keys(State(st): State<ApiState>, headers: HeaderMap) -> ApiResult {
     st.inner.keys.check(&headers, Scope::Admin).await?;
-    let rows = query(
-        &st,
-        "SELECT id, name, scopes, toUInt32(created_at) AS created_at, revoked \
-         FROM {db}.api_keys FINAL ORDER BY created_at, id",
-        "API keys",
-    )
-    .await?;
-    Ok(Json(json!({ "keys": rows })).into_response())
+    let listed: Vec<Value> = keys::list_keys(&st.inner.ch)
+        .await
+        .map_err(|e| ApiError::store("API keys", e))?
+        .into_iter()
+        .map(|k| {
+            json!({
+                "id": k.id,
+                "name": k.name,
+                "scopes": k.scopes,
+                "created_at": k.created_at,
+                "revoked": k.revoked,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "keys": listed })).into_response())
 }
 
 /// `POST /v1/admin/keys` `{"name", "scopes": ["read"|"admin"]}`: the key is
@@ -677,23 +591,9 @@ pub async fn admin_create_key(
         ));
     }
     let (id, key) = auth::new_key()?;
-    let sql = format!(
-        "INSERT INTO {}.api_keys (id, key_hash, name, scopes, created_at, revoked, version) VALUES \
-         ({}, {}, {}, [{}], now(), 0, {})",
-        st.inner.ch.database(),
-        literal(&id),
-        literal(&auth::stored_hash(&key)),
-        literal(name),
-        scopes.iter().map(|s| literal(s)).collect::<Vec<_>>().join(", "),
-        skyhouse_store::cleanup::now_version()
-    );
-    st.inner
-        .ch
-        .client()
-        .query_raw(&sql)
-        .execute()
+    keys::create_key(&st.inner.ch, &id, &auth::stored_hash(&key), name, &scopes)
         .await
-        .map_err(|e| ApiError::unavailable("API keys", e))?;
+        .map_err(|e| ApiError::store("API keys", e))?;
     tracing::info!(id, name, "API key created.");
     Ok((
         StatusCode::CREATED,
@@ -712,37 +612,12 @@ pub async fn admin_revoke_key(
     if id.len() != 16 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request("key id must be 16 hex characters"));
     }
-    let db = st.inner.ch.database();
-    let exists = query(
-        &st,
-        &format!(
-            "SELECT count() AS n FROM {{db}}.api_keys FINAL WHERE id = {}",
-            literal(&id)
-        ),
-        "API keys",
-    )
-    .await?;
-    if exists
-        .first()
-        .and_then(|r| r.get("n"))
-        .and_then(Value::as_u64)
-        != Some(1)
-    {
+    let revoked = keys::revoke_key(&st.inner.ch, &id)
+        .await
+        .map_err(|e| ApiError::store("API keys", e))?;
+    if !revoked {
         return Err(ApiError::not_found(format!("no key {id}")));
     }
-    let sql = format!(
-        "INSERT INTO {db}.api_keys (id, key_hash, name, scopes, created_at, revoked, version) \
-         SELECT id, key_hash, name, scopes, created_at, 1, {} FROM {db}.api_keys FINAL WHERE id = {}",
-        skyhouse_store::cleanup::now_version(),
-        literal(&id)
-    );
-    st.inner
-        .ch
-        .client()
-        .query_raw(&sql)
-        .execute()
-        .await
-        .map_err(|e| ApiError::unavailable("API keys", e))?;
     st.inner.keys.forget();
     tracing::info!(id, "API key revoked.");
     Ok(Json(json!({ "id": id, "revoked": true })).into_response())
@@ -762,26 +637,19 @@ pub async fn sql(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) ->
         .filter(|q| !q.is_empty())
         .ok_or_else(|| ApiError::bad_request("query is required"))?;
     let cfg = &st.inner.cfg;
-    let settings = [
-        ("readonly", "1".to_owned()),
-        ("max_execution_time", cfg.sql_max_seconds.to_string()),
-        ("max_result_rows", cfg.sql_max_rows.to_string()),
-        ("result_overflow_mode", "throw".to_owned()),
-    ];
-    let q = q.trim_end_matches(';');
-    let bytes = rows::raw(&st.inner.ch, q, &settings).await.map_err(|e| {
-        let first = e
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(300)
-            .collect::<String>();
-        ApiError::bad_request(format!("ClickHouse refused the query: {first}"))
-    })?;
-    let out = rows::parse(&bytes)
-        .map_err(|_| ApiError::bad_request("the query must return rows (no FORMAT clause)"))?;
-    Ok(Json(json!({ "rows": out.len(), "data": out })).into_response())
+    let limits = explorer::Limits {
+        max_seconds: cfg.sql_max_seconds,
+        max_rows: cfg.sql_max_rows,
+    };
+    match explorer::run(&st.inner.ch, q, limits).await {
+        Ok(explorer::Answer::Rows(out)) => {
+            Ok(Json(json!({ "rows": out.len(), "data": out })).into_response())
+        }
+        Ok(explorer::Answer::NotRows) => Err(ApiError::bad_request(
+            "the query must return rows (no FORMAT clause)",
+        )),
+        Err(e) => Err(ApiError::explorer(e)),
+    }
 }
 
 #[cfg(test)]

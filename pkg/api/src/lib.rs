@@ -3,17 +3,16 @@
 //!
 //! Every read shows current state only (`FINAL`, `deleted = 0`) and never
 //! an account that is hidden (`accounts.active = 0`: deactivated, taken
-//! down, suspended, deleted). Every parameter is checked before a query is
-//! built and quoted with [`skyhouse_store::literal`]; a bad one is a 400
-//! naming it, a failing ClickHouse a 503 without its text. Errors are JSON
-//! `{"error","message"}`.
+//! down, suspended, deleted). Every parameter is checked before the typed
+//! store function it goes to is called (the store holds the SQL and quotes
+//! the values); a bad one is a 400 naming it, a failing ClickHouse a 503
+//! without its text. Errors are JSON `{"error","message"}`.
 #![deny(missing_docs)]
 
 pub mod auth;
 mod error;
 mod handlers;
 mod openapi;
-pub mod rows;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,6 +11,9 @@ WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE acti
 GROUP BY collection
 ORDER BY live_records DESC, collection;
 
+-- name: account_hidden
+SELECT count() AS n FROM {db}.accounts FINAL WHERE did = {did} AND active = 0;
+
 -- name: records_of
 SELECT collection, rkey, cid, version, record
 FROM {db}.records FINAL

@@ -127,6 +127,32 @@ pub async fn run_account_cleanups(ch: &ClickHouse) -> Result<usize, StoreError> 
     Ok(pending.len())
 }
 
+/// A cleanup job as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, clickhouse::Row)]
+pub struct CleanupJob {
+    /// The job's id.
+    pub id: String,
+    /// The DID whose rows it tombstoned.
+    pub did: String,
+    /// `done` once finished.
+    pub status: String,
+    /// Why it ran (`account deleted`, `admin request`).
+    pub reason: String,
+    /// Live rows it tombstoned.
+    pub rows_tombstoned: u64,
+    /// When it was asked for, Unix seconds.
+    pub requested_at: u32,
+    /// When it finished, Unix seconds.
+    pub finished_at: u32,
+}
+
+/// The job `id`, if one was recorded.
+pub async fn cleanup_job(ch: &ClickHouse, id: &str) -> Result<Option<CleanupJob>, StoreError> {
+    let sql = render(ch.database(), "cleanup_job", &[("id", &literal(id))])?;
+    let jobs: Vec<CleanupJob> = ch.fetch_all("cleanup job", &sql).await?;
+    Ok(jobs.into_iter().next())
+}
+
 /// This module's statements with sample values (see [`sql::catalog`]).
 pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     let did = literal("did:plc:alice");
@@ -166,5 +192,11 @@ pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreErro
         ],
     )?;
     sql::sample(out, db, "pending_account_cleanups", &[])?;
+    sql::sample(
+        out,
+        db,
+        "cleanup_job",
+        &[("id", "'account-deleted:did:plc:alice:5'")],
+    )?;
     Ok(())
 }

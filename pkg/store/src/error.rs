@@ -239,6 +239,22 @@ impl StoreError {
         }
     }
 
+    /// What ClickHouse itself said (from `Code: …` on, one line), for an
+    /// error it answered with a code; `None` for the network, a timeout, a
+    /// proxy's page, a garbled answer or an error of this crate. The SQL
+    /// explorer shows it: the statement is the caller's own.
+    pub fn server_message(&self) -> Option<&str> {
+        let message = match self {
+            StoreError::BadRows(m) | StoreError::Schema(m) | StoreError::Access(m) => m,
+            StoreError::Transient {
+                reason: RetryReason::Server | RetryReason::UnknownCode,
+                message,
+            } => message,
+            _ => return None,
+        };
+        message.find("Code: ").map(|at| &message[at..])
+    }
+
     /// A transient error of `reason`.
     pub fn transient(reason: RetryReason, message: impl Into<String>) -> StoreError {
         StoreError::Transient {
@@ -357,6 +373,21 @@ mod tests {
         assert_eq!(
             StoreError::classify(E::TimedOut, "t").retry_reason(),
             Some(RetryReason::Timeout)
+        );
+    }
+
+    #[test]
+    fn the_server_message_is_what_clickhouse_said() {
+        let e = bad("Code: 62, e.displayText() = DB::Exception: Syntax error");
+        assert_eq!(
+            e.server_message(),
+            Some("Code: 62, e.displayText() = DB::Exception: Syntax error")
+        );
+        assert!(bad("Code: 9999. x").server_message().is_some());
+        assert_eq!(bad("<html>502 Bad Gateway</html>").server_message(), None);
+        assert_eq!(
+            StoreError::classify(E::TimedOut, "t").server_message(),
+            None
         );
     }
 

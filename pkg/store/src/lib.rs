@@ -14,12 +14,16 @@ use std::time::Duration;
 pub mod admin;
 pub mod cleanup;
 mod error;
+pub mod explorer;
 pub mod hosts;
+pub mod keys;
 pub mod migrate;
 pub mod queries;
 pub mod repos;
 pub mod retry;
+pub mod search;
 pub mod sql;
+pub mod stats;
 pub use sql::{literal, literal_array};
 pub mod writer;
 
@@ -258,15 +262,29 @@ impl ClickHouse {
     }
 
     /// The answer of a statement as JSON objects (one per row), in the
-    /// database (so a statement may name tables without `{db}.`), with extra
-    /// `settings` (e.g. `readonly`). For the API's generic row output and
-    /// the SQL explorer.
-    pub async fn fetch_json(
+    /// database, with extra `settings`. For answers whose columns vary (the
+    /// analytics).
+    pub(crate) async fn fetch_json(
         &self,
         what: &str,
         sql: &str,
         settings: &[(&str, String)],
     ) -> Result<Vec<JsonRow>, StoreError> {
+        let bytes = self.fetch_json_bytes(what, sql, settings).await?;
+        parse_json_rows(&bytes)
+            .map_err(|e| StoreError::transient(RetryReason::Garbled, format!("{what}: {e}")))
+    }
+
+    /// The raw JSONEachRow answer of a statement, in the database (so a
+    /// statement may name tables without `{db}.`), with extra `settings`
+    /// (e.g. `readonly`; a `max_execution_time` among them replaces the
+    /// receive timeout's).
+    pub(crate) async fn fetch_json_bytes(
+        &self,
+        what: &str,
+        sql: &str,
+        settings: &[(&str, String)],
+    ) -> Result<bytes::Bytes, StoreError> {
         let mut q = self
             .in_db
             .query_raw(sql)
@@ -282,13 +300,10 @@ impl ClickHouse {
                 self.config.timeouts.receive.as_secs().max(1).to_string(),
             );
         }
-        let bytes = self
-            .timed(what, async move {
-                q.fetch_bytes("JSONEachRow")?.collect().await
-            })
-            .await?;
-        parse_json_rows(&bytes)
-            .map_err(|e| StoreError::transient(RetryReason::Garbled, format!("{what}: {e}")))
+        self.timed(what, async move {
+            q.fetch_bytes("JSONEachRow")?.collect().await
+        })
+        .await
     }
 
     /// Insert `rows` into `table` (a bare name, in the database) as one

@@ -14,6 +14,14 @@ pub async fn collection_counts(ch: &ClickHouse) -> Result<Vec<(String, u64)>, St
     ch.fetch_all("collection_counts", &sql).await
 }
 
+/// Whether `did`'s account is hidden (`accounts.active = 0`: deactivated,
+/// taken down, suspended, deleted): nothing of it may be shown.
+pub async fn account_hidden(ch: &ClickHouse, did: &str) -> Result<bool, StoreError> {
+    let sql = render(ch.database(), "account_hidden", &[("did", &literal(did))])?;
+    let n: u64 = ch.fetch_one("account_hidden", &sql).await?;
+    Ok(n > 0)
+}
+
 /// One live record, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, clickhouse::Row)]
 pub struct StoredRecord {
@@ -330,6 +338,7 @@ fn backlog_sql(db: &str, source: &str, levels: &str, after: u32) -> Result<Strin
 pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     let alice = literal("did:plc:alice");
     sql::sample(out, db, "collection_counts", &[])?;
+    sql::sample(out, db, "account_hidden", &[("did", &alice)])?;
     sql::sample(out, db, "records_of", &[("did", &alice), ("limit", "100")])?;
     for name in ["zero_daily_stats", "refresh_daily_stats"] {
         sql::sample(

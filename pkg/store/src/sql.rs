@@ -27,6 +27,9 @@ const FILES: &[(&str, &str)] = &[
     ("schema.sql", include_str!("../queries/schema.sql")),
     ("repos.sql", include_str!("../queries/repos.sql")),
     ("hosts.sql", include_str!("../queries/hosts.sql")),
+    ("search.sql", include_str!("../queries/search.sql")),
+    ("stats.sql", include_str!("../queries/stats.sql")),
+    ("keys.sql", include_str!("../queries/keys.sql")),
 ];
 
 /// Named statement templates of every file: name → (file, template).
@@ -151,6 +154,9 @@ pub fn catalog(db: &str) -> Result<Vec<Rendered>, StoreError> {
     let mut out = Vec::new();
     crate::queries::samples(db, &mut out)?;
     crate::cleanup::samples(db, &mut out)?;
+    crate::search::samples(db, &mut out)?;
+    crate::stats::samples(db, &mut out)?;
+    crate::keys::samples(db, &mut out)?;
     crate::admin::samples(db, &mut out)?;
     crate::repos::samples(db, &mut out)?;
     crate::hosts::samples(db, &mut out)?;

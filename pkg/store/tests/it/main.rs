@@ -4,6 +4,7 @@ mod aggregates;
 mod catalog;
 mod migrate;
 mod queries;
+mod search;
 mod semantics;
 mod writer;
 

@@ -1,0 +1,404 @@
+//! Post and actor search, with their SQL in `queries/search.sql`.
+//!
+//! Current state only (`FINAL`, `deleted = 0`), never a hidden account
+//! (`accounts.active = 0`). A post search is one statement built from the
+//! filters that are set, each a named fragment of the file; the catalog
+//! renders each filter alone and all of them together, so what the tests run
+//! on 18.16 and current ClickHouse is what is sent.
+
+use serde::Deserialize;
+
+use crate::sql::{literal, render, Rendered};
+use crate::{ClickHouse, StoreError};
+
+/// Most terms a post search takes (each must occur in the text).
+pub const MAX_TERMS: usize = 8;
+
+/// Largest page of one search.
+pub const MAX_LIMIT: u32 = 1_000;
+
+/// Whose posts a search is limited to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Author {
+    /// An account by DID.
+    Did(String),
+    /// An account by its current handle (compared lowercased).
+    Handle(String),
+}
+
+/// Where a page of a post search ended: the last post's position in the
+/// order of the search (newest `sort_at` first, then DID and record key
+/// descending). The next page starts after it, so posts that arrive while
+/// a reader pages never shift what the next page holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostKey {
+    /// The post's `sort_at`, Unix seconds.
+    pub sort_at: u32,
+    /// The author's DID.
+    pub did: String,
+    /// The post's record key.
+    pub rkey: String,
+}
+
+/// A post search: every filter that is set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostSearch {
+    /// Words that must each occur in the text (case-insensitive), at most
+    /// [`MAX_TERMS`]; none means any text.
+    pub terms: Vec<String>,
+    /// Only this account's posts.
+    pub author: Option<Author>,
+    /// Only posts tagged with this language (`langs`).
+    pub lang: Option<String>,
+    /// Only posts with this hashtag (case-insensitive).
+    pub tag: Option<String>,
+    /// Only posts with `sort_at` at or after this Unix time.
+    pub since: Option<u32>,
+    /// Only posts with `sort_at` before this Unix time.
+    pub until: Option<u32>,
+    /// Only posts after this one (the previous page's [`PostPage::next`]).
+    pub after: Option<PostKey>,
+    /// Page size, 1 to [`MAX_LIMIT`].
+    pub limit: u32,
+}
+
+/// A post found by a search.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, clickhouse::Row)]
+pub struct FoundPost {
+    /// The author's DID.
+    pub did: String,
+    /// Record key.
+    pub rkey: String,
+    /// Record CID.
+    pub cid: String,
+    /// The text.
+    pub text: String,
+    /// Language tags.
+    pub langs: Vec<String>,
+    /// Hashtags (facets and `tags`).
+    pub tags: Vec<String>,
+    /// `createdAt` as the author wrote it, Unix seconds.
+    pub created_at: u32,
+    /// The time the search orders by (`createdAt` unless it lies in the
+    /// future or far past), Unix seconds.
+    pub sort_at: u32,
+}
+
+impl FoundPost {
+    /// The post's AT-URI.
+    pub fn uri(&self) -> String {
+        format!("at://{}/app.bsky.feed.post/{}", self.did, self.rkey)
+    }
+
+    /// The post's position, for paging on after it.
+    pub fn key(&self) -> PostKey {
+        PostKey {
+            sort_at: self.sort_at,
+            did: self.did.clone(),
+            rkey: self.rkey.clone(),
+        }
+    }
+}
+
+/// One page of a post search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostPage {
+    /// The posts, newest first.
+    pub posts: Vec<FoundPost>,
+    /// Where the next page starts, if more posts match.
+    pub next: Option<PostKey>,
+}
+
+/// One page of posts matching `search`, newest first.
+pub async fn search_posts(ch: &ClickHouse, search: &PostSearch) -> Result<PostPage, StoreError> {
+    let sql = search_posts_sql(ch.database(), search)?;
+    let mut posts: Vec<FoundPost> = ch.fetch_all("post search", &sql).await?;
+    let limit = search.limit as usize;
+    let more = posts.len() > limit;
+    posts.truncate(limit);
+    let next = if more {
+        posts.last().map(FoundPost::key)
+    } else {
+        None
+    };
+    Ok(PostPage { posts, next })
+}
+
+/// The statement of a post search: the frame with the set filters' fragments.
+fn search_posts_sql(db: &str, s: &PostSearch) -> Result<String, StoreError> {
+    if !(1..=MAX_LIMIT).contains(&s.limit) {
+        return Err(StoreError::Config(format!(
+            "search limit {} must be from 1 to {MAX_LIMIT}",
+            s.limit
+        )));
+    }
+    if s.terms.len() > MAX_TERMS {
+        return Err(StoreError::Config(format!(
+            "a search takes at most {MAX_TERMS} terms, got {}",
+            s.terms.len()
+        )));
+    }
+    let mut filters = Vec::new();
+    if !s.terms.is_empty() {
+        let matches = s
+            .terms
+            .iter()
+            .map(|t| render(db, "search_posts_term", &[("term", &literal(t))]))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(" AND ");
+        filters.push(render(db, "search_posts_terms", &[("matches", &matches)])?);
+    }
+    match &s.author {
+        Some(Author::Did(did)) => filters.push(render(
+            db,
+            "search_posts_author_did",
+            &[("did", &literal(did))],
+        )?),
+        Some(Author::Handle(handle)) => filters.push(render(
+            db,
+            "search_posts_author_handle",
+            &[("handle", &literal(&handle.to_ascii_lowercase()))],
+        )?),
+        None => {}
+    }
+    if let Some(lang) = &s.lang {
+        filters.push(render(
+            db,
+            "search_posts_lang",
+            &[("lang", &literal(lang))],
+        )?);
+    }
+    if let Some(tag) = &s.tag {
+        filters.push(render(db, "search_posts_tag", &[("tag", &literal(tag))])?);
+    }
+    if let Some(since) = s.since {
+        filters.push(render(
+            db,
+            "search_posts_since",
+            &[("since", &since.to_string())],
+        )?);
+    }
+    if let Some(until) = s.until {
+        filters.push(render(
+            db,
+            "search_posts_until",
+            &[("until", &until.to_string())],
+        )?);
+    }
+    if let Some(k) = &s.after {
+        filters.push(render(
+            db,
+            "search_posts_after",
+            &[
+                ("sort_at", &k.sort_at.to_string()),
+                ("did", &literal(&k.did)),
+                ("rkey", &literal(&k.rkey)),
+            ],
+        )?);
+    }
+    render(
+        db,
+        "search_posts",
+        &[
+            ("filters", &filters.join(" ")),
+            ("limit", &(s.limit + 1).to_string()),
+        ],
+    )
+}
+
+/// An account found by [`search_actors`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, clickhouse::Row)]
+pub struct FoundActor {
+    /// The account's DID.
+    pub did: String,
+    /// Its current handle.
+    pub handle: String,
+    /// Its profile's display name (empty without a profile).
+    pub display_name: String,
+}
+
+/// Visible accounts whose handle or display name contains `q`
+/// (case-insensitive), by handle, at most `limit`.
+pub async fn search_actors(
+    ch: &ClickHouse,
+    q: &str,
+    limit: u32,
+) -> Result<Vec<FoundActor>, StoreError> {
+    let sql = search_actors_sql(ch.database(), q, limit)?;
+    ch.fetch_all("actor search", &sql).await
+}
+
+fn search_actors_sql(db: &str, q: &str, limit: u32) -> Result<String, StoreError> {
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(StoreError::Config(format!(
+            "search limit {limit} must be from 1 to {MAX_LIMIT}"
+        )));
+    }
+    render(
+        db,
+        "search_actors",
+        &[("q", &literal(q)), ("limit", &limit.to_string())],
+    )
+}
+
+/// This module's statements with sample values (see [`crate::sql::catalog`]): the
+/// post search with no filter, each filter alone (named after its
+/// fragment) and all of them together.
+pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+    let base = PostSearch {
+        limit: 25,
+        ..PostSearch::default()
+    };
+    let after = PostKey {
+        sort_at: 1_714_521_600,
+        did: "did:plc:alice".into(),
+        rkey: "3kpost'1".into(),
+    };
+    let all = PostSearch {
+        terms: vec!["guten".into(), "Morgen's".into(), "100%".into()],
+        author: Some(Author::Did("did:plc:alice".into())),
+        lang: Some("de".into()),
+        tag: Some("Rust".into()),
+        since: Some(1_714_000_000),
+        until: Some(1_715_000_000),
+        after: Some(after.clone()),
+        limit: 100,
+    };
+    let alone = [
+        (
+            "search_posts_term#one",
+            PostSearch {
+                terms: vec!["hello".into()],
+                ..base.clone()
+            },
+        ),
+        (
+            "search_posts_terms#three",
+            PostSearch {
+                terms: all.terms.clone(),
+                ..base.clone()
+            },
+        ),
+        (
+            "search_posts_author_did#alone",
+            PostSearch {
+                author: all.author.clone(),
+                ..base.clone()
+            },
+        ),
+        (
+            "search_posts_author_handle#alone",
+            PostSearch {
+                author: Some(Author::Handle("Alice.example.com".into())),
+                ..base.clone()
+            },
+        ),
+        (
+            "search_posts_lang#alone",
+            PostSearch {
+                lang: all.lang.clone(),
+                ..base.clone()
+            },
+        ),
+        (
+            "search_posts_tag#alone",
+            PostSearch {
+                tag: all.tag.clone(),
+                ..base.clone()
+            },
+        ),
+        (
+            "search_posts_since#alone",
+            PostSearch {
+                since: all.since,
+                ..base.clone()
+            },
+        ),
+        (
+            "search_posts_until#alone",
+            PostSearch {
+                until: all.until,
+                ..base.clone()
+            },
+        ),
+        (
+            "search_posts_after#alone",
+            PostSearch {
+                after: Some(after),
+                ..base.clone()
+            },
+        ),
+        ("search_posts", base.clone()),
+        (
+            "search_posts#all_by_handle",
+            PostSearch {
+                author: Some(Author::Handle("alice.example.com".into())),
+                ..all.clone()
+            },
+        ),
+        ("search_posts#all", all),
+    ];
+    for (name, search) in alone {
+        out.push(Rendered {
+            name: name.to_owned(),
+            sql: search_posts_sql(db, &search)?,
+        });
+    }
+    out.push(Rendered {
+        name: "search_actors".into(),
+        sql: search_actors_sql(db, "ali'ce", 25)?,
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_compose_in_one_statement_with_quoted_values() {
+        let sql = search_posts_sql(
+            "d",
+            &PostSearch {
+                terms: vec!["it's".into(), "{db}".into()],
+                author: Some(Author::Handle("Alice.Test".into())),
+                limit: 2,
+                ..PostSearch::default()
+            },
+        )
+        .expect("renders");
+        assert!(
+            sql.contains(r"positionCaseInsensitiveUTF8(text, 'it\'s') > 0"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("positionCaseInsensitiveUTF8(text, '{db}') > 0"),
+            "{sql}"
+        );
+        assert!(sql.contains("handle = 'alice.test'"), "{sql}");
+        assert!(sql.contains("LIMIT 3"), "one more than the page: {sql}");
+        assert!(
+            !sql.contains("{filters}") && !sql.contains("{matches}"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn limits_and_term_counts_are_checked() {
+        let zero = PostSearch::default();
+        assert!(matches!(
+            search_posts_sql("d", &zero),
+            Err(StoreError::Config(_))
+        ));
+        let many = PostSearch {
+            terms: vec!["x".into(); MAX_TERMS + 1],
+            limit: 1,
+            ..PostSearch::default()
+        };
+        assert!(matches!(
+            search_posts_sql("d", &many),
+            Err(StoreError::Config(_))
+        ));
+        assert!(search_actors_sql("d", "x", MAX_LIMIT + 1).is_err());
+    }
+}

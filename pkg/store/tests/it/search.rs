@@ -1,0 +1,238 @@
+//! Post search on the real server: paging by cursor walks the whole result
+//! in order (ties on `sort_at` included) without duplicates or gaps, even
+//! when newer posts arrive between pages; each filter keeps what it names.
+
+use crate::fresh;
+use skyhouse_store::migrate::{self, Migrator};
+use skyhouse_store::search::{self, Author, PostSearch};
+use skyhouse_store::ClickHouse;
+use skyhouse_testkit::TestDatabase;
+
+const ALICE: &str = "did:plc:alice";
+const BOB: &str = "did:plc:bob";
+const HIDDEN: &str = "did:plc:hidden";
+
+/// A live post of `did` at `sort_at` (Unix seconds).
+fn post(
+    db: &TestDatabase,
+    did: &str,
+    rkey: &str,
+    sort_at: u32,
+    text: &str,
+    langs: &str,
+    tags: &str,
+) {
+    let n = db.name();
+    db.query(&format!(
+        "INSERT INTO {n}.posts (did, rkey, cid, version, deleted, created_at, indexed_at, sort_at, text, langs, tags) \
+         VALUES ('{did}', '{rkey}', 'bafy', 1, 0, toDateTime({sort_at}), now(), toDateTime({sort_at}), '{text}', {langs}, {tags})"
+    ));
+}
+
+async fn setup(hint: &str) -> (TestDatabase, ClickHouse) {
+    let (db, ch) = fresh(hint);
+    Migrator::new(&ch, migrate::embedded().expect("migrations"))
+        .up()
+        .await
+        .expect("up");
+    let n = db.name();
+    // Three posts share one second: the order falls back to DID, then rkey.
+    post(
+        &db,
+        ALICE,
+        "3a",
+        1_000,
+        "Guten Morgen",
+        "['de']",
+        "['Rust']",
+    );
+    post(&db, ALICE, "3b", 1_000, "good morning", "['en']", "[]");
+    post(
+        &db,
+        BOB,
+        "3a",
+        1_000,
+        "morgen bob",
+        "['de']",
+        "['rust', 'x']",
+    );
+    post(&db, BOB, "3c", 2_000, "later", "['en']", "[]");
+    post(&db, ALICE, "3d", 500, "earliest", "[]", "[]");
+    post(
+        &db,
+        HIDDEN,
+        "3h",
+        1_500,
+        "hidden morgen",
+        "['de']",
+        "['rust']",
+    );
+    db.query(&format!(
+        "INSERT INTO {n}.accounts VALUES ('{HIDDEN}', 0, 'takendown', 1, now())"
+    ));
+    // Edited away: a newer version drops the word; deleted: a tombstone.
+    post(&db, BOB, "3e", 1_200, "morgen edited", "[]", "[]");
+    db.query(&format!(
+        "INSERT INTO {n}.posts (did, rkey, cid, version, deleted, sort_at, text) VALUES ('{BOB}', '3e', 'bafy2', 2, 0, toDateTime(1200), 'edited')"
+    ));
+    post(&db, BOB, "3f", 1_300, "morgen deleted", "[]", "[]");
+    db.query(&format!(
+        "INSERT INTO {n}.posts (did, rkey, cid, version, deleted, sort_at) VALUES ('{BOB}', '3f', '', 2, 1, toDateTime(1300))"
+    ));
+    db.query(&format!(
+        "INSERT INTO {n}.identities VALUES ('{ALICE}', 'alice.test', 1, now())"
+    ));
+    (db, ch)
+}
+
+fn uris(posts: &[search::FoundPost]) -> Vec<String> {
+    posts
+        .iter()
+        .map(|p| format!("{}/{}", p.did, p.rkey))
+        .collect()
+}
+
+async fn find(ch: &ClickHouse, s: PostSearch) -> Vec<String> {
+    let page = search::search_posts(ch, &PostSearch { limit: 100, ..s })
+        .await
+        .expect("search");
+    assert_eq!(page.next, None, "one page holds it all");
+    uris(&page.posts)
+}
+
+#[tokio::test]
+async fn cursor_pages_walk_the_result_once_in_order() {
+    let (db, ch) = setup("search_paging").await;
+    let all = find(&ch, PostSearch::default()).await;
+    assert_eq!(
+        all,
+        [
+            "did:plc:bob/3c",
+            "did:plc:bob/3e",
+            "did:plc:bob/3a",
+            "did:plc:alice/3b",
+            "did:plc:alice/3a",
+            "did:plc:alice/3d",
+        ],
+        "newest first, ties by DID then rkey descending; hidden and deleted left out"
+    );
+    for limit in 1..=4 {
+        // What the search holds when paging begins (earlier rounds added posts).
+        let all = find(&ch, PostSearch::default()).await;
+        let mut paged = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let page = search::search_posts(
+                &ch,
+                &PostSearch {
+                    limit,
+                    after: after.clone(),
+                    ..PostSearch::default()
+                },
+            )
+            .await
+            .expect("page");
+            assert!(page.posts.len() <= limit as usize);
+            paged.extend(uris(&page.posts));
+            pages += 1;
+            assert!(pages <= all.len() + 1, "paging does not end: {paged:?}");
+            if pages == 1 {
+                // A post newer than the first page arrives: later pages
+                // continue after the cursor, so it never shows up in them.
+                post(&db, ALICE, &format!("3z{limit}"), 9_000, "new", "[]", "[]");
+            }
+            match page.next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!(paged, all, "pages of {limit}");
+        assert_eq!(
+            pages,
+            all.len().div_ceil(limit as usize),
+            "pages of {limit}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_filter_keeps_what_it_names() {
+    let (_db, ch) = setup("search_filters").await;
+    let terms = |t: &[&str]| PostSearch {
+        terms: t.iter().map(|s| s.to_string()).collect(),
+        ..PostSearch::default()
+    };
+    assert_eq!(
+        find(&ch, terms(&["MORGEN"])).await,
+        ["did:plc:bob/3a", "did:plc:alice/3a"],
+        "case-insensitive; the edit and the delete win over the old text"
+    );
+    assert_eq!(
+        find(&ch, terms(&["morgen", "gut"])).await,
+        ["did:plc:alice/3a"]
+    );
+    assert!(
+        find(&ch, terms(&["it's"])).await.is_empty(),
+        "quotes are data"
+    );
+    let by = |a: Author| PostSearch {
+        author: Some(a),
+        ..PostSearch::default()
+    };
+    let alices = ["did:plc:alice/3b", "did:plc:alice/3a", "did:plc:alice/3d"];
+    assert_eq!(find(&ch, by(Author::Did(ALICE.into()))).await, alices);
+    assert_eq!(
+        find(&ch, by(Author::Handle("Alice.TEST".into()))).await,
+        alices
+    );
+    assert!(find(&ch, by(Author::Did(HIDDEN.into()))).await.is_empty());
+    assert_eq!(
+        find(
+            &ch,
+            PostSearch {
+                lang: Some("de".into()),
+                ..PostSearch::default()
+            }
+        )
+        .await,
+        ["did:plc:bob/3a", "did:plc:alice/3a"]
+    );
+    assert_eq!(
+        find(
+            &ch,
+            PostSearch {
+                tag: Some("RUST".into()),
+                ..PostSearch::default()
+            }
+        )
+        .await,
+        ["did:plc:bob/3a", "did:plc:alice/3a"],
+        "tags compare lowercased"
+    );
+    assert_eq!(
+        find(
+            &ch,
+            PostSearch {
+                since: Some(1_000),
+                until: Some(2_000),
+                ..PostSearch::default()
+            }
+        )
+        .await,
+        [
+            "did:plc:bob/3e",
+            "did:plc:bob/3a",
+            "did:plc:alice/3b",
+            "did:plc:alice/3a"
+        ],
+        "since is inclusive, until exclusive"
+    );
+    let actors = search::search_actors(&ch, "ALI", 10).await.expect("actors");
+    assert_eq!(actors.len(), 1);
+    assert_eq!(
+        (actors[0].did.as_str(), actors[0].handle.as_str()),
+        (ALICE, "alice.test")
+    );
+    assert_eq!(actors[0].display_name, "", "no profile");
+}
