@@ -1,18 +1,18 @@
-//! The feeds: what each one ranks and the ClickHouse query that ranks it.
+//! The feeds: what each one ranks and the store function that ranks it
+//! ([`skyhouse_store::feeds`], which holds the SQL).
 //!
-//! Every query reads current state (`FINAL`, `deleted = 0`) and leaves out
-//! hidden accounts (`accounts.active = 0`: deactivated, taken down,
-//! suspended, deleted), both as authors and as likers/reposters. Like and
-//! repost counts come from `interactions` (migration 0004), which
+//! Every ranking reads current state and leaves out hidden accounts
+//! (`accounts.active = 0`: deactivated, taken down, suspended, deleted),
+//! both as authors and as likers/reposters. Like and repost counts come from
+//! `interactions` (migration 0004), which
 //! [`skyhouse_store::queries::refresh_interactions`] keeps current, so a
-//! deleted like stops counting at the next refresh. Every input that reaches
-//! SQL is a checked DID/URI or an escaped literal.
+//! deleted like stops counting at the next refresh.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use skyhouse_atproto::syntax::Did;
-use skyhouse_store::{literal, ClickHouse, StoreError};
+use skyhouse_store::{feeds, ClickHouse, StoreError};
 
 /// Most posts one ranking holds (what a cursor can page through): ~100 KB
 /// of URIs per snapshot in Redis.
@@ -23,9 +23,6 @@ pub const HOT_WINDOW_SECS: u32 = 48 * 3600;
 
 /// The collection of feed generator records (`at://<publisher>/<this>/<rkey>`).
 pub const GENERATOR_COLLECTION: &str = "app.bsky.feed.generator";
-
-/// Hidden accounts, as a subquery.
-const HIDDEN: &str = "SELECT did FROM {db}.accounts FINAL WHERE active = 0";
 
 /// What a feed ranks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,102 +183,31 @@ pub fn parse_feeds_config(json: &str) -> Result<Vec<Feed>, String> {
     Ok(feeds.into_values().collect())
 }
 
-/// The live posts of the last `window` seconds by visible authors, as a
-/// subquery of `uri` (and `sort_at`).
-fn recent_posts(window: u32) -> String {
-    format!(
-        "SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri, sort_at \
-         FROM {{db}}.posts FINAL \
-         WHERE deleted = 0 AND sort_at >= now() - {window} AND did NOT IN ({HIDDEN})"
-    )
-}
-
-/// The SQL that ranks `kind`, best first, at most [`MAX_RANKED`] URIs.
-fn ranking_sql(kind: &FeedKind) -> String {
-    match kind {
-        FeedKind::WhatsHot => {
-            let posts = recent_posts(HOT_WINDOW_SECS);
-            format!(
-                "SELECT uri FROM ({posts}) AS p ANY INNER JOIN ( \
-                   SELECT subject_uri AS uri, countIf(kind = 'like') AS likes, \
-                          countIf(kind = 'repost') AS reposts \
-                   FROM {{db}}.interactions FINAL \
-                   WHERE kind IN ('like', 'repost') AND deleted = 0 \
-                     AND subject_uri IN (SELECT uri FROM ({posts})) \
-                     AND did NOT IN ({HIDDEN}) \
-                   GROUP BY subject_uri) AS c USING uri \
-                 ORDER BY (likes + 2 * reposts) / pow(greatest(toInt64(toUInt32(now())) - toInt64(toUInt32(sort_at)), 0) / 3600 + 2, 1.8) DESC, uri DESC \
-                 LIMIT {MAX_RANKED}"
-            )
-        }
-        FeedKind::Top { window_secs } => {
-            let posts = recent_posts(*window_secs);
-            format!(
-                "SELECT subject_uri AS uri FROM {{db}}.interactions FINAL \
-                 WHERE kind = 'like' AND deleted = 0 \
-                   AND subject_uri IN (SELECT uri FROM ({posts})) \
-                   AND did NOT IN ({HIDDEN}) \
-                 GROUP BY subject_uri ORDER BY count() DESC, uri DESC LIMIT {MAX_RANKED}"
-            )
-        }
-        FeedKind::Label { label, .. } => format!(
-            "SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri FROM {{db}}.posts FINAL \
-             WHERE deleted = 0 \
-               AND did IN (SELECT did FROM {{db}}.actor_labels FINAL WHERE label = {} AND neg = 0) \
-               AND did NOT IN ({HIDDEN}) \
-             ORDER BY sort_at DESC, uri DESC LIMIT {MAX_RANKED}",
-            literal(label)
-        ),
-        FeedKind::Static { uris } => {
-            // The pinned posts' authors that are hidden; filtered below.
-            let dids: Vec<String> = uris
-                .iter()
-                .filter_map(|u| u.strip_prefix("at://")?.split('/').next())
-                .map(literal)
-                .collect();
-            let list = if dids.is_empty() {
-                "''".to_owned()
-            } else {
-                dids.join(", ")
-            };
-            format!("SELECT did FROM {{db}}.accounts FINAL WHERE active = 0 AND did IN ({list})")
-        }
-    }
+/// The author DID of a post AT-URI.
+fn author(uri: &str) -> &str {
+    uri.strip_prefix("at://")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("")
 }
 
 /// Rank `feed` now: post URIs, best first, at most [`MAX_RANKED`].
 pub async fn rank(ch: &ClickHouse, feed: &Feed) -> Result<Vec<String>, StoreError> {
-    let sql = ranking_sql(&feed.kind).replace("{db}", ch.database());
-    let rows: Vec<String> = ch
-        .client()
-        .query(&sql)
-        .fetch_all()
-        .await
-        .map_err(|e| StoreError::classify(e, "feed ranking"))?;
+    let max = MAX_RANKED as u32;
     match &feed.kind {
-        FeedKind::Static { uris } => Ok(uris
-            .iter()
-            .filter(|u| {
-                let did = u
-                    .strip_prefix("at://")
-                    .and_then(|r| r.split('/').next())
-                    .unwrap_or("");
-                !rows.iter().any(|h| h == did)
-            })
-            .cloned()
-            .collect()),
-        _ => Ok(rows),
+        FeedKind::WhatsHot => feeds::hot_posts(ch, HOT_WINDOW_SECS, max).await,
+        FeedKind::Top { window_secs } => feeds::top_liked_posts(ch, *window_secs, max).await,
+        FeedKind::Label { label, .. } => feeds::labelled_posts(ch, label, max).await,
+        FeedKind::Static { uris } => {
+            // The pinned posts of hidden authors are left out.
+            let dids: Vec<&str> = uris.iter().map(|u| author(u)).collect();
+            let hidden = feeds::hidden_among(ch, &dids).await?;
+            Ok(uris
+                .iter()
+                .filter(|u| !hidden.iter().any(|h| h == author(u)))
+                .cloned()
+                .collect())
+        }
     }
-}
-
-/// Counts `did`'s live (not negated) `label`, if the account is visible.
-fn label_sql(did: &str, label: &str) -> String {
-    format!(
-        "SELECT count() FROM {{db}}.actor_labels FINAL \
-         WHERE did = {d} AND label = {l} AND neg = 0 AND did NOT IN ({HIDDEN})",
-        d = literal(did),
-        l = literal(label)
-    )
 }
 
 /// Whether `did` currently holds `label` (not negated) and is visible.
@@ -289,14 +215,7 @@ pub async fn holds_label(ch: &ClickHouse, did: &str, label: &str) -> Result<bool
     if !Did::is_valid(did) {
         return Ok(false);
     }
-    let sql = label_sql(did, label).replace("{db}", ch.database());
-    let n: u64 = ch
-        .client()
-        .query(&sql)
-        .fetch_one()
-        .await
-        .map_err(|e| StoreError::classify(e, "label check"))?;
-    Ok(n > 0)
+    feeds::holds_label(ch, did, label).await
 }
 
 #[cfg(test)]
@@ -313,7 +232,6 @@ mod tests {
         assert_eq!(feeds.len(), 6);
         let vip = feeds.iter().find(|f| f.rkey == "vip").expect("vip");
         assert!(vip.is_private());
-        assert!(ranking_sql(&vip.kind).contains(r"'v\'ip\\'"));
     }
 
     #[test]
@@ -335,51 +253,6 @@ mod tests {
             let e = parse_feeds_config(json).expect_err(json);
             assert!(e.contains(needle), "{e}");
         }
-    }
-
-    /// The ranking and label queries on current ClickHouse (chdb 26.x,
-    /// through scripts/chdb_check.py, which also applies the migrations);
-    /// the integration tests run them on 18.16. A missing chdb fails.
-    #[test]
-    fn queries_run_on_current_clickhouse() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let kinds = [
-            FeedKind::WhatsHot,
-            FeedKind::Top { window_secs: 3600 },
-            FeedKind::Label {
-                label: "it's".into(),
-                private: false,
-            },
-            FeedKind::Static {
-                uris: vec!["at://did:plc:abc/app.bsky.feed.post/3k2a".into()],
-            },
-        ];
-        let mut file = String::from("-- skyhouse-feeds queries (generated by a unit test)\n");
-        for k in &kinds {
-            file.push_str(&ranking_sql(k));
-            file.push_str(";\n");
-        }
-        file.push_str(&label_sql("did:plc:abc", "vip"));
-        file.push_str(";\n");
-        let path = std::env::temp_dir().join(format!("skyhouse-feeds-{}.sql", std::process::id()));
-        std::fs::write(&path, file).expect("write queries");
-        let out = std::process::Command::new("python3")
-            .arg("scripts/chdb_check.py")
-            .arg("--queries")
-            .arg(&path)
-            // The checker also wants the store's refresh (it fills the tables).
-            .args(["--queries", "pkg/store/queries/store.sql"])
-            .current_dir(&root)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .output()
-            .expect("run python3 scripts/chdb_check.py (chdb-core: `just deps`)");
-        let _ = std::fs::remove_file(&path);
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use axum::Router;
 use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
 use serde_json::json;
 use skyhouse_state::State;
-use skyhouse_store::ClickHouse;
+use skyhouse_store::{ClickHouse, StoreError};
 use skyhouse_telemetry::{CancellationToken, Health};
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
@@ -64,6 +64,8 @@ struct Inner {
     config: FeedgenConfig,
     feeds: BTreeMap<String, Feed>,
     ch: ClickHouse,
+    /// `ch` with the receive timeout of a ranking ([`RANK_TIMEOUT`] at most).
+    rank_ch: ClickHouse,
     state: State,
     auth: ServiceAuth,
     health: Health,
@@ -99,10 +101,12 @@ impl FeedgenState {
             .iter()
             .map(|f| (f.rkey.clone(), f.clone()))
             .collect();
+        let rank_ch = ch.with_receive_timeout(ch.timeouts().receive.min(RANK_TIMEOUT));
         FeedgenState {
             inner: Arc::new(Inner {
                 config,
                 feeds,
+                rank_ch,
                 ch,
                 state,
                 auth,
@@ -517,8 +521,14 @@ fn snapshot_key(id: &str) -> String {
     format!("feeds:snap:{id}")
 }
 
-fn internal(e: skyhouse_store::StoreError) -> XrpcError {
-    tracing::warn!(error = %e, "Feed query failed.");
+fn internal(e: StoreError) -> XrpcError {
+    match e {
+        StoreError::Transient { .. } | StoreError::BadRows(_) => {
+            tracing::warn!(error = %e, "Feed query failed.");
+        }
+        // Not passing by itself: the schema, the credentials, a bug.
+        _ => tracing::error!(error = %e, "Feed query failed; it will until this is fixed."),
+    }
     XrpcError {
         status: StatusCode::SERVICE_UNAVAILABLE,
         error: "InternalServerError",
@@ -527,18 +537,14 @@ fn internal(e: skyhouse_store::StoreError) -> XrpcError {
 }
 
 /// Longest a ranking query may run before the request gets a 503 (the
-/// slowest here, whats-hot over 1M posts and 4M likes, takes ~4 s).
+/// slowest here, whats-hot over 1M posts and 4M likes, takes ~4 s): the
+/// receive timeout of the rankings' store handle, unless the configured one
+/// is shorter.
 const RANK_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn rank(s: &FeedgenState, feed: &Feed) -> Result<Vec<String>, XrpcError> {
     counter!("skyhouse_feedgen_rankings_total").increment(1);
-    match tokio::time::timeout(RANK_TIMEOUT, algos::rank(&s.inner.ch, feed)).await {
-        Ok(ranked) => ranked.map_err(internal),
-        Err(_) => Err(internal(skyhouse_store::StoreError::timed_out(
-            "feed ranking",
-            RANK_TIMEOUT,
-        ))),
-    }
+    algos::rank(&s.inner.rank_ch, feed).await.map_err(internal)
 }
 
 /// The ranking a first page reads: the feed's current one while fresh

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod cleanup;
 mod error;
 pub mod explorer;
+pub mod feeds;
 pub mod hosts;
 pub mod keys;
 pub mod migrate;

@@ -30,6 +30,7 @@ const FILES: &[(&str, &str)] = &[
     ("search.sql", include_str!("../queries/search.sql")),
     ("stats.sql", include_str!("../queries/stats.sql")),
     ("keys.sql", include_str!("../queries/keys.sql")),
+    ("feeds.sql", include_str!("../queries/feeds.sql")),
 ];
 
 /// Named statement templates of every file: name → (file, template).
@@ -157,6 +158,7 @@ pub fn catalog(db: &str) -> Result<Vec<Rendered>, StoreError> {
     crate::search::samples(db, &mut out)?;
     crate::stats::samples(db, &mut out)?;
     crate::keys::samples(db, &mut out)?;
+    crate::feeds::samples(db, &mut out)?;
     crate::admin::samples(db, &mut out)?;
     crate::repos::samples(db, &mut out)?;
     crate::hosts::samples(db, &mut out)?;
