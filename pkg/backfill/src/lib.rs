@@ -68,4 +68,8 @@ pub struct Progress {
     pub repos: std::sync::atomic::AtomicU64,
     /// Records written.
     pub records: std::sync::atomic::AtomicU64,
+    /// Repositories taken from a queue and not acknowledged yet: being
+    /// fetched or walked, or waiting for their rows' batch. (What a shutdown
+    /// cut short leaves pending in the queue, for another worker.)
+    pub in_flight: std::sync::atomic::AtomicU64,
 }

@@ -370,6 +370,7 @@ async fn worker(
             continue;
         };
         let queue = if resync { &ctx.resync } else { &ctx.backfill };
+        cfg.progress.in_flight.fetch_add(1, Ordering::Relaxed);
         let work = process(&ctx, &entry, resync);
         tokio::pin!(work);
         let mut beat = tokio::time::interval(cfg.claim_idle / 3);
@@ -393,6 +394,7 @@ async fn worker(
             // Deferred: back off a little so a queue holding only repositories
             // of down hosts is not spun through.
             None => {
+                cfg.progress.in_flight.fetch_sub(1, Ordering::Relaxed);
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(cfg.poll) => {}
@@ -946,6 +948,7 @@ async fn settle(
         summary.tombstones += f.tombstones;
         progress.repos.fetch_add(1, Ordering::Relaxed);
         progress.records.fetch_add(f.row.records, Ordering::Relaxed);
+        progress.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
     Ok(())
 }

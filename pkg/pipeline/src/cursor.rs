@@ -2,6 +2,7 @@
 //! ClickHouse outside the hot path.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,29 +44,42 @@ pub(crate) async fn load(state: &State, key: &str, shutdown: &CancellationToken)
     }
 }
 
-/// Event → queryable latency: when a decoded group was sent and its
-/// position; the keeper observes the time when an ack covers it.
+/// What the indexer has handed to ClickHouse and not had acknowledged yet:
+/// each decoded group sent to the writer (its position, when it was
+/// received, its rows) until an ack covers it, the cursor this run last
+/// saved, and whether the final account cleanup is running. It measures
+/// event → queryable latency (`skyhouse_indexer_ack_latency_seconds`) and
+/// says what a shutdown cut short left unwritten ([`Inflight::describe`]).
+/// Cheap to clone: give one to [`crate::IndexerConfig::inflight`] and keep
+/// a clone.
 #[derive(Debug, Clone, Default)]
-pub struct Latency(Arc<Mutex<VecDeque<(Pos, Instant)>>>);
+pub struct Inflight(Arc<InflightInner>);
 
-/// Groups remembered for latency (one per channel message; a few seconds'
-/// worth at most, the writer's queues are bounded).
+#[derive(Debug, Default)]
+struct InflightInner {
+    groups: Mutex<VecDeque<(Pos, Instant, usize)>>,
+    saved: Mutex<Option<i64>>,
+    final_cleanup: AtomicBool,
+}
+
+/// Groups remembered (one per channel message; a few dozen are in flight
+/// at most, the writer's queues are bounded).
 const LATENCY_WINDOW: usize = 65_536;
 
-impl Latency {
-    pub(crate) fn sent(&self, pos: Pos, at: Instant) {
-        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+impl Inflight {
+    pub(crate) fn sent(&self, pos: Pos, at: Instant, rows: usize) {
+        let mut q = self.0.groups.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= LATENCY_WINDOW {
             q.pop_front();
         }
-        q.push_back((pos, at));
+        q.push_back((pos, at, rows));
     }
 
     /// Observe every group the ack covers.
     fn acked(&self, upto: Pos) {
         let now = Instant::now();
-        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(&(pos, at)) = q.front() {
+        let mut q = self.0.groups.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(&(pos, at, _)) = q.front() {
             if pos > upto {
                 break;
             }
@@ -73,6 +87,60 @@ impl Latency {
             metrics::ack_latency(now - at);
         }
     }
+
+    fn saved(&self, cursor: i64) {
+        *self.0.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(cursor);
+    }
+
+    pub(crate) fn final_cleanup(&self, running: bool) {
+        self.0.final_cleanup.store(running, Ordering::Relaxed);
+    }
+
+    /// Rows sent to the writer that ClickHouse has not acknowledged.
+    pub fn unacked_rows(&self) -> u64 {
+        let q = self.0.groups.lock().unwrap_or_else(|e| e.into_inner());
+        q.iter().map(|(_, _, rows)| *rows as u64).sum()
+    }
+
+    /// The cursor this run last wrote to Redis, if any.
+    pub fn saved_cursor(&self) -> Option<i64> {
+        *self.0.saved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What is unfinished, as a phrase: "51,000 rows not acknowledged by
+    /// ClickHouse; cursor saved at 123". (Messages still queued before the
+    /// decoder are not counted: they are not rows yet, and the cursor is
+    /// behind them too.)
+    pub fn describe(&self) -> String {
+        let cursor = match self.saved_cursor() {
+            Some(c) => format!("cursor saved at {c}"),
+            None => "no cursor saved by this run".to_owned(),
+        };
+        let rows = self.unacked_rows();
+        if rows > 0 {
+            format!(
+                "{} rows not acknowledged by ClickHouse; {cursor}",
+                thousands(rows)
+            )
+        } else if self.0.final_cleanup.load(Ordering::Relaxed) {
+            format!("every row acknowledged but the final account cleanup unfinished; {cursor}")
+        } else {
+            format!("every row acknowledged; {cursor}")
+        }
+    }
+}
+
+/// `51000` → `51,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Takes the writer's acks, keeps the running maximum, has it saved, and
@@ -97,7 +165,7 @@ impl Keeper {
     pub(crate) async fn run(
         self,
         mut acks: mpsc::Receiver<Ack<Pos>>,
-        latency: Latency,
+        inflight: Inflight,
     ) -> Result<TaskEnd, PipelineError> {
         let (tx, rx) = watch::channel(None::<i64>);
         let saver = tokio::spawn(save_loop(
@@ -105,11 +173,12 @@ impl Keeper {
             self.key.clone(),
             self.interval,
             rx,
+            inflight.clone(),
         ));
         let mut latest: Option<Pos> = None;
         while let Some(ack) = acks.recv().await {
             metrics::ack(ack.rows, ack.dead_lettered);
-            latency.acked(ack.upto);
+            inflight.acked(ack.upto);
             // In order, running max: a batch of replayed events (ConsumerTooSlow)
             // never moves the cursor back; one of a later epoch moves it on even
             // when the server's numbering restarted lower (FutureCursor).
@@ -138,6 +207,7 @@ async fn save_loop(
     key: String,
     interval: Duration,
     mut rx: watch::Receiver<Option<i64>>,
+    inflight: Inflight,
 ) -> Option<i64> {
     let mut saved: Option<i64> = None;
     loop {
@@ -149,6 +219,7 @@ async fn save_loop(
                 match state.set_cursor(&key, v).await {
                     Ok(()) => {
                         saved = Some(v);
+                        inflight.saved(v);
                         metrics::cursor_saved(v);
                         break;
                     }
@@ -220,6 +291,52 @@ pub(crate) async fn cleanup_loop(ch: ClickHouse, every: Duration, stop: Cancella
             Ok(0) => {}
             Ok(n) => metrics::cleanups(n),
             Err(e) => tracing::warn!(error = %e, "Account cleanup failed; retrying later."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inflight_counts_the_rows_no_ack_covers_yet() {
+        let inflight = Inflight::default();
+        assert_eq!(
+            inflight.describe(),
+            "every row acknowledged; no cursor saved by this run"
+        );
+        let at = |epoch, at| Pos { epoch, at };
+        let now = Instant::now();
+        inflight.sent(at(0, 10), now, 2_000);
+        inflight.sent(at(0, 20), now, 49_000);
+        inflight.sent(at(1, 3), now, 7);
+        inflight.acked(at(0, 10));
+        inflight.saved(10);
+        assert_eq!(inflight.unacked_rows(), 49_007);
+        assert_eq!(
+            inflight.describe(),
+            "49,007 rows not acknowledged by ClickHouse; cursor saved at 10"
+        );
+        // A later epoch covers every earlier position.
+        inflight.acked(at(1, 3));
+        inflight.final_cleanup(true);
+        assert_eq!(
+            inflight.describe(),
+            "every row acknowledged but the final account cleanup unfinished; cursor saved at 10"
+        );
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        for (n, s) in [
+            (0, "0"),
+            (999, "999"),
+            (1_000, "1,000"),
+            (51_000, "51,000"),
+            (1_234_567, "1,234,567"),
+        ] {
+            assert_eq!(thousands(n), s);
         }
     }
 }

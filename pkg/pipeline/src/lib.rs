@@ -52,7 +52,7 @@ use tokio::task::JoinSet;
 
 use health::Progress;
 
-pub use cursor::Latency;
+pub use cursor::Inflight;
 
 /// A decoded group is sent to the writer once it holds this many rows (or
 /// the source has nothing more queued): one channel message per ~1,000 ops
@@ -118,6 +118,9 @@ pub struct IndexerConfig {
     /// [`health`]); `None` leaves the check out. Default
     /// [`health::DEFAULT_MAX_LAG`] (5 minutes).
     pub health_max_lag: Option<Duration>,
+    /// Filled by the running pipeline: what ClickHouse has not acknowledged
+    /// yet (keep a clone to say what a shutdown cut short).
+    pub inflight: Inflight,
 }
 
 impl IndexerConfig {
@@ -141,6 +144,7 @@ impl IndexerConfig {
             cleanup_interval: Duration::from_secs(5),
             ops_tap: None,
             health_max_lag: Some(health::DEFAULT_MAX_LAG),
+            inflight: Inflight::default(),
         }
     }
 }
@@ -298,7 +302,7 @@ async fn run_watched(
     // operator asked to start): a ConsumerTooSlow before the first ack resumes there.
     let acked = Acked::default();
     acked.set(start.unwrap_or(-1));
-    let latency = Latency::default();
+    let latency = cfg.inflight.clone();
 
     let (msg_tx, msg_rx) = mpsc::channel(skyhouse_sources::EVENT_QUEUE);
     let (rows_tx, rows_rx) = mpsc::channel(ROWS_QUEUE);
@@ -387,9 +391,11 @@ async fn run_watched(
     }
     // A last cleanup pass for deletions in the final batches.
     if failure.is_none() {
+        cfg.inflight.final_cleanup(true);
         if let Err(e) = skyhouse_store::cleanup::run_account_cleanups(&ch).await {
             tracing::warn!(error = %e, "Account cleanup failed; it runs again at the next start.");
         }
+        cfg.inflight.final_cleanup(false);
     }
     match failure {
         Some(e) => Err(e),
@@ -433,7 +439,7 @@ struct DecodeLoop {
     verify: bool,
     keys: Option<Arc<dyn Keys>>,
     resume: Arc<AtomicI64>,
-    latency: Latency,
+    latency: Inflight,
     tap: Option<Arc<dyn OpsTap>>,
     progress: Progress,
     /// For the skipped-range records.
@@ -521,7 +527,7 @@ impl DecodeLoop {
             metrics::ops_by_collection(self.kind, self.decoder.take_op_counts());
             let pos = upto.unwrap_or(last_upto);
             last_upto = last_upto.max(pos);
-            self.latency.sent(pos, received);
+            self.latency.sent(pos, received, rows.len());
             if let Some(tap) = &self.tap {
                 tap.offer(&rows.records);
             }
