@@ -133,6 +133,8 @@ pub struct WorkArgs {
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
     redis: RedisArgs,
+    #[command(flatten)]
+    shutdown: crate::service::ShutdownArgs,
 }
 
 /// When `backfill work` draws its progress line.
@@ -311,8 +313,21 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
                 progress: cfg.writer.progress.clone(),
                 stuck_after: args.clickhouse.stuck_after(),
             }),
+            &args.shutdown,
         )
         .await?;
+        let counts = cfg.progress.clone();
+        svc.pending.describe_with(move || {
+            let n = counts.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+            if n == 0 {
+                "every repository taken acknowledged, the writer still finishing".to_owned()
+            } else {
+                format!(
+                    "{n} repositories not written and acknowledged (their queue entries stay \
+                     pending; a worker takes them over after --claim-idle)"
+                )
+            }
+        });
         let progress = show_progress.then(|| {
             tokio::spawn(progress_line(
                 cfg.progress.clone(),

@@ -56,6 +56,8 @@ pub struct FeedgenArgs {
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
     redis: RedisArgs,
+    #[command(flatten)]
+    shutdown: crate::service::ShutdownArgs,
 }
 
 /// `did:web` of a URL's host (`:port` percent-encoded as did:web wants).
@@ -135,7 +137,11 @@ pub fn run(args: FeedgenArgs) -> Result<ExitCode> {
     let resolver =
         skyhouse_identity::Resolver::new(resolver_cfg).map_err(|e| anyhow!("--plc: {e}"))?;
     crate::service::runtime()?.block_on(async move {
-        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch, None).await?;
+        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch, None, &args.shutdown)
+            .await?;
+        svc.pending.describe_with(|| {
+            "HTTP requests still being answered or a count refresh still running".to_owned()
+        });
         skyhouse_feeds::describe_metrics();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

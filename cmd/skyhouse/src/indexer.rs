@@ -144,6 +144,8 @@ pub struct IndexerArgs {
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
     redis: RedisArgs,
+    #[command(flatten)]
+    shutdown: crate::service::ShutdownArgs,
 }
 
 struct ResolverKeys(skyhouse_identity::Resolver);
@@ -238,8 +240,11 @@ pub fn run(args: IndexerArgs) -> Result<ExitCode> {
                 progress: cfg.writer.progress.clone(),
                 stuck_after: args.clickhouse.stuck_after(),
             }),
+            &args.shutdown,
         )
         .await?;
+        let inflight = cfg.inflight.clone();
+        svc.pending.describe_with(move || inflight.describe());
         let push = match &args.relay_url {
             Some(url) => {
                 let (pusher, task) = skyhouse_relay::Pusher::connect(
@@ -264,6 +269,14 @@ pub fn run(args: IndexerArgs) -> Result<ExitCode> {
         .await
         .map_err(|e| anyhow!("indexer: {e}"))?;
         if let Some(task) = push {
+            let saved = summary.cursor;
+            svc.pending.describe_with(move || {
+                format!(
+                    "every row acknowledged, operations still queued for --relay-url; cursor \
+                     saved at {}",
+                    saved.map_or("none".to_owned(), |c| c.to_string())
+                )
+            });
             // The pipeline dropped its pusher: let the queue reach the relay (bounded).
             if tokio::time::timeout(RELAY_DRAIN, task).await.is_err() {
                 tracing::warn!("Relay push not drained in time; the rest is dropped.");

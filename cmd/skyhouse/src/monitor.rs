@@ -50,6 +50,8 @@ pub struct MonitorArgs {
     addr: SocketAddr,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
+    #[command(flatten)]
+    shutdown: crate::service::ShutdownArgs,
 }
 
 impl MonitorArgs {
@@ -99,7 +101,10 @@ pub fn run(args: MonitorArgs) -> Result<ExitCode> {
     let ch = args.clickhouse.connect()?;
     crate::service::runtime()?.block_on(async move {
         let health = skyhouse_telemetry::Health::default();
-        let shutdown = skyhouse_telemetry::shutdown_on_signals();
+        let (shutdown, pending) = args.shutdown.install();
+        pending.describe_with(|| {
+            "a round of host checks (or its write to ClickHouse) still running".to_owned()
+        });
         let monitor = Monitor::new(cfg, Some(ch), health.clone()).map_err(|e| anyhow!("{e}"))?;
         monitor.add_hosts(hosts.iter().filter(|h| h.kind == HostKind::Pds).cloned());
         for relay in hosts

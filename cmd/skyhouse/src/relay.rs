@@ -65,6 +65,8 @@ pub struct RelayArgs {
     /// Clients streaming at once; more are refused (RESOURCE_EXHAUSTED).
     #[arg(long, env = "RELAY_MAX_CLIENTS", default_value_t = 1_024)]
     max_clients: usize,
+    #[command(flatten)]
+    shutdown: crate::service::ShutdownArgs,
 }
 
 impl RelayArgs {
@@ -109,7 +111,8 @@ pub fn run(args: RelayArgs) -> Result<ExitCode> {
     crate::service::runtime()?.block_on(async move {
         let handle = skyhouse_telemetry::install_metrics();
         let health = skyhouse_telemetry::Health::default();
-        let shutdown = skyhouse_telemetry::shutdown_on_signals();
+        let (shutdown, pending) = args.shutdown.install();
+        pending.describe_with(|| "gRPC streams still open".to_owned());
         let metrics = tokio::net::TcpListener::bind(args.metrics_addr)
             .await
             .with_context(|| format!("--metrics-addr {}: cannot listen", args.metrics_addr))?;

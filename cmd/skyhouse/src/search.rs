@@ -47,6 +47,8 @@ pub struct SearchArgs {
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
     redis: RedisArgs,
+    #[command(flatten)]
+    shutdown: crate::service::ShutdownArgs,
 }
 
 impl SearchArgs {
@@ -90,7 +92,11 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
-        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch, None).await?;
+        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch, None, &args.shutdown)
+            .await?;
+        svc.pending.describe_with(|| {
+            "HTTP requests still being answered or a stats refresh still running".to_owned()
+        });
         skyhouse_api::describe_metrics();
         let refresh = tokio::spawn(skyhouse_api::refresh_loop(
             ch.clone(),

@@ -1,7 +1,8 @@
 //! What every long-running service starts with: the async runtime, the
-//! `/metrics` + `/health` endpoint, the signal-driven shutdown token and the
-//! Redis connection, with the `clickhouse` and `redis` checks of `/health`
-//! probed every few seconds.
+//! `/metrics` + `/health` endpoint, the signal-driven shutdown token with
+//! its bounded grace period (`--shutdown-grace-secs`) and the Redis
+//! connection, with the `clickhouse` and `redis` checks of `/health` probed
+//! every few seconds.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,9 +10,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use clap::Args;
 use skyhouse_state::State;
 use skyhouse_store::{ClickHouse, WriteProgress};
-use skyhouse_telemetry::{CancellationToken, Health};
+use skyhouse_telemetry::{CancellationToken, Health, Pending};
 
 use crate::redis_args::RedisArgs;
 
@@ -23,12 +25,45 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("start the async runtime")
 }
 
+/// `--shutdown-grace-secs`, flattened into every long-running service.
+#[derive(Debug, Clone, Args)]
+pub struct ShutdownArgs {
+    /// On SIGINT/SIGTERM the service drains (writes acknowledged, cursor saved); past this
+    /// many seconds it exits non-zero with one line naming what was unfinished. A second
+    /// signal exits at once.
+    #[arg(
+        long = "shutdown-grace-secs",
+        env = "SKYHOUSE_SHUTDOWN_GRACE_SECS",
+        default_value_t = skyhouse_telemetry::DEFAULT_SHUTDOWN_GRACE.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub shutdown_grace_secs: u64,
+}
+
+impl ShutdownArgs {
+    /// The grace period.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// Install the signal handlers (see [`skyhouse_telemetry::shutdown_on_signals`]): the
+    /// token, and where the service says what a cut-short shutdown left unfinished.
+    pub fn install(&self) -> (CancellationToken, Pending) {
+        let pending = Pending::default();
+        let token = skyhouse_telemetry::shutdown_on_signals(self.grace(), pending.clone());
+        (token, pending)
+    }
+}
+
 /// A started service's shared parts.
 pub struct Service {
     /// Readiness checks shown by `/health`.
     pub health: Health,
-    /// Cancelled on SIGINT/SIGTERM; the service drains and exits.
+    /// Cancelled on SIGINT/SIGTERM; the service drains and exits (within the grace period).
     pub shutdown: CancellationToken,
+    /// What the service has not finished, said if the grace period passes or a second
+    /// signal comes (set it with [`Pending::describe_with`]).
+    pub pending: Pending,
     /// The Redis state.
     pub state: State,
 }
@@ -58,11 +93,12 @@ pub async fn start(
     redis: &RedisArgs,
     ch: &ClickHouse,
     writes: Option<Writes>,
+    grace: &ShutdownArgs,
 ) -> Result<Service> {
     let handle = skyhouse_telemetry::install_metrics();
     skyhouse_store::retry::describe_metrics();
     let health = Health::default();
-    let shutdown = skyhouse_telemetry::shutdown_on_signals();
+    let (shutdown, pending) = grace.install();
     let listener = tokio::net::TcpListener::bind(metrics_addr)
         .await
         .with_context(|| format!("--metrics-addr {metrics_addr}: cannot listen"))?;
@@ -107,6 +143,7 @@ pub async fn start(
     Ok(Service {
         health,
         shutdown,
+        pending,
         state,
     })
 }

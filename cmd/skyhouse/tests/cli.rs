@@ -284,3 +284,39 @@ fn backfill_bad_flags_are_one_line_errors_naming_the_flag() {
         }
     }
 }
+
+/// Every long-running service takes `--shutdown-grace-secs` (1 to 3600) and names
+/// the flag when the value is out of range, before any I/O.
+#[test]
+fn every_service_refuses_a_shutdown_grace_out_of_range_naming_the_flag() {
+    for service in [
+        &["indexer"][..],
+        &["backfill", "work"],
+        &["search"],
+        &["feedgen", "--public-url", "https://feeds.example.com"],
+        &["relay"],
+        &["monitor", "--host", "https://pds.example.com"],
+    ] {
+        for bad in ["0", "3601", "soon"] {
+            let mut args = service.to_vec();
+            args.extend(["--shutdown-grace-secs", bad]);
+            let out = skyhouse(&args);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+            let err = stderr(&out);
+            assert!(err.contains("--shutdown-grace-secs"), "{args:?}: {err}");
+        }
+        // The variable is read the same way.
+        let out = Command::new(env!("CARGO_BIN_EXE_skyhouse"))
+            .env_clear()
+            .env("SKYHOUSE_SHUTDOWN_GRACE_SECS", "0")
+            .args(service)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run skyhouse");
+        assert_eq!(out.status.code(), Some(2), "{service:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--shutdown-grace-secs"),
+            "{service:?}"
+        );
+    }
+}

@@ -1,11 +1,13 @@
 //! Telemetry shared by every skyhouse service: structured logs (pretty or
 //! JSON), OpenTelemetry traces over OTLP, the Prometheus `/metrics` +
-//! `/health` endpoint, and the shutdown token.
+//! `/health` endpoint, and the shutdown token with its bounded grace period.
 #![deny(missing_docs)]
 
 mod otel;
+mod shutdown;
 
 pub use otel::{init, validate_otlp_endpoint, LogFormat, Telemetry, TelemetryConfig};
+pub use shutdown::{shutdown_on_signals, Pending, DEFAULT_SHUTDOWN_GRACE, EXIT_GRACE_PASSED};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -116,37 +118,6 @@ pub async fn serve_metrics(
     axum::serve(listener, metrics_router(handle, health))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
-}
-
-/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM: the services drain and
-/// exit when it fires.
-pub fn shutdown_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        t.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("Shutdown requested; draining.");
-        t.cancel();
-    });
-    token
 }
 
 #[cfg(test)]

@@ -21,6 +21,10 @@
 //! - `health`: `/health` names what fails: an unreachable source, lag over
 //!   `--health-max-lag-secs` (and passes once the source is idle), Redis
 //!   stopped under a running service; ready on the PDS's firehose.
+//! - `shutdown`: SIGTERM against a ClickHouse that never answers exits
+//!   non-zero after `--shutdown-grace-secs`, naming the unacknowledged rows,
+//!   the cursor not moved; a second SIGTERM exits at once; with a healthy
+//!   ClickHouse SIGTERM writes what the writer held and exits 0.
 //!
 //! The PDS's `subscribeRepos` replays events with `seq > cursor`, and the
 //! indexer's `--cursor 0` means "live tip", so a replay from the first event
@@ -37,6 +41,7 @@ mod redis_down;
 mod relay;
 mod resync;
 mod search;
+mod shutdown;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
