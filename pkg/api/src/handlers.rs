@@ -267,10 +267,26 @@ pub async fn actor_stats(
         .iter()
         .map(|(c, n)| json!({"collection": c, "records": n}))
         .collect();
-    Ok(
-        Json(json!({ "did": did, "handle": handle, "records": total, "collections": collections }))
-            .into_response(),
-    )
+    let actor = skyhouse_store::counts::actor_counts(ch, &[did.as_str()])
+        .await
+        .map_err(|e| ApiError::store("counts", e))?;
+    let mut out =
+        json!({ "did": did, "handle": handle, "records": total, "collections": collections });
+    if let (Some(c), Some(o)) = (actor.first(), out.as_object_mut()) {
+        o.extend(counts_json(c));
+    }
+    Ok(Json(out).into_response())
+}
+
+/// An account's counts as the AppView defines them (README "Counts").
+fn counts_json(c: &skyhouse_store::counts::ActorCounts) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("followers".into(), c.followers.into());
+    m.insert("follows".into(), c.follows.into());
+    m.insert("posts".into(), c.posts.into());
+    m.insert("likes_received".into(), c.likes_received.into());
+    m.insert("reposts_received".into(), c.reposts_received.into());
+    m
 }
 
 /// `/v1/stats/analytics/{name}`: the JSONBench questions over our tables,
@@ -438,11 +454,23 @@ pub async fn search_actors(
     if q.chars().count() > 100 {
         return Err(ApiError::bad_request("q must be at most 100 characters"));
     }
-    let actors: Vec<Value> = search::search_actors(&st.inner.ch, q, limit as u32)
+    let found = search::search_actors(&st.inner.ch, q, limit as u32)
         .await
-        .map_err(|e| ApiError::store("actor search", e))?
-        .into_iter()
-        .map(|a| json!({"did": a.did, "handle": a.handle, "display_name": a.display_name}))
+        .map_err(|e| ApiError::store("actor search", e))?;
+    let dids: Vec<&str> = found.iter().map(|a| a.did.as_str()).collect();
+    let counts = skyhouse_store::counts::actor_counts(&st.inner.ch, &dids)
+        .await
+        .map_err(|e| ApiError::store("counts", e))?;
+    let actors: Vec<Value> = found
+        .iter()
+        .zip(&counts)
+        .map(|(a, c)| {
+            let mut v = json!({"did": a.did, "handle": a.handle, "display_name": a.display_name});
+            if let Some(o) = v.as_object_mut() {
+                o.extend(counts_json(c));
+            }
+            v
+        })
         .collect();
     Ok(Json(json!({ "actors": actors })).into_response())
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub mod admin;
 pub mod cleanup;
+pub mod counts;
 mod error;
 pub mod explorer;
 pub mod feeds;

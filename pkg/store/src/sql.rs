@@ -27,6 +27,7 @@ const FILES: &[(&str, &str)] = &[
     ("schema.sql", include_str!("../queries/schema.sql")),
     ("repos.sql", include_str!("../queries/repos.sql")),
     ("hosts.sql", include_str!("../queries/hosts.sql")),
+    ("counts.sql", include_str!("../queries/counts.sql")),
     ("search.sql", include_str!("../queries/search.sql")),
     ("stats.sql", include_str!("../queries/stats.sql")),
     ("keys.sql", include_str!("../queries/keys.sql")),
@@ -154,6 +155,7 @@ pub struct Rendered {
 pub fn catalog(db: &str) -> Result<Vec<Rendered>, StoreError> {
     let mut out = Vec::new();
     crate::queries::samples(db, &mut out)?;
+    crate::counts::samples(db, &mut out)?;
     crate::cleanup::samples(db, &mut out)?;
     crate::search::samples(db, &mut out)?;
     crate::stats::samples(db, &mut out)?;

@@ -39,6 +39,8 @@ fn migrations_and_queries_on_current_clickhouse() {
             "pkg/store/queries/check.sql",
             "--queries",
             "pkg/store/queries/store.sql",
+            "--semantics",
+            "pkg/store/queries/counts.sql",
             "--statements",
         ])
         .arg(&statements)

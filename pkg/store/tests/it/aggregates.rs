@@ -152,6 +152,7 @@ async fn counts_per_post_and_kind() {
         likes,
         reposts,
         replies,
+        replies_all: replies,
         quotes,
     };
     assert_eq!(

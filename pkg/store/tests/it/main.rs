@@ -2,6 +2,7 @@
 
 mod aggregates;
 mod catalog;
+mod counts;
 mod migrate;
 mod queries;
 mod search;

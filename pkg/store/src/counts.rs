@@ -1,0 +1,821 @@
+//! Interaction counts as Bluesky's AppView computes them: per post, the
+//! distinct accounts that like or repost it, the replies that keep its
+//! thread's threadgate, the quotes; per account, followers, follows, posts
+//! and the likes and reposts its posts received.
+//!
+//! `refresh_interactions` keeps the `interactions` table (migrations 0004,
+//! 0008) current from the rows that arrived since its last run; the reads
+//! count from it. Likes, reposts and follows are counted per distinct
+//! account: an account can hold several like records for one post (written
+//! with applyWrites, say) and the AppView counts it once, and deleting one
+//! of them leaves the others counting. Hidden accounts (deactivated, taken
+//! down, suspended) count for nothing while hidden (the AppView keeps
+//! counting them: a documented difference).
+//!
+//! Replies: each reply row carries `gated` (it breaks the root's
+//! threadgate) and `hidden` (the root's author hid it), set by the gate pass
+//! of each refresh ([`gate_pass`]) for the replies that arrived under a
+//! gated root and for every reply of a thread whose gate changed. The rules
+//! are the AppView's (`violatesThreadGate`): the root's author may always
+//! reply; a gate without `allow` lets anybody reply, an empty `allow` nobody;
+//! otherwise the replier must be mentioned in the root post, followed by the
+//! root's author, following the root's author, or on one of the gate's
+//! lists. As the AppView evaluates them when it indexes the reply, a gate or
+//! follow made after the reply does not count against or for it: a gate
+//! applies when its `createdAt` is not after the reply's, a follow when its
+//! TID key is older than the reply's.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::sql::{self, literal, render, Rendered};
+use crate::{ClickHouse, StoreError};
+
+/// The kinds of interaction kept per subject: (kind, record table, column
+/// naming the subject). Migrations 0004 and 0008 explain them; `thread`
+/// keys every reply by its thread's root (for the gate pass), `follow` keys
+/// follows by the followed DID.
+pub(crate) const INTERACTION_SOURCES: [(&str, &str, &str); 6] = [
+    ("like", "likes", "subject_uri"),
+    ("repost", "reposts", "subject_uri"),
+    ("reply", "posts", "reply_parent_uri"),
+    ("quote", "posts", "quote_uri"),
+    ("thread", "posts", "reply_root_uri"),
+    ("follow", "follows", "subject_did"),
+];
+
+/// How far before the last refresh's start the next one looks again,
+/// seconds: covers inserts that began (took their `inserted_at`) before a
+/// refresh and became visible after it. Rows seen twice change nothing.
+pub const REFRESH_MARGIN_SECS: u32 = 300;
+
+/// What a refresh covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshedUpto {
+    /// Rows that arrived at or after this server time (Unix seconds) were read.
+    pub after: u32,
+    /// The server time the refresh started at; the next one starts from
+    /// here minus [`REFRESH_MARGIN_SECS`].
+    pub upto: u32,
+    /// How many windows of arrival time the rows were read in.
+    pub windows: usize,
+}
+
+/// About how many rows of one source a refresh reads at once: a backlog
+/// (the first refresh after a backfill of millions of likes) is read in
+/// windows of arrival time of about this many rows each, so no statement
+/// needs more memory than a window's keys (ClickHouse 18.16's default
+/// per-query limit is ~3.7 GiB; 4M likes at once exceeded it).
+pub const REFRESH_WINDOW_ROWS: u64 = 1_000_000;
+
+/// Bring `interactions` up to date with the rows that arrived in `likes`,
+/// `reposts` and `posts` since the last refresh (all of them the first
+/// time). Safe to run at any time, repeatedly or concurrently: it only
+/// rewrites rows from the current state of the record tables.
+pub async fn refresh_interactions(ch: &ClickHouse) -> Result<RefreshedUpto, StoreError> {
+    refresh_interactions_in_windows(ch, REFRESH_WINDOW_ROWS).await
+}
+
+/// [`refresh_interactions`] reading about `window_rows` rows of a source
+/// per window (at least one second of arrivals each). The watermark moves
+/// after each window, so an interrupted refresh resumes near where it was.
+pub async fn refresh_interactions_in_windows(
+    ch: &ClickHouse,
+    window_rows: u64,
+) -> Result<RefreshedUpto, StoreError> {
+    let sql = render(ch.database(), "interactions_watermark", &[])?;
+    let (last, now): (u32, u32) = ch.fetch_one("interactions_watermark", &sql).await?;
+    let after = last.saturating_sub(REFRESH_MARGIN_SECS);
+    let bounds = window_bounds(ch, after, window_rows.max(1)).await?;
+    // Windows [lo, hi): the last one is open-ended (rows arriving during the
+    // refresh are read now and again by the next one, within the margin).
+    let mut edges = vec![after];
+    edges.extend(bounds.into_iter().filter(|b| *b > after && *b < now));
+    edges.push(u32::MAX);
+    for pair in edges.windows(2) {
+        let (lo, hi) = (pair[0], pair[1]);
+        for (kind, source, subject) in INTERACTION_SOURCES {
+            for name in ["refresh_interaction_subjects", "refresh_interactions"] {
+                let sql = refresh_sql(ch.database(), name, (kind, source, subject), lo, hi)?;
+                ch.execute(name, &sql).await?;
+            }
+        }
+        // After the replies' rows are rewritten (flags at 0): set them.
+        gate_pass(ch, lo, hi).await?;
+        save_interactions_watermark(ch, hi.min(now)).await?;
+    }
+    Ok(RefreshedUpto {
+        after,
+        upto: now,
+        windows: edges.len() - 1,
+    })
+}
+
+/// A source's backlog: rows since the watermark, quantiles of arrival time.
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Backlog {
+    rows: u64,
+    bounds: Vec<u32>,
+}
+
+/// Arrival times (Unix seconds, increasing) splitting the largest source's
+/// rows since `after` into windows of about `window_rows`.
+async fn window_bounds(
+    ch: &ClickHouse,
+    after: u32,
+    window_rows: u64,
+) -> Result<Vec<u32>, StoreError> {
+    let mut largest: Option<(u64, &str)> = None;
+    for source in ["likes", "reposts", "posts", "follows"] {
+        let sql = backlog_sql(ch.database(), source, "0.5", after)?;
+        let Backlog { rows, .. } = ch.fetch_one("interaction_backlog", &sql).await?;
+        if largest.is_none_or(|(n, _)| rows > n) {
+            largest = Some((rows, source));
+        }
+    }
+    let Some((rows, source)) = largest else {
+        return Ok(Vec::new());
+    };
+    let windows = rows.div_ceil(window_rows);
+    if windows <= 1 {
+        return Ok(Vec::new());
+    }
+    let windows = windows.min(1000);
+    let levels: Vec<String> = (1..windows)
+        .map(|i| format!("{:.6}", i as f64 / windows as f64))
+        .collect();
+    let sql = backlog_sql(ch.database(), source, &levels.join(", "), after)?;
+    let backlog: Backlog = ch.fetch_one("interaction_backlog", &sql).await?;
+    let mut bounds = backlog.bounds;
+    bounds.sort_unstable();
+    bounds.dedup();
+    Ok(bounds)
+}
+
+async fn save_interactions_watermark(ch: &ClickHouse, upto: u32) -> Result<(), StoreError> {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let sql = render(
+        ch.database(),
+        "save_interactions_watermark",
+        &[
+            ("upto", &upto.to_string()),
+            ("version", &micros.to_string()),
+        ],
+    )?;
+    ch.execute("save_interactions_watermark", &sql).await
+}
+
+/// Live interactions with one post, as of the last [`refresh_interactions`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostCounts {
+    /// The post's AT-URI.
+    pub uri: String,
+    /// Accounts that like it (`app.bsky.feed.like` with this subject; an
+    /// account with several like records counts once).
+    pub likes: u64,
+    /// Accounts that repost it (as likes).
+    pub reposts: u64,
+    /// Direct replies (posts whose `reply.parent` is this post) that keep
+    /// the thread root's threadgate and that the root's author did not hide:
+    /// the number Bluesky shows.
+    pub replies: u64,
+    /// Every live direct reply, gated or hidden ones included.
+    pub replies_all: u64,
+    /// Quote posts (posts embedding this one).
+    pub quotes: u64,
+}
+
+/// Most URIs one [`post_counts`] call takes (the SQL lists them inline).
+pub const MAX_COUNT_URIS: usize = 1_000;
+
+/// Counts for each of `uris` (AT-URIs, at most [`MAX_COUNT_URIS`]), in the
+/// same order; a post nobody interacted with gets zeros. Hidden accounts'
+/// interactions are left out.
+pub async fn post_counts(ch: &ClickHouse, uris: &[&str]) -> Result<Vec<PostCounts>, StoreError> {
+    if uris.len() > MAX_COUNT_URIS {
+        return Err(StoreError::Config(format!(
+            "post_counts takes at most {MAX_COUNT_URIS} URIs, got {}",
+            uris.len()
+        )));
+    }
+    if let Some(bad) = uris.iter().find(|u| !u.starts_with("at://")) {
+        return Err(StoreError::Config(format!("not an AT-URI: {bad:?}")));
+    }
+    let mut out: Vec<PostCounts> = uris
+        .iter()
+        .map(|u| PostCounts {
+            uri: (*u).to_owned(),
+            ..PostCounts::default()
+        })
+        .collect();
+    if uris.is_empty() {
+        return Ok(out);
+    }
+    let list = uris
+        .iter()
+        .map(|u| literal(u))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = render(ch.database(), "post_counts", &[("uris", &list)])?;
+    let rows: Vec<CountsRow> = ch.fetch_all("post_counts", &sql).await?;
+    for r in rows {
+        for c in out.iter_mut().filter(|c| c.uri == r.uri) {
+            c.likes = r.likes;
+            c.reposts = r.reposts;
+            c.replies = r.replies;
+            c.replies_all = r.replies_all;
+            c.quotes = r.quotes;
+        }
+    }
+    Ok(out)
+}
+
+/// The interaction refresh statement `name` for one source.
+fn refresh_sql(
+    db: &str,
+    name: &str,
+    (kind, source, subject): (&str, &str, &str),
+    after: u32,
+    before: u32,
+) -> Result<String, StoreError> {
+    render(
+        db,
+        name,
+        &[
+            ("source", source),
+            ("subject", subject),
+            ("kind", &literal(kind)),
+            ("after", &after.to_string()),
+            ("before", &before.to_string()),
+        ],
+    )
+}
+
+/// A source's backlog since `after`, with quantiles at `levels`.
+fn backlog_sql(db: &str, source: &str, levels: &str, after: u32) -> Result<String, StoreError> {
+    render(
+        db,
+        "interaction_backlog",
+        &[
+            ("source", source),
+            ("levels", levels),
+            ("after", &after.to_string()),
+        ],
+    )
+}
+
+/// This module's statements with sample values (see [`sql::catalog`]).
+/// A row of `post_counts`.
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct CountsRow {
+    uri: String,
+    likes: u64,
+    reposts: u64,
+    replies: u64,
+    replies_all: u64,
+    quotes: u64,
+}
+
+// --- the gate pass --------------------------------------------------------
+
+/// A reply whose flags the gate pass decides, with its root's current gate.
+#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
+struct Candidate {
+    did: String,
+    rkey: String,
+    parent: String,
+    root: String,
+    version: u64,
+    sort_at: u32,
+    created_at: u32,
+    allow_set: u8,
+    allow: Vec<String>,
+    hidden_replies: Vec<String>,
+    gate_created_at: u32,
+}
+
+/// A root post's mentions.
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Mentions {
+    uri: String,
+    mentions: Vec<String>,
+}
+
+/// A reply row of `interactions` with its flags.
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]
+struct ReplyRow {
+    subject_uri: String,
+    kind: &'static str,
+    did: String,
+    rkey: String,
+    version: u64,
+    deleted: u8,
+    sort_at: u32,
+    gated: u8,
+    hidden: u8,
+}
+
+/// The DID of an AT-URI (`at://<did>/…`), if it has one.
+fn uri_did(uri: &str) -> Option<&str> {
+    uri.strip_prefix("at://")?.split('/').next()
+}
+
+/// What a gate's `allow` asks of a replier that the data must answer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Rules {
+    mention: bool,
+    follower: bool,
+    following: bool,
+    lists: Vec<String>,
+}
+
+impl Rules {
+    fn parse(allow: &[String]) -> Rules {
+        let mut r = Rules::default();
+        for rule in allow {
+            match rule.as_str() {
+                "mentionRule" => r.mention = true,
+                "followerRule" => r.follower = true,
+                "followingRule" => r.following = true,
+                other => {
+                    if let Some(list) = other.strip_prefix("list:") {
+                        r.lists.push(list.to_owned());
+                    }
+                }
+            }
+        }
+        r
+    }
+}
+
+/// The graph facts the verdicts need, read in batches.
+#[derive(Debug, Default)]
+struct Graph {
+    /// Root post URI → the DIDs it mentions.
+    mentions: HashMap<String, Vec<String>>,
+    /// (follower, followed) → the TID keys of its live follow records.
+    follows: HashMap<(String, String), Vec<String>>,
+    /// (list URI, member DID) pairs.
+    members: HashSet<(String, String)>,
+}
+
+impl Graph {
+    /// Whether `from` had a live follow of `to` made before the reply keyed
+    /// `reply_rkey` (TID keys sort by time; a non-TID key counts as before).
+    fn followed_before(&self, from: &str, to: &str, reply_rkey: &str) -> bool {
+        self.follows
+            .get(&(from.to_owned(), to.to_owned()))
+            .is_some_and(|keys| {
+                keys.iter()
+                    .any(|k| !(k.len() == 13 && reply_rkey.len() == 13) || k.as_str() < reply_rkey)
+            })
+    }
+}
+
+/// `(gated, hidden)` of a reply, as the AppView's `violatesThreadGate`
+/// and the root's `hiddenReplies` decide.
+fn verdict(c: &Candidate, graph: &Graph) -> (u8, u8) {
+    let uri = format!("at://{}/app.bsky.feed.post/{}", c.did, c.rkey);
+    let hidden = u8::from(c.hidden_replies.contains(&uri));
+    let owner = uri_did(&c.root).unwrap_or_default();
+    // No gate that applies: the reply keeps it. A gate made after the reply
+    // was indexed does not apply to it.
+    if c.allow_set == 0 || c.did == owner || c.gate_created_at > c.created_at {
+        return (0, hidden);
+    }
+    let rules = Rules::parse(&c.allow);
+    let mentioned = rules.mention
+        && graph
+            .mentions
+            .get(&c.root)
+            .is_some_and(|m| m.contains(&c.did));
+    let following = rules.following && graph.followed_before(owner, &c.did, &c.rkey);
+    let follower = rules.follower && graph.followed_before(&c.did, owner, &c.rkey);
+    let listed = rules
+        .lists
+        .iter()
+        .any(|l| graph.members.contains(&(l.clone(), c.did.clone())));
+    let allowed = mentioned || following || follower || listed;
+    (u8::from(!allowed), hidden)
+}
+
+/// How many values one statement lists inline at most.
+const CHUNK: usize = 500;
+
+fn quoted(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|s| literal(s))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Read the mentions, follows and list members the candidates' gates ask about.
+async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, StoreError> {
+    let mut graph = Graph::default();
+    let gated: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| c.allow_set == 1 && !c.allow.is_empty())
+        .collect();
+    if gated.is_empty() {
+        return Ok(graph);
+    }
+    let db = ch.database();
+    // Root posts' mentions.
+    let mut roots: Vec<(&str, &str)> = gated
+        .iter()
+        .filter_map(|c| {
+            let rest = c.root.strip_prefix("at://")?;
+            let mut parts = rest.split('/');
+            let did = parts.next()?;
+            let _collection = parts.next()?;
+            Some((did, parts.next()?))
+        })
+        .collect();
+    roots.sort_unstable();
+    roots.dedup();
+    for chunk in roots.chunks(CHUNK) {
+        let keys = chunk
+            .iter()
+            .map(|(d, r)| format!("({}, {})", literal(d), literal(r)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = render(db, "root_mentions", &[("keys", &keys)])?;
+        let rows: Vec<Mentions> = ch.fetch_all("root mentions", &sql).await?;
+        graph
+            .mentions
+            .extend(rows.into_iter().map(|m| (m.uri, m.mentions)));
+    }
+    // Follows between repliers and owners, both ways.
+    let mut repliers: Vec<&str> = gated.iter().map(|c| c.did.as_str()).collect();
+    let mut owners: Vec<&str> = gated.iter().filter_map(|c| uri_did(&c.root)).collect();
+    repliers.sort_unstable();
+    repliers.dedup();
+    owners.sort_unstable();
+    owners.dedup();
+    for (froms, tos) in [(&owners, &repliers), (&repliers, &owners)] {
+        for from in froms.chunks(CHUNK) {
+            for to in tos.chunks(CHUNK) {
+                let sql = render(
+                    db,
+                    "live_follows_between",
+                    &[("froms", &quoted(from)), ("tos", &quoted(to))],
+                )?;
+                let rows: Vec<(String, String, String)> =
+                    ch.fetch_all("follows for threadgates", &sql).await?;
+                for (a, b, rkey) in rows {
+                    graph.follows.entry((a, b)).or_default().push(rkey);
+                }
+            }
+        }
+    }
+    // List members.
+    let mut lists: Vec<&str> = gated
+        .iter()
+        .flat_map(|c| c.allow.iter().filter_map(|r| r.strip_prefix("list:")))
+        .collect();
+    lists.sort_unstable();
+    lists.dedup();
+    if !lists.is_empty() {
+        let mut list_owners: Vec<&str> = lists.iter().filter_map(|l| uri_did(l)).collect();
+        list_owners.sort_unstable();
+        list_owners.dedup();
+        for chunk in repliers.chunks(CHUNK) {
+            let sql = render(
+                db,
+                "list_members",
+                &[
+                    ("owners", &quoted(&list_owners)),
+                    ("lists", &quoted(&lists)),
+                    ("dids", &quoted(chunk)),
+                ],
+            )?;
+            let rows: Vec<(String, String)> = ch.fetch_all("list members", &sql).await?;
+            graph.members.extend(rows);
+        }
+    }
+    Ok(graph)
+}
+
+/// Set `gated` and `hidden` on the reply rows of the window `[lo, hi)`
+/// (see the module docs): the replies that arrived under a gated root, and
+/// every reply of a thread whose gate arrived or changed.
+async fn gate_pass(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreError> {
+    let sql = render(
+        ch.database(),
+        "gate_candidates",
+        &[("after", &lo.to_string()), ("before", &hi.to_string())],
+    )?;
+    let candidates: Vec<Candidate> = ch.fetch_all("gate candidates", &sql).await?;
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let graph = read_graph(ch, &candidates).await?;
+    let rows: Vec<ReplyRow> = candidates
+        .iter()
+        .map(|c| {
+            let (gated, hidden) = verdict(c, &graph);
+            ReplyRow {
+                subject_uri: c.parent.clone(),
+                kind: "reply",
+                did: c.did.clone(),
+                rkey: c.rkey.clone(),
+                version: c.version,
+                deleted: 0,
+                sort_at: c.sort_at,
+                gated,
+                hidden,
+            }
+        })
+        .collect();
+    // Same key and version as the row the refresh just wrote: the later
+    // insert wins (ReplacingMergeTree keeps the last of equal versions).
+    ch.insert("interactions", &rows).await
+}
+
+// --- per-account counts ---------------------------------------------------
+
+/// One account's counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActorCounts {
+    /// The account's DID.
+    pub did: String,
+    /// Distinct visible accounts following it.
+    pub followers: u64,
+    /// Distinct accounts it follows.
+    pub follows: u64,
+    /// Its live posts (replies included, as the AppView counts them).
+    pub posts: u64,
+    /// Likes its posts received (each post's distinct visible accounts, summed).
+    pub likes_received: u64,
+    /// Reposts its posts received (as likes).
+    pub reposts_received: u64,
+}
+
+/// Most DIDs one [`actor_counts`] call takes.
+pub const MAX_COUNT_DIDS: usize = 100;
+
+/// Counts for each of `dids`, in the same order (zeros for an unknown one).
+pub async fn actor_counts(ch: &ClickHouse, dids: &[&str]) -> Result<Vec<ActorCounts>, StoreError> {
+    if dids.len() > MAX_COUNT_DIDS {
+        return Err(StoreError::Config(format!(
+            "actor_counts takes at most {MAX_COUNT_DIDS} DIDs, got {}",
+            dids.len()
+        )));
+    }
+    if let Some(bad) = dids
+        .iter()
+        .find(|d| !skyhouse_atproto::syntax::Did::is_valid(d))
+    {
+        return Err(StoreError::Config(format!("invalid DID {bad:?}")));
+    }
+    let mut out: Vec<ActorCounts> = dids
+        .iter()
+        .map(|d| ActorCounts {
+            did: (*d).to_owned(),
+            ..ActorCounts::default()
+        })
+        .collect();
+    if dids.is_empty() {
+        return Ok(out);
+    }
+    let db = ch.database();
+    let list = quoted(dids);
+    let find = |out: &mut Vec<ActorCounts>, did: &str| out.iter().position(|c| c.did == did);
+    let rows: Vec<(String, u64)> = ch
+        .fetch_all(
+            "followers",
+            &render(db, "actor_followers", &[("dids", &list)])?,
+        )
+        .await?;
+    for (did, n) in rows {
+        if let Some(i) = find(&mut out, &did) {
+            out[i].followers = n;
+        }
+    }
+    let rows: Vec<(String, u64)> = ch
+        .fetch_all("follows", &render(db, "actor_follows", &[("dids", &list)])?)
+        .await?;
+    for (did, n) in rows {
+        if let Some(i) = find(&mut out, &did) {
+            out[i].follows = n;
+        }
+    }
+    let rows: Vec<(String, u64)> = ch
+        .fetch_all(
+            "posts",
+            &render(db, "actor_post_counts", &[("dids", &list)])?,
+        )
+        .await?;
+    for (did, n) in rows {
+        if let Some(i) = find(&mut out, &did) {
+            out[i].posts = n;
+        }
+    }
+    let rows: Vec<(String, u64, u64)> = ch
+        .fetch_all(
+            "likes received",
+            &render(db, "actor_received", &[("prefixes", &post_prefixes(dids))])?,
+        )
+        .await?;
+    for (did, likes, reposts) in rows {
+        if let Some(i) = find(&mut out, &did) {
+            out[i].likes_received = likes;
+            out[i].reposts_received = reposts;
+        }
+    }
+    Ok(out)
+}
+
+/// `subject_uri` ranges of the accounts' posts: a disjunction of
+/// `subject_uri >= 'at://<did>/app.bsky.feed.post/' AND subject_uri < …0'`
+/// (`0` follows `/`), which reads each range by the sorting key.
+fn post_prefixes(dids: &[&str]) -> String {
+    dids.iter()
+        .map(|d| {
+            let lo = format!("at://{d}/app.bsky.feed.post/");
+            let hi = format!("at://{d}/app.bsky.feed.post0");
+            format!(
+                "(subject_uri >= {} AND subject_uri < {})",
+                literal(&lo),
+                literal(&hi)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// This module's statements with sample values (see [`sql::catalog`]).
+pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+    for source in INTERACTION_SOURCES {
+        for name in ["refresh_interaction_subjects", "refresh_interactions"] {
+            out.push(Rendered {
+                name: format!("{name}#{}", source.0),
+                sql: refresh_sql(db, name, source, 0, u32::MAX)?,
+            });
+        }
+    }
+    out.push(Rendered {
+        name: "interaction_backlog".into(),
+        sql: backlog_sql(db, "likes", "0.25, 0.5", 0)?,
+    });
+    sql::sample(out, db, "interactions_watermark", &[])?;
+    sql::sample(
+        out,
+        db,
+        "save_interactions_watermark",
+        &[("upto", "1714521600"), ("version", "2")],
+    )?;
+    sql::sample(
+        out,
+        db,
+        "post_counts",
+        &[("uris", "'at://did:plc:alice/app.bsky.feed.post/3kpost1'")],
+    )?;
+    let dids = quoted(&["did:plc:alice", "did:plc:bob"]);
+    sql::sample(out, db, "actor_followers", &[("dids", &dids)])?;
+    sql::sample(out, db, "actor_follows", &[("dids", &dids)])?;
+    sql::sample(out, db, "actor_post_counts", &[("dids", &dids)])?;
+    sql::sample(
+        out,
+        db,
+        "actor_received",
+        &[(
+            "prefixes",
+            &post_prefixes(&["did:plc:alice", "did:plc:bob"]),
+        )],
+    )?;
+    sql::sample(
+        out,
+        db,
+        "gate_candidates",
+        &[("after", "0"), ("before", "4294967295")],
+    )?;
+    sql::sample(
+        out,
+        db,
+        "root_mentions",
+        &[("keys", "('did:plc:alice', '3kpost1')")],
+    )?;
+    sql::sample(
+        out,
+        db,
+        "live_follows_between",
+        &[("froms", &dids), ("tos", &dids)],
+    )?;
+    sql::sample(
+        out,
+        db,
+        "list_members",
+        &[
+            ("owners", "'did:plc:alice'"),
+            ("lists", "'at://did:plc:alice/app.bsky.graph.list/3klist'"),
+            ("dids", &dids),
+        ],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(replier: &str, allow: &[&str]) -> Candidate {
+        Candidate {
+            did: replier.into(),
+            rkey: "3kreply000000".into(),
+            parent: "at://did:plc:owner/app.bsky.feed.post/3kroot0000000".into(),
+            root: "at://did:plc:owner/app.bsky.feed.post/3kroot0000000".into(),
+            version: 10,
+            sort_at: 100,
+            created_at: 100,
+            allow_set: 1,
+            allow: allow.iter().map(|s| (*s).to_owned()).collect(),
+            hidden_replies: vec![],
+            gate_created_at: 90,
+        }
+    }
+
+    #[test]
+    fn the_appviews_rules() {
+        let mut g = Graph::default();
+        // No rules: nobody but the owner.
+        assert_eq!(verdict(&candidate("did:plc:x", &[]), &g), (1, 0));
+        assert_eq!(verdict(&candidate("did:plc:owner", &[]), &g), (0, 0));
+        // No allow at all: anybody.
+        let mut open = candidate("did:plc:x", &[]);
+        open.allow_set = 0;
+        assert_eq!(verdict(&open, &g), (0, 0));
+        // A gate made after the reply does not apply.
+        let mut late = candidate("did:plc:x", &[]);
+        late.gate_created_at = 101;
+        assert_eq!(verdict(&late, &g), (0, 0));
+        // Mentioned in the root post.
+        let root = candidate("did:plc:x", &[]).root;
+        g.mentions.insert(root, vec!["did:plc:x".into()]);
+        assert_eq!(
+            verdict(&candidate("did:plc:x", &["mentionRule"]), &g),
+            (0, 0)
+        );
+        assert_eq!(
+            verdict(&candidate("did:plc:y", &["mentionRule"]), &g),
+            (1, 0)
+        );
+        // Followed by the owner, before the reply only.
+        g.follows.insert(
+            ("did:plc:owner".into(), "did:plc:y".into()),
+            vec!["3kfollow00000".into()],
+        );
+        g.follows.insert(
+            ("did:plc:owner".into(), "did:plc:z".into()),
+            vec!["3kzzzzzzzzzzz".into()],
+        );
+        assert_eq!(
+            verdict(&candidate("did:plc:y", &["followingRule"]), &g),
+            (0, 0)
+        );
+        assert_eq!(
+            verdict(&candidate("did:plc:z", &["followingRule"]), &g),
+            (1, 0)
+        );
+        assert_eq!(
+            verdict(&candidate("did:plc:y", &["followerRule"]), &g),
+            (1, 0)
+        );
+        // Following the owner.
+        g.follows.insert(
+            ("did:plc:w".into(), "did:plc:owner".into()),
+            vec!["3kfollow00000".into()],
+        );
+        assert_eq!(
+            verdict(&candidate("did:plc:w", &["followerRule"]), &g),
+            (0, 0)
+        );
+        // On a list.
+        let list = "at://did:plc:owner/app.bsky.graph.list/3kl";
+        g.members.insert((list.into(), "did:plc:v".into()));
+        let rule = format!("list:{list}");
+        assert_eq!(
+            verdict(&candidate("did:plc:v", &[rule.as_str()]), &g),
+            (0, 0)
+        );
+        assert_eq!(
+            verdict(&candidate("did:plc:u", &[rule.as_str()]), &g),
+            (1, 0)
+        );
+        // Hidden by the owner, whatever the rules.
+        let mut hidden = candidate("did:plc:x", &["mentionRule"]);
+        hidden.hidden_replies = vec!["at://did:plc:x/app.bsky.feed.post/3kreply000000".into()];
+        assert_eq!(verdict(&hidden, &g), (0, 1));
+    }
+
+    #[test]
+    fn prefixes_bound_an_accounts_posts() {
+        let p = post_prefixes(&["did:plc:a"]);
+        assert_eq!(
+            p,
+            "(subject_uri >= 'at://did:plc:a/app.bsky.feed.post/' AND subject_uri < 'at://did:plc:a/app.bsky.feed.post0')"
+        );
+    }
+}

@@ -1,0 +1,560 @@
+//! Counts as the AppView computes them (migration 0008, src/counts.rs), on
+//! the real server: one like/repost/follow per account, threadgate-aware
+//! replies, per-account counts; and random interleavings of creates,
+//! duplicate creates, deletes and replays give what a direct recomputation
+//! gives.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::fresh;
+use skyhouse_atproto::json::from_lex_json;
+use skyhouse_store::counts::{actor_counts, post_counts, refresh_interactions};
+use skyhouse_store::migrate::{self, Migrator};
+use skyhouse_store::writer::{write_batch, WriterConfig};
+use skyhouse_store::ClickHouse;
+use skyhouse_transform::{apply, Action, Cid, Op, Rows};
+
+const CID: &str = "bafyreigmpffgbpgzfhvml36cecdcz7cn2v7kde2ar7ib4jgol7grj4jyly";
+
+fn did(name: &str) -> String {
+    format!("did:plc:{:a<24}", name)
+}
+
+fn post_uri(author: &str, rkey: &str) -> String {
+    format!("at://{author}/app.bsky.feed.post/{rkey}")
+}
+
+/// One operation, owned.
+#[derive(Debug, Clone)]
+struct W {
+    did: String,
+    collection: &'static str,
+    rkey: String,
+    version: u64,
+    record: Option<serde_json::Value>,
+}
+
+fn create(
+    did: &str,
+    collection: &'static str,
+    rkey: &str,
+    version: u64,
+    record: serde_json::Value,
+) -> W {
+    W {
+        did: did.into(),
+        collection,
+        rkey: rkey.into(),
+        version,
+        record: Some(record),
+    }
+}
+
+fn delete(did: &str, collection: &'static str, rkey: &str, version: u64) -> W {
+    W {
+        did: did.into(),
+        collection,
+        rkey: rkey.into(),
+        version,
+        record: None,
+    }
+}
+
+fn like(did: &str, rkey: &str, subject: &str, version: u64) -> W {
+    create(
+        did,
+        "app.bsky.feed.like",
+        rkey,
+        version,
+        serde_json::json!({
+        "$type": "app.bsky.feed.like", "createdAt": "2024-05-02T12:00:00Z",
+        "subject": {"uri": subject, "cid": CID}}),
+    )
+}
+
+fn repost(did: &str, rkey: &str, subject: &str, version: u64) -> W {
+    create(
+        did,
+        "app.bsky.feed.repost",
+        rkey,
+        version,
+        serde_json::json!({
+        "$type": "app.bsky.feed.repost", "createdAt": "2024-05-02T12:00:00Z",
+        "subject": {"uri": subject, "cid": CID}}),
+    )
+}
+
+fn follow(did: &str, rkey: &str, subject: &str, version: u64) -> W {
+    create(
+        did,
+        "app.bsky.graph.follow",
+        rkey,
+        version,
+        serde_json::json!({
+        "$type": "app.bsky.graph.follow", "createdAt": "2024-05-02T12:00:00Z", "subject": subject}),
+    )
+}
+
+fn post(did: &str, rkey: &str, version: u64, created: &str, extra: serde_json::Value) -> W {
+    let mut record =
+        serde_json::json!({"$type": "app.bsky.feed.post", "text": "hi", "createdAt": created});
+    if let (Some(r), Some(e)) = (record.as_object_mut(), extra.as_object()) {
+        r.extend(e.clone());
+    }
+    create(did, "app.bsky.feed.post", rkey, version, record)
+}
+
+fn reply(root: &str, parent: &str) -> serde_json::Value {
+    serde_json::json!({"reply": {"root": {"uri": root, "cid": CID}, "parent": {"uri": parent, "cid": CID}}})
+}
+
+fn threadgate(
+    did: &str,
+    post_rkey: &str,
+    version: u64,
+    created: &str,
+    allow: Option<serde_json::Value>,
+    hidden: &[&str],
+) -> W {
+    let mut record = serde_json::json!({"$type": "app.bsky.feed.threadgate",
+        "post": post_uri(did, post_rkey), "createdAt": created, "hiddenReplies": hidden});
+    if let (Some(r), Some(a)) = (record.as_object_mut(), allow) {
+        r.insert("allow".into(), a);
+    }
+    create(did, "app.bsky.feed.threadgate", post_rkey, version, record)
+}
+
+async fn write(ch: &ClickHouse, ops: &[W]) {
+    let mut rows = Rows::default();
+    for w in ops {
+        let record = w.record.as_ref().map(|r| from_lex_json(r).expect("record"));
+        apply(
+            &Op {
+                did: &w.did,
+                collection: w.collection,
+                rkey: &w.rkey,
+                action: if record.is_some() {
+                    Action::Create
+                } else {
+                    Action::Delete
+                },
+                cid: record
+                    .as_ref()
+                    .map(|_| Cid::from_sha256(0x71, [w.version as u8; 32])),
+                record: record.as_ref(),
+                version: w.version,
+                indexed_at: 1_714_700_000,
+            },
+            &mut rows,
+        );
+        assert!(rows.dead_letters.is_empty(), "{:?}", rows.dead_letters);
+    }
+    write_batch(ch, &WriterConfig::default(), &mut rows, 0u64)
+        .await
+        .expect("write");
+}
+
+async fn setup(name: &str) -> (skyhouse_testkit::TestDatabase, ClickHouse) {
+    let (db, ch) = fresh(name);
+    Migrator::new(&ch, migrate::embedded().expect("m"))
+        .up()
+        .await
+        .expect("up");
+    (db, ch)
+}
+
+/// (likes, reposts, replies, replies_all, quotes) of `uri` after a refresh.
+async fn counts(ch: &ClickHouse, uri: &str) -> (u64, u64, u64, u64, u64) {
+    refresh_interactions(ch).await.expect("refresh");
+    let c = post_counts(ch, &[uri]).await.expect("counts");
+    (
+        c[0].likes,
+        c[0].reposts,
+        c[0].replies,
+        c[0].replies_all,
+        c[0].quotes,
+    )
+}
+
+#[tokio::test]
+async fn likes_reposts_and_follows_count_once_per_account() {
+    let (_db, ch) = setup("counts_dupes").await;
+    let (alice, bob, carol) = (did("alice"), did("bob"), did("carol"));
+    let p = post_uri(&alice, "3kpost0000001");
+    // Bob likes it twice, Carol three times (applyWrites allows that): 2.
+    write(
+        &ch,
+        &[
+            post(
+                &alice,
+                "3kpost0000001",
+                1,
+                "2024-05-01T00:00:00Z",
+                serde_json::json!({}),
+            ),
+            like(&bob, "3klike0000001", &p, 10),
+            like(&bob, "3klike0000002", &p, 11),
+            like(&carol, "3klike0000003", &p, 12),
+            like(&carol, "3klike0000004", &p, 13),
+            like(&carol, "3klike0000005", &p, 14),
+            repost(&bob, "3krepo0000001", &p, 15),
+            repost(&bob, "3krepo0000002", &p, 16),
+        ],
+    )
+    .await;
+    assert_eq!(counts(&ch, &p).await, (2, 1, 0, 0, 0));
+    // Deleting one of Bob's duplicates: the other still counts.
+    write(
+        &ch,
+        &[delete(&bob, "app.bsky.feed.like", "3klike0000001", 20)],
+    )
+    .await;
+    assert_eq!(counts(&ch, &p).await, (2, 1, 0, 0, 0));
+    // Deleting the last one: Bob stops counting. A delete that arrives
+    // before its create (Carol's) wins too.
+    write(
+        &ch,
+        &[
+            delete(&bob, "app.bsky.feed.like", "3klike0000002", 21),
+            delete(&carol, "app.bsky.feed.like", "3klike0000006", 31),
+        ],
+    )
+    .await;
+    write(&ch, &[like(&carol, "3klike0000006", &p, 30)]).await;
+    assert_eq!(counts(&ch, &p).await, (1, 1, 0, 0, 0));
+    // Follows: distinct followers, duplicates once.
+    write(
+        &ch,
+        &[
+            follow(&bob, "3kfoll0000001", &alice, 40),
+            follow(&bob, "3kfoll0000002", &alice, 41),
+            follow(&carol, "3kfoll0000003", &alice, 42),
+            follow(&carol, "3kfoll0000004", &bob, 43),
+        ],
+    )
+    .await;
+    refresh_interactions(&ch).await.expect("refresh");
+    let got = actor_counts(&ch, &[&alice, &bob, &carol])
+        .await
+        .expect("actors");
+    let followers: Vec<u64> = got.iter().map(|c| c.followers).collect();
+    let follows: Vec<u64> = got.iter().map(|c| c.follows).collect();
+    assert_eq!(followers, [2, 1, 0]);
+    assert_eq!(follows, [0, 1, 2]);
+    assert_eq!(got[0].posts, 1);
+    assert_eq!((got[0].likes_received, got[0].reposts_received), (1, 1));
+    // Unfollow one duplicate: still following.
+    write(
+        &ch,
+        &[delete(&bob, "app.bsky.graph.follow", "3kfoll0000001", 44)],
+    )
+    .await;
+    refresh_interactions(&ch).await.expect("refresh");
+    let got = actor_counts(&ch, &[&alice]).await.expect("actors");
+    assert_eq!((got[0].followers, got[0].follows), (2, 0));
+}
+
+#[tokio::test]
+async fn replies_follow_the_threadgate_as_the_appview_does() {
+    let (_db, ch) = setup("counts_gates").await;
+    let owner = did("owner");
+    let (friend, stranger, listed, mentioned, fan) = (
+        did("friend"),
+        did("stranger"),
+        did("listed"),
+        did("mentioned"),
+        did("fan"),
+    );
+    let t = "2024-05-01T10:00:00Z";
+    let later = "2024-05-01T11:00:00Z";
+    // Root posts, each with its own gate.
+    let roots = [
+        "3kroot0000001",
+        "3kroot0000002",
+        "3kroot0000003",
+        "3kroot0000004",
+        "3kroot0000005",
+    ];
+    let list = format!("at://{owner}/app.bsky.graph.list/3klist0000001");
+    let mut ops = vec![
+        // Root 1: nobody may reply. Root 2: accounts the owner follows.
+        // Root 3: mentioned accounts. Root 4: a list. Root 5: followers.
+        post(&owner, roots[0], 1, t, serde_json::json!({})),
+        post(&owner, roots[1], 1, t, serde_json::json!({})),
+        post(
+            &owner,
+            roots[2],
+            1,
+            t,
+            serde_json::json!({"facets": [{"index": {"byteStart": 0, "byteEnd": 2},
+            "features": [{"$type": "app.bsky.richtext.facet#mention", "did": mentioned}]}]}),
+        ),
+        post(&owner, roots[3], 1, t, serde_json::json!({})),
+        post(&owner, roots[4], 1, t, serde_json::json!({})),
+        threadgate(&owner, roots[0], 2, t, Some(serde_json::json!([])), &[]),
+        threadgate(
+            &owner,
+            roots[1],
+            2,
+            t,
+            Some(serde_json::json!([{"$type": "app.bsky.feed.threadgate#followingRule"}])),
+            &[],
+        ),
+        threadgate(
+            &owner,
+            roots[2],
+            2,
+            t,
+            Some(serde_json::json!([{"$type": "app.bsky.feed.threadgate#mentionRule"}])),
+            &[],
+        ),
+        threadgate(
+            &owner,
+            roots[3],
+            2,
+            t,
+            Some(serde_json::json!([{"$type": "app.bsky.feed.threadgate#listRule", "list": list}])),
+            &[],
+        ),
+        threadgate(
+            &owner,
+            roots[4],
+            2,
+            t,
+            Some(serde_json::json!([{"$type": "app.bsky.feed.threadgate#followerRule"}])),
+            &[],
+        ),
+        follow(&owner, "3kfoll0000001", &friend, 3),
+        follow(&fan, "3kfoll0000002", &owner, 3),
+        create(
+            &owner,
+            "app.bsky.graph.list",
+            "3klist0000001",
+            3,
+            serde_json::json!({
+            "$type": "app.bsky.graph.list", "name": "l", "purpose": "app.bsky.graph.defs#curatelist", "createdAt": t}),
+        ),
+        create(
+            &owner,
+            "app.bsky.graph.listitem",
+            "3kitem0000001",
+            3,
+            serde_json::json!({
+            "$type": "app.bsky.graph.listitem", "list": list, "subject": listed, "createdAt": t}),
+        ),
+    ];
+    // Everyone replies to every root (reply rkeys are newer TIDs than the follows').
+    let repliers = [&owner, &friend, &stranger, &listed, &mentioned, &fan];
+    for (i, root) in roots.iter().enumerate() {
+        let uri = post_uri(&owner, root);
+        for (j, r) in repliers.iter().enumerate() {
+            ops.push(post(
+                r,
+                &format!("3kreply{i}{j}00000"),
+                10,
+                later,
+                reply(&uri, &uri),
+            ));
+        }
+    }
+    write(&ch, &ops).await;
+    let c = |i: usize| post_uri(&owner, roots[i]);
+    // (likes, reposts, replies, replies_all, quotes); the owner always may.
+    assert_eq!(counts(&ch, &c(0)).await, (0, 0, 1, 6, 0), "nobody");
+    assert_eq!(
+        counts(&ch, &c(1)).await,
+        (0, 0, 2, 6, 0),
+        "following: owner, friend"
+    );
+    assert_eq!(
+        counts(&ch, &c(2)).await,
+        (0, 0, 2, 6, 0),
+        "mention: owner, mentioned"
+    );
+    assert_eq!(
+        counts(&ch, &c(3)).await,
+        (0, 0, 2, 6, 0),
+        "list: owner, listed"
+    );
+    assert_eq!(
+        counts(&ch, &c(4)).await,
+        (0, 0, 2, 6, 0),
+        "followers: owner, fan"
+    );
+    // The owner hides the friend's reply on root 2: not counted.
+    let hidden = post_uri(&friend, "3kreply1100000");
+    write(
+        &ch,
+        &[threadgate(
+            &owner,
+            roots[1],
+            5,
+            t,
+            Some(serde_json::json!([{"$type": "app.bsky.feed.threadgate#followingRule"}])),
+            &[&hidden],
+        )],
+    )
+    .await;
+    assert_eq!(counts(&ch, &c(1)).await, (0, 0, 1, 6, 0), "hidden");
+    // The gate of root 1 goes away: its thread is evaluated again.
+    write(
+        &ch,
+        &[delete(&owner, "app.bsky.feed.threadgate", roots[0], 6)],
+    )
+    .await;
+    assert_eq!(counts(&ch, &c(0)).await, (0, 0, 6, 6, 0), "gate deleted");
+    // A gate made after the replies does not apply to them.
+    let late_root = "3kroot0000006";
+    let uri = post_uri(&owner, late_root);
+    write(
+        &ch,
+        &[
+            post(&owner, late_root, 7, t, serde_json::json!({})),
+            post(&stranger, "3kreply6000000", 8, t, reply(&uri, &uri)),
+        ],
+    )
+    .await;
+    assert_eq!(counts(&ch, &uri).await, (0, 0, 1, 1, 0));
+    write(
+        &ch,
+        &[threadgate(
+            &owner,
+            late_root,
+            9,
+            later,
+            Some(serde_json::json!([])),
+            &[],
+        )],
+    )
+    .await;
+    assert_eq!(counts(&ch, &uri).await, (0, 0, 1, 1, 0), "late gate");
+    // A reply replayed after the gate pass keeps its flags.
+    write(
+        &ch,
+        &[post(
+            &stranger,
+            "3kreply0200000",
+            10,
+            later,
+            reply(&c(0), &c(0)),
+        )],
+    )
+    .await;
+    assert_eq!(counts(&ch, &c(0)).await, (0, 0, 6, 6, 0));
+}
+
+/// One random step of the model: what a record key holds after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Live(String),
+    Gone,
+}
+
+#[tokio::test]
+async fn random_interleavings_equal_a_recomputation() {
+    let (_db, ch) = setup("counts_random").await;
+    let accounts: Vec<String> = (0..6).map(|i| did(&format!("acct{i}"))).collect();
+    let posts: Vec<String> = (0..3)
+        .map(|i| post_uri(&accounts[0], &format!("3kpost000000{i}")))
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(0x5eed_c0de);
+    let mut history: Vec<W> = Vec::new();
+    for round in 0..4u64 {
+        // Each account's commits in its own order (versions increase per
+        // key); the batches then arrive shuffled, some replayed.
+        let mut ops: Vec<W> = Vec::new();
+        let mut version: HashMap<(String, String), u64> = HashMap::new();
+        for _ in 0..60 {
+            let who = &accounts[rng.usize(1..accounts.len())];
+            let kind = rng.usize(0..3);
+            let collection = [
+                "app.bsky.feed.like",
+                "app.bsky.feed.repost",
+                "app.bsky.graph.follow",
+            ][kind];
+            let rkey = format!("3k{}{:010}", round, rng.usize(0..8));
+            let v = version
+                .entry((who.clone(), format!("{collection}/{rkey}")))
+                .or_insert(round * 1000);
+            *v += 1 + rng.u64(0..3);
+            let w = if rng.usize(0..4) == 0 {
+                delete(who, collection, &rkey, *v)
+            } else {
+                let target = &posts[rng.usize(0..posts.len())];
+                match kind {
+                    0 => like(who, &rkey, target, *v),
+                    1 => repost(who, &rkey, target, *v),
+                    _ => follow(who, &rkey, &accounts[rng.usize(0..3)], *v),
+                }
+            };
+            ops.push(w);
+        }
+        let mut arrivals: Vec<W> = ops.clone();
+        for _ in 0..10 {
+            arrivals.push(ops[rng.usize(0..ops.len())].clone()); // replays
+        }
+        rng.shuffle(&mut arrivals);
+        for chunk in arrivals.chunks(7) {
+            write(&ch, chunk).await;
+            if rng.bool() {
+                refresh_interactions(&ch).await.expect("refresh");
+            }
+        }
+        refresh_interactions(&ch).await.expect("refresh");
+        // The model, all rounds so far: the newest version of each key wins.
+        history.extend(ops);
+        let mut newest: BTreeMap<(String, &str, String), (u64, State)> = BTreeMap::new();
+        for w in &history {
+            let state = match &w.record {
+                None => State::Gone,
+                Some(r) => State::Live(
+                    r["subject"]["uri"]
+                        .as_str()
+                        .or(r["subject"].as_str())
+                        .unwrap_or_default()
+                        .to_owned(),
+                ),
+            };
+            let key = (w.did.clone(), w.collection, w.rkey.clone());
+            let e = newest.entry(key).or_insert((0, State::Gone));
+            if w.version >= e.0 {
+                *e = (w.version, state);
+            }
+        }
+        let count = |collection: &str, subject: &str| -> u64 {
+            let mut who: Vec<&String> = newest
+                .iter()
+                .filter(|((_, c, _), (_, s))| {
+                    *c == collection && *s == State::Live(subject.to_owned())
+                })
+                .map(|((d, _, _), _)| d)
+                .collect();
+            who.sort();
+            who.dedup();
+            who.len() as u64
+        };
+        let refs: Vec<&str> = posts.iter().map(String::as_str).collect();
+        let got = post_counts(&ch, &refs).await.expect("counts");
+        for (c, p) in got.iter().zip(&posts) {
+            assert_eq!(
+                c.likes,
+                count("app.bsky.feed.like", p),
+                "round {round} likes of {p}"
+            );
+            assert_eq!(
+                c.reposts,
+                count("app.bsky.feed.repost", p),
+                "round {round} reposts of {p}"
+            );
+        }
+        let refs: Vec<&str> = accounts[..3].iter().map(String::as_str).collect();
+        let got = actor_counts(&ch, &refs).await.expect("actors");
+        for (c, a) in got.iter().zip(&accounts) {
+            assert_eq!(
+                c.followers,
+                count("app.bsky.graph.follow", a),
+                "round {round} followers of {a}"
+            );
+        }
+    }
+}
