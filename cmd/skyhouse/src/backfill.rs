@@ -129,12 +129,56 @@ pub struct WorkArgs {
     /// tagged backfill. Best effort: dropped and counted while the relay is slow or down.
     #[arg(long, env = "BACKFILL_RELAY_URL")]
     relay_url: Option<String>,
+    /// Token of --relay-url with the publish scope (`skyhouse relay token create --scope
+    /// publish`). Prefer the environment variable: a flag shows in `ps`.
+    #[arg(
+        long,
+        env = "BACKFILL_RELAY_TOKEN",
+        hide_env_values = true,
+        requires = "relay_url"
+    )]
+    relay_token: Option<String>,
+    /// https:// --relay-url: the CA certificate(s) to trust (PEM). Default: the public (webpki) roots.
+    #[arg(long, env = "BACKFILL_RELAY_CA", requires = "relay_url")]
+    relay_ca: Option<PathBuf>,
+    /// https:// --relay-url that requires client certificates: this certificate (PEM) …
+    #[arg(
+        long,
+        env = "BACKFILL_RELAY_CLIENT_CERT",
+        requires = "relay_client_key"
+    )]
+    relay_client_cert: Option<PathBuf>,
+    /// … and its private key (PEM).
+    #[arg(
+        long,
+        env = "BACKFILL_RELAY_CLIENT_KEY",
+        requires = "relay_client_cert"
+    )]
+    relay_client_key: Option<PathBuf>,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
     shutdown: crate::service::ShutdownArgs,
+}
+
+impl WorkArgs {
+    /// `--relay-url` with its token and TLS flags (the files read and checked).
+    fn relay_client(&self) -> Result<Option<skyhouse_relay::ClientConfig>> {
+        self.relay_url
+            .as_deref()
+            .map(|url| {
+                crate::relay::client_config(
+                    url,
+                    self.relay_token.as_deref(),
+                    self.relay_ca.as_ref(),
+                    self.relay_client_cert.as_ref(),
+                    self.relay_client_key.as_ref(),
+                )
+            })
+            .transpose()
+    }
 }
 
 /// When `backfill work` draws its progress line.
@@ -279,9 +323,7 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
             args.did_cache_secs
         ));
     }
-    if let Some(url) = &args.relay_url {
-        skyhouse_relay::check_relay_url(url).map_err(|e| anyhow!("--relay-url: {e}"))?;
-    }
+    args.relay_client()?;
     let resolver = skyhouse_identity::Resolver::new(skyhouse_identity::ResolverConfig {
         plc_url: args.plc.clone(),
         ..Default::default()
@@ -336,10 +378,10 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
             ))
         });
         let (state, shutdown) = (svc.state, svc.shutdown);
-        let push = match &args.relay_url {
-            Some(url) => {
+        let push = match args.relay_client()? {
+            Some(relay) => {
                 let (pusher, task) = skyhouse_relay::Pusher::connect(
-                    url,
+                    &relay,
                     skyhouse_relay::pb::Source::Backfill,
                     shutdown.child_token(),
                 )

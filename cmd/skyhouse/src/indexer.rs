@@ -1,6 +1,7 @@
 //! `skyhouse indexer`: the live indexer (Jetstream or firehose → ClickHouse).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,12 +141,48 @@ pub struct IndexerArgs {
     /// slowing ClickHouse.
     #[arg(long, env = "INDEXER_RELAY_URL")]
     relay_url: Option<String>,
+    /// Token of --relay-url with the publish scope (`skyhouse relay token create --scope
+    /// publish`). Prefer the environment variable: a flag shows in `ps`.
+    #[arg(
+        long,
+        env = "INDEXER_RELAY_TOKEN",
+        hide_env_values = true,
+        requires = "relay_url"
+    )]
+    relay_token: Option<String>,
+    /// https:// --relay-url: the CA certificate(s) to trust (PEM). Default: the public (webpki) roots.
+    #[arg(long, env = "INDEXER_RELAY_CA", requires = "relay_url")]
+    relay_ca: Option<PathBuf>,
+    /// https:// --relay-url that requires client certificates: this certificate (PEM) …
+    #[arg(long, env = "INDEXER_RELAY_CLIENT_CERT", requires = "relay_client_key")]
+    relay_client_cert: Option<PathBuf>,
+    /// … and its private key (PEM).
+    #[arg(long, env = "INDEXER_RELAY_CLIENT_KEY", requires = "relay_client_cert")]
+    relay_client_key: Option<PathBuf>,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
     shutdown: crate::service::ShutdownArgs,
+}
+
+impl IndexerArgs {
+    /// `--relay-url` with its token and TLS flags (the files read and checked).
+    fn relay_client(&self) -> Result<Option<skyhouse_relay::ClientConfig>> {
+        self.relay_url
+            .as_deref()
+            .map(|url| {
+                crate::relay::client_config(
+                    url,
+                    self.relay_token.as_deref(),
+                    self.relay_ca.as_ref(),
+                    self.relay_client_cert.as_ref(),
+                    self.relay_client_key.as_ref(),
+                )
+            })
+            .transpose()
+    }
 }
 
 struct ResolverKeys(skyhouse_identity::Resolver);
@@ -193,9 +230,7 @@ impl IndexerArgs {
         source
             .validate()
             .map_err(|e| anyhow!("--url/--wanted-dids: {e}"))?;
-        if let Some(url) = &self.relay_url {
-            skyhouse_relay::check_relay_url(url).map_err(|e| anyhow!("--relay-url: {e}"))?;
-        }
+        self.relay_client()?;
         if self.batch_rows == 0 || self.batch_bytes == 0 || self.batch_age_ms == 0 {
             return Err(anyhow!(
                 "--batch-rows/--batch-bytes/--batch-age-ms must be > 0"
@@ -245,10 +280,10 @@ pub fn run(args: IndexerArgs) -> Result<ExitCode> {
         .await?;
         let inflight = cfg.inflight.clone();
         svc.pending.describe_with(move || inflight.describe());
-        let push = match &args.relay_url {
-            Some(url) => {
+        let push = match args.relay_client()? {
+            Some(relay) => {
                 let (pusher, task) = skyhouse_relay::Pusher::connect(
-                    url,
+                    &relay,
                     skyhouse_relay::pb::Source::Live,
                     svc.shutdown.child_token(),
                 )

@@ -1,22 +1,79 @@
 //! `skyhouse relay`: the gRPC relay (SPEC §7). Serves `StreamOperations` to
 //! external ingesters; fed by indexers and backfill workers (`--relay-url`,
 //! over `Ingest`) and, with `--source`, by a live source it reads itself.
+//! `skyhouse relay token create/list/revoke` manage its tokens.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use clap::Args;
-use skyhouse_relay::{Hub, RelayConfig};
+use clap::{Args, Subcommand};
+use skyhouse_relay::{
+    Auth, ClientConfig, Hub, RelayConfig, Scope, ServeConfig, TlsConfig, TokenFile,
+};
 use skyhouse_sources::SourceConfig;
 use skyhouse_transform::CollectionFilter;
 
 use crate::indexer::Source;
 
-/// Flags of `skyhouse relay`.
+/// `skyhouse relay`: serve, or manage tokens.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct RelayArgs {
+    #[command(subcommand)]
+    command: Option<RelayCommand>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum RelayCommand {
+    /// Manage the relay's tokens (bearer tokens with scopes subscribe and publish; only their
+    /// sha-256 is stored, in --tokens-file).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (once: it is stored only hashed).
+    Create {
+        #[command(flatten)]
+        file: TokensFileArg,
+        /// Who or what it is for: 1-64 characters of [A-Za-z0-9._-].
+        #[arg(long)]
+        name: String,
+        /// Scopes, comma-separated: subscribe (StreamOperations, Ack), publish (Ingest,
+        /// IngestStream).
+        #[arg(long = "scope", value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
+    /// List tokens (id, name, scopes, created, revoked); never the tokens themselves.
+    List {
+        #[command(flatten)]
+        file: TokensFileArg,
+    },
+    /// Revoke a token by id: a running relay refuses it within seconds and ends its streams.
+    Revoke {
+        #[command(flatten)]
+        file: TokensFileArg,
+        /// The token's id (from `create` or `list`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TokensFileArg {
+    /// The tokens file (JSON, mode 0600) the relay reads.
+    #[arg(long, env = "RELAY_TOKENS_FILE")]
+    tokens_file: PathBuf,
+}
+
+/// Flags of `skyhouse relay` (serving).
+#[derive(Debug, Args)]
+struct ServeArgs {
     /// gRPC listen address.
     #[arg(long, env = "RELAY_ADDR", default_value = "0.0.0.0:50051")]
     listen: SocketAddr,
@@ -65,11 +122,69 @@ pub struct RelayArgs {
     /// Clients streaming at once; more are refused (RESOURCE_EXHAUSTED).
     #[arg(long, env = "RELAY_MAX_CLIENTS", default_value_t = 1_024)]
     max_clients: usize,
+    /// Tokens file (see `skyhouse relay token`): every call but HealthCheck needs a token
+    /// from it with the method's scope. Re-read when it changes. Required unless
+    /// --insecure-no-auth.
+    #[arg(long, env = "RELAY_TOKENS_FILE")]
+    tokens_file: Option<PathBuf>,
+    /// Serve without tokens: anyone who reaches the port may subscribe and publish. Only on a
+    /// loopback --listen address (local development); logged as such.
+    #[arg(long, env = "RELAY_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+    /// TLS certificate (PEM, chain first to last). With --tls-key, the relay speaks TLS only.
+    #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM). Needs --tls-cert.
+    #[arg(long, env = "RELAY_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     #[command(flatten)]
     shutdown: crate::service::ShutdownArgs,
 }
 
-impl RelayArgs {
+impl ServeArgs {
+    /// Authentication and TLS, checked before any I/O but reading the files.
+    fn serve_config(&self) -> Result<ServeConfig> {
+        let auth = match (&self.tokens_file, self.insecure_no_auth) {
+            (Some(path), false) => {
+                Auth::from_file(path).map_err(|e| anyhow!("--tokens-file: {e}"))?
+            }
+            (None, true) => {
+                if !self.listen.ip().is_loopback() {
+                    return Err(anyhow!(
+                        "--insecure-no-auth: the relay listens on {} without tokens only on a \
+                         loopback address (--listen 127.0.0.1:PORT or [::1]:PORT); elsewhere use \
+                         --tokens-file",
+                        self.listen
+                    ));
+                }
+                Auth::insecure()
+            }
+            (None, false) => {
+                return Err(anyhow!(
+                    "--tokens-file (RELAY_TOKENS_FILE) is required: create one with `skyhouse \
+                     relay token create --tokens-file FILE --name NAME --scope subscribe`, or \
+                     pass --insecure-no-auth for a loopback-only development relay"
+                ))
+            }
+            (Some(_), true) => {
+                return Err(anyhow!(
+                    "--tokens-file and --insecure-no-auth exclude each other"
+                ))
+            }
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                TlsConfig::from_files(cert, key, self.tls_client_ca.as_ref())
+                    .map_err(|e| anyhow!(e))?,
+            ),
+            _ => None,
+        };
+        Ok(ServeConfig { auth, tls })
+    }
+
     /// Check every flag before any I/O.
     fn config(&self) -> Result<(RelayConfig, Option<(SourceConfig, CollectionFilter)>)> {
         let cfg = RelayConfig {
@@ -107,7 +222,101 @@ impl RelayArgs {
 }
 
 pub fn run(args: RelayArgs) -> Result<ExitCode> {
+    match args.command {
+        Some(RelayCommand::Token(cmd)) => token(cmd),
+        None => serve(args.serve),
+    }
+}
+
+fn token(cmd: TokenCommand) -> Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create { file, name, scopes } => {
+            let scopes = scopes
+                .iter()
+                .map(|s| s.parse::<Scope>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow!("--scope: {e}"))?;
+            let (info, token) = TokenFile::new(&file.tokens_file)
+                .create(&name, &scopes)
+                .map_err(|e| anyhow!("{e}"))?;
+            eprintln!(
+                "Created token {} ({}, scopes {}) in {}. It is shown once, here:",
+                info.id,
+                info.name,
+                info.scopes.join(","),
+                file.tokens_file.display()
+            );
+            println!("{token}");
+        }
+        TokenCommand::List { file } => {
+            let tokens = TokenFile::new(&file.tokens_file)
+                .list()
+                .map_err(|e| anyhow!("{e}"))?;
+            println!(
+                "{:<16}  {:<24}  {:<17}  {:<20}  revoked",
+                "id", "name", "scopes", "created"
+            );
+            for t in tokens {
+                println!(
+                    "{:<16}  {:<24}  {:<17}  {:<20}  {}",
+                    t.id,
+                    t.name,
+                    t.scopes.join(","),
+                    skyhouse_relay::auth::utc(t.created_at),
+                    t.revoked_at
+                        .map_or("-".to_owned(), skyhouse_relay::auth::utc)
+                );
+            }
+        }
+        TokenCommand::Revoke { file, id } => {
+            let t = TokenFile::new(&file.tokens_file)
+                .revoke(&id)
+                .map_err(|e| anyhow!("{e}"))?;
+            eprintln!(
+                "Revoked token {} ({}); a running relay refuses it within seconds.",
+                t.id, t.name
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--relay-url` and its token and TLS flags, as the indexer and the backfill give them.
+pub fn client_config(
+    url: &str,
+    token: Option<&str>,
+    ca: Option<&PathBuf>,
+    cert: Option<&PathBuf>,
+    key: Option<&PathBuf>,
+) -> Result<ClientConfig> {
+    let read = |flag: &str, p: &PathBuf| {
+        std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))
+    };
+    let identity_pem = match (cert, key) {
+        (Some(c), Some(k)) => Some((
+            read("--relay-client-cert", c)?,
+            read("--relay-client-key", k)?,
+        )),
+        (None, None) => None,
+        _ => {
+            return Err(anyhow!(
+                "--relay-client-cert and --relay-client-key go together"
+            ))
+        }
+    };
+    let cfg = ClientConfig {
+        url: url.to_owned(),
+        token: token.map(str::to_owned),
+        ca_pem: ca.map(|p| read("--relay-ca", p)).transpose()?,
+        identity_pem,
+    };
+    cfg.endpoint().map_err(|e| anyhow!("--relay-url: {e}"))?;
+    Ok(cfg)
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode> {
     let (cfg, source) = args.config()?;
+    let serve_cfg = args.serve_config()?;
     crate::service::runtime()?.block_on(async move {
         let handle = skyhouse_telemetry::install_metrics();
         let health = skyhouse_telemetry::Health::default();
@@ -142,9 +351,28 @@ pub fn run(args: RelayArgs) -> Result<ExitCode> {
                 }
             });
         }
-        tracing::info!(addr = %listener.local_addr()?, "Relay serving gRPC.");
+        let addr = listener.local_addr()?;
+        if serve_cfg.auth.enabled() {
+            tracing::info!(
+                %addr,
+                tls = serve_cfg.tls.is_some(),
+                client_certificates = serve_cfg.tls.as_ref().is_some_and(|t| t.requires_client_certificates()),
+                tokens = serve_cfg.auth.active_tokens(),
+                "Relay serving gRPC; calls need a token."
+            );
+            if serve_cfg.auth.active_tokens() == 0 {
+                tracing::warn!("No relay token yet: every call is refused until `skyhouse relay token create` adds one.");
+            }
+        } else {
+            tracing::warn!(
+                %addr,
+                tls = serve_cfg.tls.is_some(),
+                "Relay serving gRPC WITHOUT AUTHENTICATION (--insecure-no-auth, loopback only): \
+                 anyone who reaches the port may subscribe and publish."
+            );
+        }
         health.set("relay", true);
-        let served = skyhouse_relay::serve(listener, hub, shutdown.clone()).await;
+        let served = skyhouse_relay::serve(listener, hub, serve_cfg, shutdown.clone()).await;
         health.set("relay", false);
         shutdown.cancel();
         served.map_err(|e| anyhow!("relay: {e}"))?;

@@ -136,6 +136,7 @@ async fn case(ops: &[Prepared], total: u64, clients: usize, decode: bool) -> Res
     let server = tokio::spawn(skyhouse_relay::serve(
         listener,
         hub.clone(),
+        skyhouse_relay::ServeConfig::insecure(),
         shutdown.clone(),
     ));
     let from = hub.window().newest;

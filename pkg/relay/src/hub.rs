@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::auth::{Auth, Caller, Scope};
 use crate::metrics;
 use crate::pb::{Action, Source, StreamRequest};
 use crate::wire::{EncodedBatch, Prepared};
@@ -33,6 +34,8 @@ pub const MAX_OPERATION_BYTES: usize = 2 << 20;
 /// Ring entries a client scans per lock acquisition (bounds the time a read
 /// lock is held to ~tens of µs).
 const SCAN_STEP: usize = 4_096;
+/// How often an idle stream re-checks its token.
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
 /// Distinct `client` label values before further names are counted as
 /// "other" (keeps metric cardinality bounded).
 const MAX_CLIENT_NAMES: usize = 64;
@@ -324,6 +327,7 @@ impl Hub {
             caught_up,
             newest_rx,
             done: false,
+            guard: None,
         })
     }
 
@@ -438,6 +442,27 @@ pub struct Subscription {
     caught_up: bool,
     newest_rx: watch::Receiver<u64>,
     done: bool,
+    /// The caller's token, re-checked when the tokens change.
+    guard: Option<Guard>,
+}
+
+/// A stream's token: when the tokens file changes (its generation moves),
+/// a stream whose token was revoked ends with UNAUTHENTICATED.
+struct Guard {
+    auth: Auth,
+    caller: Caller,
+    generation: u64,
+}
+
+impl Guard {
+    fn revoked(&mut self) -> bool {
+        let now = self.auth.generation();
+        if now == self.generation {
+            return false;
+        }
+        self.generation = now;
+        !self.auth.still_valid(&self.caller, Scope::Subscribe)
+    }
 }
 
 impl std::fmt::Debug for Subscription {
@@ -460,6 +485,18 @@ enum Step {
 }
 
 impl Subscription {
+    /// End the stream with UNAUTHENTICATED once `caller`'s token is revoked.
+    pub fn guarded(mut self, auth: Auth, caller: Caller) -> Subscription {
+        if auth.enabled() {
+            self.guard = Some(Guard {
+                generation: auth.generation(),
+                auth,
+                caller,
+            });
+        }
+        self
+    }
+
     /// The next batch: `None` when the stream is over (after an error, or on
     /// shutdown).
     pub async fn next(&mut self) -> Option<Result<EncodedBatch, Status>> {
@@ -471,6 +508,13 @@ impl Subscription {
                 self.done = true;
                 self.client.disconnect("shutdown");
                 return None;
+            }
+            if self.guard.as_mut().is_some_and(Guard::revoked) {
+                self.done = true;
+                self.client.disconnect("revoked");
+                return Some(Err(Status::unauthenticated(
+                    "the relay token was revoked (or lost its subscribe scope)",
+                )));
             }
             self.newest_rx.borrow_and_update();
             match self.step() {
@@ -499,6 +543,8 @@ impl Subscription {
                             self.client.disconnect("shutdown");
                             return None;
                         }
+                        // A quiet relay still notices a revoked token.
+                        _ = tokio::time::sleep(IDLE_RECHECK), if self.guard.is_some() => {}
                     }
                 }
             }

@@ -19,12 +19,15 @@
 //! slow or down).
 #![deny(missing_docs)]
 
+pub mod auth;
+mod client;
 mod hub;
 pub mod metrics;
 mod ops;
 mod push;
 mod service;
 mod standalone;
+mod tls;
 mod wire;
 
 /// The protobuf messages and the client of `skyhouse.relay.v1`
@@ -41,14 +44,17 @@ mod server_pb {
     include!(concat!(env!("OUT_DIR"), "/server/skyhouse.relay.v1.rs"));
 }
 
+pub use auth::{Auth, Scope, TokenFile, TokenInfo};
+pub use client::{AuthedClient, Bearer, ClientConfig};
 pub use hub::{
     ConfigError, Hub, RelayConfig, Subscription, Window, BATCH_BYTES, BATCH_OPS,
     MAX_OPERATION_BYTES,
 };
 pub use ops::prepare_record;
-pub use push::{check_relay_url, HubTap, Pusher, PUSH_QUEUE};
-pub use service::{serve, RelayError, MAX_INGEST_MESSAGE, SHUTDOWN_GRACE};
+pub use push::{HubTap, Pusher, PUSH_QUEUE};
+pub use service::{serve, RelayError, ServeConfig, MAX_INGEST_MESSAGE, SHUTDOWN_GRACE};
 pub use standalone::{run_source, SourceSummary};
+pub use tls::TlsConfig;
 pub use tonic;
 pub use wire::{OpRef, Prepared};
 

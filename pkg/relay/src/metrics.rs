@@ -24,7 +24,12 @@ pub fn describe() {
     describe_counter!(
         "skyhouse_relay_disconnects_total",
         Unit::Count,
-        "Client streams ended, by reason: slow, client_gone, shutdown"
+        "Client streams ended, by reason: slow, client_gone, shutdown, revoked"
+    );
+    describe_counter!(
+        "skyhouse_relay_auth_refused_total",
+        Unit::Count,
+        "Calls refused by the token check, by reason: missing (no token), invalid (unknown or revoked), scope (the token lacks the method's scope)"
     );
     describe_counter!(
         "skyhouse_relay_rejected_total",
@@ -68,8 +73,11 @@ pub fn describe() {
 pub(crate) fn zero_relay() {
     describe();
     gauge!("skyhouse_relay_clients").increment(0.0);
-    for reason in ["slow", "client_gone", "shutdown"] {
+    for reason in ["slow", "client_gone", "shutdown", "revoked"] {
         counter!("skyhouse_relay_disconnects_total", "reason" => reason).increment(0);
+    }
+    for reason in ["missing", "invalid", "scope"] {
+        counter!("skyhouse_relay_auth_refused_total", "reason" => reason).increment(0);
     }
     for reason in ["out_of_range", "invalid", "too_many_clients"] {
         counter!("skyhouse_relay_rejected_total", "reason" => reason).increment(0);
@@ -110,6 +118,10 @@ pub(crate) fn retained(ops: usize, bytes: usize) {
 
 pub(crate) fn rejected(reason: &'static str) {
     counter!("skyhouse_relay_rejected_total", "reason" => reason).increment(1);
+}
+
+pub(crate) fn auth_refused(reason: &'static str) {
+    counter!("skyhouse_relay_auth_refused_total", "reason" => reason).increment(1);
 }
 
 pub(crate) fn ingest_invalid(n: u64) {

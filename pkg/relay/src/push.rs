@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::{Bearer, ClientConfig};
 use crate::hub::Hub;
 use crate::metrics;
 use crate::ops::{operation_of, prepare_record};
@@ -96,19 +97,20 @@ impl OpsTap for Pusher {
 }
 
 impl Pusher {
-    /// A pusher to the relay at `url` (`http://host:50051`), tagging
+    /// A pusher to the relay `relay` describes (URL, token, TLS), tagging
     /// operations `source`. The returned task connects (and reconnects) in
     /// the background; it ends once every `Pusher` clone is dropped and the
     /// queue is sent, or when `shutdown` is cancelled.
     pub fn connect(
-        url: &str,
+        relay: &ClientConfig,
         source: Source,
         shutdown: CancellationToken,
     ) -> Result<(Pusher, JoinHandle<()>), RelayError> {
-        let endpoint = endpoint(url)?;
+        let endpoint = relay.endpoint()?;
+        let bearer = relay.interceptor()?;
         metrics::zero_push();
         let (tx, rx) = mpsc::channel(PUSH_QUEUE);
-        let task = tokio::spawn(push_loop(endpoint, rx, shutdown));
+        let task = tokio::spawn(push_loop(endpoint, bearer, rx, shutdown));
         let dropped = Arc::new(AtomicU64::new(0));
         Ok((
             Pusher {
@@ -139,30 +141,9 @@ impl Pusher {
     }
 }
 
-/// Check a relay URL (`http://host:port`) without connecting.
-pub fn check_relay_url(url: &str) -> Result<(), RelayError> {
-    endpoint(url).map(|_| ())
-}
-
-fn endpoint(url: &str) -> Result<tonic::transport::Endpoint, RelayError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| RelayError::Url {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
-    if !matches!(endpoint.uri().scheme_str(), Some("http")) {
-        return Err(RelayError::Url {
-            url: url.to_owned(),
-            reason: "expected http://host:port".to_owned(),
-        });
-    }
-    Ok(endpoint)
-}
-
 async fn push_loop(
     endpoint: tonic::transport::Endpoint,
+    bearer: Bearer,
     mut rx: mpsc::Receiver<Vec<Operation>>,
     shutdown: CancellationToken,
 ) {
@@ -197,7 +178,9 @@ async fn push_loop(
             }
         };
         metrics::push_connected(true);
-        let mut client = RelayClient::new(channel).max_encoding_message_size(MAX_INGEST_MESSAGE);
+        let connected_at = std::time::Instant::now();
+        let mut client = RelayClient::with_interceptor(channel, bearer.clone())
+            .max_encoding_message_size(MAX_INGEST_MESSAGE);
         // One group in flight between this loop and the call: little lost if it fails.
         let (itx, irx) = mpsc::channel::<OperationBatch>(1);
         let body = futures_util::stream::unfold(irx, |mut irx| async move {
@@ -210,11 +193,10 @@ async fn push_loop(
                 let n = g.len() as u64;
                 tokio::select! {
                     r = tx.send(OperationBatch { operations: g }) => {
-                        if r.is_err() { break Err("the relay closed the stream".to_owned()); }
+                        if r.is_err() { break Err(tonic::Status::unavailable("the relay closed the stream")); }
                         metrics::pushed("sent", n);
-                        attempt = 0;
                     }
-                    r = &mut call => break r.map(|_| ()).map_err(|s| s.to_string()),
+                        r = &mut call => break r.map(|_| ()),
                 }
             }
             tokio::select! {
@@ -223,14 +205,35 @@ async fn push_loop(
                     Some(g) => pending = Some(g),
                     None => itx = None, // close the stream: the call completes
                 },
-                r = &mut call => break r.map(|_| ()).map_err(|s| s.to_string()),
+                r = &mut call => break r.map(|_| ()),
             }
         };
         metrics::push_connected(false);
         match outcome {
             Ok(()) if itx.is_none() => return, // everything sent
             Ok(()) => tracing::warn!("Relay ended the ingest stream; reconnecting."),
-            Err(e) => tracing::warn!(error = %e, "Relay push failed; reconnecting."),
+            Err(e) => {
+                let refused = matches!(
+                    e.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                );
+                if refused {
+                    tracing::error!(code = ?e.code(), message = e.message(), "The relay refused the push's token (--relay-token); operations are dropped.");
+                } else {
+                    tracing::warn!(code = ?e.code(), message = e.message(), "Relay push failed; reconnecting.");
+                }
+                // A connection that lived a while was fine: start the backoff over.
+                // A refused token is refused again at once: back off ever longer.
+                if connected_at.elapsed() > Duration::from_secs(10) && !refused {
+                    attempt = 0;
+                }
+                let wait = (BACKOFF_BASE * 2u32.saturating_pow(attempt)).min(BACKOFF_MAX);
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
         }
         if let Some(g) = pending.take() {
             metrics::pushed("dropped", g.len() as u64);

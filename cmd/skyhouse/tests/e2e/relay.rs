@@ -6,9 +6,8 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use skyhouse_relay::pb::relay_client::RelayClient;
 use skyhouse_relay::pb::{Action, HealthCheckRequest, Operation, Source, StreamRequest};
-use skyhouse_relay::tonic::transport::Channel;
+use skyhouse_relay::{AuthedClient, ClientConfig};
 use skyhouse_testkit::Redis;
 
 use crate::{spare_port, Indexer, Setup, DEADLINE};
@@ -47,15 +46,12 @@ fn capture() -> Vec<(String, String, String, Action, String, String)> {
         .collect()
 }
 
-async fn connect(url: &str, relay: &mut Indexer) -> RelayClient<Channel> {
+async fn connect(url: &str, token: Option<&str>, relay: &mut Indexer) -> AuthedClient {
     let start = std::time::Instant::now();
+    let cfg = ClientConfig::new(url, token.map(str::to_owned));
     loop {
-        if let Ok(c) = Channel::from_shared(url.to_owned())
-            .unwrap()
-            .connect()
-            .await
-        {
-            return RelayClient::new(c);
+        if let Ok(c) = cfg.connect().await {
+            return c;
         }
         relay.assert_running();
         assert!(
@@ -67,22 +63,49 @@ async fn connect(url: &str, relay: &mut Indexer) -> RelayClient<Channel> {
     }
 }
 
+/// `skyhouse relay token create`: the token it prints.
+fn create_token(tokens: &std::path::Path, name: &str, scope: &str) -> String {
+    let out = crate::skyhouse(&[
+        "relay".into(),
+        "token".into(),
+        "create".into(),
+        "--tokens-file".into(),
+        tokens.display().to_string(),
+        "--name".into(),
+        name.into(),
+        "--scope".into(),
+        scope.into(),
+    ]);
+    assert!(out.status.success(), "{}", crate::text(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_indexer_pushes_every_operation_of_the_capture_to_the_relay() {
     let (grpc, metrics) = (spare_port(), spare_port());
+    let dir = std::env::temp_dir().join(format!("skyhouse-e2e-relay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens.json");
+    let _ = std::fs::remove_file(&tokens);
+    let (reader, writer) = (
+        create_token(&tokens, "e2e-reader", "subscribe"),
+        create_token(&tokens, "e2e-indexer", "publish"),
+    );
     let args: Vec<String> = [
         "relay",
         "--listen",
         &format!("127.0.0.1:{grpc}"),
         "--metrics-addr",
         &format!("127.0.0.1:{metrics}"),
+        "--tokens-file",
+        &tokens.display().to_string(),
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
     let mut relay = Indexer::spawn(&args, metrics);
     let url = format!("http://127.0.0.1:{grpc}");
-    let mut client = connect(&url, &mut relay).await;
+    let mut client = connect(&url, Some(&reader), &mut relay).await;
     let before = client
         .health_check(HealthCheckRequest {})
         .await
@@ -105,9 +128,22 @@ async fn the_indexer_pushes_every_operation_of_the_capture_to_the_relay() {
         "jetstream",
         format!("file://{}", corpus().display()),
     );
-    let mut indexer = setup.start(&["--cursor", "0", "--collections", "*", "--relay-url", &url]);
+    let mut indexer = setup.start(&[
+        "--cursor",
+        "0",
+        "--collections",
+        "*",
+        "--relay-url",
+        &url,
+        "--relay-token",
+        &writer,
+    ]);
     let status = indexer.wait_exit();
     assert!(status.success(), "exit {status}:\n{}", indexer.log_tail());
+    assert!(
+        !indexer.log().contains(&writer),
+        "the token is in the indexer's log"
+    );
 
     let want = capture();
     let last = before.newest_cursor + want.len() as u64;
@@ -176,6 +212,7 @@ async fn a_standalone_relay_replays_a_capture_to_clients_resuming_from_its_oldes
         "0",
         "--collections",
         "*",
+        "--insecure-no-auth",
     ]
     .iter()
     .map(|s| (*s).to_owned())
@@ -183,7 +220,7 @@ async fn a_standalone_relay_replays_a_capture_to_clients_resuming_from_its_oldes
     let mut relay = Indexer::spawn(&args, metrics);
     let want = capture();
     // Listening on gRPC means /metrics listens too (bound first).
-    let mut client = connect(&format!("http://127.0.0.1:{grpc}"), &mut relay).await;
+    let mut client = connect(&format!("http://127.0.0.1:{grpc}"), None, &mut relay).await;
     relay
         .metrics_until("the whole capture published", |m| {
             m.contains(&format!(

@@ -51,6 +51,7 @@ pub async fn start(cfg: RelayConfig) -> TestRelay {
     let server = tokio::spawn(skyhouse_relay::serve(
         listener,
         hub.clone(),
+        skyhouse_relay::ServeConfig::insecure(),
         shutdown.clone(),
     ));
     TestRelay {

@@ -3,7 +3,7 @@
 
 use skyhouse_relay::pb::{Action, Operation, Source, StreamRequest};
 use skyhouse_relay::tonic::Code;
-use skyhouse_relay::{OpRef, Prepared, Pusher, RelayConfig};
+use skyhouse_relay::{ClientConfig, OpRef, Prepared, Pusher, RelayConfig};
 use skyhouse_transform::Rows;
 use skyhouse_transform::{CollectionFilter, Decoder, OpsTap};
 use tokio_util::sync::CancellationToken;
@@ -308,8 +308,12 @@ async fn the_pipeline_push_delivers_every_operation_tagged_backfill() {
         }
         groups.push(rows.records);
     }
-    let (pusher, task) =
-        Pusher::connect(&relay.url, Source::Backfill, CancellationToken::new()).expect("pusher");
+    let (pusher, task) = Pusher::connect(
+        &ClientConfig::new(relay.url.clone(), None),
+        Source::Backfill,
+        CancellationToken::new(),
+    )
+    .expect("pusher");
     for g in &groups {
         pusher.offer(g);
     }
@@ -362,8 +366,12 @@ async fn a_relay_that_is_down_costs_the_pipeline_only_drops_and_gets_the_queue_w
         .expect("addr")
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let (pusher, task) =
-        Pusher::connect(&url, Source::Live, CancellationToken::new()).expect("pusher");
+    let (pusher, task) = Pusher::connect(
+        &ClientConfig::new(url.clone(), None),
+        Source::Live,
+        CancellationToken::new(),
+    )
+    .expect("pusher");
     let mut decoder = Decoder::new(CollectionFilter::new(["*"]).expect("filter"));
     let mut rows = Rows::default();
     let text = std::fs::read_to_string(corpus_jsonl()).expect("corpus");
@@ -386,6 +394,7 @@ async fn a_relay_that_is_down_costs_the_pipeline_only_drops_and_gets_the_queue_w
     tokio::spawn(skyhouse_relay::serve(
         listener,
         hub.clone(),
+        skyhouse_relay::ServeConfig::insecure(),
         shutdown.clone(),
     ));
     drop(pusher);
@@ -434,8 +443,12 @@ async fn a_group_larger_than_one_grpc_message_is_pushed_in_pieces() {
             ..Default::default()
         })
         .collect();
-    let (pusher, task) =
-        Pusher::connect(&relay.url, Source::Live, CancellationToken::new()).expect("pusher");
+    let (pusher, task) = Pusher::connect(
+        &ClientConfig::new(relay.url.clone(), None),
+        Source::Live,
+        CancellationToken::new(),
+    )
+    .expect("pusher");
     pusher.offer(&rows);
     assert_eq!(pusher.dropped(), 0);
     drop(pusher);
@@ -446,4 +459,67 @@ async fn a_group_larger_than_one_grpc_message_is_pushed_in_pieces() {
     let want: Vec<String> = (0..24).map(|i| format!("r{i}")).collect();
     assert_eq!(rkeys, want);
     assert!(got.iter().all(|o| o.record_json == big));
+}
+
+#[tokio::test]
+async fn the_push_carries_its_token_and_a_refused_one_publishes_nothing() {
+    let dir = std::env::temp_dir().join(format!("skyhouse-relay-push-auth-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let tokens = dir.join("tokens.json");
+    let file = skyhouse_relay::TokenFile::new(&tokens);
+    let (_, publish) = file
+        .create("indexer", &[skyhouse_relay::Scope::Publish])
+        .expect("token");
+    let (_, subscribe) = file
+        .create("reader", &[skyhouse_relay::Scope::Subscribe])
+        .expect("token");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = CancellationToken::new();
+    let hub = skyhouse_relay::Hub::new(RelayConfig::default(), FIRST, shutdown.clone());
+    let serve = skyhouse_relay::ServeConfig {
+        auth: skyhouse_relay::Auth::from_file(&tokens).expect("auth"),
+        tls: None,
+    };
+    tokio::spawn(skyhouse_relay::serve(
+        listener,
+        hub.clone(),
+        serve,
+        shutdown.clone(),
+    ));
+    let rows: Vec<skyhouse_transform::RecordRow> = (0..3)
+        .map(|i| skyhouse_transform::RecordRow {
+            did: "did:plc:push".into(),
+            collection: "app.bsky.feed.like".into(),
+            rkey: format!("r{i}"),
+            record: "{}".into(),
+            ..Default::default()
+        })
+        .collect();
+    // A subscribe-only token: the relay refuses the push, nothing is published.
+    let (pusher, task) = Pusher::connect(
+        &ClientConfig::new(url.clone(), Some(subscribe)),
+        Source::Live,
+        shutdown.child_token(),
+    )
+    .expect("pusher");
+    pusher.offer(&rows);
+    drop(pusher);
+    task.await.expect("push task");
+    assert_eq!(hub.window().newest, FIRST - 1, "nothing published");
+    // The publish token: all three.
+    let (pusher, task) = Pusher::connect(
+        &ClientConfig::new(url, Some(publish)),
+        Source::Live,
+        shutdown.child_token(),
+    )
+    .expect("pusher");
+    pusher.offer(&rows);
+    drop(pusher);
+    task.await.expect("push task");
+    assert_eq!(hub.window().newest, FIRST - 1 + 3);
+    shutdown.cancel();
 }
