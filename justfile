@@ -150,7 +150,8 @@ deps-system:
     set -euo pipefail
     # prometheus: its promtool checks the dashboards' PromQL and docker/prometheus.yml (ops tests).
     # zookeeper: the local cluster's coordinator (`just cluster-up`, the cluster tests).
-    pkgs=(clickhouse-server clickhouse-client redis-server prometheus zookeeper)
+    # postgresql: the reference AppView's database (the testkit runs its own cluster).
+    pkgs=(clickhouse-server clickhouse-client redis-server prometheus zookeeper postgresql)
     missing=()
     for p in "${pkgs[@]}"; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
@@ -162,7 +163,7 @@ deps-system:
         exit 0
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "deps: missing ${missing[*]} and no apt-get here: install ClickHouse, Redis, ZooKeeper and promtool yourself" >&2
+        echo "deps: missing ${missing[*]} and no apt-get here: install ClickHouse, Redis, ZooKeeper, PostgreSQL and promtool yourself" >&2
         exit 1
     fi
     sudo=()

@@ -54,6 +54,9 @@ impl ClickHouse {
             ready: &|ports| ping(ports[0]),
             probe: "GET /ping",
             logs: &["log/clickhouse-server.err.log", "stdout.log"],
+            timeout: None,
+            run_as: None,
+            stop_signal: None,
         })?;
         let port = started.ports[0];
         let version = run(port, None, "SELECT version()")?.trim().to_owned();

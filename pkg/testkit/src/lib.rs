@@ -97,6 +97,33 @@
 //! # }
 //! ```
 //!
+//! # The reference AppView
+//!
+//! [`AppViewNetwork`] runs `node e2e/network.mjs --appview`: dev-env's
+//! `TestNetwork`, i.e. the network above plus the reference AppView
+//! (`@atproto/bsky`) and Ozone, on the test binary's [`Postgres`].
+//! [`AppViewNetwork::process_all`] waits until the AppView has indexed
+//! everything the PDS emitted; [`AppView`] reads posts, profiles and feeds
+//! from it; [`CountsScenario::run`] writes every case where counts, handles
+//! and visibility can differ between indexers.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use skyhouse_testkit::{AppViewNetwork, CountsScenario, Viewer};
+//!
+//! let network = AppViewNetwork::shared();
+//! let scenario = CountsScenario::run(network).await.expect("scenario");
+//! network.process_all().await.expect("AppView caught up");
+//! let post = network
+//!     .appview()
+//!     .get_post(&scenario.duplicates.post.uri, Viewer::Anonymous)
+//!     .await
+//!     .expect("getPosts")
+//!     .expect("shown");
+//! assert_eq!(post.like_count, 2); // three like records, two accounts
+//! # }
+//! ```
+//!
 //! # Faults, generated streams, comparisons
 //!
 //! [`proxy::FaultProxy`] sits between a client and the real ClickHouse and
@@ -108,13 +135,16 @@
 //! misbehaving WebSocket server.
 #![deny(missing_docs)]
 
+mod appview;
 mod clickhouse;
 mod cluster;
 pub mod compare;
+pub mod counts;
 pub mod dashboards;
 pub mod firehose;
 mod http;
 mod network;
+mod postgres;
 mod process;
 pub mod proxy;
 mod redis;
@@ -124,14 +154,17 @@ mod truth;
 pub mod ws;
 mod xrpc;
 
+pub use appview::{AppView, FeedPage, FeedViewPost, PostView, ProfileBasic, ProfileView, Viewer};
 pub use clickhouse::{ClickHouse, TestDatabase};
 pub use cluster::{Cluster, ClusterDatabase, ClusterNode, ZooKeeper, CLUSTER_NAME};
+pub use counts::CountsScenario;
 pub use firehose::{read_firehose, FirehoseMessage};
-pub use network::{e2e_dir, Network, NetworkInfo};
+pub use network::{e2e_dir, AppViewInfo, AppViewNetwork, Network, NetworkInfo};
+pub use postgres::Postgres;
 pub use redis::{PrivateRedis, Redis, Reply};
 pub use scenario::{now_rfc3339, Edit, Expected, FacetExpectation, Scenario};
 pub use truth::{walk_car, AccountStatus, Records, Truth, TruthError};
-pub use xrpc::{Account, Auth, ListedRecord, Pds, RepoStatus, Written, XrpcError};
+pub use xrpc::{Account, Auth, ListedRecord, Pds, RepoStatus, WriteOp, Written, XrpcError};
 
 /// `(car, expected listing)` pairs from `pkg/atproto/testdata/expected/cars.tsv`
 /// under `testdata`: every repository CAR the tests walk and the listing an

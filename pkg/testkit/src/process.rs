@@ -20,7 +20,7 @@ pub(crate) const ATTEMPTS: u32 = 5;
 
 /// The one-line hint shown when a server binary is missing.
 const INSTALL_HINT: &str = "run `just deps` or \
-     `apt-get install -y clickhouse-server clickhouse-client redis-server zookeeper`";
+     `apt-get install -y clickhouse-server clickhouse-client redis-server zookeeper postgresql`";
 
 /// The watchdog run by `/bin/sh -c`: `$1` is the server's directory, `$2`
 /// `remove` (delete the directory at the end: a throwaway server) or `keep`
@@ -40,6 +40,11 @@ const INSTALL_HINT: &str = "run `just deps` or \
 /// pid), itself waits for end-of-file, and then removes the directory if
 /// told to. The test process closes the pipe early (drops [`Watched`]) to
 /// stop a server that failed to start.
+///
+/// `$SKYHOUSE_STOP_SIGNAL` (default `KILL`) is the signal sent first; any
+/// other signal is followed by `SIGKILL` 5 s later if the server still runs
+/// (PostgreSQL gets `QUIT`, an immediate shutdown that, unlike `SIGKILL`,
+/// removes its System V shared memory segment).
 const WATCHDOG: &str = r#"
 dir=$1
 remove=$2
@@ -50,7 +55,12 @@ server=$!
 echo "$server" >"$dir/server.pid"
 {
     read -r line <&3
-    kill -9 "$server" 2>/dev/null
+    signal=${SKYHOUSE_STOP_SIGNAL:-KILL}
+    kill -s "$signal" "$server" 2>/dev/null
+    if [ "$signal" != KILL ]; then
+        sleep 5
+        kill -9 "$server" 2>/dev/null
+    fi
 } &
 watcher=$!
 trap '' INT HUP
@@ -119,7 +129,7 @@ impl Watched {
 
 /// Writes a server's configuration into its directory (given its ports) and
 /// returns the server's arguments.
-pub(crate) type Prepare = dyn Fn(&Path, &[u16]) -> io::Result<Vec<String>>;
+pub(crate) type Prepare<'a> = dyn Fn(&Path, &[u16]) -> io::Result<Vec<String>> + 'a;
 
 /// What a caller needs to start one kind of server.
 pub(crate) struct ServerSpec<'a> {
@@ -130,13 +140,21 @@ pub(crate) struct ServerSpec<'a> {
     /// How many distinct spare ports the server needs.
     pub ports: usize,
     /// Writes the configuration into the directory and returns the arguments.
-    pub prepare: &'a Prepare,
+    pub prepare: &'a Prepare<'a>,
     /// True once the server answers on its ports.
     pub ready: &'a dyn Fn(&[u16]) -> bool,
     /// What the readiness probe is, for the timeout message.
     pub probe: &'a str,
     /// Log files (relative to the directory) worth showing when it fails.
     pub logs: &'a [&'a str],
+    /// How long the server may take to answer its probe (default [`START_TIMEOUT`]).
+    pub timeout: Option<Duration>,
+    /// Run the watchdog and the server as this `(uid, gid)` (PostgreSQL
+    /// refuses to run as root); `prepare` must give it the directory.
+    pub run_as: Option<(u32, u32)>,
+    /// The watchdog's first signal to the server (see [`WATCHDOG`]); `None`
+    /// for `SIGKILL`.
+    pub stop_signal: Option<&'a str>,
 }
 
 /// A running, answering server.
@@ -192,9 +210,19 @@ fn start_once(
         .map_err(|e| format!("testkit: cannot create a temporary directory: {e}"))?;
     let args = (spec.prepare)(&dir, &ports)
         .map_err(|e| format!("testkit: cannot write {} config: {e}", spec.binary))?;
-    let mut watched = spawn(&dir, binary, &args, true)
-        .map_err(|e| format!("testkit: cannot start {}: {e}", binary.display()))?;
-    let deadline = Instant::now() + START_TIMEOUT;
+    let mut watched = spawn_with(
+        &dir,
+        binary,
+        &args,
+        true,
+        &Launch {
+            run_as: spec.run_as,
+            stop_signal: spec.stop_signal,
+        },
+    )
+    .map_err(|e| format!("testkit: cannot start {}: {e}", binary.display()))?;
+    let timeout = spec.timeout.unwrap_or(START_TIMEOUT);
+    let deadline = Instant::now() + timeout;
     loop {
         if (spec.ready)(&ports) {
             return Ok(Ok(Started {
@@ -222,7 +250,7 @@ fn start_once(
                 "testkit: {} did not answer {} on 127.0.0.1 ports {ports:?} within {} s; {logs}",
                 binary.display(),
                 spec.probe,
-                START_TIMEOUT.as_secs()
+                timeout.as_secs()
             ));
         }
         thread::sleep(Duration::from_millis(20));
@@ -231,13 +259,32 @@ fn start_once(
 
 /// Finds a server binary on `PATH` or in the usual `sbin` directories
 /// (which are not on a normal user's `PATH`).
+///
+/// Debian keeps PostgreSQL's server programs in `/usr/lib/postgresql/<major>/bin`,
+/// off `PATH`: the newest major version there is searched last.
 pub(crate) fn find_binary(name: &str) -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
+        .chain(postgresql_bin_dirs())
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| format!("{name} not found on PATH or in /usr/sbin: {INSTALL_HINT}"))
+}
+
+/// `/usr/lib/postgresql/<major>/bin`, newest major version first.
+fn postgresql_bin_dirs() -> Vec<PathBuf> {
+    let mut majors: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let major = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((major, entry.path().join("bin")))
+        })
+        .collect();
+    majors.sort_by_key(|m| std::cmp::Reverse(m.0));
+    majors.into_iter().map(|(_, dir)| dir).collect()
 }
 
 /// A new, empty directory unique to this process, kind and attempt.
@@ -274,7 +321,34 @@ pub(crate) fn spawn(
     args: &[String],
     remove: bool,
 ) -> io::Result<Watched> {
+    spawn_with(dir, binary, args, remove, &Launch::default())
+}
+
+/// How [`spawn_with`] runs the watchdog besides the defaults.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Launch<'a> {
+    /// `(uid, gid)` for the watchdog and the server (supplementary groups
+    /// are dropped when the test process is root).
+    pub run_as: Option<(u32, u32)>,
+    /// The watchdog's first signal (see [`WATCHDOG`]).
+    pub stop_signal: Option<&'a str>,
+}
+
+/// [`spawn`] with a user to run as and a stop signal.
+pub(crate) fn spawn_with(
+    dir: &Path,
+    binary: &Path,
+    args: &[String],
+    remove: bool,
+    launch: &Launch<'_>,
+) -> io::Result<Watched> {
     let mut command = Command::new("/bin/sh");
+    if let Some((uid, gid)) = launch.run_as {
+        command.uid(uid).gid(gid);
+    }
+    if let Some(signal) = launch.stop_signal {
+        command.env("SKYHOUSE_STOP_SIGNAL", signal);
+    }
     command
         .arg("-c")
         .arg(WATCHDOG)

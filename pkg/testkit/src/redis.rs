@@ -123,6 +123,9 @@ fn spec(kind: &str) -> ServerSpec<'_> {
         ready: &answers_ping,
         probe: "PING",
         logs: &["stdout.log"],
+        timeout: None,
+        run_as: None,
+        stop_signal: None,
     }
 }
 

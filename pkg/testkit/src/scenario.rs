@@ -147,7 +147,7 @@ pub fn now_rfc3339() -> String {
 
 /// A suffix that makes handles unique per run and per call (the PDS limits
 /// the first label to 18 characters: `alice-` + 6).
-fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -173,7 +173,7 @@ fn unique_suffix() -> String {
 }
 
 /// The `{index, features}` facet for the first `needle` in `text`.
-fn facet(text: &str, needle: &str, feature: Value) -> Value {
+pub(crate) fn facet(text: &str, needle: &str, feature: Value) -> Value {
     let start = text.find(needle).expect("scenario: facet text present");
     json!({
         "index": { "byteStart": start, "byteEnd": start + needle.len() },

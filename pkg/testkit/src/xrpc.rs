@@ -146,6 +146,90 @@ pub struct RepoStatus {
     pub rev: Option<String>,
 }
 
+/// One write of [`Pds::apply_writes`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Create a record (the PDS picks a TID record key when `rkey` is `None`).
+    Create {
+        /// The collection NSID.
+        collection: String,
+        /// The record key, if not a fresh TID.
+        rkey: Option<String>,
+        /// The record.
+        value: Value,
+    },
+    /// Replace the record at `collection/rkey`.
+    Update {
+        /// The collection NSID.
+        collection: String,
+        /// The record key.
+        rkey: String,
+        /// The new record.
+        value: Value,
+    },
+    /// Delete the record at `collection/rkey`.
+    Delete {
+        /// The collection NSID.
+        collection: String,
+        /// The record key.
+        rkey: String,
+    },
+}
+
+impl WriteOp {
+    /// A create with a TID record key.
+    pub fn create(collection: &str, value: Value) -> WriteOp {
+        WriteOp::Create {
+            collection: collection.to_string(),
+            rkey: None,
+            value,
+        }
+    }
+
+    /// A delete of the record `written` names.
+    pub fn delete(written: &Written) -> WriteOp {
+        WriteOp::Delete {
+            collection: written.collection().to_string(),
+            rkey: written.rkey().to_string(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            WriteOp::Create {
+                collection,
+                rkey,
+                value,
+            } => {
+                let mut op = json!({
+                    "$type": "com.atproto.repo.applyWrites#create",
+                    "collection": collection,
+                    "value": value,
+                });
+                if let Some(rkey) = rkey {
+                    op["rkey"] = json!(rkey);
+                }
+                op
+            }
+            WriteOp::Update {
+                collection,
+                rkey,
+                value,
+            } => json!({
+                "$type": "com.atproto.repo.applyWrites#update",
+                "collection": collection,
+                "rkey": rkey,
+                "value": value,
+            }),
+            WriteOp::Delete { collection, rkey } => json!({
+                "$type": "com.atproto.repo.applyWrites#delete",
+                "collection": collection,
+                "rkey": rkey,
+            }),
+        }
+    }
+}
+
 /// Who a call authenticates as.
 #[derive(Debug, Clone, Copy)]
 pub enum Auth<'a> {
@@ -196,46 +280,14 @@ impl Pds {
     }
 
     async fn send(&self, nsid: &str, req: RequestBuilder) -> Result<reqwest::Response, XrpcError> {
-        let response = req.send().await.map_err(|source| XrpcError::Http {
-            method: nsid.to_string(),
-            source,
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let body = response.bytes().await.unwrap_or_default();
-        #[derive(Deserialize, Default)]
-        struct ErrorBody {
-            #[serde(default)]
-            error: String,
-            #[serde(default)]
-            message: String,
-        }
-        let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_else(|_| ErrorBody {
-            error: String::new(),
-            message: String::from_utf8_lossy(&body).into_owned(),
-        });
-        Err(XrpcError::Status {
-            method: nsid.to_string(),
-            status: status.as_u16(),
-            error: parsed.error,
-            message: parsed.message,
-        })
+        send(nsid, req).await
     }
 
     async fn json<T: DeserializeOwned>(
         nsid: &str,
         response: reqwest::Response,
     ) -> Result<T, XrpcError> {
-        let bytes = response.bytes().await.map_err(|source| XrpcError::Http {
-            method: nsid.to_string(),
-            source,
-        })?;
-        serde_json::from_slice(&bytes).map_err(|e| XrpcError::Decode {
-            method: nsid.to_string(),
-            detail: format!("{e}: {}", String::from_utf8_lossy(&bytes)),
-        })
+        json_body(nsid, response).await
     }
 
     /// A query (`GET /xrpc/<nsid>?params`), its JSON output.
@@ -452,6 +504,59 @@ impl Pds {
             .to_string())
     }
 
+    /// `com.atproto.repo.applyWrites`: every write in one commit, in order.
+    /// Unlike the AppView, the PDS accepts several likes, reposts or follows
+    /// of one subject by one account, which is how a test makes duplicates.
+    /// The result has, per write, the record written (`None` for a delete),
+    /// each with the commit's rev.
+    pub async fn apply_writes(
+        &self,
+        account: &Account,
+        writes: &[WriteOp],
+    ) -> Result<Vec<Option<Written>>, XrpcError> {
+        let nsid = "com.atproto.repo.applyWrites";
+        let body = json!({
+            "repo": account.did,
+            "writes": writes.iter().map(WriteOp::to_json).collect::<Vec<_>>(),
+        });
+        let out = self.procedure(nsid, &body, Auth::User(account)).await?;
+        let rev = out
+            .pointer("/commit/rev")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let results = out
+            .get("results")
+            .and_then(Value::as_array)
+            .ok_or_else(|| XrpcError::Decode {
+                method: nsid.to_string(),
+                detail: format!("no results in {out}"),
+            })?;
+        if results.len() != writes.len() {
+            return Err(XrpcError::Decode {
+                method: nsid.to_string(),
+                detail: format!(
+                    "{} results for {} writes: {out}",
+                    results.len(),
+                    writes.len()
+                ),
+            });
+        }
+        results
+            .iter()
+            .map(|result| {
+                if result.get("uri").is_none() {
+                    return Ok(None); // a #deleteResult
+                }
+                Ok(Some(Written {
+                    uri: string_field(nsid, result, "uri")?,
+                    cid: string_field(nsid, result, "cid")?,
+                    rev: rev.clone(),
+                }))
+            })
+            .collect()
+    }
+
     // --- reads --------------------------------------------------------------
 
     /// `com.atproto.sync.getRepo` as the admin (so deactivated and taken-down
@@ -598,7 +703,7 @@ impl Pds {
     }
 }
 
-fn string_field(nsid: &str, out: &Value, field: &str) -> Result<String, XrpcError> {
+pub(crate) fn string_field(nsid: &str, out: &Value, field: &str) -> Result<String, XrpcError> {
     out.get(field)
         .and_then(Value::as_str)
         .map(str::to_string)
@@ -606,4 +711,50 @@ fn string_field(nsid: &str, out: &Value, field: &str) -> Result<String, XrpcErro
             method: nsid.to_string(),
             detail: format!("no string {field:?} in {out}"),
         })
+}
+
+/// Sends an XRPC request: the response when its status is a success,
+/// otherwise the XRPC error it carries.
+pub(crate) async fn send(nsid: &str, req: RequestBuilder) -> Result<reqwest::Response, XrpcError> {
+    let response = req.send().await.map_err(|source| XrpcError::Http {
+        method: nsid.to_string(),
+        source,
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    #[derive(Deserialize, Default)]
+    struct ErrorBody {
+        #[serde(default)]
+        error: String,
+        #[serde(default)]
+        message: String,
+    }
+    let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_else(|_| ErrorBody {
+        error: String::new(),
+        message: String::from_utf8_lossy(&body).into_owned(),
+    });
+    Err(XrpcError::Status {
+        method: nsid.to_string(),
+        status: status.as_u16(),
+        error: parsed.error,
+        message: parsed.message,
+    })
+}
+
+/// The JSON body of a successful XRPC response.
+pub(crate) async fn json_body<T: DeserializeOwned>(
+    nsid: &str,
+    response: reqwest::Response,
+) -> Result<T, XrpcError> {
+    let bytes = response.bytes().await.map_err(|source| XrpcError::Http {
+        method: nsid.to_string(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| XrpcError::Decode {
+        method: nsid.to_string(),
+        detail: format!("{e}: {}", String::from_utf8_lossy(&bytes)),
+    })
 }

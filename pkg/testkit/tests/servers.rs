@@ -156,3 +156,55 @@ fn private_redis_stops_and_restarts_empty_on_the_same_port() {
     assert_eq!(redis.command(&["GET", "k"]), Reply::Bulk(None));
     assert_eq!(redis.command(&["PING"]), Reply::Status("PONG".into()));
 }
+
+#[test]
+fn postgres_answers_psql_on_loopback_only() {
+    let pg = skyhouse_testkit::Postgres::shared();
+    assert!(pg.url().starts_with("postgresql://postgres@127.0.0.1:"));
+    assert!(pg.version().contains("PostgreSQL"), "{}", pg.version());
+    let out = Command::new("psql")
+        .args([
+            pg.url().as_str(),
+            "--no-psqlrc",
+            "--tuples-only",
+            "--no-align",
+        ])
+        .args([
+            "--command",
+            "SELECT 40 + 2, current_setting('listen_addresses'), current_setting('fsync')",
+        ])
+        .output()
+        .expect("psql runs (Debian's postgresql-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "42|127.0.0.1|off"
+    );
+    // The server runs as an unprivileged user even when the tests run as root.
+    let out = Command::new("psql")
+        .args([
+            pg.url().as_str(),
+            "--no-psqlrc",
+            "--tuples-only",
+            "--no-align",
+        ])
+        .args(["--command", "SELECT pg_read_file('postmaster.pid')"])
+        .output()
+        .expect("psql runs");
+    let pid = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+        .expect("postmaster.pid starts with the pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server's status");
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("Uid line");
+    assert_ne!(uid, "0", "postgres runs as root");
+}
