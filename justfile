@@ -34,6 +34,11 @@ bench-deps:
         npm ci --no-audit --no-fund
     fi
 
+# Soak (not in CI): the indexer replays a generated 10M-event stream in a loop for MINUTES while ClickHouse, Redis and source faults fire at random; prints RSS, descriptors and threads every 10 s, then compares ClickHouse with a clean load (ARGS: --events N, --dids N, --seed N, --sample-secs S)
+soak MINUTES="30" *ARGS: deps-system
+    cargo build --release -q -p skyhouse --bin skyhouse --example soak
+    target/release/examples/soak --skyhouse target/release/skyhouse --minutes {{ MINUTES }} {{ ARGS }}
+
 # Walk+decode throughput of a repository CAR: skyhouse vs @atproto/repo, then vs iroh-car and serde_ipld_dagcbor (default: a generated 30k-record repo)
 bench-car FILE="": bench-deps
     #!/usr/bin/env bash

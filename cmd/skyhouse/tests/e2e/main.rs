@@ -18,6 +18,10 @@
 //!   records, cursors, keys, the SQL explorer, hostile parameters, OpenAPI.
 //! - `redis_down`: Redis killed mid-stream: indexing goes on, the cursor is
 //!   saved once Redis is back.
+//! - `faults`: a ClickHouse behind a fault-injecting proxy (stalls, resets,
+//!   502 pages, truncated answers, unknown error codes), Redis stopped for
+//!   30 s, a source that cuts frames and sends garbage: nothing is lost, the
+//!   process recovers by itself, the cursor never runs ahead of ClickHouse.
 //! - `health`: `/health` names what fails: an unreachable source, lag over
 //!   `--health-max-lag-secs` (and passes once the source is idle), Redis
 //!   stopped under a running service; ready on the PDS's firehose.
@@ -33,6 +37,7 @@
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
 mod backfill;
+mod faults;
 mod firehose;
 mod health;
 mod jetstream;
