@@ -56,7 +56,8 @@ pub const FILTERED_COLLECTION: &str = "com.example.synth.note";
 /// "at least" also holds after later events of the same key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
-    /// A `records` row (a create, an update or a delete's tombstone).
+    /// A row in `records` and in the collection's typed table (a create,
+    /// an update or a delete's tombstone).
     Record {
         /// The repository.
         did: String,
@@ -66,6 +67,8 @@ pub enum Expect {
         rkey: String,
         /// The commit's rev as an integer.
         version: u64,
+        /// The collection's typed table (`posts`, `likes`, …).
+        table: &'static str,
     },
     /// An `identities` row.
     Identity {
@@ -124,6 +127,22 @@ enum Kind {
 }
 
 impl Kind {
+    /// The typed table of the collection (the filtered one has none).
+    fn table(self) -> &'static str {
+        match self {
+            Kind::Post => "posts",
+            Kind::Like => "likes",
+            Kind::Repost => "reposts",
+            Kind::Follow => "follows",
+            Kind::Block => "blocks",
+            Kind::Profile => "profiles",
+            Kind::List => "lists",
+            Kind::ListItem => "list_items",
+            Kind::Declaration => "chat_declarations",
+            _ => "",
+        }
+    }
+
     fn collection(self) -> Option<&'static str> {
         Some(match self {
             Kind::Post => "app.bsky.feed.post",
@@ -196,22 +215,17 @@ impl Synth {
         out.flush()
     }
 
-    /// What the `n` events at or before position `time_us` leave in
-    /// ClickHouse (within the first loop's indices; nothing before event 0).
-    pub fn expected_before(&self, time_us: i64, n: u64) -> Vec<(u64, Expect)> {
-        let Some(last) = Synth::index_at(time_us) else {
-            return Vec::new();
-        };
-        (last.saturating_sub(n - 1)..=last)
+    /// What events `first..=last` (global indices) leave in ClickHouse.
+    pub fn expected(&self, first: u64, last: u64) -> Vec<(u64, Expect)> {
+        (first..=last)
             .map(|g| (g, self.event(g).expect))
             .filter(|(_, e)| *e != Expect::Nothing)
             .collect()
     }
 
     /// Checks that ClickHouse database `db` holds what the last `n` events
-    /// at or before position `time_us` leave there; returns how many were
-    /// checked, or one line per event whose row is missing (or older than
-    /// the event). Used on a saved cursor: whatever it covers must be stored.
+    /// at or before position `time_us` leave there: see
+    /// [`check_range`](Self::check_range). Nothing to check before event 0.
     ///
     /// # Panics
     ///
@@ -223,14 +237,40 @@ impl Synth {
         time_us: i64,
         n: u64,
     ) -> Result<usize, Vec<String>> {
-        let expects = self.expected_before(time_us, n);
+        match Synth::index_at(time_us) {
+            Some(last) if n > 0 => self.check_range(server, db, last.saturating_sub(n - 1), last),
+            _ => Ok(0),
+        }
+    }
+
+    /// Checks that ClickHouse database `db` holds what events `first..=last`
+    /// (global indices) leave there: for each, a row of its key with at
+    /// least its version in `records` and its typed table, `identities` or
+    /// `accounts`. Returns how many events were checked, or one line per
+    /// missing (or older) row. Used on a saved cursor: whatever it covers
+    /// must be stored.
+    ///
+    /// # Panics
+    ///
+    /// If a query fails.
+    pub fn check_range(
+        &self,
+        server: &ClickHouse,
+        db: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<usize, Vec<String>> {
+        let expects = self.expected(first, last);
         let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
         let mut dids = BTreeSet::new();
+        let mut tables = BTreeSet::new();
         for (_, e) in &expects {
             match e {
-                Expect::Record { did, .. }
-                | Expect::Identity { did, .. }
-                | Expect::Account { did, .. } => {
+                Expect::Record { did, table, .. } => {
+                    dids.insert(quote(did));
+                    tables.insert(*table);
+                }
+                Expect::Identity { did, .. } | Expect::Account { did, .. } => {
                     dids.insert(quote(did));
                 }
                 Expect::Nothing => {}
@@ -252,6 +292,23 @@ impl Synth {
             "SELECT concat(did, '/', collection, '/', rkey), max(version) FROM {db}.records \
              WHERE did IN ({in_list}) GROUP BY did, collection, rkey FORMAT TSV"
         ));
+        let typed = if tables.is_empty() {
+            BTreeMap::new()
+        } else {
+            newest(
+                tables
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "SELECT concat('{t}/', did, '/', rkey) AS k, max(version) AS v FROM {db}.{t} \
+                             WHERE did IN ({in_list}) GROUP BY did, rkey"
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+                    + " FORMAT TSV",
+            )
+        };
         let identities = newest(format!(
             "SELECT did, max(version) FROM {db}.identities WHERE did IN ({in_list}) GROUP BY did FORMAT TSV"
         ));
@@ -260,23 +317,38 @@ impl Synth {
         ));
         let mut missing = Vec::new();
         for (g, e) in &expects {
-            let (table, key, version) = match e {
+            let rows: Vec<(&str, &BTreeMap<String, u64>, String, u64)> = match e {
                 Expect::Record {
                     did,
                     collection,
                     rkey,
                     version,
-                } => (&records, format!("{did}/{collection}/{rkey}"), *version),
-                Expect::Identity { did, version } => (&identities, did.clone(), *version),
-                Expect::Account { did, version } => (&accounts, did.clone(), *version),
+                    table,
+                } => vec![
+                    (
+                        "records",
+                        &records,
+                        format!("{did}/{collection}/{rkey}"),
+                        *version,
+                    ),
+                    (table, &typed, format!("{table}/{did}/{rkey}"), *version),
+                ],
+                Expect::Identity { did, version } => {
+                    vec![("identities", &identities, did.clone(), *version)]
+                }
+                Expect::Account { did, version } => {
+                    vec![("accounts", &accounts, did.clone(), *version)]
+                }
                 Expect::Nothing => continue,
             };
-            match table.get(&key) {
-                Some(v) if *v >= version => {}
-                got => missing.push(format!(
-                    "event {g} (time_us {}): {key} version {version}, stored {got:?}",
-                    Synth::time_us(*g)
-                )),
+            for (table, stored, key, version) in rows {
+                match stored.get(&key) {
+                    Some(v) if *v >= version => {}
+                    got => missing.push(format!(
+                        "event {g} (time_us {}): {table} {key} version {version}, stored {got:?}",
+                        Synth::time_us(*g)
+                    )),
+                }
             }
         }
         if missing.is_empty() {
@@ -484,16 +556,18 @@ impl Synth {
                         Kind::Delete | Kind::Identity | Kind::Account | Kind::Filtered
                     )
                 });
-                let (did, collection, rkey) = match target {
+                let (did, collection, rkey, table) = match target {
                     Some(j) => (
                         self.did(j),
                         self.kind(j).collection().unwrap_or_default().to_owned(),
                         self.rkey(j),
+                        self.kind(j).table(),
                     ),
                     None => (
                         self.did(i),
                         "app.bsky.feed.post".to_owned(),
                         tid(i).to_string(),
+                        Kind::Post.table(),
                     ),
                 };
                 let version = tid(i).to_u64();
@@ -508,6 +582,7 @@ impl Synth {
                         collection,
                         rkey,
                         version,
+                        table,
                     },
                 )
             }
@@ -530,6 +605,7 @@ impl Synth {
                         collection: collection.clone(),
                         rkey: rkey.clone(),
                         version,
+                        table: kind.table(),
                     }
                 };
                 (

@@ -200,12 +200,22 @@ async fn backfill_under_clickhouse_faults_stores_what_a_clean_backfill_stores() 
         rounds += 1;
         enqueue(&setup, &dids);
         wait_until(
-            &format!("round {rounds} backfilled ({})", proxy.stats()),
+            &format!("round {rounds} backfilled"),
             || {
                 work.assert_running();
                 settled(&setup).then_some(())
             },
-            || std::fs::read_to_string(&log).unwrap_or_default(),
+            || {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!(
+                    "{}\n{}\n{:?}",
+                    proxy.stats(),
+                    tail.join("\n"),
+                    status(&setup)
+                )
+            },
         );
     }
     proxy.clear();

@@ -8,8 +8,8 @@ use skyhouse_testkit::synth::Synth;
 use skyhouse_testkit::{ClickHouse, Redis};
 
 use super::{
-    assert_samples, clean_run, cursor_key, every_fault, every_fault_fired, retries, start_indexer,
-    synth, wait_cursor, Feeder, Fifo, Sampler,
+    assert_samples, clean_run, cursor_key, every_fault, every_fault_fired, feed_in_steps, retries,
+    start_indexer, synth, wait_cursor, Feeder, Fifo, Sampler,
 };
 use crate::Setup;
 
@@ -62,19 +62,20 @@ async fn indexer_under_clickhouse_faults_stores_what_a_clean_run_stores() {
             redis.port(),
             &key,
             Synth::time_us(fed - 1),
-            &format!("faulty run, {fed} events fed ({})", proxy.stats()),
+            || format!("faulty run, {fed} events fed ({})", proxy.stats()),
         );
     }
     proxy.clear();
     let stats = proxy.stats();
     println!("faults injected: {stats}");
-    feeder.feed_to(synth.len());
-    wait_cursor(
+    feed_in_steps(
+        &feeder,
         &mut indexer,
         redis.port(),
         &key,
-        Synth::time_us(synth.len() - 1),
-        "faulty run, the whole stream fed",
+        fed,
+        synth.len(),
+        STEP,
     );
 
     // The retries are counted, by reason: every fault on an insert made an
@@ -103,6 +104,11 @@ async fn indexer_under_clickhouse_faults_stores_what_a_clean_run_stores() {
     );
     assert!(
         reason("unknown_code") >= on_inserts(FaultKind::UnknownError),
+        "{by_reason:?} {stats}"
+    );
+    assert!(
+        reason("network") + reason("garbled")
+            >= on_inserts(FaultKind::Reset) + on_inserts(FaultKind::Truncate),
         "{by_reason:?} {stats}"
     );
     let (status, health) = indexer.get("/health").await;

@@ -20,9 +20,11 @@
 //!
 //! The cursor check: a thread reads the saved cursor from Redis every
 //! 100 ms and, right after each read, checks that ClickHouse holds the rows
-//! of the last [`LOOKBACK`] events at or before it (the generator knows each
-//! event's position and rows). Data only grows, so a row missing at check
-//! time was missing when the cursor was saved.
+//! (`records`, the typed table, `identities`, `accounts`) of every event at
+//! or before it that an earlier value did not cover, and of the last
+//! [`LOOKBACK`] again (the generator knows each event's position and rows).
+//! Data only grows, so a row missing at check time was missing when the
+//! cursor was saved.
 
 mod backfill;
 mod clickhouse;
@@ -54,8 +56,12 @@ pub const EVENTS: u64 = 30_000;
 /// handle and status changes).
 pub const DIDS: u64 = 2_000;
 
-/// Events checked behind each sampled cursor.
+/// Events checked again behind each sampled cursor (those it newly covers
+/// are all checked).
 pub const LOOKBACK: u64 = 50;
+
+/// Events checked per round of queries.
+const CHECK_CHUNK: u64 = 2_000;
 
 /// How long a stalled request is held: far longer than the client's
 /// receive timeout ([`TIMEOUTS`]), so only a timeout ends it.
@@ -330,6 +336,7 @@ impl Sampler {
         let thread = thread::spawn(move || {
             let server = ClickHouse::shared();
             let mut s = Samples::default();
+            let mut checked_upto: Option<u64> = None;
             while !stopped.load(Ordering::SeqCst) {
                 match redis_get(redis_port, &key) {
                     Err(_) => s.failed_reads += 1,
@@ -348,14 +355,27 @@ impl Sampler {
                         if s.cursors.last() != Some(&c) {
                             s.cursors.push(c);
                         }
-                        match synth.check_stored(server, &db, c, LOOKBACK) {
-                            Ok(n) => s.events_checked += n as u64,
-                            Err(missing) => s.violations.push(format!(
-                                "saved cursor {c} is ahead of ClickHouse: {} of the last {LOOKBACK} \
-                                 events not stored:\n{}",
-                                missing.len(),
-                                missing.join("\n")
-                            )),
+                        // Every event up to c: those no earlier value covered,
+                        // and the last LOOKBACK again.
+                        if let Some(last) = Synth::index_at(c) {
+                            let first = checked_upto
+                                .map_or(0, |u: u64| u + 1)
+                                .min(last.saturating_sub(LOOKBACK - 1));
+                            checked_upto = Some(checked_upto.map_or(last, |u| u.max(last)));
+                            let mut from = first;
+                            while from <= last {
+                                let to = (from + CHECK_CHUNK - 1).min(last);
+                                match synth.check_range(server, &db, from, to) {
+                                    Ok(n) => s.events_checked += n as u64,
+                                    Err(missing) => s.violations.push(format!(
+                                        "saved cursor {c} is ahead of ClickHouse: {} rows of \
+                                         events {from}..={to} not stored, e.g.\n{}",
+                                        missing.len(),
+                                        missing[..missing.len().min(10)].join("\n")
+                                    )),
+                                }
+                                from = to + 1;
+                            }
                         }
                     }
                 }
@@ -383,8 +403,14 @@ impl Drop for Sampler {
 }
 
 /// Waits until the cursor saved under `key` is at least `target`, with the
-/// process running; panics after [`DEADLINE`] (with `what` and the log).
-pub fn wait_cursor(indexer: &mut Indexer, redis_port: u16, key: &str, target: i64, what: &str) {
+/// process running; panics after [`DEADLINE`] (with `what()` and the log).
+pub fn wait_cursor(
+    indexer: &mut Indexer,
+    redis_port: u16,
+    key: &str,
+    target: i64,
+    what: impl Fn() -> String,
+) {
     let deadline = Instant::now() + DEADLINE;
     loop {
         indexer.assert_running();
@@ -398,11 +424,34 @@ pub fn wait_cursor(indexer: &mut Indexer, redis_port: u16, key: &str, target: i6
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: the saved cursor did not reach {target} within {} s (it is {saved:?})\n{}",
+            "{}: the saved cursor did not reach {target} within {} s (it is {saved:?})\n{}",
+            what(),
             DEADLINE.as_secs(),
             indexer.log_tail()
         );
         thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Feeds events `from..to` in steps of `step`, each once the cursor covers
+/// the previous one: the cursor moves many times (more values to check).
+#[allow(clippy::too_many_arguments)]
+pub fn feed_in_steps(
+    feeder: &Feeder,
+    indexer: &mut Indexer,
+    redis_port: u16,
+    key: &str,
+    from: u64,
+    to: u64,
+    step: u64,
+) {
+    let mut fed = from;
+    while fed < to {
+        fed = (fed + step).min(to);
+        feeder.feed_to(fed);
+        wait_cursor(indexer, redis_port, key, Synth::time_us(fed - 1), || {
+            format!("{fed} events fed")
+        });
     }
 }
 

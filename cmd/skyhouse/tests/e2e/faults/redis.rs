@@ -9,12 +9,16 @@ use skyhouse_testkit::synth::Synth;
 use skyhouse_testkit::{ClickHouse, Redis};
 
 use super::{
-    assert_samples, clean_run, cursor_key, synth, wait_cursor, Feeder, Fifo, Sampler, LOOKBACK,
+    assert_samples, clean_run, cursor_key, feed_in_steps, synth, wait_cursor, Feeder, Fifo,
+    Sampler, LOOKBACK,
 };
 use crate::{metric, wait_until, Setup};
 
 /// How long Redis stays away.
 const OUTAGE: Duration = Duration::from_secs(30);
+
+/// Events fed at a time before and after the outage.
+const STEP: u64 = 1_000;
 
 /// Steps in which the stream goes on during the outage.
 const OUTAGE_STEPS: u64 = 10;
@@ -38,14 +42,7 @@ async fn redis_away_for_30_s_mid_replay_loses_nothing_and_the_cursor_is_saved_wh
     let sampler = Sampler::start(redis.port(), key.clone(), setup.db.name().to_owned(), synth);
     let feeder = Feeder::start(&fifo, synth);
     let third = synth.len() / 3;
-    feeder.feed_to(third);
-    wait_cursor(
-        &mut indexer,
-        redis.port(),
-        &key,
-        Synth::time_us(third - 1),
-        "before the outage",
-    );
+    feed_in_steps(&feeder, &mut indexer, redis.port(), &key, 0, third, STEP);
 
     // Redis goes away; the stream goes on.
     redis.stop();
@@ -85,20 +82,17 @@ async fn redis_away_for_30_s_mid_replay_loses_nothing_and_the_cursor_is_saved_wh
 
     // Redis is back (empty): the held cursor is saved, then the rest.
     redis.restart();
-    wait_cursor(
+    wait_cursor(&mut indexer, redis.port(), &key, during, || {
+        "the cursor saved once Redis is back".to_owned()
+    });
+    feed_in_steps(
+        &feeder,
         &mut indexer,
         redis.port(),
         &key,
-        during,
-        "the cursor saved once Redis is back",
-    );
-    feeder.feed_to(synth.len());
-    wait_cursor(
-        &mut indexer,
-        redis.port(),
-        &key,
-        Synth::time_us(synth.len() - 1),
-        "the whole stream",
+        2 * third,
+        synth.len(),
+        STEP,
     );
     feeder.finish();
     let status = indexer.wait_exit();
@@ -115,7 +109,7 @@ async fn redis_away_for_30_s_mid_replay_loses_nothing_and_the_cursor_is_saved_wh
         samples.failed_reads > 0,
         "Redis was never seen away: {samples:?}"
     );
-    assert_samples(&samples, 3);
+    assert_samples(&samples, 10);
 
     let result = Compare::new(ClickHouse::shared()).run(clean.db.name(), setup.db.name());
     assert!(result.is_equal(), "{result}");

@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 
-use skyhouse_atproto::cbor::{self, Map, Value};
 use skyhouse_atproto::frame::Frame;
 use skyhouse_testkit::compare::Compare;
 use skyhouse_testkit::ws::{serve, Script};
@@ -36,18 +35,6 @@ fn frames() -> Vec<(i64, Vec<u8>)> {
         out.push((seq, frame));
         at += 4 + len;
     }
-    out
-}
-
-/// A firehose `#error` frame (header `{op: -1}`).
-fn error_frame(error: &str, message: &str) -> Vec<u8> {
-    let mut header = Map::new();
-    header.insert("op", Value::Integer(-1));
-    let mut body = Map::new();
-    body.insert("error", Value::String(error.to_owned().into()));
-    body.insert("message", Value::String(message.to_owned().into()));
-    let mut out = cbor::encode(&Value::Map(header));
-    cbor::encode_into(&Value::Map(body), &mut out);
     out
 }
 
@@ -99,7 +86,7 @@ async fn a_misbehaving_firehose_loses_no_good_event() {
     script = send(script, 70..80).binary(vec![0u8; OVERSIZED]);
     // The client drops that connection itself; connection 3 resumes.
     script = send(script.silent(), 80..110)
-        .binary(error_frame("FutureCursor", "Cursor in the future."))
+        .error_frame("FutureCursor", Some("Cursor in the future."))
         .close();
     // Connection 4: the rest, then silence.
     script = send(script, 110..150);
@@ -136,10 +123,14 @@ async fn a_misbehaving_firehose_loses_no_good_event() {
         ) >= 1.0,
         "{scrape}"
     );
-    let future_cursor = scrape.lines().any(|l| {
-        !l.starts_with('#') && (l.contains("FutureCursor") || l.contains("future_cursor"))
-    });
-    assert!(future_cursor, "FutureCursor is not counted:\n{scrape}");
+    assert_eq!(
+        count(
+            "skyhouse_source_error_frames_total",
+            &["kind=\"future_cursor\""]
+        ),
+        1.0,
+        "{scrape}"
+    );
 
     let status = indexer.terminate();
     assert!(status.success(), "exit {status}:\n{}", indexer.log_tail());
