@@ -292,23 +292,15 @@ impl Synth {
             "SELECT concat(did, '/', collection, '/', rkey), max(version) FROM {db}.records \
              WHERE did IN ({in_list}) GROUP BY did, collection, rkey FORMAT TSV"
         ));
-        let typed = if tables.is_empty() {
-            BTreeMap::new()
-        } else {
-            newest(
-                tables
-                    .iter()
-                    .map(|t| {
-                        format!(
-                            "SELECT concat('{t}/', did, '/', rkey) AS k, max(version) AS v FROM {db}.{t} \
-                             WHERE did IN ({in_list}) GROUP BY did, rkey"
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" UNION ALL ")
-                    + " FORMAT TSV",
-            )
-        };
+        // One query per table: the DID list repeated in a UNION could pass
+        // ClickHouse's max_query_size (256 KiB).
+        let mut typed = BTreeMap::new();
+        for t in &tables {
+            typed.extend(newest(format!(
+                "SELECT concat('{t}/', did, '/', rkey), max(version) FROM {db}.{t} \
+                 WHERE did IN ({in_list}) GROUP BY did, rkey FORMAT TSV"
+            )));
+        }
         let identities = newest(format!(
             "SELECT did, max(version) FROM {db}.identities WHERE did IN ({in_list}) GROUP BY did FORMAT TSV"
         ));

@@ -60,8 +60,9 @@ pub const DIDS: u64 = 2_000;
 /// are all checked).
 pub const LOOKBACK: u64 = 50;
 
-/// Events checked per round of queries.
-const CHECK_CHUNK: u64 = 2_000;
+/// Events checked per round of queries (the DIDs of 1,000 events make an
+/// `IN` list of ~30 KB).
+const CHECK_CHUNK: u64 = 1_000;
 
 /// How long a stalled request is held: far longer than the client's
 /// receive timeout ([`TIMEOUTS`]), so only a timeout ends it.
