@@ -210,9 +210,19 @@ struct Rowsink {
 }
 
 impl Rowsink {
-    async fn send(&self, rows: Rows) -> Result<u64, BackfillError> {
+    /// Empty rows that keep what the tap (if any) asks for.
+    fn new_rows(&self) -> Rows {
+        let mut rows = Rows::default();
         if let Some(tap) = &self.tap {
-            tap.offer(&rows.records);
+            rows.keep_for_tap(tap.extras());
+        }
+        rows
+    }
+
+    async fn send(&self, mut rows: Rows) -> Result<u64, BackfillError> {
+        if let Some(tap) = &self.tap {
+            tap.offer(&rows);
+            rows.tap = Vec::new();
         }
         let mut g = self.inner.lock().await;
         g.0 += 1;
@@ -221,9 +231,10 @@ impl Rowsink {
         Ok(n)
     }
 
-    fn blocking_send(&self, rows: Rows) -> Result<u64, BackfillError> {
+    fn blocking_send(&self, mut rows: Rows) -> Result<u64, BackfillError> {
         if let Some(tap) = &self.tap {
-            tap.offer(&rows.records);
+            tap.offer(&rows);
+            rows.tap = Vec::new();
         }
         let mut g = self.inner.blocking_lock();
         g.0 += 1;
@@ -729,7 +740,7 @@ fn walk(
     keep_keys: bool,
     sink: &Rowsink,
 ) -> Result<(u64, Keys), BackfillError> {
-    let mut rows = Rows::default();
+    let mut rows = sink.new_rows();
     let mut records = 0u64;
     let mut keys = Keys::new();
     repo.walk(|r| {
@@ -744,13 +755,13 @@ fn walk(
             version,
             indexed_at,
         };
-        skyhouse_transform::apply(&op, &mut rows);
+        skyhouse_transform::apply_with_cbor(&op, r.data, &mut rows);
         records += 1;
         if keep_keys {
             keys.insert((r.collection.to_string(), r.rkey.to_string()));
         }
         if rows.approx_bytes() >= CHUNK_BYTES {
-            sink.blocking_send(std::mem::take(&mut rows))?;
+            sink.blocking_send(std::mem::replace(&mut rows, sink.new_rows()))?;
         }
         Ok::<(), BackfillError>(())
     })
@@ -782,7 +793,7 @@ async fn tombstone_missing(
             repos::stored_live_keys(&ctx.ch, did, version)
         })
         .await?;
-    let mut rows = Rows::default();
+    let mut rows = ctx.sink.new_rows();
     let mut n = 0u64;
     let indexed_at = now_secs();
     for (collection, rkey) in stored {
@@ -802,7 +813,9 @@ async fn tombstone_missing(
         skyhouse_transform::apply(&op, &mut rows);
         n += 1;
         if rows.approx_bytes() >= CHUNK_BYTES {
-            ctx.sink.send(std::mem::take(&mut rows)).await?;
+            ctx.sink
+                .send(std::mem::replace(&mut rows, ctx.sink.new_rows()))
+                .await?;
         }
     }
     if !rows.is_empty() {

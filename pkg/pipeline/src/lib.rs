@@ -477,6 +477,9 @@ impl DecodeLoop {
             };
             let received = Instant::now();
             let mut rows = Rows::default();
+            if let Some(tap) = &self.tap {
+                rows.keep_for_tap(tap.extras());
+            }
             let mut upto: Option<Pos> = None;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
@@ -529,7 +532,9 @@ impl DecodeLoop {
             last_upto = last_upto.max(pos);
             self.latency.sent(pos, received, rows.len());
             if let Some(tap) = &self.tap {
-                tap.offer(&rows.records);
+                tap.offer(&rows);
+                // The writer needs none of it (the CBOR copies are freed now).
+                rows.tap = Vec::new();
             }
             if tx.send((rows, pos)).await.is_err() {
                 break; // the writer stopped; its error is reported by its task
@@ -597,7 +602,7 @@ impl DecodeLoop {
                     };
                     // Decode into a scratch batch first: a bad signature
                     // with a stale cached key must not leave rows behind.
-                    let mut scratch = Rows::default();
+                    let mut scratch = rows.like();
                     let d = self
                         .decoder
                         .firehose(&msg.bytes, Verify::With(key), &mut scratch);

@@ -58,12 +58,14 @@ fn capture_ops() -> Vec<Prepared> {
     let all = CollectionFilter::new(["*"]).unwrap_or_default();
     let mut decoder = Decoder::new(all);
     let mut rows = Rows::default();
+    rows.keep_for_tap(skyhouse_transform::TapExtras::Actions);
     for line in text.lines() {
         decoder.jetstream(line.as_bytes(), &mut rows);
     }
     rows.records
         .iter()
-        .map(|r| skyhouse_relay::prepare_record(r, Source::Live))
+        .zip(&rows.tap)
+        .map(|(r, t)| skyhouse_relay::prepare_record(r, Some(t), Source::Live))
         .collect()
 }
 

@@ -362,6 +362,7 @@ struct Filter {
     dids: HashSet<Box<[u8]>>,
     actions: Vec<Action>,
     sources: Vec<Source>,
+    want_cbor: bool,
 }
 
 /// Filter lists longer than this are refused (INVALID_ARGUMENT).
@@ -416,6 +417,7 @@ impl Filter {
                 .collect(),
             actions,
             sources,
+            want_cbor: req.want_cbor,
         })
     }
 
@@ -593,7 +595,9 @@ impl Subscription {
             let cursor = self.pos + 1 + i as u64;
             if self.filter.accepts(&e.op) {
                 bytes += e.op.len();
-                batch.out.push((cursor, e.op.body.clone()));
+                batch
+                    .out
+                    .push((cursor, e.op.body_for(self.filter.want_cbor)));
                 if batch.out.len() >= BATCH_OPS || bytes >= BATCH_BYTES {
                     last = cursor;
                     break;
@@ -635,7 +639,7 @@ mod tests {
             did: "did:plc:a",
             collection: "app.bsky.feed.like",
             rkey,
-            action: Action::Write,
+            action: Action::Create,
             ..OpRef::default()
         })
     }

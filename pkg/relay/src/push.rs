@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use skyhouse_transform::OpsTap;
-use skyhouse_transform::RecordRow;
+use skyhouse_transform::{OpsTap, Rows, TapExtras};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Bearer, ClientConfig};
 use crate::hub::Hub;
 use crate::metrics;
-use crate::ops::{operation_of, prepare_record};
+use crate::ops::{operation_of, prepare_record, with_tap};
 use crate::pb::relay_client::RelayClient;
 use crate::pb::{Operation, OperationBatch, Source};
 use crate::service::{RelayError, MAX_INGEST_MESSAGE};
@@ -53,10 +52,14 @@ impl HubTap {
 }
 
 impl OpsTap for HubTap {
-    fn offer(&self, records: &[RecordRow]) {
-        if !records.is_empty() {
+    fn extras(&self) -> TapExtras {
+        TapExtras::ActionsAndCbor
+    }
+
+    fn offer(&self, rows: &Rows) {
+        if !rows.records.is_empty() {
             self.hub
-                .publish(records.iter().map(|r| prepare_record(r, self.source)));
+                .publish(with_tap(rows).map(|(r, t)| prepare_record(r, t, self.source)));
         }
     }
 }
@@ -70,14 +73,18 @@ pub struct Pusher {
 }
 
 impl OpsTap for Pusher {
-    fn offer(&self, records: &[RecordRow]) {
-        if records.is_empty() {
+    fn extras(&self) -> TapExtras {
+        TapExtras::ActionsAndCbor
+    }
+
+    fn offer(&self, rows: &Rows) {
+        if rows.records.is_empty() {
             return;
         }
         let mut group = Vec::new();
         let mut bytes = 0;
-        for r in records {
-            let op = operation_of(r, self.source);
+        for (r, t) in with_tap(rows) {
+            let op = operation_of(r, t, self.source);
             let len = prost::Message::encoded_len(&op);
             if len > crate::hub::MAX_OPERATION_BYTES {
                 self.drop_ops(1); // the relay would refuse it

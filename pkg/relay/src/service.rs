@@ -19,7 +19,7 @@ use crate::auth::{Auth, Caller, Scope};
 use crate::hub::Hub;
 use crate::metrics;
 use crate::pb::{
-    health_check_reply::ServingStatus, HealthCheckReply, HealthCheckRequest, IngestReply,
+    health_check_reply::ServingStatus, Action, HealthCheckReply, HealthCheckRequest, IngestReply,
     Operation, Source, StreamRequest,
 };
 use crate::server_pb::relay_server::{Relay, RelayServer};
@@ -229,6 +229,12 @@ fn accept(op: &Operation) -> Option<Prepared> {
     if op.did.is_empty() || op.collection.is_empty() || op.rkey.is_empty() {
         return None;
     }
+    if !matches!(
+        op.action(),
+        Action::Create | Action::Update | Action::Delete
+    ) {
+        return None;
+    }
     let mut r = OpRef::of(op);
     if r.source == Source::Unspecified {
         r.source = Source::Live;
@@ -259,7 +265,7 @@ impl Relay for Service {
         let Some(op) = accept(request.get_ref()) else {
             metrics::ingest_invalid(1);
             return Err(Status::invalid_argument(
-                "operation needs did, collection and rkey",
+                "operation needs did, collection, rkey and an action (create, update or delete)",
             ));
         };
         let last_cursor = self.hub.publish([op]);

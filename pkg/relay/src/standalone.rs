@@ -51,6 +51,7 @@ pub async fn run_source(
     let mut decoder = Decoder::new(collections);
     let mut summary = SourceSummary::default();
     let mut rows = Rows::default();
+    rows.keep_for_tap(tap.extras());
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut n = 0;
@@ -74,8 +75,8 @@ pub async fn run_source(
             }
         }
         summary.ops += rows.records.len() as u64;
-        tap.offer(&rows.records);
-        rows = Rows::default();
+        tap.offer(&rows);
+        rows = rows.like();
     }
     match source.await {
         Ok(r) => r?,

@@ -59,12 +59,15 @@ impl<'a> OpRef<'a> {
 /// An operation encoded without its cursor, plus what filters look at.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// Fields 2.. of `Operation`, encoded.
+    /// Fields 2.. of `Operation`, encoded, `record_cbor` (field 10) last.
     pub(crate) body: Bytes,
     /// Where the DID's bytes are in `body`.
-    did: (u32, u32),
+    pub(crate) did: (u32, u32),
     /// Where the collection's bytes are in `body`.
-    collection: (u32, u32),
+    pub(crate) collection: (u32, u32),
+    /// Where field 10 (`record_cbor`) starts: `body[..cbor_at]` is the
+    /// operation without it (what clients that did not ask for it get).
+    pub(crate) cbor_at: u32,
     pub(crate) action: Action,
     pub(crate) source: Source,
 }
@@ -93,19 +96,32 @@ impl Prepared {
         put_str(7, op.cid.as_bytes(), &mut buf);
         put_str(8, op.rev.as_bytes(), &mut buf);
         put_str(9, op.record_json.as_bytes(), &mut buf);
-        put_str(10, op.record_cbor, &mut buf);
         if op.time_us != 0 {
             encoding::int64::encode(11, &op.time_us, &mut buf);
         }
         if op.indexed_at != 0 {
             encoding::int64::encode(12, &op.indexed_at, &mut buf);
         }
+        // Protobuf allows fields in any order: the CBOR goes last so that a
+        // prefix of the bytes is the operation without it.
+        let cbor_at = buf.len() as u32;
+        put_str(10, op.record_cbor, &mut buf);
         Prepared {
             body: Bytes::from(buf),
             did,
             collection,
+            cbor_at,
             action: op.action,
             source: op.source,
+        }
+    }
+
+    /// The bytes a client gets: with or without `record_cbor`.
+    pub(crate) fn body_for(&self, want_cbor: bool) -> Bytes {
+        if want_cbor || self.cbor_at as usize == self.body.len() {
+            self.body.clone()
+        } else {
+            self.body.slice(..self.cbor_at as usize)
         }
     }
 
@@ -242,7 +258,7 @@ mod tests {
             did: "did:plc:abc".into(),
             collection: "app.bsky.feed.post".into(),
             rkey: "3kabc".into(),
-            action: Action::Write as i32,
+            action: Action::Update as i32,
             cid: "bafyrei".into(),
             rev: "3kabcdefghijk".into(),
             record_json: r#"{"text":"hi"}"#.into(),
@@ -270,6 +286,16 @@ mod tests {
         assert_eq!(decoded.operations[0], want);
         want.cursor = 300;
         assert_eq!(decoded.operations[1], want);
+        // Without the CBOR: the same operation, `record_cbor` empty.
+        let lean = EncodedBatch {
+            out: vec![(9, p.body_for(false))],
+            received: vec![],
+        };
+        let decoded = OperationBatch::decode(lean.encode_to_vec().as_slice()).expect("decodes");
+        want.cursor = 9;
+        want.record_cbor.clear();
+        assert_eq!(decoded.operations[0], want);
+        assert!(p.body_for(false).len() < p.body_for(true).len());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::filter::CollectionFilter;
-use crate::{apply, AccountRow, DeadLetterRow, IdentityRow, Op, Rows, Table};
+use crate::{apply, apply_with_cbor, AccountRow, DeadLetterRow, IdentityRow, Op, Rows, Table};
 use skyhouse_atproto::car::{read_car_bytes, BlockStore, CarError, CarOptions};
 use skyhouse_atproto::cbor;
 use skyhouse_atproto::commit::Commit;
@@ -564,7 +564,7 @@ impl Decoder {
                 }
             };
             let before = rows.dead_letters.len();
-            apply(
+            apply_with_cbor(
                 &Op {
                     did: &c.repo,
                     collection,
@@ -575,6 +575,7 @@ impl Decoder {
                     version,
                     indexed_at,
                 },
+                block.as_deref(),
                 rows,
             );
             out.ops += 1;

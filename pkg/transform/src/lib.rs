@@ -68,9 +68,46 @@ use shape::{Check, Invalid, Loc, Problem};
 /// before they go to the writer; it must not block (copy what it needs into
 /// a bounded queue and drop when full), so a slow relay never slows
 /// ClickHouse.
+///
+/// The `records` rows do not say what a row does not need (a create from an
+/// update, the record's DAG-CBOR bytes): a caller with a tap asks its
+/// [`Rows`] to keep that too ([`Rows::keep_for_tap`]), in [`Rows::tap`].
+/// Without a tap nothing more is kept (one branch per operation).
 pub trait OpsTap: Send + Sync + std::fmt::Debug {
-    /// The `records` rows of one decoded group (one row per operation).
-    fn offer(&self, records: &[RecordRow]);
+    /// What the tap wants kept beside the rows.
+    fn extras(&self) -> TapExtras {
+        TapExtras::Actions
+    }
+
+    /// The record operations of one decoded group: `rows.records` (one row
+    /// per operation) and `rows.tap` (what each did).
+    fn offer(&self, rows: &Rows);
+}
+
+/// What a [`Rows`] keeps for an [`OpsTap`] beside the rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TapExtras {
+    /// Nothing (no tap).
+    #[default]
+    Off,
+    /// Each operation's action.
+    Actions,
+    /// Each operation's action and, when the source carried them (firehose,
+    /// backfill), the record's DAG-CBOR bytes.
+    ActionsAndCbor,
+}
+
+/// What a tap needs of one record operation beyond its `records` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapOp {
+    /// Index of the operation's row in [`Rows::records`].
+    pub record: usize,
+    /// Create, update or delete, as the source said (a backfilled record is
+    /// a create).
+    pub action: Action,
+    /// The record block's bytes (DAG-CBOR; its CID is their hash), with
+    /// [`TapExtras::ActionsAndCbor`] when the source had them.
+    pub cbor: Option<Vec<u8>>,
 }
 
 /// One repository operation, as every source produces it.
@@ -97,6 +134,15 @@ pub struct Op<'a> {
 
 /// Turn one operation into rows appended to `rows` (see the crate docs).
 pub fn apply(op: &Op<'_>, rows: &mut Rows) {
+    apply_with_cbor(op, None, rows);
+}
+
+/// [`apply`], for a source that has the record's DAG-CBOR bytes (a firehose
+/// commit's block, a repository's): a tap that asked for them gets a copy.
+pub fn apply_with_cbor(op: &Op<'_>, cbor: Option<&[u8]>, rows: &mut Rows) {
+    if rows.tap_extras() != TapExtras::Off {
+        rows.push_tap(op.action, cbor);
+    }
     let table = Table::for_collection(op.collection);
     if op.action == Action::Delete {
         let key = Key {
@@ -245,6 +291,69 @@ fn cid_string(cid: &Cid) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn op<'a>(rkey: &'a str, action: Action) -> Op<'a> {
+        Op {
+            did: "did:plc:a",
+            collection: "app.bsky.feed.like",
+            rkey,
+            action,
+            cid: None,
+            record: None,
+            version: 1,
+            indexed_at: 1,
+        }
+    }
+
+    #[test]
+    fn rows_keep_tap_ops_only_when_asked_and_append_renumbers_them() {
+        let mut plain = Rows::default();
+        apply_with_cbor(&op("a", Action::Update), Some(b"\xa0"), &mut plain);
+        assert!(plain.tap.is_empty(), "no tap, nothing kept");
+
+        let mut actions = Rows::default();
+        actions.keep_for_tap(TapExtras::Actions);
+        apply_with_cbor(&op("a", Action::Update), Some(b"\xa0"), &mut actions);
+        assert_eq!(
+            actions.tap,
+            [TapOp {
+                record: 0,
+                action: Action::Update,
+                cbor: None
+            }]
+        );
+
+        let mut full = actions.like();
+        assert_eq!(full.tap_extras(), TapExtras::Actions);
+        full.keep_for_tap(TapExtras::ActionsAndCbor);
+        apply(&op("b", Action::Create), &mut full);
+        apply_with_cbor(&op("c", Action::Create), Some(b"\xa0"), &mut full);
+        apply(&op("d", Action::Delete), &mut full);
+        actions.append(&mut full);
+        let got: Vec<(usize, &str, Action, Option<&[u8]>)> = actions
+            .tap
+            .iter()
+            .map(|t| {
+                (
+                    t.record,
+                    actions.records[t.record].rkey.as_str(),
+                    t.action,
+                    t.cbor.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "a", Action::Update, None),
+                (1, "b", Action::Create, None),
+                (2, "c", Action::Create, Some(&b"\xa0"[..])),
+                (3, "d", Action::Delete, None),
+            ]
+        );
+        actions.clear();
+        assert!(actions.tap.is_empty());
+    }
 
     #[test]
     fn cid_strings_match_display() {

@@ -375,6 +375,10 @@ macro_rules! typed_tables {
             pub identities: Vec<IdentityRow>,
             /// Rows for `accounts` (firehose/Jetstream `#account` events).
             pub accounts: Vec<AccountRow>,
+            /// For an [`OpsTap`](crate::OpsTap): what each record operation
+            /// did, in `records` order (empty unless [`Rows::keep_for_tap`]).
+            pub tap: Vec<crate::TapOp>,
+            tap_extras: crate::TapExtras,
             bytes: usize,
         }
 
@@ -397,6 +401,11 @@ macro_rules! typed_tables {
 
             /// Move every row of `other` into `self`, leaving `other` empty.
             pub fn append(&mut self, other: &mut Rows) {
+                let base = self.records.len();
+                self.tap.extend(other.tap.drain(..).map(|mut t| {
+                    t.record += base;
+                    t
+                }));
                 self.records.append(&mut other.records);
                 $( self.$field.append(&mut other.$field); )*
                 self.dead_letters.append(&mut other.dead_letters);
@@ -432,6 +441,7 @@ macro_rules! typed_tables {
 
             /// Drop every row, keeping the allocations.
             pub fn clear(&mut self) {
+                self.tap.clear();
                 self.records.clear();
                 $( self.$field.clear(); )*
                 self.dead_letters.clear();
@@ -483,6 +493,39 @@ impl Rows {
     /// O(1), for closing batches on bytes.
     pub fn approx_bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Keep what an [`OpsTap`](crate::OpsTap) asks for ([`Rows::tap`])
+    /// from now on.
+    pub fn keep_for_tap(&mut self, extras: crate::TapExtras) {
+        self.tap_extras = extras;
+    }
+
+    /// Empty rows keeping the same tap extras as `self`.
+    pub fn like(&self) -> Rows {
+        Rows {
+            tap_extras: self.tap_extras,
+            ..Rows::default()
+        }
+    }
+
+    /// What is kept for a tap.
+    pub fn tap_extras(&self) -> crate::TapExtras {
+        self.tap_extras
+    }
+
+    /// Note the next record row's action (and CBOR) for the tap; called
+    /// before the row is pushed.
+    pub(crate) fn push_tap(&mut self, action: crate::Action, cbor: Option<&[u8]>) {
+        let cbor = match self.tap_extras {
+            crate::TapExtras::ActionsAndCbor => cbor.map(<[u8]>::to_vec),
+            _ => None,
+        };
+        self.tap.push(crate::TapOp {
+            record: self.records.len(),
+            action,
+            cbor,
+        });
     }
 
     pub(crate) fn push_record(&mut self, row: RecordRow) {

@@ -29,10 +29,10 @@ fn capture() -> Vec<(String, String, String, Action, String, String)> {
         .map(|e| {
             let c = &e["commit"];
             let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
-            let action = if c["operation"] == "delete" {
-                Action::Delete
-            } else {
-                Action::Write
+            let action = match c["operation"].as_str() {
+                Some("create") => Action::Create,
+                Some("update") => Action::Update,
+                _ => Action::Delete,
             };
             (
                 s(&e["did"]),

@@ -6,17 +6,28 @@ use std::sync::{Arc, Mutex};
 
 use skyhouse_backfill::{enqueue_dids, BACKFILL_STREAM, GROUP};
 use skyhouse_testkit::{Network, Records, Scenario};
-use skyhouse_transform::OpsTap;
-use skyhouse_transform::RecordRow;
+use skyhouse_transform::{Action, OpsTap, RecordRow, Rows, TapExtras, TapOp};
 
 use crate::{config, fresh, state, stored, work};
 
 #[derive(Debug, Default)]
-struct Collect(Mutex<Vec<RecordRow>>);
+struct Collect(Mutex<Vec<(RecordRow, TapOp)>>);
 
 impl OpsTap for Collect {
-    fn offer(&self, records: &[RecordRow]) {
-        self.0.lock().unwrap().extend_from_slice(records);
+    fn extras(&self) -> TapExtras {
+        TapExtras::ActionsAndCbor
+    }
+
+    fn offer(&self, rows: &Rows) {
+        assert_eq!(
+            rows.tap.len(),
+            rows.records.len(),
+            "one tap op per record row"
+        );
+        let mut all = self.0.lock().unwrap();
+        for t in &rows.tap {
+            all.push((rows.records[t.record].clone(), t.clone()));
+        }
     }
 }
 
@@ -37,7 +48,19 @@ async fn the_ops_tap_sees_every_record_the_workers_store() {
     work(cfg, &ch, &state, network).await;
 
     let mut offered: BTreeMap<String, Records> = BTreeMap::new();
-    for r in tap.0.lock().unwrap().iter().filter(|r| r.deleted == 0) {
+    for (r, t) in tap.0.lock().unwrap().iter().filter(|(r, _)| r.deleted == 0) {
+        // A backfilled record is a create, with the block's bytes: their hash is its CID.
+        assert_eq!(t.action, Action::Create);
+        let cbor = t.cbor.as_deref().expect("the record's DAG-CBOR");
+        let cid = skyhouse_transform::Cid::compute(skyhouse_atproto::cid::CODEC_DAG_CBOR, cbor);
+        assert_eq!(
+            cid.to_string(),
+            r.cid,
+            "{} {} {}",
+            r.did,
+            r.collection,
+            r.rkey
+        );
         let prev = offered
             .entry(r.did.clone())
             .or_default()

@@ -124,10 +124,10 @@ pub fn expected_from_capture() -> Vec<Expected> {
             s(&e["did"]),
             s(&c["collection"]),
             s(&c["rkey"]),
-            if delete {
-                Action::Delete
-            } else {
-                Action::Write
+            match c["operation"].as_str() {
+                Some("create") => Action::Create,
+                Some("update") => Action::Update,
+                _ => Action::Delete,
             },
             s(&c["cid"]),
             s(&c["rev"]),

@@ -5,7 +5,7 @@ use skyhouse_relay::pb::{Action, Operation, Source, StreamRequest};
 use skyhouse_relay::tonic::Code;
 use skyhouse_relay::{ClientConfig, OpRef, Prepared, Pusher, RelayConfig};
 use skyhouse_transform::Rows;
-use skyhouse_transform::{CollectionFilter, Decoder, OpsTap};
+use skyhouse_transform::{CollectionFilter, Decoder, OpsTap, TapExtras};
 use tokio_util::sync::CancellationToken;
 
 use crate::*;
@@ -303,10 +303,11 @@ async fn the_pipeline_push_delivers_every_operation_tagged_backfill() {
     let text = std::fs::read_to_string(corpus_jsonl()).expect("corpus");
     for chunk in text.lines().collect::<Vec<_>>().chunks(40) {
         let mut rows = Rows::default();
+        rows.keep_for_tap(TapExtras::Actions);
         for line in chunk {
             decoder.jetstream(line.as_bytes(), &mut rows);
         }
-        groups.push(rows.records);
+        groups.push(rows);
     }
     let (pusher, task) = Pusher::connect(
         &ClientConfig::new(relay.url.clone(), None),
@@ -319,7 +320,7 @@ async fn the_pipeline_push_delivers_every_operation_tagged_backfill() {
     }
     drop(pusher);
     task.await.expect("push task");
-    let total: usize = groups.iter().map(Vec::len).sum();
+    let total: usize = groups.iter().map(|g| g.records.len()).sum();
     let got = read_until(&mut s, start_at + total as u64).await;
     assert!(got.iter().all(|o| o.source() == Source::Backfill));
     let content: Vec<Expected> = got.iter().map(as_expected).collect();
@@ -374,6 +375,7 @@ async fn a_relay_that_is_down_costs_the_pipeline_only_drops_and_gets_the_queue_w
     .expect("pusher");
     let mut decoder = Decoder::new(CollectionFilter::new(["*"]).expect("filter"));
     let mut rows = Rows::default();
+    rows.keep_for_tap(TapExtras::Actions);
     let text = std::fs::read_to_string(corpus_jsonl()).expect("corpus");
     decoder.jetstream(text.lines().next().expect("a line").as_bytes(), &mut rows);
     assert_eq!(rows.records.len(), 1);
@@ -381,7 +383,7 @@ async fn a_relay_that_is_down_costs_the_pipeline_only_drops_and_gets_the_queue_w
     // rest is dropped and counted.
     let extra = 10;
     for _ in 0..skyhouse_relay::PUSH_QUEUE + extra {
-        pusher.offer(&rows.records);
+        pusher.offer(&rows);
     }
     assert_eq!(pusher.dropped(), extra as u64);
 
@@ -420,9 +422,67 @@ async fn the_firehose_capture_gives_the_same_operations_as_its_jetstream_twin() 
     let mut s = subscribe(&relay.url, from(FIRST - 1))
         .await
         .expect("subscribe");
-    let got = read_until(&mut s, relay.hub.window().newest).await;
+    let newest = relay.hub.window().newest;
+    let got = read_until(&mut s, newest).await;
     let content: Vec<Expected> = got.iter().map(as_expected).collect();
     assert_eq!(content, expected);
+    // The capture has all three actions, as its source says.
+    for a in [Action::Create, Action::Update, Action::Delete] {
+        assert!(got.iter().any(|o| o.action() == a), "{a:?}");
+    }
+    assert!(
+        got.iter().all(|o| o.record_cbor.is_empty()),
+        "not asked for"
+    );
+
+    // Asked for: every create and update carries its block, whose hash is the
+    // CID and which decodes to the same record as the JSON.
+    let mut s = subscribe(
+        &relay.url,
+        StreamRequest {
+            want_cbor: true,
+            ..from(FIRST - 1)
+        },
+    )
+    .await
+    .expect("subscribe");
+    let with_cbor = read_until(&mut s, newest).await;
+    for (lean, full) in got.iter().zip(&with_cbor) {
+        let mut stripped = full.clone();
+        stripped.record_cbor.clear();
+        assert_eq!(&stripped, lean, "the same operation otherwise");
+        if full.action() == Action::Delete {
+            assert!(full.record_cbor.is_empty());
+            continue;
+        }
+        let cid = skyhouse_atproto::Cid::compute(
+            skyhouse_atproto::cid::CODEC_DAG_CBOR,
+            &full.record_cbor,
+        );
+        assert_eq!(cid.to_string(), full.cid);
+        let value = skyhouse_atproto::cbor::decode(&full.record_cbor).expect("DAG-CBOR");
+        let json: serde_json::Value = serde_json::to_value(&value).expect("lex-JSON");
+        let stated: serde_json::Value = serde_json::from_str(&full.record_json).expect("json");
+        assert_eq!(json, stated);
+    }
+}
+
+#[tokio::test]
+async fn jetstream_operations_have_no_cbor_even_when_asked() {
+    let relay = start(RelayConfig::default()).await;
+    replay_capture(&relay.hub).await;
+    let mut s = subscribe(
+        &relay.url,
+        StreamRequest {
+            want_cbor: true,
+            ..from(FIRST - 1)
+        },
+    )
+    .await
+    .expect("subscribe");
+    let got = read_until(&mut s, relay.hub.window().newest).await;
+    assert!(got.iter().all(|o| o.record_cbor.is_empty()));
+    assert!(got.iter().any(|o| o.action() == Action::Update));
 }
 
 #[tokio::test]
@@ -434,7 +494,8 @@ async fn a_group_larger_than_one_grpc_message_is_pushed_in_pieces() {
         .expect("subscribe");
     // 24 records of 1 MiB: more than the relay's 16 MiB message limit in one group.
     let big = format!("{{\"text\":\"{}\"}}", "x".repeat(1 << 20));
-    let rows: Vec<skyhouse_transform::RecordRow> = (0..24)
+    let mut rows = Rows::default();
+    rows.records = (0..24)
         .map(|i| skyhouse_transform::RecordRow {
             did: "did:plc:big".into(),
             collection: "app.bsky.feed.post".into(),
@@ -490,7 +551,8 @@ async fn the_push_carries_its_token_and_a_refused_one_publishes_nothing() {
         serve,
         shutdown.clone(),
     ));
-    let rows: Vec<skyhouse_transform::RecordRow> = (0..3)
+    let mut rows = Rows::default();
+    rows.records = (0..3)
         .map(|i| skyhouse_transform::RecordRow {
             did: "did:plc:push".into(),
             collection: "app.bsky.feed.like".into(),
