@@ -13,6 +13,7 @@ use skyhouse_backfill::{WorkerConfig, BACKFILL_STREAM, DEAD_LIST, GROUP};
 
 use crate::migrate::ClickHouseArgs;
 use crate::redis_args::RedisArgs;
+use crate::Usage;
 
 #[derive(Debug, Subcommand)]
 pub enum BackfillCommand {
@@ -155,12 +156,14 @@ pub struct WorkArgs {
         requires = "relay_client_cert"
     )]
     relay_client_key: Option<PathBuf>,
+    // Before the groups with their own --help heading (clap keeps the last heading
+    // for the fields after a flattened group).
+    #[command(flatten)]
+    shutdown: crate::service::ShutdownArgs,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
     redis: RedisArgs,
-    #[command(flatten)]
-    shutdown: crate::service::ShutdownArgs,
 }
 
 impl WorkArgs {
@@ -209,38 +212,9 @@ pub fn run(cmd: BackfillCommand) -> Result<ExitCode> {
 }
 
 fn enqueue(args: EnqueueArgs) -> Result<ExitCode> {
-    args.redis.validate()?;
-    if args.relay.is_none()
-        && args.hosts_from.is_none()
-        && args.dids.is_none()
-        && args.did.is_empty()
-    {
-        return Err(anyhow!(
-            "give --relay URL, --hosts-from URL, --dids FILE or --did DID"
-        ));
-    }
-    for (flag, url) in [("--relay", &args.relay), ("--hosts-from", &args.hosts_from)] {
-        if let Some(r) = url {
-            if !(r.starts_with("http://") || r.starts_with("https://")) {
-                return Err(anyhow!("{flag} {r:?}: expected an http(s):// URL"));
-            }
-        }
-    }
-    if args.max_hosts == 0 {
-        return Err(anyhow!("--max-hosts must be > 0"));
-    }
-    let mut dids = args.did.clone();
-    if let Some(f) = &args.dids {
-        let text = std::fs::read_to_string(f).with_context(|| format!("--dids {}", f.display()))?;
-        dids.extend(text.lines().map(str::to_owned));
-    }
-    if let Some(bad) = dids.iter().map(|d| d.trim()).find(|d| {
-        !d.is_empty() && !d.starts_with('#') && !skyhouse_atproto::syntax::Did::is_valid(d)
-    }) {
-        return Err(anyhow!("--did/--dids: invalid DID {bad:?}"));
-    }
+    let dids = enqueue_dids(&args).usage()?;
     crate::service::runtime()?.block_on(async move {
-        let state = args.redis.connect().await?;
+        let state = args.redis.connect_now().await?;
         let queue = state.work_queue(BACKFILL_STREAM, GROUP);
         queue
             .create_group()
@@ -283,13 +257,59 @@ fn enqueue(args: EnqueueArgs) -> Result<ExitCode> {
     })
 }
 
+/// Every flag of `backfill enqueue` checked and the DIDs to queue read (from
+/// --did and the --dids file), before any I/O.
+fn enqueue_dids(args: &EnqueueArgs) -> Result<Vec<String>> {
+    args.redis.validate()?;
+    if args.relay.is_none()
+        && args.hosts_from.is_none()
+        && args.dids.is_none()
+        && args.did.is_empty()
+    {
+        return Err(anyhow!(
+            "give --relay URL, --hosts-from URL, --dids FILE or --did DID"
+        ));
+    }
+    for (flag, url) in [("--relay", &args.relay), ("--hosts-from", &args.hosts_from)] {
+        if let Some(r) = url {
+            if !(r.starts_with("http://") || r.starts_with("https://")) {
+                return Err(anyhow!("{flag} {r:?}: expected an http(s):// URL"));
+            }
+        }
+    }
+    if args.max_hosts == 0 {
+        return Err(anyhow!("--max-hosts must be > 0"));
+    }
+    let mut dids = args.did.clone();
+    if let Some(f) = &args.dids {
+        let text = std::fs::read_to_string(f).with_context(|| format!("--dids {}", f.display()))?;
+        dids.extend(text.lines().map(str::to_owned));
+    }
+    if let Some(bad) = dids.iter().map(|d| d.trim()).find(|d| {
+        !d.is_empty() && !d.starts_with('#') && !skyhouse_atproto::syntax::Did::is_valid(d)
+    }) {
+        return Err(anyhow!("--did/--dids: invalid DID {bad:?}"));
+    }
+    Ok(dids)
+}
+
 fn reqwest_client() -> Result<skyhouse_backfill::reqwest::Client> {
     skyhouse_backfill::Fetcher::new(Duration::from_secs(60), 1)
         .map(|f| f.http().clone())
         .map_err(|e| anyhow!("{e}"))
 }
 
-fn work(args: WorkArgs) -> Result<ExitCode> {
+/// What `backfill work` runs with: its settings, DID resolver, ClickHouse
+/// handle and whether to draw the progress line.
+type WorkSetup = (
+    WorkerConfig,
+    skyhouse_identity::Resolver,
+    skyhouse_store::ClickHouse,
+    bool,
+);
+
+/// Every flag of `backfill work` checked, before any I/O.
+fn work_config(args: &WorkArgs) -> Result<WorkSetup> {
     let consumer = args.consumer.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
@@ -346,6 +366,11 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
         Progress::Never => false,
     };
     args.redis.validate()?;
+    Ok((cfg, resolver, ch, show_progress))
+}
+
+fn work(args: WorkArgs) -> Result<ExitCode> {
+    let (mut cfg, resolver, ch, show_progress) = work_config(&args).usage()?;
     crate::service::runtime()?.block_on(async move {
         let svc = crate::service::start(
             args.metrics_addr,
@@ -491,19 +516,20 @@ fn status(args: StatusArgs) -> Result<ExitCode> {
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;
     crate::service::runtime()?.block_on(async move {
-        let state = args.redis.connect().await?;
+        let state = args.redis.connect_now().await?;
         let queue = state.work_queue(BACKFILL_STREAM, GROUP);
         let redis = |e: skyhouse_state::StateError| anyhow!("--redis: {e}");
         let depth = queue.len().await.map_err(redis)?;
         let pending = queue.pending().await.map(|p| p.0).unwrap_or(0);
         let dead = state.list_len(DEAD_LIST).await.map_err(redis)?;
         // Repositories finished in the last minute, over every worker.
+        let explain = |e| args.clickhouse.explain("repo_state", e);
         let last_minute = skyhouse_store::repos::finished_since(&ch, 60)
             .await
-            .map_err(|e| anyhow!("repo_state: {e}"))?;
+            .map_err(explain)?;
         let counts = skyhouse_store::repos::status_counts(&ch)
             .await
-            .map_err(|e| anyhow!("repo_state: {e}"))?;
+            .map_err(explain)?;
         println!("queue\t{depth}");
         println!("pending\t{pending}");
         println!("dead\t{dead}");

@@ -7,6 +7,7 @@ use clap::Subcommand;
 
 use crate::indexer::SourceArgs;
 use crate::redis_args::RedisArgs;
+use crate::Usage;
 
 #[derive(Debug, Subcommand)]
 pub enum CursorCommand {
@@ -41,11 +42,11 @@ pub fn run(cmd: CursorCommand) -> Result<ExitCode> {
         | CursorCommand::Set { source, redis, .. }
         | CursorCommand::Reset { source, redis } => (source, redis),
     };
-    let (_, key) = source.resolve()?;
+    let (_, key) = source.resolve().usage()?;
     redis.validate()?;
     if let CursorCommand::Set { value, .. } = &cmd {
         if *value < 0 {
-            return Err(anyhow!("cursor set: value {value} must be >= 0"));
+            return Err(anyhow!("cursor set: value {value} must be >= 0")).usage();
         }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -53,7 +54,7 @@ pub fn run(cmd: CursorCommand) -> Result<ExitCode> {
         .build()
         .context("start the async runtime")?;
     rt.block_on(async {
-        let state = redis.connect().await?;
+        let state = redis.connect_now().await?;
         match cmd {
             CursorCommand::Get { .. } => {
                 let c = state

@@ -12,6 +12,7 @@ use skyhouse_feeds::{FeedgenConfig, FeedgenState, ServiceAuth};
 
 use crate::migrate::ClickHouseArgs;
 use crate::redis_args::RedisArgs;
+use crate::Usage;
 
 /// Flags of `skyhouse feedgen`.
 #[derive(Debug, Args)]
@@ -52,12 +53,14 @@ pub struct FeedgenArgs {
     /// Resolve did:web:localhost%3A<port> issuers over plain http (tests only).
     #[arg(long, hide = true)]
     allow_loopback_did_web: bool,
+    // Before the groups with their own --help heading (clap keeps the last heading
+    // for the fields after a flattened group).
+    #[command(flatten)]
+    shutdown: crate::service::ShutdownArgs,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
     redis: RedisArgs,
-    #[command(flatten)]
-    shutdown: crate::service::ShutdownArgs,
 }
 
 /// `did:web` of a URL's host (`:port` percent-encoded as did:web wants).
@@ -131,11 +134,12 @@ impl FeedgenArgs {
 }
 
 pub fn run(args: FeedgenArgs) -> Result<ExitCode> {
-    let (cfg, resolver_cfg) = args.config()?;
+    let (cfg, resolver_cfg) = args.config().usage()?;
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;
-    let resolver =
-        skyhouse_identity::Resolver::new(resolver_cfg).map_err(|e| anyhow!("--plc: {e}"))?;
+    let resolver = skyhouse_identity::Resolver::new(resolver_cfg)
+        .map_err(|e| anyhow!("--plc: {e}"))
+        .usage()?;
     crate::service::runtime()?.block_on(async move {
         let svc = crate::service::start(args.metrics_addr, &args.redis, &ch, None, &args.shutdown)
             .await?;

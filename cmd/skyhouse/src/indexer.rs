@@ -14,6 +14,7 @@ use skyhouse_transform::CollectionFilter;
 
 use crate::migrate::ClickHouseArgs;
 use crate::redis_args::RedisArgs;
+use crate::Usage;
 
 /// Which stream to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,12 +160,14 @@ pub struct IndexerArgs {
     /// … and its private key (PEM).
     #[arg(long, env = "INDEXER_RELAY_CLIENT_KEY", requires = "relay_client_cert")]
     relay_client_key: Option<PathBuf>,
+    // Before the groups with their own --help heading (clap keeps the last heading
+    // for the fields after a flattened group).
+    #[command(flatten)]
+    shutdown: crate::service::ShutdownArgs,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
     redis: RedisArgs,
-    #[command(flatten)]
-    shutdown: crate::service::ShutdownArgs,
 }
 
 impl IndexerArgs {
@@ -263,7 +266,7 @@ impl IndexerArgs {
 pub(crate) const RELAY_DRAIN: Duration = Duration::from_secs(10);
 
 pub fn run(args: IndexerArgs) -> Result<ExitCode> {
-    let (mut cfg, keys) = args.config()?;
+    let (mut cfg, keys) = args.config().usage()?;
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;
     crate::service::runtime()?.block_on(async move {

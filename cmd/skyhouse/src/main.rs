@@ -1,6 +1,13 @@
 //! The `skyhouse` binary: one subcommand per service. Thin: parse and validate
 //! flags, then call into the `pkg/` libraries.
+//!
+//! Exit status: 0 done; 1 a failure or a failed check (a host down, an
+//! invalid repository, a server that does not answer); 2 the command line is
+//! wrong (a bad flag value, a file it names missing or unreadable), as for
+//! clap's own usage errors. Subcommands mark the second kind with
+//! [`Usage::usage`].
 
+use std::fmt;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -32,8 +39,10 @@ struct Cli {
     telemetry: TelemetryArgs,
 }
 
-/// Logging and tracing, for every subcommand.
+/// Logging and tracing, for every subcommand: listed under their own heading,
+/// after each subcommand's own flags.
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Global options")]
 struct TelemetryArgs {
     /// Log line format on stderr: pretty or json (one object per line). Level by `RUST_LOG`.
     #[arg(
@@ -87,13 +96,50 @@ enum Command {
     Feedgen(Box<feedgen::FeedgenArgs>),
 }
 
+/// A wrong command line: a flag value out of range or malformed, or a file a
+/// flag names that is missing or unreadable. Exit status 2.
+#[derive(Debug)]
+pub struct UsageError(anyhow::Error);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Marks an error as the command line's fault (exit status 2).
+pub trait Usage<T> {
+    /// The error, as a [`UsageError`].
+    fn usage(self) -> anyhow::Result<T>;
+}
+
+impl<T, E: Into<anyhow::Error>> Usage<T> for Result<T, E> {
+    fn usage(self) -> anyhow::Result<T> {
+        self.map_err(|e| anyhow::Error::new(UsageError(e.into())))
+    }
+}
+
+/// Exit status 2: as clap's own usage errors.
+const EXIT_USAGE: u8 = 2;
+
+/// The exit status of a failed subcommand: 2 for the command line's fault, else 1.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    if e.chain().any(|c| c.is::<UsageError>()) {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let t = &cli.telemetry;
     if let Some(url) = &t.otel_endpoint {
         if let Err(e) = skyhouse_telemetry::validate_otlp_endpoint("--otel-endpoint", url) {
             eprintln!("skyhouse: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EXIT_USAGE);
         }
     }
     let telemetry = skyhouse_telemetry::init(&skyhouse_telemetry::TelemetryConfig {
@@ -127,7 +173,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the whole cause chain, never a backtrace.
             eprintln!("skyhouse: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
     }
 }

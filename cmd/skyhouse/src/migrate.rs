@@ -3,15 +3,19 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
 use skyhouse_store::migrate::{self, Migrator, State};
 use std::time::Duration;
 
-use skyhouse_store::{ClickHouse, ClickHouseConfig, Timeouts};
+use skyhouse_store::{ClickHouse, ClickHouseConfig, RetryReason, StoreError, Timeouts};
 
-/// ClickHouse connection flags, shared by every service.
+use crate::Usage;
+
+/// ClickHouse connection flags, shared by every service (under their own
+/// heading in `--help`).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "ClickHouse options")]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP address.
     #[arg(
@@ -80,7 +84,8 @@ pub struct ClickHouseArgs {
 }
 
 impl ClickHouseArgs {
-    /// Validate and build the handle (no I/O).
+    /// Validate and build the handle (no I/O). An error is the command line's
+    /// (exit status 2).
     pub fn connect(&self) -> Result<ClickHouse> {
         let cluster = self.cluster.clone().filter(|c| !c.is_empty());
         ClickHouse::new(ClickHouseConfig {
@@ -95,7 +100,35 @@ impl ClickHouseArgs {
                 receive: Duration::from_secs(self.receive_timeout_secs),
             },
         })
-        .map_err(|e| anyhow::anyhow!("--clickhouse-address/--database/--clickhouse-cluster: {e}"))
+        .map_err(|e| anyhow!("--clickhouse-address/--database/--clickhouse-cluster: {e}"))
+        .usage()
+    }
+
+    /// `e`, from doing `what`, said with its real cause for an operator: the
+    /// address (and flag) of a server that does not answer, the name of a
+    /// database that does not exist.
+    pub fn explain(&self, what: &str, e: StoreError) -> anyhow::Error {
+        let address = skyhouse_state::redact_url(&self.address);
+        match &e {
+            StoreError::Transient {
+                reason: RetryReason::Network | RetryReason::Timeout,
+                ..
+            } => anyhow!(
+                "{what}: ClickHouse at {address} does not answer (--clickhouse-address, \
+                 CLICKHOUSE_ADDRESS): {e}"
+            ),
+            // UNKNOWN_DATABASE
+            StoreError::Schema(_)
+                if e.server_message().and_then(skyhouse_store::parse_code) == Some(81) =>
+            {
+                anyhow!(
+                    "{what}: database {:?} does not exist on ClickHouse at {address}: run \
+                     `skyhouse migrate up`, or give the right --database",
+                    self.database
+                )
+            }
+            _ => anyhow!("{what}: {e}"),
+        }
     }
 
     /// How long writes may fail before /health says so.
@@ -108,11 +141,15 @@ impl ClickHouseArgs {
 pub enum MigrateCommand {
     /// Apply every pending migration (idempotent).
     Up(MigrateArgs),
-    /// Roll back the last N applied migrations (default 1).
+    /// Roll back the last N applied migrations (default 1), or --all of them.
     Down {
         /// How many to roll back.
-        #[arg(default_value_t = 1)]
-        n: usize,
+        #[arg(default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        n: u64,
+        /// Roll back every applied migration (the database is left with only its
+        /// bookkeeping table).
+        #[arg(long, conflicts_with = "n")]
+        all: bool,
         #[command(flatten)]
         args: MigrateArgs,
     },
@@ -132,19 +169,27 @@ pub enum MigrateCommand {
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    #[command(flatten)]
-    pub clickhouse: ClickHouseArgs,
     /// Read migrations from this folder instead of those built into the binary.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
 }
 
 impl MigrateArgs {
+    /// The migrations; a bad --dir is the command line's error.
     fn load(&self) -> Result<Vec<migrate::Migration>> {
-        Ok(match &self.dir {
-            Some(d) => migrate::load_dir(d)?,
-            None => migrate::embedded()?,
-        })
+        match &self.dir {
+            Some(d) => migrate::load_dir(d)
+                .map_err(|e| anyhow!("--dir {}: {e}", d.display()))
+                .usage(),
+            None => Ok(migrate::embedded()?),
+        }
+    }
+
+    /// The handle and the migrations (no I/O but reading --dir).
+    fn migrator(&self) -> Result<(ClickHouse, Vec<migrate::Migration>)> {
+        Ok((self.clickhouse.connect()?, self.load()?))
     }
 }
 
@@ -169,39 +214,41 @@ fn print(statuses: &[migrate::Status]) {
 }
 
 pub fn run(cmd: MigrateCommand) -> Result<ExitCode> {
-    if let MigrateCommand::Create { name, dir } = &cmd {
-        let (up, down) = migrate::create(dir, name)?;
-        println!("created {up}\ncreated {down}");
-        return Ok(ExitCode::SUCCESS);
-    }
+    let (args, what) = match &cmd {
+        MigrateCommand::Create { name, dir } => {
+            // A bad name or a missing folder: the command line's.
+            let (up, down) = migrate::create(dir, name).usage()?;
+            println!("created {up}\ncreated {down}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        MigrateCommand::Up(a) => (a, "migrate up"),
+        MigrateCommand::Down { args, .. } => (args, "migrate down"),
+        MigrateCommand::Version(a) => (a, "migrate version"),
+        MigrateCommand::DumpSchema(a) => (a, "dump-schema"),
+    };
+    let (ch, migrations) = args.migrator()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
-        match cmd {
-            MigrateCommand::Up(a) => {
-                let ch = a.clickhouse.connect()?;
-                print(&Migrator::new(&ch, a.load()?).up().await?);
+    let migrator = Migrator::new(&ch, migrations);
+    let done = rt.block_on(async {
+        match &cmd {
+            MigrateCommand::Up(_) => migrator.up().await.map(|s| print(&s)),
+            MigrateCommand::Down { n, all, .. } => {
+                let n = if *all {
+                    usize::MAX
+                } else {
+                    usize::try_from(*n).unwrap_or(usize::MAX)
+                };
+                migrator.down(n).await.map(|s| print(&s))
             }
-            MigrateCommand::Down { n, args } => {
-                let ch = args.clickhouse.connect()?;
-                print(&Migrator::new(&ch, args.load()?).down(n).await?);
-            }
-            MigrateCommand::Version(a) => {
-                let ch = a.clickhouse.connect()?;
-                print(&Migrator::new(&ch, a.load()?).status().await?);
-            }
-            MigrateCommand::DumpSchema(a) => {
-                let ch = a.clickhouse.connect()?;
-                print!(
-                    "{}",
-                    skyhouse_store::dump_schema(&ch)
-                        .await
-                        .context("dump-schema")?
-                );
-            }
-            MigrateCommand::Create { .. } => unreachable!("handled above"),
+            MigrateCommand::Version(_) => migrator.status().await.map(|s| print(&s)),
+            MigrateCommand::DumpSchema(_) => skyhouse_store::dump_schema(&ch)
+                .await
+                .map(|s| print!("{s}")),
+            MigrateCommand::Create { .. } => Ok(()),
         }
-        Ok(ExitCode::SUCCESS)
-    })
+    });
+    done.map_err(|e| args.clickhouse.explain(what, e))?;
+    Ok(ExitCode::SUCCESS)
 }

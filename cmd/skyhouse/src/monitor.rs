@@ -1,6 +1,7 @@
 //! `skyhouse monitor`: health of known PDS hosts and relays (see
-//! pkg/monitor), stored in ClickHouse `host_checks` and served on one port
-//! as `/v1/hosts` (JSON), `/metrics` and `/health`.
+//! pkg/monitor), stored in ClickHouse `host_checks` and served as
+//! `/v1/hosts` (JSON) on `--listen`, with `/metrics` and `/health` on the
+//! same port unless `--metrics-addr` gives them their own.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use clap::Args;
 use skyhouse_monitor::{Host, HostKind, Monitor, MonitorConfig, MonitorError};
 
 use crate::migrate::ClickHouseArgs;
+use crate::Usage;
 
 /// Flags of `skyhouse monitor`.
 #[derive(Debug, Args)]
@@ -45,13 +47,23 @@ pub struct MonitorArgs {
     /// Run one round, print /v1/hosts JSON on stdout and exit (1 if a host is down).
     #[arg(long)]
     once: bool,
-    /// Address of /v1/hosts, /metrics and /health.
-    #[arg(long, env = "MONITOR_ADDR", default_value = "0.0.0.0:8097")]
-    addr: SocketAddr,
-    #[command(flatten)]
-    clickhouse: ClickHouseArgs,
+    /// Listen address of /v1/hosts (and of /metrics and /health without --metrics-addr).
+    #[arg(
+        long,
+        alias = "addr", // the old name, hidden
+        env = "MONITOR_ADDR",
+        default_value = "0.0.0.0:8097"
+    )]
+    listen: SocketAddr,
+    /// Address of /metrics and /health. Unset: served on --listen.
+    #[arg(long, env = "MONITOR_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    // Before the groups with their own --help heading (clap keeps the last heading
+    // for the fields after a flattened group).
     #[command(flatten)]
     shutdown: crate::service::ShutdownArgs,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
 }
 
 impl MonitorArgs {
@@ -97,7 +109,7 @@ impl MonitorArgs {
 }
 
 pub fn run(args: MonitorArgs) -> Result<ExitCode> {
-    let (cfg, hosts, relays) = args.config()?;
+    let (cfg, hosts, relays) = args.config().usage()?;
     let ch = args.clickhouse.connect()?;
     crate::service::runtime()?.block_on(async move {
         let health = skyhouse_telemetry::Health::default();
@@ -128,19 +140,46 @@ pub fn run(args: MonitorArgs) -> Result<ExitCode> {
         }
         match monitor.load_known().await {
             Ok(n) => tracing::info!(hosts = n, "Hosts of earlier runs loaded."),
-            Err(error) => {
-                tracing::warn!(%error, "Hosts of earlier runs not loaded; ClickHouse unreachable?")
+            Err(MonitorError::Store(e)) => {
+                let error = args.clickhouse.explain("known hosts", e);
+                tracing::warn!(%error, "Hosts of earlier runs not loaded.")
             }
+            Err(error) => tracing::warn!(%error, "Hosts of earlier runs not loaded."),
         }
-        let listener = tokio::net::TcpListener::bind(args.addr)
+        let listener = tokio::net::TcpListener::bind(args.listen)
             .await
-            .with_context(|| format!("--addr {}: cannot listen", args.addr))?;
+            .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
+        let metrics = match args.metrics_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?,
+            ),
+            None => None,
+        };
         let server = tokio::spawn({
             let monitor = monitor.clone();
             let shutdown = shutdown.clone();
-            async move { monitor.serve(listener, shutdown).await }
+            let health = health.clone();
+            async move {
+                match metrics {
+                    None => monitor.serve(listener, shutdown).await,
+                    Some(metrics) => {
+                        let handle = skyhouse_telemetry::install_metrics();
+                        let (hosts, metrics) = tokio::join!(
+                            monitor.serve_hosts(listener, shutdown.clone()),
+                            skyhouse_telemetry::serve_metrics(metrics, handle, health, shutdown)
+                        );
+                        hosts.and(metrics)
+                    }
+                }
+            }
         });
-        tracing::info!(addr = %args.addr, "Monitor serving /v1/hosts, /metrics and /health.");
+        tracing::info!(
+            listen = %args.listen,
+            metrics = %args.metrics_addr.unwrap_or(args.listen),
+            "Monitor serving /v1/hosts, /metrics and /health."
+        );
         monitor.run(shutdown.clone()).await;
         shutdown.cancel();
         server

@@ -4,8 +4,11 @@ use anyhow::{anyhow, Result};
 use clap::Args;
 use skyhouse_state::State;
 
-/// Redis flags.
+use crate::Usage;
+
+/// Redis flags (under their own heading in `--help`).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Redis options")]
 pub struct RedisArgs {
     /// Redis URL (redis://[user:password@]host:port[/db]); the password is never printed.
     #[arg(
@@ -25,15 +28,32 @@ pub struct RedisArgs {
 }
 
 impl RedisArgs {
-    /// Check the URL without connecting.
+    /// Check the URL without connecting. An error is the command line's (exit status 2).
     pub fn validate(&self) -> Result<()> {
-        skyhouse_state::validate_url(&self.url).map_err(|e| anyhow!("--redis: {e}"))
+        skyhouse_state::validate_url(&self.url)
+            .map_err(|e| anyhow!("--redis: {e}"))
+            .usage()
     }
 
-    /// Connect (a down server is retried in the background).
+    /// Connect (a down server is retried in the background: for services,
+    /// which wait for it and say so). An error is the URL's.
     pub async fn connect(&self) -> Result<State> {
         State::connect(&self.url, &self.prefix)
             .await
             .map_err(|e| anyhow!("--redis: {e}"))
+            .usage()
+    }
+
+    /// Connect for a one-shot command: fail at once, naming the server and the
+    /// flag, if Redis does not answer.
+    pub async fn connect_now(&self) -> Result<State> {
+        let state = self.connect().await?;
+        if !state.ping().await {
+            return Err(anyhow!(
+                "Redis at {} does not answer (--redis, REDIS_ADDRESS)",
+                skyhouse_state::redact_url(&self.url)
+            ));
+        }
+        Ok(state)
     }
 }

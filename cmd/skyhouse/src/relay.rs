@@ -17,6 +17,7 @@ use skyhouse_sources::SourceConfig;
 use skyhouse_transform::CollectionFilter;
 
 use crate::indexer::Source;
+use crate::Usage;
 
 /// `skyhouse relay`: serve, or manage tokens.
 #[derive(Debug, Args)]
@@ -235,7 +236,8 @@ fn token(cmd: TokenCommand) -> Result<ExitCode> {
                 .iter()
                 .map(|s| s.parse::<Scope>())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| anyhow!("--scope: {e}"))?;
+                .map_err(|e| anyhow!("--scope: {e}"))
+                .usage()?;
             let (info, token) = TokenFile::new(&file.tokens_file)
                 .create(&name, &scopes)
                 .map_err(|e| anyhow!("{e}"))?;
@@ -315,8 +317,8 @@ pub fn client_config(
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode> {
-    let (cfg, source) = args.config()?;
-    let serve_cfg = args.serve_config()?;
+    let (cfg, source) = args.config().usage()?;
+    let serve_cfg = args.serve_config().usage()?;
     crate::service::runtime()?.block_on(async move {
         let handle = skyhouse_telemetry::install_metrics();
         let health = skyhouse_telemetry::Health::default();

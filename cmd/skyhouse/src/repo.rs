@@ -12,6 +12,8 @@ use skyhouse_atproto::cbor;
 use skyhouse_atproto::crypto::{DidDocument, PublicKey};
 use skyhouse_atproto::repo::Repo;
 
+use crate::Usage;
+
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {
     /// Print every record as a JSON line `{"collection","rkey","cid","record"}`
@@ -63,7 +65,9 @@ pub fn run(cmd: RepoCommand) -> Result<ExitCode> {
     }
 }
 
-fn open(args: &CarArgs) -> Result<Repo> {
+/// The CAR's bytes and how to read them. A file that cannot be opened is the
+/// command line's error (exit status 2).
+fn input(args: &CarArgs) -> Result<(Box<dyn Read>, CarOptions)> {
     let opts = CarOptions {
         max_block: args.max_block,
         max_total: if args.max_size == 0 {
@@ -80,16 +84,23 @@ fn open(args: &CarArgs) -> Result<Repo> {
     let reader: Box<dyn Read> = if name == "-" {
         Box::new(io::stdin().lock())
     } else {
-        let file = File::open(&args.file).with_context(|| format!("open {name}"))?;
+        let file = File::open(&args.file)
+            .with_context(|| format!("open {name}"))
+            .usage()?;
         opts.size_hint = file.metadata().ok().map(|m| m.len());
         Box::new(file)
     };
-    Repo::read(BufReader::with_capacity(1 << 16, reader), opts).with_context(|| name)
+    Ok((reader, opts))
+}
+
+/// Read the repository from `input` (`name` for errors).
+fn read((reader, opts): (Box<dyn Read>, CarOptions), name: &str) -> Result<Repo> {
+    Repo::read(BufReader::with_capacity(1 << 16, reader), opts).with_context(|| name.to_owned())
 }
 
 fn ls(args: LsArgs) -> Result<ExitCode> {
     let name = args.car.file.display().to_string();
-    let repo = open(&args.car)?;
+    let repo = read(input(&args.car)?, &name)?;
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let walked = repo.walk(|r| -> Result<()> {
         let Some(data) = r.data else {
@@ -139,10 +150,9 @@ struct LsLine<'a> {
     record: &'a cbor::Value<'a>,
 }
 
-fn verify(args: VerifyArgs) -> Result<ExitCode> {
-    let name = args.car.file.display().to_string();
-    // Validate the key source before reading the CAR.
-    let (key, doc_did) = match (&args.key, &args.did_doc) {
+/// The signing key to check against, and the DID its document is for.
+fn key_source(args: &VerifyArgs) -> Result<(PublicKey, Option<String>)> {
+    Ok(match (&args.key, &args.did_doc) {
         (Some(k), _) => (PublicKey::from_did_key(k).with_context(|| "--key")?, None),
         (None, Some(path)) => {
             let bytes =
@@ -155,9 +165,17 @@ fn verify(args: VerifyArgs) -> Result<ExitCode> {
             (key, Some(doc.id.clone()))
         }
         (None, None) => bail!("one of --key or --did-doc is required"),
-    };
+    })
+}
+
+fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    let name = args.car.file.display().to_string();
+    // Validate the key source before reading the CAR: a bad one is the
+    // command line's error (exit status 2), as is a CAR that cannot be opened.
+    let (key, doc_did) = key_source(&args).usage()?;
+    let input = input(&args.car)?;
     let outcome = (|| -> Result<String> {
-        let repo = open(&args.car)?;
+        let repo = read(input, &name)?;
         if let Some(did) = &doc_did {
             if did != &repo.commit.did {
                 bail!(

@@ -11,6 +11,7 @@ use skyhouse_api::{ApiConfig, ApiState, Keys};
 
 use crate::migrate::ClickHouseArgs;
 use crate::redis_args::RedisArgs;
+use crate::Usage;
 
 /// Flags of `skyhouse search`.
 #[derive(Debug, Args)]
@@ -43,12 +44,14 @@ pub struct SearchArgs {
     /// SQL explorer: most rows a query may return.
     #[arg(long, env = "SEARCH_SQL_MAX_ROWS", default_value_t = 10_000)]
     sql_max_rows: u64,
+    // Before the groups with their own --help heading (clap keeps the last heading
+    // for the fields after a flattened group).
+    #[command(flatten)]
+    shutdown: crate::service::ShutdownArgs,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
     redis: RedisArgs,
-    #[command(flatten)]
-    shutdown: crate::service::ShutdownArgs,
 }
 
 impl SearchArgs {
@@ -84,7 +87,7 @@ impl SearchArgs {
 }
 
 pub fn run(args: SearchArgs) -> Result<ExitCode> {
-    let cfg = args.config()?;
+    let cfg = args.config().usage()?;
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;
     crate::service::runtime()?.block_on(async move {

@@ -108,6 +108,10 @@ pub async fn start(
         health.clone(),
         shutdown.clone(),
     ));
+    tracing::info!(
+        redis = %skyhouse_state::redact_url(&redis.url),
+        "Connecting to Redis."
+    );
     let state = redis.connect().await?;
     let probe = {
         // The probe must answer fast: a stalled server counts as down.

@@ -98,6 +98,26 @@ fn migrate_up_version_down_against_a_real_server() {
         "{}",
         text(&down)
     );
+    // --all: every migration rolled back, only the bookkeeping table left.
+    let all = run(&["down", "--all"]);
+    assert!(all.status.success(), "{}", text(&all));
+    assert!(text(&all).contains("0001_core\tpending"), "{}", text(&all));
+    assert!(text(&all).contains("version: none"), "{}", text(&all));
+    assert_eq!(
+        db.query(&format!(
+            "SELECT name FROM system.tables WHERE database = '{}'",
+            db.name()
+        )),
+        "schema_migrations\n"
+    );
+    // And up again from nothing.
+    let again = run(&["up"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("0001_core\tapplied"),
+        "{}",
+        text(&again)
+    );
 }
 
 #[test]

@@ -104,7 +104,8 @@ fn bad_flags_are_one_line_errors_naming_the_flag() {
             .output()
             .unwrap();
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        // The command line's fault: exit status 2.
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
             err.starts_with("skyhouse: ") && err.contains(expected),
             "{args:?}: expected {expected:?} in {err:?}"
@@ -172,14 +173,16 @@ fn once_checks_stores_and_prints_every_host() {
 fn the_service_serves_hosts_and_health_and_stops_on_sigterm() {
     let pds = Network::shared().pds_url().to_owned();
     let (db, ch) = migrated("cli_monitor_service");
-    let port = closed_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", closed_port());
+    let metrics_addr = format!("127.0.0.1:{}", closed_port());
     let mut child = command(&[
         "monitor",
         "--host",
         &pds,
-        "--addr",
+        "--listen",
         &addr,
+        "--metrics-addr",
+        &metrics_addr,
         "--clickhouse-address",
         &ch,
         "--database",
@@ -189,7 +192,15 @@ fn the_service_serves_hosts_and_health_and_stops_on_sigterm() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let get = |path: &str| http_get(&addr, path);
+    // /v1/hosts on --listen, /metrics and /health on --metrics-addr.
+    let get = |path: &str| {
+        let on = if path == "/v1/hosts" {
+            &addr
+        } else {
+            &metrics_addr
+        };
+        http_get(on, path)
+    };
     // Ready once the first round is stored.
     let started = Instant::now();
     while get("/health").is_none_or(|(s, _)| s != 200) {
@@ -201,6 +212,11 @@ fn the_service_serves_hosts_and_health_and_stops_on_sigterm() {
         assert!(child.try_wait().unwrap().is_none(), "monitor exited early");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(http_get(&addr, "/metrics").map(|(s, _)| s), Some(404));
+    assert_eq!(
+        http_get(&metrics_addr, "/v1/hosts").map(|(s, _)| s),
+        Some(404)
+    );
     let (_, hosts) = get("/v1/hosts").unwrap();
     let hosts: Value = serde_json::from_str(&hosts).unwrap();
     assert_eq!(hosts["hosts"][0]["host"], pds.as_str());

@@ -363,11 +363,19 @@ impl Monitor {
     }
 
     /// `/v1/hosts` (JSON: every known host's state), `/metrics` and
-    /// `/health`.
+    /// `/health`: the one port of a monitor run without its own metrics
+    /// address.
     pub fn router(&self) -> Router {
         let handle = skyhouse_telemetry::install_metrics();
+        skyhouse_telemetry::metrics_router(handle, self.inner.health.clone())
+            .merge(self.hosts_router())
+    }
+
+    /// `/v1/hosts` alone, for a monitor whose `/metrics` and `/health` have
+    /// their own address ([`skyhouse_telemetry::serve_metrics`]).
+    pub fn hosts_router(&self) -> Router {
         let me = self.clone();
-        let hosts = Router::new().route(
+        Router::new().route(
             "/v1/hosts",
             get(move |RawQuery(query): RawQuery| {
                 let me = me.clone();
@@ -392,8 +400,7 @@ impl Monitor {
                     (StatusCode::OK, json, body)
                 }
             }),
-        );
-        skyhouse_telemetry::metrics_router(handle, self.inner.health.clone()).merge(hosts)
+        )
     }
 
     /// Serve [`router`](Self::router) on `listener` until `shutdown`.
@@ -403,6 +410,17 @@ impl Monitor {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+
+    /// Serve [`hosts_router`](Self::hosts_router) on `listener` until `shutdown`.
+    pub async fn serve_hosts(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.hosts_router())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
     }

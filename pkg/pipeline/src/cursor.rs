@@ -22,11 +22,23 @@ const LOAD_RETRY: Duration = Duration::from_millis(200);
 /// shutdown comes first.
 pub(crate) async fn load(state: &State, key: &str, shutdown: &CancellationToken) -> Option<i64> {
     let mut wait = LOAD_RETRY;
+    let mut waited = false;
     loop {
         match state.cursor(key).await {
-            Ok(c) => return c,
+            Ok(c) => {
+                if waited {
+                    tracing::info!(key, "Redis answers; cursor read, indexing starts.");
+                }
+                return c;
+            }
             Err(e) if e.is_retriable() => {
-                tracing::warn!(error = %e, key, "Cannot read the cursor yet; retrying.");
+                waited = true;
+                tracing::warn!(
+                    error = %e,
+                    key,
+                    retry_in_secs = wait.as_secs_f64(),
+                    "Waiting for Redis: indexing starts once the saved cursor is read."
+                );
                 metrics::redis_error("load_cursor");
             }
             Err(e) => {

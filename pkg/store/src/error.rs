@@ -200,6 +200,23 @@ pub fn parse_code(text: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// `e` and its causes, `a: b: c`, skipping a cause whose text is already
+/// there: a refused connection reads "network error: client error (Connect):
+/// tcp connect error: Connection refused", not only "client error (Connect)".
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Longest error text kept in a message (a proxy's HTML page can be long).
 const MAX_MESSAGE: usize = 300;
 
@@ -275,7 +292,7 @@ impl StoreError {
     /// done: a table or a statement name) in the message.
     pub fn classify(e: clickhouse::error::Error, context: &str) -> StoreError {
         use clickhouse::error::Error as E;
-        let msg = format!("{context}: {}", one_line(&e.to_string()));
+        let msg = format!("{context}: {}", one_line(&with_causes(&e)));
         match &e {
             E::Network(_) => StoreError::transient(RetryReason::Network, msg),
             E::TimedOut => StoreError::transient(RetryReason::Timeout, msg),
@@ -312,6 +329,38 @@ mod tests {
             assert!(seen.insert(*code), "code {code} listed twice");
             assert!(!why.is_empty());
         }
+    }
+
+    #[test]
+    fn a_network_error_keeps_its_cause() {
+        // What a refused connection looks like: the client's error wraps the
+        // connector's, which wraps the OS error that says what happened.
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        #[derive(Debug)]
+        struct Wrap(&'static str, Box<dyn std::error::Error + Send + Sync>);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&*self.1)
+            }
+        }
+        let e = clickhouse::error::Error::Network(Box::new(Wrap(
+            "client error (Connect)",
+            Box::new(Wrap("tcp connect error", Box::new(refused))),
+        )));
+        let classified = StoreError::classify(e, "version");
+        assert_eq!(classified.retry_reason(), Some(RetryReason::Network));
+        assert!(
+            classified.to_string().ends_with(
+                "version: network error: client error (Connect): tcp connect error: Connection refused"
+            ),
+            "{classified}"
+        );
     }
 
     #[test]
