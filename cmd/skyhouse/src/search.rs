@@ -103,6 +103,7 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
         skyhouse_api::describe_metrics();
         let refresh = tokio::spawn(skyhouse_api::refresh_loop(
             ch.clone(),
+            svc.health.clone(),
             Duration::from_secs(args.refresh_secs),
             svc.shutdown.clone(),
         ));

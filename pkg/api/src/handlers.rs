@@ -417,11 +417,17 @@ pub async fn search_posts(
     let cursor = page
         .next
         .map(|k| encode_cursor(u64::from(k.sort_at), &k.did, &k.rkey));
+    let uris: Vec<String> = page.posts.iter().map(|r| r.uri()).collect();
+    let refs: Vec<&str> = uris.iter().map(String::as_str).collect();
+    let counts = skyhouse_store::counts::post_counts(&st.inner.ch, &refs)
+        .await
+        .map_err(|e| ApiError::store("counts", e))?;
     let posts: Vec<Value> = page
         .posts
         .iter()
-        .map(|r| {
-            json!({
+        .zip(&counts)
+        .map(|(r, c)| {
+            let mut v = json!({
                 "uri": r.uri(),
                 "did": r.did,
                 "rkey": r.rkey,
@@ -431,10 +437,76 @@ pub async fn search_posts(
                 "tags": r.tags,
                 "created_at": r.created_at,
                 "sort_at": r.sort_at,
-            })
+            });
+            if let Some(o) = v.as_object_mut() {
+                o.extend(post_counts_json(c));
+            }
+            v
         })
         .collect();
     Ok(Json(json!({ "posts": posts, "cursor": cursor })).into_response())
+}
+
+/// A post's counts as the AppView defines them (README "Counts").
+fn post_counts_json(c: &skyhouse_store::counts::PostCounts) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("likes".into(), c.likes.into());
+    m.insert("reposts".into(), c.reposts.into());
+    m.insert("replies".into(), c.replies.into());
+    m.insert("replies_visible".into(), c.replies_visible.into());
+    m.insert("replies_all".into(), c.replies_all.into());
+    m.insert("quotes".into(), c.quotes.into());
+    m
+}
+
+/// Most posts one `/v1/stats/posts` request names.
+const MAX_POST_STATS: usize = 25;
+
+/// `/v1/stats/posts?uris=<at-uri>,<at-uri>…`: each post's counts, in the
+/// order asked (zeros for a post nobody interacted with).
+pub async fn post_stats(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    read_access(&st, &headers).await?;
+    let p = params(raw)?;
+    let uris: Vec<&str> = p
+        .get("uris")
+        .map(|u| {
+            u.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if uris.is_empty() || uris.len() > MAX_POST_STATS {
+        return Err(ApiError::bad_request(format!(
+            "uris must list 1 to {MAX_POST_STATS} post AT-URIs, comma-separated"
+        )));
+    }
+    if let Some(bad) = uris.iter().find(|u| {
+        !skyhouse_atproto::syntax::AtUri::is_valid(u) || !u.contains("/app.bsky.feed.post/")
+    }) {
+        return Err(ApiError::bad_request(format!(
+            "uris: {:?} is not a post AT-URI",
+            bad.chars().take(100).collect::<String>()
+        )));
+    }
+    let counts = skyhouse_store::counts::post_counts(&st.inner.ch, &uris)
+        .await
+        .map_err(|e| ApiError::store("counts", e))?;
+    let posts: Vec<Value> = counts
+        .iter()
+        .map(|c| {
+            let mut v = json!({ "uri": c.uri });
+            if let Some(o) = v.as_object_mut() {
+                o.extend(post_counts_json(c));
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "posts": posts })).into_response())
 }
 
 /// `/v1/search/actors?q=&limit=`: handle or display name contains `q`.

@@ -94,6 +94,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/stats", get(handlers::stats))
         .route("/v1/stats/actors/{did}", get(handlers::actor_stats))
+        .route("/v1/stats/posts", get(handlers::post_stats))
         .route("/v1/stats/analytics/{name}", get(handlers::analytics))
         .route("/v1/search/posts", get(handlers::search_posts))
         .route("/v1/search/actors", get(handlers::search_actors))
@@ -129,18 +130,39 @@ pub async fn serve(
         .await
 }
 
-/// Recompute `daily_stats` (the last 2 days) and the interaction counts
-/// every `every` (skipped while ClickHouse does not answer), until
-/// `shutdown`. `/health`'s `clickhouse` check is the binary's probe.
-pub async fn refresh_loop(ch: ClickHouse, every: Duration, shutdown: CancellationToken) {
+/// Run the store's maintenance (`skyhouse_store::aggregates::refresh`:
+/// hidden accounts, interaction counts, daily stats of the days that got
+/// rows, retention) every `every` (skipped while ClickHouse does not
+/// answer), until `shutdown`. `/health`'s `clickhouse` check is the
+/// binary's probe.
+///
+/// `health`'s `refresh` check is false until the first refresh succeeds
+/// (the stats and counts are those of the last refresh) and after a failed
+/// one.
+pub async fn refresh_loop(
+    ch: ClickHouse,
+    health: skyhouse_telemetry::Health,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    health.set("refresh", false);
     loop {
         if ch.server_version().await.is_ok() {
-            let since = handlers::days_ago(2);
-            if let Err(e) = skyhouse_store::queries::refresh_daily_stats(&ch, &since).await {
-                tracing::warn!(error = %e, "daily_stats refresh failed; next round retries.");
-            }
-            if let Err(e) = skyhouse_store::queries::refresh_interactions(&ch).await {
-                tracing::warn!(error = %e, "Interaction counts refresh failed; next round retries.");
+            match skyhouse_store::aggregates::refresh(&ch).await {
+                Ok(r) => {
+                    if r.days_backlog > 0 {
+                        tracing::info!(
+                            days = r.days,
+                            backlog = r.days_backlog,
+                            "Daily stats: older days still to recompute."
+                        );
+                    }
+                    health.set("refresh", true);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Refresh failed; next round retries.");
+                    health.set("refresh", false);
+                }
             }
         }
         tokio::select! {

@@ -749,7 +749,15 @@ fn walk(
             did,
             collection: r.collection,
             rkey: r.rkey,
-            action: Action::Create,
+            // A resync's snapshot may replace what the live stream wrote
+            // (a like moved to another post): as updates, the interaction
+            // refresh checks the keys' earlier subjects. A first backfill's
+            // records are creates.
+            action: if keep_keys {
+                Action::Update
+            } else {
+                Action::Create
+            },
             cid: Some(r.cid),
             record: value.as_ref(),
             version,

@@ -633,7 +633,9 @@ async fn rank_and_snapshot(
     })
 }
 
-/// Every `interval`: refresh the interaction counts (`/health` check
+/// Every `interval`: run the store's maintenance (interaction counts and
+/// the recent tables the rankings read, hidden accounts, daily stats,
+/// retention: `skyhouse_store::aggregates::refresh`; `/health` check
 /// `refresh`; the binary probes ClickHouse and Redis for every service).
 pub async fn refresh_loop(
     ch: ClickHouse,
@@ -651,7 +653,7 @@ pub async fn refresh_loop(
             _ = tick.tick() => {}
         }
         let started = Instant::now();
-        match skyhouse_store::queries::refresh_interactions(&ch).await {
+        match skyhouse_store::aggregates::refresh(&ch).await {
             Ok(_) => {
                 histogram!("skyhouse_feedgen_refresh_seconds")
                     .record(started.elapsed().as_secs_f64());

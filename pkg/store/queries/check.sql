@@ -65,7 +65,7 @@ GROUP BY did;
 -- Live records per collection, hidden accounts (active = 0) left out.
 SELECT collection, count() AS live_records
 FROM {db}.records FINAL
-WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE active = 0)
+WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)
 GROUP BY collection
 ORDER BY collection;
 
@@ -85,8 +85,9 @@ ANY LEFT JOIN (
 ORDER BY live_records DESC, did
 LIMIT 10;
 
--- Recompute daily_stats from records FINAL (each run replaces the days' rows).
-INSERT INTO {db}.daily_stats SELECT toDate(sort_at) AS day, collection, count() AS records, uniqExact(did) AS actors, now() AS computed_at, toUInt64(toUnixTimestamp(now())) AS version FROM {db}.records FINAL WHERE deleted = 0 GROUP BY day, collection;
+-- Recompute every day's daily_stats from record_days FINAL (each run
+-- replaces the days' rows; the refresh does this for touched days only).
+INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, version) SELECT day, collection, count() AS records, uniqExact(did) AS actors, now() AS computed_at, toUInt64(toUnixTimestamp(now())) AS version FROM {db}.record_days FINAL WHERE deleted = 0 GROUP BY day, collection;
 
 -- Daily stats, FINAL.
 SELECT day, collection, records, actors

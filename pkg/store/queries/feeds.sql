@@ -1,31 +1,36 @@
 -- The feed generator's rankings and label checks (src/feeds.rs): current
--- state (FINAL, deleted = 0); hidden accounts (accounts.active = 0) left
--- out as authors and as likers or reposters. Like and repost counts come
--- from `interactions` (migration 0004), kept current by the interaction
--- refresh. {window} is seconds, {limit} the most URIs a ranking holds,
--- {label} and {did} quoted literals, {dids} a list of them.
+-- state (FINAL, deleted = 0); hidden accounts (`hidden_accounts`) left out
+-- as authors and as likers or reposters. The windowed rankings read
+-- `recent_posts` (by the post's TID time) and `recent_interactions` (likes
+-- and reposts of recent posts, by the post's TID time), kept current by the
+-- refresh (src/aggregates.rs): their cost follows the window, not the
+-- tables. Likes and reposts count distinct accounts. {window} is seconds,
+-- {limit} the most URIs a ranking holds, {label} and {did} quoted
+-- literals, {dids} a list of them.
 
 -- name: rank_whats_hot
 -- Recent posts (the last {window} seconds) by likes and reposts (a repost
 -- counts twice) divided by (age_hours + 2) ^ 1.8, so newer posts rise.
-SELECT uri FROM (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri, sort_at FROM {db}.posts FINAL WHERE deleted = 0 AND sort_at >= now() - {window} AND did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE active = 0)) AS p
+SELECT uri FROM (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri, sort_at FROM {db}.recent_posts FINAL WHERE tid_time >= now() - {window} AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)) AS p
 ANY INNER JOIN (
-    SELECT subject_uri AS uri, countIf(kind = 'like') AS likes, countIf(kind = 'repost') AS reposts
-    FROM {db}.interactions FINAL
-    WHERE kind IN ('like', 'repost') AND deleted = 0
-      AND subject_uri IN (SELECT uri FROM (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri, sort_at FROM {db}.posts FINAL WHERE deleted = 0 AND sort_at >= now() - {window} AND did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE active = 0)))
-      AND did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE active = 0)
+    SELECT subject_uri AS uri, uniqExactIf(did, kind = 'like') AS likes, uniqExactIf(did, kind = 'repost') AS reposts
+    FROM {db}.recent_interactions FINAL
+    WHERE subject_time >= now() - {window} AND deleted = 0
+      AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)
     GROUP BY subject_uri) AS c USING uri
 ORDER BY (likes + 2 * reposts) / pow(greatest(toInt64(toUInt32(now())) - toInt64(toUInt32(sort_at)), 0) / 3600 + 2, 1.8) DESC, uri DESC
 LIMIT {limit};
 
 -- name: rank_top_liked
--- Posts of the last {window} seconds by like count.
-SELECT subject_uri AS uri FROM {db}.interactions FINAL
-WHERE kind = 'like' AND deleted = 0
-  AND subject_uri IN (SELECT uri FROM (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri, sort_at FROM {db}.posts FINAL WHERE deleted = 0 AND sort_at >= now() - {window} AND did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE active = 0)))
-  AND did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE active = 0)
-GROUP BY subject_uri ORDER BY count() DESC, uri DESC
+-- Posts of the last {window} seconds by the accounts that like them.
+SELECT uri FROM (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri FROM {db}.recent_posts FINAL WHERE tid_time >= now() - {window} AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)) AS p
+ANY INNER JOIN (
+    SELECT subject_uri AS uri, uniqExact(did) AS likes
+    FROM {db}.recent_interactions FINAL
+    WHERE subject_time >= now() - {window} AND kind = 'like' AND deleted = 0
+      AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)
+    GROUP BY subject_uri) AS c USING uri
+ORDER BY likes DESC, uri DESC
 LIMIT {limit};
 
 -- name: rank_labelled
@@ -33,14 +38,14 @@ LIMIT {limit};
 SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri FROM {db}.posts FINAL
 WHERE deleted = 0
   AND did IN (SELECT did FROM {db}.actor_labels FINAL WHERE label = {label} AND neg = 0)
-  AND did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE active = 0)
+  AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)
 ORDER BY sort_at DESC, uri DESC
 LIMIT {limit};
 
 -- name: hidden_among
 -- Which of {dids} are hidden (a pinned feed leaves their posts out).
-SELECT did FROM {db}.accounts FINAL WHERE active = 0 AND did IN ({dids});
+SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1 AND did IN ({dids});
 
 -- name: holds_label
 -- Whether {did} holds {label} (not negated) and is visible.
-SELECT count() FROM {db}.actor_labels FINAL WHERE did = {did} AND label = {label} AND neg = 0 AND did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE active = 0);
+SELECT count() FROM {db}.actor_labels FINAL WHERE did = {did} AND label = {label} AND neg = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1);

@@ -9,7 +9,7 @@
 -- after. {limit} is one more than the page, to tell whether one follows.
 SELECT did, rkey, cid, text, langs, tags, toUInt32(created_at) AS created_at, toUInt32(sort_at) AS sort_at
 FROM {db}.posts FINAL
-WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE active = 0) {filters}
+WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) {filters}
 ORDER BY sort_at DESC, did DESC, rkey DESC
 LIMIT {limit};
 
@@ -51,7 +51,7 @@ AND (sort_at < toDateTime({sort_at}) OR (sort_at = toDateTime({sort_at}) AND (di
 -- Handle or display name contains {q} (case-insensitive). Current
 -- ClickHouse wants an alias on each joined subquery (ALIAS_REQUIRED).
 SELECT did, handle, display_name
-FROM (SELECT did, handle FROM {db}.identities FINAL WHERE did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE active = 0)) AS ids
+FROM (SELECT did, handle FROM {db}.identities FINAL WHERE did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)) AS ids
 ANY LEFT JOIN (SELECT did, display_name FROM {db}.profiles FINAL WHERE deleted = 0 AND rkey = 'self') AS names
 USING did
 WHERE positionCaseInsensitiveUTF8(handle, {q}) > 0 OR positionCaseInsensitiveUTF8(display_name, {q}) > 0

@@ -5,10 +5,12 @@
 -- validated, quoted literals (18.16 has no server-side query parameters).
 
 -- name: collection_counts
-SELECT collection, count() AS live_records
-FROM {db}.records FINAL
-WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.accounts FINAL WHERE active = 0)
+-- Live records per collection, all time: the sum of the daily stats
+-- (src/aggregates.rs keeps them), every stored account included.
+SELECT collection, toUInt64(sum(records)) AS live_records
+FROM {db}.daily_stats FINAL
 GROUP BY collection
+HAVING live_records > 0
 ORDER BY live_records DESC, collection;
 
 -- name: account_hidden
@@ -20,14 +22,6 @@ FROM {db}.records FINAL
 WHERE did = {did} AND deleted = 0
 ORDER BY collection, rkey
 LIMIT {limit};
-
--- name: zero_daily_stats
--- First zero every stored day in range (a day whose records were all deleted
--- must drop to 0), then recompute; the recomputation's version is higher.
-INSERT INTO {db}.daily_stats SELECT day, collection, toUInt64(0) AS records, toUInt64(0) AS actors, now() AS computed_at, toUInt64({version}) AS version FROM {db}.daily_stats FINAL WHERE day >= toDate({since});
-
--- name: refresh_daily_stats
-INSERT INTO {db}.daily_stats SELECT toDate(sort_at) AS day, collection, count() AS records, uniqExact(did) AS actors, now() AS computed_at, toUInt64({version}) + 1 AS version FROM {db}.records FINAL WHERE deleted = 0 AND sort_at >= toDateTime(toDate({since})) GROUP BY day, collection;
 
 -- name: daily_stats
 SELECT toString(day) AS day_text, collection, records, actors

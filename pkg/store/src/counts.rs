@@ -44,9 +44,14 @@ pub(crate) const INTERACTION_SOURCES: [(&str, &str, &str); 6] = [
 ];
 
 /// How far before the last refresh's start the next one looks again,
-/// seconds: covers inserts that began (took their `inserted_at`) before a
+/// seconds: covers inserts that began (took their `arrived` time) before a
 /// refresh and became visible after it. Rows seen twice change nothing.
 pub const REFRESH_MARGIN_SECS: u32 = 300;
+
+/// How long likes and reposts of a post count in `recent_interactions`
+/// (the feeds' rankings), by the post's TID time: the longest feed window
+/// (whats-hot, 48 h) plus a day.
+pub const RECENT_INTERACTION_SECS: u32 = 3 * 24 * 3600;
 
 /// What a refresh covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,28 +65,46 @@ pub struct RefreshedUpto {
     pub windows: usize,
 }
 
-/// About how many rows of one source a refresh reads at once: a backlog
-/// (the first refresh after a backfill of millions of likes) is read in
-/// windows of arrival time of about this many rows each, so no statement
-/// needs more memory than a window's keys (ClickHouse 18.16's default
-/// per-query limit is ~3.7 GiB; 4M likes at once exceeded it).
+/// About how many change rows a refresh reads at once: a backlog (the first
+/// refresh after a backfill of millions of likes) is read in windows of
+/// arrival time of about this many rows each, so no statement needs more
+/// memory than a window's keys (ClickHouse 18.16's default per-query limit
+/// is ~3.7 GiB).
 pub const REFRESH_WINDOW_ROWS: u64 = 1_000_000;
 
-/// Bring `interactions` up to date with the rows that arrived in `likes`,
-/// `reposts` and `posts` since the last refresh (all of them the first
-/// time). Safe to run at any time, repeatedly or concurrently: it only
-/// rewrites rows from the current state of the record tables.
+/// The SQL of a TID's time as a `DateTime`, for the key expression `key`
+/// (a 13-character TID; anything else gives time 0). The same expression as
+/// migration 0009's views.
+pub fn tid_time_sql(key: &str) -> String {
+    format!(
+        "if(match({key}, '^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{{12}}$'), \
+         toDateTime(least(intDiv(toUInt64(arraySum(arrayMap(i -> (position('234567abcdefghijklmnopqrstuvwxyz', \
+         substring({key}, i + 1, 1)) - 1) * pow(32, 10 - i), range(11)))), 1000000), 4294967295)), toDateTime(0))"
+    )
+}
+
+/// The TID time of a subject URI's record key.
+fn subject_time_sql() -> String {
+    tid_time_sql("splitByChar('/', subject_uri)[5]")
+}
+
+/// Bring `interactions` (and `recent_interactions`) up to date with what
+/// arrived in `interaction_changes` since the last refresh. Safe to run at
+/// any time, repeatedly or concurrently: every row it writes follows from
+/// the record tables' current state.
 pub async fn refresh_interactions(ch: &ClickHouse) -> Result<RefreshedUpto, StoreError> {
     refresh_interactions_in_windows(ch, REFRESH_WINDOW_ROWS).await
 }
 
-/// [`refresh_interactions`] reading about `window_rows` rows of a source
-/// per window (at least one second of arrivals each). The watermark moves
-/// after each window, so an interrupted refresh resumes near where it was.
+/// [`refresh_interactions`] reading about `window_rows` change rows per
+/// window (at least one second of arrivals each). The watermark moves after
+/// each window, so an interrupted refresh resumes near where it was.
 pub async fn refresh_interactions_in_windows(
     ch: &ClickHouse,
     window_rows: u64,
 ) -> Result<RefreshedUpto, StoreError> {
+    // The counts leave hidden accounts out: bring them up to date first.
+    crate::aggregates::refresh_hidden_accounts(ch).await?;
     let sql = render(ch.database(), "interactions_watermark", &[])?;
     let (last, now): (u32, u32) = ch.fetch_one("interactions_watermark", &sql).await?;
     let after = last.saturating_sub(REFRESH_MARGIN_SECS);
@@ -92,16 +115,8 @@ pub async fn refresh_interactions_in_windows(
     edges.extend(bounds.into_iter().filter(|b| *b > after && *b < now));
     edges.push(u32::MAX);
     for pair in edges.windows(2) {
-        let (lo, hi) = (pair[0], pair[1]);
-        for (kind, source, subject) in INTERACTION_SOURCES {
-            for name in ["refresh_interaction_subjects", "refresh_interactions"] {
-                let sql = refresh_sql(ch.database(), name, (kind, source, subject), lo, hi)?;
-                ch.execute(name, &sql).await?;
-            }
-        }
-        // After the replies' rows are rewritten (flags at 0): set them.
-        gate_pass(ch, lo, hi).await?;
-        save_interactions_watermark(ch, hi.min(now)).await?;
+        refresh_window(ch, pair[0], pair[1]).await?;
+        save_interactions_watermark(ch, pair[1].min(now)).await?;
     }
     Ok(RefreshedUpto {
         after,
@@ -110,31 +125,65 @@ pub async fn refresh_interactions_in_windows(
     })
 }
 
-/// A source's backlog: rows since the watermark, quantiles of arrival time.
+/// One window of arrivals: see queries/counts.sql for each statement.
+async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreError> {
+    let db = ch.database();
+    // Subjects first: a delete in the same window as its create finds it.
+    for name in [
+        "interaction_subjects_live",
+        "interaction_live",
+        "recent_interactions_live",
+    ] {
+        let sql = window_sql(db, name, lo, hi)?;
+        ch.execute(name, &sql).await?;
+    }
+    for source in INTERACTION_SOURCES {
+        let sql = refresh_sql(db, "refresh_interactions", source, lo, hi)?;
+        ch.execute("refresh_interactions", &sql).await?;
+        if matches!(source.0, "like" | "repost") {
+            let sql = refresh_sql(db, "refresh_recent_interactions", source, lo, hi)?;
+            ch.execute("refresh_recent_interactions", &sql).await?;
+        }
+    }
+    for name in [
+        "pending_deletes_add",
+        "interaction_pending_matches",
+        "recent_pending_matches",
+    ] {
+        let sql = window_sql(db, name, lo, hi)?;
+        ch.execute(name, &sql).await?;
+    }
+    // After the replies' rows are written (flags at 0): set them.
+    gate_pass(ch, lo, hi).await
+}
+
+/// A window statement that takes no source.
+fn window_sql(db: &str, name: &str, lo: u32, hi: u32) -> Result<String, StoreError> {
+    let mut args = vec![("after", lo.to_string()), ("before", hi.to_string())];
+    if name.starts_with("recent") {
+        args.push(("subject_time", subject_time_sql()));
+        args.push(("recent_secs", RECENT_INTERACTION_SECS.to_string()));
+    }
+    let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    render(db, name, &args)
+}
+
+/// A window's backlog: change rows since the watermark, quantiles of arrival time.
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct Backlog {
     rows: u64,
     bounds: Vec<u32>,
 }
 
-/// Arrival times (Unix seconds, increasing) splitting the largest source's
-/// rows since `after` into windows of about `window_rows`.
+/// Arrival times (Unix seconds, increasing) splitting the change rows
+/// since `after` into windows of about `window_rows`.
 async fn window_bounds(
     ch: &ClickHouse,
     after: u32,
     window_rows: u64,
 ) -> Result<Vec<u32>, StoreError> {
-    let mut largest: Option<(u64, &str)> = None;
-    for source in ["likes", "reposts", "posts", "follows"] {
-        let sql = backlog_sql(ch.database(), source, "0.5", after)?;
-        let Backlog { rows, .. } = ch.fetch_one("interaction_backlog", &sql).await?;
-        if largest.is_none_or(|(n, _)| rows > n) {
-            largest = Some((rows, source));
-        }
-    }
-    let Some((rows, source)) = largest else {
-        return Ok(Vec::new());
-    };
+    let sql = backlog_sql(ch.database(), "0.5", after)?;
+    let Backlog { rows, .. } = ch.fetch_one("interaction_backlog", &sql).await?;
     let windows = rows.div_ceil(window_rows);
     if windows <= 1 {
         return Ok(Vec::new());
@@ -143,7 +192,7 @@ async fn window_bounds(
     let levels: Vec<String> = (1..windows)
         .map(|i| format!("{:.6}", i as f64 / windows as f64))
         .collect();
-    let sql = backlog_sql(ch.database(), source, &levels.join(", "), after)?;
+    let sql = backlog_sql(ch.database(), &levels.join(", "), after)?;
     let backlog: Backlog = ch.fetch_one("interaction_backlog", &sql).await?;
     let mut bounds = backlog.bounds;
     bounds.sort_unstable();
@@ -177,9 +226,12 @@ pub struct PostCounts {
     /// Accounts that repost it (as likes).
     pub reposts: u64,
     /// Direct replies (posts whose `reply.parent` is this post) that keep
-    /// the thread root's threadgate and that the root's author did not hide:
-    /// the number Bluesky shows.
+    /// the thread root's threadgate: the number Bluesky shows (its
+    /// `replyCount` counts the replies the root's author hid too).
     pub replies: u64,
+    /// Those replies without the ones the root's author hid
+    /// (`hiddenReplies`): what a reader of the thread sees.
+    pub replies_visible: u64,
     /// Every live direct reply, gated or hidden ones included.
     pub replies_all: u64,
     /// Quote posts (posts embedding this one).
@@ -224,6 +276,7 @@ pub async fn post_counts(ch: &ClickHouse, uris: &[&str]) -> Result<Vec<PostCount
             c.likes = r.likes;
             c.reposts = r.reposts;
             c.replies = r.replies;
+            c.replies_visible = r.replies_visible;
             c.replies_all = r.replies_all;
             c.quotes = r.quotes;
         }
@@ -239,33 +292,30 @@ fn refresh_sql(
     after: u32,
     before: u32,
 ) -> Result<String, StoreError> {
-    render(
-        db,
-        name,
-        &[
-            ("source", source),
-            ("subject", subject),
-            ("kind", &literal(kind)),
-            ("after", &after.to_string()),
-            ("before", &before.to_string()),
-        ],
-    )
+    let mut args = vec![
+        ("source", source.to_owned()),
+        ("subject", subject.to_owned()),
+        ("kind", literal(kind)),
+        ("after", after.to_string()),
+        ("before", before.to_string()),
+    ];
+    if name == "refresh_recent_interactions" {
+        args.push(("subject_time", subject_time_sql()));
+        args.push(("recent_secs", RECENT_INTERACTION_SECS.to_string()));
+    }
+    let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    render(db, name, &args)
 }
 
-/// A source's backlog since `after`, with quantiles at `levels`.
-fn backlog_sql(db: &str, source: &str, levels: &str, after: u32) -> Result<String, StoreError> {
+/// The change log's backlog since `after`, with quantiles at `levels`.
+fn backlog_sql(db: &str, levels: &str, after: u32) -> Result<String, StoreError> {
     render(
         db,
         "interaction_backlog",
-        &[
-            ("source", source),
-            ("levels", levels),
-            ("after", &after.to_string()),
-        ],
+        &[("levels", levels), ("after", &after.to_string())],
     )
 }
 
-/// This module's statements with sample values (see [`sql::catalog`]).
 /// A row of `post_counts`.
 #[derive(clickhouse::Row, serde::Deserialize)]
 struct CountsRow {
@@ -273,6 +323,7 @@ struct CountsRow {
     likes: u64,
     reposts: u64,
     replies: u64,
+    replies_visible: u64,
     replies_all: u64,
     quotes: u64,
 }
@@ -648,8 +699,21 @@ fn post_prefixes(dids: &[&str]) -> String {
 
 /// This module's statements with sample values (see [`sql::catalog`]).
 pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+    for name in [
+        "interaction_subjects_live",
+        "interaction_live",
+        "recent_interactions_live",
+        "pending_deletes_add",
+        "interaction_pending_matches",
+        "recent_pending_matches",
+    ] {
+        out.push(Rendered {
+            name: name.into(),
+            sql: window_sql(db, name, 0, u32::MAX)?,
+        });
+    }
     for source in INTERACTION_SOURCES {
-        for name in ["refresh_interaction_subjects", "refresh_interactions"] {
+        for name in ["refresh_interactions", "refresh_recent_interactions"] {
             out.push(Rendered {
                 name: format!("{name}#{}", source.0),
                 sql: refresh_sql(db, name, source, 0, u32::MAX)?,
@@ -658,7 +722,7 @@ pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreErro
     }
     out.push(Rendered {
         name: "interaction_backlog".into(),
-        sql: backlog_sql(db, "likes", "0.25, 0.5", 0)?,
+        sql: backlog_sql(db, "0.25, 0.5", 0)?,
     });
     sql::sample(out, db, "interactions_watermark", &[])?;
     sql::sample(

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 pub mod admin;
+pub mod aggregates;
 pub mod cleanup;
 pub mod counts;
 mod error;

@@ -280,6 +280,17 @@ fn for_cluster(stmt: &str, db: &str, cluster: &str) -> Vec<Step> {
             },
         ];
     }
+    let view = format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.");
+    if let Some(rest) = stmt.strip_prefix(&view) {
+        // Created on every node, feeding the shard's local target from the
+        // shard's local source: an insert on a replica triggers it there,
+        // and the target's own replication copies the result.
+        let name = table_name(rest);
+        let body = to_local_tables(&rest[name.len()..], db);
+        return vec![Step::Sql(format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name} ON CLUSTER {cluster}{body}"
+        ))];
+    }
     if let Some(name) = stmt.strip_prefix(&drop) {
         let name = name.trim();
         return vec![
@@ -324,14 +335,64 @@ fn table_name(rest: &str) -> String {
 /// The first column of a table's `ORDER BY`, to shard on.
 fn sharding_column(body: &str) -> Option<String> {
     let i = body.find("ORDER BY")?;
-    let rest = body[i + "ORDER BY".len()..]
+    let mut rest = body[i + "ORDER BY".len()..]
         .trim_start()
         .trim_start_matches('(');
-    let col: String = rest
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .collect();
-    (!col.is_empty()).then_some(col)
+    // The first plain column: a time bucket like `toStartOfHour(t)` would
+    // send every row of an hour to one shard.
+    loop {
+        let col: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if col.is_empty() {
+            return None;
+        }
+        let after = &rest[col.len()..];
+        if !after.starts_with('(') {
+            return Some(col);
+        }
+        // Skip the call and the comma after it.
+        let mut depth = 0usize;
+        let mut end = None;
+        for (j, c) in after.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(j + 1);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = after[end?..]
+            .trim_start()
+            .trim_start_matches(',')
+            .trim_start();
+    }
+}
+
+/// `{db}.<name>` → `{db}.<name>_local` everywhere in `text` (a
+/// materialized view on a cluster reads and writes the shard's own tables).
+fn to_local_tables(text: &str, db: &str) -> String {
+    let prefix = format!("{db}.");
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut rest = text;
+    while let Some(i) = rest.find(&prefix) {
+        let (before, after) = rest.split_at(i + prefix.len());
+        out.push_str(before);
+        let name = table_name(after);
+        out.push_str(&name);
+        if !name.is_empty() {
+            out.push_str("_local");
+        }
+        rest = &after[name.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The oldest server whose `Distributed` tables may declare a
@@ -799,6 +860,28 @@ mod tests {
             "{stmts:?}"
         );
         assert_eq!(stmts[1], sql("DROP TABLE IF EXISTS sky.u"));
+    }
+
+    #[test]
+    fn cluster_mode_points_views_at_local_tables_and_shards_on_a_column() {
+        let text = "CREATE TABLE IF NOT EXISTS {db}.r (t DateTime, did String, rkey String) ENGINE = MergeTree()\nORDER BY (toStartOfHour(t), did, rkey);\nCREATE MATERIALIZED VIEW IF NOT EXISTS {db}.v TO {db}.r AS SELECT now() AS t, did, rkey FROM {db}.likes WHERE did != '';";
+        let s = render(text, "sky", Some("main"));
+        assert_eq!(
+            s[1],
+            Step::CreateDistributed {
+                table: "r".into(),
+                sharding_key: "did".into()
+            }
+        );
+        assert_eq!(
+            s[2],
+            sql("CREATE MATERIALIZED VIEW IF NOT EXISTS sky.v ON CLUSTER main TO sky.r_local AS SELECT now() AS t, did, rkey FROM sky.likes_local WHERE did != ''")
+        );
+        assert_eq!(
+            sharding_column("ORDER BY (toStartOfHour(toDate(t)), x)"),
+            Some("x".into())
+        );
+        assert_eq!(sharding_column("ORDER BY did"), Some("did".into()));
     }
 
     #[test]

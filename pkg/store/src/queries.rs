@@ -8,7 +8,8 @@ use serde::Deserialize;
 use crate::sql::{self, literal, render, Rendered};
 use crate::{ClickHouse, StoreError};
 
-/// Live records per collection (hidden accounts left out), most first.
+/// Live records per collection, all time (the sums of the daily stats, every
+/// stored account included), most first.
 pub async fn collection_counts(ch: &ClickHouse) -> Result<Vec<(String, u64)>, StoreError> {
     let sql = render(ch.database(), "collection_counts", &[])?;
     ch.fetch_all("collection_counts", &sql).await
@@ -54,41 +55,6 @@ pub async fn records_of(
     ch.fetch_all("records_of", &sql).await
 }
 
-/// Recompute `daily_stats` for every day from `since` (a `YYYY-MM-DD` date) on,
-/// from `records FINAL`: replays change nothing and deletes are subtracted,
-/// down to zero for a day that lost all its records.
-pub async fn refresh_daily_stats(ch: &ClickHouse, since: &str) -> Result<(), StoreError> {
-    let valid = since.len() == 10
-        && since.bytes().enumerate().all(|(i, b)| {
-            if i == 4 || i == 7 {
-                b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
-    if !valid {
-        return Err(StoreError::Config(format!(
-            "since {since:?} must be a YYYY-MM-DD date"
-        )));
-    }
-    // Each refresh writes newer versions than any before it: microseconds
-    // since the epoch, doubled so the zeroing pass sits just below the
-    // recomputation of the same refresh.
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let version = (micros * 2).to_string();
-    for name in ["zero_daily_stats", "refresh_daily_stats"] {
-        let sql = render(
-            ch.database(),
-            name,
-            &[("since", &literal(since)), ("version", &version)],
-        )?;
-        ch.execute(name, &sql).await?;
-    }
-    Ok(())
-}
-
 /// One row of daily stats.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, clickhouse::Row)]
 pub struct DailyStat {
@@ -119,14 +85,6 @@ pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreErro
     sql::sample(out, db, "collection_counts", &[])?;
     sql::sample(out, db, "account_hidden", &[("did", &alice)])?;
     sql::sample(out, db, "records_of", &[("did", &alice), ("limit", "100")])?;
-    for name in ["zero_daily_stats", "refresh_daily_stats"] {
-        sql::sample(
-            out,
-            db,
-            name,
-            &[("since", "'2024-01-01'"), ("version", "2")],
-        )?;
-    }
     sql::sample(out, db, "daily_stats", &[("since", "'2024-01-01'")])?;
     Ok(())
 }

@@ -28,6 +28,7 @@ const FILES: &[(&str, &str)] = &[
     ("repos.sql", include_str!("../queries/repos.sql")),
     ("hosts.sql", include_str!("../queries/hosts.sql")),
     ("counts.sql", include_str!("../queries/counts.sql")),
+    ("aggregates.sql", include_str!("../queries/aggregates.sql")),
     ("search.sql", include_str!("../queries/search.sql")),
     ("stats.sql", include_str!("../queries/stats.sql")),
     ("keys.sql", include_str!("../queries/keys.sql")),
@@ -156,6 +157,7 @@ pub fn catalog(db: &str) -> Result<Vec<Rendered>, StoreError> {
     let mut out = Vec::new();
     crate::queries::samples(db, &mut out)?;
     crate::counts::samples(db, &mut out)?;
+    crate::aggregates::samples(db, &mut out)?;
     crate::cleanup::samples(db, &mut out)?;
     crate::search::samples(db, &mut out)?;
     crate::stats::samples(db, &mut out)?;

@@ -50,11 +50,11 @@ mod time;
 pub use decode::{Decoded, Decoder, ResyncReason, Skip, Verify};
 pub use filter::{CollectionFilter, DEFAULT_COLLECTIONS};
 pub use rows::{
-    AccountRow, ActorStatusRow, BlockRow, ChatDeclarationRow, ContentVisibilityDeclarationRow,
-    DeadLetterRow, FeedGeneratorRow, FollowRow, IdentityRow, LabelerServiceRow, LikeRow,
-    ListBlockRow, ListItemRow, ListRow, NotificationDeclarationRow, PostRow, PostgateRow,
-    ProfileRow, RecordRow, RepostRow, Rows, StarterPackRow, Table, TableRow, TableSink,
-    ThreadgateRow, VerificationRow, DEAD_LETTER_SOURCE,
+    action_code, AccountRow, ActorStatusRow, BlockRow, ChatDeclarationRow,
+    ContentVisibilityDeclarationRow, DeadLetterRow, FeedGeneratorRow, FollowRow, IdentityRow,
+    LabelerServiceRow, LikeRow, ListBlockRow, ListItemRow, ListRow, NotificationDeclarationRow,
+    PostRow, PostgateRow, ProfileRow, RecordRow, RepostRow, Rows, StarterPackRow, Table, TableRow,
+    TableSink, ThreadgateRow, VerificationRow, DEAD_LETTER_SOURCE,
 };
 pub use skyhouse_atproto::{cbor::Value, frame::Action, Cid};
 pub use time::{Times, MAX_FUTURE_SECS};
@@ -152,6 +152,7 @@ pub fn apply_with_cbor(op: &Op<'_>, cbor: Option<&[u8]>, rows: &mut Rows) {
             version: op.version,
             deleted: 1,
             times: Times::of_delete(op.indexed_at),
+            action: rows::action_code(op.action),
         };
         if let Some(table) = table {
             rows.push_tombstone(table, &key);
@@ -168,6 +169,7 @@ pub fn apply_with_cbor(op: &Op<'_>, cbor: Option<&[u8]>, rows: &mut Rows) {
         version: op.version,
         deleted: 0,
         times: Times::of_record(op.record, op.indexed_at),
+        action: rows::action_code(op.action),
     };
     let json = op.record.map(lex_json).unwrap_or_default();
 

@@ -231,6 +231,19 @@ pub(crate) struct Key<'k> {
     pub(crate) version: u64,
     pub(crate) deleted: u8,
     pub(crate) times: Times,
+    /// The operation: 1 create, 2 update, 3 delete (see [`action_code`]).
+    pub(crate) action: u8,
+}
+
+/// The `action` column's value for an operation: 1 create, 2 update,
+/// 3 delete. The interaction refresh looks up earlier state only for
+/// updates and deletes (migration 0009).
+pub fn action_code(action: crate::Action) -> u8 {
+    match action {
+        crate::Action::Create => 1,
+        crate::Action::Update => 2,
+        crate::Action::Delete => 3,
+    }
 }
 
 /// Defines every typed table: its row struct (common columns first, then its
@@ -267,6 +280,9 @@ macro_rules! typed_tables {
                 /// `min(created_at, indexed_at)`.
                 pub sort_at: u32,
                 $( $(#[doc = $fdoc])* pub $col: $ty, )*
+                /// The operation (see [`action_code`]); 0 for rows written
+                /// before migration 0009 (which added it as the last column).
+                pub action: u8,
             }
 
             impl TableRow for $row {
@@ -281,6 +297,7 @@ macro_rules! typed_tables {
                     ("indexed_at", "DateTime"),
                     ("sort_at", "DateTime"),
                     $( (stringify!($col), $chty), )*
+                    ("action", "UInt8"),
                 ];
 
                 fn encoded_len(&self) -> usize {
@@ -290,6 +307,7 @@ macro_rules! typed_tables {
                         + 8
                         + 1
                         + 3 * 4
+                        + 1
                         $( + self.$col.encoded_len() )*
                 }
             }
@@ -306,6 +324,7 @@ macro_rules! typed_tables {
                         created_at: key.times.created_at,
                         indexed_at: key.times.indexed_at,
                         sort_at: key.times.sort_at,
+                        action: key.action,
                         ..$row::default()
                     }
                 }

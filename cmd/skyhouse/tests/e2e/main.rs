@@ -405,6 +405,28 @@ impl Indexer {
 }
 
 impl Indexer {
+    /// Waits until `/health` answers 200 (every check passes: for the
+    /// search API, its first refresh is done). Panics after [`DEADLINE`].
+    pub async fn ready(&mut self) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            self.assert_running();
+            let (status, body) = match reqwest::get(format!("{}/health", self.metrics_url)).await {
+                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(e) => (0, format!("GET /health: {e}")),
+            };
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/health never answered 200: {body}\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Scrapes `/metrics` until `ok(scrape)` (a gauge may be set a moment
     /// after the state it reports became visible elsewhere); returns the
     /// scrape. Panics after [`DEADLINE`].

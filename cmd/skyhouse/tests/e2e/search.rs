@@ -118,6 +118,8 @@ async fn search_api_over_the_indexed_reference_pds() {
     ]));
     let mut search = Indexer::spawn(&args, metrics);
     search.metrics_until("the API up", |_| true).await;
+    // Stats and counts are those of the last refresh: wait for the first.
+    search.ready().await;
     let api = Api {
         base: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::new(),

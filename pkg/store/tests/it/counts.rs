@@ -32,6 +32,8 @@ struct W {
     rkey: String,
     version: u64,
     record: Option<serde_json::Value>,
+    /// A write to a key that holds a record: an update, as the firehose says.
+    update: bool,
 }
 
 fn create(
@@ -47,6 +49,7 @@ fn create(
         rkey: rkey.into(),
         version,
         record: Some(record),
+        update: false,
     }
 }
 
@@ -57,6 +60,7 @@ fn delete(did: &str, collection: &'static str, rkey: &str, version: u64) -> W {
         rkey: rkey.into(),
         version,
         record: None,
+        update: false,
     }
 }
 
@@ -133,10 +137,10 @@ async fn write(ch: &ClickHouse, ops: &[W]) {
                 did: &w.did,
                 collection: w.collection,
                 rkey: &w.rkey,
-                action: if record.is_some() {
-                    Action::Create
-                } else {
-                    Action::Delete
+                action: match (&record, w.update) {
+                    (None, _) => Action::Delete,
+                    (Some(_), true) => Action::Update,
+                    (Some(_), false) => Action::Create,
                 },
                 cid: record
                     .as_ref()
@@ -395,7 +399,11 @@ async fn replies_follow_the_threadgate_as_the_appview_does() {
         )],
     )
     .await;
-    assert_eq!(counts(&ch, &c(1)).await, (0, 0, 1, 6, 0), "hidden");
+    // Hidden: still in `replies` (as the AppView's replyCount), not in
+    // `replies_visible`.
+    assert_eq!(counts(&ch, &c(1)).await, (0, 0, 2, 6, 0), "hidden");
+    let visible = post_counts(&ch, &[&c(1)]).await.expect("counts");
+    assert_eq!(visible[0].replies_visible, 1);
     // The gate of root 1 goes away: its thread is evaluated again.
     write(
         &ch,
@@ -463,7 +471,7 @@ async fn random_interleavings_equal_a_recomputation() {
         // Each account's commits in its own order (versions increase per
         // key); the batches then arrive shuffled, some replayed.
         let mut ops: Vec<W> = Vec::new();
-        let mut version: HashMap<(String, String), u64> = HashMap::new();
+        let mut version: HashMap<(String, String), (u64, bool)> = HashMap::new();
         for _ in 0..60 {
             let who = &accounts[rng.usize(1..accounts.len())];
             let kind = rng.usize(0..3);
@@ -473,19 +481,25 @@ async fn random_interleavings_equal_a_recomputation() {
                 "app.bsky.graph.follow",
             ][kind];
             let rkey = format!("3k{}{:010}", round, rng.usize(0..8));
-            let v = version
+            let (v, live) = version
                 .entry((who.clone(), format!("{collection}/{rkey}")))
-                .or_insert(round * 1000);
+                .or_insert((round * 1000, false));
             *v += 1 + rng.u64(0..3);
             let w = if rng.usize(0..4) == 0 {
+                *live = false;
                 delete(who, collection, &rkey, *v)
             } else {
                 let target = &posts[rng.usize(0..posts.len())];
-                match kind {
+                let mut w = match kind {
                     0 => like(who, &rkey, target, *v),
                     1 => repost(who, &rkey, target, *v),
                     _ => follow(who, &rkey, &accounts[rng.usize(0..3)], *v),
-                }
+                };
+                // A write to a key that holds a record is an update (as the
+                // firehose says), to a new or deleted key a create.
+                w.update = *live;
+                *live = true;
+                w
             };
             ops.push(w);
         }

@@ -4,9 +4,9 @@
 use crate::fresh;
 use skyhouse_atproto::json::from_lex_json;
 use skyhouse_store::migrate::{self, Migrator};
-use skyhouse_store::queries;
 use skyhouse_store::writer::{write_batch, WriterConfig};
 use skyhouse_store::ClickHouse;
+use skyhouse_store::{aggregates, queries};
 use skyhouse_transform::{apply, Action, Cid, Op, Rows};
 
 const ALICE: &str = "did:plc:alicealicealicealicealic";
@@ -46,40 +46,45 @@ async fn put(
         .expect("write");
 }
 
+/// A TID record key for a time (Unix seconds) and a clock id.
+fn tid(secs: u64, clock: u16) -> String {
+    skyhouse_atproto::syntax::Tid::from_parts(secs * 1_000_000, clock)
+        .expect("tid")
+        .to_string()
+}
+
 #[tokio::test]
-async fn counts_records_and_daily_stats_follow_deletes_replays_and_hidden_accounts() {
-    let (db, ch) = fresh("queries");
+async fn counts_records_and_daily_stats_follow_deletes_replays() {
+    let (_db, ch) = fresh("queries");
     Migrator::new(&ch, migrate::embedded().expect("m"))
         .up()
         .await
         .expect("up");
+    // Record keys are TIDs: posts made on 2024-05-01, likes on 2024-05-02.
+    let (may1, may2) = (1_714_564_800, 1_714_651_200);
+    let (p1, p2) = (tid(may1 + 60, 1), tid(may1 + 120, 2));
+    let (l1, l2) = (tid(may2 + 60, 3), tid(may2 + 3 * 3600, 4));
     for _ in 0..2 {
         // written twice: replays change nothing
-        put(&ch, ALICE, "app.bsky.feed.post", "3kp1", Action::Create, 10).await;
-        put(&ch, ALICE, "app.bsky.feed.post", "3kp2", Action::Create, 11).await;
-        put(&ch, ALICE, "app.bsky.feed.like", "3kl1", Action::Create, 12).await;
-        put(&ch, BOB, "app.bsky.feed.like", "3kl2", Action::Create, 13).await;
-        put(&ch, ALICE, "app.bsky.feed.post", "3kp2", Action::Delete, 14).await;
+        put(&ch, ALICE, "app.bsky.feed.post", &p1, Action::Create, 10).await;
+        put(&ch, ALICE, "app.bsky.feed.post", &p2, Action::Create, 11).await;
+        put(&ch, ALICE, "app.bsky.feed.like", &l1, Action::Create, 12).await;
+        put(&ch, BOB, "app.bsky.feed.like", &l2, Action::Create, 13).await;
+        put(&ch, ALICE, "app.bsky.feed.post", &p2, Action::Delete, 14).await;
+        // A key that is not a TID is undated: counted in the totals only.
+        put(&ch, BOB, "app.bsky.feed.post", "self", Action::Create, 15).await;
     }
+    // Arrivals in an earlier second than the refresh (a row of the same
+    // second as a recomputation's start is recomputed once more).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let refreshed = aggregates::refresh(&ch).await.expect("refresh");
+    assert_eq!(refreshed.days_backlog, 0, "{refreshed:?}");
     let counts = queries::collection_counts(&ch).await.expect("counts");
     assert_eq!(
         counts,
         vec![
             ("app.bsky.feed.like".into(), 2),
-            ("app.bsky.feed.post".into(), 1)
-        ]
-    );
-    // A deactivated account drops out of aggregates.
-    let n = db.name();
-    db.query(&format!(
-        "INSERT INTO {n}.accounts VALUES ('{BOB}', 0, 'deactivated', 1, now())"
-    ));
-    let counts = queries::collection_counts(&ch).await.expect("counts");
-    assert_eq!(
-        counts,
-        vec![
-            ("app.bsky.feed.like".into(), 1),
-            ("app.bsky.feed.post".into(), 1)
+            ("app.bsky.feed.post".into(), 2)
         ]
     );
 
@@ -91,8 +96,8 @@ async fn counts_records_and_daily_stats_follow_deletes_replays_and_hidden_accoun
     assert_eq!(
         keys,
         vec![
-            ("app.bsky.feed.like".into(), "3kl1".into(), 12),
-            ("app.bsky.feed.post".into(), "3kp1".into(), 10)
+            ("app.bsky.feed.like".into(), l1.clone(), 12),
+            ("app.bsky.feed.post".into(), p1.clone(), 10)
         ]
     );
     assert!(
@@ -102,12 +107,8 @@ async fn counts_records_and_daily_stats_follow_deletes_replays_and_hidden_accoun
     );
     assert!(queries::records_of(&ch, "not a did", 10).await.is_err());
 
-    queries::refresh_daily_stats(&ch, "2024-01-01")
-        .await
-        .expect("refresh");
-    queries::refresh_daily_stats(&ch, "2024-01-01")
-        .await
-        .expect("refresh again");
+    // Running it again changes nothing.
+    aggregates::refresh(&ch).await.expect("refresh again");
     let day = |s: &[queries::DailyStat]| {
         s.iter()
             .map(|d| (d.day.clone(), d.collection.clone(), d.records, d.actors))
@@ -116,7 +117,7 @@ async fn counts_records_and_daily_stats_follow_deletes_replays_and_hidden_accoun
     let stats = queries::daily_stats(&ch, "2024-01-01")
         .await
         .expect("stats");
-    // sort_at = min(createdAt, indexed_at): posts on 05-01, likes on 05-02.
+    // Days of the record keys' TID times.
     assert_eq!(
         day(&stats),
         vec![
@@ -125,10 +126,8 @@ async fn counts_records_and_daily_stats_follow_deletes_replays_and_hidden_accoun
         ]
     );
     // Delete the last post of 05-01: the day drops to zero, not stale.
-    put(&ch, ALICE, "app.bsky.feed.post", "3kp1", Action::Delete, 20).await;
-    queries::refresh_daily_stats(&ch, "2024-01-01")
-        .await
-        .expect("refresh");
+    put(&ch, ALICE, "app.bsky.feed.post", &p1, Action::Delete, 20).await;
+    aggregates::refresh(&ch).await.expect("refresh");
     let stats = queries::daily_stats(&ch, "2024-01-01")
         .await
         .expect("stats");
@@ -136,5 +135,50 @@ async fn counts_records_and_daily_stats_follow_deletes_replays_and_hidden_accoun
         day(&stats)[0],
         ("2024-05-01".into(), "app.bsky.feed.post".into(), 0, 0)
     );
-    assert!(queries::refresh_daily_stats(&ch, "2024-1-1").await.is_err());
+    // The same days recomputed from scratch give the same numbers.
+    let before = queries::daily_stats(&ch, "1970-01-01")
+        .await
+        .expect("stats");
+    assert!(aggregates::rebuild_daily_stats(&ch, 1).await.is_ok());
+    let after = queries::daily_stats(&ch, "1970-01-01")
+        .await
+        .expect("stats");
+    assert_eq!(day(&before), day(&after));
+}
+
+#[tokio::test]
+async fn old_days_are_worked_off_a_bounded_number_per_refresh() {
+    let (_db, ch) = fresh("queries_backlog");
+    Migrator::new(&ch, migrate::embedded().expect("m"))
+        .up()
+        .await
+        .expect("up");
+    // Likes on five different days.
+    for d in 0..5u64 {
+        let key = tid(1_714_564_800 + d * 86_400, 1);
+        put(&ch, BOB, "app.bsky.feed.like", &key, Action::Create, 10 + d).await;
+    }
+    // Arrivals in an earlier second than the refreshes (a row of the same
+    // second as a recomputation's start is recomputed once more).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (n, backlog) = aggregates::refresh_daily_stats(&ch, 2)
+        .await
+        .expect("refresh");
+    assert_eq!((n, backlog), (2, 3));
+    // The most recent days come first.
+    let stats = queries::daily_stats(&ch, "2024-01-01")
+        .await
+        .expect("stats");
+    let days: Vec<&str> = stats.iter().map(|s| s.day.as_str()).collect();
+    assert_eq!(days, ["2024-05-04", "2024-05-05"]);
+    let (n, backlog) = aggregates::refresh_daily_stats(&ch, 2)
+        .await
+        .expect("refresh");
+    assert_eq!((n, backlog), (2, 1));
+    let (n, backlog) = aggregates::refresh_daily_stats(&ch, 2)
+        .await
+        .expect("refresh");
+    assert_eq!((n, backlog), (1, 0));
+    let counts = queries::collection_counts(&ch).await.expect("counts");
+    assert_eq!(counts, vec![("app.bsky.feed.like".into(), 5)]);
 }

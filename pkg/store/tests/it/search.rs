@@ -70,6 +70,10 @@ async fn setup(hint: &str) -> (TestDatabase, ClickHouse) {
     db.query(&format!(
         "INSERT INTO {n}.accounts VALUES ('{HIDDEN}', 0, 'takendown', 1, now())"
     ));
+    // Hiding takes effect at the next refresh (migration 0009's hidden_accounts).
+    skyhouse_store::aggregates::refresh_hidden_accounts(&ch)
+        .await
+        .expect("hidden accounts");
     // Edited away: a newer version drops the word; deleted: a tombstone.
     post(&db, BOB, "3e", 1_200, "morgen edited", "[]", "[]");
     db.query(&format!(

@@ -1,0 +1,60 @@
+-- Aggregates kept from the arrival logs of migration 0009 (src/aggregates.rs):
+-- the hidden accounts, the daily stats, and the retention of the logs and
+-- companion tables. Windows [{after}, {before}) are Unix seconds of arrival.
+
+-- name: watermark
+-- Server time the named refresh step got to (0 before its first run).
+SELECT toUInt32(argMax(upto, version)) AS last_upto, toUInt32(now()) AS server_now FROM {db}.aggregate_refreshes WHERE name = {name};
+
+-- name: save_watermark
+INSERT INTO {db}.aggregate_refreshes (name, upto, version) VALUES ({name}, toDateTime({upto}), {version});
+
+-- name: refresh_hidden_accounts
+-- The current state of the accounts whose events arrived in the window,
+-- kept when hidden now or hidden before (so unhiding is written too).
+INSERT INTO {db}.hidden_accounts (did, hidden, version) SELECT did, if(a = 0, 1, 0) AS hidden, v AS version FROM (SELECT did, max(version) AS v, argMax(active, version) AS a FROM {db}.accounts WHERE did IN (SELECT did FROM {db}.account_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before})) GROUP BY did) WHERE a = 0 OR did IN (SELECT did FROM {db}.hidden_accounts);
+
+-- name: stale_days_of_accounts
+-- Every day the accounts whose events arrived in the window hold records
+-- on: their records count again (unhidden) or stop counting (hidden). Read
+-- from `records` by its key (did first): cost follows those accounts.
+INSERT INTO {db}.stale_days (collection, day, pending, version) SELECT collection, toDate({tid_time}) AS day, 1 AS pending, toUInt64(toUnixTimestamp(now())) * 2000000 + 1 AS version FROM {db}.records WHERE did IN (SELECT did FROM {db}.account_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before})) GROUP BY collection, day;
+
+-- name: stale_days_add
+-- The (collection, day) pairs that got rows in the window need their
+-- stats recomputed. The mark's version is twice the last arrival in
+-- microseconds, plus one: above a recomputation's "done" mark (twice its
+-- start) only when a row arrived after that recomputation started, so the
+-- margin reading the same rows again does not undo it.
+INSERT INTO {db}.stale_days (collection, day, pending, version) SELECT collection, day, 1 AS pending, toUInt64(max(arrived)) * 2000000 + 1 AS version FROM {db}.day_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) GROUP BY collection, day;
+
+-- name: stale_days_next
+-- The next pairs to recompute, the most recent days first.
+SELECT collection, toString(day) AS day_text FROM {db}.stale_days FINAL WHERE pending = 1 ORDER BY day DESC, collection LIMIT {limit};
+
+-- name: stale_days_backlog
+SELECT count() FROM {db}.stale_days FINAL WHERE pending = 1;
+
+-- name: daily_stats_zero
+-- First zero each pair (a day whose records were all deleted must drop to
+-- 0), then recompute; the recomputation's version is one higher.
+INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, version, hour_counts, actors_state) SELECT toDate(p.2) AS day, p.1 AS collection, toUInt64(0) AS records, toUInt64(0) AS actors, now() AS computed_at, toUInt64({version}) AS version, emptyArrayUInt64() AS hour_counts, uniqStateIf(p.1, 0) AS actors_state FROM (SELECT arrayJoin([{pairs}]) AS p) GROUP BY day, collection;
+
+-- name: daily_stats_recompute
+-- Live keys of each pair from record_days (a range of its sorting key),
+-- hidden accounts left out:
+-- records, distinct accounts, records per hour of the day (the hour is
+-- also passed outside the lambda: 18.16 reads only the columns named
+-- outside lambdas), and the accounts as a mergeable state (all-time
+-- distinct accounts merge the days').
+INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, version, hour_counts, actors_state) SELECT day, collection, count() AS records, uniqExact(did) AS actors, now() AS computed_at, toUInt64({version}) + 1 AS version, sumForEach(arrayMap((x, h) -> toUInt64(x = h), range(24), arrayResize([hour], 24, hour))) AS hour_counts, uniqState(did) AS actors_state FROM {db}.record_days FINAL WHERE (collection, day) IN ({pairs}) AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) GROUP BY day, collection;
+
+-- name: stale_days_done
+INSERT INTO {db}.stale_days (collection, day, pending, version) SELECT p.1 AS collection, toDate(p.2) AS day, 0 AS pending, toUInt64({version}) AS version FROM (SELECT arrayJoin([{pairs}]) AS p);
+
+-- name: log_partitions
+-- The partitions of the logs and companion tables, for the retention step.
+SELECT table, partition FROM system.parts WHERE database = '{db}' AND active AND has({tables}, table) GROUP BY table, partition ORDER BY table, partition;
+
+-- name: drop_partition
+ALTER TABLE {db}.{table} DROP PARTITION {partition};
