@@ -545,14 +545,7 @@ async fn main() {
     reference.terminate();
 
     let result = Compare::new(ch).run(clean.name(), soaked.name());
-    let dead: u64 = ch
-        .query(&format!(
-            "SELECT count() FROM {}.dead_letters",
-            soaked.name()
-        ))
-        .trim()
-        .parse()
-        .unwrap_or(u64::MAX);
+    let dead = soaked.rows("dead_letters");
     let stats = proxy.stats();
     println!(
         "soak: {} min, {} loops of {} events",

@@ -169,6 +169,20 @@ impl TestDatabase {
     pub fn try_query(&self, sql: &str) -> Result<String, String> {
         run(self.http_port, Some(&self.name), sql)
     }
+
+    /// The number of rows in `table` of this database (`count()`, no
+    /// `FINAL`), e.g. to check that `dead_letters` is empty.
+    ///
+    /// # Panics
+    ///
+    /// As [`ClickHouse::query`], or if the answer is not a number.
+    pub fn rows(&self, table: &str) -> u64 {
+        let answer = self.query(&format!("SELECT count() FROM {table}"));
+        answer
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("count() of {table}: not a number: {answer}"))
+    }
 }
 
 impl Drop for TestDatabase {

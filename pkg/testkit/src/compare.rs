@@ -4,6 +4,11 @@
 //! written ([`TIME_COLUMNS`], [`CLOCK_DEFAULTED`]). A run under faults equals a clean run of the
 //! same input exactly when every table does.
 //!
+//! A table with an `arrived` column is a log of arrivals (what changed,
+//! when): a retried insert adds copies of its rows, which its readers do not
+//! mind, so it is compared as the set of its distinct rows.
+//! `AggregateFunction` states are compared by their finalized values.
+//!
 //! Each table is compared by row count and an order-independent digest
 //! computed in ClickHouse (`sum(cityHash64(columns…))`), so tables of
 //! millions of rows cost one scan each; when a small table differs, its rows
@@ -37,11 +42,18 @@ pub const TIME_COLUMNS: &[&str] = &[
     "finished_at",
     "observed_at",
     "at",
+    "arrived",
 ];
+
+/// Tables whose `version` is the clock of the refresh that wrote the row
+/// (daily stats, the days they still owe, the hidden-accounts set): their
+/// contents are compared, their versions are not.
+pub const REFRESH_VERSIONED: &[&str] = &["daily_stats", "stale_days", "hidden_accounts"];
 
 /// Columns that take the time of indexing when the event has no time of its
 /// own (a delete's tombstone, a record without `createdAt`): in a table with
-/// `indexed_at`, a value equal to the row's `indexed_at` is compared as 0.
+/// `indexed_at`, a value equal to the row's `indexed_at` is compared as 0; in
+/// a log of arrivals (an `arrived` column), a tombstone's is.
 pub const CLOCK_DEFAULTED: &[&str] = &["created_at", "sort_at"];
 
 /// Tables of bookkeeping whose rows depend on the time of writing (applied
@@ -168,19 +180,28 @@ impl<'a> Compare<'a> {
                 ));
                 continue;
             }
-            let list = columns.join(", ");
+            let arrivals = self.has_column(a, table, "arrived");
+            let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
+            let list = columns
+                .iter()
+                .zip(&aliases)
+                .map(|(c, alias)| format!("{c} AS {alias}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let hashed = aliases.join(", ");
             let from = |db: &str| {
                 let final_ = if engine.contains("Replacing") || engine.contains("Collapsing") {
                     " FINAL"
                 } else {
                     ""
                 };
-                format!("{db}.{table}{final_}")
+                let distinct = if arrivals { "DISTINCT " } else { "" };
+                format!("(SELECT {distinct}{list} FROM {db}.{table}{final_})")
             };
             let digest = |db: &str| {
                 self.server
                     .query(&format!(
-                        "SELECT count(), sum(cityHash64({list})) FROM {}",
+                        "SELECT count(), sum(cityHash64({hashed})) FROM {}",
                         from(db)
                     ))
                     .trim()
@@ -211,7 +232,7 @@ impl<'a> Compare<'a> {
             if count(&da).max(count(&db_)) <= DETAIL_ROWS {
                 let rows = |db: &str| -> BTreeSet<String> {
                     self.server
-                        .query(&format!("SELECT {list} FROM {} FORMAT TSV", from(db)))
+                        .query(&format!("SELECT {hashed} FROM {} FORMAT TSV", from(db)))
                         .lines()
                         .map(str::to_owned)
                         .collect()
@@ -241,19 +262,41 @@ impl<'a> Compare<'a> {
             .collect()
     }
 
+    /// Whether `db.table` has a column `column`.
+    fn has_column(&self, db: &str, table: &str, column: &str) -> bool {
+        self.server
+            .query(&format!(
+                "SELECT count() FROM system.columns WHERE database = '{db}' \
+                 AND table = '{table}' AND name = '{column}'"
+            ))
+            .trim()
+            != "0"
+    }
+
     /// The compared columns of `db.table` as expressions, in table order.
     fn columns(&self, db: &str, table: &str) -> Vec<String> {
         let all = self.server.query(&format!(
-            "SELECT name FROM system.columns WHERE database = '{db}' AND table = '{table}' \
+            "SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{table}' \
              AND default_kind NOT IN ('MATERIALIZED', 'ALIAS') FORMAT TSV"
         ));
-        let indexed_at = all.lines().any(|c| c == "indexed_at");
-        all.lines()
-            .filter(|c| !TIME_COLUMNS.contains(c))
-            .filter(|c| !self.ignored.iter().any(|(t, col)| t == table && col == c))
-            .map(|c| {
+        let all: Vec<(&str, &str)> = all.lines().filter_map(|l| l.split_once('\t')).collect();
+        let indexed_at = all.iter().any(|(c, _)| *c == "indexed_at");
+        // A log of arrivals has no `indexed_at`: there a tombstone's
+        // clock-defaulted times are the clock's.
+        let tombstones = !indexed_at
+            && all.iter().any(|(c, _)| *c == "arrived")
+            && all.iter().any(|(c, _)| *c == "deleted");
+        all.into_iter()
+            .filter(|(c, _)| !TIME_COLUMNS.contains(c))
+            .filter(|(c, _)| !(*c == "version" && REFRESH_VERSIONED.contains(&table)))
+            .filter(|(c, _)| !self.ignored.iter().any(|(t, col)| t == table && col == c))
+            .map(|(c, ty)| {
                 if indexed_at && CLOCK_DEFAULTED.contains(&c) {
                     format!("if({c} = indexed_at, toDateTime(0), {c})")
+                } else if tombstones && CLOCK_DEFAULTED.contains(&c) {
+                    format!("if(deleted = 1, toDateTime(0), {c})")
+                } else if ty.starts_with("AggregateFunction") {
+                    format!("finalizeAggregation({c})")
                 } else {
                     c.to_owned()
                 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use skyhouse_relay::pb::{Operation, OperationBatch, StreamRequest};
+use skyhouse_relay::pb::{Action, Operation, OperationBatch, StreamRequest};
 use skyhouse_relay::tonic::Code;
 use skyhouse_relay::ClientConfig;
 
@@ -16,6 +16,7 @@ fn op(rkey: &str) -> Operation {
         collection: "app.bsky.feed.like".into(),
         rkey: rkey.into(),
         record_json: "{}".into(),
+        action: Action::Create as i32,
         ..Default::default()
     }
 }
