@@ -107,15 +107,38 @@ struct ServeArgs {
         default_value = skyhouse_transform::DEFAULT_COLLECTIONS
     )]
     collections: Vec<String>,
-    /// Operations kept for clients resuming with a cursor.
+    /// Keep the retention window in segment files in this directory (created if missing): it
+    /// survives a restart, and clients resume from cursors of before it. Also holds the consumer
+    /// groups' positions. Unset: in memory only (a restart loses the window).
+    #[arg(long, env = "RELAY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: the segments take at most this many bytes (oldest removed first).
+    #[arg(long, env = "RELAY_RETAIN_DISK_BYTES", default_value_t = 8 << 30)]
+    retain_disk_bytes: u64,
+    /// With --data-dir: a segment file is sealed and a new one started past this size.
+    #[arg(long, env = "RELAY_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    segment_bytes: u64,
+    /// Operations kept in memory (the newest of the window; with --data-dir older ones are read
+    /// from disk).
     #[arg(long, env = "RELAY_RETAIN_OPS", default_value_t = 200_000)]
     retain_ops: usize,
-    /// Encoded bytes kept for resuming clients.
+    /// Encoded bytes kept in memory.
     #[arg(long, env = "RELAY_RETAIN_BYTES", default_value_t = 256 << 20)]
     retain_bytes: usize,
-    /// Operations older than this many seconds are dropped.
-    #[arg(long, env = "RELAY_RETAIN_SECS", default_value_t = 600)]
+    /// Operations older than this many seconds are dropped (from memory and from disk).
+    #[arg(long, env = "RELAY_RETAIN_SECS", default_value_t = 21_600)]
     retain_secs: u64,
+    /// Partitions of every consumer group (DIDs hash into them; at most this many members of a
+    /// group get a share). Changing it makes existing groups resume from their oldest position.
+    #[arg(long, env = "RELAY_GROUP_PARTITIONS", default_value_t = 64)]
+    group_partitions: u32,
+    /// Consumer groups kept at once (with members, or remembered for the retention age).
+    #[arg(long, env = "RELAY_MAX_GROUPS", default_value_t = 64)]
+    max_groups: usize,
+    /// A group member with this many operations delivered and not acknowledged (Ack) gets no
+    /// more until it acknowledges.
+    #[arg(long, env = "RELAY_GROUP_MAX_UNACKED", default_value_t = 20_000)]
+    group_max_unacked: usize,
     /// A client this many operations behind the newest is disconnected (RESOURCE_EXHAUSTED);
     /// at most --retain-ops.
     #[arg(long, env = "RELAY_CLIENT_QUEUE", default_value_t = 50_000)]
@@ -194,10 +217,23 @@ impl ServeArgs {
             retain_age: Duration::from_secs(self.retain_secs),
             client_queue: self.client_queue,
             max_clients: self.max_clients,
+            group_partitions: self.group_partitions,
+            max_groups: self.max_groups,
+            group_max_unacked: self.group_max_unacked,
+            disk: self.data_dir.is_some(),
         };
         cfg.validate().map_err(|e| {
-            anyhow!("--retain-ops/--retain-bytes/--retain-secs/--client-queue/--max-clients: {e}")
+            anyhow!(
+                "--retain-ops/--retain-bytes/--retain-secs/--client-queue/--max-clients/\
+                 --group-partitions/--max-groups/--group-max-unacked: {e}"
+            )
         })?;
+        if self.data_dir.is_some() && (self.segment_bytes < 1 << 20 || self.retain_disk_bytes < self.segment_bytes) {
+            return Err(anyhow!(
+                "--segment-bytes must be at least 1 MiB and --retain-disk-bytes at least \
+                 --segment-bytes"
+            ));
+        }
         let Some(source) = self.source else {
             return Ok((cfg, None));
         };
@@ -336,7 +372,21 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
-        let hub = Hub::new(cfg, skyhouse_relay::first_cursor_now(), shutdown.clone());
+        let hub = match &args.data_dir {
+            Some(dir) => {
+                let disk = skyhouse_relay::DiskConfig {
+                    dir: dir.clone(),
+                    max_bytes: args.retain_disk_bytes,
+                    segment_bytes: args.segment_bytes,
+                };
+                Hub::open(cfg, disk, skyhouse_relay::first_cursor_now(), shutdown.clone())
+                    .map_err(|e| anyhow!("--data-dir: {e}"))?
+            }
+            None => {
+                tracing::info!("Relay retention in memory only (no --data-dir): a restart loses the window.");
+                Hub::new(cfg, skyhouse_relay::first_cursor_now(), shutdown.clone())
+            }
+        };
         if let Some((src, collections)) = source {
             let (hub, stop) = (hub.clone(), shutdown.clone());
             let start = args.cursor;

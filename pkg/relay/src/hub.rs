@@ -16,10 +16,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::auth::{Auth, Caller, Scope};
+use crate::disk::{DiskConfig, DiskError, Log};
+use crate::group::{self, Groups};
 use crate::metrics;
 use crate::pb::{Action, Source, StreamRequest};
-use crate::wire::{EncodedBatch, Prepared};
+use crate::sub::{Member, Subscription};
+use crate::wire::Prepared;
 
 /// A client's batch closes at this many operations …
 pub const BATCH_OPS: usize = 512;
@@ -31,11 +33,6 @@ pub const BATCH_BYTES: usize = 1 << 20;
 /// [`BATCH_BYTES`], every message stays under the 4 MiB gRPC clients accept
 /// by default. (Records are far smaller: the PDS caps them near 1 MiB.)
 pub const MAX_OPERATION_BYTES: usize = 2 << 20;
-/// Ring entries a client scans per lock acquisition (bounds the time a read
-/// lock is held to ~tens of µs).
-const SCAN_STEP: usize = 4_096;
-/// How often an idle stream re-checks its token.
-const IDLE_RECHECK: Duration = Duration::from_secs(2);
 /// Distinct `client` label values before further names are counted as
 /// "other" (keeps metric cardinality bounded).
 const MAX_CLIENT_NAMES: usize = 64;
@@ -58,6 +55,18 @@ pub struct RelayConfig {
     /// Default 1,024 (each costs at most one batch, ≤ 1 MiB, plus its
     /// HTTP/2 buffers).
     pub max_clients: usize,
+    /// Partitions of every consumer group (DIDs hash into them; a group
+    /// uses at most this many members at once). Default 64.
+    pub group_partitions: u32,
+    /// Consumer groups kept (with members or remembered). Default 64.
+    pub max_groups: usize,
+    /// A group member with this many operations delivered and not
+    /// acknowledged gets no more until it acknowledges. Default 20,000.
+    pub group_max_unacked: usize,
+    /// Whether the window is on disk ([`Hub::open`]): then `retain_ops` and
+    /// `retain_bytes` bound only its newest part kept in memory, and a client
+    /// may lag by more than that (it reads from disk).
+    pub disk: bool,
 }
 
 impl Default for RelayConfig {
@@ -68,9 +77,16 @@ impl Default for RelayConfig {
             retain_age: Duration::from_secs(600),
             client_queue: 50_000,
             max_clients: 1_024,
+            group_partitions: 64,
+            max_groups: 64,
+            group_max_unacked: 20_000,
+            disk: false,
         }
     }
 }
+
+/// Most partitions a group may have.
+pub const MAX_GROUP_PARTITIONS: u32 = 4_096;
 
 /// Why a configuration is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +94,9 @@ pub enum ConfigError {
     /// A limit is zero.
     #[error("{0} must be > 0")]
     Zero(&'static str),
+    /// Group partitions out of range.
+    #[error("group partitions ({0}) must be 1-{MAX_GROUP_PARTITIONS}")]
+    Partitions(u32),
     /// The client bound is larger than what the ring keeps.
     #[error("client queue ({queue}) must not exceed the retained operations ({retain})")]
     QueueTooLong {
@@ -106,7 +125,16 @@ impl RelayConfig {
         if self.max_clients == 0 {
             return Err(ConfigError::Zero("max clients"));
         }
-        if self.client_queue > self.retain_ops {
+        if self.group_partitions == 0 || self.group_partitions > MAX_GROUP_PARTITIONS {
+            return Err(ConfigError::Partitions(self.group_partitions));
+        }
+        if self.max_groups == 0 {
+            return Err(ConfigError::Zero("max groups"));
+        }
+        if self.group_max_unacked == 0 {
+            return Err(ConfigError::Zero("group max unacknowledged"));
+        }
+        if self.client_queue > self.retain_ops && !self.disk {
             return Err(ConfigError::QueueTooLong {
                 queue: self.client_queue,
                 retain: self.retain_ops,
@@ -116,21 +144,21 @@ impl RelayConfig {
     }
 }
 
-struct Entry {
+pub(crate) struct Entry {
     at: Instant,
-    op: Prepared,
+    pub(crate) op: Prepared,
 }
 
-struct Ring {
-    entries: VecDeque<Entry>,
+pub(crate) struct Ring {
+    pub(crate) entries: VecDeque<Entry>,
     /// Cursor of `entries[0]` (or of the next one published, when empty).
-    first: u64,
+    pub(crate) first: u64,
     bytes: usize,
 }
 
 impl Ring {
     /// The newest cursor assigned (`first - 1` when nothing is retained).
-    fn newest(&self) -> u64 {
+    pub(crate) fn newest(&self) -> u64 {
         self.first + self.entries.len() as u64 - 1
     }
 
@@ -170,6 +198,8 @@ struct Inner {
     newest: watch::Sender<u64>,
     names: Mutex<HashSet<String>>,
     shutdown: CancellationToken,
+    groups: Arc<Groups>,
+    disk: Option<Arc<Mutex<Log>>>,
 }
 
 /// The cursor window (what `HealthCheck` reports).
@@ -190,8 +220,48 @@ impl Hub {
     /// older than the window). Client streams end when `shutdown` is
     /// cancelled.
     pub fn new(cfg: RelayConfig, first_cursor: u64, shutdown: CancellationToken) -> Hub {
+        Hub::build(cfg, first_cursor, shutdown, None)
+    }
+
+    /// A relay whose window is kept in `disk`'s segments (and the newest of
+    /// it in memory): what a previous run left there is served again (the
+    /// segments repaired if damaged), and new cursors continue after it,
+    /// from `first_cursor` at least. The consumer groups' positions come
+    /// back too.
+    pub fn open(
+        cfg: RelayConfig,
+        disk: DiskConfig,
+        first_cursor: u64,
+        shutdown: CancellationToken,
+    ) -> Result<Hub, DiskError> {
+        let dir = disk.dir.clone();
+        let opened = Log::open(disk)?;
+        let first = (opened.last + 1).max(first_cursor);
+        let oldest = opened.log.oldest();
+        let hub = Hub::build(cfg, first, shutdown, Some(opened.log));
+        hub.inner.groups.restore(opened.groups);
+        tracing::info!(
+            dir = %dir.display(),
+            oldest = oldest.unwrap_or(first - 1),
+            first_new = first,
+            "Relay retention on disk opened."
+        );
+        Ok(hub)
+    }
+
+    fn build(
+        cfg: RelayConfig,
+        first_cursor: u64,
+        shutdown: CancellationToken,
+        disk: Option<Log>,
+    ) -> Hub {
         let first = first_cursor.max(1);
         metrics::zero_relay();
+        let groups = Arc::new(Groups::new(
+            cfg.group_partitions,
+            cfg.max_groups,
+            cfg.group_max_unacked,
+        ));
         Hub {
             inner: Arc::new(Inner {
                 cfg,
@@ -203,6 +273,8 @@ impl Hub {
                 newest: watch::Sender::new(first - 1),
                 names: Mutex::new(HashSet::new()),
                 shutdown,
+                groups,
+                disk: disk.map(|d| Arc::new(Mutex::new(d))),
             }),
         }
     }
@@ -215,6 +287,39 @@ impl Hub {
     /// Append operations to the ring; returns the cursor of the last one
     /// (the newest cursor if `ops` is empty). Never waits for clients.
     pub fn publish(&self, ops: impl IntoIterator<Item = Prepared>) -> u64 {
+        match &self.inner.disk {
+            None => self.publish_in_memory(ops.into_iter()),
+            Some(disk) => {
+                let ops: Vec<Prepared> = ops
+                    .into_iter()
+                    .filter(|op| {
+                        let ok = op.len() <= MAX_OPERATION_BYTES;
+                        if !ok {
+                            metrics::ingest_invalid(1);
+                        }
+                        ok
+                    })
+                    .collect();
+                if ops.is_empty() {
+                    return self.ring().newest();
+                }
+                // Held until the ring has them too: publishers are serialized,
+                // and each writes its operations to disk before any client
+                // can see them.
+                let mut log = disk.lock().unwrap_or_else(|p| p.into_inner());
+                let first = self.ring().newest() + 1;
+                if let Err(e) = log.append(first, crate::disk::now_ms(), ops.iter()) {
+                    metrics::disk_write_failed();
+                    tracing::error!(error = %e, first, n = ops.len(), "Writing relay segments failed: these operations are served from memory only (a restart loses them).");
+                }
+                let newest = self.publish_in_memory(ops.into_iter());
+                drop(log);
+                newest
+            }
+        }
+    }
+
+    fn publish_in_memory(&self, ops: impl Iterator<Item = Prepared>) -> u64 {
         let now = Instant::now();
         // Published per source: live, backfill, unspecified.
         let mut by_source = [0u64; 3];
@@ -262,16 +367,39 @@ impl Hub {
     /// Drop operations older than the retention age (the service calls this
     /// on a timer so a quiet relay lets go of old operations too).
     pub fn trim(&self) {
-        let mut ring = self.inner.ring.write().unwrap_or_else(|p| p.into_inner());
-        ring.trim(&self.inner.cfg, Instant::now());
-        metrics::retained(ring.entries.len(), ring.bytes);
+        let newest = {
+            let mut ring = self.inner.ring.write().unwrap_or_else(|p| p.into_inner());
+            ring.trim(&self.inner.cfg, Instant::now());
+            metrics::retained(ring.entries.len(), ring.bytes);
+            ring.newest()
+        };
+        self.inner.groups.sweep(self.inner.cfg.retain_age, newest);
+        if let Some(disk) = &self.inner.disk {
+            let mut log = disk.lock().unwrap_or_else(|p| p.into_inner());
+            log.trim(self.inner.cfg.retain_age);
+            log.sync();
+            if let Some(groups) = self.inner.groups.take_dirty() {
+                log.save_groups(&groups);
+            }
+        }
+    }
+
+    /// Save what is not on disk yet (the groups' positions) and sync the
+    /// segments: the service calls it when it stops.
+    pub fn close(&self) {
+        if let Some(disk) = &self.inner.disk {
+            let mut log = disk.lock().unwrap_or_else(|p| p.into_inner());
+            log.save_groups(&self.inner.groups.snapshot());
+            log.close();
+        }
     }
 
     /// The cursor window and the number of clients.
     pub fn window(&self) -> Window {
+        let oldest = self.oldest();
         let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
         Window {
-            oldest: ring.first - 1,
+            oldest: oldest.min(ring.first - 1),
             newest: ring.newest(),
             clients: self.inner.newest.receiver_count() as u32,
         }
@@ -296,9 +424,12 @@ impl Hub {
                 self.inner.cfg.max_clients
             )));
         }
+        if !req.group.is_empty() {
+            group::check_name(&req.group).inspect_err(|_| metrics::rejected("invalid"))?;
+        }
         let (pos, caught_up) = {
+            let oldest = self.window().oldest;
             let ring = self.inner.ring.read().unwrap_or_else(|p| p.into_inner());
-            let oldest = ring.first - 1;
             let newest = ring.newest();
             match req.cursor {
                 None => (newest, true),
@@ -319,16 +450,65 @@ impl Hub {
                 Some(c) => (c, newest - c <= self.inner.cfg.client_queue as u64),
             }
         };
-        Ok(Subscription {
-            hub: self.clone(),
-            client: metrics::Client::connected(name),
+        let member = if req.group.is_empty() {
+            None
+        } else {
+            // A new group starts at the cursor asked for (checked above), or
+            // the newest; an existing one at its own positions.
+            let joined = self
+                .inner
+                .groups
+                .join(&req.group, group::filter_key(req), pos)
+                .inspect_err(|_| metrics::rejected("group"))?;
+            Some(Member::new(
+                self.inner.groups.clone(),
+                req.group.clone(),
+                joined.session,
+                joined.generation,
+                joined.acked,
+            ))
+        };
+        let caught_up = caught_up && member.is_none();
+        Ok(Subscription::new(
+            self.clone(),
+            metrics::Client::connected(name),
             filter,
             pos,
             caught_up,
             newest_rx,
-            done: false,
-            guard: None,
-        })
+            member,
+        ))
+    }
+
+    /// `Ack(session, ack_id)` of a group member.
+    pub fn ack(&self, session: u64, ack_id: u64) -> Result<(), Status> {
+        self.inner.groups.ack(session, ack_id)
+    }
+
+    pub(crate) fn ring(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
+        self.inner.ring.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The oldest cursor a client can resume from.
+    pub(crate) fn oldest(&self) -> u64 {
+        let in_memory = self.ring().first - 1;
+        match &self.inner.disk {
+            None => in_memory,
+            Some(d) => d
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .oldest()
+                .map_or(in_memory, |o| o.min(in_memory)),
+        }
+    }
+
+    /// The segments, with `--data-dir`.
+    pub(crate) fn disk(&self) -> Option<Arc<Mutex<Log>>> {
+        self.inner.disk.clone()
+    }
+
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
     }
 
     fn client_name(&self, asked: &str) -> String {
@@ -356,13 +536,13 @@ impl Hub {
 
 /// What a client asked for.
 #[derive(Debug, Clone, Default)]
-struct Filter {
+pub(crate) struct Filter {
     /// Collection prefixes (bytes); empty = all.
     collections: Vec<Box<[u8]>>,
     dids: HashSet<Box<[u8]>>,
     actions: Vec<Action>,
     sources: Vec<Source>,
-    want_cbor: bool,
+    pub(crate) want_cbor: bool,
 }
 
 /// Filter lists longer than this are refused (INVALID_ARGUMENT).
@@ -421,7 +601,7 @@ impl Filter {
         })
     }
 
-    fn accepts(&self, op: &Prepared) -> bool {
+    pub(crate) fn accepts(&self, op: &Prepared) -> bool {
         (self.collections.is_empty()
             || self
                 .collections
@@ -430,201 +610,6 @@ impl Filter {
             && (self.dids.is_empty() || self.dids.contains(op.did()))
             && (self.actions.is_empty() || self.actions.contains(&op.action))
             && (self.sources.is_empty() || self.sources.contains(&op.source))
-    }
-}
-
-/// One client's read position in the ring.
-pub struct Subscription {
-    hub: Hub,
-    client: metrics::Client,
-    filter: Filter,
-    /// The last cursor read (delivered or skipped by the filter).
-    pos: u64,
-    /// Whether the client has been within `client_queue` of the newest.
-    caught_up: bool,
-    newest_rx: watch::Receiver<u64>,
-    done: bool,
-    /// The caller's token, re-checked when the tokens change.
-    guard: Option<Guard>,
-}
-
-/// A stream's token: when the tokens file changes (its generation moves),
-/// a stream whose token was revoked ends with UNAUTHENTICATED.
-struct Guard {
-    auth: Auth,
-    caller: Caller,
-    generation: u64,
-}
-
-impl Guard {
-    fn revoked(&mut self) -> bool {
-        let now = self.auth.generation();
-        if now == self.generation {
-            return false;
-        }
-        self.generation = now;
-        !self.auth.still_valid(&self.caller, Scope::Subscribe)
-    }
-}
-
-impl std::fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
-            .field("pos", &self.pos)
-            .field("caught_up", &self.caught_up)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What one look at the ring found.
-enum Step {
-    Batch(EncodedBatch),
-    /// Scanned entries, none matched: look again.
-    Skipped,
-    /// Nothing new: wait.
-    Empty,
-    Cut(Status),
-}
-
-impl Subscription {
-    /// End the stream with UNAUTHENTICATED once `caller`'s token is revoked.
-    pub fn guarded(mut self, auth: Auth, caller: Caller) -> Subscription {
-        if auth.enabled() {
-            self.guard = Some(Guard {
-                generation: auth.generation(),
-                auth,
-                caller,
-            });
-        }
-        self
-    }
-
-    /// The next batch: `None` when the stream is over (after an error, or on
-    /// shutdown).
-    pub async fn next(&mut self) -> Option<Result<EncodedBatch, Status>> {
-        if self.done {
-            return None;
-        }
-        loop {
-            if self.hub.inner.shutdown.is_cancelled() {
-                self.done = true;
-                self.client.disconnect("shutdown");
-                return None;
-            }
-            if self.guard.as_mut().is_some_and(Guard::revoked) {
-                self.done = true;
-                self.client.disconnect("revoked");
-                return Some(Err(Status::unauthenticated(
-                    "the relay token was revoked (or lost its subscribe scope)",
-                )));
-            }
-            self.newest_rx.borrow_and_update();
-            match self.step() {
-                Step::Batch(b) => {
-                    self.client.sent(b.len(), self.lag());
-                    return Some(Ok(b));
-                }
-                Step::Skipped => tokio::task::consume_budget().await,
-                Step::Cut(status) => {
-                    self.done = true;
-                    self.client.disconnect("slow");
-                    return Some(Err(status));
-                }
-                Step::Empty => {
-                    self.client.depth(0);
-                    tokio::select! {
-                        changed = self.newest_rx.changed() => {
-                            if changed.is_err() {
-                                self.done = true;
-                                self.client.disconnect("shutdown");
-                                return None;
-                            }
-                        }
-                        _ = self.hub.inner.shutdown.cancelled() => {
-                            self.done = true;
-                            self.client.disconnect("shutdown");
-                            return None;
-                        }
-                        // A quiet relay still notices a revoked token.
-                        _ = tokio::time::sleep(IDLE_RECHECK), if self.guard.is_some() => {}
-                    }
-                }
-            }
-        }
-    }
-
-    fn lag(&self) -> u64 {
-        self.newest_rx.borrow().saturating_sub(self.pos)
-    }
-
-    fn step(&mut self) -> Step {
-        let cfg = &self.hub.inner.cfg;
-        let ring = self
-            .hub
-            .inner
-            .ring
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        let newest = ring.newest();
-        let lag = newest.saturating_sub(self.pos);
-        if self.pos + 1 < ring.first {
-            return Step::Cut(Status::resource_exhausted(format!(
-                "client fell behind the retention window (oldest cursor {}); resume with \
-                 cursor {} (it is outside the window: everything up to {} was dropped)",
-                ring.first - 1,
-                self.pos,
-                ring.first - 1
-            )));
-        }
-        if lag <= cfg.client_queue as u64 {
-            self.caught_up = true;
-        } else if self.caught_up {
-            return Step::Cut(Status::resource_exhausted(format!(
-                "client fell {lag} operations behind (limit {}); resume with cursor {}",
-                cfg.client_queue, self.pos
-            )));
-        }
-        if lag == 0 {
-            return Step::Empty;
-        }
-        let start = (self.pos + 1 - ring.first) as usize;
-        let mut batch = EncodedBatch::default();
-        let mut bytes = 0;
-        let mut last = self.pos + lag.min(SCAN_STEP as u64);
-        for (i, e) in ring.entries.range(start..).take(SCAN_STEP).enumerate() {
-            let cursor = self.pos + 1 + i as u64;
-            if self.filter.accepts(&e.op) {
-                bytes += e.op.len();
-                batch
-                    .out
-                    .push((cursor, e.op.body_for(self.filter.want_cbor)));
-                if batch.out.len() >= BATCH_OPS || bytes >= BATCH_BYTES {
-                    last = cursor;
-                    break;
-                }
-            }
-        }
-        self.pos = last;
-        // A client replaying from an old cursor is caught up as soon as what
-        // it has read brings it within the bound (not only when a read starts so).
-        if newest - self.pos <= cfg.client_queue as u64 {
-            self.caught_up = true;
-        }
-        if batch.out.is_empty() {
-            Step::Skipped
-        } else {
-            Step::Batch(batch)
-        }
-    }
-
-    /// The stream tonic sends: batches, then at most one error.
-    pub fn into_stream(
-        self,
-    ) -> impl futures_util::Stream<Item = Result<EncodedBatch, Status>> + Send + 'static {
-        futures_util::stream::unfold(self, |mut sub| async move {
-            let item = sub.next().await?;
-            Some((item, sub))
-        })
     }
 }
 

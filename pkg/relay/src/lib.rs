@@ -21,12 +21,15 @@
 
 pub mod auth;
 mod client;
+mod disk;
+mod group;
 mod hub;
 pub mod metrics;
 mod ops;
 mod push;
 mod service;
 mod standalone;
+mod sub;
 mod tls;
 mod wire;
 
@@ -47,9 +50,11 @@ mod server_pb {
 pub use auth::{Auth, Scope, TokenFile, TokenInfo};
 pub use client::{AuthedClient, Bearer, ClientConfig};
 pub use hub::{
-    ConfigError, Hub, RelayConfig, Subscription, Window, BATCH_BYTES, BATCH_OPS,
+    ConfigError, Hub, RelayConfig, Window, BATCH_BYTES, BATCH_OPS, MAX_GROUP_PARTITIONS,
     MAX_OPERATION_BYTES,
 };
+pub use disk::{DiskConfig, DiskError};
+pub use sub::Subscription;
 pub use ops::prepare_record;
 pub use push::{HubTap, Pusher, PUSH_QUEUE};
 pub use service::{serve, RelayError, ServeConfig, MAX_INGEST_MESSAGE, SHUTDOWN_GRACE};

@@ -34,7 +34,7 @@ pub fn describe() {
     describe_counter!(
         "skyhouse_relay_rejected_total",
         Unit::Count,
-        "StreamOperations calls refused, by reason: out_of_range, invalid, too_many_clients"
+        "StreamOperations calls refused, by reason: out_of_range, invalid, too_many_clients, group (other filters than the group's, too many groups)"
     );
     describe_counter!(
         "skyhouse_relay_published_total",
@@ -62,6 +62,51 @@ pub fn describe() {
         "Operations an indexer or backfill worker pushed to the relay (--relay-url), by outcome: sent, dropped"
     );
     describe_gauge!(
+        "skyhouse_relay_disk_segments",
+        Unit::Count,
+        "Retention segment files on disk (--data-dir)"
+    );
+    describe_gauge!(
+        "skyhouse_relay_disk_bytes",
+        Unit::Bytes,
+        "Bytes of the retention segments on disk (--data-dir)"
+    );
+    describe_counter!(
+        "skyhouse_relay_disk_repaired_total",
+        Unit::Count,
+        "Segments found damaged (truncated or corrupt) at start and cut at their last good record"
+    );
+    describe_counter!(
+        "skyhouse_relay_disk_write_errors_total",
+        Unit::Count,
+        "Publishes whose operations could not be written to the segments (served from memory only)"
+    );
+    describe_counter!(
+        "skyhouse_relay_disk_read_operations_total",
+        Unit::Count,
+        "Operations read back from the segments for clients behind the memory ring"
+    );
+    describe_gauge!(
+        "skyhouse_relay_group_members",
+        Unit::Count,
+        "Members streaming now, by consumer group"
+    );
+    describe_counter!(
+        "skyhouse_relay_group_rebalances_total",
+        Unit::Count,
+        "Partition reassignments (a member joined or left), by consumer group"
+    );
+    describe_gauge!(
+        "skyhouse_relay_group_lag",
+        Unit::Count,
+        "Cursors between a consumer group's oldest acknowledged partition position and the newest operation, by group"
+    );
+    describe_counter!(
+        "skyhouse_relay_group_position_lost_total",
+        Unit::Count,
+        "Partitions a consumer group resumed past its acknowledged position because that fell out of the retention window, by group"
+    );
+    describe_gauge!(
         "skyhouse_relay_push_connected",
         Unit::Count,
         "1 while the push to the relay (--relay-url) is connected"
@@ -79,13 +124,18 @@ pub(crate) fn zero_relay() {
     for reason in ["missing", "invalid", "scope"] {
         counter!("skyhouse_relay_auth_refused_total", "reason" => reason).increment(0);
     }
-    for reason in ["out_of_range", "invalid", "too_many_clients"] {
+    for reason in ["out_of_range", "invalid", "too_many_clients", "group"] {
         counter!("skyhouse_relay_rejected_total", "reason" => reason).increment(0);
     }
     for source in [Source::Live, Source::Backfill] {
         published(source, 0);
     }
     counter!("skyhouse_relay_ingest_invalid_total").increment(0);
+    counter!("skyhouse_relay_disk_repaired_total").increment(0);
+    counter!("skyhouse_relay_disk_write_errors_total").increment(0);
+    counter!("skyhouse_relay_disk_read_operations_total").increment(0);
+    gauge!("skyhouse_relay_disk_segments").increment(0.0);
+    gauge!("skyhouse_relay_disk_bytes").increment(0.0);
     gauge!("skyhouse_relay_retained_operations").increment(0.0);
     gauge!("skyhouse_relay_retained_bytes").increment(0.0);
 }
@@ -118,6 +168,45 @@ pub(crate) fn retained(ops: usize, bytes: usize) {
 
 pub(crate) fn rejected(reason: &'static str) {
     counter!("skyhouse_relay_rejected_total", "reason" => reason).increment(1);
+}
+
+pub(crate) fn disk(segments: usize, bytes: u64) {
+    gauge!("skyhouse_relay_disk_segments").set(segments as f64);
+    gauge!("skyhouse_relay_disk_bytes").set(bytes as f64);
+}
+
+pub(crate) fn disk_repaired() {
+    counter!("skyhouse_relay_disk_repaired_total").increment(1);
+}
+
+pub(crate) fn disk_write_failed() {
+    counter!("skyhouse_relay_disk_write_errors_total").increment(1);
+}
+
+pub(crate) fn disk_read(ops: usize) {
+    counter!("skyhouse_relay_disk_read_operations_total").increment(ops as u64);
+}
+
+pub(crate) fn group_members(group: &str, n: usize) {
+    gauge!("skyhouse_relay_group_members", "group" => group.to_owned()).set(n as f64);
+}
+
+pub(crate) fn rebalanced(group: &str) {
+    counter!("skyhouse_relay_group_rebalances_total", "group" => group.to_owned()).increment(1);
+}
+
+pub(crate) fn group_lag(group: &str, lag: u64) {
+    gauge!("skyhouse_relay_group_lag", "group" => group.to_owned()).set(lag as f64);
+}
+
+pub(crate) fn group_position_lost(group: &str) {
+    counter!("skyhouse_relay_group_position_lost_total", "group" => group.to_owned()).increment(1);
+}
+
+/// A forgotten group's series go to 0 (its label stays until the process ends).
+pub(crate) fn group_forgotten(group: &str) {
+    group_members(group, 0);
+    group_lag(group, 0);
 }
 
 pub(crate) fn auth_refused(reason: &'static str) {

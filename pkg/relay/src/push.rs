@@ -199,7 +199,7 @@ async fn push_loop(
             if let (Some(g), Some(tx)) = (pending.take(), itx.as_ref()) {
                 let n = g.len() as u64;
                 tokio::select! {
-                    r = tx.send(OperationBatch { operations: g }) => {
+                    r = tx.send(OperationBatch { operations: g, ..OperationBatch::default() }) => {
                         if r.is_err() { break Err(tonic::Status::unavailable("the relay closed the stream")); }
                         metrics::pushed("sent", n);
                     }

@@ -19,8 +19,8 @@ use crate::auth::{Auth, Caller, Scope};
 use crate::hub::Hub;
 use crate::metrics;
 use crate::pb::{
-    health_check_reply::ServingStatus, Action, HealthCheckReply, HealthCheckRequest, IngestReply,
-    Operation, Source, StreamRequest,
+    health_check_reply::ServingStatus, AckReply, AckRequest, Action, HealthCheckReply,
+    HealthCheckRequest, IngestReply, Operation, Source, StreamRequest,
 };
 use crate::server_pb::relay_server::{Relay, RelayServer};
 use crate::tls::TlsConfig;
@@ -113,6 +113,7 @@ pub async fn serve(
             }
         })
     };
+    let closing = hub.clone();
     let service = Authed {
         inner: RelayServer::new(Service {
             hub,
@@ -144,6 +145,7 @@ pub async fn serve(
         }
     };
     trimmer.abort();
+    closing.close();
     Ok(result?)
 }
 
@@ -308,6 +310,12 @@ impl Relay for Service {
             reply.last_cursor = self.hub.publish(ops);
         }
         Ok(Response::new(reply))
+    }
+
+    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckReply>, Status> {
+        let r = request.get_ref();
+        self.hub.ack(r.session, r.ack_id)?;
+        Ok(Response::new(AckReply {}))
     }
 
     async fn health_check(

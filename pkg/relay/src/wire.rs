@@ -70,6 +70,19 @@ pub struct Prepared {
     pub(crate) cbor_at: u32,
     pub(crate) action: Action,
     pub(crate) source: Source,
+    /// The DID's hash ([`did_hash`]): what consumer groups partition on.
+    pub(crate) did_hash: u32,
+}
+
+/// FNV-1a (32 bits) of a DID: a group's partition is `did_hash % partitions`.
+/// Fixed: the groups' positions kept on disk are per partition.
+pub(crate) fn did_hash(did: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in did {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 impl Prepared {
@@ -107,6 +120,7 @@ impl Prepared {
         let cbor_at = buf.len() as u32;
         put_str(10, op.record_cbor, &mut buf);
         Prepared {
+            did_hash: did_hash(op.did.as_bytes()),
             body: Bytes::from(buf),
             did,
             collection,
@@ -177,6 +191,8 @@ pub struct EncodedBatch {
     pub(crate) out: Vec<(u64, Bytes)>,
     /// Operations received, still encoded (decoded one by one by the relay).
     pub(crate) received: Vec<Bytes>,
+    /// Group streams: the batch's ack id and the stream's session (0: none).
+    pub(crate) ack: (u64, u64),
 }
 
 impl EncodedBatch {
@@ -212,6 +228,12 @@ impl prost::Message for EncodedBatch {
         for body in &self.received {
             encoding::bytes::encode(1, body, buf);
         }
+        if self.ack.0 != 0 {
+            encoding::uint64::encode(2, &self.ack.0, buf);
+        }
+        if self.ack.1 != 0 {
+            encoding::uint64::encode(3, &self.ack.1, buf);
+        }
     }
 
     fn merge_field(
@@ -237,11 +259,22 @@ impl prost::Message for EncodedBatch {
             .map(|(c, b)| Self::op_len(*c, b))
             .sum::<usize>()
             + encoding::bytes::encoded_len_repeated(1, &self.received)
+            + if self.ack.0 != 0 {
+                encoding::uint64::encoded_len(2, &self.ack.0)
+            } else {
+                0
+            }
+            + if self.ack.1 != 0 {
+                encoding::uint64::encoded_len(3, &self.ack.1)
+            } else {
+                0
+            }
     }
 
     fn clear(&mut self) {
         self.out.clear();
         self.received.clear();
+        self.ack = (0, 0);
     }
 }
 
@@ -277,10 +310,12 @@ mod tests {
         let batch = EncodedBatch {
             out: vec![(7, p.body.clone()), (300, p.body.clone())],
             received: vec![],
+            ack: (4, 99),
         };
         let bytes = batch.encode_to_vec();
         assert_eq!(bytes.len(), batch.encoded_len());
         let decoded = OperationBatch::decode(bytes.as_slice()).expect("decodes");
+        assert_eq!((decoded.ack_id, decoded.session), (4, 99));
         let mut want = op.clone();
         want.cursor = 7;
         assert_eq!(decoded.operations[0], want);
@@ -289,7 +324,7 @@ mod tests {
         // Without the CBOR: the same operation, `record_cbor` empty.
         let lean = EncodedBatch {
             out: vec![(9, p.body_for(false))],
-            received: vec![],
+            ..EncodedBatch::default()
         };
         let decoded = OperationBatch::decode(lean.encode_to_vec().as_slice()).expect("decodes");
         want.cursor = 9;
@@ -302,6 +337,7 @@ mod tests {
     fn an_operation_batch_decodes_as_received_operations() {
         let sent = OperationBatch {
             operations: vec![sample(), Operation::default()],
+            ..OperationBatch::default()
         };
         let got = EncodedBatch::decode(sent.encode_to_vec().as_slice()).expect("decodes");
         assert_eq!(got.received.len(), 2);

@@ -2,6 +2,7 @@
 //! (tests/it/client.py) against `serve` on 127.0.0.1:0, fed from the bundled
 //! real Jetstream capture (pkg/sources/testdata/corpus.jsonl).
 
+mod group;
 mod python;
 mod stream;
 
