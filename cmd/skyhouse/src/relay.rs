@@ -228,7 +228,9 @@ impl ServeArgs {
                  --group-partitions/--max-groups/--group-max-unacked: {e}"
             )
         })?;
-        if self.data_dir.is_some() && (self.segment_bytes < 1 << 20 || self.retain_disk_bytes < self.segment_bytes) {
+        if self.data_dir.is_some()
+            && (self.segment_bytes < 1 << 20 || self.retain_disk_bytes < self.segment_bytes)
+        {
             return Err(anyhow!(
                 "--segment-bytes must be at least 1 MiB and --retain-disk-bytes at least \
                  --segment-bytes"

@@ -267,7 +267,7 @@ fn scan(path: &Path, first: u64) -> Result<(Meta, Option<(u64, String)>), DiskEr
                         ));
                         break;
                     }
-                    if (r.cursor - first) % INDEX_EVERY == 0 {
+                    if (r.cursor - first).is_multiple_of(INDEX_EVERY) {
                         meta.index.push((r.cursor, offset + at as u64));
                     }
                     meta.last = r.cursor;
@@ -392,7 +392,10 @@ impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Log")
             .field("dir", &self.cfg.dir)
-            .field("segments", &(self.sealed.len() + usize::from(self.active.is_some())))
+            .field(
+                "segments",
+                &(self.sealed.len() + usize::from(self.active.is_some())),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -403,6 +406,9 @@ pub(crate) struct Opened {
     pub(crate) log: Log,
     /// The newest cursor on disk (0: none).
     pub(crate) last: u64,
+    /// Whether the newest segment's tail was cut: records a client may have
+    /// received are gone, so their cursors must not be given again.
+    pub(crate) tail_cut: bool,
     pub(crate) groups: Vec<SavedGroup>,
 }
 
@@ -429,6 +435,7 @@ impl Log {
         }
         firsts.sort_unstable();
         let mut sealed: VecDeque<Meta> = VecDeque::new();
+        let mut tail_cut = false;
         let n = firsts.len();
         for (i, &first) in firsts.iter().enumerate() {
             let path = seg_path(&dir, first);
@@ -451,6 +458,7 @@ impl Log {
                         }
                         f.sync_all().map_err(io_err(&path))?;
                         metrics::disk_repaired();
+                        tail_cut |= newest;
                         tracing::warn!(
                             segment = %path.display(),
                             offset = keep,
@@ -505,7 +513,12 @@ impl Log {
             jobs: tx,
         };
         log.report();
-        Ok(Opened { log, last, groups })
+        Ok(Opened {
+            log,
+            last,
+            tail_cut,
+            groups,
+        })
     }
 
     /// The oldest cursor a client can resume from (`None`: nothing on disk).
@@ -560,7 +573,7 @@ impl Log {
         buf.clear();
         let mut cursor = first;
         for op in ops {
-            if (cursor - active.meta.first) % INDEX_EVERY == 0 {
+            if (cursor - active.meta.first).is_multiple_of(INDEX_EVERY) {
                 active
                     .meta
                     .index
@@ -796,7 +809,11 @@ pub(crate) fn read_after(
                 Err(e) => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("{} at offset {}: {e}", r.path.display(), r.offset + at as u64),
+                        format!(
+                            "{} at offset {}: {e}",
+                            r.path.display(),
+                            r.offset + at as u64
+                        ),
                     ))
                 }
             }
@@ -805,7 +822,11 @@ pub(crate) fn read_after(
             // A record larger than what was read: read more at once next time.
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: record at {} larger than a read", r.path.display(), r.offset),
+                format!(
+                    "{}: record at {} larger than a read",
+                    r.path.display(),
+                    r.offset
+                ),
             ));
         }
         r.offset += at as u64;
@@ -853,7 +874,8 @@ mod tests {
     use crate::wire::OpRef;
 
     fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("skyhouse-relay-disk-{}-{name}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("skyhouse-relay-disk-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
     }
@@ -898,7 +920,10 @@ mod tests {
         let log = Arc::new(Mutex::new(opened.log));
         for start in (100..400).step_by(30) {
             let ops: Vec<Prepared> = (start..start + 30).map(op).collect();
-            log.lock().expect("lock").append(start, now_ms(), ops.iter()).expect("append");
+            log.lock()
+                .expect("lock")
+                .append(start, now_ms(), ops.iter())
+                .expect("append");
         }
         assert_eq!(read_all(&log, 99), (100..400).collect::<Vec<_>>());
         assert_eq!(read_all(&log, 250), (251..400).collect::<Vec<_>>());
@@ -914,14 +939,22 @@ mod tests {
         assert!(segs.len() > 3, "several segments: {segs:?}");
         let newest = segs.last().expect("a segment");
         let len = fs::metadata(newest).expect("meta").len();
-        OpenOptions::new().write(true).open(newest).expect("open").set_len(len - 10).expect("cut");
+        OpenOptions::new()
+            .write(true)
+            .open(newest)
+            .expect("open")
+            .set_len(len - 10)
+            .expect("cut");
         let opened = Log::open(cfg).expect("reopen");
         assert_eq!(opened.last, 398, "the torn record is gone");
         let log = Arc::new(Mutex::new(opened.log));
         assert_eq!(read_all(&log, 99), (100..399).collect::<Vec<_>>());
         // A new run appends after it.
         let ops: Vec<Prepared> = (1_000..1_010).map(op).collect();
-        log.lock().expect("lock").append(1_000, now_ms(), ops.iter()).expect("append");
+        log.lock()
+            .expect("lock")
+            .append(1_000, now_ms(), ops.iter())
+            .expect("append");
         let mut want: Vec<u64> = (100..399).collect();
         want.extend(1_000..1_010);
         assert_eq!(read_all(&log, 99), want);
@@ -943,7 +976,10 @@ mod tests {
         let log = Arc::new(Mutex::new(log));
         for start in (10..200).step_by(10) {
             let ops: Vec<Prepared> = (start..start + 10).map(op).collect();
-            log.lock().expect("lock").append(start, now_ms(), ops.iter()).expect("append");
+            log.lock()
+                .expect("lock")
+                .append(start, now_ms(), ops.iter())
+                .expect("append");
         }
         log.lock().expect("lock").close();
         drop(log);
@@ -967,10 +1003,16 @@ mod tests {
             .expect("a cursor");
         let opened = Log::open(cfg).expect("reopen");
         assert_eq!(opened.last, 199);
-        assert!(!segs[0].exists() && !segs[1].exists(), "the damaged and older segments went");
+        assert!(
+            !segs[0].exists() && !segs[1].exists(),
+            "the damaged and older segments went"
+        );
         assert_eq!(opened.log.oldest(), Some(third_first - 1));
         let log = Arc::new(Mutex::new(opened.log));
-        assert_eq!(read_all(&log, third_first - 1), (third_first..200).collect::<Vec<_>>());
+        assert_eq!(
+            read_all(&log, third_first - 1),
+            (third_first..200).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -994,7 +1036,10 @@ mod tests {
         // Age: everything sealed and older than the bound goes.
         std::thread::sleep(Duration::from_millis(20));
         log.trim(Duration::from_millis(1));
-        assert!(log.sealed.is_empty() && log.active.is_none(), "all aged out");
+        assert!(
+            log.sealed.is_empty() && log.active.is_none(),
+            "all aged out"
+        );
         assert_eq!(log.oldest(), None);
     }
 }

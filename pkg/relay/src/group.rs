@@ -132,7 +132,10 @@ pub(crate) fn filter_key(req: &StreamRequest) -> String {
     for s in sources {
         h.update(s.to_le_bytes());
     }
-    h.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Whether `name` is a usable group name.
@@ -251,7 +254,10 @@ impl Groups {
         }
         let session = session_id();
         let acked = Arc::new(Notify::new());
-        let group = st.groups.get_mut(name).ok_or_else(|| Status::internal("group"))?;
+        let group = st
+            .groups
+            .get_mut(name)
+            .ok_or_else(|| Status::internal("group"))?;
         if group.filter != filter {
             return Err(Status::failed_precondition(format!(
                 "group {name} has members with other filters: every member must ask for the \
@@ -491,8 +497,14 @@ mod tests {
         let c = g.join("g", "f".into(), 10).expect("c").session;
         let (na, nb, nc) = (owned(&g, a), owned(&g, b), owned(&g, c));
         assert_eq!((na.len(), nb.len(), nc.len()), (3, 3, 2));
-        assert!(na.iter().all(|p| oa.contains(p)), "a only gave partitions away");
-        assert!(nb.iter().all(|p| ob.contains(p)), "b only gave partitions away");
+        assert!(
+            na.iter().all(|p| oa.contains(p)),
+            "a only gave partitions away"
+        );
+        assert!(
+            nb.iter().all(|p| ob.contains(p)),
+            "b only gave partitions away"
+        );
         g.leave(b);
         let (la, lc) = (owned(&g, a), owned(&g, c));
         assert_eq!(la.len() + lc.len(), 8);

@@ -225,9 +225,9 @@ impl Hub {
 
     /// A relay whose window is kept in `disk`'s segments (and the newest of
     /// it in memory): what a previous run left there is served again (the
-    /// segments repaired if damaged), and new cursors continue after it,
-    /// from `first_cursor` at least. The consumer groups' positions come
-    /// back too.
+    /// segments repaired if damaged), and new cursors continue right after
+    /// it (from `first_cursor` when the disk is empty, or its newest records
+    /// were cut by a repair). The consumer groups' positions come back too.
     pub fn open(
         cfg: RelayConfig,
         disk: DiskConfig,
@@ -236,7 +236,14 @@ impl Hub {
     ) -> Result<Hub, DiskError> {
         let dir = disk.dir.clone();
         let opened = Log::open(disk)?;
-        let first = (opened.last + 1).max(first_cursor);
+        // Cursors continue where the disk ends, so the window has no jump;
+        // after a cut tail (a power loss) they start past `first_cursor`
+        // instead: a client may hold a cursor of what was lost.
+        let first = if opened.last > 0 && !opened.tail_cut {
+            opened.last + 1
+        } else {
+            (opened.last + 1).max(first_cursor)
+        };
         let oldest = opened.log.oldest();
         let hub = Hub::build(cfg, first, shutdown, Some(opened.log));
         hub.inner.groups.restore(opened.groups);

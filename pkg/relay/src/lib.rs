@@ -17,6 +17,12 @@
 //! cursor to resume from); nothing it does slows the publisher, the other
 //! clients or the indexer (whose push drops, counted, when the relay is
 //! slow or down).
+//!
+//! With a data directory ([`Hub::open`], `--data-dir`) the window is also
+//! kept in segment files (`disk`): it survives a restart, and clients behind
+//! the memory ring read it back from disk. Consumer groups (`group`,
+//! `StreamRequest.group`) share one stream between members, partitioned by
+//! DID, with positions per partition that move with the members' `Ack`s.
 #![deny(missing_docs)]
 
 pub mod auth;
@@ -49,16 +55,16 @@ mod server_pb {
 
 pub use auth::{Auth, Scope, TokenFile, TokenInfo};
 pub use client::{AuthedClient, Bearer, ClientConfig};
+pub use disk::{DiskConfig, DiskError};
 pub use hub::{
     ConfigError, Hub, RelayConfig, Window, BATCH_BYTES, BATCH_OPS, MAX_GROUP_PARTITIONS,
     MAX_OPERATION_BYTES,
 };
-pub use disk::{DiskConfig, DiskError};
-pub use sub::Subscription;
 pub use ops::prepare_record;
 pub use push::{HubTap, Pusher, PUSH_QUEUE};
 pub use service::{serve, RelayError, ServeConfig, MAX_INGEST_MESSAGE, SHUTDOWN_GRACE};
 pub use standalone::{run_source, SourceSummary};
+pub use sub::Subscription;
 pub use tls::TlsConfig;
 pub use tonic;
 pub use wire::{OpRef, Prepared};

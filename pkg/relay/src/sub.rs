@@ -51,6 +51,10 @@ pub(crate) struct Member {
     /// … and the cursor up to which this stream has delivered it.
     delivered: Vec<u64>,
     owned_list: Vec<u32>,
+    /// The group generation whose assignment this member follows (`None`:
+    /// none read yet). Compared by value: the waits below consume the
+    /// watch's change flag.
+    seen: Option<u64>,
 }
 
 impl Member {
@@ -71,6 +75,7 @@ impl Member {
             owned: vec![false; p],
             delivered: vec![0; p],
             owned_list: Vec::new(),
+            seen: None,
         }
     }
 
@@ -78,7 +83,8 @@ impl Member {
     /// the group's position (not older than `oldest`). Whether any was
     /// gained.
     fn refresh(&mut self, oldest: u64) -> bool {
-        self.generation.borrow_and_update();
+        // Read before the assignment: a rebalance after this is seen next time.
+        self.seen = Some(*self.generation.borrow_and_update());
         let now = self.groups.assignment(self.session);
         let mut owned = vec![false; self.owned.len()];
         let mut gained = false;
@@ -103,6 +109,11 @@ impl Member {
         self.owned = owned;
         self.owned_list = now.iter().map(|(p, _)| *p).collect();
         gained
+    }
+
+    /// Whether a rebalance happened since the last [`Member::refresh`].
+    fn stale(&self) -> bool {
+        self.seen != Some(*self.generation.borrow())
     }
 
     /// Where the stream must read from: the oldest partition position.
@@ -230,15 +241,13 @@ impl Subscription {
             // wait while it owns nothing.
             let mut waiting_for_acks = None;
             if let Some(m) = self.member.as_mut() {
-                if m.generation.has_changed().unwrap_or(false) && m.refresh(self.hub.oldest()) {
+                if m.stale() && m.refresh(self.hub.oldest()) {
                     // Gained partitions may start far back: replaying them is
                     // not falling behind.
                     self.caught_up = false;
                 }
                 let acked = m.acked.clone();
-                if m.owned_list.is_empty() {
-                    waiting_for_acks = Some(acked);
-                } else if m.groups.unacked(m.session) >= m.groups.max_unacked {
+                if m.owned_list.is_empty() || m.groups.unacked(m.session) >= m.groups.max_unacked {
                     waiting_for_acks = Some(acked);
                 }
             }
@@ -415,7 +424,8 @@ impl Subscription {
                 let last = records.last().map_or(from, |r| r.cursor);
                 let step = self.scan(records.iter().map(|r| (r.cursor, &r.op)), last);
                 let newest = *self.newest_rx.borrow();
-                if newest.saturating_sub(self.scan_from()) <= self.hub.config().client_queue as u64 {
+                if newest.saturating_sub(self.scan_from()) <= self.hub.config().client_queue as u64
+                {
                     self.caught_up = true;
                 }
                 step

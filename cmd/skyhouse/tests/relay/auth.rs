@@ -66,6 +66,7 @@ async fn every_refusal_has_its_code_revocation_ends_streams_and_no_token_is_logg
         anonymous
             .ingest_stream(futures_util::stream::iter(vec![OperationBatch {
                 operations: vec![op("a")],
+                ..OperationBatch::default()
             }]))
             .await,
     );

@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
 mod auth;
+mod disk;
+mod groups;
 
 use std::fs;
 use std::net::TcpListener;
