@@ -288,18 +288,18 @@ bench-feedgen POSTS="1000000" LIKES="4000000" CONNS="200" DURATION="20s": up
     cargo build --release -q -p skyhouse
     pkg/feeds/bench/bench.sh {{ POSTS }} {{ LIKES }} {{ CONNS }} {{ DURATION }}
 
-# Backfill repos/s, records/s and the worker's peak RSS: REPOS generated repositories (+ one of 300 MB) from a static loopback PDS, and the reference PDS, drained by `skyhouse backfill work` into the `just up` servers (generated once into bench/out/; medians of RUNS)
-bench-backfill REPOS="5000" RUNS="3" CONCURRENCY="16" CASES="small,big,pds" *WORK_ARGS: bench-deps deps-system deps-node up
-    cargo build --release -q -p skyhouse -p skyhouse-backfill --bin skyhouse --example car_server
+# Backfill CPU per record (worker and ClickHouse), records/s against the bound cores / (sum), repos/s and the worker's peak RSS: the worker's own cost on one thread (decode), REPOS generated repositories (+ one of 300 MB) from a static loopback PDS, and the reference PDS, drained by `skyhouse backfill work` into the `just up` servers (generated once into bench/out/; medians of RUNS)
+bench-backfill REPOS="5000" RUNS="3" CONCURRENCY="16" CASES="decode,small,big,pds" *WORK_ARGS: bench-deps deps-system deps-node up
+    cargo build --release -q -p skyhouse -p skyhouse-backfill --bin skyhouse --example car_server --example backfill_bench
     {{ local_env }} pkg/backfill/bench/bench.sh {{ REPOS }} {{ RUNS }} {{ CONCURRENCY }} {{ quote(CASES) }} {{ WORK_ARGS }}
 
-# Indexer events/s, p99 event→queryable latency and peak RSS: Jetstream, firehose, firehose --verify through the full pipeline into the `just up` servers (EVENTS frames, generated once into bench/out/; medians of RUNS)
-bench-indexer EVENTS="1000000" RUNS="3": bench-deps deps-system up
+# Indexer CPU per event (skyhouse and ClickHouse), events/s against the bound cores / (sum), p99 ack latency and peak RSS: decode only (one thread), Jetstream, firehose, firehose --verify through the full pipeline into the `just up` servers (EVENTS frames, generated once into bench/out/; medians of RUNS; CASES comma-separated)
+bench-indexer EVENTS="1000000" RUNS="3" CASES="decode-jetstream,decode-firehose,jetstream,firehose,firehose-verify": bench-deps deps-system up
     #!/usr/bin/env bash
     set -euo pipefail
     export {{ local_env }}
     cargo build --release -q -p skyhouse-pipeline --example indexer_bench
-    bin=target/release/examples/indexer_bench
+    bin=${CARGO_TARGET_DIR:-target}/release/examples/indexer_bench
     prefix=bench/out/stream-{{ EVENTS }}
     if [ ! -f "$prefix.frames" ] || [ ! -f "$prefix.jsonl" ] || [ ! -f "$prefix.dids.json" ]; then
         node bench/gen-stream.mjs "$prefix.tmp" {{ EVENTS }}
@@ -310,10 +310,24 @@ bench-indexer EVENTS="1000000" RUNS="3": bench-deps deps-system up
     pidfile=.local/clickhouse/clickhouse-server.pid
     server=()
     if [ -f "$pidfile" ] && [ -d "/proc/$(cat "$pidfile")" ]; then server=(--clickhouse-pid "$(cat "$pidfile")"); fi
+    cases=$(tr ',' ' ' <<<{{ quote(CASES) }})
+    # One fresh database per server case and run, all created before the first case and
+    # dropped after the last: no case pays for files another one deleted.
+    dbs=()
+    for run in $(seq 1 {{ RUNS }}); do
+        for case in $cases; do
+            case $case in decode-*) ;; *) dbs+=("skyhouse_bench_indexer_${case//-/_}_$run") ;; esac
+        done
+    done
+    list=$(IFS=,; echo "${dbs[*]}")
+    if [ -n "$list" ]; then
+        "$bin" --case create --database "$list" >/dev/null
+        trap '"$bin" --case drop --database "$list" >/dev/null || true' EXIT
+    fi
     lines=()
     for run in $(seq 1 {{ RUNS }}); do
-        for case in decode-jetstream decode-firehose jetstream firehose firehose-verify; do
-            line=$("$bin" --case "$case" --prefix "$prefix" "${server[@]}")
+        for case in $cases; do
+            line=$("$bin" --case "$case" --prefix "$prefix" --database "skyhouse_bench_indexer_${case//-/_}_$run" "${server[@]}")
             echo "$line"
             lines+=("$line")
         done

@@ -1,39 +1,63 @@
 #!/usr/bin/env node
-// Medians per case of indexer_bench's JSON lines (stdin), and the goals.
+// Medians per case of indexer_bench's JSON lines (stdin), beside the goals.
 //
 //   ... | node indexer-summary.mjs
+//
+// For each case: the steady state (10% -> 90% of the events) and the whole
+// run: events/s, skyhouse's and ClickHouse's CPU us per event, the bound
+// cores / (sum) and the fraction of it reached, peak RSS, p99 ack latency,
+// and the load (1-minute average at the end of the run, and the cores other
+// processes used during it).
 import { readFileSync } from 'node:fs'
 
-const GOALS = { jetstream: 200_000, firehose: 100_000, 'firehose-verify': 30_000 }
-const RSS_GOAL_MB = 200
+// CPU us per event (skyhouse's own; ClickHouse's), RSS MiB, fraction of the bound.
+const GOALS = {
+  'decode-jetstream': { skyhouse: 1.5 },
+  'decode-firehose': { skyhouse: 2 },
+  jetstream: { skyhouse: 3.5, clickhouse: 5, rss: 200, bound: 0.85 },
+  firehose: { skyhouse: 5, clickhouse: 5, rss: 200, bound: 0.85 },
+  'firehose-verify': { clickhouse: 5, rss: 200 },
+}
 const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
+  const s = xs.filter((x) => x != null && !Number.isNaN(x)).sort((a, b) => a - b)
+  if (!s.length) return null
   const m = s.length >> 1
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
 }
+const fmt = (x, d = 1, w = 6) => (x == null ? '-' : x.toFixed(d)).padStart(w)
 const runs = readFileSync(0, 'utf8')
   .split('\n')
   .filter((l) => l.startsWith('{'))
   .map((l) => JSON.parse(l))
+  .filter((r) => r.figures)
 const byCase = new Map()
 for (const r of runs) byCase.set(r.case, [...(byCase.get(r.case) ?? []), r])
+console.log(
+  'case              window   events/s  skyhouse us  ClickHouse us   bound/s  of bound  peak RSS  p99 ack   load (1m, others)',
+)
 for (const [name, rs] of byCase) {
-  const eps = median(rs.map((r) => r.events_per_s))
-  const perEvent = (key) => {
-    const xs = rs.filter((r) => r[key] != null).map((r) => (r[key] / r.events) * 1e6)
-    return xs.length ? median(xs).toFixed(1).padStart(5) : '    -'
+  const goal = GOALS[name] ?? {}
+  const verdicts = []
+  for (const win of ['steady', 'whole']) {
+    const f = rs.map((r) => r.figures[win]).filter(Boolean)
+    if (!f.length) continue
+    const m = (k) => median(f.map((x) => x[k]))
+    const rss = median(rs.map((r) => r.peak_rss_mb))
+    const p99 = median(rs.map((r) => r.p99_latency_ms))
+    const load = median(rs.map((r) => r.load_end?.[0]))
+    console.log(
+      `${name.padEnd(17)} ${win.padEnd(6)} ${fmt(m('per_s'), 0, 10)} ${fmt(m('skyhouse_us'), 2, 12)} ${fmt(m('clickhouse_us'), 2, 14)} ` +
+        `${fmt(m('bound_per_s'), 0, 9)} ${fmt(m('of_bound'), 2, 9)} ${fmt(rss, 0, 6)} MiB ${fmt(p99, 0, 5)} ms   ` +
+        `${fmt(load, 2, 4)}, ${fmt(m('others_cores'), 2, 4)}   (median of ${f.length})`,
+    )
+    if (win === 'steady') {
+      if (goal.skyhouse != null) verdicts.push(`skyhouse ${fmt(m('skyhouse_us'), 2, 0)} <= ${goal.skyhouse}: ${m('skyhouse_us') <= goal.skyhouse ? 'yes' : 'NO'}`)
+      if (goal.clickhouse != null && m('clickhouse_us') != null)
+        verdicts.push(`ClickHouse ${fmt(m('clickhouse_us'), 2, 0)} <= ${goal.clickhouse}: ${m('clickhouse_us') <= goal.clickhouse ? 'yes' : 'NO'}`)
+      if (goal.bound != null && m('of_bound') != null)
+        verdicts.push(`of bound ${fmt(m('of_bound'), 2, 0)} >= ${goal.bound}: ${m('of_bound') >= goal.bound ? 'yes' : 'NO'}`)
+      if (goal.rss != null) verdicts.push(`RSS ${fmt(rss, 0, 0)} <= ${goal.rss} MiB: ${rss <= goal.rss ? 'yes' : 'NO'}`)
+    }
   }
-  const cpu = `CPU/event: client ${perEvent('cpu_s')} us, ClickHouse ${perEvent('clickhouse_cpu_s')} us`
-  if (name.startsWith('decode-')) {
-    console.log(`${name.padEnd(16)} ${String(Math.round(eps)).padStart(8)} events/s  one thread, no servers  ${cpu}  (median of ${rs.length})`)
-    continue
-  }
-  const p99 = median(rs.map((r) => r.p99_latency_ms ?? NaN))
-  const rss = median(rs.map((r) => r.peak_rss_mb))
-  const goal = GOALS[name]
-  const ok = eps >= goal && rss <= RSS_GOAL_MB ? 'meets' : 'MISSES'
-  console.log(
-    `${name.padEnd(16)} ${String(Math.round(eps)).padStart(8)} events/s  p99 ${p99.toFixed(0).padStart(6)} ms  ` +
-      `peak RSS ${rss.toFixed(0).padStart(4)} MiB  ${cpu}  (median of ${rs.length}; goal >= ${goal} events/s, <= ${RSS_GOAL_MB} MiB: ${ok})`,
-  )
+  if (verdicts.length) console.log(`${''.padEnd(17)} goals (steady): ${verdicts.join('; ')}`)
 }

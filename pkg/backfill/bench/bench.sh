@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Backfill throughput and peak RSS (`just bench-backfill`): REPOS generated repositories of 50-300
-# records (bench/gen-backfill.mjs, generated once into bench/out/) served from loopback by
+# Backfill CPU per record (the worker's and ClickHouse's), records/s against the bound cores / (sum),
+# repos/s and peak RSS (`just bench-backfill`): REPOS generated repositories of 50-300 records
+# (bench/gen-backfill.mjs, generated once into bench/out/) served from loopback by
 # pkg/backfill/examples/car_server.rs (a static PLC directory + PDS in its own process), queued with
-# `skyhouse backfill enqueue` and drained by the release `skyhouse backfill work --drain` into a fresh
-# database on the `just up` ClickHouse and Redis. Cases:
+# `skyhouse backfill enqueue` and drained by the release `skyhouse backfill work --drain` into a
+# database of the run's own on the `just up` ClickHouse and Redis. Cases:
+#   decode the worker's own cost, one thread, no servers: every CAR of `small` turned into rows
+#          and encoded as RowBinary (backfill_bench decode)
 #   small  the REPOS small repositories
 #   big    the same plus one ~300 MB repository (840k records), queued first so it is in flight
 #          while the small ones stream past
@@ -12,11 +15,16 @@
 # Every repository of a case is on one host, so `--per-host` is set to CONCURRENCY (default 8 would
 # cap the static server at 8 requests in flight). Each run checks that every repository is `done`
 # in repo_state and that `records` holds exactly the generated number of records (else it fails).
-# Prints one JSON line per run (repos/s, records/s, peak RSS of the worker, CPU seconds of the
-# worker and of the ClickHouse server, load average), then the medians of RUNS.
+# The databases of every case and run are created before the first and dropped after the last, so
+# no run pays for files another one deleted; before each run the script waits for ClickHouse to be
+# quiet. pkg/backfill/examples/backfill_bench.rs runs the worker and prints one JSON line per run:
+# whole run, steady state (10% -> 90% of the records) and start-up, each with records/s, CPU us per
+# record of the worker and of the ClickHouse server, the bound and the fraction of it reached, the
+# cores other processes used; peak RSS of the worker, load averages. Then the medians of RUNS.
 # Usage: bench.sh [REPOS] [RUNS] [CONCURRENCY] [CASES] [WORK_ARGS...]
 #   CASES: comma-separated, default small,big; WORK_ARGS go to `skyhouse backfill work`.
-#   CARGO_TARGET_DIR: where the release `skyhouse` and `car_server` are (default target).
+#   CARGO_TARGET_DIR: where the release `skyhouse`, `car_server` and `backfill_bench` are
+#   (default target).
 set -euo pipefail
 REPOS=${1:-5000}
 RUNS=${2:-3}
@@ -31,6 +39,7 @@ DB=skyhouse_bench_backfill
 TARGET=${CARGO_TARGET_DIR:-target}
 bin=$TARGET/release/skyhouse
 server=$TARGET/release/examples/car_server
+driver=$TARGET/release/examples/backfill_bench
 small=bench/out/backfill-$REPOS
 big=bench/out/backfill-big-$BIG_RECORDS
 
@@ -59,6 +68,7 @@ server_pid=$!
 exec 3>"$tmp/server.in" # the server exits when this script's fd 3 closes, however it ends
 network_pid=
 cleanup() {
+    if declare -F drop_dbs >/dev/null; then drop_dbs; fi
     exec 3>&- 4>&-
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
@@ -75,8 +85,31 @@ echo "car_server: $(cat "$tmp/server.out")" >&2
 ch_pidfile=.local/clickhouse/clickhouse-server.pid
 ch_pid=
 if [ -f "$ch_pidfile" ] && [ -d "/proc/$(cat "$ch_pidfile")" ]; then ch_pid=$(cat "$ch_pidfile"); fi
+server_pid_args=()
+if [ -n "$ch_pid" ]; then server_pid_args=(--clickhouse-pid "$ch_pid"); fi
 ticks() { if [ -n "$ch_pid" ]; then awk '{print $14 + $15}' "/proc/$ch_pid/stat"; else echo 0; fi; }
-hz=$(getconf CLK_TCK)
+# Wait (up to 60 s) until ClickHouse used under 5% of a core for a second: earlier runs' merges.
+quiet() {
+    local a b
+    for _ in $(seq 1 60); do
+        a=$(ticks); sleep 1; b=$(ticks)
+        [ $((b - a)) -lt 5 ] && return 0
+    done
+}
+
+# One database per server case and run, all made now and dropped at the end.
+dbs=()
+drop_dbs() { for db in "${dbs[@]}"; do q "DROP DATABASE IF EXISTS $db" || true; done; }
+for run in $(seq 1 "$RUNS"); do
+    for case in ${CASES//,/ }; do
+        [ "$case" = decode ] && continue
+        db="${DB}_${case}_$run"
+        q "DROP DATABASE IF EXISTS $db"
+        "$bin" migrate up --clickhouse-address "$CH" --database "$db" >/dev/null 2>"$tmp/migrate.log" ||
+            { cat "$tmp/migrate.log" >&2; die "migrate failed"; }
+        dbs+=("$db")
+    done
+done
 
 # The reference PDS (pds case): started once, seeded once, read by every run.
 pds_plc=
@@ -96,7 +129,14 @@ fi
 lines=()
 for run in $(seq 1 "$RUNS"); do
     for case in ${CASES//,/ }; do
+        if [ "$case" = decode ]; then
+            line=$("$driver" decode "$small" | sed "s/^{/{\"run\":$run,/")
+            echo "$line"
+            lines+=("$line")
+            continue
+        fi
         prefix="bench-backfill:$$:$run:$case:"
+        db="${DB}_${case}_$run"
         plc=$url
         case $case in
             small | big)
@@ -116,55 +156,33 @@ for run in $(seq 1 "$RUNS"); do
                 repos=$(wc -l <"$tmp/dids")
                 records=$(awk -F'\t' '{s += $2} END {print s}' "$tmp/pds.tsv")
                 ;;
-            *) die "unknown case $case (small, big, pds)" ;;
+            *) die "unknown case $case (decode, small, big, pds)" ;;
         esac
-        q "DROP DATABASE IF EXISTS $DB"
-        "$bin" migrate up --clickhouse-address "$CH" --database "$DB" >/dev/null 2>"$tmp/migrate.log" ||
-            { cat "$tmp/migrate.log" >&2; die "migrate failed"; }
         "$bin" backfill enqueue --dids "$tmp/dids" --redis "$REDIS" --redis-prefix "$prefix" 2>"$tmp/enqueue.log" ||
             { cat "$tmp/enqueue.log" >&2; die "enqueue failed"; }
-        load=$(cut -d' ' -f1-3 /proc/loadavg)
-        ch0=$(ticks)
-        start=$(date +%s.%N)
-        /usr/bin/time -f '%M %U %S' -o "$tmp/time" "$bin" backfill work --drain --plc "$plc" \
-            --concurrency "$CONCURRENCY" --per-host "$CONCURRENCY" --metrics-addr 127.0.0.1:0 \
-            --clickhouse-address "$CH" --database "$DB" --redis "$REDIS" --redis-prefix "$prefix" \
-            "${WORK_ARGS[@]}" 2>"$tmp/work.log" || { tail -20 "$tmp/work.log" >&2; die "backfill work failed"; }
-        end=$(date +%s.%N)
-        ch1=$(ticks)
-        read -r rss_kb user sys <"$tmp/time"
+        quiet
+        measured=$("$driver" run "${server_pid_args[@]}" --records "$records" -- \
+            "$bin" backfill work --drain --plc "$plc" \
+            --concurrency "$CONCURRENCY" --per-host "$CONCURRENCY" \
+            --clickhouse-address "$CH" --database "$db" --redis "$REDIS" --redis-prefix "$prefix" \
+            "${WORK_ARGS[@]}" 2>"$tmp/work.log") || { tail -20 "$tmp/work.log" >&2; die "backfill work failed"; }
         # Every repository done, every record in `records` (a fresh database: no duplicates).
-        got_records=$(q "SELECT count() FROM $DB.records")
-        read -r done_repos state_records < <(q "SELECT countIf(status = 'done'), sum(records) FROM $DB.repo_state FINAL FORMAT TSV")
+        got_records=$(q "SELECT count() FROM $db.records")
+        read -r done_repos state_records < <(q "SELECT countIf(status = 'done'), sum(records) FROM $db.repo_state FINAL FORMAT TSV")
         if [ "$got_records" != "$records" ] || [ "$done_repos" != "$repos" ] || [ "$state_records" != "$records" ]; then
             tail -20 "$tmp/work.log" >&2
             die "case $case run $run: expected $repos repositories and $records records;" \
                 "repo_state has $done_repos done ($state_records records), records has $got_records rows"
         fi
         redis-cli -u "$REDIS" --scan --pattern "$prefix*" | xargs -r redis-cli -u "$REDIS" DEL >/dev/null
-        line=$(awk -v c="$case" -v r="$run" -v n="$repos" -v k="$records" -v t0="$start" -v t1="$end" \
-            -v rss="$rss_kb" -v u="$user" -v s="$sys" -v ch="$(( ch1 - ch0 ))" -v hz="$hz" -v load="$load" \
-            -v conc="$CONCURRENCY" 'BEGIN {
-                secs = t1 - t0
-                printf "{\"case\":\"%s\",\"run\":%d,\"concurrency\":%d,\"repos\":%d,\"records\":%d,\"seconds\":%.2f,", c, r, conc, n, k, secs
-                printf "\"repos_per_s\":%.0f,\"records_per_s\":%.0f,\"peak_rss_mib\":%.1f,", n / secs, k / secs, rss / 1024
-                printf "\"cpu_s_worker\":%.1f,\"cpu_s_clickhouse\":%.1f,\"load\":\"%s\"}\n", u + s, ch / hz, load
-            }')
+        secs=$(sed -n 's/.*"whole":{[^}]*"secs":\([0-9.]*\).*/\1/p' <<<"$measured")
+        line=$(sed "s/^{/{\"case\":\"$case\",\"run\":$run,\"concurrency\":$CONCURRENCY,\"repos\":$repos,\"repos_per_s\":$(awk -v n="$repos" -v s="$secs" 'BEGIN {printf "%.0f", n / s}'),/" <<<"$measured")
         echo "$line"
         lines+=("$line")
     done
 done
-q "DROP DATABASE IF EXISTS $DB"
+drop_dbs
+dbs=()
 
 # Medians per case.
-median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
-echo "== medians of $RUNS (concurrency $CONCURRENCY${WORK_ARGS[*]:+, ${WORK_ARGS[*]}})"
-for case in ${CASES//,/ }; do
-    sel=$(printf '%s\n' "${lines[@]}" | grep "\"case\":\"$case\"")
-    m() { field "$1" <<<"$sel" | median; }
-    printf '%-6s %6s repos %8s records: %6.0f repos/s %8.0f records/s, peak RSS %6.1f MiB, CPU s worker %5.1f + ClickHouse %5.1f\n' \
-        "$case" "$(m repos)" "$(m records)" "$(m repos_per_s)" "$(m records_per_s)" "$(m peak_rss_mib)" \
-        "$(m cpu_s_worker)" "$(m cpu_s_clickhouse)"
-done
-echo "goals: >= 1,000 repos/s and >= 300,000 records/s (small); peak RSS <= 1024 MiB with the 300 MB repository in flight (big)"
+printf '%s\n' "${lines[@]}" | CONCURRENCY="$CONCURRENCY" WORK_ARGS="${WORK_ARGS[*]}" node bench/backfill-summary.mjs

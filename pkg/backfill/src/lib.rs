@@ -32,7 +32,7 @@ pub use reqwest;
 pub use skyhouse_monitor::UnhealthyHosts;
 pub use skyhouse_state::{State, WorkQueue};
 pub use tokio_util::sync::CancellationToken;
-pub use worker::{run, RepoStatus, Summary, WorkerConfig};
+pub use worker::{repo_rows, run, RepoStatus, Summary, WorkerConfig};
 
 /// Name (under the Redis prefix) of the backfill work stream.
 pub const BACKFILL_STREAM: &str = "backfill";

@@ -740,24 +740,53 @@ fn walk(
     keep_keys: bool,
     sink: &Rowsink,
 ) -> Result<(u64, Keys), BackfillError> {
-    let mut rows = sink.new_rows();
-    let mut records = 0u64;
     let mut keys = Keys::new();
+    let records = repo_rows(
+        repo,
+        did,
+        version,
+        indexed_at,
+        keep_keys.then_some(&mut keys),
+        || sink.new_rows(),
+        |rows| sink.blocking_send(rows).map(drop),
+    )?;
+    Ok((records, keys))
+}
+
+/// The rows of a repository snapshot, as the workers write them: every
+/// record as a create (an update with `keys`: a resync) whose version is the snapshot commit's rev
+/// (`version`), handed to `chunk` in pieces of about 4 MiB of `RowBinary`
+/// (the last one smaller), in key order. With `keys`, also collects each
+/// record's `(collection, rkey)` (a resync tombstones the stored ones not
+/// among them). `fresh` makes each chunk's empty `Rows` (the worker's keep
+/// what the relay tap asks for). Returns the number of records. Public so
+/// the benches can measure this step alone (`backfill_bench decode`).
+pub fn repo_rows(
+    repo: &Repo,
+    did: &str,
+    version: u64,
+    indexed_at: u32,
+    mut keys: Option<&mut HashSet<(String, String)>>,
+    fresh: impl Fn() -> Rows,
+    mut chunk: impl FnMut(Rows) -> Result<(), BackfillError>,
+) -> Result<u64, BackfillError> {
+    let mut rows = fresh();
+    let mut records = 0u64;
+    // A resync's snapshot may replace what the live stream wrote (a like
+    // moved to another post): as updates, the interaction refresh checks the
+    // keys' earlier subjects. A first backfill's records are creates.
+    let action = if keys.is_some() {
+        Action::Update
+    } else {
+        Action::Create
+    };
     repo.walk(|r| {
         let value = r.data.and_then(|d| skyhouse_atproto::cbor::decode(d).ok());
         let op = Op {
             did,
             collection: r.collection,
             rkey: r.rkey,
-            // A resync's snapshot may replace what the live stream wrote
-            // (a like moved to another post): as updates, the interaction
-            // refresh checks the keys' earlier subjects. A first backfill's
-            // records are creates.
-            action: if keep_keys {
-                Action::Update
-            } else {
-                Action::Create
-            },
+            action,
             cid: Some(r.cid),
             record: value.as_ref(),
             version,
@@ -765,11 +794,11 @@ fn walk(
         };
         skyhouse_transform::apply_with_cbor(&op, r.data, &mut rows);
         records += 1;
-        if keep_keys {
+        if let Some(keys) = keys.as_deref_mut() {
             keys.insert((r.collection.to_string(), r.rkey.to_string()));
         }
         if rows.approx_bytes() >= CHUNK_BYTES {
-            sink.blocking_send(std::mem::replace(&mut rows, sink.new_rows()))?;
+            chunk(std::mem::replace(&mut rows, fresh()))?;
         }
         Ok::<(), BackfillError>(())
     })
@@ -780,9 +809,9 @@ fn walk(
         other => BackfillError::Repo(other.to_string()),
     })?;
     if !rows.is_empty() {
-        sink.blocking_send(rows)?;
+        chunk(rows)?;
     }
-    Ok((records, keys))
+    Ok(records)
 }
 
 /// Resync: tombstone (version = the snapshot's) the DID's stored live

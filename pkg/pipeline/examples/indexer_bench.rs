@@ -1,6 +1,6 @@
 //! Indexer benchmark: replay a generated stream through the full pipeline
 //! (source → decode + transform → batch writer → ClickHouse → acked cursor
-//! in Redis) and print one JSON line.
+//! in Redis) and print one JSON line with the CPU each side spent per event.
 //!
 //! The input comes from `bench/gen-stream.mjs PREFIX N` (`just bench-indexer`
 //! generates it when missing): `PREFIX.frames` (firehose frames),
@@ -9,25 +9,44 @@
 //!
 //! ```text
 //! cargo run --release -p skyhouse-pipeline --example indexer_bench -- \
-//!     --case jetstream|firehose|firehose-verify|check --prefix bench/out/stream-1000000 \
-//!     [--clickhouse URL] [--redis URL] [--database NAME] \\
+//!     --case CASE --prefix bench/out/stream-1000000 \
+//!     [--clickhouse URL] [--redis URL] [--database NAME[,NAME...]] \
 //!     [--batch-rows N] [--batch-bytes N] [--clickhouse-pid PID]
 //! ```
 //!
-//! `--case decode-jetstream|decode-firehose` decodes and transforms only, on
-//! one thread, with no servers: the client's own ceiling. `--clickhouse-pid`
-//! adds the server's CPU seconds during the run (`clickhouse_cpu_s`): with
-//! both on the same 2 cores, client + server CPU per event bounds events/s.
+//! Cases:
+//! - `jetstream`, `firehose`, `firehose-verify`: the whole indexer, into
+//!   the database `--database`, which must exist and be migrated (`create`);
+//!   the clock runs from `skyhouse_pipeline::run` until the source is
+//!   exhausted and every batch is acked.
+//! - `decode-jetstream`, `decode-firehose`: decode, transform and encode the
+//!   rows as the `RowBinary` an insert sends, on one thread, no servers: the
+//!   client's own cost.
+//! - `create`, `drop`: create and migrate (drop) the comma-separated
+//!   databases of `--database`. `just bench-indexer` creates one database
+//!   per case and run before the first case and drops them after the last,
+//!   so no run pays for the files another one deleted (on this VM's
+//!   filesystem, creating files right after many were deleted costs up to
+//!   5× more per part).
+//! - `check`: decode every frame, verify every commit with the key from
+//!   `dids.json`, and compare the frames' ops with the Jetstream events, one
+//!   by one; no servers.
 //!
-//! One case per process, so that `peak_rss_mb` (`VmHWM`) is that case's
-//! alone. Each case drops and re-creates the database (default
-//! `skyhouse_bench_indexer`), migrates it, then times `skyhouse_pipeline::run`
-//! from the start until the source is exhausted and every batch is acked.
-//! `p99_latency_ms` is the 0.99 quantile of
-//! `skyhouse_indexer_ack_latency_seconds` (a decoded group received → its
-//! batch acknowledged by ClickHouse, i.e. queryable). `check` decodes every
-//! frame, verifies every commit with the key from `dids.json`, and compares
-//! the frames' ops with the Jetstream events, one by one; no servers.
+//! Every case prints one JSON line: `whole` (the measured run) and `steady`
+//! (from 10% to 90% of the events decoded, without start-up and the drain)
+//! and `startup` (the start until 10%),
+//! each with events/s, skyhouse's CPU µs per event (`skyhouse_us`: utime +
+//! stime of this process from `/proc`, all its threads), ClickHouse's
+//! (`clickhouse_us`, with `--clickhouse-pid`), the bound `cores ÷ (sum)` in
+//! events/s and the fraction of it reached, and the cores other processes
+//! used meanwhile (`others_cores`); besides them `clickhouse_after_cpu_s` (the server's
+//! CPU after the run until it is quiet: merges of the parts the run wrote),
+//! peak RSS (`VmHWM` of this process, one case per process) and the load
+//! averages at the start and the end. `p99_latency_ms` is the 0.99 quantile
+//! of `skyhouse_indexer_ack_latency_seconds` (a decoded group received → its
+//! batch acknowledged by ClickHouse, i.e. queryable). Before a server case
+//! the bench waits (up to 60 s) for ClickHouse to be quiet, so the previous
+//! case's merges do not count.
 //!
 //! ClickHouse and Redis default to `CLICKHOUSE_ADDRESS` / `REDIS_ADDRESS`, or
 //! the `just up` servers (http://127.0.0.1:8123, redis://127.0.0.1:6379).
@@ -35,7 +54,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use skyhouse_atproto::commit::Commit;
 use skyhouse_atproto::crypto::PublicKey;
@@ -46,6 +65,7 @@ use skyhouse_sources::{CancellationToken, SourceConfig, SourceKind};
 use skyhouse_state::State;
 use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::{ClickHouse, ClickHouseConfig};
+use skyhouse_testkit::bench::{self, Probe, Sampler};
 
 /// mimalloc, as store_bench: rows are built on the decode task's thread and
 /// freed on the writer's; glibc's malloc spends ~35% of the Jetstream run in
@@ -95,15 +115,16 @@ fn parse_args() -> Result<Args, BoxError> {
             "-h" | "--help" => {
                 eprintln!(
                     "indexer_bench --case jetstream|firehose|firehose-verify|decode-jetstream|\
-                     decode-firehose|check --prefix PREFIX [--clickhouse URL] [--redis URL] \
-                     [--database NAME] [--batch-rows N] [--batch-bytes N] [--clickhouse-pid PID]"
+                     decode-firehose|create|drop|check --prefix PREFIX [--clickhouse URL] \
+                     [--redis URL] [--database NAME[,NAME...]] [--batch-rows N] [--batch-bytes N] \
+                     [--clickhouse-pid PID]"
                 );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)").into()),
         }
     }
-    if args.prefix.is_empty() {
+    if args.prefix.is_empty() && !matches!(args.case.as_str(), "create" | "drop") {
         return Err("--prefix is required (bench/out/stream-N, from gen-stream.mjs)".into());
     }
     Ok(args)
@@ -135,40 +156,8 @@ impl Keys for MapKeys {
     }
 }
 
-/// `VmHWM` or `VmRSS` of this process, in MiB.
-fn proc_status_mb(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// User + system CPU seconds of this process so far (`/proc/self/stat`,
-/// 100 ticks/s): steadier than wall time on a shared machine.
-fn cpu_secs() -> f64 {
-    proc_cpu_secs("self")
-}
-
-/// User + system CPU seconds of process `pid` (`self` or a number).
-fn proc_cpu_secs(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / 100.0
-}
-
 fn round(x: f64, digits: i32) -> f64 {
-    let m = 10f64.powi(digits);
-    (x * m).round() / m
+    bench::round(x, digits)
 }
 
 /// The 0.99 quantile of the ack latency histogram, in ms, from the
@@ -282,50 +271,154 @@ fn check(args: &Args) -> Result<serde_json::Value, BoxError> {
     }))
 }
 
-/// Decode + transform only, on this thread, no servers: the client's
-/// ceiling. Rows are dropped every [`skyhouse_pipeline::COALESCE_ROWS`] as
-/// the pipeline hands them to the writer.
+/// Events (lines or frames) in the input of `kind`, counted before a run
+/// (the steady-state window is a share of them).
+fn count_events(args: &Args, kind: &str) -> Result<u64, BoxError> {
+    let mut n = 0u64;
+    if kind == "jetstream" {
+        let file = std::fs::File::open(format!("{}.jsonl", args.prefix))?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut buf = Vec::new();
+        while reader.read_until(b'\n', &mut buf)? > 0 {
+            if !buf.trim_ascii().is_empty() {
+                n += 1;
+            }
+            buf.clear();
+        }
+    } else {
+        each_frame(&format!("{}.frames", args.prefix), |_| {
+            n += 1;
+            Ok(())
+        })?;
+    }
+    Ok(n)
+}
+
+/// The figures of a run as JSON: `whole`; if the snapshots allow,
+/// `steady` (10% → 90% of `total` events) and `startup` (the start → 10%).
+fn figures_json(
+    start: &bench::Snapshot,
+    end: &bench::Snapshot,
+    snapshots: &[bench::Snapshot],
+    total: u64,
+) -> serde_json::Value {
+    let whole = end.since(start);
+    let steady = bench::steady(snapshots, total, 0.1, 0.9);
+    let startup = snapshots
+        .iter()
+        .find(|s| s.units >= total / 10)
+        .map(|s| s.since(start).figures().json());
+    serde_json::json!({
+        "whole": whole.figures().json(),
+        "steady": steady.map(|w| w.figures().json()),
+        "startup": startup,
+    })
+}
+
+/// Decode + transform + encode only, on this thread, no servers: the
+/// client's own cost. Rows are encoded as the `RowBinary` an insert sends
+/// and dropped every [`skyhouse_pipeline::COALESCE_ROWS`], as the pipeline
+/// hands them to the writer.
 fn decode_only(args: &Args, kind: &str) -> Result<serde_json::Value, BoxError> {
+    let total = count_events(args, kind)?;
     let mut decoder = skyhouse_transform::Decoder::new(Default::default());
     let mut rows = skyhouse_transform::Rows::default();
-    let (mut events, mut ops) = (0u64, 0u64);
-    let flush = |rows: &mut skyhouse_transform::Rows| {
-        if rows.len() >= skyhouse_pipeline::COALESCE_ROWS {
+    let mut encoded: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    let (mut events, mut ops, mut bytes) = (0u64, 0u64, 0u64);
+    let mut flush = |rows: &mut skyhouse_transform::Rows, last: bool| {
+        if rows.len() >= skyhouse_pipeline::COALESCE_ROWS || last {
+            rows.encode_into(&mut encoded);
+            for (_, b) in &mut encoded {
+                bytes += b.len() as u64;
+                b.clear();
+            }
             drop(std::mem::take(rows));
         }
     };
-    let cpu_start = cpu_secs();
-    let started = Instant::now();
+    let probe = Probe::new(None);
+    let load = bench::load_avg();
+    let start = probe.snapshot(0);
+    // Snapshots by event count: /proc reads on this thread, every 10k events.
+    let mut snapshots = vec![start];
+    let mut snap = |events: u64| {
+        if events.is_multiple_of(10_000) {
+            snapshots.push(probe.snapshot(events));
+        }
+    };
     match kind {
         "jetstream" => {
             let file = std::fs::File::open(format!("{}.jsonl", args.prefix))?;
             let mut reader = BufReader::with_capacity(1 << 20, file);
             let mut line = Vec::new();
             while reader.read_until(b'\n', &mut line)? > 0 {
-                let d = decoder.jetstream(line.trim_ascii_end(), &mut rows);
-                (events, ops) = (events + 1, ops + d.ops);
-                flush(&mut rows);
+                let event = line.trim_ascii();
+                if !event.is_empty() {
+                    let d = decoder.jetstream(event, &mut rows);
+                    (events, ops) = (events + 1, ops + d.ops);
+                    flush(&mut rows, false);
+                    snap(events);
+                }
                 line.clear();
             }
         }
         "firehose" => each_frame(&format!("{}.frames", args.prefix), |frame| {
             let d = decoder.firehose(frame, skyhouse_transform::Verify::Off, &mut rows);
             (events, ops) = (events + 1, ops + d.ops);
-            flush(&mut rows);
+            flush(&mut rows, false);
+            snap(events);
             Ok(())
         })?,
         other => return Err(format!("unknown --case decode-{other}").into()),
     }
-    let secs = started.elapsed().as_secs_f64();
+    flush(&mut rows, true);
+    let end = probe.snapshot(events);
     Ok(serde_json::json!({
         "case": args.case,
+        "cores": bench::cores(),
         "events": events,
         "ops": ops,
-        "secs": round(secs, 2),
-        "cpu_s": round(cpu_secs() - cpu_start, 2),
-        "events_per_s": (events as f64 / secs).round(),
-        "peak_rss_mb": round(proc_status_mb("VmHWM:"), 1),
+        "rowbinary_bytes_per_event": (bytes as f64 / events.max(1) as f64).round(),
+        "figures": figures_json(&start, &end, &snapshots, total),
+        "peak_rss_mb": round(bench::peak_rss_mb(), 1),
+        "load_start": load,
+        "load_end": bench::load_avg(),
     }))
+}
+
+fn connect(args: &Args, database: &str) -> Result<ClickHouse, BoxError> {
+    Ok(ClickHouse::new(ClickHouseConfig {
+        user: std::env::var("CLICKHOUSE_USER").unwrap_or_default(),
+        password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
+        ..ClickHouseConfig::local(&args.clickhouse, database)
+    })?)
+}
+
+/// `create`: drop (if left over), create and migrate each database of
+/// `--database`; `drop`: drop them.
+async fn databases(args: &Args, create: bool) -> Result<serde_json::Value, BoxError> {
+    let names: Vec<&str> = args.database.split(',').filter(|d| !d.is_empty()).collect();
+    for name in &names {
+        let ch = connect(args, name)?;
+        skyhouse_store::admin::drop_database(&ch).await?;
+        if create {
+            skyhouse_store::admin::create_database(&ch).await?;
+            Migrator::new(&ch, migrate::embedded()?).up().await?;
+        }
+    }
+    Ok(serde_json::json!({
+        "case": args.case,
+        "databases": names,
+    }))
+}
+
+/// Messages decoded so far, from the rendered metrics (the steady-state
+/// sampler's progress).
+fn events_decoded(rendered: &str) -> u64 {
+    rendered
+        .lines()
+        .filter(|l| l.starts_with("skyhouse_indexer_events_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
@@ -335,6 +428,14 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
         "firehose-verify" => (SourceKind::Firehose, true, "frames"),
         other => return Err(format!("unknown --case {other:?}").into()),
     };
+    let total = count_events(
+        args,
+        if file == "jsonl" {
+            "jetstream"
+        } else {
+            "firehose"
+        },
+    )?;
     let metrics = skyhouse_telemetry::install_metrics();
     let path = std::fs::canonicalize(format!("{}.{file}", args.prefix))?;
     let keys: Option<Arc<dyn Keys>> = if verify {
@@ -346,14 +447,19 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
         None
     };
 
-    let ch = ClickHouse::new(ClickHouseConfig {
-        user: std::env::var("CLICKHOUSE_USER").unwrap_or_default(),
-        password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
-        ..ClickHouseConfig::local(&args.clickhouse, &args.database)
-    })?;
-    skyhouse_store::admin::drop_database(&ch).await?;
-    skyhouse_store::admin::create_database(&ch).await?;
-    Migrator::new(&ch, migrate::embedded()?).up().await?;
+    if args.database.contains(',') {
+        return Err("a server case takes one --database".into());
+    }
+    let ch = connect(args, &args.database)?;
+    // The database comes from `--case create`: a fresh one per case and run.
+    let parts = skyhouse_store::admin::active_parts(&ch, &["records"]).await?;
+    if parts > 0 {
+        return Err(format!(
+            "database {} already holds rows: give each case a fresh one (--case create)",
+            args.database
+        )
+        .into());
+    }
     let prefix = format!("bench:indexer:{}:{}:", args.case, std::process::id());
     let state = State::connect(&args.redis, &prefix).await?;
 
@@ -369,21 +475,29 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
         cfg.writer.max_bytes = bytes;
     }
 
-    let rss_start = proc_status_mb("VmRSS:");
+    let probe = Probe::new(args.clickhouse_pid);
+    // The previous case's merges are not this one's.
+    let waited = Instant::now();
+    probe.settle_clickhouse(60.0);
+    let quiet_wait_s = waited.elapsed().as_secs_f64();
+    let rss_start = bench::rss_mb();
     // Reset the high-water mark: count the run, not the setup.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let server_cpu = || args.clickhouse_pid.map(|p| proc_cpu_secs(&p.to_string()));
-    let server_start = server_cpu();
-    let cpu_start = cpu_secs();
-    let started = Instant::now();
+    bench::reset_peak_rss();
+    let load = bench::load_avg();
+    let sampler = {
+        let metrics = metrics.clone();
+        Sampler::start(probe.clone(), Duration::from_millis(250), move || {
+            events_decoded(&metrics.render())
+        })
+    };
+    let start = probe.snapshot(0);
     let summary =
         skyhouse_pipeline::run(cfg, ch.clone(), state, keys, CancellationToken::new()).await?;
-    let secs = started.elapsed().as_secs_f64();
-    let peak_rss = proc_status_mb("VmHWM:");
-    let cpu = cpu_secs() - cpu_start;
-    let server_cpu = server_cpu()
-        .zip(server_start)
-        .map(|(end, start)| round(end - start, 2));
+    let end = probe.snapshot(summary.messages);
+    let snapshots = sampler.finish();
+    let peak_rss = bench::peak_rss_mb();
+    let load_end = bench::load_avg();
+    let after = probe.settle_clickhouse(30.0);
 
     // Rows in active parts (count() without FINAL), replays included.
     let records = skyhouse_store::admin::stored_rows(&ch, &["records"]).await?;
@@ -391,15 +505,18 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
     let rendered = metrics.render();
     Ok(serde_json::json!({
         "case": args.case,
+        "cores": bench::cores(),
+        "database": args.database,
         "events": summary.messages,
         "ops": summary.ops,
-        "secs": round(secs, 2),
-        "cpu_s": round(cpu, 2),
-        "clickhouse_cpu_s": server_cpu,
-        "events_per_s": (summary.messages as f64 / secs).round(),
+        "figures": figures_json(&start, &end, &snapshots, total),
+        "clickhouse_after_cpu_s": args.clickhouse_pid.map(|_| round(after, 2)),
+        "quiet_wait_s": round(quiet_wait_s, 1),
         "p99_latency_ms": p99_ms(&rendered).map(|v| round(v, 1)),
         "peak_rss_mb": round(peak_rss, 1),
         "rss_start_mb": round(rss_start, 1),
+        "load_start": load,
+        "load_end": load_end,
         "records_rows": records,
         "dead_letters": dead,
     }))
@@ -407,15 +524,19 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
 
 fn main() -> Result<(), BoxError> {
     let args = parse_args()?;
-    let out = if args.case == "check" {
-        check(&args)?
-    } else if let Some(kind) = args.case.strip_prefix("decode-") {
-        decode_only(&args, kind)?
-    } else {
+    let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
-            .build()?
-            .block_on(run_case(&args))?
+            .build()
+    };
+    let out = match args.case.as_str() {
+        "check" => check(&args)?,
+        "create" => runtime()?.block_on(databases(&args, true))?,
+        "drop" => runtime()?.block_on(databases(&args, false))?,
+        case => match case.strip_prefix("decode-") {
+            Some(kind) => decode_only(&args, kind)?,
+            None => runtime()?.block_on(run_case(&args))?,
+        },
     };
     println!("{out}");
     Ok(())

@@ -1,5 +1,5 @@
-//! Insert throughput of the store: the indexer's full write path against the
-//! fastest plain insert of the same rows, on a real ClickHouse.
+//! The store's write path against the fastest plain insert of the same rows,
+//! on a real ClickHouse, in CPU per row on each side.
 //!
 //! The workload is the commit events of the production Jetstream capture in
 //! skyhouse-atproto's testdata (likes, posts, reposts, follows, deletes… in
@@ -14,45 +14,57 @@
 //!   to [`writer::run`] with the default [`WriterConfig`], as the live
 //!   indexer coalesces its decoded events; the clock stops when the writer
 //!   has acknowledged every batch.
-//! - `ceiling`: the same rows, built beforehand (not timed), inserted table by
-//!   table with plain `INSERT … FORMAT RowBinary` through the `clickhouse`
-//!   client in batches of up to `--raw-batch` rows (default 1,048,576, the
-//!   server's `max_insert_block_size`): no transform, no writer.
+//! - `ceiling`: the pipeline's batches (the same row and byte limits), built
+//!   and encoded as `RowBinary` beforehand (not timed), then inserted batch
+//!   by batch, every table of a batch at once as the writer does
+//!   ([`ClickHouse::insert_row_binary`]): no transform, no encoding, no
+//!   retry.
 //!
-//! The two alternate `--runs` times (default 3), with every written table
-//! truncated before each run; each run prints one JSON line, then a summary
-//! line gives the medians and their ratio. Peak RSS is `VmHWM`, reset (through
-//! `/proc/self/clear_refs`) before each pipeline run; the summary gives the
-//! first run's, taken before the ceiling's rows were ever built (the heap the
-//! allocator keeps after dropping them shows in later runs' `rss_start_mb`).
+//! Each run writes into a database of its own, all created (and migrated)
+//! before the first run and dropped at the end: no run pays for the files an
+//! earlier one deleted. Before each run the bench waits (up to 60 s) for the
+//! server to be quiet, so earlier runs' merges are not counted. Each run
+//! prints one JSON line: `whole` (and for the pipeline `steady`, 10% → 90%
+//! of the rows acknowledged) with rows/s, skyhouse's CPU µs per row
+//! (`skyhouse_us`: utime + stime of this process), ClickHouse's
+//! (`clickhouse_us`: the server's, from `/proc/<pid>/stat`), the bound
+//! `cores ÷ (sum)` and the fraction of it reached, and the cores other
+//! processes used meanwhile (`others_cores`); then the server's CPU after the
+//! run until it is quiet (`clickhouse_after_cpu_s`: merges), peak RSS
+//! (`VmHWM`, reset before each pipeline run) and the load averages. Then one
+//! line of medians per kind of run (the pipeline's from its steady state;
+//! peak RSS from the first round, before the ceiling's prebuilt batches
+//! ever grew the heap) and their ratio.
 //!
 //! `--experiments` adds, to every round, pipeline runs that each change one
-//! thing (see [`Variant::experiments`]: one `Rows` per operation,
-//! one INSERT at a time, 50k-row and 200k-row batches) and a ceiling that inserts `records`
-//! concurrently with the other tables, then one median line per experiment
-//! before the summary. `--only pipeline|ceiling` runs one side (for `perf`).
+//! thing (see [`Variant::experiments`]). `--only pipeline|ceiling` runs one
+//! side (for `perf`).
 //!
 //! ```text
 //! cargo run --release -p skyhouse-store --example store_bench -- \
-//!     [--url URL] [--rows N] [--runs R] [--raw-batch N] [--experiments] [--only pipeline|ceiling]
+//!     [--url URL [--clickhouse-pid PID]] [--rows N] [--runs R] [--experiments] [--only pipeline|ceiling]
 //! ```
 //!
 //! Without `--url` a throwaway ClickHouse is started (skyhouse-testkit: `just
-//! deps` installs it) with a fresh database. With `--url` (e.g.
-//! `http://127.0.0.1:8123` after `just up`) the database `skyhouse_bench` is
-//! dropped, created and left behind; `--user` and the `CLICKHOUSE_PASSWORD`
-//! environment variable give credentials if the server needs them.
+//! deps` installs it) and its CPU is measured. With `--url` (e.g.
+//! `http://127.0.0.1:8123` after `just up`) the databases
+//! `skyhouse_bench_store_<run>_<n>` are made and dropped there, and the
+//! server's CPU is measured if `--clickhouse-pid` gives its pid; `--user`
+//! and the `CLICKHOUSE_PASSWORD` environment variable give credentials if
+//! the server needs them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use bytes::Bytes;
 use skyhouse_atproto::jetstream::{Event, Operation, Payload};
 use skyhouse_atproto::syntax::Tid;
 use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::writer::{self, Ack, WriterConfig};
 use skyhouse_store::{ClickHouse, ClickHouseConfig};
-use skyhouse_transform::{apply, Action, Cid, Op, Rows, Table, TableSink, Value};
+use skyhouse_testkit::bench::{self, Figures, Probe, Sampler};
+use skyhouse_transform::{apply, Action, Cid, Op, Rows, Table, Value};
 use tokio::sync::mpsc;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -80,7 +92,8 @@ struct Args {
     user: String,
     rows: usize,
     runs: usize,
-    raw_batch: usize,
+    /// The server's pid with `--url` (the testkit's is known).
+    clickhouse_pid: Option<u32>,
     /// Run only the pipeline (`Some(true)`) or only the ceiling (`Some(false)`), for profiling.
     only_pipeline: Option<bool>,
     /// Also run the variants of [`Variant::experiments`] and the parallel ceiling.
@@ -93,7 +106,7 @@ fn parse_args() -> Result<Args, BoxError> {
         user: String::new(),
         rows: 1_000_000,
         runs: 3,
-        raw_batch: 1_048_576,
+        clickhouse_pid: None,
         only_pipeline: None,
         experiments: false,
     };
@@ -105,7 +118,7 @@ fn parse_args() -> Result<Args, BoxError> {
             "--user" => args.user = value()?,
             "--rows" => args.rows = value()?.replace('_', "").parse()?,
             "--runs" => args.runs = value()?.parse()?,
-            "--raw-batch" => args.raw_batch = value()?.replace('_', "").parse()?,
+            "--clickhouse-pid" => args.clickhouse_pid = Some(value()?.parse()?),
             "--only" => {
                 args.only_pipeline = match value()?.as_str() {
                     "pipeline" => Some(true),
@@ -116,8 +129,8 @@ fn parse_args() -> Result<Args, BoxError> {
             "--experiments" => args.experiments = true,
             "-h" | "--help" => {
                 eprintln!(
-                    "store_bench [--url URL] [--user USER] [--rows N] [--runs R] [--raw-batch N] \
-                     [--only pipeline|ceiling] [--experiments]\n\
+                    "store_bench [--url URL [--clickhouse-pid PID]] [--user USER] [--rows N] \
+                     [--runs R] [--only pipeline|ceiling] [--experiments]\n\
                      (password from CLICKHOUSE_PASSWORD)"
                 );
                 std::process::exit(0);
@@ -125,8 +138,8 @@ fn parse_args() -> Result<Args, BoxError> {
             other => return Err(format!("unknown argument {other:?} (try --help)").into()),
         }
     }
-    if args.rows == 0 || args.runs == 0 || args.raw_batch == 0 {
-        return Err("--rows, --runs and --raw-batch must be positive".into());
+    if args.rows == 0 || args.runs == 0 {
+        return Err("--rows and --runs must be positive".into());
     }
     Ok(args)
 }
@@ -259,107 +272,6 @@ impl Workload {
     fn keys_unique(&self) -> bool {
         self.ops <= DIDS * self.commits.len()
     }
-
-    /// Every row of the run in one `Rows` (for the ceiling; not timed).
-    fn build_all(&self) -> Rows {
-        let mut rows = Rows::default();
-        let mut buf = [0u8; 13];
-        for i in 0..self.ops {
-            apply(&self.op(i, &mut buf), &mut rows);
-        }
-        rows
-    }
-}
-
-/// `VmHWM` and `VmRSS` of this process, MiB.
-fn rss_mb() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
-/// Reset `VmHWM` to the current RSS (Linux ≥ 4.0); false if not possible.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// CPU counters at one instant, in clock ticks: this process's, and the
-/// machine's total and idle (all CPUs together).
-#[derive(Debug, Clone, Copy, Default)]
-struct Cpu {
-    process: u64,
-    total: u64,
-    idle: u64,
-    cpus: u64,
-}
-
-impl Cpu {
-    fn now() -> Cpu {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        // Fields after the command's closing parenthesis: utime and stime
-        // are the 12th and 13th.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<u64> = after
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        let process = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-        let machine = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let mut cpu = Cpu {
-            process,
-            ..Cpu::default()
-        };
-        for line in machine.lines() {
-            if let Some(rest) = line.strip_prefix("cpu ") {
-                let v: Vec<u64> = rest
-                    .split_whitespace()
-                    .map(|f| f.parse().unwrap_or(0))
-                    .collect();
-                // user nice system idle iowait irq softirq steal (guest is in user).
-                cpu.total = v.iter().take(8).sum();
-                cpu.idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            } else if line.starts_with("cpu") {
-                cpu.cpus += 1;
-            }
-        }
-        cpu
-    }
-
-    /// Since `start`, over `secs` of wall time: (this process's CPU seconds,
-    /// the fraction of the machine's CPUs busy with anything).
-    fn since(self, start: Cpu, secs: f64) -> (f64, f64) {
-        let total = self.total.saturating_sub(start.total).max(1) as f64;
-        let idle = self.idle.saturating_sub(start.idle) as f64;
-        let process = self.process.saturating_sub(start.process) as f64;
-        (
-            process / total * self.cpus as f64 * secs,
-            1.0 - idle / total,
-        )
-    }
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let p = 10f64.powi(digits);
-    (x * p).round() / p
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// How a pipeline run feeds the store.
@@ -437,7 +349,6 @@ impl Variant {
 
 /// What one pipeline run measured.
 struct PipelineRun {
-    secs: f64,
     rows: usize,
     batches: usize,
     dead_lettered: usize,
@@ -454,10 +365,10 @@ async fn pipeline(
     ch: &ClickHouse,
     work: &Arc<Workload>,
     variant: &Variant,
+    acked: &AtomicU64,
 ) -> Result<PipelineRun, BoxError> {
     let (tx, rx) = mpsc::channel::<(Rows, u64)>(variant.queue.max(1));
     let (ack_tx, mut ack_rx) = mpsc::channel::<Ack<u64>>(64);
-    let start = Instant::now();
     let writer = tokio::spawn(writer::run(ch.clone(), variant.cfg.clone(), rx, ack_tx));
     let w = Arc::clone(work);
     let message_rows = variant.message_rows;
@@ -485,6 +396,7 @@ async fn pipeline(
     let (mut rows, mut batches, mut dead_lettered, mut upto) = (0, 0, 0, None);
     while let Some(ack) = ack_rx.recv().await {
         rows += ack.rows;
+        acked.store(rows as u64, Ordering::Relaxed);
         batches += 1;
         dead_lettered += ack.dead_lettered;
         upto = Some(ack.upto);
@@ -496,7 +408,6 @@ async fn pipeline(
         return Err(format!("last ack was for position {upto:?}, not {}", work.ops - 1).into());
     }
     Ok(PipelineRun {
-        secs: (end - start).as_secs_f64(),
         rows,
         batches,
         dead_lettered,
@@ -505,41 +416,11 @@ async fn pipeline(
     })
 }
 
-/// Plain inserts: each table's rows in batches of `batch`, one after another.
-struct RawSink<'a> {
-    ch: &'a ClickHouse,
-    batch: usize,
-    inserts: usize,
-}
-
-impl TableSink for RawSink<'_> {
-    type Error = skyhouse_store::StoreError;
-
-    async fn insert<R>(&mut self, table: &'static str, rows: &[R]) -> Result<(), Self::Error>
-    where
-        R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
-    {
-        // One plain INSERT per chunk: no retry, no bisection (the ceiling).
-        for chunk in rows.chunks(self.batch) {
-            self.ch.insert(table, chunk).await?;
-            self.inserts += 1;
-        }
-        Ok(())
-    }
-}
-
 /// Every table a `Rows` writes to.
 fn written_tables() -> Vec<&'static str> {
-    let mut t = vec!["records", "dead_letters"];
+    let mut t = vec!["records", "dead_letters", "identities", "accounts"];
     t.extend(Table::ALL.iter().map(|t| t.name()));
     t
-}
-
-async fn truncate(ch: &ClickHouse) -> Result<(), BoxError> {
-    for t in written_tables() {
-        skyhouse_store::admin::truncate(ch, t).await?;
-    }
-    Ok(())
 }
 
 /// Rows in the written tables (active parts, before any deduplication).
@@ -552,144 +433,245 @@ async fn stored_parts(ch: &ClickHouse) -> Result<u64, BoxError> {
     Ok(skyhouse_store::admin::active_parts(ch, &written_tables()).await?)
 }
 
+/// Where the runs write: a fresh database per run, all made before the
+/// first run (see the module docs).
+struct Target {
+    url: String,
+    user: String,
+    password: String,
+    /// The server's pid, for its CPU seconds.
+    pid: Option<u32>,
+    /// Keeps the testkit's databases until the end (dropped with it).
+    _testkit: Vec<skyhouse_testkit::TestDatabase>,
+    /// Databases made on a `--url` server (dropped at the end).
+    made: Vec<String>,
+}
+
+impl Target {
+    fn handle(&self, database: &str) -> Result<ClickHouse, BoxError> {
+        Ok(ClickHouse::new(ClickHouseConfig {
+            user: self.user.clone(),
+            password: self.password.clone(),
+            ..ClickHouseConfig::local(&self.url, database)
+        })?)
+    }
+}
+
 fn main() -> Result<(), BoxError> {
     let args = parse_args()?;
-
-    // The target: a throwaway server (kept alive by `_db` until the end) or
-    // the given one.
-    let (ch, _db, target) = match &args.url {
-        None => {
-            let server = skyhouse_testkit::ClickHouse::shared();
-            let db = server.database("store_bench");
-            let ch = ClickHouse::new(ClickHouseConfig::local(&server.http_url(), db.name()))?;
-            (ch, Some(db), "testkit")
-        }
-        Some(url) => {
-            let ch = ClickHouse::new(ClickHouseConfig {
-                user: args.user.clone(),
-                password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
-                ..ClickHouseConfig::local(url, "skyhouse_bench")
-            })?;
-            (ch, None, "url")
-        }
-    };
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(bench(&args, ch, target))
+    let target = match &args.url {
+        None => {
+            let server = skyhouse_testkit::ClickHouse::shared();
+            Target {
+                url: server.http_url(),
+                user: String::new(),
+                password: String::new(),
+                pid: server.pid(),
+                _testkit: Vec::new(),
+                made: Vec::new(),
+            }
+        }
+        Some(url) => Target {
+            url: url.clone(),
+            user: args.user.clone(),
+            password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
+            pid: args.clickhouse_pid,
+            _testkit: Vec::new(),
+            made: Vec::new(),
+        },
+    };
+    runtime.block_on(bench(&args, target))
 }
 
-async fn bench(args: &Args, ch: ClickHouse, target: &str) -> Result<(), BoxError> {
-    let version = ch.server_version().await?;
-    if target == "url" {
-        skyhouse_store::admin::drop_database(&ch).await?;
-        skyhouse_store::admin::create_database(&ch).await?;
+/// Make (and migrate) one database per run; returns their handles in order.
+async fn make_databases(
+    args: &Args,
+    target: &mut Target,
+    names: &[String],
+) -> Result<Vec<ClickHouse>, BoxError> {
+    let mut out = Vec::new();
+    for name in names {
+        let ch = if args.url.is_none() {
+            let db = skyhouse_testkit::ClickHouse::shared().database(name);
+            let ch = target.handle(db.name())?;
+            target._testkit.push(db);
+            ch
+        } else {
+            let ch = target.handle(&format!("skyhouse_bench_store_{name}"))?;
+            skyhouse_store::admin::drop_database(&ch).await?;
+            skyhouse_store::admin::create_database(&ch).await?;
+            target.made.push(ch.database().to_owned());
+            ch
+        };
+        Migrator::new(&ch, migrate::embedded()?).up().await?;
+        out.push(ch);
     }
-    Migrator::new(&ch, migrate::embedded()?).up().await?;
+    Ok(out)
+}
 
+/// What a kind of run measured, over the runs.
+#[derive(Default)]
+struct Medians {
+    rows_per_s: Vec<f64>,
+    skyhouse_us: Vec<f64>,
+    clickhouse_us: Vec<f64>,
+    bound: Vec<f64>,
+    of_bound: Vec<f64>,
+    others: Vec<f64>,
+    peak_rss: Vec<f64>,
+}
+
+impl Medians {
+    fn push(&mut self, f: &Figures, peak_rss: f64) {
+        self.rows_per_s.push(f.per_s);
+        self.skyhouse_us.push(f.skyhouse_us);
+        self.clickhouse_us.push(f.clickhouse_us.unwrap_or(f64::NAN));
+        self.bound.push(f.bound_per_s);
+        self.of_bound.push(f.of_bound);
+        self.others.push(f.others_cores);
+        self.peak_rss.push(peak_rss);
+    }
+
+    fn json(&self, name: &str, ops_per_row: f64) -> serde_json::Value {
+        let m = |v: &[f64]| {
+            let x = bench::median(v);
+            x.is_finite().then_some(x)
+        };
+        let r = |x: Option<f64>, d| x.map(|x| bench::round(x, d));
+        serde_json::json!({
+            "bench": "store",
+            "median_of": name,
+            "runs": self.rows_per_s.len(),
+            "rows_per_s": r(m(&self.rows_per_s), 0),
+            "ops_per_s": r(m(&self.rows_per_s).map(|x| x * ops_per_row), 0),
+            "skyhouse_us_per_row": r(m(&self.skyhouse_us), 2),
+            "clickhouse_us_per_row": r(m(&self.clickhouse_us), 2),
+            "bound_rows_per_s": r(m(&self.bound), 0),
+            "of_bound": r(m(&self.of_bound), 3),
+            "others_cores": r(m(&self.others), 2),
+            "peak_rss_mb": r(m(&self.peak_rss), 1),
+        })
+    }
+}
+
+async fn bench(args: &Args, mut target: Target) -> Result<(), BoxError> {
     let work = Arc::new(Workload::new(load_corpus()?, args.rows));
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    eprintln!(
-        "store_bench: ClickHouse {version} ({target}), database {}, {} ops from {} corpus commits, \
-         {} runs each; load average {}",
-        ch.database(),
-        work.ops,
-        work.commits.len(),
-        args.runs,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-    );
-
     let indexer = Variant::indexer();
     let experiments = if args.experiments {
         Variant::experiments()
     } else {
         Vec::new()
     };
-    let mut pipe_rows_s = Vec::new();
-    let mut pipe_ops_s = Vec::new();
-    let mut ceil_rows_s = Vec::new();
-    let mut exp_rows_s = vec![Vec::new(); experiments.len() + 1];
-    let mut first_peak_rss = None;
+    let mut kinds: Vec<&str> = Vec::new();
+    if args.only_pipeline != Some(false) {
+        kinds.push(indexer.name);
+    }
+    if args.only_pipeline != Some(true) {
+        kinds.push("ceiling");
+    }
+    kinds.extend(experiments.iter().map(|v| v.name));
+    let names: Vec<String> = (1..=args.runs)
+        .flat_map(|rep| kinds.iter().map(move |k| format!("{k}_{rep}")))
+        .collect();
+    let dbs = make_databases(args, &mut target, &names).await?;
+    let version = dbs
+        .first()
+        .ok_or("no run to make")?
+        .server_version()
+        .await?;
+    eprintln!(
+        "store_bench: ClickHouse {version} (pid {}), {} ops from {} corpus commits, {} runs each \
+         of {}; load average {:?}",
+        target.pid.map_or("unknown".to_owned(), |p| p.to_string()),
+        work.ops,
+        work.commits.len(),
+        args.runs,
+        kinds.join(", "),
+        bench::load_avg(),
+    );
+    let probe = Probe::new(target.pid);
+    let mut medians: Vec<Medians> = kinds.iter().map(|_| Medians::default()).collect();
     let mut total_rows = 0;
+    let mut dbs = dbs.into_iter();
     for rep in 1..=args.runs {
-        if args.only_pipeline != Some(false) {
-            let (rows, secs, peak) = pipeline_rep(&ch, &work, &indexer, rep).await?;
+        for (k, kind) in kinds.iter().enumerate() {
+            let ch = dbs.next().ok_or("a database per run")?;
+            // The previous run's merges are not this one's.
+            probe.settle_clickhouse(60.0);
+            let (figures, peak, rows) = if *kind == "ceiling" {
+                ceiling_rep(&ch, &work, &indexer.cfg, &probe, rep).await?
+            } else {
+                let v = std::iter::once(&indexer)
+                    .chain(&experiments)
+                    .find(|v| v.name == *kind)
+                    .ok_or("variant")?;
+                pipeline_rep(&ch, &work, v, &probe, rep).await?
+            };
             total_rows = rows;
-            first_peak_rss.get_or_insert(peak);
-            pipe_rows_s.push(rows as f64 / secs);
-            pipe_ops_s.push(work.ops as f64 / secs);
-        }
-        if args.only_pipeline != Some(true) {
-            let (rows, secs) = ceiling_rep(&ch, &work, args.raw_batch, false, rep).await?;
-            total_rows = rows;
-            ceil_rows_s.push(rows as f64 / secs);
-        }
-        for (v, rates) in experiments.iter().zip(&mut exp_rows_s) {
-            let (rows, secs, _) = pipeline_rep(&ch, &work, v, rep).await?;
-            rates.push(rows as f64 / secs);
-        }
-        if args.experiments {
-            let (rows, secs) = ceiling_rep(&ch, &work, args.raw_batch, true, rep).await?;
-            if let Some(rates) = exp_rows_s.last_mut() {
-                rates.push(rows as f64 / secs);
-            }
+            // Peak RSS of the first round only: the heap the ceiling's
+            // prebuilt batches leave behind shows in later rounds.
+            let peak = if rep == 1 { peak } else { f64::NAN };
+            medians[k].push(&figures, peak);
         }
     }
-
-    let (pipeline, ceiling) = (median(&pipe_rows_s), median(&ceil_rows_s));
-    let num = |x: f64| (x.is_finite()).then_some(x);
-    let names = experiments
-        .iter()
-        .map(|v| v.name)
-        .chain(std::iter::once("ceiling_parallel"));
-    for (name, rates) in names.zip(&exp_rows_s).filter(|(_, r)| !r.is_empty()) {
-        let rate = median(rates);
+    let ops_per_row = work.ops as f64 / total_rows.max(1) as f64;
+    for (kind, m) in kinds.iter().zip(&medians) {
+        println!("{}", m.json(kind, ops_per_row));
+    }
+    let p = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| *x == k)
+            .map(|i| bench::median(&medians[i].rows_per_s))
+    };
+    if let (Some(pipe), Some(ceil)) = (p("pipeline"), p("ceiling")) {
         println!(
             "{}",
             serde_json::json!({
                 "bench": "store",
-                "experiment": name,
-                "rows_per_s": rate.round(),
-                "vs_pipeline": num(round(rate / pipeline, 3)),
-                "vs_ceiling": num(round(rate / ceiling, 3)),
+                "server": version.to_string(),
+                "ops": work.ops,
+                "rows": total_rows,
+                "pipeline_rows_per_s": pipe.round(),
+                "ceiling_rows_per_s": ceil.round(),
+                "pipeline_vs_ceiling": bench::round(pipe / ceil, 3),
             })
         );
     }
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": "store",
-            "server": version.to_string(),
-            "runs": args.runs,
-            "ops": work.ops,
-            "rows": total_rows,
-            "pipeline_rows_per_s": num(pipeline.round()),
-            "pipeline_ops_per_s": num(median(&pipe_ops_s).round()),
-            "ceiling_rows_per_s": num(ceiling.round()),
-            "ratio": num(round(pipeline / ceiling, 3)),
-            "peak_rss_mb": first_peak_rss.map(|r| round(r, 1)),
-            "goal_met": pipeline >= 0.5 * ceiling && pipeline >= 300_000.0,
-        })
-    );
+    for db in &target.made {
+        skyhouse_store::admin::drop_database(&target.handle(db)?).await?;
+    }
     Ok(())
 }
 
-/// One pipeline run on emptied tables; prints its line and returns (rows,
-/// seconds, peak RSS MiB).
+/// One pipeline run into a fresh database; prints its line and returns its
+/// figures (per row), peak RSS and rows.
 async fn pipeline_rep(
     ch: &ClickHouse,
     work: &Arc<Workload>,
     variant: &Variant,
+    probe: &Probe,
     rep: usize,
-) -> Result<(usize, f64, f64), BoxError> {
-    truncate(ch).await?;
-    let reset = reset_peak_rss();
-    let (_, rss_start) = rss_mb();
-    let cpu = Cpu::now();
-    let run = pipeline(ch, work, variant).await?;
-    let (client_cpu, busy) = Cpu::now().since(cpu, run.secs);
-    let (peak, _) = rss_mb();
+) -> Result<(Figures, f64, usize), BoxError> {
+    let reset = bench::reset_peak_rss();
+    let rss_start = bench::rss_mb();
+    let load = bench::load_avg();
+    let acked = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let acked = acked.clone();
+        Sampler::start(probe.clone(), Duration::from_millis(250), move || {
+            acked.load(Ordering::Relaxed)
+        })
+    };
+    let start = probe.snapshot(0);
+    let run = pipeline(ch, work, variant, &acked).await?;
+    let end = probe.snapshot(run.rows as u64);
+    let snapshots = sampler.finish();
+    let peak = bench::peak_rss_mb();
+    let after = probe.settle_clickhouse(30.0);
     let stored = stored_rows(ch).await?;
     let parts = stored_parts(ch).await?;
     if stored > run.rows as u64 || (work.keys_unique() && stored != run.rows as u64) {
@@ -699,6 +681,8 @@ async fn pipeline_rep(
         )
         .into());
     }
+    let whole = end.since(&start).figures();
+    let steady = bench::steady(&snapshots, run.rows as u64, 0.1, 0.9).map(|w| w.figures());
     println!(
         "{}",
         serde_json::json!({
@@ -709,79 +693,113 @@ async fn pipeline_rep(
             "rows": run.rows,
             "batches": run.batches,
             "dead_lettered": run.dead_lettered,
-            "secs": round(run.secs, 3),
-            "rows_per_s": (run.rows as f64 / run.secs).round(),
-            "ops_per_s": (work.ops as f64 / run.secs).round(),
-            "producer_blocked_s": round(run.blocked.as_secs_f64(), 3),
-            "tail_after_last_send_s": round(run.tail.as_secs_f64(), 3),
-            "client_cpu_s": round(client_cpu, 2),
-            "machine_busy": round(busy, 2),
+            "whole": whole.json(),
+            "steady": steady.map(|f| f.json()),
+            "producer_blocked_s": bench::round(run.blocked.as_secs_f64(), 3),
+            "tail_after_last_send_s": bench::round(run.tail.as_secs_f64(), 3),
+            "clickhouse_after_cpu_s": probe_after(probe, after),
             "parts_after": parts,
-            "rss_start_mb": round(rss_start, 1),
-            "peak_rss_mb": round(peak, 1),
+            "rss_start_mb": bench::round(rss_start, 1),
+            "peak_rss_mb": bench::round(peak, 1),
             "peak_rss_reset": reset,
+            "load_start": load,
+            "load_end": bench::load_avg(),
         })
     );
-    Ok((run.rows, run.secs, peak))
+    Ok((steady.unwrap_or(whole), peak, run.rows))
 }
 
-/// One ceiling run on emptied tables; prints its line and returns (rows,
-/// seconds). `parallel`: `records` is inserted concurrently with the other
-/// tables (two INSERTs at a time) instead of before them.
+fn probe_after(probe: &Probe, after: f64) -> Option<f64> {
+    probe.snapshot(0).clickhouse.map(|_| bench::round(after, 2))
+}
+
+/// The pipeline's batches, prebuilt: operations applied into a `Rows` until
+/// it reaches the writer's row or byte limit, then encoded per table as the
+/// `RowBinary` an insert sends.
+fn prebuilt_batches(work: &Workload, cfg: &WriterConfig) -> Vec<Vec<(&'static str, Bytes)>> {
+    let mut out = Vec::new();
+    let mut rows = Rows::default();
+    let mut buf = [0u8; 13];
+    let mut encoded = Vec::new();
+    for i in 0..work.ops {
+        apply(&work.op(i, &mut buf), &mut rows);
+        if rows.len() >= cfg.max_rows || rows.approx_bytes() >= cfg.max_bytes || i + 1 == work.ops {
+            rows.encode_into(&mut encoded);
+            out.push(
+                encoded
+                    .drain(..)
+                    .map(|(t, b)| (t, Bytes::from(b)))
+                    .collect(),
+            );
+            rows.clear();
+        }
+    }
+    out
+}
+
+/// One ceiling run into a fresh database: the pipeline's batches prebuilt
+/// (not timed) as `RowBinary`, then inserted batch by batch with every table
+/// of a batch at once, as the writer does, with no transform and no retry.
+/// Prints its line and returns its figures (per row), peak RSS and rows.
 async fn ceiling_rep(
     ch: &ClickHouse,
     work: &Workload,
-    raw_batch: usize,
-    parallel: bool,
+    cfg: &WriterConfig,
+    probe: &Probe,
     rep: usize,
-) -> Result<(usize, f64), BoxError> {
-    truncate(ch).await?;
-    let mut rows = work.build_all();
-    let n = rows.len();
-    let mb = rows.approx_bytes() as f64 / (1 << 20) as f64;
-    let sink = || RawSink {
-        ch,
-        batch: raw_batch,
-        inserts: 0,
-    };
-    let (mut sink, mut records_sink) = (sink(), sink());
-    let cpu = Cpu::now();
-    let start = Instant::now();
-    if parallel {
-        let records = std::mem::take(&mut rows.records);
-        let (a, b) = tokio::join!(
-            records_sink.insert("records", &records),
-            rows.drain_into(&mut sink)
-        );
-        a?;
-        b?;
-    } else {
-        rows.drain_into(&mut sink).await?;
+) -> Result<(Figures, f64, usize), BoxError> {
+    let batches = prebuilt_batches(work, cfg);
+    // Rows per batch: the same count the pipeline acknowledges.
+    let mut n = 0usize;
+    {
+        let mut rows = Rows::default();
+        let mut buf = [0u8; 13];
+        for i in 0..work.ops {
+            apply(&work.op(i, &mut buf), &mut rows);
+            n += rows.len();
+            rows.clear();
+        }
     }
-    let secs = start.elapsed().as_secs_f64();
-    let (client_cpu, busy) = Cpu::now().since(cpu, secs);
-    drop(rows);
+    let bytes: usize = batches.iter().flatten().map(|(_, b)| b.len()).sum();
+    let load = bench::load_avg();
+    let start = probe.snapshot(0);
+    let mut inserts = 0;
+    for batch in &batches {
+        let mut set = tokio::task::JoinSet::new();
+        for (table, data) in batch {
+            let (ch, table, data) = (ch.clone(), *table, data.clone());
+            set.spawn(async move { ch.insert_row_binary(table, data).await });
+            inserts += 1;
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+    }
+    let end = probe.snapshot(n as u64);
+    let after = probe.settle_clickhouse(30.0);
     let stored = stored_rows(ch).await?;
     let parts = stored_parts(ch).await?;
     if stored > n as u64 || (work.keys_unique() && stored != n as u64) {
         return Err(format!("ceiling inserted {n} rows but {stored} are stored").into());
     }
+    let whole = end.since(&start).figures();
+    let peak = bench::peak_rss_mb();
     println!(
         "{}",
         serde_json::json!({
             "bench": "store",
-            "run": if parallel { "ceiling_parallel" } else { "ceiling" },
+            "run": "ceiling",
             "rep": rep,
             "rows": n,
-            "inserts": sink.inserts + records_sink.inserts,
-            "rowbinary_mb": round(mb, 1),
-            "secs": round(secs, 3),
-            "rows_per_s": (n as f64 / secs).round(),
-            "mb_per_s": round(mb / secs, 1),
-            "client_cpu_s": round(client_cpu, 2),
-            "machine_busy": round(busy, 2),
+            "batches": batches.len(),
+            "inserts": inserts,
+            "rowbinary_mb": bench::round(bytes as f64 / (1 << 20) as f64, 1),
+            "whole": whole.json(),
+            "clickhouse_after_cpu_s": probe_after(probe, after),
             "parts_after": parts,
+            "load_start": load,
+            "load_end": bench::load_avg(),
         })
     );
-    Ok((n, secs))
+    Ok((whole, peak, n))
 }

@@ -29,3 +29,9 @@ FROM {db}.daily_stats FINAL
 WHERE day >= toDate({since})
 ORDER BY day, collection;
 
+
+-- name: insert_row_binary
+-- The writer's inserts: {table} is one of skyhouse's tables, {columns} the
+-- columns skyhouse writes, in order; the body is the rows in RowBinary
+-- (`ClickHouse::insert_row_binary`).
+INSERT INTO {db}.{table} ({columns}) FORMAT RowBinary;

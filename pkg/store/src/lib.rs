@@ -338,6 +338,34 @@ impl ClickHouse {
         }
     }
 
+    /// Insert `data`, rows of `table` (a bare name, in the database) already
+    /// encoded as `RowBinary` with the table's columns in order, as one
+    /// INSERT with the send and receive timeouts. One attempt, as
+    /// [`Self::insert`]: nothing is serialized here, so the caller can
+    /// encode on another thread and bisect by row boundaries it kept.
+    pub async fn insert_row_binary(
+        &self,
+        table: &str,
+        data: bytes::Bytes,
+    ) -> Result<(), StoreError> {
+        let what = format!("insert into {}.{table}", self.database());
+        let sql = insert_statement(self.database(), table)?;
+        let t = self.config.timeouts;
+        let attempt = async {
+            let mut insert = self
+                .client
+                .insert_formatted_with(sql)
+                .with_timeouts(Some(t.send), Some(t.receive));
+            insert.send(data).await?;
+            insert.end().await
+        };
+        let limit = t.send.saturating_mul(2).saturating_add(t.receive);
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(r) => r.map_err(|e| StoreError::classify(e, &what)),
+            Err(_) => Err(StoreError::timed_out(&what, limit)),
+        }
+    }
+
     /// The server's version.
     pub async fn server_version(&self) -> Result<migrate::ServerVersion, StoreError> {
         let v: String = self
@@ -346,6 +374,23 @@ impl ClickHouse {
         migrate::ServerVersion::parse(&v)
             .ok_or_else(|| StoreError::Internal(format!("unparseable server version {v:?}")))
     }
+}
+
+/// The INSERT of `table`'s rows in RowBinary, with the columns skyhouse
+/// writes ([`skyhouse_transform::table_columns`]).
+pub(crate) fn insert_statement(db: &str, table: &str) -> Result<String, StoreError> {
+    let columns = skyhouse_transform::table_columns(table)
+        .ok_or_else(|| StoreError::Internal(format!("{table:?} is not a table skyhouse writes")))?;
+    let list = columns
+        .iter()
+        .map(|(c, _)| *c)
+        .collect::<Vec<_>>()
+        .join(", ");
+    sql::render(
+        db,
+        "insert_row_binary",
+        &[("table", table), ("columns", &list)],
+    )
 }
 
 /// One row of a JSON answer.

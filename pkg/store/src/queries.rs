@@ -86,5 +86,11 @@ pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreErro
     sql::sample(out, db, "account_hidden", &[("did", &alice)])?;
     sql::sample(out, db, "records_of", &[("did", &alice), ("limit", "100")])?;
     sql::sample(out, db, "daily_stats", &[("since", "'2024-01-01'")])?;
+    for table in skyhouse_transform::table_names() {
+        out.push(Rendered {
+            name: format!("insert_row_binary#{table}"),
+            sql: crate::insert_statement(db, table)?,
+        });
+    }
     Ok(())
 }

@@ -83,6 +83,16 @@ impl ClickHouse {
         self.version.clone()
     }
 
+    /// The server process's id (what the benches read CPU seconds of), from
+    /// the watchdog's pid file; `None` if it cannot be read.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.started.dir.join(process::PID_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The server's temporary directory (configuration in `config.xml` and
     /// `users.xml`, data in `data/`, logs in `log/`); removed when the test
     /// process exits.

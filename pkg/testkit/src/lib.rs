@@ -136,6 +136,7 @@
 #![deny(missing_docs)]
 
 mod appview;
+pub mod bench;
 mod clickhouse;
 mod cluster;
 pub mod compare;

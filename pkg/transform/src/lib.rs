@@ -38,6 +38,7 @@
 
 mod actor;
 mod decode;
+mod encoded;
 mod feed;
 mod filter;
 mod graph;
@@ -48,6 +49,7 @@ mod shape;
 mod time;
 
 pub use decode::{Decoded, Decoder, ResyncReason, Skip, Verify};
+pub use encoded::{row_json, table_columns, table_names, Encoded, ReadError, TableRows};
 pub use filter::{CollectionFilter, DEFAULT_COLLECTIONS};
 pub use rows::{
     action_code, AccountRow, ActorStatusRow, BlockRow, ChatDeclarationRow,

@@ -16,6 +16,62 @@ pub trait TableRow: clickhouse::Row + serde::Serialize {
     const COLUMNS: &'static [(&'static str, &'static str)];
     /// The row's size in ClickHouse `RowBinary` (what the insert sends).
     fn encoded_len(&self) -> usize;
+    /// Append the row in ClickHouse `RowBinary` (columns in order) to `out`.
+    fn write_row_binary(&self, out: &mut Vec<u8>);
+}
+
+/// A column value's `RowBinary` form.
+pub(crate) trait WriteRowBinary {
+    fn put(&self, out: &mut Vec<u8>);
+}
+
+/// Append a LEB128 length prefix.
+#[inline]
+pub(crate) fn put_varint(mut n: usize, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+impl WriteRowBinary for String {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        put_varint(self.len(), out);
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl WriteRowBinary for Vec<String> {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        put_varint(self.len(), out);
+        for s in self {
+            s.put(out);
+        }
+    }
+}
+
+impl WriteRowBinary for u8 {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        out.push(*self);
+    }
+}
+
+impl WriteRowBinary for u32 {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+
+impl WriteRowBinary for u64 {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
 }
 
 /// Bytes a value takes in `RowBinary`.
@@ -114,6 +170,19 @@ impl TableRow for RecordRow {
             + 8
             + 1
             + 3 * 4
+    }
+
+    fn write_row_binary(&self, out: &mut Vec<u8>) {
+        self.did.put(out);
+        self.collection.put(out);
+        self.rkey.put(out);
+        self.cid.put(out);
+        self.version.put(out);
+        self.deleted.put(out);
+        self.created_at.put(out);
+        self.indexed_at.put(out);
+        self.sort_at.put(out);
+        self.record.put(out);
     }
 }
 
@@ -220,6 +289,18 @@ impl TableRow for DeadLetterRow {
             + self.payload.encoded_len()
             + 4
     }
+
+    fn write_row_binary(&self, out: &mut Vec<u8>) {
+        self.source.put(out);
+        self.did.put(out);
+        self.collection.put(out);
+        self.rkey.put(out);
+        self.cid.put(out);
+        self.version.put(out);
+        self.reason.put(out);
+        self.payload.put(out);
+        self.at.put(out);
+    }
 }
 
 /// The key and time columns shared by the rows of one operation.
@@ -309,6 +390,19 @@ macro_rules! typed_tables {
                         + 3 * 4
                         + 1
                         $( + self.$col.encoded_len() )*
+                }
+
+                fn write_row_binary(&self, out: &mut Vec<u8>) {
+                    self.did.put(out);
+                    self.rkey.put(out);
+                    self.cid.put(out);
+                    self.version.put(out);
+                    self.deleted.put(out);
+                    self.created_at.put(out);
+                    self.indexed_at.put(out);
+                    self.sort_at.put(out);
+                    $( self.$col.put(out); )*
+                    self.action.put(out);
                 }
             }
 
@@ -458,6 +552,34 @@ macro_rules! typed_tables {
                 Ok(())
             }
 
+            /// Every non-empty table's rows in ClickHouse `RowBinary`,
+            /// appended to that table's buffer in `out` (`(table, bytes)`,
+            /// one entry per table, added when first needed): what an insert
+            /// sends. Clear the buffers to reuse them.
+            pub fn encode_into(&self, out: &mut Vec<(&'static str, Vec<u8>)>) {
+                fn put<R: TableRow>(rows: &[R], out: &mut Vec<(&'static str, Vec<u8>)>) {
+                    if rows.is_empty() {
+                        return;
+                    }
+                    let i = match out.iter().position(|(t, _)| *t == R::TABLE) {
+                        Some(i) => i,
+                        None => {
+                            out.push((R::TABLE, Vec::new()));
+                            out.len() - 1
+                        }
+                    };
+                    let buf = &mut out[i].1;
+                    for r in rows {
+                        r.write_row_binary(buf);
+                    }
+                }
+                put(&self.records, out);
+                $( put(&self.$field, out); )*
+                put(&self.identities, out);
+                put(&self.accounts, out);
+                put(&self.dead_letters, out);
+            }
+
             /// Drop every row, keeping the allocations.
             pub fn clear(&mut self) {
                 self.tap.clear();
@@ -467,6 +589,19 @@ macro_rules! typed_tables {
                 self.identities.clear();
                 self.accounts.clear();
                 self.bytes = 0;
+            }
+
+            /// Encode the typed tables' rows into `out`, one buffer per
+            /// table in [`Table::ALL`] order.
+            pub(crate) fn encode_typed(&self, out: &mut [crate::encoded::TableRows]) {
+                let mut out = out.iter_mut();
+                $(
+                    if let Some(t) = out.next() {
+                        for r in &self.$field {
+                            t.push_with(|buf| r.write_row_binary(buf));
+                        }
+                    }
+                )*
             }
 
             /// Build and add the typed row of a record; on a shape error
@@ -597,6 +732,13 @@ impl TableRow for IdentityRow {
     fn encoded_len(&self) -> usize {
         self.did.encoded_len() + self.handle.encoded_len() + 8 + 4
     }
+
+    fn write_row_binary(&self, out: &mut Vec<u8>) {
+        self.did.put(out);
+        self.handle.put(out);
+        self.version.put(out);
+        self.indexed_at.put(out);
+    }
 }
 
 /// A row of `accounts`: hosting status. `active` = 0 hides the account from
@@ -628,6 +770,14 @@ impl TableRow for AccountRow {
 
     fn encoded_len(&self) -> usize {
         self.did.encoded_len() + 1 + self.status.encoded_len() + 8 + 4
+    }
+
+    fn write_row_binary(&self, out: &mut Vec<u8>) {
+        self.did.put(out);
+        self.active.put(out);
+        self.status.put(out);
+        self.version.put(out);
+        self.indexed_at.put(out);
     }
 }
 

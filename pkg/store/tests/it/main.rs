@@ -3,6 +3,7 @@
 mod aggregates;
 mod catalog;
 mod counts;
+mod encoded;
 mod migrate;
 mod queries;
 mod search;
