@@ -4,9 +4,10 @@
 //! the indexer writes it to `accounts` in the same batch as the records
 //! before it, so the `accounts` table itself is the durable job queue:
 //! [`pending_account_cleanups`] lists deleted accounts without a finished
-//! job, [`cleanup_did`] tombstones their rows and records the job in
-//! `repo_cleanup_jobs`. A crash between the two only means the job runs
-//! again (tombstoning is idempotent).
+//! job, [`run_account_cleanups`] tombstones all their rows with one
+//! statement per table and records the jobs in `repo_cleanup_jobs`. A crash
+//! between the two only means the jobs run again (tombstoning is
+//! idempotent). [`cleanup_did`] does the same for one DID on request.
 //!
 //! A tombstone takes the same key as the row it replaces and a version above
 //! both the row's and the present time as a TID (`now_micros << 10`): any
@@ -40,7 +41,10 @@ fn now_secs() -> u64 {
 }
 
 /// Tombstone every live row of `did` in `records` and every typed table,
-/// then record the job (`id`, `reason`) as done.
+/// then record the job (`id`, `reason`) as done. Counts the live rows first
+/// (one query per table) so the answer can say how many there were: what an
+/// admin request reports. Account deletions go through
+/// [`run_account_cleanups`], which does not count.
 pub async fn cleanup_did(
     ch: &ClickHouse,
     did: &str,
@@ -48,50 +52,94 @@ pub async fn cleanup_did(
     reason: &str,
 ) -> Result<Cleanup, StoreError> {
     let version = now_version();
-    let requested = now_secs().to_string();
+    let requested = now_secs();
+    let dids = literal(did);
     let mut tombstoned = 0;
-    let did_lit = literal(did);
-    let db = ch.database();
     for (table, key) in keyed_tables() {
-        let args = [("table", table), ("key", key), ("did", did_lit.as_str())];
-        let live = render(db, "cleanup_live_rows", &args)?;
-        let what = format!("cleanup {table} of {did}");
-        let n: u64 = ch.fetch_one(&what, &live).await?;
-        if n == 0 {
-            continue;
+        let args = [("table", table), ("key", key), ("dids", dids.as_str())];
+        let live = render(ch.database(), "cleanup_live_rows", &args)?;
+        let n: u64 = ch
+            .fetch_one(&format!("cleanup {table} of {did}"), &live)
+            .await?;
+        if n > 0 {
+            tombstone(ch, table, key, &dids, version, requested).await?;
+            tombstoned += n;
         }
-        let insert = render(
-            db,
-            "cleanup_tombstone",
-            &[
-                ("table", table),
-                ("key", key),
-                ("did", &did_lit),
-                ("version", &version.to_string()),
-                ("requested", &requested),
-            ],
-        )?;
-        ch.execute(&what, &insert).await?;
-        tombstoned += n;
     }
-    let done = render(
-        db,
-        "cleanup_job_done",
-        &[
-            ("id", &literal(id)),
-            ("did", &did_lit),
-            ("reason", &literal(reason)),
-            ("rows", &tombstoned.to_string()),
-            ("requested", &requested),
-            ("finished", &now_secs().to_string()),
-            ("version", &version.to_string()),
-        ],
-    )?;
-    ch.execute("cleanup job", &done).await?;
+    let job = Job {
+        id,
+        did,
+        reason,
+        rows: tombstoned,
+    };
+    jobs_done(ch, &[job], version, requested).await?;
     Ok(Cleanup {
         rows_tombstoned: tombstoned,
         version,
     })
+}
+
+/// Tombstone every live row of the DIDs `dids` (quoted, comma-separated) in
+/// `table`: one `INSERT … SELECT`.
+async fn tombstone(
+    ch: &ClickHouse,
+    table: &str,
+    key: &str,
+    dids: &str,
+    version: u64,
+    requested: u64,
+) -> Result<(), StoreError> {
+    let typed = table != "records";
+    let insert = render(
+        ch.database(),
+        "cleanup_tombstone",
+        &[
+            ("table", table),
+            ("key", key),
+            ("dids", dids),
+            ("version", &version.to_string()),
+            ("requested", &requested.to_string()),
+            ("action_column", if typed { ", action" } else { "" }),
+            (
+                "action_value",
+                if typed { ", toUInt8(3) AS action" } else { "" },
+            ),
+        ],
+    )?;
+    ch.execute(&format!("cleanup {table}"), &insert).await
+}
+
+/// A finished job, as [`jobs_done`] records it.
+struct Job<'a> {
+    id: &'a str,
+    did: &'a str,
+    reason: &'a str,
+    rows: u64,
+}
+
+/// Record `jobs` as done, in one insert.
+async fn jobs_done(
+    ch: &ClickHouse,
+    jobs: &[Job<'_>],
+    version: u64,
+    requested: u64,
+) -> Result<(), StoreError> {
+    let finished = now_secs();
+    let values = jobs
+        .iter()
+        .map(|j| {
+            format!(
+                "({}, {}, 'done', {}, {}, toDateTime({requested}), toDateTime({finished}), {version})",
+                literal(j.id),
+                literal(j.did),
+                literal(j.reason),
+                j.rows
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let done = render(ch.database(), "cleanup_jobs_done", &[("jobs", &values)])?;
+    ch.execute("cleanup jobs", &done).await
 }
 
 /// `records` and every typed table, with their key columns.
@@ -112,18 +160,45 @@ pub async fn pending_account_cleanups(ch: &ClickHouse) -> Result<Vec<(String, u6
     ch.fetch_all("pending account cleanups", &sql).await
 }
 
-/// Run every pending account cleanup; returns how many ran.
+/// Run the pending account cleanups (up to 1,000, oldest first) together:
+/// one `INSERT … SELECT` per table tombstones the live rows of all their
+/// DIDs, then one insert records the jobs. Nothing is counted first (a
+/// count per DID and table cost as much server CPU as the tombstones), so
+/// these jobs record `rows_tombstoned` 0. Returns how many ran.
 pub async fn run_account_cleanups(ch: &ClickHouse) -> Result<usize, StoreError> {
     let pending = pending_account_cleanups(ch).await?;
-    for (did, version) in &pending {
-        let id = account_job_id(did, *version);
-        let done = cleanup_did(ch, did, &id, "account deleted").await?;
-        tracing::info!(
-            did,
-            rows = done.rows_tombstoned,
-            "Deleted account's rows tombstoned."
-        );
+    if pending.is_empty() {
+        return Ok(0);
     }
+    let version = now_version();
+    let requested = now_secs();
+    let mut dids: Vec<&str> = pending.iter().map(|(d, _)| d.as_str()).collect();
+    dids.sort_unstable();
+    dids.dedup();
+    let list = dids
+        .iter()
+        .map(|d| literal(d))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (table, key) in keyed_tables() {
+        tombstone(ch, table, key, &list, version, requested).await?;
+    }
+    let ids: Vec<String> = pending
+        .iter()
+        .map(|(did, v)| account_job_id(did, *v))
+        .collect();
+    let jobs: Vec<Job<'_>> = pending
+        .iter()
+        .zip(&ids)
+        .map(|((did, _), id)| Job {
+            id,
+            did,
+            reason: "account deleted",
+            rows: 0,
+        })
+        .collect();
+    jobs_done(ch, &jobs, version, requested).await?;
+    tracing::info!(accounts = dids.len(), "Deleted accounts' rows tombstoned.");
     Ok(pending.len())
 }
 
@@ -155,13 +230,14 @@ pub async fn cleanup_job(ch: &ClickHouse, id: &str) -> Result<Option<CleanupJob>
 
 /// This module's statements with sample values (see [`sql::catalog`]).
 pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
-    let did = literal("did:plc:alice");
+    let dids = format!("{}, {}", literal("did:plc:alice"), literal("did:plc:bob"));
     for (table, key) in keyed_tables() {
-        let args = [("table", table), ("key", key), ("did", did.as_str())];
+        let args = [("table", table), ("key", key), ("dids", dids.as_str())];
         out.push(Rendered {
             name: format!("cleanup_live_rows#{table}"),
             sql: render(db, "cleanup_live_rows", &args)?,
         });
+        let typed = table != "records";
         out.push(Rendered {
             name: format!("cleanup_tombstone#{table}"),
             sql: render(
@@ -170,9 +246,14 @@ pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreErro
                 &[
                     ("table", table),
                     ("key", key),
-                    ("did", &did),
+                    ("dids", &dids),
                     ("version", "5"),
                     ("requested", "1714521600"),
+                    ("action_column", if typed { ", action" } else { "" }),
+                    (
+                        "action_value",
+                        if typed { ", toUInt8(3) AS action" } else { "" },
+                    ),
                 ],
             )?,
         });
@@ -180,16 +261,13 @@ pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreErro
     sql::sample(
         out,
         db,
-        "cleanup_job_done",
-        &[
-            ("id", "'account-deleted:did:plc:alice:5'"),
-            ("did", &did),
-            ("reason", "'account deleted'"),
-            ("rows", "3"),
-            ("requested", "1714521600"),
-            ("finished", "1714521601"),
-            ("version", "5"),
-        ],
+        "cleanup_jobs_done",
+        &[(
+            "jobs",
+            "('account-deleted:did:plc:alice:5', 'did:plc:alice', 'done', 'account deleted', 0, \
+             toDateTime(1714521600), toDateTime(1714521601), 5), ('admin-x', 'did:plc:bob', \
+             'done', 'admin request', 3, toDateTime(1714521600), toDateTime(1714521601), 5)",
+        )],
     )?;
     sql::sample(out, db, "pending_account_cleanups", &[])?;
     sql::sample(

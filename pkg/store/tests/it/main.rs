@@ -2,6 +2,7 @@
 
 mod aggregates;
 mod catalog;
+mod cleanup;
 mod counts;
 mod encoded;
 mod migrate;
