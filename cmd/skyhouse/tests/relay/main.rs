@@ -8,7 +8,12 @@
 
 mod auth;
 mod disk;
+mod examples;
 mod groups;
+/// The Rust ingester example, run by `examples`.
+#[path = "../../../../pkg/relay/examples/ingester.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod ingester;
 
 use std::fs;
 use std::net::TcpListener;
