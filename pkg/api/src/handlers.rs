@@ -26,6 +26,8 @@ type ApiResult = Result<Response, ApiError>;
 
 /// Longest parameter value read, bytes.
 const MAX_PARAM: usize = 512;
+/// Longest `uris` value (a list of up to 25 post AT-URIs), bytes.
+const MAX_URIS_PARAM: usize = 8192;
 /// Redis cache name of `/v1/stats`.
 const STATS_CACHE: &str = "api:stats";
 
@@ -77,9 +79,14 @@ fn params(raw: Option<String>) -> Result<BTreeMap<String, String>, ApiError> {
         let value = decode(v).ok_or_else(|| {
             ApiError::bad_request(format!("parameter {key:?} is not valid UTF-8"))
         })?;
-        if value.len() > MAX_PARAM {
+        let limit = if key == "uris" {
+            MAX_URIS_PARAM
+        } else {
+            MAX_PARAM
+        };
+        if value.len() > limit {
             return Err(ApiError::bad_request(format!(
-                "parameter {key:?} is longer than {MAX_PARAM} bytes"
+                "parameter {key:?} is longer than {limit} bytes"
             )));
         }
         out.insert(key, value);
@@ -767,6 +774,15 @@ mod tests {
         let e = params(Some("q=%C3".into())).expect_err("bad UTF-8");
         assert!(e.message.contains("\"q\""), "{}", e.message);
         let long = format!("q={}", "x".repeat(MAX_PARAM + 1));
+        assert_eq!(params(Some(long)).expect_err("long").status, 400);
+        // `uris` lists up to 25 post AT-URIs of about 70 bytes each.
+        let uri = "at://did:plc:hcmjgldxzytqj4wjy7budsg5/app.bsky.feed.post/3n3vs2d7vgs2t";
+        let list = vec![uri; 25].join(",");
+        assert_eq!(
+            params(Some(format!("uris={list}"))).expect("25 URIs")["uris"],
+            list
+        );
+        let long = format!("uris={}", "x".repeat(MAX_URIS_PARAM + 1));
         assert_eq!(params(Some(long)).expect_err("long").status, 400);
     }
 
