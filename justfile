@@ -293,8 +293,8 @@ bench-backfill REPOS="5000" RUNS="3" CONCURRENCY="16" CASES="decode,small,big,pd
     cargo build --release -q -p skyhouse -p skyhouse-backfill --bin skyhouse --example car_server --example backfill_bench
     {{ local_env }} pkg/backfill/bench/bench.sh {{ REPOS }} {{ RUNS }} {{ CONCURRENCY }} {{ quote(CASES) }} {{ WORK_ARGS }}
 
-# Indexer CPU per event (skyhouse and ClickHouse), events/s against the bound cores / (sum), p99 ack latency and peak RSS: decode only (one thread), Jetstream, firehose, firehose --verify through the full pipeline into the `just up` servers (EVENTS frames, generated once into bench/out/; medians of RUNS; CASES comma-separated)
-bench-indexer EVENTS="1000000" RUNS="3" CASES="decode-jetstream,decode-firehose,jetstream,firehose,firehose-verify": bench-deps deps-system up
+# Indexer CPU per event (skyhouse and ClickHouse), events/s against the bound cores / (sum), p99 ack latency and peak RSS: decode only (one thread), Jetstream, firehose, firehose --verify through the full pipeline into the `just up` servers (EVENTS frames, generated once into bench/out/; medians of RUNS; CASES comma-separated; RAW: the indexer's --raw-records)
+bench-indexer EVENTS="1000000" RUNS="3" CASES="decode-jetstream,decode-firehose,jetstream,firehose,firehose-verify" RAW="all": bench-deps deps-system up
     #!/usr/bin/env bash
     set -euo pipefail
     export {{ local_env }}
@@ -327,7 +327,7 @@ bench-indexer EVENTS="1000000" RUNS="3" CASES="decode-jetstream,decode-firehose,
     lines=()
     for run in $(seq 1 {{ RUNS }}); do
         for case in $cases; do
-            line=$("$bin" --case "$case" --prefix "$prefix" --database "skyhouse_bench_indexer_${case//-/_}_$run" "${server[@]}")
+            line=$("$bin" --case "$case" --prefix "$prefix" --database "skyhouse_bench_indexer_${case//-/_}_$run" --raw-records {{ RAW }} "${server[@]}")
             echo "$line"
             lines+=("$line")
         done

@@ -31,12 +31,14 @@ const runs = readFileSync(0, 'utf8')
   .map((l) => JSON.parse(l))
   .filter((r) => r.figures)
 const byCase = new Map()
-for (const r of runs) byCase.set(r.case, [...(byCase.get(r.case) ?? []), r])
+// A run with --raw-records other than all is its own case (`jetstream:none`).
+const key = (r) => (r.raw_records && r.raw_records !== 'all' ? `${r.case}:${r.raw_records}` : r.case)
+for (const r of runs) byCase.set(key(r), [...(byCase.get(key(r)) ?? []), r])
 console.log(
   'case              window   events/s  skyhouse us  ClickHouse us   bound/s  of bound  peak RSS  p99 ack   load (1m, others)',
 )
 for (const [name, rs] of byCase) {
-  const goal = GOALS[name] ?? {}
+  const goal = GOALS[name.split(':')[0]] ?? {}
   const verdicts = []
   for (const win of ['steady', 'whole']) {
     const f = rs.map((r) => r.figures[win]).filter(Boolean)

@@ -79,6 +79,10 @@ pub struct WorkArgs {
     /// Verify each snapshot commit's signature against the DID document.
     #[arg(long, env = "SKYHOUSE_VERIFY")]
     verify: bool,
+    /// Which rows of `records` keep the record's JSON: all, untyped (only collections
+    /// without a typed table), none (as the indexer's --raw-records).
+    #[arg(long, env = "SKYHOUSE_BACKFILL_RAW_RECORDS", default_value = "all", value_parser = ["all", "untyped", "none"])]
+    raw_records: String,
     /// Also serve the live indexer's resync queue (tombstones records a snapshot lost).
     #[arg(long, env = "SKYHOUSE_BACKFILL_RESYNC")]
     resync: bool,
@@ -327,6 +331,10 @@ fn work_config(args: &WorkArgs) -> Result<WorkSetup> {
     cfg.writer.max_bytes = args.batch_bytes;
     cfg.writer.max_age = Duration::from_millis(args.batch_age_ms);
     cfg.verify = args.verify;
+    cfg.raw_records = args
+        .raw_records
+        .parse()
+        .map_err(|e| anyhow!("--raw-records: {e}"))?;
     cfg.resync = args.resync;
     cfg.claim_idle = Duration::from_secs(args.claim_idle);
     cfg.max_attempts = args.max_attempts;

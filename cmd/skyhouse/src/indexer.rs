@@ -93,6 +93,11 @@ pub struct IndexerArgs {
         default_value = skyhouse_transform::DEFAULT_COLLECTIONS
     )]
     collections: Vec<String>,
+    /// Which rows of `records` keep the record's JSON: all, untyped (only collections
+    /// without a typed table), none. The rows stay either way (stats, resyncs and cleanups
+    /// read their keys); the JSON is about half of what ClickHouse inserts.
+    #[arg(long, env = "SKYHOUSE_RAW_RECORDS", default_value = "all", value_parser = ["all", "untyped", "none"])]
+    raw_records: String,
     /// Jetstream only: only these DIDs (wantedDids), comma-separated.
     #[arg(long, env = "SKYHOUSE_WANTED_DIDS", value_delimiter = ',')]
     wanted_dids: Vec<String>,
@@ -241,6 +246,10 @@ impl IndexerArgs {
         }
         let mut cfg = IndexerConfig::new(source, key);
         cfg.collections = collections;
+        cfg.raw_records = self
+            .raw_records
+            .parse()
+            .map_err(|e| anyhow!("--raw-records: {e}"))?;
         cfg.verify = self.verify;
         cfg.start_cursor = self.cursor;
         cfg.writer.max_rows = self.batch_rows;

@@ -62,6 +62,9 @@ pub struct WorkerConfig {
     /// Also hand every record row to this sink (the gRPC relay,
     /// `--relay-url`); it must not block. Default: none.
     pub ops_tap: Option<Arc<dyn skyhouse_transform::OpsTap>>,
+    /// Which `records` rows keep the record's JSON (`--raw-records`).
+    /// Default all.
+    pub raw_records: skyhouse_transform::RawRecords,
     /// Most `getRepo` requests in flight to one host from this process.
     /// Default 8.
     pub per_host: usize,
@@ -102,6 +105,7 @@ impl WorkerConfig {
             drain: false,
             poll: Duration::from_millis(500),
             ops_tap: None,
+            raw_records: skyhouse_transform::RawRecords::All,
             per_host: 8,
             did_cache_ttl: Duration::from_secs(6 * 3600),
             host_health: None,
@@ -207,12 +211,16 @@ struct Rowsink {
     inner: Arc<Mutex<(u64, RowsTx)>>,
     /// The relay's copy of the record rows (`WorkerConfig::ops_tap`).
     tap: Option<Arc<dyn skyhouse_transform::OpsTap>>,
+    /// `WorkerConfig::raw_records`.
+    raw_records: skyhouse_transform::RawRecords,
 }
 
 impl Rowsink {
-    /// Empty rows that keep what the tap (if any) asks for.
+    /// Empty rows that keep what the tap (if any) asks for, and the JSON
+    /// `--raw-records` names.
     fn new_rows(&self) -> Rows {
         let mut rows = Rows::default();
+        rows.keep_raw_records(self.raw_records);
         if let Some(tap) = &self.tap {
             rows.keep_for_tap(tap.extras());
         }
@@ -294,6 +302,7 @@ pub async fn run(
         sink: Rowsink {
             inner: Arc::new(Mutex::new((0, rows_tx))),
             tap: cfg.ops_tap.clone(),
+            raw_records: cfg.raw_records,
         },
         done: done_tx,
         backfill: backfill.clone(),

@@ -11,8 +11,12 @@
 //! cargo run --release -p skyhouse-pipeline --example indexer_bench -- \
 //!     --case CASE --prefix bench/out/stream-1000000 \
 //!     [--clickhouse URL] [--redis URL] [--database NAME[,NAME...]] \
-//!     [--batch-rows N] [--batch-bytes N] [--clickhouse-pid PID]
+//!     [--batch-rows N] [--batch-bytes N] [--clickhouse-pid PID] \
+//!     [--raw-records all|untyped|none]
 //! ```
+//!
+//! `--raw-records` is the indexer's flag (which `records` rows keep the
+//! record's JSON), for the cost of each choice.
 //!
 //! Cases:
 //! - `jetstream`, `firehose`, `firehose-verify`: the whole indexer, into
@@ -86,6 +90,7 @@ struct Args {
     batch_rows: Option<usize>,
     batch_bytes: Option<usize>,
     clickhouse_pid: Option<u32>,
+    raw_records: skyhouse_transform::RawRecords,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -99,6 +104,7 @@ fn parse_args() -> Result<Args, BoxError> {
         batch_rows: None,
         batch_bytes: None,
         clickhouse_pid: None,
+        raw_records: skyhouse_transform::RawRecords::All,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -112,12 +118,13 @@ fn parse_args() -> Result<Args, BoxError> {
             "--batch-rows" => args.batch_rows = Some(value()?.parse()?),
             "--batch-bytes" => args.batch_bytes = Some(value()?.parse()?),
             "--clickhouse-pid" => args.clickhouse_pid = Some(value()?.parse()?),
+            "--raw-records" => args.raw_records = value()?.parse()?,
             "-h" | "--help" => {
                 eprintln!(
                     "indexer_bench --case jetstream|firehose|firehose-verify|decode-jetstream|\
                      decode-firehose|create|drop|check --prefix PREFIX [--clickhouse URL] \
                      [--redis URL] [--database NAME[,NAME...]] [--batch-rows N] [--batch-bytes N] \
-                     [--clickhouse-pid PID]"
+                     [--clickhouse-pid PID] [--raw-records all|untyped|none]"
                 );
                 std::process::exit(0);
             }
@@ -323,6 +330,7 @@ fn decode_only(args: &Args, kind: &str) -> Result<serde_json::Value, BoxError> {
     let total = count_events(args, kind)?;
     let mut decoder = skyhouse_transform::Decoder::new(Default::default());
     let mut rows = skyhouse_transform::Rows::default();
+    rows.keep_raw_records(args.raw_records);
     let mut encoded: Vec<(&'static str, Vec<u8>)> = Vec::new();
     let (mut events, mut ops, mut bytes) = (0u64, 0u64, 0u64);
     let mut flush = |rows: &mut skyhouse_transform::Rows, last: bool| {
@@ -332,7 +340,8 @@ fn decode_only(args: &Args, kind: &str) -> Result<serde_json::Value, BoxError> {
                 bytes += b.len() as u64;
                 b.clear();
             }
-            drop(std::mem::take(rows));
+            let fresh = rows.like();
+            drop(std::mem::replace(rows, fresh));
         }
     };
     let probe = Probe::new(None);
@@ -374,6 +383,7 @@ fn decode_only(args: &Args, kind: &str) -> Result<serde_json::Value, BoxError> {
     let end = probe.snapshot(events);
     Ok(serde_json::json!({
         "case": args.case,
+        "raw_records": args.raw_records.as_str(),
         "cores": bench::cores(),
         "events": events,
         "ops": ops,
@@ -468,6 +478,7 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
     let mut cfg = IndexerConfig::new(source, format!("cursor:{}", args.case));
     cfg.start_cursor = Some(0);
     cfg.verify = verify;
+    cfg.raw_records = args.raw_records;
     if let Some(rows) = args.batch_rows {
         cfg.writer.max_rows = rows;
     }
@@ -505,6 +516,7 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
     let rendered = metrics.render();
     Ok(serde_json::json!({
         "case": args.case,
+        "raw_records": args.raw_records.as_str(),
         "cores": bench::cores(),
         "database": args.database,
         "events": summary.messages,

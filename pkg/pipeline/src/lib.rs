@@ -45,7 +45,9 @@ use skyhouse_sources::{Acked, CancellationToken, Connected, Message, SourceConfi
 use skyhouse_state::State;
 use skyhouse_store::writer::{self, WriterConfig};
 use skyhouse_store::ClickHouse;
-use skyhouse_transform::{CollectionFilter, Decoded, Decoder, OpsTap, ResyncReason, Rows, Verify};
+use skyhouse_transform::{
+    CollectionFilter, Decoded, Decoder, OpsTap, RawRecords, ResyncReason, Rows, Verify,
+};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::task::JoinSet;
@@ -95,6 +97,9 @@ pub struct IndexerConfig {
     pub source: SourceConfig,
     /// Collections kept; the rest are counted and dropped.
     pub collections: CollectionFilter,
+    /// Which `records` rows keep the record's JSON (`--raw-records`).
+    /// Default all.
+    pub raw_records: RawRecords,
     /// Check firehose commit signatures (needs `keys` in [`run`]).
     pub verify: bool,
     /// Batch limits of the ClickHouse writer.
@@ -130,6 +135,7 @@ impl IndexerConfig {
         IndexerConfig {
             source,
             collections: CollectionFilter::default(),
+            raw_records: RawRecords::All,
             verify: false,
             writer: WriterConfig {
                 max_rows: BATCH_ROWS,
@@ -336,6 +342,7 @@ async fn run_watched(
         resume: resume.clone(),
         latency: latency.clone(),
         tap: cfg.ops_tap.clone(),
+        raw_records: cfg.raw_records,
         progress: watch.progress.clone(),
         cursor_key: cfg.cursor_key.clone(),
         epoch: 0,
@@ -441,6 +448,7 @@ struct DecodeLoop {
     resume: Arc<AtomicI64>,
     latency: Inflight,
     tap: Option<Arc<dyn OpsTap>>,
+    raw_records: RawRecords,
     progress: Progress,
     /// For the skipped-range records.
     cursor_key: String,
@@ -477,6 +485,7 @@ impl DecodeLoop {
             };
             let received = Instant::now();
             let mut rows = Rows::default();
+            rows.keep_raw_records(self.raw_records);
             if let Some(tap) = &self.tap {
                 rows.keep_for_tap(tap.extras());
             }

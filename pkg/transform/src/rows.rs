@@ -492,6 +492,7 @@ macro_rules! typed_tables {
             /// did, in `records` order (empty unless [`Rows::keep_for_tap`]).
             pub tap: Vec<crate::TapOp>,
             tap_extras: crate::TapExtras,
+            raw_records: crate::RawRecords,
             bytes: usize,
         }
 
@@ -655,12 +656,25 @@ impl Rows {
         self.tap_extras = extras;
     }
 
-    /// Empty rows keeping the same tap extras as `self`.
+    /// Empty rows keeping the same tap extras and raw-record choice as
+    /// `self`.
     pub fn like(&self) -> Rows {
         Rows {
             tap_extras: self.tap_extras,
+            raw_records: self.raw_records,
             ..Rows::default()
         }
+    }
+
+    /// Which `records` rows keep the record's JSON from now on
+    /// (`--raw-records`; default all).
+    pub fn keep_raw_records(&mut self, raw: crate::RawRecords) {
+        self.raw_records = raw;
+    }
+
+    /// Which `records` rows keep the record's JSON.
+    pub fn raw_records(&self) -> crate::RawRecords {
+        self.raw_records
     }
 
     /// What is kept for a tap.
