@@ -389,6 +389,7 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
                 stuck_after: args.clickhouse.stuck_after(),
             }),
             &args.shutdown,
+            skyhouse_backfill::metrics::describe,
         )
         .await?;
         let counts = cfg.progress.clone();

@@ -141,12 +141,18 @@ pub fn run(args: FeedgenArgs) -> Result<ExitCode> {
         .map_err(|e| anyhow!("--plc: {e}"))
         .usage()?;
     crate::service::runtime()?.block_on(async move {
-        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch, None, &args.shutdown)
-            .await?;
+        let svc = crate::service::start(
+            args.metrics_addr,
+            &args.redis,
+            &ch,
+            None,
+            &args.shutdown,
+            skyhouse_feeds::describe_metrics,
+        )
+        .await?;
         svc.pending.describe_with(|| {
             "HTTP requests still being answered or a count refresh still running".to_owned()
         });
-        skyhouse_feeds::describe_metrics();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("--listen {}: cannot listen", args.listen))?;

@@ -288,6 +288,7 @@ pub fn run(args: IndexerArgs) -> Result<ExitCode> {
                 stuck_after: args.clickhouse.stuck_after(),
             }),
             &args.shutdown,
+            || skyhouse_pipeline::metrics::export_at_zero(cfg.source.kind),
         )
         .await?;
         let inflight = cfg.inflight.clone();

@@ -112,6 +112,8 @@ pub fn run(args: MonitorArgs) -> Result<ExitCode> {
     let (cfg, hosts, relays) = args.config().usage()?;
     let ch = args.clickhouse.connect()?;
     crate::service::runtime()?.block_on(async move {
+        // Before Monitor::new exports its metrics at 0.
+        skyhouse_telemetry::install_metrics();
         let health = skyhouse_telemetry::Health::default();
         let (shutdown, pending) = args.shutdown.install();
         pending.describe_with(|| {

@@ -95,12 +95,18 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
-        let svc = crate::service::start(args.metrics_addr, &args.redis, &ch, None, &args.shutdown)
-            .await?;
+        let svc = crate::service::start(
+            args.metrics_addr,
+            &args.redis,
+            &ch,
+            None,
+            &args.shutdown,
+            skyhouse_api::describe_metrics,
+        )
+        .await?;
         svc.pending.describe_with(|| {
             "HTTP requests still being answered or a stats refresh still running".to_owned()
         });
-        skyhouse_api::describe_metrics();
         let refresh = tokio::spawn(skyhouse_api::refresh_loop(
             ch.clone(),
             svc.health.clone(),

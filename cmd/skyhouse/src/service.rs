@@ -83,7 +83,9 @@ pub struct Writes {
     pub stuck_after: Duration,
 }
 
-/// Serve `/metrics` and `/health` on `metrics_addr`, install the signal
+/// Serve `/metrics` and `/health` on `metrics_addr`, with every metric the
+/// service's dashboard reads exported by `export_metrics` before (so the
+/// first scrape has them all, at 0), install the signal
 /// handlers, connect Redis, and probe ClickHouse (`SELECT version()`) and
 /// Redis (`PING`) now and every [`HEALTH_PROBE`] until shutdown: checks
 /// `clickhouse` and `redis`; with `writes`, also `clickhouse_writes` (false
@@ -94,9 +96,11 @@ pub async fn start(
     ch: &ClickHouse,
     writes: Option<Writes>,
     grace: &ShutdownArgs,
+    export_metrics: impl FnOnce(),
 ) -> Result<Service> {
     let handle = skyhouse_telemetry::install_metrics();
     skyhouse_store::retry::describe_metrics();
+    export_metrics();
     let health = Health::default();
     let (shutdown, pending) = grace.install();
     let listener = tokio::net::TcpListener::bind(metrics_addr)

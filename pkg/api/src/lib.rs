@@ -172,8 +172,24 @@ pub async fn refresh_loop(
     }
 }
 
-/// Describe the API's metrics (once).
+/// The `status` label values of `skyhouse_api_requests_total` the API
+/// answers with (classes: a 1xx or 3xx is never sent).
+const STATUS_CLASSES: [&str; 3] = ["2xx", "4xx", "5xx"];
+
+/// Describe the API's metrics and export them before the first request:
+/// `skyhouse_api_requests_total` at 0 for every route of [`ROUTES`] (and
+/// `other`, unknown paths) and status class, `skyhouse_api_request_seconds`
+/// empty for each route, so dashboards have every series from the first
+/// scrape. Idempotent.
 pub fn describe_metrics() {
+    let routes: std::collections::BTreeSet<&str> = ROUTES.iter().map(|r| r.1).collect();
+    for route in routes.into_iter().chain(["other"]) {
+        for status in STATUS_CLASSES {
+            metrics::counter!("skyhouse_api_requests_total", "route" => route, "status" => status)
+                .increment(0);
+        }
+        let _ = metrics::histogram!("skyhouse_api_request_seconds", "route" => route);
+    }
     metrics::describe_counter!(
         "skyhouse_api_requests_total",
         metrics::Unit::Count,

@@ -21,11 +21,21 @@ use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
 
-/// Describe every metric once (idempotent), and export the workers'
-/// unlabelled counters at 0 from the start: a dashboard's `rate()` then
-/// shows 0 rather than "no data" before the first retry or takeover.
+/// Describe every metric once (idempotent), and export them all from the
+/// start: every counter at 0 (`repos_total` with each status,
+/// `did_cache_total` with each result), the histograms empty, the queue
+/// depth at 0 until its first sample. A dashboard's `rate()` then shows 0
+/// rather than "no data" before the first repository, retry or takeover,
+/// and an `increase()` alert sees the first one.
 pub fn describe() {
+    for status in crate::RepoStatus::ALL {
+        counter!("skyhouse_backfill_repos_total", "status" => status.as_str()).increment(0);
+    }
+    let _ = histogram!("skyhouse_backfill_fetch_seconds");
+    let _ = histogram!("skyhouse_backfill_host_wait_seconds");
+    gauge!("skyhouse_backfill_queue_depth").increment(0.0);
     for name in [
+        "skyhouse_backfill_enqueued_total",
         "skyhouse_backfill_records_total",
         "skyhouse_backfill_tombstones_total",
         "skyhouse_backfill_bytes_total",

@@ -157,6 +157,16 @@ pub enum RepoStatus {
 }
 
 impl RepoStatus {
+    /// Every status (the closed label set of `skyhouse_backfill_repos_total`).
+    pub const ALL: [RepoStatus; 6] = [
+        RepoStatus::Done,
+        RepoStatus::Deactivated,
+        RepoStatus::Takendown,
+        RepoStatus::Suspended,
+        RepoStatus::NotFound,
+        RepoStatus::Failed,
+    ];
+
     /// The `repo_state.status` string.
     pub fn as_str(self) -> &'static str {
         match self {

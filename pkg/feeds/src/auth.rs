@@ -77,6 +77,19 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every [`AuthError::reason`] (the closed label set).
+    pub const REASONS: [&'static str; 9] = [
+        "malformed",
+        "typ",
+        "alg",
+        "iss",
+        "aud",
+        "exp",
+        "lxm",
+        "key",
+        "signature",
+    ];
+
     /// A closed-set label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {

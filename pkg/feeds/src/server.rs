@@ -155,10 +155,35 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Interaction count refresh duration"
     );
-    // Exported from the start (at 0), not only after the first event.
+    // Exported from the start, not only after the first event: every counter
+    // at 0 with each value of its closed label set, the histograms empty.
     counter!("skyhouse_feedgen_rankings_total").increment(0);
     counter!("skyhouse_feedgen_refresh_errors_total").increment(0);
+    counter!("skyhouse_feedgen_requests_total", "method" => "describeFeedGenerator", "status" => "200")
+        .increment(0);
+    for status in SKELETON_STATUSES {
+        counter!("skyhouse_feedgen_requests_total", "method" => "getFeedSkeleton", "status" => status.as_str().to_owned())
+            .increment(0);
+    }
+    for result in ["hit", "miss", "error"] {
+        counter!("skyhouse_feedgen_cache_total", "result" => result).increment(0);
+    }
+    for reason in crate::auth::AuthError::REASONS {
+        counter!("skyhouse_feedgen_auth_failures_total", "reason" => reason).increment(0);
+    }
+    let _ = histogram!("skyhouse_feedgen_request_seconds");
+    let _ = histogram!("skyhouse_feedgen_refresh_seconds");
 }
+
+/// The statuses getFeedSkeleton answers with: a page, a bad parameter, a bad
+/// token, a private feed the viewer may not read, ClickHouse unavailable.
+const SKELETON_STATUSES: [StatusCode; 5] = [
+    StatusCode::OK,
+    StatusCode::BAD_REQUEST,
+    StatusCode::UNAUTHORIZED,
+    StatusCode::FORBIDDEN,
+    StatusCode::SERVICE_UNAVAILABLE,
+];
 
 /// An XRPC error response: `{"error": name, "message": message}`.
 #[derive(Debug)]

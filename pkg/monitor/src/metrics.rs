@@ -14,8 +14,10 @@ use metrics::{
 use crate::check::{CheckResult, Snapshot};
 use crate::hosts::HostKind;
 
-/// Describe every metric once (call at start-up) and set the per-result
-/// counters to zero so every label is scrapeable before its first check.
+/// Describe every metric once (call at start-up) and export them all before
+/// the first check: the counters at 0 (`checks_total` with each result),
+/// the host gauges at 0 for each kind and state, the histograms empty. Every
+/// series a dashboard reads is then in the first scrape.
 pub fn describe_metrics() {
     describe_gauge!(
         "skyhouse_monitor_hosts",
@@ -60,6 +62,14 @@ pub fn describe_metrics() {
     for r in CheckResult::ALL {
         counter!("skyhouse_monitor_checks_total", "result" => r.as_str()).increment(0);
     }
+    for kind in [HostKind::Pds, HostKind::Relay] {
+        for state in STATES {
+            gauge!("skyhouse_monitor_hosts", "kind" => kind.as_str(), "state" => state)
+                .increment(0.0);
+        }
+    }
+    let _ = histogram!("skyhouse_monitor_rtt_seconds");
+    let _ = histogram!("skyhouse_monitor_round_seconds");
     for name in [
         "skyhouse_monitor_rounds_total",
         "skyhouse_monitor_store_errors_total",
@@ -82,8 +92,11 @@ pub(crate) fn round(took: Duration) {
     histogram!("skyhouse_monitor_round_seconds").record(took.as_secs_f64());
 }
 
+/// Every `state` of `skyhouse_monitor_hosts`.
+const STATES: [&str; 3] = ["up", "down", "unchecked"];
+
 pub(crate) fn hosts(kind: HostKind, up: usize, down: usize, unchecked: usize) {
-    for (state, n) in [("up", up), ("down", down), ("unchecked", unchecked)] {
+    for (state, n) in STATES.into_iter().zip([up, down, unchecked]) {
         gauge!("skyhouse_monitor_hosts", "kind" => kind.as_str(), "state" => state).set(n as f64);
     }
 }

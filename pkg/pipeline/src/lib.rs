@@ -285,11 +285,21 @@ async fn run_watched(
             "--verify needs a DID resolver".to_owned(),
         ));
     }
-    metrics::describe();
+    metrics::export_at_zero(cfg.source.kind);
     let start = match cfg.start_cursor {
         Some(c) => Some(c),
-        None => cursor::load(&state, &cfg.cursor_key, &shutdown).await,
+        None => {
+            let saved = cursor::load(&state, &cfg.cursor_key, &shutdown).await;
+            if let Some(c) = saved {
+                metrics::cursor_saved(c);
+            }
+            saved
+        }
     };
+    if let Some(c) = start.filter(|c| *c > 0) {
+        // Where this run starts is acknowledged by definition (see `acked` below).
+        metrics::cursor(c);
+    }
     let resume_at = match (cfg.source.kind, start) {
         (SourceKind::Jetstream, Some(c)) if c > 0 && cfg.start_cursor.is_none() => {
             skyhouse_sources::rewind_jetstream_cursor(c, cfg.jetstream_rewind)

@@ -31,6 +31,63 @@ use metrics::{
 use skyhouse_sources::SourceKind;
 
 use crate::{Decoded, ResyncReason};
+use skyhouse_transform::Decoder;
+
+/// Every `op` of `skyhouse_indexer_redis_errors_total`.
+const REDIS_OPS: [&str; 4] = ["load_cursor", "save_cursor", "resync", "skipped"];
+
+/// Every `reason` of `skyhouse_indexer_verify_failures_total`.
+const VERIFY_FAILURES: [&str; 2] = ["no_key", "bad_signature"];
+
+/// Export every metric of an indexer reading a `kind` source before it reads
+/// anything: each counter at 0, each labelled one with every value of its
+/// closed set (event kinds, typed collections and `other`, resync reasons,
+/// Redis operations, …), the histograms empty, the gauges at 0 (the cursors
+/// until the first acknowledgement; the lag until the first event). The
+/// dashboards then have a series from the first scrape, and a `rate()` or an
+/// `increase()` alert sees the first event. Describes them too. Idempotent.
+pub fn export_at_zero(kind: SourceKind) {
+    describe();
+    skyhouse_sources::export_at_zero(kind);
+    let source = kind.as_str();
+    for k in Decoded::KINDS {
+        counter!("skyhouse_indexer_events_total", "source" => source, "kind" => k).increment(0);
+    }
+    for collection in Decoder::op_count_labels() {
+        counter!("skyhouse_indexer_ops_total", "source" => source, "collection" => collection)
+            .increment(0);
+    }
+    for name in [
+        "skyhouse_indexer_filtered_total",
+        "skyhouse_indexer_dead_letters_total",
+    ] {
+        counter!(name, "source" => source).increment(0);
+    }
+    gauge!("skyhouse_indexer_lag_seconds", "source" => source).increment(0.0);
+    for reason in ResyncReason::ALL {
+        counter!("skyhouse_indexer_resyncs_total", "reason" => reason.as_str()).increment(0);
+    }
+    for reason in VERIFY_FAILURES {
+        counter!("skyhouse_indexer_verify_failures_total", "reason" => reason).increment(0);
+    }
+    for op in REDIS_OPS {
+        counter!("skyhouse_indexer_redis_errors_total", "op" => op).increment(0);
+    }
+    for name in [
+        "skyhouse_indexer_resync_dropped_total",
+        "skyhouse_indexer_batches_total",
+        "skyhouse_indexer_rows_total",
+        "skyhouse_indexer_insert_dead_letters_total",
+        "skyhouse_indexer_cleanups_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    // Registered without a sample: rendered with every quantile at 0 and a count of 0.
+    let _ = histogram!("skyhouse_indexer_batch_rows");
+    let _ = histogram!("skyhouse_indexer_ack_latency_seconds");
+    gauge!("skyhouse_indexer_cursor").increment(0.0);
+    gauge!("skyhouse_indexer_cursor_saved").increment(0.0);
+}
 
 /// Describe every metric once (idempotent).
 pub fn describe() {
@@ -129,6 +186,7 @@ pub(crate) fn now_us() -> i64 {
 
 pub(crate) fn record_decoded(kind: SourceKind, d: &Decoded) {
     let source = kind.as_str();
+    debug_assert!(Decoded::KINDS.contains(&d.kind), "{}", d.kind);
     counter!("skyhouse_indexer_events_total", "source" => source, "kind" => d.kind).increment(1);
     if d.filtered > 0 {
         counter!("skyhouse_indexer_filtered_total", "source" => source).increment(d.filtered);
@@ -164,6 +222,7 @@ pub(crate) fn resync_dropped() {
 }
 
 pub(crate) fn verify_failed(reason: &'static str) {
+    debug_assert!(VERIFY_FAILURES.contains(&reason), "{reason}");
     counter!("skyhouse_indexer_verify_failures_total", "reason" => reason).increment(1);
 }
 
@@ -190,6 +249,7 @@ pub(crate) fn cursor_saved(v: i64) {
 }
 
 pub(crate) fn redis_error(op: &'static str) {
+    debug_assert!(REDIS_OPS.contains(&op), "{op}");
     counter!("skyhouse_indexer_redis_errors_total", "op" => op).increment(1);
 }
 

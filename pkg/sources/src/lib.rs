@@ -68,7 +68,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Metrics (call [`describe_metrics`] once at startup):
+//! Metrics (call [`describe_metrics`] once at startup, and [`export_at_zero`]
+//! to have every series from the first scrape):
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
@@ -107,7 +108,7 @@ pub use config::{
 };
 pub use error::SourceError;
 pub use file::{write_frame, write_frame_file};
-pub use metrics::describe_metrics;
+pub use metrics::{describe_metrics, export_at_zero};
 
 /// A suggested capacity for the channel given to [`run`]: 4096 messages, about 2 s of
 /// peak Jetstream traffic (~2,000 events/s) and at worst 4096 × `max_message_size` of

@@ -1,7 +1,10 @@
 //! Metric names and their descriptions (described once, used everywhere through these
 //! constants so a typo cannot split a series).
 
-use metrics::{describe_counter, describe_gauge, Unit};
+use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use skyhouse_atproto::frame::ErrorKind;
+
+use crate::SourceKind;
 
 /// Messages sent into the channel, by `kind` (`jetstream`, `firehose`).
 pub(crate) const MESSAGES: &str = "skyhouse_source_messages_total";
@@ -16,6 +19,47 @@ pub(crate) const CONNECTED: &str = "skyhouse_source_connected";
 /// Firehose `#error` frames received, by `kind` (`future_cursor`,
 /// `consumer_too_slow`, `other`).
 pub(crate) const ERROR_FRAMES: &str = "skyhouse_source_error_frames_total";
+
+/// Every `reason` of [`RECONNECTS`] (a closed set: the label of each lost connection).
+pub(crate) const RECONNECT_REASONS: [&str; 8] = [
+    "connect_failed",
+    "connect_timeout",
+    "closed",
+    "eof",
+    "error",
+    "silent",
+    "oversized",
+    "error_frame",
+];
+
+/// Every `reason` of [`DROPPED`].
+pub(crate) const DROP_REASONS: [&str; 3] = ["oversized", "decompress", "unexpected_text"];
+
+/// Export every counter of a `kind` source at 0, each labelled one with every
+/// value of its closed set, and `connected` at 0, before the source runs: a
+/// dashboard then has a series from the first scrape, and a `rate()` (or an
+/// alert on `increase()`) sees the first event instead of a series appearing
+/// at 1. Idempotent (adds 0).
+pub fn export_at_zero(kind: SourceKind) {
+    counter!(MESSAGES, "kind" => kind.as_str()).increment(0);
+    counter!(BYTES).increment(0);
+    for reason in RECONNECT_REASONS {
+        counter!(RECONNECTS, "reason" => reason).increment(0);
+    }
+    for reason in DROP_REASONS {
+        counter!(DROPPED, "reason" => reason).increment(0);
+    }
+    if kind == SourceKind::Firehose {
+        for k in [
+            ErrorKind::FutureCursor,
+            ErrorKind::ConsumerTooSlow,
+            ErrorKind::Other,
+        ] {
+            counter!(ERROR_FRAMES, "kind" => k.as_str()).increment(0);
+        }
+    }
+    gauge!(CONNECTED).increment(0.0);
+}
 
 /// Describe this crate's metrics to the installed recorder. Call once, after installing it.
 pub fn describe_metrics() {

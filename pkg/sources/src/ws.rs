@@ -105,6 +105,11 @@ pub(crate) async fn run(
             End::Stop => return Ok(()),
             End::Lost(lost) => lost,
         };
+        debug_assert!(
+            m::RECONNECT_REASONS.contains(&lost.reason),
+            "{}",
+            lost.reason
+        );
         counter!(m::RECONNECTS, "reason" => lost.reason).increment(1);
         let stable = lost
             .connected_for
@@ -382,6 +387,7 @@ impl Connection<'_> {
     }
 
     fn drop_message(&self, reason: &'static str, endpoint: &str, detail: &str) {
+        debug_assert!(m::DROP_REASONS.contains(&reason), "{reason}");
         counter!(m::DROPPED, "reason" => reason).increment(1);
         tracing::warn!(endpoint, reason, error = detail, "Source message refused.");
     }

@@ -1,7 +1,10 @@
 //! Grafana dashboards against a real scrape: every metric, label and literal
 //! label value a dashboard's PromQL uses must be in what the service exports.
-//! Each service's test runs the real service, scrapes `/metrics`, and calls
+//! Each service's test runs the real service, takes its first scrape (fresh
+//! and idle: every series must be exported from startup), and calls
 //! [`check`] with its dashboard (`dashboards/<service>.json`).
+//! [`new_series`] says which series a busy service exports that its fresh
+//! scrape lacked (a label value missing from a closed set exported at 0).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -12,11 +15,11 @@ use serde_json::Value;
 /// real scrape. A new dashboard needs an entry (and that test).
 pub const CHECKED_BY: &[(&str, &str)] = &[
     ("indexer.json", "cmd/skyhouse/tests/ops/metrics.rs"),
-    ("backfill.json", "cmd/skyhouse/tests/e2e/backfill.rs"),
-    ("monitor.json", "cmd/skyhouse/tests/monitor.rs"),
-    ("api.json", "cmd/skyhouse/tests/e2e/search.rs"),
+    ("backfill.json", "cmd/skyhouse/tests/ops/metrics.rs"),
+    ("monitor.json", "cmd/skyhouse/tests/ops/metrics.rs"),
+    ("api.json", "cmd/skyhouse/tests/ops/metrics.rs"),
     ("relay.json", "cmd/skyhouse/tests/e2e/relay.rs"),
-    ("feedgen.json", "pkg/feeds/tests/it/metrics.rs"),
+    ("feedgen.json", "cmd/skyhouse/tests/ops/metrics.rs"),
 ];
 
 /// The workspace's `dashboards/` directory.
@@ -97,6 +100,24 @@ pub fn sum(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
 /// The first sample of `name`.
 pub fn value(samples: &[Sample], name: &str) -> Option<f64> {
     samples.iter().find(|s| s.name == name).map(|s| s.value)
+}
+
+/// The series (name and labels) of metrics named `prefix…` in `later` that
+/// are not in `first`, one line each: what a service began to export only
+/// after some event. Empty when every series it uses was exported from the
+/// start.
+pub fn new_series(first: &[Sample], later: &[Sample], prefix: &str) -> Vec<String> {
+    let key = |s: &Sample| format!("{}{:?}", s.name, s.labels);
+    let known: BTreeSet<String> = first.iter().map(key).collect();
+    let mut out: Vec<String> = later
+        .iter()
+        .filter(|s| s.name.starts_with(prefix))
+        .map(key)
+        .filter(|k| !known.contains(k))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Every PromQL string of a dashboard: panel `expr`s and template-variable queries.

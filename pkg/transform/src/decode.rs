@@ -48,6 +48,16 @@ pub enum ResyncReason {
 }
 
 impl ResyncReason {
+    /// Every reason (the closed label set of the resync metric).
+    pub const ALL: [ResyncReason; 6] = [
+        ResyncReason::Gap,
+        ResyncReason::Sync,
+        ResyncReason::Chain,
+        ResyncReason::TooBig,
+        ResyncReason::Unverified,
+        ResyncReason::FutureCursor,
+    ];
+
     /// The label used in metrics and in the resync stream.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -108,6 +118,13 @@ pub struct Skip {
     /// may be lower than `after`: a reset sequence is one cause of
     /// `FutureCursor`).
     pub resumed_at: i64,
+}
+
+impl Decoded {
+    /// Every [`Decoded::kind`] (the closed label set of the events metric).
+    pub const KINDS: [&'static str; 8] = [
+        "commit", "identity", "account", "sync", "info", "error", "unknown", "invalid",
+    ];
 }
 
 /// Signature checking for firehose commits.
@@ -203,6 +220,15 @@ impl Decoder {
             .and_then(|t| Table::ALL.iter().position(|x| *x == t))
             .unwrap_or(Table::ALL.len());
         self.op_counts[i] += 1;
+    }
+
+    /// Every collection label [`Decoder::take_op_counts`] gives: the typed
+    /// collections, then `"other"`.
+    pub fn op_count_labels() -> impl Iterator<Item = &'static str> {
+        Table::ALL
+            .iter()
+            .map(|t| t.collection())
+            .chain(std::iter::once("other"))
     }
 
     /// Operations per collection since the last call: `(collection, n)` for

@@ -1,9 +1,11 @@
 //! Operations checks: what operators use (dashboards/, env/, docker/, README) must match
 //! what the code exports and reads.
 //!
-//! - `metrics`: runs the real `skyhouse indexer` (configured from env/*.env) on the bundled
-//!   relay capture served over a WebSocket, scrapes `/metrics` and `/health`, and checks
-//!   that every metric, label and quantile the dashboards query exists in the scrape.
+//! - `metrics`: runs each real service with a dashboard (indexer, backfill worker, search,
+//!   feedgen, monitor; configured from env/*.env) fresh and idle, and checks that every
+//!   metric, label and quantile its dashboard queries is in its first scrape; and runs the
+//!   indexer on the bundled relay capture served over a WebSocket, checking what its
+//!   metrics count, that it exported every series from the start, and `/health`.
 //! - `env`: every variable in env/*.env is one the code reads, with the code's default;
 //!   every variable the code reads is in env/*.env and README.md.
 //! - `telemetry`: the real indexer with JSON logs and an OTLP endpoint: every log line
