@@ -2,8 +2,9 @@
 //!
 //! Producers send `(Rows, position)` through a bounded channel (when it is
 //! full they wait: that is the backpressure that reaches the socket). The
-//! writer appends them to the open batch and closes it on whichever limit
-//! comes first: rows, bytes or age. A closed batch is inserted table by table,
+//! writer encodes them into the open batch (each table's rows as the
+//! `RowBinary` its insert sends) and closes it on whichever limit comes
+//! first: rows, bytes or age. A closed batch is inserted table by table,
 //! and what happens on a failure depends on its kind ([`StoreError`]):
 //! - transient (network, timeout, a proxy's 502, a garbled answer, a code in
 //!   no list): retried with capped exponential backoff, for ever, counted in
@@ -24,8 +25,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use skyhouse_transform::{DeadLetterRow, RecordRow, Rows, TableRow, TableSink};
+use bytes::Bytes;
+use skyhouse_transform::{DeadLetterRow, Encoded, RecordRow, Rows, TableRow};
 use tokio::sync::mpsc;
 
 use crate::{ClickHouse, Retry, StoreError, WriteProgress};
@@ -37,7 +38,8 @@ pub struct WriterConfig {
     /// 100,000: every batch makes one part per table it touches, so bigger
     /// batches mean fewer parts for ClickHouse to write and merge
     /// (in `just bench-store` runs, 50,000-row batches were ~0.9× as fast);
-    /// the writer holds two batches (~70 MB each at this size).
+    /// the writer holds two batches, as their `RowBinary` (≤ `max_bytes`
+    /// each).
     pub max_rows: usize,
     /// Close the batch at this many bytes of RowBinary. Default 32 MiB
     /// (≈ 95k rows of the real mix, ~350 bytes each).
@@ -95,42 +97,43 @@ pub const MESSAGE_ROWS: usize = 2_048;
 /// Input queue depth, in messages of up to [`MESSAGE_ROWS`] rows: at most
 /// 8 × 2,048 ≈ 16k rows, ≈ 12 MB at the ~700 bytes a row takes in memory
 /// (structs and strings; its `RowBinary` is ~350 bytes). The writer's open
-/// batch is the real buffer, so a short queue is enough to keep it fed; with
-/// the open batch and the one being written (≤ `max_rows` each, ~70 MB at
-/// the default) `just bench-store` peaks at ~200 MB RSS. When the queue is
-/// full the producer waits (backpressure).
+/// batch is the real buffer, so a short queue is enough to keep it fed; it
+/// and the batch being written are held as `RowBinary` (≤ `max_bytes`
+/// each). When the queue is full the producer waits (backpressure).
 pub const INPUT_QUEUE: usize = 8;
 
-type InFlight<P> = tokio::task::JoinHandle<Result<(Rows, Ack<P>), StoreError>>;
+type InFlight<P> = tokio::task::JoinHandle<Result<Ack<P>, StoreError>>;
 
-/// Settle a finished write: send its ack and hand back its emptied `Rows`
-/// for reuse. `Ok(None)`: nobody listens to acks any more.
+/// Settle a finished write: send its ack. `Ok(false)`: nobody listens to
+/// acks any more.
 async fn settle<P>(
-    done: Result<Result<(Rows, Ack<P>), StoreError>, tokio::task::JoinError>,
+    done: Result<Result<Ack<P>, StoreError>, tokio::task::JoinError>,
     acks: &mpsc::Sender<Ack<P>>,
-) -> Result<Option<Rows>, StoreError> {
-    let (rows, ack) =
+) -> Result<bool, StoreError> {
+    let ack =
         done.map_err(|e| StoreError::Internal(format!("batch writer task failed: {e}")))??;
-    Ok(acks.send(ack).await.ok().map(|()| rows))
+    Ok(acks.send(ack).await.is_ok())
 }
 
 /// Run the writer until the input channel closes; flushes what is left, then
 /// returns. Acks go to `acks` in batch order.
 ///
-/// One batch is written while the next one fills (at most two in memory), so
-/// the producer is not held up by the insert; the next insert starts only
-/// after the previous one is acknowledged, keeping acks in order.
+/// Each input is encoded on arrival into the open batch's per-table
+/// `RowBinary` buffers ([`Encoded`]) and its row structs freed: a batch
+/// holds its insert bodies (about half the memory of the rows as structs).
+/// One batch is written while the next one fills (at most two in memory),
+/// so the producer is not held up by the insert; the next insert starts
+/// only after the previous one is acknowledged, keeping acks in order.
 pub async fn run<P: Copy + Ord + Send + 'static>(
     ch: ClickHouse,
     cfg: WriterConfig,
     mut input: mpsc::Receiver<(Rows, P)>,
     acks: mpsc::Sender<Ack<P>>,
 ) -> Result<(), StoreError> {
-    let mut batch = Rows::default();
+    let mut batch = Encoded::default();
     let mut upto: Option<P> = None;
     let mut opened: Option<Instant> = None;
     let mut inflight: Option<InFlight<P>> = None;
-    let mut spare: Option<Rows> = None;
     loop {
         let deadline = opened.map(|t| t + cfg.max_age);
         let recv = async {
@@ -145,20 +148,20 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
             // no new input arrives (the cursor must not wait for traffic).
             done = async { inflight.as_mut().expect("guarded by is_some").await }, if inflight.is_some() => {
                 inflight = None;
-                match settle(done, &acks).await? {
-                    Some(rows) => spare = Some(rows),
-                    None => return Ok(()), // nobody listens: shutting down
+                if !settle(done, &acks).await? {
+                    return Ok(()); // nobody listens: shutting down
                 }
                 continue;
             }
             next = recv => next,
         };
         let closed = match next {
-            Some(Some((mut rows, pos))) => {
-                batch.append(&mut rows);
+            Some(Some((rows, pos))) => {
+                batch.add(&rows);
+                drop(rows);
                 upto = Some(upto.map_or(pos, |u| u.max(pos)));
                 opened.get_or_insert_with(Instant::now);
-                if batch.len() < cfg.max_rows && batch.approx_bytes() < cfg.max_bytes {
+                if batch.len() < cfg.max_rows && batch.bytes() < cfg.max_bytes {
                     continue;
                 }
                 false
@@ -168,22 +171,17 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
         };
         // At most one batch in flight: wait for it before starting the next.
         if let Some(h) = inflight.take() {
-            match settle(h.await, &acks).await? {
-                Some(rows) => spare = Some(rows),
-                None => return Ok(()), // nobody listens: shutting down
+            if !settle(h.await, &acks).await? {
+                return Ok(()); // nobody listens: shutting down
             }
         }
         if let Some(u) = upto.take() {
-            let full = std::mem::replace(&mut batch, spare.take().unwrap_or_default());
+            let full = std::mem::take(&mut batch);
             let (ch, cfg) = (ch.clone(), cfg.clone());
             // One trace span per batch (OTLP when configured).
             let span = tracing::info_span!("clickhouse.write_batch", rows = full.len());
             inflight = Some(tokio::spawn(tracing::Instrument::instrument(
-                async move {
-                    let mut full = full;
-                    let ack = write_batch(&ch, &cfg, &mut full, u).await?;
-                    Ok((full, ack))
-                },
+                async move { write_encoded(&ch, &cfg, full, u).await },
                 span,
             )));
         }
@@ -198,11 +196,31 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
     }
 }
 
-/// Write one batch (retrying transient errors), clear it, and return its ack.
+/// Write one batch of rows (retrying transient errors), clear it, and
+/// return its ack: [`write_encoded`] of the rows encoded.
 pub async fn write_batch<P>(
     ch: &ClickHouse,
     cfg: &WriterConfig,
     batch: &mut Rows,
+    upto: P,
+) -> Result<Ack<P>, StoreError> {
+    let mut encoded = Encoded::default();
+    encoded.add(batch);
+    let ack = write_encoded(ch, cfg, encoded, upto).await?;
+    batch.clear();
+    Ok(ack)
+}
+
+/// Write one batch already encoded (retrying transient errors) and return
+/// its ack. Every table's rows go as one `INSERT … FORMAT RowBinary`;
+/// `records` on a second connection while the others go one after another
+/// on the first ([`WriterConfig::concurrent_tables`]). Where ClickHouse
+/// refuses a table's values the rows are bisected by their boundaries and
+/// only the refused ones dead-lettered.
+pub async fn write_encoded<P>(
+    ch: &ClickHouse,
+    cfg: &WriterConfig,
+    batch: Encoded,
     upto: P,
 ) -> Result<Ack<P>, StoreError> {
     let rows = batch.len();
@@ -213,27 +231,46 @@ pub async fn write_batch<P>(
         dead_lettered: 0,
     };
     let mut sink = new_sink();
-    if cfg.concurrent_tables && !batch.records.is_empty() {
-        // The vector goes back afterwards, so its capacity is reused.
-        let records = std::mem::take(&mut batch.records);
-        let mut side = new_sink();
-        let (side_done, rest_done) = tokio::join!(
-            side.insert(RecordRow::TABLE, &records),
-            batch.drain_into(&mut sink)
-        );
-        batch.records = records;
-        side_done?;
-        rest_done?;
-        sink.dead.append(&mut side.dead);
-        sink.dead_lettered += side.dead_lettered;
-    } else {
-        batch.drain_into(&mut sink).await?;
+    let mut tables: Vec<Table> = batch
+        .into_tables()
+        .map(|(name, data, ends)| Table {
+            name,
+            data: Bytes::from(data),
+            ends,
+        })
+        .collect();
+    let records = tables.iter().position(|t| t.name == RecordRow::TABLE);
+    match records {
+        Some(i) if cfg.concurrent_tables => {
+            let records = tables.remove(i);
+            let mut side = new_sink();
+            let (side_done, rest_done) = tokio::join!(side.insert(&records), async {
+                for t in &tables {
+                    sink.insert(t).await?;
+                }
+                Ok::<(), StoreError>(())
+            });
+            side_done?;
+            rest_done?;
+            sink.dead.append(&mut side.dead);
+            sink.dead_lettered += side.dead_lettered;
+        }
+        _ => {
+            for t in &tables {
+                sink.insert(t).await?;
+            }
+        }
     }
+    drop(tables);
     let dead = std::mem::take(&mut sink.dead);
     if !dead.is_empty() {
         // If even dead_letters refuses them, fail the batch: acking it would
         // move the cursor past rows that are nowhere.
-        sink.insert_retrying("dead_letters", &dead)
+        let mut data = Vec::new();
+        for d in &dead {
+            d.write_row_binary(&mut data);
+        }
+        sink.insert_retrying(DeadLetterRow::TABLE, Bytes::from(data), dead.len())
             .await
             .map_err(|e| {
                 StoreError::Internal(format!(
@@ -242,12 +279,29 @@ pub async fn write_batch<P>(
                 ))
             })?;
     }
-    batch.clear();
     Ok(Ack {
         upto,
         rows,
         dead_lettered: sink.dead_lettered,
     })
+}
+
+/// One table's rows of a batch: its `RowBinary` and the end of each row.
+struct Table {
+    name: &'static str,
+    data: Bytes,
+    ends: Vec<u32>,
+}
+
+impl Table {
+    /// The bytes of rows `lo..hi`.
+    fn rows(&self, lo: usize, hi: usize) -> Bytes {
+        let start = match lo {
+            0 => 0,
+            i => self.ends[i - 1] as usize,
+        };
+        self.data.slice(start..self.ends[hi - 1] as usize)
+    }
 }
 
 struct Sink<'a> {
@@ -258,67 +312,58 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    /// Insert `rows`, retrying transient failures for ever.
-    async fn insert_retrying<R>(&self, table: &str, rows: &[R]) -> Result<(), StoreError>
-    where
-        R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
-    {
-        let what = format!("insert into {table} ({} rows)", rows.len());
+    /// Insert `data` (`rows` rows), retrying transient failures for ever.
+    async fn insert_retrying(
+        &self,
+        table: &str,
+        data: Bytes,
+        rows: usize,
+    ) -> Result<(), StoreError> {
+        let what = format!("insert into {table} ({rows} rows)");
         self.cfg
             .retry
             .run(&what, Some(&self.cfg.progress), || {
-                self.ch.insert(table, rows)
+                self.ch.insert_row_binary(table, data.clone())
             })
             .await
     }
 
-    /// Insert `rows`; where ClickHouse refuses the values, halve the rows
-    /// and insert each half again, until the refused rows are alone: those
-    /// go to `dead_letters` with ClickHouse's reason, all others are written.
-    /// A batch with one bad row costs about 2·log2(rows) extra inserts.
-    async fn insert_bisecting<R>(&mut self, table: &str, rows: &[R]) -> Result<(), StoreError>
-    where
-        R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
-    {
+    /// Insert a table's rows; where ClickHouse refuses the values, halve the
+    /// rows and insert each half again, until the refused rows are alone:
+    /// those go to `dead_letters` with ClickHouse's reason (the row read
+    /// back as JSON), all others are written. A batch with one bad row costs
+    /// about 2·log2(rows) extra inserts. `dead_letters` itself is never
+    /// bisected (that could loop): its failure fails the batch.
+    async fn insert(&mut self, t: &Table) -> Result<(), StoreError> {
+        let n = t.ends.len();
+        if n == 0 {
+            return Ok(());
+        }
+        if t.name == DeadLetterRow::TABLE {
+            return self.insert_retrying(t.name, t.data.clone(), n).await;
+        }
         // An explicit stack instead of recursion (async recursion needs boxing).
-        let mut todo: Vec<&[R]> = vec![rows];
-        while let Some(part) = todo.pop() {
-            match self.insert_retrying(table, part).await {
+        let mut todo: Vec<(usize, usize)> = vec![(0, n)];
+        while let Some((lo, hi)) = todo.pop() {
+            let part = t.rows(lo, hi);
+            match self.insert_retrying(t.name, part.clone(), hi - lo).await {
                 Ok(()) => {}
-                Err(StoreError::BadRows(reason)) if part.len() > 1 => {
-                    tracing::warn!(table, rows = part.len(), %reason, "ClickHouse refused some rows; bisecting.");
-                    let (a, b) = part.split_at(part.len() / 2);
-                    todo.push(b);
-                    todo.push(a);
+                Err(StoreError::BadRows(reason)) if hi - lo > 1 => {
+                    tracing::warn!(table = t.name, rows = hi - lo, %reason, "ClickHouse refused some rows; bisecting.");
+                    let mid = lo + (hi - lo) / 2;
+                    todo.push((mid, hi));
+                    todo.push((lo, mid));
                 }
                 Err(StoreError::BadRows(reason)) => {
-                    tracing::error!(table, %reason, "ClickHouse refused a row; dead-lettering it.");
-                    let reason = format!("insert into {table} refused: {reason}");
+                    tracing::error!(table = t.name, %reason, "ClickHouse refused a row; dead-lettering it.");
+                    let reason = format!("insert into {} refused: {reason}", t.name);
                     self.dead
-                        .push(DeadLetterRow::for_refused_row(table, &reason, &part[0]));
+                        .push(DeadLetterRow::for_refused_encoded(t.name, &reason, &part));
                     self.dead_lettered += 1;
                 }
                 Err(e) => return Err(e),
             }
         }
         Ok(())
-    }
-}
-
-impl TableSink for Sink<'_> {
-    type Error = StoreError;
-
-    async fn insert<R>(&mut self, table: &'static str, rows: &[R]) -> Result<(), StoreError>
-    where
-        R: clickhouse::RowOwned + clickhouse::RowWrite + Serialize + Send + Sync + 'static,
-    {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        if table == "dead_letters" {
-            // Never dead-letter the dead letters (that could loop): fail instead.
-            return self.insert_retrying(table, rows).await;
-        }
-        self.insert_bisecting(table, rows).await
     }
 }

@@ -1,15 +1,15 @@
 //! Rows encoded by skyhouse-transform (`TableRow::write_row_binary`,
-//! `Encoded`) and sent with `ClickHouse::insert_row_binary` land exactly as
-//! the same rows inserted through the typed path (the `clickhouse` client's
-//! serializer) do, in every table.
+//! `Encoded`) and written by the batch writer (`ClickHouse::insert_row_binary`)
+//! land exactly as the same rows inserted through the typed path (the
+//! `clickhouse` client's serializer of the row structs) do, in every table.
 
 use crate::fresh;
 use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::writer::{self, WriterConfig};
-use skyhouse_store::ClickHouse;
+use skyhouse_store::{ClickHouse, StoreError};
 use skyhouse_transform::{
     table_columns, table_names, AccountRow, DeadLetterRow, Decoder, Encoded, IdentityRow, Rows,
-    TableRow,
+    TableRow, TableSink,
 };
 
 /// Every event of the production Jetstream capture, decoded as the indexer
@@ -45,6 +45,21 @@ fn corpus_rows() -> Rows {
         ..DeadLetterRow::default()
     });
     rows
+}
+
+/// The typed path: each table's row structs through the `clickhouse`
+/// client's own `RowBinary` serializer.
+struct Typed<'a>(&'a ClickHouse);
+
+impl TableSink for Typed<'_> {
+    type Error = StoreError;
+
+    async fn insert<R>(&mut self, table: &'static str, rows: &[R]) -> Result<(), StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite + serde::Serialize + Send + Sync + 'static,
+    {
+        self.0.insert(table, rows).await
+    }
 }
 
 async fn migrated(ch: &ClickHouse) {
@@ -101,19 +116,17 @@ async fn encoded_rows_land_as_the_typed_rows_do() {
     migrated(&typed).await;
     migrated(&encoded).await;
 
-    writer::write_batch(&typed, &WriterConfig::default(), &mut rows.clone(), 0u64)
+    rows.drain_into(&mut Typed(&typed))
         .await
         .expect("typed insert");
     let mut enc = Encoded::default();
     enc.add(&rows);
     assert_eq!(enc.len(), rows.len());
     assert_eq!(enc.bytes(), rows.approx_bytes());
-    for (table, data, _ends) in enc.into_tables() {
-        encoded
-            .insert_row_binary(table, bytes::Bytes::from(data))
-            .await
-            .unwrap_or_else(|e| panic!("{table}: {e}"));
-    }
+    let ack = writer::write_encoded(&encoded, &WriterConfig::default(), enc, 3u64)
+        .await
+        .expect("encoded insert");
+    assert_eq!((ack.upto, ack.rows, ack.dead_lettered), (3, rows.len(), 0));
 
     let mut compared = 0;
     for table in table_names() {
