@@ -81,8 +81,16 @@ def gate(sql):
     return None
 
 
+def one_server(stmt, db):
+    """`{db}` replaced; `{global}` and `{local}` empty, as skyhouse-store
+    renders them for one server (their cluster text runs on a real cluster
+    in pkg/store/tests/cluster.rs)."""
+    return stmt.replace("{db}", db).replace("{global}", "").replace("{local}", "")
+
+
 def render(sql, db):
-    """Split into statements, without comment lines, with `{db}` replaced."""
+    """Split into statements, without comment lines, with `{db}` replaced
+    (and `{global}`, `{local}` as on one server)."""
     out = []
     current = []
     for line in sql.splitlines():
@@ -91,12 +99,12 @@ def render(sql, db):
             continue
         current.append(line)
         if trimmed.endswith(";"):
-            stmt = "\n".join(current).strip().rstrip(";").strip().replace("{db}", db)
+            stmt = one_server("\n".join(current).strip().rstrip(";").strip(), db)
             out.append(stmt)
             current = []
     rest = "\n".join(current).strip()
     if rest:
-        out.append(rest.replace("{db}", db))
+        out.append(one_server(rest, db))
     return out
 
 

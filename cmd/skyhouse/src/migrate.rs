@@ -45,6 +45,15 @@ pub struct ClickHouseArgs {
     /// Cluster name: create replicated local tables ON CLUSTER plus Distributed tables.
     #[arg(long = "clickhouse-cluster", env = "CLICKHOUSE_CLUSTER")]
     pub cluster: Option<String>,
+    /// With a cluster: replicas of a shard that must have each inserted block before the
+    /// insert is acknowledged (ClickHouse insert_quorum); unset, the one replica that
+    /// received it.
+    #[arg(
+        long = "clickhouse-insert-quorum",
+        env = "CLICKHOUSE_INSERT_QUORUM",
+        value_parser = clap::value_parser!(u32).range(1..=16)
+    )]
+    pub insert_quorum: Option<u32>,
     /// Seconds to establish a TCP connection to ClickHouse before the attempt counts as
     /// failed (and is retried).
     #[arg(
@@ -94,13 +103,18 @@ impl ClickHouseArgs {
             password: self.password.clone(),
             database: self.database.clone(),
             cluster,
+            insert_quorum: self.insert_quorum,
             timeouts: Timeouts {
                 connect: Duration::from_secs(self.connect_timeout_secs),
                 send: Duration::from_secs(self.send_timeout_secs),
                 receive: Duration::from_secs(self.receive_timeout_secs),
             },
         })
-        .map_err(|e| anyhow!("--clickhouse-address/--database/--clickhouse-cluster: {e}"))
+        .map_err(|e| {
+            anyhow!(
+                "--clickhouse-address/--database/--clickhouse-cluster/--clickhouse-insert-quorum: {e}"
+            )
+        })
         .usage()
     }
 

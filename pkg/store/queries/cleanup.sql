@@ -24,7 +24,7 @@ INSERT INTO {db}.repo_cleanup_jobs (id, did, status, reason, rows_tombstoned, re
 
 -- name: pending_account_cleanups
 -- Deleted accounts whose cleanup has not finished.
-SELECT did, version FROM {db}.accounts FINAL WHERE status = 'deleted' AND concat('account-deleted:', did, ':', toString(version)) NOT IN (SELECT id FROM {db}.repo_cleanup_jobs FINAL WHERE status = 'done') ORDER BY version LIMIT 1000;
+SELECT did, version FROM {db}.accounts FINAL WHERE status = 'deleted' AND concat('account-deleted:', did, ':', toString(version)) {global}NOT IN (SELECT id FROM {db}.repo_cleanup_jobs FINAL WHERE status = 'done') ORDER BY version LIMIT 1000;
 
 -- name: cleanup_job
 -- One job's state (the admin API's job route).

@@ -2,7 +2,7 @@
 //! own a database do to it (create, drop, empty, merge, count parts). The
 //! services never call these.
 
-use crate::sql::{self, literal_array, render, Rendered};
+use crate::sql::{self, literal_array, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
 fn on_cluster(ch: &ClickHouse) -> String {
@@ -14,7 +14,7 @@ fn on_cluster(ch: &ClickHouse) -> String {
 /// Create the database if it does not exist (on every node of the cluster).
 pub async fn create_database(ch: &ClickHouse) -> Result<(), StoreError> {
     let sql = render(
-        ch.database(),
+        ch.db(),
         "create_database",
         &[("on_cluster", &on_cluster(ch))],
     )?;
@@ -23,11 +23,7 @@ pub async fn create_database(ch: &ClickHouse) -> Result<(), StoreError> {
 
 /// Drop the database and everything in it.
 pub async fn drop_database(ch: &ClickHouse) -> Result<(), StoreError> {
-    let sql = render(
-        ch.database(),
-        "drop_database",
-        &[("on_cluster", &on_cluster(ch))],
-    )?;
+    let sql = render(ch.db(), "drop_database", &[("on_cluster", &on_cluster(ch))])?;
     ch.execute("drop database", &sql).await
 }
 
@@ -40,10 +36,10 @@ fn table_name(table: &str) -> Result<&str, StoreError> {
     Ok(table)
 }
 
-/// Empty `table`.
+/// Empty `table` (on a cluster: its `<table>_local` on every server).
 pub async fn truncate(ch: &ClickHouse, table: &str) -> Result<(), StoreError> {
     let sql = render(
-        ch.database(),
+        ch.db(),
         "truncate_table",
         &[
             ("table", table_name(table)?),
@@ -54,10 +50,11 @@ pub async fn truncate(ch: &ClickHouse, table: &str) -> Result<(), StoreError> {
 }
 
 /// Merge `table` into one part per partition (`OPTIMIZE … FINAL`): what
-/// `FINAL` reads then is what merges produce.
+/// `FINAL` reads then is what merges produce (on a cluster: every server's
+/// `<table>_local`).
 pub async fn optimize_final(ch: &ClickHouse, table: &str) -> Result<(), StoreError> {
     let sql = render(
-        ch.database(),
+        ch.db(),
         "optimize_table_final",
         &[
             ("table", table_name(table)?),
@@ -67,20 +64,21 @@ pub async fn optimize_final(ch: &ClickHouse, table: &str) -> Result<(), StoreErr
     ch.execute("optimize", &sql).await
 }
 
-/// Rows in the active parts of `tables` (before deduplication).
+/// Rows in the active parts of `tables` (before deduplication), on the
+/// server the handle talks to (on a cluster, its shard's `<table>_local`).
 pub async fn stored_rows(ch: &ClickHouse, tables: &[&str]) -> Result<u64, StoreError> {
     let sql = render(
-        ch.database(),
+        ch.db(),
         "stored_rows",
         &[("tables", &literal_array(tables))],
     )?;
     ch.fetch_one("stored rows", &sql).await
 }
 
-/// Active parts of `tables`.
+/// Active parts of `tables`, on the server the handle talks to.
 pub async fn active_parts(ch: &ClickHouse, tables: &[&str]) -> Result<u64, StoreError> {
     let sql = render(
-        ch.database(),
+        ch.db(),
         "active_parts",
         &[("tables", &literal_array(tables))],
     )?;
@@ -90,14 +88,19 @@ pub async fn active_parts(ch: &ClickHouse, tables: &[&str]) -> Result<u64, Store
 /// This module's statements with sample values (see [`sql::catalog`]).
 /// The destructive ones are rendered for another database: the catalog
 /// runs in order on one database.
-pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
-    let scratch = format!("{db}_scratch");
-    sql::sample(out, &scratch, "create_database", &[("on_cluster", "")])?;
+pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+    let scratch = format!("{}_scratch", db.name());
+    let scratch = if db.is_cluster() {
+        Db::cluster(&scratch)
+    } else {
+        Db::single(&scratch)
+    };
+    sql::sample(out, scratch, "create_database", &[("on_cluster", "")])?;
     sql::sample(
         out,
         db,
         "optimize_table_final",
-        &[("table", "likes"), ("on_cluster", "")],
+        &[("table", "records"), ("on_cluster", "")],
     )?;
     let tables = literal_array(&["records", "likes"]);
     sql::sample(out, db, "stored_rows", &[("tables", &tables)])?;
@@ -108,6 +111,6 @@ pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreErro
         "truncate_table",
         &[("table", "dead_letters"), ("on_cluster", "")],
     )?;
-    sql::sample(out, &scratch, "drop_database", &[("on_cluster", "")])?;
+    sql::sample(out, scratch, "drop_database", &[("on_cluster", "")])?;
     Ok(())
 }

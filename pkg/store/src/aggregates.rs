@@ -23,7 +23,7 @@
 //! tables. Every step is idempotent: running it twice, or two services
 //! running it at once, writes the same rows again.
 
-use crate::sql::{self, literal, render, Rendered};
+use crate::sql::{self, literal, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
 /// How long the arrival logs are kept: longer than any refresh interval,
@@ -86,13 +86,13 @@ fn now_micros() -> u64 {
 
 /// `(last upto, server now)` of the step `name`.
 async fn watermark(ch: &ClickHouse, name: &str) -> Result<(u32, u32), StoreError> {
-    let sql = render(ch.database(), "watermark", &[("name", &literal(name))])?;
+    let sql = render(ch.db(), "watermark", &[("name", &literal(name))])?;
     ch.fetch_one("watermark", &sql).await
 }
 
 async fn save_watermark(ch: &ClickHouse, name: &str, upto: u32) -> Result<(), StoreError> {
     let sql = render(
-        ch.database(),
+        ch.db(),
         "save_watermark",
         &[
             ("name", &literal(name)),
@@ -109,7 +109,7 @@ pub async fn refresh_hidden_accounts(ch: &ClickHouse) -> Result<(u32, u32), Stor
     let (last, now) = watermark(ch, "accounts").await?;
     let after = last.saturating_sub(MARGIN_SECS);
     let sql = render(
-        ch.database(),
+        ch.db(),
         "refresh_hidden_accounts",
         &[
             ("after", &after.to_string()),
@@ -119,7 +119,7 @@ pub async fn refresh_hidden_accounts(ch: &ClickHouse) -> Result<(u32, u32), Stor
     ch.execute("hidden accounts", &sql).await?;
     // Their days' stats count them again, or stop counting them.
     let sql = render(
-        ch.database(),
+        ch.db(),
         "stale_days_of_accounts",
         &[
             ("after", &after.to_string()),
@@ -152,7 +152,7 @@ struct Pair {
 /// stale, then recompute at most `limit` stale pairs, most recent days
 /// first. Returns (pairs recomputed, pairs still stale).
 pub async fn refresh_daily_stats(ch: &ClickHouse, limit: u32) -> Result<(usize, u64), StoreError> {
-    let db = ch.database();
+    let db = ch.db();
     let (last, now) = watermark(ch, "days").await?;
     let after = last.saturating_sub(MARGIN_SECS);
     let sql = render(
@@ -232,7 +232,7 @@ struct Partition {
 /// Drop the day partitions (`YYYYMMDD`) older than each table keeps.
 /// Returns how many were dropped.
 pub async fn expire(ch: &ClickHouse) -> Result<usize, StoreError> {
-    let db = ch.database();
+    let db = ch.db();
     let tables: Vec<&str> = RETAINED.iter().map(|(t, _)| *t).collect();
     let sql = render(
         db,
@@ -289,7 +289,7 @@ fn partition_day(id: &str) -> Option<i64> {
 }
 
 /// This module's statements with sample values (see [`sql::catalog`]).
-pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     let name = literal("days");
     sql::sample(out, db, "watermark", &[("name", &name)])?;
     sql::sample(

@@ -16,7 +16,7 @@
 
 use skyhouse_transform::Table;
 
-use crate::sql::{self, literal, render, Rendered};
+use crate::sql::{self, literal, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
 /// What a cleanup did.
@@ -57,7 +57,7 @@ pub async fn cleanup_did(
     let mut tombstoned = 0;
     for (table, key) in keyed_tables() {
         let args = [("table", table), ("key", key), ("dids", dids.as_str())];
-        let live = render(ch.database(), "cleanup_live_rows", &args)?;
+        let live = render(ch.db(), "cleanup_live_rows", &args)?;
         let n: u64 = ch
             .fetch_one(&format!("cleanup {table} of {did}"), &live)
             .await?;
@@ -91,7 +91,7 @@ async fn tombstone(
 ) -> Result<(), StoreError> {
     let typed = table != "records";
     let insert = render(
-        ch.database(),
+        ch.db(),
         "cleanup_tombstone",
         &[
             ("table", table),
@@ -138,7 +138,7 @@ async fn jobs_done(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let done = render(ch.database(), "cleanup_jobs_done", &[("jobs", &values)])?;
+    let done = render(ch.db(), "cleanup_jobs_done", &[("jobs", &values)])?;
     ch.execute("cleanup jobs", &done).await
 }
 
@@ -156,7 +156,7 @@ pub fn account_job_id(did: &str, version: u64) -> String {
 
 /// Deleted accounts whose cleanup has not finished: `(did, version)`.
 pub async fn pending_account_cleanups(ch: &ClickHouse) -> Result<Vec<(String, u64)>, StoreError> {
-    let sql = render(ch.database(), "pending_account_cleanups", &[])?;
+    let sql = render(ch.db(), "pending_account_cleanups", &[])?;
     ch.fetch_all("pending account cleanups", &sql).await
 }
 
@@ -223,13 +223,13 @@ pub struct CleanupJob {
 
 /// The job `id`, if one was recorded.
 pub async fn cleanup_job(ch: &ClickHouse, id: &str) -> Result<Option<CleanupJob>, StoreError> {
-    let sql = render(ch.database(), "cleanup_job", &[("id", &literal(id))])?;
+    let sql = render(ch.db(), "cleanup_job", &[("id", &literal(id))])?;
     let jobs: Vec<CleanupJob> = ch.fetch_all("cleanup job", &sql).await?;
     Ok(jobs.into_iter().next())
 }
 
 /// This module's statements with sample values (see [`sql::catalog`]).
-pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     let dids = format!("{}, {}", literal("did:plc:alice"), literal("did:plc:bob"));
     for (table, key) in keyed_tables() {
         let args = [("table", table), ("key", key), ("dids", dids.as_str())];

@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::sql::{self, literal, render, Rendered};
+use crate::sql::{self, literal, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
 /// The kinds of interaction kept per subject: (kind, record table, column
@@ -105,7 +105,7 @@ pub async fn refresh_interactions_in_windows(
 ) -> Result<RefreshedUpto, StoreError> {
     // The counts leave hidden accounts out: bring them up to date first.
     crate::aggregates::refresh_hidden_accounts(ch).await?;
-    let sql = render(ch.database(), "interactions_watermark", &[])?;
+    let sql = render(ch.db(), "interactions_watermark", &[])?;
     let (last, now): (u32, u32) = ch.fetch_one("interactions_watermark", &sql).await?;
     let after = last.saturating_sub(REFRESH_MARGIN_SECS);
     let bounds = window_bounds(ch, after, window_rows.max(1)).await?;
@@ -127,7 +127,7 @@ pub async fn refresh_interactions_in_windows(
 
 /// One window of arrivals: see queries/counts.sql for each statement.
 async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreError> {
-    let db = ch.database();
+    let db = ch.db();
     // Subjects first: a delete in the same window as its create finds it.
     for name in [
         "interaction_subjects_live",
@@ -158,7 +158,7 @@ async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreEr
 }
 
 /// A window statement that takes no source.
-fn window_sql(db: &str, name: &str, lo: u32, hi: u32) -> Result<String, StoreError> {
+fn window_sql(db: Db<'_>, name: &str, lo: u32, hi: u32) -> Result<String, StoreError> {
     let mut args = vec![("after", lo.to_string()), ("before", hi.to_string())];
     if name.starts_with("recent") {
         args.push(("subject_time", subject_time_sql()));
@@ -182,7 +182,7 @@ async fn window_bounds(
     after: u32,
     window_rows: u64,
 ) -> Result<Vec<u32>, StoreError> {
-    let sql = backlog_sql(ch.database(), "0.5", after)?;
+    let sql = backlog_sql(ch.db(), "0.5", after)?;
     let Backlog { rows, .. } = ch.fetch_one("interaction_backlog", &sql).await?;
     let windows = rows.div_ceil(window_rows);
     if windows <= 1 {
@@ -192,7 +192,7 @@ async fn window_bounds(
     let levels: Vec<String> = (1..windows)
         .map(|i| format!("{:.6}", i as f64 / windows as f64))
         .collect();
-    let sql = backlog_sql(ch.database(), &levels.join(", "), after)?;
+    let sql = backlog_sql(ch.db(), &levels.join(", "), after)?;
     let backlog: Backlog = ch.fetch_one("interaction_backlog", &sql).await?;
     let mut bounds = backlog.bounds;
     bounds.sort_unstable();
@@ -205,7 +205,7 @@ async fn save_interactions_watermark(ch: &ClickHouse, upto: u32) -> Result<(), S
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
     let sql = render(
-        ch.database(),
+        ch.db(),
         "save_interactions_watermark",
         &[
             ("upto", &upto.to_string()),
@@ -269,7 +269,7 @@ pub async fn post_counts(ch: &ClickHouse, uris: &[&str]) -> Result<Vec<PostCount
         .map(|u| literal(u))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = render(ch.database(), "post_counts", &[("uris", &list)])?;
+    let sql = render(ch.db(), "post_counts", &[("uris", &list)])?;
     let rows: Vec<CountsRow> = ch.fetch_all("post_counts", &sql).await?;
     for r in rows {
         for c in out.iter_mut().filter(|c| c.uri == r.uri) {
@@ -286,7 +286,7 @@ pub async fn post_counts(ch: &ClickHouse, uris: &[&str]) -> Result<Vec<PostCount
 
 /// The interaction refresh statement `name` for one source.
 fn refresh_sql(
-    db: &str,
+    db: Db<'_>,
     name: &str,
     (kind, source, subject): (&str, &str, &str),
     after: u32,
@@ -308,7 +308,7 @@ fn refresh_sql(
 }
 
 /// The change log's backlog since `after`, with quantiles at `levels`.
-fn backlog_sql(db: &str, levels: &str, after: u32) -> Result<String, StoreError> {
+fn backlog_sql(db: Db<'_>, levels: &str, after: u32) -> Result<String, StoreError> {
     render(
         db,
         "interaction_backlog",
@@ -472,7 +472,7 @@ async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, 
     if gated.is_empty() {
         return Ok(graph);
     }
-    let db = ch.database();
+    let db = ch.db();
     // Root posts' mentions.
     let mut roots: Vec<(&str, &str)> = gated
         .iter()
@@ -554,7 +554,7 @@ async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, 
 /// every reply of a thread whose gate arrived or changed.
 async fn gate_pass(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreError> {
     let sql = render(
-        ch.database(),
+        ch.db(),
         "gate_candidates",
         &[("after", &lo.to_string()), ("before", &hi.to_string())],
     )?;
@@ -631,7 +631,7 @@ pub async fn actor_counts(ch: &ClickHouse, dids: &[&str]) -> Result<Vec<ActorCou
     if dids.is_empty() {
         return Ok(out);
     }
-    let db = ch.database();
+    let db = ch.db();
     let list = quoted(dids);
     let find = |out: &mut Vec<ActorCounts>, did: &str| out.iter().position(|c| c.did == did);
     let rows: Vec<(String, u64)> = ch
@@ -698,7 +698,7 @@ fn post_prefixes(dids: &[&str]) -> String {
 }
 
 /// This module's statements with sample values (see [`sql::catalog`]).
-pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     for name in [
         "interaction_subjects_live",
         "interaction_live",

@@ -4,7 +4,7 @@
 //! likers or reposters. Like and repost counts are those of
 //! `interactions`, as of the last [`crate::queries::refresh_interactions`].
 
-use crate::sql::{literal, render, Rendered};
+use crate::sql::{literal, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
 /// Recent posts (of the last `window_secs`) by likes and reposts (a repost
@@ -14,7 +14,7 @@ pub async fn hot_posts(
     window_secs: u32,
     limit: u32,
 ) -> Result<Vec<String>, StoreError> {
-    let sql = windowed_sql(ch.database(), "rank_whats_hot", window_secs, limit)?;
+    let sql = windowed_sql(ch.db(), "rank_whats_hot", window_secs, limit)?;
     ch.fetch_all("whats-hot ranking", &sql).await
 }
 
@@ -24,11 +24,16 @@ pub async fn top_liked_posts(
     window_secs: u32,
     limit: u32,
 ) -> Result<Vec<String>, StoreError> {
-    let sql = windowed_sql(ch.database(), "rank_top_liked", window_secs, limit)?;
+    let sql = windowed_sql(ch.db(), "rank_top_liked", window_secs, limit)?;
     ch.fetch_all("top ranking", &sql).await
 }
 
-fn windowed_sql(db: &str, name: &str, window_secs: u32, limit: u32) -> Result<String, StoreError> {
+fn windowed_sql(
+    db: Db<'_>,
+    name: &str,
+    window_secs: u32,
+    limit: u32,
+) -> Result<String, StoreError> {
     render(
         db,
         name,
@@ -46,11 +51,11 @@ pub async fn labelled_posts(
     label: &str,
     limit: u32,
 ) -> Result<Vec<String>, StoreError> {
-    let sql = labelled_sql(ch.database(), label, limit)?;
+    let sql = labelled_sql(ch.db(), label, limit)?;
     ch.fetch_all("label ranking", &sql).await
 }
 
-fn labelled_sql(db: &str, label: &str, limit: u32) -> Result<String, StoreError> {
+fn labelled_sql(db: Db<'_>, label: &str, limit: u32) -> Result<String, StoreError> {
     render(
         db,
         "rank_labelled",
@@ -63,23 +68,23 @@ pub async fn hidden_among(ch: &ClickHouse, dids: &[&str]) -> Result<Vec<String>,
     if dids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = hidden_among_sql(ch.database(), dids)?;
+    let sql = hidden_among_sql(ch.db(), dids)?;
     ch.fetch_all("hidden accounts", &sql).await
 }
 
-fn hidden_among_sql(db: &str, dids: &[&str]) -> Result<String, StoreError> {
+fn hidden_among_sql(db: Db<'_>, dids: &[&str]) -> Result<String, StoreError> {
     let list: Vec<String> = dids.iter().map(|d| literal(d)).collect();
     render(db, "hidden_among", &[("dids", &list.join(", "))])
 }
 
 /// Whether `did` holds `label` (not negated) and is visible.
 pub async fn holds_label(ch: &ClickHouse, did: &str, label: &str) -> Result<bool, StoreError> {
-    let sql = holds_label_sql(ch.database(), did, label)?;
+    let sql = holds_label_sql(ch.db(), did, label)?;
     let n: u64 = ch.fetch_one("label check", &sql).await?;
     Ok(n > 0)
 }
 
-fn holds_label_sql(db: &str, did: &str, label: &str) -> Result<String, StoreError> {
+fn holds_label_sql(db: Db<'_>, did: &str, label: &str) -> Result<String, StoreError> {
     render(
         db,
         "holds_label",
@@ -88,7 +93,7 @@ fn holds_label_sql(db: &str, did: &str, label: &str) -> Result<String, StoreErro
 }
 
 /// This module's statements with sample values (see [`crate::sql::catalog`]).
-pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     for (name, window) in [("rank_whats_hot", 48 * 3600), ("rank_top_liked", 3600)] {
         out.push(Rendered {
             name: name.to_owned(),
@@ -116,9 +121,9 @@ mod tests {
 
     #[test]
     fn labels_and_dids_are_quoted() {
-        let sql = labelled_sql("d", r"v'ip\", 10).expect("renders");
+        let sql = labelled_sql(Db::single("d"), r"v'ip\", 10).expect("renders");
         assert!(sql.contains(r"label = 'v\'ip\\'"), "{sql}");
-        let sql = hidden_among_sql("d", &["did:plc:a", "x'y"]).expect("renders");
+        let sql = hidden_among_sql(Db::single("d"), &["did:plc:a", "x'y"]).expect("renders");
         assert!(sql.contains(r"did IN ('did:plc:a', 'x\'y')"), "{sql}");
     }
 }

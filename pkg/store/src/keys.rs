@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::sql::{self, literal, literal_array, render, Rendered};
+use crate::sql::{self, literal, literal_array, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
 /// A live key found by its hash.
@@ -18,11 +18,7 @@ pub struct StoredKey {
 
 /// The live (not revoked) key whose stored hash is `key_hash`, if any.
 pub async fn key_by_hash(ch: &ClickHouse, key_hash: &str) -> Result<Option<StoredKey>, StoreError> {
-    let sql = render(
-        ch.database(),
-        "api_key_by_hash",
-        &[("hash", &literal(key_hash))],
-    )?;
+    let sql = render(ch.db(), "api_key_by_hash", &[("hash", &literal(key_hash))])?;
     let found: Vec<StoredKey> = ch.fetch_all("API key", &sql).await?;
     Ok(found.into_iter().next())
 }
@@ -44,7 +40,7 @@ pub struct ApiKey {
 
 /// Every key, oldest first.
 pub async fn list_keys(ch: &ClickHouse) -> Result<Vec<ApiKey>, StoreError> {
-    let sql = render(ch.database(), "list_api_keys", &[])?;
+    let sql = render(ch.db(), "list_api_keys", &[])?;
     ch.fetch_all("API keys", &sql).await
 }
 
@@ -58,7 +54,7 @@ pub async fn create_key(
     scopes: &[&str],
 ) -> Result<(), StoreError> {
     let sql = create_key_sql(
-        ch.database(),
+        ch.db(),
         id,
         key_hash,
         name,
@@ -69,7 +65,7 @@ pub async fn create_key(
 }
 
 fn create_key_sql(
-    db: &str,
+    db: Db<'_>,
     id: &str,
     key_hash: &str,
     name: &str,
@@ -91,7 +87,7 @@ fn create_key_sql(
 
 /// Revoke key `id`; `false` if there is no such key.
 pub async fn revoke_key(ch: &ClickHouse, id: &str) -> Result<bool, StoreError> {
-    let db = ch.database();
+    let db = ch.db();
     let id = literal(id);
     let sql = render(db, "api_key_exists", &[("id", &id)])?;
     let n: u64 = ch.fetch_one("API key", &sql).await?;
@@ -105,7 +101,7 @@ pub async fn revoke_key(ch: &ClickHouse, id: &str) -> Result<bool, StoreError> {
 }
 
 /// This module's statements with sample values (see [`sql::catalog`]).
-pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     let id = literal("0123456789abcdef");
     out.push(Rendered {
         name: "create_api_key".into(),

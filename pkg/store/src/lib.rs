@@ -46,7 +46,16 @@ pub struct ClickHouseConfig {
     /// Database holding skyhouse's tables.
     pub database: String,
     /// Cluster name for `ON CLUSTER` DDL and `Distributed` tables, if any.
+    /// With one, every insert (and `INSERT … SELECT`) through a
+    /// `Distributed` table is synchronous (`insert_distributed_sync = 1`):
+    /// it returns once each shard it touches has stored its rows, so an
+    /// acknowledged batch is on its shards, never only in a queue of the
+    /// server that received it.
     pub cluster: Option<String>,
+    /// How many replicas of a shard must have an inserted block before the
+    /// insert returns (ClickHouse's `insert_quorum`); `None`: the one replica
+    /// that received it (the others copy it within moments). Needs a cluster.
+    pub insert_quorum: Option<u32>,
     /// Connect, send and receive timeouts of every statement.
     pub timeouts: Timeouts,
 }
@@ -86,6 +95,7 @@ impl ClickHouseConfig {
             password: String::new(),
             database: database.to_owned(),
             cluster: None,
+            insert_quorum: None,
             timeouts: Timeouts::default(),
         }
     }
@@ -113,6 +123,19 @@ impl ClickHouseConfig {
                 )));
             }
         }
+        match (self.insert_quorum, &self.cluster) {
+            (Some(0), _) => {
+                return Err(StoreError::Config(
+                    "insert quorum must be at least 1 (replicas per shard)".into(),
+                ))
+            }
+            (Some(q), None) => {
+                return Err(StoreError::Config(format!(
+                "insert quorum {q} needs a cluster (replicated tables): set the cluster name too"
+            )))
+            }
+            _ => {}
+        }
         let t = &self.timeouts;
         for (name, d) in [
             ("connect", t.connect),
@@ -137,6 +160,9 @@ pub struct ClickHouse {
     client: clickhouse::Client,
     in_db: clickhouse::Client,
     config: ClickHouseConfig,
+    /// Settings of every insert and every statement that may write (see
+    /// [`ClickHouseConfig::cluster`] and [`ClickHouseConfig::insert_quorum`]).
+    write_settings: Vec<(&'static str, String)>,
 }
 
 impl std::fmt::Debug for ClickHouse {
@@ -146,6 +172,7 @@ impl std::fmt::Debug for ClickHouse {
             .field("url", &self.config.url)
             .field("database", &self.config.database)
             .field("cluster", &self.config.cluster)
+            .field("insert_quorum", &self.config.insert_quorum)
             .field("timeouts", &self.config.timeouts)
             .finish()
     }
@@ -178,10 +205,18 @@ impl ClickHouse {
             client = client.with_password(&config.password);
         }
         let in_db = client.clone().with_database(&config.database);
+        let mut write_settings = Vec::new();
+        if config.cluster.is_some() {
+            write_settings.push(("insert_distributed_sync", "1".to_owned()));
+        }
+        if let Some(q) = config.insert_quorum {
+            write_settings.push(("insert_quorum", q.to_string()));
+        }
         Ok(ClickHouse {
             client,
             in_db,
             config,
+            write_settings,
         })
     }
 
@@ -211,9 +246,23 @@ impl ClickHouse {
         &self.config.database
     }
 
+    /// The database as statements are rendered for it ([`sql::render`]):
+    /// its name, and whether it is a cluster's.
+    pub fn db(&self) -> sql::Db<'_> {
+        match self.config.cluster {
+            Some(_) => sql::Db::cluster(&self.config.database),
+            None => sql::Db::single(&self.config.database),
+        }
+    }
+
     /// The cluster name, if any.
     pub fn cluster(&self) -> Option<&str> {
         self.config.cluster.as_deref()
+    }
+
+    /// The insert quorum, if any ([`ClickHouseConfig::insert_quorum`]).
+    pub fn insert_quorum(&self) -> Option<u32> {
+        self.config.insert_quorum
     }
 
     /// The timeouts every call uses.
@@ -243,9 +292,15 @@ impl ClickHouse {
         )
     }
 
-    /// Run a statement that returns nothing (`what` names it in errors).
+    /// Run a statement that returns nothing (`what` names it in errors),
+    /// with the write settings: an `INSERT … SELECT` through `Distributed`
+    /// tables is on its shards when this returns.
     pub(crate) async fn execute(&self, what: &str, sql: &str) -> Result<(), StoreError> {
-        self.timed(what, self.query(sql).execute()).await
+        let mut q = self.query(sql);
+        for (k, v) in &self.write_settings {
+            q = q.with_setting(*k, v.clone());
+        }
+        self.timed(what, q.execute()).await
     }
 
     /// All rows of a statement.
@@ -311,7 +366,10 @@ impl ClickHouse {
 
     /// Insert `rows` into `table` (a bare name, in the database) as one
     /// INSERT with the send and receive timeouts. One attempt: the caller
-    /// decides what a failure means (the writer retries or bisects).
+    /// decides what a failure means (the writer retries or bisects). On a
+    /// cluster `table` is the `Distributed` one and the insert returns once
+    /// every shard stored its rows (and, with an insert quorum, that many
+    /// replicas of each).
     pub async fn insert<R>(&self, table: &str, rows: &[R]) -> Result<(), StoreError>
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite + serde::Serialize,
@@ -324,6 +382,9 @@ impl ClickHouse {
                 .insert::<R>(table)
                 .await?
                 .with_timeouts(Some(t.send), Some(t.receive));
+            for (k, v) in &self.write_settings {
+                insert = insert.with_setting(*k, v.clone());
+            }
             for r in rows {
                 insert.write(r).await?;
             }
@@ -416,7 +477,7 @@ fn parse_json_rows(bytes: &[u8]) -> Result<Vec<JsonRow>, String> {
 
 /// `SHOW CREATE TABLE` of every table in the database, `;`-terminated, in name order.
 pub async fn dump_schema(ch: &ClickHouse) -> Result<String, StoreError> {
-    let db = ch.database();
+    let db = ch.db();
     let tables: Vec<String> = ch
         .fetch_all("listing tables", &sql::render(db, "list_tables", &[])?)
         .await?;

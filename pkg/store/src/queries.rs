@@ -5,20 +5,20 @@
 
 use serde::Deserialize;
 
-use crate::sql::{self, literal, render, Rendered};
+use crate::sql::{self, literal, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
 /// Live records per collection, all time (the sums of the daily stats, every
 /// stored account included), most first.
 pub async fn collection_counts(ch: &ClickHouse) -> Result<Vec<(String, u64)>, StoreError> {
-    let sql = render(ch.database(), "collection_counts", &[])?;
+    let sql = render(ch.db(), "collection_counts", &[])?;
     ch.fetch_all("collection_counts", &sql).await
 }
 
 /// Whether `did`'s account is hidden (`accounts.active = 0`: deactivated,
 /// taken down, suspended, deleted): nothing of it may be shown.
 pub async fn account_hidden(ch: &ClickHouse, did: &str) -> Result<bool, StoreError> {
-    let sql = render(ch.database(), "account_hidden", &[("did", &literal(did))])?;
+    let sql = render(ch.db(), "account_hidden", &[("did", &literal(did))])?;
     let n: u64 = ch.fetch_one("account_hidden", &sql).await?;
     Ok(n > 0)
 }
@@ -48,7 +48,7 @@ pub async fn records_of(
         return Err(StoreError::Config(format!("invalid DID {did:?}")));
     }
     let sql = render(
-        ch.database(),
+        ch.db(),
         "records_of",
         &[("did", &literal(did)), ("limit", &limit.to_string())],
     )?;
@@ -70,7 +70,7 @@ pub struct DailyStat {
 
 /// Daily stats from `since` (`YYYY-MM-DD`) on, by day then collection.
 pub async fn daily_stats(ch: &ClickHouse, since: &str) -> Result<Vec<DailyStat>, StoreError> {
-    let sql = render(ch.database(), "daily_stats", &[("since", &literal(since))])?;
+    let sql = render(ch.db(), "daily_stats", &[("since", &literal(since))])?;
     ch.fetch_all("daily_stats", &sql).await
 }
 
@@ -80,7 +80,7 @@ pub use crate::counts::{
 };
 
 /// This module's statements with sample values (see [`sql::catalog`]).
-pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     let alice = literal("did:plc:alice");
     sql::sample(out, db, "collection_counts", &[])?;
     sql::sample(out, db, "account_hidden", &[("did", &alice)])?;

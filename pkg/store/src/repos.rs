@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::sql::{self, literal, render, Rendered};
+use crate::sql::{self, literal, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
 /// A row of `repo_state`: where the backfill of one repository got to.
@@ -40,14 +40,14 @@ pub async fn write_repo_states(ch: &ClickHouse, rows: &[RepoStateRow]) -> Result
 
 /// Repositories per status, by status name.
 pub async fn status_counts(ch: &ClickHouse) -> Result<Vec<(String, u64)>, StoreError> {
-    let sql = render(ch.database(), "repo_status_counts", &[])?;
+    let sql = render(ch.db(), "repo_status_counts", &[])?;
     ch.fetch_all("repo_state status counts", &sql).await
 }
 
 /// Repositories finished (any status) in the last `secs` seconds.
 pub async fn finished_since(ch: &ClickHouse, secs: u32) -> Result<u64, StoreError> {
     let sql = render(
-        ch.database(),
+        ch.db(),
         "repos_finished_since",
         &[("secs", &secs.to_string())],
     )?;
@@ -65,7 +65,7 @@ pub async fn stored_live_keys(
         return Err(StoreError::Config(format!("invalid DID {did:?}")));
     }
     let sql = render(
-        ch.database(),
+        ch.db(),
         "stored_live_keys",
         &[("did", &literal(did)), ("version", &version.to_string())],
     )?;
@@ -73,7 +73,7 @@ pub async fn stored_live_keys(
 }
 
 /// This module's statements with sample values (see [`sql::catalog`]).
-pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     sql::sample(out, db, "repo_status_counts", &[])?;
     sql::sample(out, db, "repos_finished_since", &[("secs", "60")])?;
     sql::sample(

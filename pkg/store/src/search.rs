@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use crate::sql::{literal, render, Rendered};
+use crate::sql::{literal, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
 /// Most terms a post search takes (each must occur in the text).
@@ -111,7 +111,7 @@ pub struct PostPage {
 
 /// One page of posts matching `search`, newest first.
 pub async fn search_posts(ch: &ClickHouse, search: &PostSearch) -> Result<PostPage, StoreError> {
-    let sql = search_posts_sql(ch.database(), search)?;
+    let sql = search_posts_sql(ch.db(), search)?;
     let mut posts: Vec<FoundPost> = ch.fetch_all("post search", &sql).await?;
     let limit = search.limit as usize;
     let more = posts.len() > limit;
@@ -125,7 +125,7 @@ pub async fn search_posts(ch: &ClickHouse, search: &PostSearch) -> Result<PostPa
 }
 
 /// The statement of a post search: the frame with the set filters' fragments.
-fn search_posts_sql(db: &str, s: &PostSearch) -> Result<String, StoreError> {
+fn search_posts_sql(db: Db<'_>, s: &PostSearch) -> Result<String, StoreError> {
     if !(1..=MAX_LIMIT).contains(&s.limit) {
         return Err(StoreError::Config(format!(
             "search limit {} must be from 1 to {MAX_LIMIT}",
@@ -224,11 +224,11 @@ pub async fn search_actors(
     q: &str,
     limit: u32,
 ) -> Result<Vec<FoundActor>, StoreError> {
-    let sql = search_actors_sql(ch.database(), q, limit)?;
+    let sql = search_actors_sql(ch.db(), q, limit)?;
     ch.fetch_all("actor search", &sql).await
 }
 
-fn search_actors_sql(db: &str, q: &str, limit: u32) -> Result<String, StoreError> {
+fn search_actors_sql(db: Db<'_>, q: &str, limit: u32) -> Result<String, StoreError> {
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(StoreError::Config(format!(
             "search limit {limit} must be from 1 to {MAX_LIMIT}"
@@ -244,7 +244,7 @@ fn search_actors_sql(db: &str, q: &str, limit: u32) -> Result<String, StoreError
 /// This module's statements with sample values (see [`crate::sql::catalog`]): the
 /// post search with no filter, each filter alone (named after its
 /// fragment) and all of them together.
-pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     let base = PostSearch {
         limit: 25,
         ..PostSearch::default()
@@ -358,7 +358,7 @@ mod tests {
     #[test]
     fn filters_compose_in_one_statement_with_quoted_values() {
         let sql = search_posts_sql(
-            "d",
+            Db::single("d"),
             &PostSearch {
                 terms: vec!["it's".into(), "{db}".into()],
                 author: Some(Author::Handle("Alice.Test".into())),
@@ -387,7 +387,7 @@ mod tests {
     fn limits_and_term_counts_are_checked() {
         let zero = PostSearch::default();
         assert!(matches!(
-            search_posts_sql("d", &zero),
+            search_posts_sql(Db::single("d"), &zero),
             Err(StoreError::Config(_))
         ));
         let many = PostSearch {
@@ -396,9 +396,9 @@ mod tests {
             ..PostSearch::default()
         };
         assert!(matches!(
-            search_posts_sql("d", &many),
+            search_posts_sql(Db::single("d"), &many),
             Err(StoreError::Config(_))
         ));
-        assert!(search_actors_sql("d", "x", MAX_LIMIT + 1).is_err());
+        assert!(search_actors_sql(Db::single("d"), "x", MAX_LIMIT + 1).is_err());
     }
 }

@@ -11,9 +11,29 @@
 //! placeholder left unfilled, or a value given for none, is an error (a bug
 //! in the caller, caught by the catalog test before it ships).
 //!
+//! Two placeholders make one statement right on one server and on a
+//! cluster (see [`Db`]); on one server both are empty:
+//! - `{global}` is `GLOBAL ` on a cluster, written before the `IN`, `NOT IN`
+//!   or `JOIN` of a subquery that must see every shard: its table is
+//!   sharded by another key than the outer query's (`interactions` by
+//!   `subject_uri` against `accounts` by `did`), so ClickHouse runs it once
+//!   on the server that got the query and sends its answer to every shard;
+//! - `{local}` is `_local` on a cluster, after the table of a subquery that
+//!   is *co-located* with the outer query: both tables are sharded by the
+//!   same column and the subquery matches on it (a post's `did` against
+//!   `accounts.did`: every row of one DID is on one shard), so each shard
+//!   answers it from its own `<table>_local`, with nothing sent around. Only
+//!   inside a query whose main table is a `Distributed` table (the part
+//!   sent to the shards), never inside a `{global}` subquery.
+//!
+//! A subquery over a `Distributed` table with neither is refused by
+//! ClickHouse on a cluster (code 288, `distributed_product_mode = 'deny'`,
+//! which skyhouse keeps): a forgotten one fails the cluster catalog test
+//! instead of reading one shard's rows as if they were all.
+//!
 //! [`catalog`] renders every statement with sample values: the tests run it
-//! on ClickHouse 18.16 and on current ClickHouse (chdb), so what is checked
-//! is exactly what the services send.
+//! on ClickHouse 18.16 (one server and the cluster) and on current
+//! ClickHouse (chdb), so what is checked is exactly what the services send.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -92,9 +112,48 @@ pub fn literal_array<S: AsRef<str>>(items: &[S]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// Statement `name` with `{db}` and each `(placeholder, value)` of `args`
-/// filled in (values are inserted as given: quote text with [`literal`]).
-pub fn render(db: &str, name: &str, args: &[(&str, &str)]) -> Result<String, StoreError> {
+/// Where a statement runs: the database, and whether its tables are a
+/// cluster's `Distributed` tables (which `{global}` and `{local}` render
+/// for). [`crate::ClickHouse::db`] gives the handle's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Db<'a> {
+    name: &'a str,
+    cluster: bool,
+}
+
+impl<'a> Db<'a> {
+    /// Database `name` on one server.
+    pub fn single(name: &'a str) -> Db<'a> {
+        Db {
+            name,
+            cluster: false,
+        }
+    }
+
+    /// Database `name` on a cluster (tables sharded behind `Distributed`
+    /// tables, as `migrate` makes them with a cluster name).
+    pub fn cluster(name: &'a str) -> Db<'a> {
+        Db {
+            name,
+            cluster: true,
+        }
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    /// Whether it is a cluster's.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+}
+
+/// Statement `name` with `{db}`, `{global}`, `{local}` and each
+/// `(placeholder, value)` of `args` filled in (values are inserted as given:
+/// quote text with [`literal`]).
+pub fn render(db: Db<'_>, name: &str, args: &[(&str, &str)]) -> Result<String, StoreError> {
     let (_, template) = templates()
         .get(name)
         .ok_or_else(|| StoreError::Internal(format!("no statement named {name:?}")))?;
@@ -102,7 +161,7 @@ pub fn render(db: &str, name: &str, args: &[(&str, &str)]) -> Result<String, Sto
 }
 
 /// One pass over `template`: `{word}` → its value.
-fn fill(template: &str, db: &str, args: &[(&str, &str)]) -> Result<String, String> {
+fn fill(template: &str, db: Db<'_>, args: &[(&str, &str)]) -> Result<String, String> {
     let mut out = String::with_capacity(template.len() + 64);
     let mut used = vec![false; args.len()];
     let mut rest = template;
@@ -120,7 +179,11 @@ fn fill(template: &str, db: &str, args: &[(&str, &str)]) -> Result<String, Strin
         }
         let word = &after[..word_len];
         if word == "db" {
-            out.push_str(db);
+            out.push_str(db.name);
+        } else if word == "global" {
+            out.push_str(if db.cluster { "GLOBAL " } else { "" });
+        } else if word == "local" {
+            out.push_str(if db.cluster { "_local" } else { "" });
         } else {
             let i = args
                 .iter()
@@ -148,12 +211,13 @@ pub struct Rendered {
     pub sql: String,
 }
 
-/// Every statement the store sends, rendered for database `db` with sample
-/// values (each variant of a statement built in pieces once), in an order
-/// that runs on a freshly migrated database. The tests run it on 18.16 and
+/// Every statement the store sends, rendered for database `db` (on one
+/// server or a cluster) with sample values (each variant of a statement
+/// built in pieces once), in an order that runs on a freshly migrated
+/// database. The tests run it on 18.16 (one server and a cluster) and
 /// current ClickHouse; a statement with no sample here fails the test that
 /// checks every template is covered.
-pub fn catalog(db: &str) -> Result<Vec<Rendered>, StoreError> {
+pub fn catalog(db: Db<'_>) -> Result<Vec<Rendered>, StoreError> {
     let mut out = Vec::new();
     crate::queries::samples(db, &mut out)?;
     crate::counts::samples(db, &mut out)?;
@@ -173,7 +237,7 @@ pub fn catalog(db: &str) -> Result<Vec<Rendered>, StoreError> {
 
 /// The catalog as a file: each statement under a `-- name:` line, `;`
 /// terminated (what `scripts/chdb_check.py --statements` reads).
-pub fn catalog_file(db: &str) -> Result<String, StoreError> {
+pub fn catalog_file(db: Db<'_>) -> Result<String, StoreError> {
     let mut out = String::from("-- skyhouse-store statements, rendered with sample values\n");
     for r in catalog(db)? {
         out.push_str("-- name: ");
@@ -195,7 +259,7 @@ pub fn template_names() -> Vec<&'static str> {
 /// Push `name` rendered with `args` onto `out` (for the catalogs).
 pub(crate) fn sample(
     out: &mut Vec<Rendered>,
-    db: &str,
+    db: Db<'_>,
     name: &str,
     args: &[(&str, &str)],
 ) -> Result<(), StoreError> {
@@ -222,14 +286,40 @@ mod tests {
     #[test]
     fn fill_is_one_pass_and_strict() {
         let t = "SELECT {x} FROM {db}.t WHERE a = '{\"k\":1}'";
+        let d = Db::single("d");
         assert_eq!(
-            fill(t, "d", &[("x", "'{db}'")]).expect("fills"),
+            fill(t, d, &[("x", "'{db}'")]).expect("fills"),
             "SELECT '{db}' FROM d.t WHERE a = '{\"k\":1}'"
         );
-        assert!(fill(t, "d", &[]).expect_err("unfilled").contains("{x}"));
-        assert!(fill(t, "d", &[("x", "1"), ("y", "2")])
+        assert!(fill(t, d, &[]).expect_err("unfilled").contains("{x}"));
+        assert!(fill(t, d, &[("x", "1"), ("y", "2")])
             .expect_err("unused")
             .contains("{y}"));
+    }
+
+    #[test]
+    fn global_and_local_render_only_on_a_cluster() {
+        let t = "SELECT 1 FROM {db}.p WHERE did {global}NOT IN (SELECT did FROM {db}.a{local})";
+        assert_eq!(
+            fill(t, Db::single("d"), &[]).expect("fills"),
+            "SELECT 1 FROM d.p WHERE did NOT IN (SELECT did FROM d.a)"
+        );
+        assert_eq!(
+            fill(t, Db::cluster("d"), &[]).expect("fills"),
+            "SELECT 1 FROM d.p WHERE did GLOBAL NOT IN (SELECT did FROM d.a_local)"
+        );
+    }
+
+    #[test]
+    fn one_server_statements_name_no_cluster_table() {
+        for r in catalog(Db::single("db")).expect("catalog renders") {
+            assert!(
+                !r.sql.contains("GLOBAL") && !r.sql.contains("_local"),
+                "{}: {}",
+                r.name,
+                r.sql
+            );
+        }
     }
 
     #[test]
@@ -243,9 +333,18 @@ mod tests {
         }
     }
 
+    fn catalog_of_cluster() -> Vec<Rendered> {
+        catalog(Db::cluster("db")).expect("cluster catalog renders")
+    }
+
     #[test]
     fn every_template_has_a_sample() {
-        let catalog = catalog("db").expect("catalog renders");
+        let catalog = catalog(Db::single("db")).expect("catalog renders");
+        let on_cluster = catalog_of_cluster();
+        assert_eq!(
+            catalog.iter().map(|r| &r.name).collect::<Vec<_>>(),
+            on_cluster.iter().map(|r| &r.name).collect::<Vec<_>>()
+        );
         for name in template_names() {
             assert!(
                 catalog

@@ -2,7 +2,7 @@
 //! `queries/stats.sql`. (The totals and the daily series are in
 //! [`crate::queries`], next to the refresh that computes them.)
 
-use crate::sql::{self, literal, render, Rendered};
+use crate::sql::{self, literal, render, Db, Rendered};
 use crate::{ClickHouse, JsonRow, StoreError};
 
 /// One account's live records per collection, by collection name.
@@ -11,7 +11,7 @@ pub async fn actor_collection_counts(
     did: &str,
 ) -> Result<Vec<(String, u64)>, StoreError> {
     let sql = render(
-        ch.database(),
+        ch.db(),
         "actor_collection_counts",
         &[("did", &literal(did))],
     )?;
@@ -20,7 +20,7 @@ pub async fn actor_collection_counts(
 
 /// One account's handle, if one is known.
 pub async fn actor_handle(ch: &ClickHouse, did: &str) -> Result<Option<String>, StoreError> {
-    let sql = render(ch.database(), "actor_handle", &[("did", &literal(did))])?;
+    let sql = render(ch.db(), "actor_handle", &[("did", &literal(did))])?;
     let handles: Vec<String> = ch.fetch_all("actor handle", &sql).await?;
     Ok(handles.into_iter().next())
 }
@@ -102,12 +102,12 @@ pub async fn analytics(
     window_secs: u32,
     limit: u32,
 ) -> Result<Vec<JsonRow>, StoreError> {
-    let sql = analytics_sql(ch.database(), which, window_secs, limit)?;
+    let sql = analytics_sql(ch.db(), which, window_secs, limit)?;
     ch.fetch_json("analytics", &sql, &[]).await
 }
 
 fn analytics_sql(
-    db: &str,
+    db: Db<'_>,
     which: Analytics,
     window_secs: u32,
     limit: u32,
@@ -127,7 +127,7 @@ fn analytics_sql(
 }
 
 /// This module's statements with sample values (see [`sql::catalog`]).
-pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     let alice = literal("did:plc:alice");
     sql::sample(out, db, "actor_collection_counts", &[("did", &alice)])?;
     sql::sample(out, db, "actor_handle", &[("did", &alice)])?;

@@ -30,7 +30,9 @@ fn migrations_and_queries_on_current_clickhouse() {
     // database the checker migrates.
     let statements =
         std::env::temp_dir().join(format!("skyhouse-store-catalog-{}.sql", std::process::id()));
-    let catalog = skyhouse_store::sql::catalog_file("skyhouse_chdb_check").expect("catalog");
+    let catalog =
+        skyhouse_store::sql::catalog_file(skyhouse_store::sql::Db::single("skyhouse_chdb_check"))
+            .expect("catalog");
     std::fs::write(&statements, catalog).expect("write the catalog");
     let out = Command::new("python3")
         .args([

@@ -6,9 +6,12 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use skyhouse_atproto::json::from_lex_json;
 use skyhouse_store::migrate::{self, Migrator, State};
+use skyhouse_store::writer::{self, WriterConfig};
 use skyhouse_store::{ClickHouse, ClickHouseConfig};
 use skyhouse_testkit::{Cluster, ClusterDatabase, ClusterNode, CLUSTER_NAME};
+use skyhouse_transform::{apply, Action, Cid, Op, Rows};
 
 /// A store handle on `db` through the server at `url`, in cluster mode.
 fn store(url: &str, db: &str) -> ClickHouse {
@@ -17,6 +20,34 @@ fn store(url: &str, db: &str) -> ClickHouse {
         ..ClickHouseConfig::local(url, db)
     })
     .expect("config")
+}
+
+/// `n` follows, each by its own DID `<prefix><i>`, as the indexer's rows.
+fn follows_by(prefix: &str, n: usize) -> Rows {
+    let record = from_lex_json(&serde_json::json!({
+        "$type": "app.bsky.graph.follow",
+        "createdAt": "2024-05-01T12:00:00.000Z",
+        "subject": "did:plc:followedaaaaaaaaaaaaaaaa"
+    }))
+    .expect("follow");
+    let mut rows = Rows::default();
+    for i in 0..n {
+        let did = format!("{prefix}{i:02}");
+        apply(
+            &Op {
+                did: &did,
+                collection: "app.bsky.graph.follow",
+                rkey: "3l00000000001",
+                action: Action::Create,
+                cid: Some(Cid::from_sha256(0x71, [i as u8; 32])),
+                record: Some(&record),
+                version: 5,
+                indexed_at: 1_714_564_800,
+            },
+            &mut rows,
+        );
+    }
+    rows
 }
 
 /// One database on every server with every migration applied, shared by
@@ -408,4 +439,72 @@ async fn a_tombstone_lands_on_its_records_shard_and_final_sees_the_record_delete
         db.query("SELECT count() FROM records FINAL WHERE startsWith(did, 'did:plc:tomb') AND deleted = 0"),
         "20\n"
     );
+}
+
+#[tokio::test]
+async fn every_statement_runs_on_the_cluster() {
+    // Every statement the store sends, rendered for a cluster as the
+    // services send them ({global} and {local} filled), runs through the
+    // Distributed tables: a subquery over a Distributed table without them
+    // is refused (code 288, distributed_product_mode = 'deny').
+    let db = migrated();
+    let catalog =
+        skyhouse_store::sql::catalog(skyhouse_store::sql::Db::cluster(db.name())).expect("catalog");
+    assert!(catalog.len() > 20, "only {} statements", catalog.len());
+    assert!(
+        catalog.iter().any(|r| r.sql.contains("GLOBAL "))
+            && catalog.iter().any(|r| r.sql.contains("_local")),
+        "the cluster catalog uses neither GLOBAL nor a local table"
+    );
+    let mut failed = Vec::new();
+    for r in &catalog {
+        if let Err(e) = db.try_query(&r.sql) {
+            failed.push(format!("{}: {}", r.name, skyhouse_store::one_line(&e)));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[tokio::test]
+async fn an_acknowledged_batch_is_on_its_shards_and_with_a_quorum_on_both_replicas() {
+    let cluster = Cluster::shared();
+    let db = migrated();
+    let name = db.name();
+    for (quorum, prefix) in [(None, "did:plc:ackone"), (Some(2), "did:plc:ackquorum")] {
+        let ch = ClickHouse::new(ClickHouseConfig {
+            cluster: Some(CLUSTER_NAME.to_owned()),
+            insert_quorum: quorum,
+            ..ClickHouseConfig::local(&cluster.node(1, 1).http_url(), name)
+        })
+        .expect("config");
+        let mut rows = follows_by(prefix, 40);
+        let ack = writer::write_batch(&ch, &WriterConfig::default(), &mut rows, 7u64)
+            .await
+            .expect("batch written");
+        assert_eq!((ack.upto, ack.rows, ack.dead_lettered), (7, 80, 0));
+        // Right after the ack, nothing waits in a queue of the server that
+        // took the insert: each row is on its shard (on the replica that got
+        // it; with a quorum of 2, on both replicas already).
+        let placed = versions_by_node(cluster, name, "follows", prefix);
+        let mut shards_used = BTreeSet::new();
+        for i in 0..40 {
+            let did = format!("{prefix}{i:02}");
+            let holders: Vec<(&str, u32)> = placed
+                .iter()
+                .filter(|(_, _, rows)| rows.get(&did) == Some(&5))
+                .map(|(node, shard, _)| (node.as_str(), *shard))
+                .collect();
+            let want = quorum.unwrap_or(1) as usize;
+            assert!(
+                holders.len() >= want,
+                "{did} (quorum {quorum:?}) right after the ack: on {holders:?}"
+            );
+            assert!(
+                holders.iter().all(|h| h.1 == holders[0].1),
+                "{did} on two shards: {holders:?}"
+            );
+            shards_used.insert(holders[0].1);
+        }
+        assert_eq!(shards_used.len(), 2, "the DIDs spread over both shards");
+    }
 }

@@ -12,7 +12,8 @@ async fn every_statement_runs_on_this_server() {
         .up()
         .await
         .expect("up");
-    let catalog = skyhouse_store::sql::catalog(db.name()).expect("catalog");
+    let catalog =
+        skyhouse_store::sql::catalog(skyhouse_store::sql::Db::single(db.name())).expect("catalog");
     assert!(catalog.len() > 20, "only {} statements", catalog.len());
     let mut failed = Vec::new();
     for r in &catalog {
