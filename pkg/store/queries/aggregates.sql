@@ -12,13 +12,13 @@ INSERT INTO {db}.aggregate_refreshes (name, upto, version) VALUES ({name}, toDat
 -- name: refresh_hidden_accounts
 -- The current state of the accounts whose events arrived in the window,
 -- kept when hidden now or hidden before (so unhiding is written too).
-INSERT INTO {db}.hidden_accounts (did, hidden, version) SELECT did, if(a = 0, 1, 0) AS hidden, v AS version FROM (SELECT did, max(version) AS v, argMax(active, version) AS a FROM {db}.accounts WHERE did IN (SELECT did FROM {db}.account_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before})) GROUP BY did) WHERE a = 0 OR did IN (SELECT did FROM {db}.hidden_accounts);
+INSERT INTO {db}.hidden_accounts (did, hidden, version) SELECT did, if(a = 0, 1, 0) AS hidden, v AS version FROM (SELECT did, max(version) AS v, argMax(active, version) AS a FROM {db}.accounts WHERE did IN (SELECT did FROM {db}.account_changes{local} WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before})) GROUP BY did) WHERE a = 0 OR did IN (SELECT did FROM {db}.hidden_accounts);
 
 -- name: stale_days_of_accounts
 -- Every day the accounts whose events arrived in the window hold records
 -- on: their records count again (unhidden) or stop counting (hidden). Read
 -- from `records` by its key (did first): cost follows those accounts.
-INSERT INTO {db}.stale_days (collection, day, pending, version) SELECT collection, toDate({tid_time}) AS day, 1 AS pending, toUInt64(toUnixTimestamp(now())) * 2000000 + 1 AS version FROM {db}.records WHERE did IN (SELECT did FROM {db}.account_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before})) GROUP BY collection, day;
+INSERT INTO {db}.stale_days (collection, day, pending, version) SELECT collection, toDate({tid_time}) AS day, 1 AS pending, toUInt64(toUnixTimestamp(now())) * 2000000 + 1 AS version FROM {db}.records WHERE did IN (SELECT did FROM {db}.account_changes{local} WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before})) GROUP BY collection, day;
 
 -- name: stale_days_add
 -- The (collection, day) pairs that got rows in the window need their
@@ -47,14 +47,19 @@ INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, ver
 -- also passed outside the lambda: 18.16 reads only the columns named
 -- outside lambdas), and the accounts as a mergeable state (all-time
 -- distinct accounts merge the days').
-INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, version, hour_counts, actors_state) SELECT day, collection, count() AS records, uniqExact(did) AS actors, now() AS computed_at, toUInt64({version}) + 1 AS version, sumForEach(arrayMap((x, h) -> toUInt64(x = h), range(24), arrayResize([hour], 24, hour))) AS hour_counts, uniqState(did) AS actors_state FROM {db}.record_days FINAL WHERE (collection, day) IN ({pairs}) AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) GROUP BY day, collection;
+INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, version, hour_counts, actors_state) SELECT day, collection, count() AS records, uniqExact(did) AS actors, now() AS computed_at, toUInt64({version}) + 1 AS version, sumForEach(arrayMap((x, h) -> toUInt64(x = h), range(24), arrayResize([hour], 24, hour))) AS hour_counts, uniqState(did) AS actors_state FROM {db}.record_days FINAL WHERE (collection, day) IN ({pairs}) AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1) GROUP BY day, collection;
 
 -- name: stale_days_done
 INSERT INTO {db}.stale_days (collection, day, pending, version) SELECT p.1 AS collection, toDate(p.2) AS day, 0 AS pending, toUInt64({version}) AS version FROM (SELECT arrayJoin([{pairs}]) AS p);
 
 -- name: log_partitions
 -- The partitions of the logs and companion tables, for the retention step.
-SELECT table, partition FROM system.parts WHERE database = '{db}' AND active AND has({tables}, table) GROUP BY table, partition ORDER BY table, partition;
+-- {parts} is `system.parts`; on a cluster, every server's
+-- (`cluster('<name>', system, parts)`), and {tables} name the local tables:
+-- a partition may exist on one shard only.
+SELECT table, partition FROM {parts} WHERE database = '{db}' AND active AND has({tables}, table) GROUP BY table, partition ORDER BY table, partition;
 
 -- name: drop_partition
-ALTER TABLE {db}.{table} DROP PARTITION {partition};
+-- On a cluster, the local table on every server ({on_cluster}): a
+-- `Distributed` table has no partitions.
+ALTER TABLE {db}.{table}{local}{on_cluster} DROP PARTITION {partition};

@@ -11,24 +11,24 @@
 -- name: rank_whats_hot
 -- Recent posts (the last {window} seconds) by likes and reposts (a repost
 -- counts twice) divided by (age_hours + 2) ^ 1.8, so newer posts rise.
-SELECT uri FROM (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri, sort_at FROM {db}.recent_posts FINAL WHERE tid_time >= now() - {window} AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)) AS p
+SELECT uri FROM (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri, sort_at FROM {db}.recent_posts FINAL WHERE tid_time >= now() - {window} AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1)) AS p
 ANY INNER JOIN (
     SELECT subject_uri AS uri, uniqExactIf(did, kind = 'like') AS likes, uniqExactIf(did, kind = 'repost') AS reposts
     FROM {db}.recent_interactions FINAL
     WHERE subject_time >= now() - {window} AND deleted = 0
-      AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)
+      AND did {global}NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)
     GROUP BY subject_uri) AS c USING uri
 ORDER BY (likes + 2 * reposts) / pow(greatest(toInt64(toUInt32(now())) - toInt64(toUInt32(sort_at)), 0) / 3600 + 2, 1.8) DESC, uri DESC
 LIMIT {limit};
 
 -- name: rank_top_liked
 -- Posts of the last {window} seconds by the accounts that like them.
-SELECT uri FROM (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri FROM {db}.recent_posts FINAL WHERE tid_time >= now() - {window} AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)) AS p
+SELECT uri FROM (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri FROM {db}.recent_posts FINAL WHERE tid_time >= now() - {window} AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1)) AS p
 ANY INNER JOIN (
     SELECT subject_uri AS uri, uniqExact(did) AS likes
     FROM {db}.recent_interactions FINAL
     WHERE subject_time >= now() - {window} AND kind = 'like' AND deleted = 0
-      AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)
+      AND did {global}NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)
     GROUP BY subject_uri) AS c USING uri
 ORDER BY likes DESC, uri DESC
 LIMIT {limit};
@@ -37,8 +37,8 @@ LIMIT {limit};
 -- Posts of accounts holding {label} (not negated), newest first.
 SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri FROM {db}.posts FINAL
 WHERE deleted = 0
-  AND did IN (SELECT did FROM {db}.actor_labels FINAL WHERE label = {label} AND neg = 0)
-  AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)
+  AND did IN (SELECT did FROM {db}.actor_labels{local} FINAL WHERE label = {label} AND neg = 0)
+  AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1)
 ORDER BY sort_at DESC, uri DESC
 LIMIT {limit};
 
@@ -48,4 +48,4 @@ SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1 AND did IN ({dids});
 
 -- name: holds_label
 -- Whether {did} holds {label} (not negated) and is visible.
-SELECT count() FROM {db}.actor_labels FINAL WHERE did = {did} AND label = {label} AND neg = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1);
+SELECT count() FROM {db}.actor_labels FINAL WHERE did = {did} AND label = {label} AND neg = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1);

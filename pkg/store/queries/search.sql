@@ -9,7 +9,7 @@
 -- after. {limit} is one more than the page, to tell whether one follows.
 SELECT did, rkey, cid, text, langs, tags, toUInt32(created_at) AS created_at, toUInt32(sort_at) AS sort_at
 FROM {db}.posts FINAL
-WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) {filters}
+WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1) {filters}
 ORDER BY sort_at DESC, did DESC, rkey DESC
 LIMIT {limit};
 
@@ -19,7 +19,7 @@ LIMIT {limit};
 -- FINAL), so FINAL reads only their granules instead of the whole table;
 -- the terms are checked again on the current row, so an edit or a delete
 -- still wins.
-AND (did, rkey) IN (SELECT did, rkey FROM {db}.posts PREWHERE {matches}) AND {matches}
+AND (did, rkey) IN (SELECT did, rkey FROM {db}.posts{local} PREWHERE {matches}) AND {matches}
 
 -- name: search_posts_term
 positionCaseInsensitiveUTF8(text, {term}) > 0
@@ -29,7 +29,7 @@ AND did = {did}
 
 -- name: search_posts_author_handle
 -- {handle} lowercased (handles are stored lowercase).
-AND did IN (SELECT did FROM {db}.identities FINAL WHERE handle = {handle})
+AND did IN (SELECT did FROM {db}.identities{local} FINAL WHERE handle = {handle})
 
 -- name: search_posts_lang
 AND has(langs, {lang})
@@ -51,7 +51,7 @@ AND (sort_at < toDateTime({sort_at}) OR (sort_at = toDateTime({sort_at}) AND (di
 -- Handle or display name contains {q} (case-insensitive). Current
 -- ClickHouse wants an alias on each joined subquery (ALIAS_REQUIRED).
 SELECT did, handle, display_name
-FROM (SELECT did, handle FROM {db}.identities FINAL WHERE did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1)) AS ids
+FROM (SELECT did, handle FROM {db}.identities FINAL WHERE did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1)) AS ids
 ANY LEFT JOIN (SELECT did, display_name FROM {db}.profiles FINAL WHERE deleted = 0 AND rkey = 'self') AS names
 USING did
 WHERE positionCaseInsensitiveUTF8(handle, {q}) > 0 OR positionCaseInsensitiveUTF8(display_name, {q}) > 0

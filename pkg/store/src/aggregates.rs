@@ -233,21 +233,31 @@ struct Partition {
 /// Returns how many were dropped.
 pub async fn expire(ch: &ClickHouse) -> Result<usize, StoreError> {
     let db = ch.db();
-    let tables: Vec<&str> = RETAINED.iter().map(|(t, _)| *t).collect();
+    // On a cluster the partitions are the local tables', on every server.
+    let suffix = if db.is_cluster() { "_local" } else { "" };
+    let tables: Vec<String> = RETAINED
+        .iter()
+        .map(|(t, _)| format!("{t}{suffix}"))
+        .collect();
+    let parts_table = match ch.cluster() {
+        Some(c) => format!("cluster({}, system, parts)", literal(c)),
+        None => "system.parts".to_owned(),
+    };
     let sql = render(
         db,
         "log_partitions",
-        &[("tables", &sql::literal_array(&tables))],
+        &[
+            ("parts", &parts_table),
+            ("tables", &sql::literal_array(&tables)),
+        ],
     )?;
     let parts: Vec<Partition> = ch.fetch_all("log partitions", &sql).await?;
+    let on_cluster = crate::admin::on_cluster(ch);
     let today = (now_micros() / 1_000_000 / 86_400) as i64;
     let mut dropped = 0;
     for p in parts {
-        let Some(days) = RETAINED
-            .iter()
-            .find(|(t, _)| *t == p.table)
-            .map(|(_, d)| *d)
-        else {
+        let table = p.table.strip_suffix(suffix).unwrap_or(&p.table);
+        let Some(days) = RETAINED.iter().find(|(t, _)| *t == table).map(|(_, d)| *d) else {
             continue;
         };
         let Some(day) = partition_day(&p.partition) else {
@@ -259,7 +269,11 @@ pub async fn expire(ch: &ClickHouse) -> Result<usize, StoreError> {
         let sql = render(
             db,
             "drop_partition",
-            &[("table", &p.table), ("partition", &p.partition)],
+            &[
+                ("table", table),
+                ("partition", &p.partition),
+                ("on_cluster", &on_cluster),
+            ],
         )?;
         ch.execute("drop partition", &sql).await?;
         dropped += 1;
@@ -325,17 +339,24 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
         out,
         db,
         "log_partitions",
-        &[(
-            "tables",
-            &sql::literal_array(&["day_changes", "recent_posts"]),
-        )],
+        &[
+            ("parts", "system.parts"),
+            (
+                "tables",
+                &sql::literal_array(&["day_changes", "recent_posts"]),
+            ),
+        ],
     )?;
     // Dropping a partition that does not exist is not an error.
     sql::sample(
         out,
         db,
         "drop_partition",
-        &[("table", "day_changes"), ("partition", "19700101")],
+        &[
+            ("table", "day_changes"),
+            ("partition", "19700101"),
+            ("on_cluster", ""),
+        ],
     )?;
     Ok(())
 }

@@ -410,13 +410,17 @@ impl ClickHouse {
         data: bytes::Bytes,
     ) -> Result<(), StoreError> {
         let what = format!("insert into {}.{table}", self.database());
-        let sql = insert_statement(self.database(), table)?;
+        let sql = insert_statement(self.db(), table)?;
         let t = self.config.timeouts;
         let attempt = async {
             let mut insert = self
                 .client
                 .insert_formatted_with(sql)
                 .with_timeouts(Some(t.send), Some(t.receive));
+            // As in `insert`: on a cluster, on its shards when it returns.
+            for (k, v) in &self.write_settings {
+                insert = insert.with_setting(*k, v.clone());
+            }
             insert.send(data).await?;
             insert.end().await
         };
@@ -439,7 +443,7 @@ impl ClickHouse {
 
 /// The INSERT of `table`'s rows in RowBinary, with the columns skyhouse
 /// writes ([`skyhouse_transform::table_columns`]).
-pub(crate) fn insert_statement(db: &str, table: &str) -> Result<String, StoreError> {
+pub(crate) fn insert_statement(db: sql::Db<'_>, table: &str) -> Result<String, StoreError> {
     let columns = skyhouse_transform::table_columns(table)
         .ok_or_else(|| StoreError::Internal(format!("{table:?} is not a table skyhouse writes")))?;
     let list = columns

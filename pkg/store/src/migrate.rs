@@ -240,16 +240,38 @@ pub fn render(sql: &str, db: &str, cluster: Option<&str>) -> Vec<Step> {
     }
     match cluster {
         None => statements.into_iter().map(Step::Sql).collect(),
-        Some(c) => statements
-            .iter()
-            .flat_map(|stmt| for_cluster(stmt, db, c))
-            .collect(),
+        Some(c) => {
+            let fed = view_targets(&statements, db);
+            statements
+                .iter()
+                .flat_map(|stmt| for_cluster(stmt, db, c, &fed))
+                .collect()
+        }
     }
+}
+
+/// The tables a materialized view of these statements writes to (`TO
+/// {db}.<table>`).
+fn view_targets(statements: &[String], db: &str) -> Vec<String> {
+    let view = format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.");
+    let to = format!(" TO {db}.");
+    statements
+        .iter()
+        .filter(|s| s.starts_with(&view))
+        .filter_map(|s| s.find(&to).map(|i| table_name(&s[i + to.len()..])))
+        .collect()
 }
 
 /// Rewrite one statement for a cluster: replicated `_local` tables created
 /// `ON CLUSTER`, with a `Distributed` table under the original name.
-fn for_cluster(stmt: &str, db: &str, cluster: &str) -> Vec<Step> {
+///
+/// A table a materialized view feeds (`fed`) is sharded by `did` when it has
+/// that column: the views run on each shard's local tables, whose rows are
+/// sharded by `did`, so the rows they write sit on their account's shard; an
+/// insert through the `Distributed` table (a migration's seeding copy) must
+/// put its rows there too, or a key's versions would sit on two shards and
+/// `FINAL` would keep one per shard.
+fn for_cluster(stmt: &str, db: &str, cluster: &str, fed: &[String]) -> Vec<Step> {
     let create = format!("CREATE TABLE IF NOT EXISTS {db}.");
     let drop = format!("DROP TABLE IF EXISTS {db}.");
     let alter = format!("ALTER TABLE {db}.");
@@ -269,7 +291,14 @@ fn for_cluster(stmt: &str, db: &str, cluster: &str) -> Vec<Step> {
                 &format!("ENGINE = ReplicatedMergeTree({zk})"),
                 1,
             );
-        let sharding_key = sharding_column(after).unwrap_or_else(|| "rand()".into());
+        let has_did = after
+            .split([',', '(', '\n'])
+            .any(|col| col.trim_start().starts_with("did String"));
+        let sharding_key = if fed.contains(&name) && has_did {
+            "did".to_owned()
+        } else {
+            sharding_column(after).unwrap_or_else(|| "rand()".into())
+        };
         return vec![
             Step::Sql(format!(
                 "CREATE TABLE IF NOT EXISTS {db}.{local} ON CLUSTER {cluster}{body}"
@@ -882,6 +911,39 @@ mod tests {
             Some("x".into())
         );
         assert_eq!(sharding_column("ORDER BY did"), Some("did".into()));
+    }
+
+    #[test]
+    fn cluster_mode_shards_a_view_target_by_did_like_its_source() {
+        // Ordered by collection first: a table a view feeds is still
+        // sharded by did (where the view's rows are), one no view feeds on
+        // its first column.
+        let table = |name: &str| {
+            format!("CREATE TABLE IF NOT EXISTS {{db}}.{name} (\n    collection String,\n    did String,\n    rkey String\n) ENGINE = MergeTree()\nORDER BY (collection, did, rkey);\n")
+        };
+        let text = format!(
+            "{}{}CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.v TO {{db}}.fed AS SELECT collection, did, rkey FROM {{db}}.records;",
+            table("fed"),
+            table("plain")
+        );
+        let s = render(&text, "sky", Some("main"));
+        let keys: Vec<(String, String)> = s
+            .iter()
+            .filter_map(|step| match step {
+                Step::CreateDistributed {
+                    table,
+                    sharding_key,
+                } => Some((table.clone(), sharding_key.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("fed".to_owned(), "did".to_owned()),
+                ("plain".to_owned(), "collection".to_owned())
+            ]
+        );
     }
 
     #[test]
