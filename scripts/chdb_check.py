@@ -328,6 +328,10 @@ def run_checks(srv, args):
         except OSError as e:
             raise CheckFailed(f"FAIL reading {path}: {one_line(e)}")
         for template in render(text, DB):
+            # An INSERT … FORMAT RowBinary takes its rows from the request
+            # body: the catalog (--statements) runs it per table.
+            if template.endswith("FORMAT RowBinary"):
+                continue
             # The interaction refresh runs once per (table, kind, column).
             variants = INTERACTION_SOURCES if "{source}" in template else [None]
             for variant in variants:
@@ -353,6 +357,12 @@ def run_checks(srv, args):
             stmt = body.strip().rstrip(";").strip()
             if "{" in re.sub(r"'(\\.|[^'\\])*'", "", stmt) and re.search(r"\{[a-z_]+\}", stmt):
                 fail(f"statement {name.strip()}", "a placeholder is left unfilled")
+            # An INSERT … FORMAT RowBinary has its rows in the request body
+            # (current ClickHouse refuses one without): its table and columns
+            # are checked with a SELECT of them.
+            binary = re.fullmatch(r"INSERT INTO (\S+) \((.*)\) FORMAT RowBinary", stmt, re.S)
+            if binary:
+                stmt = f"SELECT {binary.group(2)} FROM {binary.group(1)} LIMIT 0"
             try:
                 srv.query(stmt)
             except Exception as e:  # noqa: BLE001
