@@ -269,8 +269,8 @@ monitor *ARGS:
     cargo build --release -q -p skyhouse
     {{ local_env }} target/release/skyhouse monitor {{ ARGS }}
 
-# Operations/s the gRPC relay delivers to CLIENTS (comma-separated) over loopback, OPS per client from the bundled Jetstream capture in a loop; peak RSS (then again with clients decoding every operation)
-bench-relay OPS="1000000" CLIENTS="1,10,50":
+# Operations/s the gRPC relay delivers to CLIENTS (comma-separated; gN: a consumer group of N sharing OPS) over loopback with retention on disk and tokens on, OPS per client from the bundled Jetstream capture in a loop; peak RSS (then again with clients decoding every operation)
+bench-relay OPS="1000000" CLIENTS="1,10,50,g4":
     cargo run --release -q -p skyhouse-relay --example relay_bench -- {{ OPS }} {{ CLIENTS }}
     cargo run --release -q -p skyhouse-relay --example relay_bench -- {{ OPS }} {{ CLIENTS }} decode
 

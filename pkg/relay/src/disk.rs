@@ -688,21 +688,9 @@ impl Log {
         Ok(None)
     }
 
-    /// Save the groups' positions (atomically).
-    pub(crate) fn save_groups(&self, groups: &[SavedGroup]) {
-        let dir = &self.cfg.dir;
-        let r = serde_json::to_vec(groups)
-            .map_err(io::Error::other)
-            .and_then(|b| {
-                let tmp = dir.join("groups.json.tmp");
-                let mut f = File::create(&tmp)?;
-                f.write_all(&b)?;
-                f.sync_data()?;
-                fs::rename(&tmp, dir.join("groups.json"))
-            });
-        if let Err(e) = r {
-            tracing::error!(error = %e, "Saving the consumer groups' positions failed.");
-        }
+    /// The data directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.cfg.dir
     }
 
     /// Seal and sync everything (shutdown).
@@ -710,6 +698,23 @@ impl Log {
         if let Some(a) = &self.active {
             let _ = a.file.sync_data();
         }
+    }
+}
+
+/// Save the groups' positions in `dir` (atomically). Called without the
+/// log's lock: publishers do not wait for this fsync.
+pub(crate) fn save_groups(dir: &Path, groups: &[SavedGroup]) {
+    let r = serde_json::to_vec(groups)
+        .map_err(io::Error::other)
+        .and_then(|b| {
+            let tmp = dir.join("groups.json.tmp");
+            let mut f = File::create(&tmp)?;
+            f.write_all(&b)?;
+            f.sync_data()?;
+            fs::rename(&tmp, dir.join("groups.json"))
+        });
+    if let Err(e) = r {
+        tracing::error!(error = %e, "Saving the consumer groups' positions failed.");
     }
 }
 

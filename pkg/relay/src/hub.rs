@@ -382,11 +382,14 @@ impl Hub {
         };
         self.inner.groups.sweep(self.inner.cfg.retain_age, newest);
         if let Some(disk) = &self.inner.disk {
-            let mut log = disk.lock().unwrap_or_else(|p| p.into_inner());
-            log.trim(self.inner.cfg.retain_age);
-            log.sync();
+            let dir = {
+                let mut log = disk.lock().unwrap_or_else(|p| p.into_inner());
+                log.trim(self.inner.cfg.retain_age);
+                log.sync();
+                log.dir().to_owned()
+            };
             if let Some(groups) = self.inner.groups.take_dirty() {
-                log.save_groups(&groups);
+                crate::disk::save_groups(&dir, &groups);
             }
         }
     }
@@ -396,7 +399,7 @@ impl Hub {
     pub fn close(&self) {
         if let Some(disk) = &self.inner.disk {
             let mut log = disk.lock().unwrap_or_else(|p| p.into_inner());
-            log.save_groups(&self.inner.groups.snapshot());
+            crate::disk::save_groups(log.dir(), &self.inner.groups.snapshot());
             log.close();
         }
     }
