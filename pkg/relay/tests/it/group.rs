@@ -119,11 +119,13 @@ async fn two_members_split_the_stream_by_did_and_a_replacement_resumes_where_the
         );
     }
 
-    // b leaves; more is published; a new member c takes b's partitions from
-    // the group's acknowledged positions: nothing of b's share is lost.
+    // b leaves; a new member c takes b's partitions from the group's
+    // acknowledged positions; more is published: nothing of it is lost.
     drop(b);
-    let last = publish(&relay, &capture, "-2");
+    // c joins before the second copy is published, so it owns partitions
+    // while that flows (whether or not the relay has seen b go yet).
     let mut c_stream = subscribe(&relay.url, member("g")).await.expect("c");
+    let last = publish(&relay, &capture, "-2");
     let (mut more_a, mut got_c) = (Vec::new(), Vec::new());
     let want: BTreeSet<u64> = (last - capture.len() as u64 + 1..=last).collect();
     let covered = |a: &[Operation], c: &[Operation]| {
