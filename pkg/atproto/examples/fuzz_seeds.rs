@@ -91,5 +91,44 @@ fn main() {
             n += 1;
         }
     }
+    // DNS responses to a `_atproto` TXT query (dns_response): an answer, a
+    // CNAME then the answer, NXDOMAIN.
+    for (name, bytes) in dns_seeds() {
+        write(&out, "dns_response", name, &bytes);
+        n += 1;
+    }
     println!("wrote {n} seeds under {}", out.display());
+}
+
+/// Hand-built DNS responses (id 0x1234, question `_atproto.alice.example.com` TXT).
+fn dns_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let question = b"\x08_atproto\x05alice\x07example\x03com\x00\x00\x10\x00\x01";
+    let txt = |owner: &[u8], text: &[u8]| {
+        let mut r = owner.to_vec();
+        r.extend_from_slice(&[0, 16, 0, 1, 0, 0, 0, 60]);
+        r.extend_from_slice(&((text.len() + 1) as u16).to_be_bytes());
+        r.push(text.len() as u8);
+        r.extend_from_slice(text);
+        r
+    };
+    let header = |flags: u16, answers: u16| {
+        let mut h = vec![0x12, 0x34];
+        h.extend_from_slice(&flags.to_be_bytes());
+        h.extend_from_slice(&[0, 1]);
+        h.extend_from_slice(&answers.to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0, 0]);
+        h.extend_from_slice(question);
+        h
+    };
+    let did = b"did=did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+    let mut answer = header(0x8180, 1);
+    answer.extend(txt(&[0xC0, 12], did));
+    // The CNAME's data (`txt.` + a pointer to `alice.example.com` at 21)
+    // starts at 56; the TXT record's owner points there.
+    let mut cname = header(0x8180, 2);
+    cname.extend_from_slice(&[0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 6]);
+    cname.extend_from_slice(b"\x03txt\xC0\x15");
+    cname.extend(txt(&[0xC0, 56], did));
+    let nxdomain = header(0x8183, 0);
+    vec![("answer", answer), ("cname", cname), ("nxdomain", nxdomain)]
 }

@@ -137,6 +137,20 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// No usable DNS nameserver (for handle checks).
+    #[error("DNS nameservers: {reason}")]
+    Nameservers {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The handle well-known base URL is not an absolute `http(s)://` URL.
+    #[error("invalid handle resolver URL {url:?}: {reason}")]
+    HandleHttpBase {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A limit is zero.
     #[error("resolver setting {name} must be greater than zero")]
     Zero {

@@ -13,7 +13,9 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::cache::TtlCache;
+use crate::dns::TxtClient;
 use crate::error::{clip, ConfigError, ResolveError};
+use crate::handle::{HandleConfig, HandleResolution};
 
 /// The public PLC directory.
 pub const DEFAULT_PLC_URL: &str = "https://plc.directory";
@@ -51,6 +53,9 @@ pub struct ResolverConfig {
     /// over plain `http://`. Default false: in production a DID must not
     /// make the indexer call services on its own machine. Tests enable it.
     pub allow_loopback_http: bool,
+    /// How handles are resolved to check a DID document's claim (DNS TXT,
+    /// then HTTPS well-known).
+    pub handles: HandleConfig,
 }
 
 impl Default for ResolverConfig {
@@ -64,6 +69,7 @@ impl Default for ResolverConfig {
             ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(300),
             allow_loopback_http: false,
+            handles: HandleConfig::default(),
         }
     }
 }
@@ -95,6 +101,7 @@ impl ResolverConfig {
                 return Err(ConfigError::Zero { name });
             }
         }
+        self.handles.validate()?;
         Ok(())
     }
 }
@@ -102,11 +109,16 @@ impl ResolverConfig {
 /// A cached answer: a document, or "this DID does not exist".
 #[derive(Debug, Clone)]
 enum Cached {
-    Found(Arc<DidDocument>),
-    NotFound { url: String, status: u16 },
+    /// The document and when it was fetched (Unix microseconds).
+    Found(Arc<DidDocument>, u64),
+    NotFound {
+        url: String,
+        status: u16,
+    },
 }
 
-type Flight = Arc<OnceCell<Result<Arc<DidDocument>, ResolveError>>>;
+type Timed = Result<(Arc<DidDocument>, u64), ResolveError>;
+type Flight = Arc<OnceCell<Timed>>;
 
 /// Resolves DIDs to DID documents: `did:plc` through a PLC directory,
 /// `did:web` through `https://<host>/.well-known/did.json`.
@@ -130,11 +142,17 @@ type Flight = Arc<OnceCell<Result<Arc<DidDocument>, ResolveError>>>;
 /// ```
 #[derive(Debug)]
 pub struct Resolver {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     config: ResolverConfig,
     plc: Url,
     cache: Mutex<TtlCache<Cached>>,
     inflight: Mutex<HashMap<String, Flight>>,
+    /// The `_atproto` TXT lookups; `None` when no nameserver is configured.
+    pub(crate) dns: Option<TxtClient>,
+    /// `HandleConfig::http_base`, parsed.
+    pub(crate) handle_http_base: Option<Url>,
+    /// Handle → resolution answers (not the unknown ones).
+    pub(crate) handle_cache: Mutex<TtlCache<HandleResolution>>,
 }
 
 impl Resolver {
@@ -162,10 +180,32 @@ impl Resolver {
                 url: config.plc_url.clone(),
                 reason: format!("cannot build the HTTP client: {e}"),
             })?;
+        let nameservers = match &config.handles.nameservers {
+            Some(list) => list.clone(),
+            None => crate::dns::system_nameservers().map_err(|e| ConfigError::Nameservers {
+                reason: format!("cannot read /etc/resolv.conf: {e}"),
+            })?,
+        };
+        if config.handles.nameservers.is_none() && nameservers.is_empty() {
+            return Err(ConfigError::Nameservers {
+                reason: "/etc/resolv.conf names no nameserver".to_string(),
+            });
+        }
+        let dns = (!nameservers.is_empty()).then(|| {
+            TxtClient::new(
+                nameservers,
+                config.handles.dns_timeout,
+                config.handles.dns_attempts,
+            )
+        });
+        let handle_http_base = config.handles.http_base_url()?;
         Ok(Resolver {
             http,
             cache: Mutex::new(TtlCache::new(config.cache_capacity)),
             inflight: Mutex::new(HashMap::new()),
+            handle_cache: Mutex::new(TtlCache::new(config.cache_capacity)),
+            dns,
+            handle_http_base,
             plc,
             config,
         })
@@ -178,6 +218,13 @@ impl Resolver {
 
     /// The DID document of `did`, from the cache when fresh.
     pub async fn resolve(&self, did: &str) -> Result<Arc<DidDocument>, ResolveError> {
+        self.resolve_timed(did).await.map(|(doc, _)| doc)
+    }
+
+    /// The DID document of `did` and when it was fetched (Unix
+    /// microseconds): a cached answer is as old as its fetch, which is what
+    /// a row built from it must say (see [`Identity::version`](crate::Identity::version)).
+    pub async fn resolve_timed(&self, did: &str) -> Result<(Arc<DidDocument>, u64), ResolveError> {
         if let Some(cached) = self.cached(did) {
             return cached;
         }
@@ -192,7 +239,7 @@ impl Resolver {
                 if let Some(cached) = self.cached(did) {
                     return cached;
                 }
-                let result = self.fetch(did).await;
+                let result = self.fetch(did).await.map(|doc| (doc, crate::now_us()));
                 self.store(did, &result);
                 result
             })
@@ -242,14 +289,14 @@ impl Resolver {
         self.cache.lock().expect("identity: cache lock").len()
     }
 
-    fn cached(&self, did: &str) -> Option<Result<Arc<DidDocument>, ResolveError>> {
+    fn cached(&self, did: &str) -> Option<Timed> {
         let cached = self
             .cache
             .lock()
             .expect("identity: cache lock")
             .get(did, Instant::now())?;
         Some(match cached {
-            Cached::Found(doc) => Ok(doc),
+            Cached::Found(doc, at) => Ok((doc, at)),
             Cached::NotFound { url, status } => Err(ResolveError::NotFound {
                 did: did.to_string(),
                 url,
@@ -260,9 +307,9 @@ impl Resolver {
 
     /// Caches documents for `ttl` and not-found for `negative_ttl`; other
     /// errors are not cached (the caller retries or gives up).
-    fn store(&self, did: &str, result: &Result<Arc<DidDocument>, ResolveError>) {
+    fn store(&self, did: &str, result: &Timed) {
         let (value, ttl) = match result {
-            Ok(doc) => (Cached::Found(doc.clone()), self.config.ttl),
+            Ok((doc, at)) => (Cached::Found(doc.clone(), *at), self.config.ttl),
             Err(ResolveError::NotFound { url, status, .. }) => (
                 Cached::NotFound {
                     url: url.clone(),
@@ -431,7 +478,7 @@ impl Resolver {
 }
 
 /// A reqwest error and its causes on one line.
-fn one_line(e: &reqwest::Error, timeout: Duration) -> String {
+pub(crate) fn one_line(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("timed out after {} ms", timeout.as_millis());
     }

@@ -132,7 +132,8 @@
 //! generates a deterministic Jetstream stream of any length and says what
 //! each event must leave in ClickHouse. [`compare::Compare`] checks that two
 //! databases hold the same data, table by table. [`ws::Script`] plays a
-//! misbehaving WebSocket server.
+//! misbehaving WebSocket server. [`dns::DnsServer`] is a small nameserver
+//! (TXT records over UDP and TCP) for handle resolution.
 #![deny(missing_docs)]
 
 mod appview;
@@ -142,6 +143,7 @@ mod cluster;
 pub mod compare;
 pub mod counts;
 pub mod dashboards;
+pub mod dns;
 pub mod firehose;
 mod http;
 mod network;
