@@ -101,6 +101,9 @@ pub struct Decoded {
     /// This is the first event after a `FutureCursor` error: the events
     /// between the two were skipped.
     pub skipped: Option<Skip>,
+    /// An `#identity` event without a handle: the DID whose identity must be
+    /// resolved (the event only says "resolve again"; no row was added).
+    pub resolve_identity: Option<String>,
 }
 
 /// The events a `FutureCursor` reconnect to the live tip skipped: everything
@@ -312,15 +315,16 @@ impl Decoder {
             Payload::Identity { identity } => {
                 out.kind = "identity";
                 out.event_time_us = time_us(&identity.time).or(out.event_time_us);
-                // Without a handle the event only says "resolve again": keep
-                // the handle we know rather than overwrite it with nothing.
-                if let Some(handle) = &identity.handle {
-                    rows.push_identity(IdentityRow {
+                // Without a handle the event only says "resolve again": the
+                // caller resolves the DID document and checks its handle.
+                match &identity.handle {
+                    Some(handle) => rows.push_identity(IdentityRow {
                         did: identity.did.clone(),
                         handle: handle.clone(),
-                        version: identity.seq.max(0) as u64,
+                        version: event_version(Some(event.time_us)),
                         indexed_at,
-                    });
+                    }),
+                    None => out.resolve_identity = Some(identity.did.clone()),
                 }
             }
             Payload::Account { account } => {
@@ -330,7 +334,7 @@ impl Decoder {
                     &account.did,
                     account.active,
                     account.status.as_deref(),
-                    account.seq,
+                    event_version(Some(event.time_us)),
                     indexed_at,
                 ));
             }
@@ -404,13 +408,14 @@ impl Decoder {
             Frame::Identity(i) => {
                 out.kind = "identity";
                 out.event_time_us = time_us(&i.time);
-                if let Some(handle) = &i.handle {
-                    rows.push_identity(IdentityRow {
+                match &i.handle {
+                    Some(handle) => rows.push_identity(IdentityRow {
                         did: i.did.clone(),
                         handle: handle.clone(),
-                        version: i.seq.max(0) as u64,
+                        version: event_version(out.event_time_us),
                         indexed_at,
-                    });
+                    }),
+                    None => out.resolve_identity = Some(i.did.clone()),
                 }
             }
             Frame::Account(a) => {
@@ -420,7 +425,7 @@ impl Decoder {
                     &a.did,
                     a.active,
                     a.status.as_deref(),
-                    a.seq,
+                    event_version(out.event_time_us),
                     indexed_at,
                 ));
                 if a.status.as_deref() == Some("deleted") {
@@ -668,7 +673,25 @@ fn checked_block(store: &BlockStore, cid: &Cid) -> Result<Option<Vec<u8>>, Strin
     }
 }
 
-fn account_row(did: &str, active: bool, status: Option<&str>, seq: i64, at: u32) -> AccountRow {
+/// The version of an `identities` or `accounts` row from a live event: the
+/// event's time in Unix microseconds (firehose `time`, Jetstream `time_us`),
+/// so that the newest information wins whatever its source (a backfill or a
+/// re-verification writes the time it resolved at). An event without a
+/// readable time gets the time it is decoded.
+fn event_version(time_us: Option<i64>) -> u64 {
+    time_us
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or_else(now_us)
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn account_row(did: &str, active: bool, status: Option<&str>, version: u64, at: u32) -> AccountRow {
     AccountRow {
         did: did.to_owned(),
         active: u8::from(active),
@@ -677,7 +700,7 @@ fn account_row(did: &str, active: bool, status: Option<&str>, seq: i64, at: u32)
         } else {
             status.unwrap_or("inactive").to_owned()
         },
-        version: seq.max(0) as u64,
+        version,
         indexed_at: at,
     }
 }
@@ -735,6 +758,38 @@ mod tests {
                 rows.dead_letters[0].reason
             );
         }
+    }
+
+    #[test]
+    fn identity_and_account_rows_carry_the_event_time() {
+        let mut rows = Rows::default();
+        let mut dec = Decoder::default();
+        let with_handle = br#"{"did":"did:plc:a","time_us":1725911162329308,"kind":"identity","identity":{"did":"did:plc:a","handle":"a.example.com","seq":1409752997,"time":"2024-09-05T06:11:04.870Z"}}"#;
+        let d = dec.jetstream(with_handle, &mut rows);
+        assert_eq!((d.kind, d.resolve_identity.as_deref()), ("identity", None));
+        assert_eq!(rows.identities.len(), 1);
+        assert_eq!(rows.identities[0].handle, "a.example.com");
+        assert_eq!(
+            rows.identities[0].version, 1_725_911_162_329_308,
+            "time_us, not seq"
+        );
+
+        let without = br#"{"did":"did:plc:b","time_us":1725911162329309,"kind":"identity","identity":{"did":"did:plc:b","seq":1409752998,"time":"2024-09-05T06:11:04.870Z"}}"#;
+        let d = dec.jetstream(without, &mut rows);
+        assert_eq!(d.resolve_identity.as_deref(), Some("did:plc:b"));
+        assert_eq!(rows.identities.len(), 1, "no row until resolved");
+
+        let account = br#"{"did":"did:plc:c","time_us":1725911162329310,"kind":"account","account":{"active":false,"did":"did:plc:c","seq":1409753013,"status":"deactivated","time":"2024-09-05T06:11:04.870Z"}}"#;
+        dec.jetstream(account, &mut rows);
+        assert_eq!(rows.accounts.len(), 1);
+        assert_eq!(
+            (
+                rows.accounts[0].active,
+                rows.accounts[0].status.as_str(),
+                rows.accounts[0].version
+            ),
+            (0, "deactivated", 1_725_911_162_329_310)
+        );
     }
 
     #[test]

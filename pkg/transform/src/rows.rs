@@ -720,15 +720,20 @@ impl Rows {
     }
 }
 
-/// A row of `identities`: a DID's current handle (`""` when the event
-/// carried none). Newest event wins.
+/// A row of `identities`: a DID's current handle, `handle.invalid` when it
+/// does not verify. Newest information wins.
 #[derive(clickhouse::Row, serde::Serialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct IdentityRow {
     /// The account's DID.
     pub did: String,
-    /// The handle the event announced (`""` if none).
+    /// The handle (as announced by an `#identity` event, or as verified
+    /// from the DID document by a backfill or a re-verification).
     pub handle: String,
-    /// The event's position: firehose `seq` or Jetstream `time_us`.
+    /// When the information was had, in Unix microseconds: a live event's
+    /// time (firehose `time`, Jetstream `time_us`), or the time a backfill
+    /// or re-verification resolved it; 0 for a check that could not be
+    /// made. (Older rows carry the firehose `seq`, which any newer row
+    /// outranks.)
     pub version: u64,
     /// When we saw it.
     pub indexed_at: u32,
@@ -764,9 +769,10 @@ pub struct AccountRow {
     /// 1 when the host serves the account.
     pub active: u8,
     /// `""` when active, else the host's reason (`deactivated`,
-    /// `takendown`, `suspended`, `deleted`, ...).
+    /// `takendown`, `suspended`, `deleted`, `not_found`, ...).
     pub status: String,
-    /// The event's position: firehose `seq` or Jetstream `time_us`.
+    /// When the information was had, in Unix microseconds: a live event's
+    /// time, or the time a backfill's `getRepo` / `getRepoStatus` answered.
     pub version: u64,
     /// When we saw it.
     pub indexed_at: u32,
