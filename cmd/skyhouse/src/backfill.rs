@@ -56,7 +56,8 @@ pub struct WorkArgs {
     /// Most getRepo requests in flight to one PDS host from this process.
     #[arg(long, env = "SKYHOUSE_BACKFILL_PER_HOST", default_value_t = 8)]
     per_host: usize,
-    /// Seconds a DID's PDS is kept in the Redis cache shared by every worker (0 = off).
+    /// Seconds a DID's PDS and claimed handle, and a handle's DID, are kept in the Redis cache
+    /// shared by every worker (0 = off).
     #[arg(
         long,
         env = "SKYHOUSE_BACKFILL_DID_CACHE_SECS",
@@ -89,6 +90,12 @@ pub struct WorkArgs {
     /// PLC directory for did:plc resolution.
     #[arg(long, env = "PLC_URL", default_value = skyhouse_identity::DEFAULT_PLC_URL)]
     plc: String,
+    #[command(flatten)]
+    handles: crate::handle_args::HandleArgs,
+    /// Also verify again, in one process at a time, every identity (handle) older than this
+    /// many seconds: a walk over `identities` beside the workers (0 = off).
+    #[arg(long, env = "SKYHOUSE_IDENTITY_REFRESH_SECS", default_value_t = 0)]
+    identity_refresh_secs: u64,
     /// Seconds an entry may sit unacknowledged on another worker before this one takes it over.
     #[arg(long, env = "SKYHOUSE_BACKFILL_CLAIM_IDLE_SECS", default_value_t = 300)]
     claim_idle: u64,
@@ -340,6 +347,12 @@ fn work_config(args: &WorkArgs) -> Result<WorkSetup> {
     cfg.max_attempts = args.max_attempts;
     cfg.max_repo_bytes = args.max_repo_mb.saturating_mul(1 << 20);
     cfg.drain = args.drain;
+    if args.identity_refresh_secs > 0 {
+        cfg.identity_refresh = Some(skyhouse_backfill::RefreshConfig::new(
+            Duration::from_secs(args.identity_refresh_secs),
+            cfg.consumer.clone(),
+        ));
+    }
     cfg.validate().map_err(|e| {
         anyhow!(
             "--concurrency/--per-host/--claim-idle/--max-attempts/--max-repo-mb/--consumer: {e}"
@@ -354,6 +367,7 @@ fn work_config(args: &WorkArgs) -> Result<WorkSetup> {
     args.relay_client()?;
     let resolver = skyhouse_identity::Resolver::new(skyhouse_identity::ResolverConfig {
         plc_url: args.plc.clone(),
+        handles: args.handles.config()?,
         ..Default::default()
     })
     .map_err(|e| anyhow!("--plc: {e}"))?;

@@ -108,9 +108,12 @@ pub struct IndexerArgs {
     /// through --plc or did:web, cached). Failing commits go to dead_letters.
     #[arg(long, env = "SKYHOUSE_VERIFY")]
     verify: bool,
-    /// PLC directory for --verify.
+    /// PLC directory for --verify and for `#identity` events that carry no handle (the
+    /// DID document is fetched again and its handle verified).
     #[arg(long, env = "PLC_URL", default_value = skyhouse_identity::DEFAULT_PLC_URL)]
     plc: String,
+    #[command(flatten)]
+    handles: crate::handle_args::HandleArgs,
     /// Start at this position instead of the saved cursor (time_us or seq): -1 = the live
     /// tip, 0 = everything the source still holds (a firehose replays from its first event).
     #[arg(long, allow_negative_numbers = true)]
@@ -257,13 +260,20 @@ impl IndexerArgs {
         cfg.writer.max_age = Duration::from_millis(self.batch_age_ms);
         cfg.health_max_lag =
             (self.health_max_lag_secs > 0).then(|| Duration::from_secs(self.health_max_lag_secs));
+        let resolver_cfg = skyhouse_identity::ResolverConfig {
+            plc_url: self.plc.clone(),
+            handles: self.handles.config()?,
+            ..Default::default()
+        };
+        let resolver = || {
+            skyhouse_identity::Resolver::new(resolver_cfg.clone())
+                .map_err(|e| anyhow!("--plc: {e}"))
+        };
+        // Identities have a resolver of their own: a fresh resolution there
+        // must not drop the keys' cached documents (nor the reverse).
+        cfg.identity = Some(Arc::new(resolver()?));
         let keys: Option<Arc<dyn Keys>> = if self.verify {
-            let resolver = skyhouse_identity::Resolver::new(skyhouse_identity::ResolverConfig {
-                plc_url: self.plc.clone(),
-                ..Default::default()
-            })
-            .map_err(|e| anyhow!("--plc: {e}"))?;
-            Some(Arc::new(ResolverKeys(resolver)))
+            Some(Arc::new(ResolverKeys(resolver()?)))
         } else {
             None
         };

@@ -20,6 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cursor;
 mod feedgen;
+mod handle_args;
 mod indexer;
 mod migrate;
 mod monitor;

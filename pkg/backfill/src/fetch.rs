@@ -159,6 +159,86 @@ impl Fetcher {
     }
 }
 
+/// What `com.atproto.sync.getRepoStatus` says of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostedStatus {
+    /// Whether the host serves the account.
+    pub active: bool,
+    /// Why not (`deactivated`, `takendown`, `suspended`, `deleted`, …), as
+    /// the host says it; `None` when active or not said.
+    pub status: Option<String>,
+}
+
+impl Fetcher {
+    /// `com.atproto.sync.getRepoStatus` of `did` on `pds`: the precise
+    /// status when `getRepo` refused the repository. `Ok(None)`: the host
+    /// does not know the account (`RepoNotFound`, 404).
+    pub async fn get_repo_status(
+        &self,
+        pds: &str,
+        did: &str,
+    ) -> Result<Option<HostedStatus>, BackfillError> {
+        let url = format!(
+            "{}/xrpc/com.atproto.sync.getRepoStatus",
+            pds.trim_end_matches('/')
+        );
+        let transport = |e: reqwest::Error| BackfillError::Transport {
+            url: url.clone(),
+            reason: e.to_string(),
+        };
+        let resp = self
+            .http
+            .get(&url)
+            .query(&[("did", did)])
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        let after = retry_after(resp.headers());
+        // A status answer is small: a few hundred bytes.
+        let body = resp.bytes().await.map_err(transport)?;
+        let body = &body[..body.len().min(64 << 10)];
+        let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        if status != 200 {
+            let error = json
+                .as_ref()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+            if error == "RepoNotFound" || status == 404 {
+                return Ok(None);
+            }
+            return Err(BackfillError::Http {
+                url,
+                status,
+                error,
+                retry_after: after,
+            });
+        }
+        let json = json.ok_or_else(|| BackfillError::Repo(format!("{url}: not JSON")))?;
+        let active = json
+            .get("active")
+            .and_then(serde_json::Value::as_bool)
+            .ok_or_else(|| BackfillError::Repo(format!("{url}: no boolean `active`")))?;
+        let status = json
+            .get("status")
+            .and_then(serde_json::Value::as_str)
+            .map(account_status);
+        Ok(Some(HostedStatus { active, status }))
+    }
+}
+
+/// A host's status word as stored: lower-case letters and `_`, at most 32
+/// characters (anything else is `unknown`, so a hostile host cannot write
+/// arbitrary text into `accounts.status`).
+pub(crate) fn account_status(s: &str) -> String {
+    if !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        s.to_string()
+    } else {
+        "unknown".to_string()
+    }
+}
+
 /// A response body as a blocking [`Read`], fed by a download task. A
 /// transport failure or the size cap ends it with an error; ask
 /// [`BodyReader::failure`] for the real cause (retriable or not).
@@ -249,6 +329,15 @@ impl Read for BodyReader {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn host_status_words_are_kept_only_when_plain() {
+        assert_eq!(account_status("takendown"), "takendown");
+        assert_eq!(account_status("desynchronized"), "desynchronized");
+        for bad in ["", "Deactivated", "x y", "a'b", &"a".repeat(33)] {
+            assert_eq!(account_status(bad), "unknown", "{bad}");
+        }
+    }
 
     #[test]
     fn retry_after_prefers_the_header_and_caps() {

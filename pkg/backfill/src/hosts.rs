@@ -6,8 +6,10 @@
 //!   whole host for that long, not only the repository that got it.
 //! - A host the monitor last found down is skipped: its repositories go back
 //!   to the end of the queue (see `worker::process`).
-//! - DID → PDS answers are kept in Redis for a TTL, so every worker process
-//!   (and the next run) shares them instead of asking the PLC directory again.
+//! - DID → PDS (and claimed handle) answers, and handle → DID answers, are
+//!   kept in Redis for a TTL, so every worker process (and the next run)
+//!   shares them instead of asking the PLC directory, DNS or the handle's
+//!   host again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use tokio::time::Instant as TokioInstant;
 
-use skyhouse_identity::{ResolveError, Resolver};
+use skyhouse_identity::{
+    claimed_handle, judge, unusable, HandleAnswer, HandleResolution, Identity, ResolveError,
+    Resolver, Via,
+};
 use skyhouse_state::State;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -96,7 +101,32 @@ impl Hosts {
     }
 }
 
-/// DID → PDS endpoint through a Redis cache shared by every worker.
+/// What the backfill keeps of a DID document: the account's PDS, the
+/// handle the document claims, and when it was fetched (Unix microseconds).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DidInfo {
+    /// The PDS URL, without a trailing `/`.
+    pub(crate) pds: String,
+    /// The first `at://` entry of `alsoKnownAs`, as written.
+    #[serde(default)]
+    pub(crate) handle: Option<String>,
+    /// When the document was fetched.
+    pub(crate) at: u64,
+}
+
+/// A cached handle resolution (see [`PdsCache::handle`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct CachedHandle {
+    /// The DID the handle names; `None`: it names none.
+    did: Option<String>,
+    /// `dns` or `http`.
+    via: String,
+    /// When it was resolved.
+    at: u64,
+}
+
+/// DID → PDS and claimed handle, and handle → DID, through a Redis cache
+/// shared by every worker (and the next run).
 #[derive(Debug)]
 pub(crate) struct PdsCache {
     state: State,
@@ -107,6 +137,26 @@ fn cache_key(did: &str) -> String {
     format!("backfill:pds:{did}")
 }
 
+fn handle_key(handle: &str) -> String {
+    format!("backfill:handle:{handle}")
+}
+
+/// What a document says, as kept: its PDS (required) and claimed handle.
+async fn resolve(resolver: &Resolver, did: &str) -> Result<DidInfo, ResolveError> {
+    let (doc, at) = resolver.resolve_timed(did).await?;
+    let pds = doc
+        .pds_endpoint()
+        .map(|url| url.trim_end_matches('/').to_string())
+        .ok_or_else(|| ResolveError::NoPds {
+            did: did.to_string(),
+        })?;
+    Ok(DidInfo {
+        pds,
+        handle: doc.handle().map(str::to_owned),
+        at,
+    })
+}
+
 impl PdsCache {
     /// `ttl` zero turns the Redis cache off (the resolver's own memory cache
     /// still applies).
@@ -114,47 +164,123 @@ impl PdsCache {
         PdsCache { state, ttl }
     }
 
-    /// The PDS of `did`, and whether it came from the Redis cache. A Redis
-    /// failure falls back to resolving (the cache is an optimisation).
+    /// The PDS and claimed handle of `did`, and whether they came from the
+    /// Redis cache. A Redis failure falls back to resolving (the cache is an
+    /// optimisation); so does a value in the older form (the PDS URL alone).
     pub(crate) async fn get(
         &self,
         resolver: &Resolver,
         did: &str,
-    ) -> Result<(String, bool), ResolveError> {
+    ) -> Result<(DidInfo, bool), ResolveError> {
         if !self.ttl.is_zero() {
             match self.state.cache_get(&cache_key(did)).await {
-                Ok(Some(pds)) => {
-                    crate::metrics::did_cache(true);
-                    return Ok((pds, true));
-                }
+                Ok(Some(text)) => match serde_json::from_str::<DidInfo>(&text) {
+                    Ok(info) => {
+                        crate::metrics::did_cache(true);
+                        return Ok((info, true));
+                    }
+                    Err(_) => crate::metrics::did_cache(false),
+                },
                 Ok(None) => crate::metrics::did_cache(false),
                 Err(error) => tracing::debug!(%error, "DID cache read failed"),
             }
         }
-        let pds = resolver.pds_endpoint(did).await?;
-        self.store(did, &pds).await;
-        Ok((pds, false))
+        let info = resolve(resolver, did).await?;
+        self.store(did, &info).await;
+        Ok((info, false))
     }
 
     /// Resolve `did` again, bypassing both caches (the account may have
-    /// moved), and keep the answer.
+    /// moved, or changed its handle), and keep the answer.
     pub(crate) async fn refresh(
         &self,
         resolver: &Resolver,
         did: &str,
-    ) -> Result<String, ResolveError> {
+    ) -> Result<DidInfo, ResolveError> {
         resolver.invalidate(did);
-        let pds = resolver.pds_endpoint(did).await?;
-        self.store(did, &pds).await;
-        Ok(pds)
+        let info = resolve(resolver, did).await?;
+        self.store(did, &info).await;
+        Ok(info)
     }
 
-    async fn store(&self, did: &str, pds: &str) {
+    async fn store(&self, did: &str, info: &DidInfo) {
         if self.ttl.is_zero() {
             return;
         }
-        if let Err(error) = self.state.cache_set(&cache_key(did), pds, self.ttl).await {
+        let Ok(text) = serde_json::to_string(info) else {
+            return;
+        };
+        if let Err(error) = self.state.cache_set(&cache_key(did), &text, self.ttl).await {
             tracing::debug!(%error, "DID cache write failed");
+        }
+    }
+
+    /// Where `handle` (normalized) points: from Redis unless `fresh`, else
+    /// resolved (DNS, then HTTPS) and kept. Unknown answers are not kept.
+    pub(crate) async fn handle(
+        &self,
+        resolver: &Resolver,
+        handle: &str,
+        fresh: bool,
+    ) -> HandleResolution {
+        if !fresh && !self.ttl.is_zero() {
+            match self.state.cache_get(&handle_key(handle)).await {
+                Ok(Some(text)) => {
+                    if let Ok(c) = serde_json::from_str::<CachedHandle>(&text) {
+                        crate::metrics::handle_cache(true);
+                        return HandleResolution {
+                            answer: c.did.map_or(HandleAnswer::NoDid, HandleAnswer::Did),
+                            via: if c.via == "dns" { Via::Dns } else { Via::Http },
+                            at_us: c.at,
+                        };
+                    }
+                    crate::metrics::handle_cache(false);
+                }
+                Ok(None) => crate::metrics::handle_cache(false),
+                Err(error) => tracing::debug!(%error, "handle cache read failed"),
+            }
+        }
+        let found = resolver.resolve_handle(handle, fresh).await;
+        let did = match &found.answer {
+            HandleAnswer::Did(d) => Some(d.clone()),
+            HandleAnswer::NoDid => None,
+            HandleAnswer::Unknown(_) => return found,
+        };
+        if !self.ttl.is_zero() {
+            let cached = CachedHandle {
+                did,
+                via: found.via.as_str().to_string(),
+                at: found.at_us,
+            };
+            if let Ok(text) = serde_json::to_string(&cached) {
+                if let Err(error) = self
+                    .state
+                    .cache_set(&handle_key(handle), &text, self.ttl)
+                    .await
+                {
+                    tracing::debug!(%error, "handle cache write failed");
+                }
+            }
+        }
+        found
+    }
+
+    /// The identity of `did` whose document says `info`: its claimed
+    /// handle checked ([`handle`](Self::handle)). The identity is as old as
+    /// the older of the document and the resolution.
+    pub(crate) async fn identity(
+        &self,
+        resolver: &Resolver,
+        did: &str,
+        info: &DidInfo,
+        fresh: bool,
+    ) -> Identity {
+        match claimed_handle(info.handle.as_deref()) {
+            Err(reason) => unusable(did, reason, info.at),
+            Ok(handle) => {
+                let found = self.handle(resolver, &handle, fresh).await;
+                judge(did, &handle, info.at, &found)
+            }
         }
     }
 }

@@ -5,15 +5,22 @@
 //! work:    XREADGROUP / XAUTOCLAIM ─► resolve DID → PDS ─► getRepo (size cap, retries)
 //!          ─► MST walk ─► transform (version = commit rev) ─► batch writer ─► ClickHouse
 //!          ─► (writer ack) ─► repo_state row ─► XACK ─► XTRIM
+//!          (with the rows: the DID's identity — its document's handle,
+//!          verified both ways — and its account status: active, or what
+//!          getRepoStatus says when getRepo refuses)
 //! resync:  <prefix>resync entries take the same path, then the DID's stored
 //!          records older than the snapshot and absent from it get tombstones.
+//! walk:    identities older than --identity-refresh-secs are verified again
+//!          (one process at a time; see `RefreshConfig`).
 //! ```
 //!
 //! Only DIDs travel through Redis. A stream entry is acknowledged only after
 //! the ClickHouse batch holding the repository's last rows is written, so a
 //! crashed worker loses nothing: its pending entries are claimed by another
-//! worker once idle longer than `claim_idle`. Every row's version is the
-//! snapshot commit's rev, so backfill and live indexing converge in any order.
+//! worker once idle longer than `claim_idle`. Every record row's version is
+//! the snapshot commit's rev, and every identity and account row's the time
+//! it was learnt (Unix microseconds, as live events' are), so backfill and
+//! live indexing converge in any order.
 #![deny(missing_docs)]
 
 mod enumerate;
@@ -21,13 +28,15 @@ mod error;
 mod fetch;
 mod hosts;
 pub mod metrics;
+mod refresh;
 mod worker;
 
 pub use enumerate::{
     enqueue_dids, enqueue_hosts, enqueue_list_repos, list_repos_cursor_key, HostsQueued,
 };
 pub use error::BackfillError;
-pub use fetch::{Fetched, Fetcher};
+pub use fetch::{Fetched, Fetcher, HostedStatus};
+pub use refresh::{refresh_pass, RefreshConfig, WalkSummary, WALK_CURSOR, WALK_LEASE};
 pub use reqwest;
 pub use skyhouse_monitor::UnhealthyHosts;
 pub use skyhouse_state::{State, WorkQueue};

@@ -16,6 +16,10 @@
 //! | `skyhouse_backfill_host_wait_seconds` | histogram | | time a repository waited for its host's request slot or pause |
 //! | `skyhouse_backfill_host_pauses_total` | counter | | hosts paused after a 429/503 asking to wait |
 //! | `skyhouse_backfill_did_cache_total` | counter | `result` (`hit`, `miss`) | DID → PDS lookups in the Redis cache |
+//! | `skyhouse_backfill_handle_cache_total` | counter | `result` (`hit`, `miss`) | handle → DID lookups in the Redis cache |
+//! | `skyhouse_backfill_identities_total` | counter | `status` (`valid`, `invalid`, `unknown`) | `identities` rows written with repositories |
+//! | `skyhouse_backfill_identity_refreshes_total` | counter | `status` (`valid`, `invalid`, `unknown`, `failed`) | stale identities re-verified by the walk (`failed`: the DID document could not be had) |
+//! | `skyhouse_backfill_identity_walks_total` | counter | | passes of the walk over `identities` completed |
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
@@ -49,7 +53,16 @@ pub fn describe() {
     }
     for result in ["hit", "miss"] {
         counter!("skyhouse_backfill_did_cache_total", "result" => result).increment(0);
+        counter!("skyhouse_backfill_handle_cache_total", "result" => result).increment(0);
     }
+    counter!("skyhouse_backfill_identity_walks_total").increment(0);
+    for status in ["valid", "invalid", "unknown"] {
+        counter!("skyhouse_backfill_identities_total", "status" => status).increment(0);
+    }
+    for status in ["valid", "invalid", "unknown", "failed"] {
+        counter!("skyhouse_backfill_identity_refreshes_total", "status" => status).increment(0);
+    }
+    skyhouse_identity::describe_metrics();
     describe_counter!(
         "skyhouse_backfill_repos_total",
         Unit::Count,
@@ -120,6 +133,26 @@ pub fn describe() {
         Unit::Count,
         "DID to PDS lookups in the Redis cache, by result"
     );
+    describe_counter!(
+        "skyhouse_backfill_handle_cache_total",
+        Unit::Count,
+        "Handle to DID lookups in the Redis cache, by result"
+    );
+    describe_counter!(
+        "skyhouse_backfill_identities_total",
+        Unit::Count,
+        "Identity rows written with repositories, by handle status"
+    );
+    describe_counter!(
+        "skyhouse_backfill_identity_refreshes_total",
+        Unit::Count,
+        "Stale identities re-verified, by outcome"
+    );
+    describe_counter!(
+        "skyhouse_backfill_identity_walks_total",
+        Unit::Count,
+        "Passes of the identities walk completed"
+    );
 }
 
 pub(crate) fn bytes(n: usize) {
@@ -162,4 +195,17 @@ pub(crate) fn host_paused() {
 pub(crate) fn did_cache(hit: bool) {
     let result = if hit { "hit" } else { "miss" };
     counter!("skyhouse_backfill_did_cache_total", "result" => result).increment(1);
+}
+pub(crate) fn handle_cache(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    counter!("skyhouse_backfill_handle_cache_total", "result" => result).increment(1);
+}
+pub(crate) fn identity(status: &'static str) {
+    counter!("skyhouse_backfill_identities_total", "status" => status).increment(1);
+}
+pub(crate) fn identity_refresh(status: &'static str) {
+    counter!("skyhouse_backfill_identity_refreshes_total", "status" => status).increment(1);
+}
+pub(crate) fn identity_walk() {
+    counter!("skyhouse_backfill_identity_walks_total").increment(1);
 }

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use skyhouse_atproto::car::{CarError, CarOptions};
 use skyhouse_atproto::repo::{Repo, RepoError};
+use skyhouse_identity::Identity;
 use skyhouse_identity::Resolver;
 use skyhouse_state::{State, WorkEntry, WorkQueue};
 use skyhouse_store::cleanup::now_version;
 use skyhouse_store::repos::{self, RepoStateRow};
 use skyhouse_store::writer::{self, Ack, WriterConfig};
 use skyhouse_store::{ClickHouse, Retry, WriteProgress};
-use skyhouse_transform::{Action, Op, Rows};
+use skyhouse_transform::{AccountRow, Action, IdentityRow, Op, Rows};
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -79,6 +80,10 @@ pub struct WorkerConfig {
     /// CARs larger than this (or of unknown size) are parsed while they
     /// download instead of being read whole first. Default 16 MiB.
     pub stream_above: u64,
+    /// Also walk `identities` and verify again those older than the
+    /// interval (`--identity-refresh-secs`), in one process at a time (a
+    /// lease in Redis). Default: off.
+    pub identity_refresh: Option<crate::RefreshConfig>,
 }
 
 impl WorkerConfig {
@@ -111,6 +116,7 @@ impl WorkerConfig {
             host_health: None,
             progress: Arc::default(),
             stream_above: 16 << 20,
+            identity_refresh: None,
         }
     }
 
@@ -134,6 +140,11 @@ impl WorkerConfig {
         }
         if self.consumer.trim().is_empty() {
             return bad("consumer name must not be empty");
+        }
+        if let Some(r) = &self.identity_refresh {
+            if r.interval.is_zero() || r.chunk == 0 || r.concurrency == 0 {
+                return bad("identity refresh interval, chunk and concurrency must be > 0");
+            }
         }
         Ok(())
     }
@@ -341,6 +352,25 @@ pub async fn run(
         },
         ctx.cfg.progress.clone(),
     ));
+    // The identities walk, beside the workers until they stop.
+    let walk_stop = shutdown.child_token();
+    let walk = ctx.cfg.identity_refresh.clone().map(|refresh| {
+        let (ch, state, resolver) = (ctx.ch.clone(), ctx.state.clone(), ctx.resolver.clone());
+        let cache = PdsCache::new(state.clone(), ctx.cfg.did_cache_ttl);
+        let writer = ctx.cfg.writer.clone();
+        let stop = walk_stop.clone();
+        tokio::spawn(async move {
+            let walk = crate::refresh::Walk {
+                cfg: &refresh,
+                ch: &ch,
+                state: &state,
+                resolver: &resolver,
+                cache: &cache,
+                writer: &writer,
+            };
+            crate::refresh::run(walk, stop).await;
+        })
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..ctx.cfg.concurrency {
         tasks.spawn(worker(ctx.clone(), i, shutdown.clone()));
@@ -352,6 +382,10 @@ pub async fn run(
             first_err.get_or_insert(e);
             shutdown.cancel();
         }
+    }
+    walk_stop.cancel();
+    if let Some(walk) = walk {
+        let _ = walk.await;
     }
     // Every sender is gone: the writer flushes and stops, then the acker.
     let w = writer
@@ -512,6 +546,85 @@ struct Attempt {
     rev_version: u64,
     records: u64,
     tombstones: u64,
+    /// The DID's identity (its document's handle, checked), when the
+    /// document could be had.
+    identity: Option<Identity>,
+    /// The account's hosting status: active when `getRepo` served the
+    /// repository, else what `getRepoStatus` (or `getRepo`'s error) said.
+    account: Option<AccountRow>,
+}
+
+impl Attempt {
+    /// An attempt that fetched nothing.
+    fn unavailable(status: RepoStatus) -> Attempt {
+        Attempt {
+            status,
+            rev: String::new(),
+            rev_version: 0,
+            records: 0,
+            tombstones: 0,
+            identity: None,
+            account: None,
+        }
+    }
+
+    /// The `identities` and `accounts` rows this attempt learnt.
+    fn rows(&self) -> Rows {
+        let mut rows = Rows::default();
+        if let Some(id) = &self.identity {
+            crate::metrics::identity(id.status.as_str());
+            rows.push_identity(IdentityRow {
+                did: id.did.clone(),
+                handle: id.handle.clone(),
+                version: id.version(),
+                indexed_at: now_secs(),
+            });
+        }
+        if let Some(account) = &self.account {
+            rows.push_account(account.clone());
+        }
+        rows
+    }
+}
+
+/// An `accounts` row from the backfill, as of `at_us`.
+fn account_row(did: &str, active: bool, status: &str, at_us: u64) -> AccountRow {
+    AccountRow {
+        did: did.to_string(),
+        active: u8::from(active),
+        status: if active {
+            String::new()
+        } else {
+            status.to_string()
+        },
+        version: at_us,
+        indexed_at: now_secs(),
+    }
+}
+
+/// The account's status when `getRepo` refused the repository with
+/// `refused` (`deactivated`, `takendown`, `suspended`, `not_found`): the
+/// host's `getRepoStatus` answer, precise (e.g. `desynchronized`); if that
+/// fails, what `getRepo` said.
+async fn hosted_status(ctx: &Ctx, pds: &str, did: &str, refused: &str) -> AccountRow {
+    let answer = {
+        let _permit = ctx.hosts.acquire(pds).await;
+        ctx.fetcher.get_repo_status(pds, did).await
+    };
+    let at = skyhouse_identity::now_us();
+    match answer {
+        Ok(Some(hosted)) => account_row(
+            did,
+            hosted.active,
+            hosted.status.as_deref().unwrap_or("inactive"),
+            at,
+        ),
+        Ok(None) => account_row(did, false, "not_found", at),
+        Err(error) => {
+            tracing::debug!(did, %error, "getRepoStatus failed; recording getRepo's status");
+            account_row(did, false, refused, at)
+        }
+    }
 }
 
 /// Process one entry with retries; ends in a [`Finished`] (failures too:
@@ -571,21 +684,13 @@ async fn process(
                 .dead_letter(DEAD_LIST, &entry.did, &reason)
                 .await?;
             crate::metrics::dead_letter();
-            (
-                Attempt {
-                    status: RepoStatus::Failed,
-                    rev: String::new(),
-                    rev_version: 0,
-                    records: 0,
-                    tombstones: 0,
-                },
-                reason,
-            )
+            (Attempt::unavailable(RepoStatus::Failed), reason)
         }
     };
     // Every outcome gets a position, so its repo_state row and ack follow
-    // its rows (if any) through the writer.
-    let job = ctx.sink.send(Rows::default()).await?;
+    // its rows (if any) through the writer; the identity and account rows
+    // travel in this last chunk.
+    let job = ctx.sink.send(attempt_out.rows()).await?;
     Ok(Some(Finished {
         job,
         resync,
@@ -607,33 +712,48 @@ async fn process(
 
 async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, BackfillError> {
     let cfg = &ctx.cfg;
-    let unavailable = |status| Attempt {
-        status,
-        rev: String::new(),
-        rev_version: 0,
-        records: 0,
-        tombstones: 0,
+    // No such DID: nothing to fetch, and nobody to show.
+    let not_found = || Attempt {
+        account: Some(account_row(
+            did,
+            false,
+            "not_found",
+            skyhouse_identity::now_us(),
+        )),
+        ..Attempt::unavailable(RepoStatus::NotFound)
     };
-    let Some((mut pds, cached)) = found(ctx.pds.get(&ctx.resolver, did).await)? else {
-        return Ok(unavailable(RepoStatus::NotFound));
+    let Some((mut info, cached)) = found(ctx.pds.get(&ctx.resolver, did).await)? else {
+        return Ok(not_found());
     };
-    let mut fetched = fetch(ctx, &pds, did).await?;
+    // The handle is checked while the repository downloads.
+    let (fetched, mut identity) = tokio::join!(
+        fetch(ctx, &info.pds, did),
+        ctx.pds.identity(&ctx.resolver, did, &info, false)
+    );
+    let mut fetched = fetched?;
+    let mut answered = skyhouse_identity::now_us();
     if let (Fetched::Unavailable(_), true) = (&fetched, cached) {
         // The cached host no longer serves it: the account may have moved.
         let Some(fresh) = found(ctx.pds.refresh(&ctx.resolver, did).await)? else {
-            return Ok(unavailable(RepoStatus::NotFound));
+            return Ok(not_found());
         };
-        if fresh != pds {
+        if fresh.handle != info.handle {
+            identity = ctx.pds.identity(&ctx.resolver, did, &fresh, false).await;
+        }
+        let moved = fresh.pds != info.pds;
+        let old = std::mem::replace(&mut info, fresh);
+        if moved {
             tracing::info!(
                 did,
-                old = pds,
-                new = fresh,
+                old = old.pds,
+                new = info.pds,
                 "account moved; fetching from its new host"
             );
-            pds = fresh;
-            fetched = fetch(ctx, &pds, did).await?;
+            fetched = fetch(ctx, &info.pds, did).await?;
+            answered = skyhouse_identity::now_us();
         }
     }
+    let pds = info.pds;
     let mut opts = CarOptions {
         max_total: cfg.max_repo_bytes,
         memory_cap: cfg.memory_cap,
@@ -664,7 +784,13 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
             })
             .await
         }
-        Fetched::Unavailable(s) => return Ok(unavailable(RepoStatus::from_unavailable(s))),
+        Fetched::Unavailable(s) => {
+            return Ok(Attempt {
+                identity: Some(identity),
+                account: Some(hosted_status(ctx, &pds, did, s).await),
+                ..Attempt::unavailable(RepoStatus::from_unavailable(s))
+            })
+        }
     };
     let repo = read.map_err(|e| BackfillError::Repo(format!("reader task: {e}")))??;
     if repo.commit.did != did {
@@ -708,6 +834,8 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
         rev_version: version,
         records,
         tombstones,
+        identity: Some(identity),
+        account: Some(account_row(did, true, "", answered)),
     })
 }
 

@@ -75,7 +75,9 @@ impl HandleConfig {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the settings before any I/O (a flag's value is refused at
+    /// start, not at the first handle).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, zero) in [
             ("handles.dns_timeout", self.dns_timeout.is_zero()),
             ("handles.dns_attempts", self.dns_attempts == 0),

@@ -11,8 +11,25 @@ use metrics::{counter, describe_counter, Unit};
 use crate::dns::{DnsError, TxtAnswer};
 use crate::{HandleAnswer, HandleResolution, HandleStatus};
 
-/// Describe every metric once (idempotent); the services call it at start.
+/// Describe every metric once (idempotent) and export each series at 0;
+/// the services call it at start.
 pub fn describe_metrics() {
+    for result in ["records", "nxdomain", "timeout", "error"] {
+        counter!("skyhouse_identity_dns_queries_total", "result" => result).increment(0);
+    }
+    for via in ["dns", "http"] {
+        for result in ["did", "no_did", "unknown"] {
+            counter!(
+                "skyhouse_identity_handle_resolutions_total",
+                "via" => via,
+                "result" => result
+            )
+            .increment(0);
+        }
+    }
+    for status in ["valid", "invalid", "unknown"] {
+        counter!("skyhouse_identity_checks_total", "status" => status).increment(0);
+    }
     describe_counter!(
         "skyhouse_identity_dns_queries_total",
         Unit::Count,

@@ -31,6 +31,7 @@
 
 mod cursor;
 pub mod health;
+mod identity;
 pub mod metrics;
 
 use std::future::Future;
@@ -55,6 +56,7 @@ use tokio::task::JoinSet;
 use health::Progress;
 
 pub use cursor::Inflight;
+pub use identity::IDENTITY_QUEUE;
 
 /// A decoded group is sent to the writer once it holds this many rows (or
 /// the source has nothing more queued): one channel message per ~1,000 ops
@@ -126,6 +128,11 @@ pub struct IndexerConfig {
     /// Filled by the running pipeline: what ClickHouse has not acknowledged
     /// yet (keep a clone to say what a shutdown cut short).
     pub inflight: Inflight,
+    /// Resolves `#identity` events that carry no handle (their DID document
+    /// fetched again, its handle verified) off the decode path, through a
+    /// queue of [`IDENTITY_QUEUE`] DIDs. Default: none (such events are
+    /// counted as dropped).
+    pub identity: Option<Arc<skyhouse_identity::Resolver>>,
 }
 
 impl IndexerConfig {
@@ -151,6 +158,7 @@ impl IndexerConfig {
             ops_tap: None,
             health_max_lag: Some(health::DEFAULT_MAX_LAG),
             inflight: Inflight::default(),
+            identity: None,
         }
     }
 }
@@ -324,6 +332,13 @@ async fn run_watched(
     let (rows_tx, rows_rx) = mpsc::channel(ROWS_QUEUE);
     let (ack_tx, ack_rx) = mpsc::channel(16);
     let (repair_tx, repair_rx) = mpsc::channel(RESYNC_QUEUE);
+    let identity_tx = match cfg.identity.clone() {
+        Some(resolver) => {
+            let (tx, rx) = mpsc::channel(IDENTITY_QUEUE);
+            Some((tx, rx, resolver))
+        }
+        None => None,
+    };
 
     let stop = shutdown.child_token();
     let mut tasks: JoinSet<Result<TaskEnd, PipelineError>> = JoinSet::new();
@@ -344,7 +359,22 @@ async fn run_watched(
         .await?;
         Ok(TaskEnd::Source)
     });
+    // Cancelled by the outside shutdown or a failed task, not by `stop`:
+    // when the source ends on its own (a capture), every queued DID is
+    // resolved first.
+    let abandon = shutdown.child_token();
+    let identity_tx = identity_tx.map(|(tx, rx, resolver)| {
+        tasks.spawn(identity::resolve_loop(
+            resolver,
+            rx,
+            ch.clone(),
+            cfg.writer.clone(),
+            abandon.clone(),
+        ));
+        tx
+    });
     let decode = DecodeLoop {
+        identity: identity_tx,
         kind: cfg.source.kind,
         decoder: Decoder::new(cfg.collections.clone()),
         verify: cfg.verify,
@@ -399,10 +429,12 @@ async fn run_watched(
                 tracing::error!(error = %e, "Indexer task failed; stopping.");
                 failure.get_or_insert(e);
                 stop.cancel();
+                abandon.cancel();
             }
             Err(e) => {
                 failure.get_or_insert(PipelineError::Task(e.to_string()));
                 stop.cancel();
+                abandon.cancel();
             }
         }
     }
@@ -422,6 +454,7 @@ async fn run_watched(
 
 enum TaskEnd {
     Source,
+    Identity,
     Decode { messages: u64, ops: u64 },
     Writer,
     Cursor(Option<i64>),
@@ -451,6 +484,8 @@ pub(crate) enum Repair {
 }
 
 struct DecodeLoop {
+    /// Where `#identity` events without a handle go to be resolved.
+    identity: Option<mpsc::Sender<String>>,
     kind: SourceKind,
     decoder: Decoder,
     verify: bool,
@@ -511,6 +546,15 @@ impl DecodeLoop {
                     self.progress.decoded(t, now);
                 }
                 metrics::record_decoded(self.kind, &d);
+                if let Some(did) = d.resolve_identity.clone() {
+                    let queued = self
+                        .identity
+                        .as_ref()
+                        .is_some_and(|tx| tx.try_send(did).is_ok());
+                    if !queued {
+                        metrics::identity_dropped(1);
+                    }
+                }
                 if d.error.as_ref().map(|e| e.kind()) == Some(ErrorKind::FutureCursor)
                     && self.skip.is_none()
                 {

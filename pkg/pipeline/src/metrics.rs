@@ -19,6 +19,8 @@
 //! | `skyhouse_indexer_cursor_saved` | gauge | | the newest position written to Redis |
 //! | `skyhouse_indexer_redis_errors_total` | counter | `op` | failed Redis commands (`load_cursor`, `save_cursor`, `resync`, `skipped`) |
 //! | `skyhouse_indexer_cleanups_total` | counter | | deleted accounts whose rows were tombstoned |
+//! | `skyhouse_indexer_identity_resolutions_total` | counter | `status` (`valid`, `invalid`, `unknown`, `failed`) | `#identity` events without a handle, resolved (`failed`: no DID document) |
+//! | `skyhouse_indexer_identity_dropped_total` | counter | | `#identity` events without a handle not resolved (queue full, or shutdown) |
 //!
 //! The source's own metrics (`skyhouse_source_*`: reconnects, bytes,
 //! connected) are described by `skyhouse_sources::describe_metrics`.
@@ -175,6 +177,21 @@ pub fn describe() {
         Unit::Count,
         "Deleted accounts whose rows were tombstoned"
     );
+    describe_counter!(
+        "skyhouse_indexer_identity_resolutions_total",
+        Unit::Count,
+        "#identity events without a handle resolved, by outcome"
+    );
+    describe_counter!(
+        "skyhouse_indexer_identity_dropped_total",
+        Unit::Count,
+        "#identity events without a handle not resolved (queue full or shutdown)"
+    );
+    counter!("skyhouse_indexer_identity_dropped_total").increment(0);
+    for status in ["valid", "invalid", "unknown", "failed"] {
+        counter!("skyhouse_indexer_identity_resolutions_total", "status" => status).increment(0);
+    }
+    skyhouse_identity::describe_metrics();
 }
 
 /// Microseconds since the epoch.
@@ -251,6 +268,14 @@ pub(crate) fn cursor_saved(v: i64) {
 pub(crate) fn redis_error(op: &'static str) {
     debug_assert!(REDIS_OPS.contains(&op), "{op}");
     counter!("skyhouse_indexer_redis_errors_total", "op" => op).increment(1);
+}
+
+pub(crate) fn identity_resolved(status: &'static str) {
+    counter!("skyhouse_indexer_identity_resolutions_total", "status" => status).increment(1);
+}
+
+pub(crate) fn identity_dropped(n: u64) {
+    counter!("skyhouse_indexer_identity_dropped_total").increment(n);
 }
 
 pub(crate) fn cleanups(n: usize) {

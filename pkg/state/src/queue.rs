@@ -66,6 +66,38 @@ impl State {
         Ok(())
     }
 
+    /// Take or keep the lease `name` for `holder` for `ttl`: true when
+    /// `holder` holds it now (it was free, or `holder` already held it and
+    /// the lease is extended). One process at a time does a job that needs
+    /// no second runner (the identities walk); if it dies, the lease
+    /// expires and another takes over.
+    pub async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StateError> {
+        let key = self.key(name);
+        let px = Some(fred::types::Expiration::PX(ms(ttl).max(1) as i64));
+        let set: Option<String> = self
+            .client
+            .set(
+                &key,
+                holder,
+                px.clone(),
+                Some(fred::types::SetOptions::NX),
+                false,
+            )
+            .await?;
+        if set.is_some() {
+            return Ok(true);
+        }
+        let current: Option<String> = self.client.get(&key).await?;
+        if current.as_deref() != Some(holder) {
+            return Ok(false);
+        }
+        let _: bool = self
+            .client
+            .pexpire(&key, ms(ttl).max(1) as i64, None)
+            .await?;
+        Ok(true)
+    }
+
     /// Append `did` and `reason` to the dead-letter list `name` (newest
     /// first) as one `did<TAB>reason` line.
     pub async fn dead_letter(&self, name: &str, did: &str, reason: &str) -> Result<(), StateError> {

@@ -118,3 +118,27 @@ async fn a_down_server_fails_commands_quickly_and_retriably() {
     assert!(err.is_retriable(), "{err}");
     assert!(!state.ping().await);
 }
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_expires() {
+    let (state, prefix) = state("lease").await;
+    let long = std::time::Duration::from_secs(60);
+    assert!(state.lease("walk", "a", long).await.unwrap());
+    assert!(!state.lease("walk", "b", long).await.unwrap(), "held by a");
+    // The holder extends it.
+    Redis::shared().command(&["PEXPIRE", &format!("{prefix}walk"), "5000"]);
+    assert!(state.lease("walk", "a", long).await.unwrap());
+    let skyhouse_testkit::Reply::Integer(left) =
+        Redis::shared().command(&["PTTL", &format!("{prefix}walk")])
+    else {
+        panic!("PTTL is an integer");
+    };
+    assert!(left > 50_000, "extended to the full TTL: {left} ms left");
+    assert!(!state.lease("walk", "b", long).await.unwrap());
+    // A holder that stops renewing loses it once it expires.
+    let short = std::time::Duration::from_millis(100);
+    assert!(state.lease("walk2", "a", short).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(state.lease("walk2", "b", long).await.unwrap());
+    assert!(!state.lease("walk2", "a", long).await.unwrap());
+}

@@ -19,6 +19,7 @@ mod error;
 pub mod explorer;
 pub mod feeds;
 pub mod hosts;
+pub mod identities;
 pub mod keys;
 pub mod migrate;
 pub mod queries;

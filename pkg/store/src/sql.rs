@@ -53,6 +53,7 @@ const FILES: &[(&str, &str)] = &[
     ("stats.sql", include_str!("../queries/stats.sql")),
     ("keys.sql", include_str!("../queries/keys.sql")),
     ("feeds.sql", include_str!("../queries/feeds.sql")),
+    ("identities.sql", include_str!("../queries/identities.sql")),
 ];
 
 /// Named statement templates of every file: name → (file, template).
@@ -230,6 +231,7 @@ pub fn catalog(db: Db<'_>) -> Result<Vec<Rendered>, StoreError> {
     crate::admin::samples(db, &mut out)?;
     crate::repos::samples(db, &mut out)?;
     crate::hosts::samples(db, &mut out)?;
+    crate::identities::samples(db, &mut out)?;
     sample(&mut out, db, "list_tables", &[])?;
     sample(&mut out, db, "show_create_table", &[("table", "records")])?;
     Ok(out)

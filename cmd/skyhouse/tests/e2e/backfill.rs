@@ -33,10 +33,21 @@ async fn queued(hint: &str) -> (Setup, Scenario, Network) {
     (setup, scenario, network)
 }
 
-/// `skyhouse backfill work` for `setup` on a spare metrics port.
+/// `skyhouse backfill work` for `setup` on a spare metrics port. Handles are
+/// verified on the loopback network: no DNS, and the PDS answers
+/// `/.well-known/atproto-did` for its own handles by the `Host` header.
 fn worker(setup: &Setup, network: &Network, extra: &[&str]) -> Indexer {
     let port = spare_port();
-    let mut args = strings(&["backfill", "work", "--plc", network.plc_url()]);
+    let mut args = strings(&[
+        "backfill",
+        "work",
+        "--plc",
+        network.plc_url(),
+        "--handle-resolver-http",
+        network.pds_url(),
+        "--handle-nameservers",
+        "none",
+    ]);
     args.extend(setup.redis_flags());
     args.extend(setup.clickhouse_flags());
     args.extend(strings(extra));
@@ -96,6 +107,28 @@ async fn backfill_workers_land_every_repository_in_series_exported_from_the_star
     let (status, body) = work.get("/health").await;
     assert_eq!(status, 200, "{body}");
     assert_active_repos_match(&setup, &network, &scenario).await;
+    // The backfill alone wrote every handle (verified both ways) and every
+    // account's status, as the PDS has them.
+    let handles = crate::handles(&setup);
+    let accounts = crate::account_states(&setup);
+    for (did, expected) in &scenario.expected {
+        let account = accounts.get(did).map(|(a, s)| (*a, s.as_str()));
+        match expected.status {
+            AccountStatus::Active => {
+                assert_eq!(
+                    handles.get(did),
+                    expected.handle.as_ref(),
+                    "handle of {did}"
+                );
+                assert_eq!(account, Some((1, "")), "{did}");
+            }
+            AccountStatus::Deleted => assert_eq!(account, Some((0, "not_found")), "{did}"),
+            ref other => {
+                let word = other.as_event_status().expect("a status word");
+                assert_eq!(account, Some((0, word)), "{did}");
+            }
+        }
+    }
     let exit = work.terminate();
     assert!(exit.success(), "{exit}:\n{}", work.log_tail());
     // `--progress always` writes progress lines even into a log file, the

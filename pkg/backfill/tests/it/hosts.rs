@@ -158,6 +158,7 @@ fn gate_network_resolver(gate: &Gate) -> Arc<skyhouse_identity::Resolver> {
         skyhouse_identity::Resolver::new(skyhouse_identity::ResolverConfig {
             plc_url: gate.me.get().unwrap().clone(),
             allow_loopback_http: true,
+            handles: crate::handles(Network::shared()),
             ..Default::default()
         })
         .unwrap(),

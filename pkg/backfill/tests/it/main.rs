@@ -3,20 +3,22 @@
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
 mod hosts;
+mod identities;
 mod relay;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use skyhouse_backfill::{
     enqueue_dids, enqueue_list_repos, CancellationToken, RepoStatus, Summary, WorkerConfig,
     BACKFILL_STREAM, DEAD_LIST, GROUP,
 };
-use skyhouse_identity::{Resolver, ResolverConfig};
+use skyhouse_identity::{HandleConfig, Resolver, ResolverConfig};
 use skyhouse_state::State;
 use skyhouse_store::migrate;
 use skyhouse_store::{ClickHouse, ClickHouseConfig};
+use skyhouse_testkit::dns::DnsServer;
 use skyhouse_testkit::{AccountStatus, Network, Records, Scenario, TestDatabase};
 
 async fn fresh(hint: &str) -> (TestDatabase, ClickHouse) {
@@ -34,11 +36,25 @@ async fn state(hint: &str) -> State {
         .unwrap()
 }
 
+/// The nameserver every test's handle checks ask (no TXT records unless a
+/// test adds some; then it uses names of its own).
+fn dns() -> &'static DnsServer {
+    static DNS: OnceLock<DnsServer> = OnceLock::new();
+    DNS.get_or_init(DnsServer::start)
+}
+
+/// Handles resolved on loopback: DNS from [`dns`], the well-known path
+/// from the PDS (as `@atproto/dev-env` resolves its `.test` handles).
+fn handles(network: &Network) -> HandleConfig {
+    HandleConfig::loopback(vec![dns().addr()], Some(network.pds_url().to_string()))
+}
+
 fn resolver(network: &Network) -> Arc<Resolver> {
     Arc::new(
         Resolver::new(ResolverConfig {
             plc_url: network.plc_url().to_string(),
             allow_loopback_http: true,
+            handles: handles(network),
             ..Default::default()
         })
         .unwrap(),

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
 mod errors;
+mod identity;
 mod replay;
 mod verify;
 

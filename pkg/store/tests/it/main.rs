@@ -5,6 +5,7 @@ mod catalog;
 mod cleanup;
 mod counts;
 mod encoded;
+mod identities;
 mod migrate;
 mod queries;
 mod search;
