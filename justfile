@@ -149,14 +149,15 @@ deps-node:
     if [ -f "$prefix/include/node/node.h" ]; then export npm_config_nodedir="$prefix"; fi
     npm ci --no-audit --no-fund
 
-# Install ClickHouse, Redis, ZooKeeper and promtool (Debian/Ubuntu apt packages) if missing; tests, `just up` and `just cluster-up` need them
+# Install ClickHouse, Redis, ZooKeeper, PostgreSQL, promtool, Chromium and ChromeDriver (Debian/Ubuntu apt packages) if missing; tests, `just up` and `just cluster-up` need them
 deps-system:
     #!/usr/bin/env bash
     set -euo pipefail
     # prometheus: its promtool checks the dashboards' PromQL and docker/prometheus.yml (ops tests).
     # zookeeper: the local cluster's coordinator (`just cluster-up`, the cluster tests).
     # postgresql: the reference AppView's database (the testkit runs its own cluster).
-    pkgs=(clickhouse-server clickhouse-client redis-server prometheus zookeeper postgresql)
+    # chromium, chromium-driver: the query page's browser tests (headless, over WebDriver).
+    pkgs=(clickhouse-server clickhouse-client redis-server prometheus zookeeper postgresql chromium chromium-driver)
     missing=()
     for p in "${pkgs[@]}"; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
@@ -168,7 +169,7 @@ deps-system:
         exit 0
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "deps: missing ${missing[*]} and no apt-get here: install ClickHouse, Redis, ZooKeeper, PostgreSQL and promtool yourself" >&2
+        echo "deps: missing ${missing[*]} and no apt-get here: install ClickHouse, Redis, ZooKeeper, PostgreSQL, promtool, Chromium and ChromeDriver yourself" >&2
         exit 1
     fi
     sudo=()
@@ -182,6 +183,10 @@ deps-system:
         fi
     done
     "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# Take the query page's screenshot (docs/query-page.png, shown in the README) with the browser test
+page-screenshot: deps-system
+    SKYHOUSE_PAGE_SCREENSHOT={{ quote(justfile_directory() / "docs/query-page.png") }} cargo test -p skyhouse --test e2e -- page::the_query_page_in_a_browser --exact
 
 # Install chdb-core (an in-process current ClickHouse) to check the SQL against it, and grpcio-tools (the relay's Python client test)
 deps-python:

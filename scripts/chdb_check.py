@@ -307,6 +307,9 @@ def run_checks(srv, args):
     if live != "1":
         raise CheckFailed(f"FAIL {live_sql}: got {live}, want 1 (the tombstone did not collapse its row)")
 
+    views = check_views(srv)
+    examples = check_page_examples(srv)
+
     queries = 0
     # The store's named parameters, given sample values (the Rust side fills
     # them with validated, quoted literals).
@@ -371,8 +374,138 @@ def run_checks(srv, args):
 
     return (
         f"chdb {version_text} (chdb-core {srv.package_version}): {applied} migrations up/down/up OK, "
-        f"{len(present)} tables, {queries} queries OK"
+        f"{len(present)} tables, {views} views cheap and right, {examples} query page examples, {queries} queries OK"
     )
+
+
+# --- the exploration views (migration 0010) ----------------------------------------
+
+# Rows each view may read when asked for one account or for its window: far
+# fewer than the tables hold (VIEW_ROWS), so a view that scanned a table
+# would fail the check.
+VIEW_LIMIT = 20000
+VIEW_ROWS = 200000
+
+
+PAGE_SCRIPT = os.path.join(ROOT, "pkg", "api", "page", "query.js")
+
+
+def page_examples(path=PAGE_SCRIPT):
+    """The query page's examples: `[label, SQL]` pairs of EXAMPLES in its
+    script (JSON string literals)."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start = text.index("const EXAMPLES = [")
+    body = text[start : text.index("\n];", start)]
+    pairs = re.findall(r'\[\s*("(?:\\.|[^"\\])*"),\s*("(?:\\.|[^"\\])*")\s*\]', body)
+    return [(json.loads(a), json.loads(b)) for a, b in pairs]
+
+
+def check_page_examples(srv):
+    """Every example of the query page runs (tables named bare, as the
+    explorer runs them in the database). Returns how many."""
+    examples = page_examples()
+    if not examples:
+        raise CheckFailed(f"FAIL no examples found in {PAGE_SCRIPT}")
+    srv.query(f"USE {DB}")
+    for label, sql in examples:
+        try:
+            srv.query(sql)
+        except Exception as e:  # noqa: BLE001
+            fail(f"query page example {label!r}", e)
+    return len(examples)
+
+
+def check_views(srv):
+    """Every view answers; a tombstone and a hidden account are left out;
+    and on current ClickHouse (which pushes the caller's WHERE into a view)
+    a per-account read of a `_live` or count view and a read of a windowed
+    view stay far below the tables' size: `max_rows_to_read` fails the
+    query otherwise. Returns how many views it checked."""
+    names = [t for t in tables(srv) if t.endswith("_live")] + [
+        "recent_posts_72h",
+        "recent_posts_with_score",
+        "following_counts",
+        "follower_counts",
+    ]
+    for name in names:
+        try:
+            srv.query(f"SELECT * FROM {DB}.{name} LIMIT 1")
+        except Exception as e:  # noqa: BLE001
+            fail(f"view {name}", e)
+    # The seeded records: alice's post tombstoned, bob's like live.
+    got = srv.scalar(f"SELECT count() FROM {DB}.records_live")
+    if got != "1":
+        raise CheckFailed(f"FAIL records_live: got {got} rows, want 1 (the tombstone shows)")
+
+    seed = [
+        # VIEW_ROWS follows by 5,000 accounts of 300 accounts; one hidden.
+        f"INSERT INTO {DB}.follows (did, rkey, subject_did, version, deleted) SELECT "
+        f"concat('did:plc:v', toString(number % 5000)), toString(number), "
+        f"concat('did:plc:v', toString(number % 300)), 1, 0 FROM numbers({VIEW_ROWS})",
+        f"INSERT INTO {DB}.interactions (subject_uri, kind, did, rkey, version, deleted) "
+        f"SELECT subject_did, 'follow', did, rkey, version, deleted FROM {DB}.follows",
+        f"INSERT INTO {DB}.hidden_accounts (did, hidden, version) VALUES ('did:plc:v7', 1, 1)",
+        # VIEW_ROWS posts 10-20 days old, 100 of the last hour with likes.
+        f"INSERT INTO {DB}.recent_posts (tid_time, did, rkey, version, deleted) SELECT "
+        f"now() - 864000 - number * 4, concat('did:plc:v', toString(number % 5000)), "
+        f"toString(number), 1, 0 FROM numbers({VIEW_ROWS})",
+        f"INSERT INTO {DB}.recent_posts (tid_time, did, rkey, version, deleted, sort_at) SELECT "
+        f"now() - number * 30, concat('did:plc:v', toString(number % 10)), "
+        f"concat('new', toString(number)), 1, 0, now() - number * 30 FROM numbers(100)",
+        f"INSERT INTO {DB}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) "
+        f"SELECT now() - 60, concat('at://did:plc:v', toString(number % 10), '/app.bsky.feed.post/new', toString(number % 100)), "
+        f"if(number % 3 = 0, 'repost', 'like'), concat('did:plc:v', toString(number % 50)), toString(number), 1, 0 "
+        f"FROM numbers(1000)",
+    ]
+    for stmt in seed:
+        try:
+            srv.query(stmt)
+        except Exception as e:  # noqa: BLE001
+            fail(f"seeding the views: {one_line(stmt)[:300]}", e)
+
+    limit = f" SETTINGS max_rows_to_read = {VIEW_LIMIT}"
+    # The same rows in Python: what each view must answer.
+    hidden = "did:plc:v7"
+    follows = [(f"did:plc:v{n % 5000}", f"did:plc:v{n % 300}") for n in range(VIEW_ROWS)]
+    new_posts = {f"new{n}": f"did:plc:v{n % 10}" for n in range(100)}
+    liked = {f"new{n % 100}" for n in range(1000) if f"did:plc:v{n % 50}" != hidden}
+    want = {
+        f"SELECT count() FROM {DB}.follows_live WHERE did = 'did:plc:v42'": sum(
+            1 for d, _ in follows if d == "did:plc:v42"
+        ),
+        f"SELECT count() FROM {DB}.follows_live WHERE did = '{hidden}'": 0,
+        f"SELECT follows FROM {DB}.following_counts WHERE did = 'did:plc:v42'": len(
+            {s for d, s in follows if d == "did:plc:v42"}
+        ),
+        f"SELECT count() FROM {DB}.following_counts WHERE did = '{hidden}'": 0,
+        f"SELECT followers FROM {DB}.follower_counts WHERE did = 'did:plc:v42'": len(
+            {d for d, s in follows if s == "did:plc:v42" and d != hidden}
+        ),
+        f"SELECT count() FROM {DB}.follower_counts WHERE did = '{hidden}'": 0,
+        f"SELECT count() FROM {DB}.recent_posts_72h": sum(1 for d in new_posts.values() if d != hidden),
+        f"SELECT count() FROM {DB}.recent_posts_with_score WHERE likes + reposts > 0": sum(
+            1 for k, d in new_posts.items() if d != hidden and k in liked
+        ),
+    }
+    want = {sql: str(n) for sql, n in want.items()}
+    for sql, expected in want.items():
+        try:
+            got = srv.scalar(sql + limit)
+        except Exception as e:  # noqa: BLE001
+            fail(f"view read within {VIEW_LIMIT} rows: {sql}", e)
+        if got != expected:
+            raise CheckFailed(f"FAIL {sql}: got {got}, want {expected}")
+    # The limit is real: a read of a whole table through a view breaks it.
+    try:
+        srv.scalar(f"SELECT count() FROM {DB}.follows_live" + limit)
+    except Exception:  # noqa: BLE001 - the expected refusal
+        pass
+    else:
+        raise CheckFailed("FAIL max_rows_to_read did not stop a whole-table read of follows_live")
+    return len(names)
 
 
 # --- interaction counts (migration 0004, queries/store.sql) ----------------------

@@ -731,7 +731,8 @@ pub async fn admin_revoke_key(
 }
 
 /// `POST /v1/sql` `{"query": "SELECT …"}` (admin): run read-only
-/// (`readonly=1`), with time and row limits. ClickHouse's error is shown
+/// (`readonly=1`), with time and row limits; answers `{"rows", "columns",
+/// "data"}` (columns in the statement's order). ClickHouse's error is shown
 /// (it is the caller's own query), first line only.
 pub async fn sql(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     st.inner.keys.check(&headers, Scope::Admin).await?;
@@ -749,9 +750,10 @@ pub async fn sql(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) ->
         max_rows: cfg.sql_max_rows,
     };
     match explorer::run(&st.inner.ch, q, limits).await {
-        Ok(explorer::Answer::Rows(out)) => {
-            Ok(Json(json!({ "rows": out.len(), "data": out })).into_response())
-        }
+        Ok(explorer::Answer::Rows { columns, rows }) => Ok(Json(
+            json!({ "rows": rows.len(), "columns": columns, "data": rows }),
+        )
+        .into_response()),
         Ok(explorer::Answer::NotRows) => Err(ApiError::bad_request(
             "the query must return rows (no FORMAT clause)",
         )),

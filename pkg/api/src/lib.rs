@@ -6,13 +6,15 @@
 //! down, suspended, deleted). Every parameter is checked before the typed
 //! store function it goes to is called (the store holds the SQL and quotes
 //! the values); a bad one is a 400 naming it, a failing ClickHouse a 503
-//! without its text. Errors are JSON `{"error","message"}`.
+//! without its text. Errors are JSON `{"error","message"}`. `GET /` is a
+//! query page for the SQL explorer ([`page`]).
 #![deny(missing_docs)]
 
 pub mod auth;
 mod error;
 mod handlers;
 mod openapi;
+pub mod page;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,7 +89,8 @@ impl ApiState {
     }
 }
 
-/// The router: every route of [`ROUTES`] plus `/openapi.json`.
+/// The router: every route of [`ROUTES`] (`/openapi.json` among them) and
+/// the query page ([`page`]).
 pub fn router(state: ApiState) -> Router {
     let timeout = state.inner.cfg.request_timeout;
     let max_body = state.inner.cfg.max_body;
@@ -111,6 +114,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/admin/keys/{id}", delete(handlers::admin_revoke_key))
         .route("/v1/sql", post(handlers::sql))
         .route("/openapi.json", get(handlers::openapi_json))
+        .route(page::INDEX, get(page::index))
+        .route(page::CSS, get(page::css))
+        .route(page::JS, get(page::js))
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(move |req, next| {

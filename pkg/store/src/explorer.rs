@@ -18,8 +18,15 @@ pub struct Limits {
 /// What an explorer statement answered.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
-    /// Its rows, one JSON object each.
-    Rows(Vec<JsonRow>),
+    /// Its rows, one JSON object each, and its column names in the
+    /// statement's order (a [`JsonRow`] sorts its keys; a table of the
+    /// answer shows them as written). No rows: no columns.
+    Rows {
+        /// Column names as the statement gives them.
+        columns: Vec<String>,
+        /// The rows.
+        rows: Vec<JsonRow>,
+    },
     /// Something other than rows (a `FORMAT` clause changed the output).
     NotRows,
 }
@@ -40,7 +47,11 @@ pub async fn run(ch: &ClickHouse, statement: &str, limits: Limits) -> Result<Ans
         .fetch_json_bytes("sql explorer", statement, &settings)
         .await?;
     match crate::parse_json_rows(&bytes) {
-        Ok(rows) => Ok(Answer::Rows(rows)),
+        Ok(rows) => {
+            let first = bytes.split(|b| *b == b'\n').find(|l| !l.is_empty());
+            let columns = first.map(key_order).unwrap_or_default();
+            Ok(Answer::Rows { columns, rows })
+        }
         Err(_) => {
             // An exception after the first rows arrives in the body, after them.
             let text = String::from_utf8_lossy(&bytes);
@@ -52,5 +63,45 @@ pub async fn run(ch: &ClickHouse, statement: &str, limits: Limits) -> Result<Ans
                 _ => Ok(Answer::NotRows),
             }
         }
+    }
+}
+
+/// The keys of the JSON object `line`, in the order they appear (empty if
+/// it is not one).
+fn key_order(line: &[u8]) -> Vec<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    serde_json::Deserializer::from_slice(line)
+        .deserialize_map(Keys)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_order;
+
+    #[test]
+    fn columns_keep_the_statement_order() {
+        assert_eq!(
+            key_order(br#"{"z":1,"a":[1,{"q":2}],"m":null}"#),
+            ["z", "a", "m"]
+        );
+        assert!(key_order(b"[1,2]").is_empty());
+        assert!(key_order(b"{\"a\":").is_empty());
     }
 }

@@ -20,6 +20,11 @@
 //! table sees them together. `schema_migrations` is then replicated on every
 //! server of the cluster, so `migrate` may talk to any of them.
 //!
+//! A plain `VIEW` is created `ON CLUSTER` on every server and reads the
+//! `Distributed` tables (the whole cluster's rows); one that filters with
+//! another table uses `GLOBAL IN` (a plain `IN` over a second `Distributed`
+//! table is refused: `distributed_product_mode = deny`).
+//!
 //! An `ALTER` that changes columns runs on the local tables and then
 //! re-creates the `Distributed` table (dropped and created `ON CLUSTER` with
 //! the local tables' columns and its old engine): ClickHouse 18.16 refuses
@@ -318,6 +323,16 @@ fn for_cluster(stmt: &str, db: &str, cluster: &str, fed: &[String]) -> Vec<Step>
         let body = to_local_tables(&rest[name.len()..], db);
         return vec![Step::Sql(format!(
             "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name} ON CLUSTER {cluster}{body}"
+        ))];
+    }
+    let plain_view = format!("CREATE VIEW IF NOT EXISTS {db}.");
+    if let Some(rest) = stmt.strip_prefix(&plain_view) {
+        // A (plain) view reads the whole cluster: created on every server,
+        // naming the `Distributed` tables as the file does.
+        let name = table_name(rest);
+        let body = &rest[name.len()..];
+        return vec![Step::Sql(format!(
+            "CREATE VIEW IF NOT EXISTS {db}.{name} ON CLUSTER {cluster}{body}"
         ))];
     }
     if let Some(name) = stmt.strip_prefix(&drop) {
@@ -911,6 +926,16 @@ mod tests {
             Some("x".into())
         );
         assert_eq!(sharding_column("ORDER BY did"), Some("did".into()));
+        // A plain view reads the Distributed tables, on every server.
+        let s = render(
+            "CREATE VIEW IF NOT EXISTS {db}.posts_live AS SELECT * FROM {db}.posts FINAL WHERE deleted = 0;",
+            "sky",
+            Some("main"),
+        );
+        assert_eq!(
+            s,
+            [sql("CREATE VIEW IF NOT EXISTS sky.posts_live ON CLUSTER main AS SELECT * FROM sky.posts FINAL WHERE deleted = 0")]
+        );
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn migrated() -> &'static ClusterDatabase {
 /// `name<TAB>engine_full` of every table of `db` on `node`, by name.
 fn tables(node: &ClusterNode, db: &str) -> Vec<String> {
     node.query(&format!(
-        "SELECT name, if(engine = 'MaterializedView', engine, engine_full) FROM system.tables WHERE database = '{db}' ORDER BY name"
+        "SELECT name, if(engine IN ('MaterializedView', 'View'), engine, engine_full) FROM system.tables WHERE database = '{db}' ORDER BY name"
     ))
     .lines()
     .map(str::to_owned)
@@ -149,8 +149,9 @@ async fn migrations_go_up_down_and_up_again_on_every_server() {
     let mut views = 0;
     for line in &with_all {
         let (table, engine) = line.split_once('\t').expect("name and engine");
-        if engine == "MaterializedView" {
-            // Created on every node, feeding the shard's local tables.
+        if engine == "MaterializedView" || engine == "View" {
+            // Created on every node: materialized views feed the shard's
+            // local tables, plain views read the Distributed tables.
             views += 1;
             continue;
         }
@@ -923,4 +924,82 @@ async fn retention_drops_old_partitions_of_the_local_tables_on_every_server() {
     skyhouse_store::admin::optimize_final(&ch, "day_changes")
         .await
         .expect("optimize on a cluster with an empty shard");
+}
+
+#[tokio::test]
+async fn the_exploration_views_read_the_whole_cluster_from_every_server() {
+    let cluster = Cluster::shared();
+    let db = migrated();
+    let name = db.name();
+    // 40 accounts (over both shards) follow did:plc:viewstar; one is hidden.
+    let values: Vec<String> = (0..40)
+        .map(|i| format!("('did:plc:view{i:02}', 'r{i}', 'c', 1, 0, 'did:plc:viewstar')"))
+        .collect();
+    let ch = store(&cluster.node(1, 1).http_url(), name);
+    for (table, columns) in [
+        ("follows", "did, rkey, cid, version, deleted, subject_did"),
+        (
+            "interactions",
+            "did, rkey, kind, version, deleted, subject_uri",
+        ),
+    ] {
+        let rows = if table == "follows" {
+            values.join(", ")
+        } else {
+            values.join(", ").replace("'c', 1", "'follow', 1")
+        };
+        ch.client()
+            .clone()
+            .with_setting("insert_distributed_sync", "1")
+            .query(&format!(
+                "INSERT INTO {name}.{table} ({columns}) VALUES {rows}"
+            ))
+            .execute()
+            .await
+            .expect("insert through the Distributed table");
+    }
+    ch.client()
+        .clone()
+        .with_setting("insert_distributed_sync", "1")
+        .query(&format!(
+            "INSERT INTO {name}.hidden_accounts (did, hidden, version) VALUES ('did:plc:view07', 1, 1)"
+        ))
+        .execute()
+        .await
+        .expect("hide an account");
+    for table in [
+        "follows_local",
+        "interactions_local",
+        "hidden_accounts_local",
+    ] {
+        sync_everywhere(cluster, name, table);
+    }
+    for node in cluster.nodes() {
+        let ask = |sql: &str| node.query(&sql.replace("{db}", name));
+        assert_eq!(
+            ask("SELECT count() FROM {db}.follows_live WHERE startsWith(did, 'did:plc:view')"),
+            "39\n",
+            "{}: every shard's rows, the hidden account's left out",
+            node.http_url()
+        );
+        assert_eq!(
+            ask("SELECT followers FROM {db}.follower_counts WHERE did = 'did:plc:viewstar'"),
+            "39\n",
+            "{}",
+            node.http_url()
+        );
+        assert_eq!(
+            ask("SELECT sum(follows) FROM {db}.following_counts WHERE startsWith(did, 'did:plc:view')"),
+            "39\n",
+            "{}",
+            node.http_url()
+        );
+        for view in [
+            "recent_posts_72h",
+            "recent_posts_with_score",
+            "records_live",
+        ] {
+            ask(&format!("SELECT count() FROM {{db}}.{view}"));
+        }
+    }
 }

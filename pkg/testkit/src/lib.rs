@@ -134,10 +134,18 @@
 //! databases hold the same data, table by table. [`ws::Script`] plays a
 //! misbehaving WebSocket server. [`dns::DnsServer`] is a small nameserver
 //! (TXT records over UDP and TCP) for handle resolution.
+//!
+//! # A browser
+//!
+//! [`Browser`] runs headless Chromium and ChromeDriver (Debian's `chromium`
+//! and `chromium-driver`) under the same watchdog, reaching loopback only;
+//! [`Session`] is a small WebDriver client for page tests (the query page of
+//! `skyhouse search`).
 #![deny(missing_docs)]
 
 mod appview;
 pub mod bench;
+pub mod browser;
 mod clickhouse;
 mod cluster;
 pub mod compare;
@@ -158,6 +166,7 @@ pub mod ws;
 mod xrpc;
 
 pub use appview::{AppView, FeedPage, FeedViewPost, PostView, ProfileBasic, ProfileView, Viewer};
+pub use browser::{Browser, Element, Session};
 pub use clickhouse::{ClickHouse, TestDatabase};
 pub use cluster::{Cluster, ClusterDatabase, ClusterNode, ZooKeeper, CLUSTER_NAME};
 pub use counts::CountsScenario;

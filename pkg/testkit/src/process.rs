@@ -19,8 +19,8 @@ pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const ATTEMPTS: u32 = 5;
 
 /// The one-line hint shown when a server binary is missing.
-const INSTALL_HINT: &str = "run `just deps` or \
-     `apt-get install -y clickhouse-server clickhouse-client redis-server zookeeper postgresql`";
+const INSTALL_HINT: &str = "run `just deps` or `apt-get install -y clickhouse-server \
+     clickhouse-client redis-server zookeeper postgresql chromium chromium-driver`";
 
 /// The watchdog run by `/bin/sh -c`: `$1` is the server's directory, `$2`
 /// `remove` (delete the directory at the end: a throwaway server) or `keep`

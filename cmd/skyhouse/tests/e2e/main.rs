@@ -14,6 +14,9 @@
 //! - `backfill`: `skyhouse backfill enqueue` + `work` land every active
 //!   repository of the scenario; the workers' dashboard against their scrape;
 //!   a worker killed with -9 is taken over by a second one.
+//! - `page`: the query page of `skyhouse search` in headless Chromium over
+//!   WebDriver: key, tables, a query's rows and chart, the shared URL,
+//!   examples, errors; the README's screenshot.
 //! - `search`: `skyhouse search` over the indexed scenario: search, stats,
 //!   records, cursors, keys, the SQL explorer, hostile parameters, OpenAPI.
 //! - `redis_down`: Redis killed mid-stream: indexing goes on, the cursor is
@@ -42,6 +45,7 @@ mod firehose;
 mod health;
 mod jetstream;
 mod kill;
+mod page;
 mod redis_down;
 mod relay;
 mod resync;

@@ -10,6 +10,7 @@ mod migrate;
 mod queries;
 mod search;
 mod semantics;
+mod views;
 mod writer;
 
 use skyhouse_store::{ClickHouse, ClickHouseConfig};

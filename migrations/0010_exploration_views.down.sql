@@ -1,0 +1,25 @@
+-- Views only: dropping them loses no data.
+DROP TABLE IF EXISTS {db}.follower_counts;
+DROP TABLE IF EXISTS {db}.following_counts;
+DROP TABLE IF EXISTS {db}.recent_posts_with_score;
+DROP TABLE IF EXISTS {db}.recent_posts_72h;
+DROP TABLE IF EXISTS {db}.content_visibility_declarations_live;
+DROP TABLE IF EXISTS {db}.notification_declarations_live;
+DROP TABLE IF EXISTS {db}.chat_declarations_live;
+DROP TABLE IF EXISTS {db}.actor_statuses_live;
+DROP TABLE IF EXISTS {db}.labeler_services_live;
+DROP TABLE IF EXISTS {db}.verifications_live;
+DROP TABLE IF EXISTS {db}.postgates_live;
+DROP TABLE IF EXISTS {db}.threadgates_live;
+DROP TABLE IF EXISTS {db}.feed_generators_live;
+DROP TABLE IF EXISTS {db}.starter_packs_live;
+DROP TABLE IF EXISTS {db}.list_blocks_live;
+DROP TABLE IF EXISTS {db}.list_items_live;
+DROP TABLE IF EXISTS {db}.lists_live;
+DROP TABLE IF EXISTS {db}.profiles_live;
+DROP TABLE IF EXISTS {db}.blocks_live;
+DROP TABLE IF EXISTS {db}.follows_live;
+DROP TABLE IF EXISTS {db}.reposts_live;
+DROP TABLE IF EXISTS {db}.likes_live;
+DROP TABLE IF EXISTS {db}.posts_live;
+DROP TABLE IF EXISTS {db}.records_live;
