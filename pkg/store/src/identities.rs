@@ -53,7 +53,7 @@ pub async fn window(
     limit: usize,
 ) -> Result<Vec<StoredIdentity>, StoreError> {
     let sql = render(
-        ch.database(),
+        ch.db(),
         "identities_window",
         &[
             ("after", &literal(after)),
@@ -66,13 +66,13 @@ pub async fn window(
 
 /// The stored identity of `did`, if any.
 pub async fn identity_of(ch: &ClickHouse, did: &str) -> Result<Option<StoredIdentity>, StoreError> {
-    let sql = render(ch.database(), "identity_of", &[("did", &literal(did))])?;
+    let sql = render(ch.db(), "identity_of", &[("did", &literal(did))])?;
     let mut rows: Vec<StoredIdentity> = ch.fetch_all("identity", &sql).await?;
     Ok(rows.pop())
 }
 
 /// This module's statements with sample values (see [`sql::catalog`]).
-pub(crate) fn samples(db: &str, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
+pub(crate) fn samples(db: sql::Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     sql::sample(
         out,
         db,
