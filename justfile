@@ -293,6 +293,22 @@ bench-feedgen POSTS="1000000" LIKES="4000000" CONNS="200" DURATION="20s": up
     cargo build --release -q -p skyhouse
     pkg/feeds/bench/bench.sh {{ POSTS }} {{ LIKES }} {{ CONNS }} {{ DURATION }}
 
+# The scale benchmark: RECORDS/10 then RECORDS generated network-like records through the real transform and writer into the `just up` ClickHouse; every search route and feed page cold and warm, every maintenance job (after the load and after min(1M, RECORDS/10) more), the JSONBench questions, bytes per record per table, each query's peak memory and the server's RSS, with each figure's growth (a table, then one JSON line; also in bench/out/); ARGS are skyhouse-scale flags
+bench-scale RECORDS="100000000" *ARGS: deps-system up
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export {{ local_env }}
+    cargo build --release -q -p skyhouse -p skyhouse-scale
+    target="${CARGO_TARGET_DIR:-target}"
+    pidfile=.local/clickhouse/clickhouse-server.pid
+    pid=()
+    if [ -f "$pidfile" ]; then pid=(--clickhouse-pid "$(cat "$pidfile")"); fi
+    echo "bench-scale: $(df -h --output=avail . | tail -1 | tr -d ' ') free here; 100M records need tens of GB" >&2
+    mkdir -p bench/out
+    "$target/release/skyhouse-scale" --records {{ RECORDS }} --skyhouse "$target/release/skyhouse" \
+        --clickhouse "$CLICKHOUSE_ADDRESS" --redis "$REDIS_ADDRESS" "${pid[@]}" --work-dir bench/out {{ ARGS }} \
+        | tee "bench/out/scale-{{ RECORDS }}.txt"
+
 # Backfill CPU per record (worker and ClickHouse), records/s against the bound cores / (sum), repos/s and the worker's peak RSS: the worker's own cost on one thread (decode), REPOS generated repositories (+ one of 300 MB) from a static loopback PDS, and the reference PDS, drained by `skyhouse backfill work` into the `just up` servers (generated once into bench/out/; medians of RUNS)
 bench-backfill REPOS="5000" RUNS="3" CONCURRENCY="16" CASES="decode,small,big,pds" *WORK_ARGS: bench-deps deps-system deps-node up
     cargo build --release -q -p skyhouse -p skyhouse-backfill --bin skyhouse --example car_server --example backfill_bench

@@ -162,6 +162,12 @@ write_clickhouse_config() {
     <uncompressed_cache_size>268435456</uncompressed_cache_size>
     <max_session_timeout>3600</max_session_timeout>
     <default_session_timeout>60</default_session_timeout>
+    <!-- Queries of users whose profile sets log_queries (the bench user below) land here. -->
+    <query_log>
+        <database>system</database>
+        <table>query_log</table>
+        <flush_interval_milliseconds>7500</flush_interval_milliseconds>
+    </query_log>
 </yandex>
 EOF
     cat >"$ch_dir/users.xml" <<'EOF'
@@ -174,6 +180,11 @@ EOF
             <use_uncompressed_cache>0</use_uncompressed_cache>
             <load_balancing>random</load_balancing>
         </default>
+        <!-- The default profile with every query logged to system.query_log (just bench-scale). -->
+        <bench>
+            <profile>default</profile>
+            <log_queries>1</log_queries>
+        </bench>
     </profiles>
     <users>
         <default>
@@ -184,6 +195,15 @@ EOF
             <profile>default</profile>
             <quota>default</quota>
         </default>
+        <!-- The default user's rights with the bench profile: its queries are logged. -->
+        <bench>
+            <password></password>
+            <networks>
+                <ip>::/0</ip>
+            </networks>
+            <profile>bench</profile>
+            <quota>default</quota>
+        </bench>
     </users>
     <quotas>
         <default>

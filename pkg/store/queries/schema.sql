@@ -32,3 +32,43 @@ SELECT toUInt64(sum(rows)) FROM system.parts WHERE active AND database = '{db}' 
 -- name: active_parts
 -- Active parts of the tables (how many are left to merge).
 SELECT count() FROM system.parts WHERE active AND database = '{db}' AND has({tables}, table);
+
+-- Server diagnostics (src/admin.rs) for benches (`just bench-scale`): what a
+-- database takes on disk, whether merges or queries are still running, the
+-- server's tracked memory and its query log. {user} is a quoted user name,
+-- {from}/{to} Unix seconds.
+
+-- name: table_storage
+-- Active parts per table: rows, bytes on disk, compressed and uncompressed column data.
+SELECT table, toUInt64(count()) AS parts, toUInt64(sum(rows)) AS rows, toUInt64(sum(bytes_on_disk)) AS bytes_on_disk, toUInt64(sum(data_compressed_bytes)) AS compressed, toUInt64(sum(data_uncompressed_bytes)) AS uncompressed FROM system.parts WHERE active AND database = '{db}' GROUP BY table ORDER BY table;
+
+-- name: running_merges
+SELECT count() FROM system.merges WHERE database = '{db}';
+
+-- name: running_queries
+-- Queries of {user} in progress, other than this one.
+SELECT count() FROM system.processes WHERE user = {user} AND position(query, 'system.processes') = 0;
+
+-- name: tracked_memory
+-- Memory the server's allocator tracks, bytes (close to its RSS, without the binary and caches).
+SELECT toUInt64(value) FROM system.metrics WHERE metric = 'MemoryTracking';
+
+-- name: flush_logs
+SYSTEM FLUSH LOGS;
+
+-- name: drop_mark_cache
+SYSTEM DROP MARK CACHE;
+
+-- name: drop_uncompressed_cache
+SYSTEM DROP UNCOMPRESSED CACHE;
+
+-- name: has_query_log
+-- Whether the server keeps a query log (a <query_log> section in its config).
+SELECT count() FROM system.tables WHERE database = 'system' AND name = 'query_log';
+
+-- name: query_log_between
+-- Finished and failed queries of {user} started from {from} to {to}
+-- (seconds), with their peak memory. Only servers whose config has a
+-- <query_log> section have the table (chdb has none: the catalog it checks
+-- leaves this statement out).
+SELECT toUInt32(query_start_time) AS started, toUInt64(query_duration_ms) AS duration_ms, toUInt64(memory_usage) AS memory, toUInt64(read_rows) AS read_rows, exception, substringUTF8(query, 1, 200) AS query FROM system.query_log WHERE user = {user} AND event_date >= toDate(toDateTime({from})) AND query_start_time >= toDateTime({from}) AND query_start_time <= toDateTime({to}) AND toUInt8(type) != 1 ORDER BY query_start_time;

@@ -1,8 +1,12 @@
 //! Administration of a whole database: what benches, tools and tests that
-//! own a database do to it (create, drop, empty, merge, count parts). The
-//! services never call these.
+//! own a database do to it (create, drop, empty, merge, count parts), and
+//! the server diagnostics a bench reads (storage per table, running merges
+//! and queries, tracked memory, the query log). The services never call
+//! these.
 
-use crate::sql::{self, literal_array, render, Db, Rendered};
+use serde::Deserialize;
+
+use crate::sql::{self, literal, literal_array, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
 /// ` ON CLUSTER <name>` on a cluster, else nothing.
@@ -103,6 +107,119 @@ pub async fn active_parts(ch: &ClickHouse, tables: &[&str]) -> Result<u64, Store
     ch.fetch_one("active parts", &sql).await
 }
 
+/// What one table takes: its active parts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, clickhouse::Row)]
+pub struct TableStorage {
+    /// The table's name.
+    pub table: String,
+    /// Active parts (what merges have not joined yet).
+    pub parts: u64,
+    /// Rows in them (before deduplication).
+    pub rows: u64,
+    /// Bytes on disk: column data, marks, indexes, checksums.
+    pub bytes_on_disk: u64,
+    /// Compressed column data, bytes.
+    pub compressed: u64,
+    /// The same data uncompressed, bytes.
+    pub uncompressed: u64,
+}
+
+/// Storage of every table of the database that has data, by name.
+pub async fn table_storage(ch: &ClickHouse) -> Result<Vec<TableStorage>, StoreError> {
+    let sql = render(ch.db(), "table_storage", &[])?;
+    ch.fetch_all("table storage", &sql).await
+}
+
+/// Merges running on the database's tables (0 once they have settled).
+pub async fn running_merges(ch: &ClickHouse) -> Result<u64, StoreError> {
+    let sql = render(ch.db(), "running_merges", &[])?;
+    ch.fetch_one("running merges", &sql).await
+}
+
+/// Queries of `user` the server is running, besides this one.
+pub async fn running_queries(ch: &ClickHouse, user: &str) -> Result<u64, StoreError> {
+    let sql = render(
+        ch.db(),
+        "running_queries",
+        &[("user", &literal(user))],
+    )?;
+    ch.fetch_one("running queries", &sql).await
+}
+
+/// Memory the server's allocator tracks now, bytes (`MemoryTracking`).
+pub async fn tracked_memory(ch: &ClickHouse) -> Result<u64, StoreError> {
+    let sql = render(ch.db(), "tracked_memory", &[])?;
+    ch.fetch_one("tracked memory", &sql).await
+}
+
+/// Write the server's buffered logs (the query log) to their tables now.
+pub async fn flush_logs(ch: &ClickHouse) -> Result<(), StoreError> {
+    let sql = render(ch.db(), "flush_logs", &[])?;
+    ch.execute("flush logs", &sql).await
+}
+
+/// Empty the server's mark and uncompressed-block caches, so the next
+/// query reads marks and blocks again (a cold start without touching the
+/// operating system's page cache).
+pub async fn drop_caches(ch: &ClickHouse) -> Result<(), StoreError> {
+    for name in ["drop_mark_cache", "drop_uncompressed_cache"] {
+        let sql = render(ch.db(), name, &[])?;
+        ch.execute(name, &sql).await?;
+    }
+    Ok(())
+}
+
+/// Whether the server keeps a query log (`system.query_log`: its config
+/// has a `<query_log>` section).
+pub async fn has_query_log(ch: &ClickHouse) -> Result<bool, StoreError> {
+    let sql = render(ch.db(), "has_query_log", &[])?;
+    let n: u64 = ch.fetch_one("query log", &sql).await?;
+    Ok(n > 0)
+}
+
+/// A finished or failed query from the query log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, clickhouse::Row)]
+pub struct LoggedQuery {
+    /// When it started, Unix seconds.
+    pub started: u32,
+    /// How long it ran, milliseconds.
+    pub duration_ms: u64,
+    /// Its peak memory, bytes.
+    pub memory: u64,
+    /// Rows it read.
+    pub read_rows: u64,
+    /// The error, `""` when it finished.
+    pub exception: String,
+    /// Its first 200 characters.
+    pub query: String,
+}
+
+/// The logged queries of `user` started from `from` to `to` (Unix seconds,
+/// inclusive), oldest first. Only users whose profile sets `log_queries`
+/// are logged; call [`flush_logs`] first to see the last seconds.
+pub async fn query_log_between(
+    ch: &ClickHouse,
+    user: &str,
+    from: u32,
+    to: u32,
+) -> Result<Vec<LoggedQuery>, StoreError> {
+    let sql = render(
+        ch.db(),
+        "query_log_between",
+        &[
+            ("user", &literal(user)),
+            ("from", &from.to_string()),
+            ("to", &to.to_string()),
+        ],
+    )?;
+    ch.fetch_all("query log", &sql).await
+}
+
+/// Statements that read the server's own logs: servers without a
+/// `<query_log>` config section (chdb) have no such table, so the chdb
+/// check leaves them out; the 18.16 catalog test runs them.
+pub(crate) const SERVER_LOG_STATEMENTS: &[&str] = &["query_log_between"];
+
 /// This module's statements with sample values (see [`sql::catalog`]).
 /// The destructive ones are rendered for another database: the catalog
 /// runs in order on one database.
@@ -130,5 +247,24 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
         &[("table", "dead_letters"), ("on_cluster", "")],
     )?;
     sql::sample(out, scratch, "drop_database", &[("on_cluster", "")])?;
+    sql::sample(out, db, "table_storage", &[])?;
+    sql::sample(out, db, "running_merges", &[])?;
+    let user = literal("default");
+    sql::sample(out, db, "running_queries", &[("user", &user)])?;
+    sql::sample(out, db, "tracked_memory", &[])?;
+    sql::sample(out, db, "flush_logs", &[])?;
+    sql::sample(out, db, "drop_mark_cache", &[])?;
+    sql::sample(out, db, "drop_uncompressed_cache", &[])?;
+    sql::sample(out, db, "has_query_log", &[])?;
+    sql::sample(
+        out,
+        db,
+        "query_log_between",
+        &[
+            ("user", &user),
+            ("from", "1700000000"),
+            ("to", "1700000060"),
+        ],
+    )?;
     Ok(())
 }

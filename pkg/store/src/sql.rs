@@ -238,10 +238,14 @@ pub fn catalog(db: Db<'_>) -> Result<Vec<Rendered>, StoreError> {
 }
 
 /// The catalog as a file: each statement under a `-- name:` line, `;`
-/// terminated (what `scripts/chdb_check.py --statements` reads).
+/// terminated (what `scripts/chdb_check.py --statements` reads), without
+/// the statements that read the server's query log (chdb keeps none).
 pub fn catalog_file(db: Db<'_>) -> Result<String, StoreError> {
     let mut out = String::from("-- skyhouse-store statements, rendered with sample values\n");
     for r in catalog(db)? {
+        if crate::admin::SERVER_LOG_STATEMENTS.contains(&r.name.as_str()) {
+            continue;
+        }
         out.push_str("-- name: ");
         out.push_str(&r.name);
         out.push('\n');
