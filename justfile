@@ -293,7 +293,7 @@ bench-feedgen POSTS="1000000" LIKES="4000000" CONNS="200" DURATION="20s": up
     cargo build --release -q -p skyhouse
     pkg/feeds/bench/bench.sh {{ POSTS }} {{ LIKES }} {{ CONNS }} {{ DURATION }}
 
-# The scale benchmark: RECORDS/10 then RECORDS generated network-like records through the real transform and writer into the `just up` ClickHouse; every search route and feed page cold and warm, every maintenance job (after the load and after min(1M, RECORDS/10) more), the JSONBench questions, bytes per record per table, each query's peak memory and the server's RSS, with each figure's growth (a table, then one JSON line; also in bench/out/); ARGS are skyhouse-scale flags
+# The scale benchmark: RECORDS/10 then RECORDS generated network-like records through the real transform and writer into the `just up` ClickHouse; every search route and feed page cold and warm, every maintenance job (after the load and after min(1M, RECORDS/10) more at both sizes), the JSONBench questions, bytes per record per table, each query's peak memory and the server's RSS, with each figure's growth (a table, then one JSON line; also in bench/out/); ARGS are skyhouse-scale flags
 bench-scale RECORDS="100000000" *ARGS: deps-system up
     #!/usr/bin/env bash
     set -euo pipefail

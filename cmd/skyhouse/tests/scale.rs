@@ -71,8 +71,9 @@ fn expected() -> Vec<String> {
     .collect();
     for round in ["after_load", "after_increment"] {
         for job in [
-            "daily_stats",
             "interactions",
+            "aggregates_refresh",
+            "daily_stats_backlog",
             "rank_whats-hot",
             "rank_top-1h",
             "rank_top-24h",

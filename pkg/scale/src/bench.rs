@@ -13,7 +13,9 @@ use skyhouse_feeds::{Feed, FeedKind};
 use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::stats::Analytics;
 use skyhouse_store::writer::{self, Ack, WriterConfig};
-use skyhouse_store::{admin, cleanup, queries, repos, ClickHouse, ClickHouseConfig, Timeouts};
+use skyhouse_store::{
+    admin, aggregates, cleanup, counts, repos, ClickHouse, ClickHouseConfig, Timeouts,
+};
 use skyhouse_transform::Rows;
 use tokio::sync::mpsc;
 
@@ -70,12 +72,21 @@ pub struct Config {
     /// fewer than `reps` are timed (the figure's `n` says how many).
     pub route_budget: Duration,
     /// Records added after the bulk load before the jobs run again;
-    /// default min(1M, size / 10).
+    /// default min(1M, the largest size / 10), at every size.
     pub increment: Option<u64>,
     /// Keep each size's database (default: dropped after its run).
     pub keep: bool,
     /// Where the services' logs go.
     pub work_dir: PathBuf,
+    /// Free disk (where `work_dir` is, the ClickHouse data's disk on one
+    /// machine) the run must leave, bytes: a size that would need more is
+    /// refused up front, and a load stops (and its database is dropped)
+    /// when free space falls below it.
+    pub min_free_bytes: u64,
+    /// `scripts/chdb_storage.py`: when set, the loaded database is also
+    /// copied into current ClickHouse (chdb) and weighed there, without and
+    /// with the proposed column codecs (figures `storage_chdb/…`).
+    pub chdb_script: Option<PathBuf>,
     /// Print progress to stderr.
     pub progress: bool,
     /// Start each measurement on a new second, so that the query log (one
@@ -106,6 +117,8 @@ impl Config {
             increment: None,
             keep: false,
             work_dir: std::env::temp_dir(),
+            chdb_script: None,
+            min_free_bytes: 8 << 30,
             progress: true,
             separate_phases: true,
         }
@@ -191,9 +204,11 @@ fn now_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// `YYYY-MM-DD` of `n` days ago (what the search API's refresh passes).
-fn days_ago(n: u64) -> String {
-    crate::clock::datetime(now_micros().saturating_sub(n * 86_400_000_000))[..10].to_owned()
+/// The records added after each size's bulk load: min(1M, the largest
+/// size / 10), the same at every size, so that the growth of a job's time
+/// after them is the growth with the table, not with the new data.
+fn default_increment(sizes: &[u64]) -> u64 {
+    (sizes.iter().copied().max().unwrap_or(0) / 10).clamp(1000, 1_000_000)
 }
 
 /// Percent-encode a query value.
@@ -215,6 +230,28 @@ fn free_port() -> Result<u16, BoxError> {
         .local_addr()?
         .port())
 }
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Free bytes on the file system holding `path` (`df`), if it can be read.
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(path)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Bytes on disk a bulk load of `records` needs at its peak, about: what
+/// the tables take per record on ClickHouse 18.16 (measured by this
+/// benchmark) with room for a merge's second copy.
+pub const PEAK_BYTES_PER_RECORD: u64 = 600;
 
 /// `VmRSS` and `VmHWM` of a process, MiB.
 fn rss_mb(pid: u32) -> Option<(f64, f64)> {
@@ -315,6 +352,20 @@ impl<'a> SizeRun<'a> {
                 cfg.clickhouse_url, cfg.clickhouse_user
             )
         })?;
+        if let Some(free) = free_bytes(&cfg.work_dir) {
+            let need = (records + default_increment(&cfg.sizes)) * PEAK_BYTES_PER_RECORD;
+            if free < need + cfg.min_free_bytes {
+                return Err(format!(
+                    "{records} records need about {:.1} GiB of disk, {:.1} GiB is free on the disk of {} \
+                     and {:.0} GiB must stay free (--min-free-gb): run a smaller size",
+                    need as f64 / GIB,
+                    free as f64 / GIB,
+                    cfg.work_dir.display(),
+                    cfg.min_free_bytes as f64 / GIB
+                )
+                .into());
+            }
+        }
         let dids = (records / 50).clamp(1000, u64::from(u32::MAX)) as u32;
         let pid = std::process::id();
         Ok(SizeRun {
@@ -409,6 +460,7 @@ impl<'a> SizeRun<'a> {
         self.settle_merges("storage").await?;
         self.storage().await?;
         self.stop_services();
+        self.chdb_storage().await;
         self.increment().await?;
         self.maintenance("after_increment").await;
         self.memory(run_from).await?;
@@ -520,11 +572,16 @@ impl<'a> SizeRun<'a> {
             rx,
             ack_tx,
         ));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
         let producer = tokio::task::spawn_blocking(move || {
             let mut blocked = Duration::ZERO;
             let mut pos = 0u64;
             let mut records = 0u64;
             loop {
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 let mut rows = Rows::default();
                 records += g.fill(&mut rows, writer::MESSAGE_ROWS, true);
                 if rows.is_empty() {
@@ -540,10 +597,20 @@ impl<'a> SizeRun<'a> {
             Ok((g, blocked, pos, records))
         });
         let (mut rows, mut dead, mut upto, mut last_say) = (0usize, 0usize, 0u64, Instant::now());
+        let (mut last_df, mut low_disk) = (Instant::now(), None);
         while let Some(ack) = ack_rx.recv().await {
             rows += ack.rows;
             dead += ack.dead_lettered;
             upto = ack.upto;
+            if low_disk.is_none() && last_df.elapsed() > Duration::from_secs(5) {
+                last_df = Instant::now();
+                if let Some(free) = free_bytes(&self.cfg.work_dir) {
+                    if free < self.cfg.min_free_bytes {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        low_disk = Some(free);
+                    }
+                }
+            }
             if self.cfg.progress && last_say.elapsed() > Duration::from_secs(15) {
                 last_say = Instant::now();
                 let secs = start.elapsed().as_secs_f64();
@@ -555,6 +622,16 @@ impl<'a> SizeRun<'a> {
         }
         let secs = start.elapsed().as_secs_f64();
         writer.await??;
+        if let Some(free) = low_disk {
+            return Err(format!(
+                "{name}: stopped after {rows} rows: {:.1} GiB free on the disk of {}, below --min-free-gb {:.0} \
+                 (run a smaller size)",
+                free as f64 / GIB,
+                self.cfg.work_dir.display(),
+                self.cfg.min_free_bytes as f64 / GIB
+            )
+            .into());
+        }
         let (g, blocked, pos, records) = producer.await?.map_err(|e| -> BoxError { e.into() })?;
         if upto != pos {
             return Err(format!("{name}: the last ack was for message {upto}, not {pos}").into());
@@ -712,17 +789,17 @@ impl<'a> SizeRun<'a> {
         }
     }
 
-    /// Every maintenance job once.
+    /// Every maintenance job once: the interaction counts alone, then the
+    /// whole refresh the services run (hidden accounts, counts, daily stats,
+    /// retention), then the daily stats' backlog worked off (what the next
+    /// refreshes would do, [`aggregates::DAYS_PER_REFRESH`] pairs each),
+    /// every feed's ranking, the account cleanup queue and one cleanup job,
+    /// `skyhouse backfill status`.
     async fn maintenance(&mut self, r: &str) {
         let ch = self.ch.clone();
-        let since = days_ago(2);
-        self.job(r, "daily_stats", async {
-            Ok(queries::refresh_daily_stats(&ch, &since).await?)
-        })
-        .await;
         if let Some(done) = self
             .job(r, "interactions", async {
-                Ok(queries::refresh_interactions(&ch).await?)
+                Ok(counts::refresh_interactions(&ch).await?)
             })
             .await
         {
@@ -730,6 +807,29 @@ impl<'a> SizeRun<'a> {
                 format!("maint/{r}/interactions/windows"),
                 done.windows as f64,
             );
+        }
+        if let Some(done) = self
+            .job(r, "aggregates_refresh", async {
+                Ok(aggregates::refresh(&ch).await?)
+            })
+            .await
+        {
+            self.fig(
+                format!("maint/{r}/aggregates_refresh/days"),
+                done.days as f64,
+            );
+            self.fig(
+                format!("maint/{r}/aggregates_refresh/days_backlog"),
+                done.days_backlog as f64,
+            );
+        }
+        if let Some(days) = self
+            .job(r, "daily_stats_backlog", async {
+                Ok(aggregates::rebuild_daily_stats(&ch, aggregates::DAYS_PER_REFRESH).await?)
+            })
+            .await
+        {
+            self.fig(format!("maint/{r}/daily_stats_backlog/days"), days as f64);
         }
         for feed in self.feeds() {
             let name = format!("rank_{}", feed.rkey);
@@ -1438,13 +1538,84 @@ impl<'a> SizeRun<'a> {
         Ok(())
     }
 
+    /// The same rows on current ClickHouse (chdb, in a separate Python
+    /// process): bytes per bulk-load record per table and in total, without
+    /// and with the proposed codecs.
+    async fn chdb_storage(&mut self) {
+        let Some(script) = self.cfg.chdb_script.clone() else {
+            return;
+        };
+        let from = self.phase_start().await;
+        self.say("weighing the same rows on current ClickHouse (chdb)");
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script)
+            .args(["--clickhouse", &self.cfg.clickhouse_url])
+            .args(["--database", self.ch.database()])
+            .args(["--user", &self.cfg.clickhouse_user])
+            .args(["--records", &self.records.to_string()])
+            .arg("--codecs")
+            .env("CLICKHOUSE_PASSWORD", &self.cfg.clickhouse_password)
+            .stdin(Stdio::null());
+        let t = Instant::now();
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await;
+        self.phase_end("chdb_storage", from);
+        let out = match out {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => {
+                return self.note(format!(
+                    "chdb storage: cannot run python3 {}: {e}",
+                    script.display()
+                ))
+            }
+            Err(e) => return self.note(format!("chdb storage: {e}")),
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for line in stderr.lines().filter(|l| l.starts_with("chdb_storage:")) {
+            self.note(line.to_owned());
+        }
+        if !out.status.success() {
+            return self.note(format!(
+                "chdb storage: {} exited {}: {}",
+                script.display(),
+                out.status,
+                stderr.trim()
+            ));
+        }
+        let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+            Ok(v) => v,
+            Err(e) => return self.note(format!("chdb storage: unreadable output: {e}")),
+        };
+        self.fig("storage_chdb/secs", round(t.elapsed().as_secs_f64(), 1));
+        for (prefix, node) in [("storage_chdb", &v), ("storage_chdb_codecs", &v["codecs"])] {
+            let mut rows: Vec<(String, serde_json::Value)> = node["tables"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            rows.push(("total".to_owned(), node["total"].clone()));
+            for (name, t) in rows {
+                for k in ["bytes_on_disk", "compressed", "uncompressed"] {
+                    if let Some(x) = t[format!("{k}_per_record")].as_f64() {
+                        let short = if k == "bytes_on_disk" { "bytes" } else { k };
+                        self.fig(format!("{prefix}/{name}/{short}_per_record"), x);
+                    }
+                }
+            }
+        }
+        self.say(&format!(
+            "chdb {}: {} bytes per record on disk, {} with the proposed codecs",
+            v["server"].as_str().unwrap_or("?"),
+            v["total"]["bytes_on_disk_per_record"],
+            v["codecs"]["total"]["bytes_on_disk_per_record"]
+        ));
+    }
+
     /// More records at the network's live rate (2,000 a second) ending now,
     /// with a few account deletions.
     async fn increment(&mut self) -> Result<(), BoxError> {
         let n = self
             .cfg
             .increment
-            .unwrap_or_else(|| (self.records / 10).clamp(1000, 1_000_000));
+            .unwrap_or_else(|| default_increment(&self.cfg.sizes));
         let Some(mut g) = self.gen.take() else {
             return Err("no dataset".into());
         };

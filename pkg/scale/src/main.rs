@@ -13,7 +13,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const USAGE: &str = "skyhouse-scale --records N --skyhouse PATH [--sizes A,B] [--seed S] [--days D]
     [--clickhouse URL] [--clickhouse-user U] [--clickhouse-pid PID] [--redis URL]
     [--database PREFIX] [--reps N] [--connections N] [--load-requests N]
-    [--route-budget-secs S] [--increment N] [--keep] [--work-dir DIR] [--json-only]
+    [--route-budget-secs S] [--increment N] [--keep] [--work-dir DIR] [--chdb scripts/chdb_storage.py]
+    [--min-free-gb G] [--json-only]
 (ClickHouse password from CLICKHOUSE_PASSWORD; every flag is also read from
 SCALE_<FLAG> in upper case, e.g. SCALE_RECORDS)";
 
@@ -92,6 +93,8 @@ fn parse() -> Result<(Config, bool), BoxError> {
             "--increment" => cfg.increment = Some(number(&flag, &v)?),
             "--keep" => cfg.keep = true,
             "--work-dir" => cfg.work_dir = PathBuf::from(v),
+            "--chdb" => cfg.chdb_script = Some(PathBuf::from(v)),
+            "--min-free-gb" => cfg.min_free_bytes = number(&flag, &v)? << 30,
             "--json-only" => json_only = true,
             _ => return Err(format!("unknown argument {flag:?}").into()),
         }
@@ -119,6 +122,8 @@ const FLAGS: &[(&str, bool)] = &[
     ("--increment", true),
     ("--keep", false),
     ("--work-dir", true),
+    ("--chdb", true),
+    ("--min-free-gb", true),
     ("--json-only", false),
 ];
 
