@@ -306,7 +306,8 @@ bench-scale RECORDS="100000000" *ARGS: deps-system up
     echo "bench-scale: $(df -h --output=avail . | tail -1 | tr -d ' ') free here; 100M records need tens of GB" >&2
     mkdir -p bench/out
     "$target/release/skyhouse-scale" --records {{ RECORDS }} --skyhouse "$target/release/skyhouse" \
-        --clickhouse "$CLICKHOUSE_ADDRESS" --redis "$REDIS_ADDRESS" "${pid[@]}" --work-dir bench/out {{ ARGS }} \
+        --clickhouse "$CLICKHOUSE_ADDRESS" --redis "$REDIS_ADDRESS" "${pid[@]}" --work-dir bench/out \
+        --chdb scripts/chdb_storage.py {{ ARGS }} \
         | tee "bench/out/scale-{{ RECORDS }}.txt"
 
 # Backfill CPU per record (worker and ClickHouse), records/s against the bound cores / (sum), repos/s and the worker's peak RSS: the worker's own cost on one thread (decode), REPOS generated repositories (+ one of 300 MB) from a static loopback PDS, and the reference PDS, drained by `skyhouse backfill work` into the `just up` servers (generated once into bench/out/; medians of RUNS)

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -85,8 +86,12 @@ class Source:
         return f"{self.url}/?{urllib.parse.urlencode(self.params(query))}"
 
     def rows(self, query):
-        with urllib.request.urlopen(self.query_url(query + " FORMAT TabSeparated"), timeout=600) as r:
-            text = r.read().decode("utf-8")
+        try:
+            with urllib.request.urlopen(self.query_url(query + " FORMAT TabSeparated"), timeout=600) as r:
+                text = r.read().decode("utf-8")
+        except urllib.error.HTTPError as e:
+            body = e.read().decode("utf-8", "replace")
+            raise RuntimeError(f"{self.url}: {one_line(body)[:300]} (query: {query[:120]})") from None
         return [line.split("\t") for line in text.splitlines()]
 
 
@@ -153,9 +158,18 @@ def run(args):
         for t in src_tables:
             cols = src.rows(
                 "SELECT name, type FROM system.columns WHERE database = currentDatabase() "
-                f"AND table = '{t}' ORDER BY position"
+                f"AND table = '{t}'"
             )
-            mine = {r[0] for r in srv.query(f"SELECT name FROM system.columns WHERE database = '{DB}' AND table = '{t}'")}
+            if t == "schema_migrations":
+                continue  # the migration runner's bookkeeping
+            # Columns an INSERT may name (not MATERIALIZED or ALIAS ones).
+            mine = {
+                r[0]
+                for r in srv.query(
+                    f"SELECT name FROM system.columns WHERE database = '{DB}' AND table = '{t}' "
+                    "AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')"
+                )
+            }
             if not mine:
                 print(f"chdb_storage: {t}: not made by the migrations, left out", file=sys.stderr)
                 continue

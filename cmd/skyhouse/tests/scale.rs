@@ -62,7 +62,6 @@ fn expected() -> Vec<String> {
         "storage/interactions/bytes_per_record",
         "memory/server_rss_mb",
         "memory/server_peak_rss_mb",
-        "memory/server_tracked_mb",
         "memory/max_query_mb",
         "memory/memory_limit_errors",
     ]
@@ -90,6 +89,7 @@ fn expected() -> Vec<String> {
     let mut search = vec![
         "stats",
         "actor_stats",
+        "post_stats",
         "posts_rare_term",
         "posts_common_term",
         "posts_author",

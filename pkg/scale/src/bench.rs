@@ -1140,6 +1140,7 @@ impl<'a> SizeRun<'a> {
         let mut authors = g.busy_authors(self.cfg.reps / 2 + 1);
         authors.extend(g.middling_authors(self.cfg.reps));
         let rare = g.samples.rare_terms.clone();
+        let posts = g.samples.pinned.clone();
         let handles = g.samples.handles.clone();
         if rare.is_empty() || handles.is_empty() || authors.is_empty() {
             return Err("the dataset has no rare terms, handles or authors: too small".into());
@@ -1157,6 +1158,21 @@ impl<'a> SizeRun<'a> {
         let cold = self.reqs(|i| Request::get(format!("/v1/stats/actors/{}", pick(&authors, i))));
         self.route(addr, "search/actor_stats", &cold, Some(&cold[0]), &[])
             .await?;
+
+        // Counts of 7 posts a request, different ones each time (the API
+        // takes at most 512 bytes of `uris`: 7 URIs of 70 characters).
+        if posts.is_empty() {
+            self.note("search/post_stats: the dataset has no sample posts");
+        } else {
+            let cold = self.reqs(|i| {
+                let uris: Vec<&str> = (0..7)
+                    .map(|j| posts[(i * 7 + j) % posts.len()].as_str())
+                    .collect();
+                Request::get(format!("/v1/stats/posts?uris={}", enc(&uris.join(","))))
+            });
+            self.route(addr, "search/post_stats", &cold, Some(&cold[0]), &[])
+                .await?;
+        }
 
         for a in Analytics::ALL {
             let cold = self.reqs(|i| {
@@ -1652,11 +1668,14 @@ impl<'a> SizeRun<'a> {
         } else {
             self.note("no --clickhouse-pid: the server's RSS is not measured");
         }
+        // 18.16 reports 0 here; newer servers track their allocations.
         let tracked = admin::tracked_memory(&self.ch).await?;
-        self.fig(
-            "memory/server_tracked_mb",
-            round(tracked as f64 / 1048576.0, 1),
-        );
+        if tracked > 0 {
+            self.fig(
+                "memory/server_tracked_mb",
+                round(tracked as f64 / 1048576.0, 1),
+            );
+        }
         if !admin::has_query_log(&self.ch).await? {
             self.note("the server keeps no query log (no <query_log> in its config): per-query memory is not measured");
             return Ok(());
