@@ -138,11 +138,7 @@ pub async fn running_merges(ch: &ClickHouse) -> Result<u64, StoreError> {
 
 /// Queries of `user` the server is running, besides this one.
 pub async fn running_queries(ch: &ClickHouse, user: &str) -> Result<u64, StoreError> {
-    let sql = render(
-        ch.db(),
-        "running_queries",
-        &[("user", &literal(user))],
-    )?;
+    let sql = render(ch.db(), "running_queries", &[("user", &literal(user))])?;
     ch.fetch_one("running queries", &sql).await
 }
 
