@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use skyhouse_feeds::{FeedgenConfig, FeedgenState, ServiceAuth};
 
 use crate::migrate::ClickHouseArgs;
@@ -16,7 +16,10 @@ use crate::Usage;
 
 /// Flags of `skyhouse feedgen`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct FeedgenArgs {
+    #[command(subcommand)]
+    action: Option<FeedgenAction>,
     /// Listen address of the XRPC endpoints.
     #[arg(long, env = "FEEDGEN_ADDR", default_value = "0.0.0.0:8094")]
     listen: SocketAddr,
@@ -25,8 +28,8 @@ pub struct FeedgenArgs {
     metrics_addr: SocketAddr,
     /// Public base URL of this service (https://feeds.example.com): the `#bsky_fg`
     /// endpoint in did.json, and the host of the default service DID.
-    #[arg(long, env = "FEEDGEN_PUBLIC_URL")]
-    public_url: String,
+    #[arg(long, env = "FEEDGEN_PUBLIC_URL", required = true)]
+    public_url: Option<String>,
     /// Service DID (the `aud` tokens must carry). Default: did:web:<host of --public-url>.
     #[arg(long, env = "FEEDGEN_SERVICE_DID")]
     service_did: Option<String>,
@@ -50,6 +53,10 @@ pub struct FeedgenArgs {
     /// PLC directory that resolves token issuers' did:plc documents.
     #[arg(long, env = "PLC_URL", default_value = skyhouse_identity::DEFAULT_PLC_URL)]
     plc: String,
+    /// Browser origins that may call the endpoints (CORS): * for any, none, or a
+    /// comma-separated list of origins.
+    #[arg(long, env = "FEEDGEN_CORS_ORIGINS", default_value = "*")]
+    cors_origins: String,
     /// Resolve did:web:localhost%3A<port> issuers over plain http (tests only).
     #[arg(long, hide = true)]
     allow_loopback_did_web: bool,
@@ -63,8 +70,18 @@ pub struct FeedgenArgs {
     redis: RedisArgs,
 }
 
+/// What `skyhouse feedgen` does besides serving.
+#[derive(Debug, Subcommand)]
+pub enum FeedgenAction {
+    /// Write or update one app.bsky.feed.generator record per configured feed (display name,
+    /// description, avatar) in the publisher's repository; unchanged ones are left alone.
+    Publish(crate::publish::PublishArgs),
+    /// Delete the app.bsky.feed.generator records of the configured feeds.
+    Unpublish(crate::publish::PublishArgs),
+}
+
 /// `did:web` of a URL's host (`:port` percent-encoded as did:web wants).
-fn did_web(url: &str) -> Result<String> {
+pub(crate) fn did_web(url: &str) -> Result<String> {
     let u = url::Url::parse(url).map_err(|e| anyhow!("--public-url {url:?}: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") || u.path() != "/" || u.query().is_some() {
         return Err(anyhow!(
@@ -83,7 +100,11 @@ fn did_web(url: &str) -> Result<String> {
 impl FeedgenArgs {
     /// Check every flag (and read the feeds file) before any network I/O.
     fn config(&self) -> Result<(FeedgenConfig, skyhouse_identity::ResolverConfig)> {
-        let derived = did_web(&self.public_url)?;
+        let public_url = self
+            .public_url
+            .as_deref()
+            .ok_or_else(|| anyhow!("--public-url (FEEDGEN_PUBLIC_URL) is required"))?;
+        let derived = did_web(public_url)?;
         let service_did = self.service_did.clone().unwrap_or(derived);
         if !skyhouse_atproto::syntax::Did::is_valid(&service_did) {
             return Err(anyhow!("--service-did {service_did:?}: not a DID"));
@@ -122,18 +143,25 @@ impl FeedgenArgs {
         Ok((
             FeedgenConfig {
                 service_did,
-                public_url: self.public_url.trim_end_matches('/').to_owned(),
+                public_url: public_url.trim_end_matches('/').to_owned(),
                 publisher_did,
                 feeds,
                 cache_ttl: Duration::from_secs(self.cache_ttl_secs),
                 snapshot_ttl: Duration::from_secs(self.snapshot_ttl_secs),
+                cors: skyhouse_telemetry::http::Cors::parse(&self.cors_origins)
+                    .map_err(|e| anyhow!("--cors-origins: {e}"))?,
             },
             resolver,
         ))
     }
 }
 
-pub fn run(args: FeedgenArgs) -> Result<ExitCode> {
+pub fn run(mut args: FeedgenArgs) -> Result<ExitCode> {
+    match args.action.take() {
+        Some(FeedgenAction::Publish(a)) => return crate::publish::run(a, false),
+        Some(FeedgenAction::Unpublish(a)) => return crate::publish::run(a, true),
+        None => {}
+    }
     let (cfg, resolver_cfg) = args.config().usage()?;
     let ch = args.clickhouse.connect()?;
     args.redis.validate()?;

@@ -24,6 +24,7 @@ mod handle_args;
 mod indexer;
 mod migrate;
 mod monitor;
+mod publish;
 mod redis_args;
 mod relay;
 mod repo;

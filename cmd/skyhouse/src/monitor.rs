@@ -58,6 +58,10 @@ pub struct MonitorArgs {
     /// Address of /metrics and /health. Unset: served on --listen.
     #[arg(long, env = "MONITOR_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Browser origins that may read /v1/hosts (CORS): * for any, none, or a comma-separated
+    /// list of origins (https://status.example.com).
+    #[arg(long, env = "MONITOR_CORS_ORIGINS", default_value = "*")]
+    cors_origins: String,
     // Before the groups with their own --help heading (clap keeps the last heading
     // for the fields after a flattened group).
     #[command(flatten)]
@@ -75,6 +79,8 @@ impl MonitorArgs {
             concurrency: self.concurrency,
             max_hosts: self.max_hosts,
             discover_interval: Duration::from_secs(self.discover_interval_secs),
+            cors: skyhouse_telemetry::http::Cors::parse(&self.cors_origins)
+                .map_err(|e| anyhow!("--cors-origins: {e}"))?,
         };
         if let Err(MonitorError::Setting { setting, why }) = cfg.validate() {
             let flag = match setting {

@@ -44,6 +44,14 @@ pub struct SearchArgs {
     /// SQL explorer: most rows a query may return.
     #[arg(long, env = "SEARCH_SQL_MAX_ROWS", default_value_t = 10_000)]
     sql_max_rows: u64,
+    /// Browser origins that may call the read routes (CORS): * for any, none, or a
+    /// comma-separated list of origins (https://app.example.com).
+    #[arg(long, env = "SEARCH_CORS_ORIGINS", default_value = "*")]
+    cors_origins: String,
+    /// Browser origins that may call the admin routes (/v1/admin/…, /v1/sql), as
+    /// --cors-origins.
+    #[arg(long, env = "SEARCH_ADMIN_CORS_ORIGINS", default_value = "none")]
+    admin_cors_origins: String,
     // Before the groups with their own --help heading (clap keeps the last heading
     // for the fields after a flattened group).
     #[command(flatten)]
@@ -75,7 +83,13 @@ impl SearchArgs {
                 ));
             }
         }
+        let cors = skyhouse_telemetry::http::Cors::parse(&self.cors_origins)
+            .map_err(|e| anyhow!("--cors-origins: {e}"))?;
+        let admin_cors = skyhouse_telemetry::http::Cors::parse(&self.admin_cors_origins)
+            .map_err(|e| anyhow!("--admin-cors-origins: {e}"))?;
         Ok(ApiConfig {
+            cors,
+            admin_cors,
             stats_ttl: Duration::from_secs(self.stats_ttl_secs),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             require_read_key: self.require_read_key,

@@ -19,11 +19,12 @@ pub mod page;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use skyhouse_state::State;
 use skyhouse_store::ClickHouse;
+use skyhouse_telemetry::http::{Cors, Limits};
 use skyhouse_telemetry::CancellationToken;
 use tokio::net::TcpListener;
 
@@ -46,6 +47,11 @@ pub struct ApiConfig {
     pub sql_max_seconds: u64,
     /// SQL explorer: `max_result_rows`. Default 10,000.
     pub sql_max_rows: u64,
+    /// Browser origins that may call the read routes. Default any.
+    pub cors: Cors,
+    /// Browser origins that may call the admin routes (`/v1/admin/…`,
+    /// `/v1/sql`). Default none.
+    pub admin_cors: Cors,
 }
 
 impl Default for ApiConfig {
@@ -57,6 +63,8 @@ impl Default for ApiConfig {
             require_read_key: false,
             sql_max_seconds: 5,
             sql_max_rows: 10_000,
+            cors: Cors::Any,
+            admin_cors: Cors::Deny,
         }
     }
 }
@@ -90,11 +98,18 @@ impl ApiState {
 }
 
 /// The router: every route of [`ROUTES`] (`/openapi.json` among them) and
-/// the query page ([`page`]).
+/// the query page ([`page`]), with the shared HTTP layers
+/// ([`skyhouse_telemetry::http::layers`]): the read routes and the page
+/// answer browsers of [`ApiConfig::cors`], the admin routes those of
+/// [`ApiConfig::admin_cors`]; the request metrics count every answer, the
+/// timeout's 503 and the body limit's 413 included.
 pub fn router(state: ApiState) -> Router {
-    let timeout = state.inner.cfg.request_timeout;
-    let max_body = state.inner.cfg.max_body;
-    Router::new()
+    let cfg = &state.inner.cfg;
+    let limits = Limits {
+        timeout: cfg.request_timeout,
+        max_body: cfg.max_body,
+    };
+    let read = Router::new()
         .route("/v1/stats", get(handlers::stats))
         .route("/v1/stats/actors/{did}", get(handlers::actor_stats))
         .route("/v1/stats/posts", get(handlers::post_stats))
@@ -102,6 +117,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/search/posts", get(handlers::search_posts))
         .route("/v1/search/actors", get(handlers::search_actors))
         .route("/v1/repos/{did}", get(handlers::repo))
+        .route("/openapi.json", get(handlers::openapi_json))
+        .route(page::INDEX, get(page::index))
+        .route(page::CSS, get(page::css))
+        .route(page::JS, get(page::js))
+        .fallback(handlers::not_found);
+    let admin = Router::new()
         .route(
             "/v1/admin/repos/{did}/cleanup",
             post(handlers::admin_cleanup),
@@ -112,17 +133,16 @@ pub fn router(state: ApiState) -> Router {
             get(handlers::admin_list_keys).post(handlers::admin_create_key),
         )
         .route("/v1/admin/keys/{id}", delete(handlers::admin_revoke_key))
-        .route("/v1/sql", post(handlers::sql))
-        .route("/openapi.json", get(handlers::openapi_json))
-        .route(page::INDEX, get(page::index))
-        .route(page::CSS, get(page::css))
-        .route(page::JS, get(page::js))
-        .fallback(handlers::not_found)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(move |req, next| {
-            handlers::limits(timeout, req, next)
-        }))
-        .with_state(state)
+        .route("/v1/sql", post(handlers::sql));
+    let read = skyhouse_telemetry::http::with_cors(read, &cfg.cors, &[Method::GET, Method::HEAD]);
+    let admin = skyhouse_telemetry::http::with_cors(
+        admin,
+        &cfg.admin_cors,
+        &[Method::GET, Method::POST, Method::DELETE],
+    );
+    let routes = skyhouse_telemetry::http::inner_layers(read.merge(admin), limits)
+        .layer(axum::middleware::from_fn(handlers::metered));
+    skyhouse_telemetry::http::outer_layers(routes).with_state(state)
 }
 
 /// Serve the router on `listener` until `shutdown`.

@@ -57,6 +57,31 @@ pub struct Feed {
     pub rkey: String,
     /// What it ranks.
     pub kind: FeedKind,
+    /// How its record presents it (`skyhouse feedgen publish` writes it).
+    pub profile: FeedProfile,
+}
+
+/// What a feed's `app.bsky.feed.generator` record shows in the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedProfile {
+    /// `displayName` (at most 24 characters). Default: the built-in
+    /// feed's name, else the record key.
+    pub display_name: String,
+    /// `description` (at most 300 characters).
+    pub description: Option<String>,
+    /// An avatar image file (PNG or JPEG, at most 1,000,000 bytes), relative
+    /// to the config file's directory.
+    pub avatar: Option<std::path::PathBuf>,
+}
+
+impl FeedProfile {
+    fn named(name: &str, description: &str) -> FeedProfile {
+        FeedProfile {
+            display_name: name.to_owned(),
+            description: Some(description.to_owned()),
+            avatar: None,
+        }
+    }
 }
 
 impl Feed {
@@ -68,11 +93,19 @@ impl Feed {
 
 /// A feed in the config file (`--feeds-config`, JSON):
 /// `{"feeds": [{"rkey": "cats", "label": "cat"}, {"rkey": "cats-private",
-/// "label": "cat", "private": true}, {"rkey": "pinned", "uris": ["at://…"]}]}`.
+/// "label": "cat", "private": true}, {"rkey": "pinned", "uris": ["at://…"]}]}`,
+/// each optionally with `displayName`, `description` and `avatar` (a file);
+/// an entry naming a built-in feed gives only those.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FeedEntry {
     rkey: String,
+    #[serde(default, rename = "displayName")]
+    display_name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    avatar: Option<std::path::PathBuf>,
     #[serde(default)]
     label: Option<String>,
     #[serde(default)]
@@ -93,16 +126,25 @@ pub fn builtin_feeds() -> Vec<Feed> {
         Feed {
             rkey: "whats-hot".into(),
             kind: FeedKind::WhatsHot,
+            profile: FeedProfile::named(
+                "What's hot",
+                "Posts of the last 48 hours by likes and reposts, newer ones first.",
+            ),
         },
         Feed {
             rkey: "top-1h".into(),
             kind: FeedKind::Top { window_secs: 3600 },
+            profile: FeedProfile::named("Top, last hour", "The most liked posts of the last hour."),
         },
         Feed {
             rkey: "top-24h".into(),
             kind: FeedKind::Top {
                 window_secs: 24 * 3600,
             },
+            profile: FeedProfile::named(
+                "Top, last 24 hours",
+                "The most liked posts of the last 24 hours.",
+            ),
         },
     ]
 }
@@ -135,6 +177,9 @@ pub fn valid_post_uri(uri: &str) -> bool {
 /// names the entry at fault.
 pub fn parse_feeds_config(json: &str) -> Result<Vec<Feed>, String> {
     let file: FeedsFile = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let mut overridden = std::collections::BTreeSet::new();
+    let builtin_rkeys: std::collections::BTreeSet<String> =
+        builtin_feeds().into_iter().map(|f| f.rkey).collect();
     let mut feeds: BTreeMap<String, Feed> = builtin_feeds()
         .into_iter()
         .map(|f| (f.rkey.clone(), f))
@@ -142,6 +187,28 @@ pub fn parse_feeds_config(json: &str) -> Result<Vec<Feed>, String> {
     for e in file.feeds {
         if !valid_rkey(&e.rkey) {
             return Err(format!("feed rkey {:?} is not a record key", e.rkey));
+        }
+        if e.display_name.as_deref().is_some_and(str::is_empty) {
+            return Err(format!("feed {:?}: displayName is empty", e.rkey));
+        }
+        let is_builtin = builtin_rkeys.contains(&e.rkey) && !overridden.contains(&e.rkey);
+        if let Some(builtin) = feeds.get_mut(&e.rkey).filter(|_| is_builtin) {
+            if e.label.is_some() || e.uris.is_some() || e.private {
+                return Err(format!(
+                    "feed {:?} is built in: give only displayName, description or avatar",
+                    e.rkey
+                ));
+            }
+            let p = &mut builtin.profile;
+            if let Some(name) = e.display_name {
+                p.display_name = name;
+            }
+            if e.description.is_some() {
+                p.description = e.description;
+            }
+            p.avatar = e.avatar;
+            overridden.insert(e.rkey);
+            continue;
         }
         let kind = match (e.label, e.uris) {
             (Some(label), None) => {
@@ -178,7 +245,19 @@ pub fn parse_feeds_config(json: &str) -> Result<Vec<Feed>, String> {
         if feeds.contains_key(&e.rkey) {
             return Err(format!("feed {:?} is defined twice", e.rkey));
         }
-        feeds.insert(e.rkey.clone(), Feed { rkey: e.rkey, kind });
+        let profile = FeedProfile {
+            display_name: e.display_name.unwrap_or_else(|| e.rkey.clone()),
+            description: e.description,
+            avatar: e.avatar,
+        };
+        feeds.insert(
+            e.rkey.clone(),
+            Feed {
+                rkey: e.rkey,
+                kind,
+                profile,
+            },
+        );
     }
     Ok(feeds.into_values().collect())
 }
@@ -239,7 +318,18 @@ mod tests {
         for (json, needle) in [
             (r#"{"feeds":[{"rkey":"a b","label":"x"}]}"#, "\"a b\""),
             (r#"{"feeds":[{"rkey":"x"}]}"#, "exactly one"),
-            (r#"{"feeds":[{"rkey":"whats-hot","label":"x"}]}"#, "twice"),
+            (
+                r#"{"feeds":[{"rkey":"whats-hot","label":"x"}]}"#,
+                "built in",
+            ),
+            (
+                r#"{"feeds":[{"rkey":"c","label":"x"},{"rkey":"c","label":"y"}]}"#,
+                "twice",
+            ),
+            (
+                r#"{"feeds":[{"rkey":"c","label":"x","displayName":""}]}"#,
+                "empty",
+            ),
             (
                 r#"{"feeds":[{"rkey":"p","uris":["https://x"]}]}"#,
                 "not a post",
@@ -253,6 +343,31 @@ mod tests {
             let e = parse_feeds_config(json).expect_err(json);
             assert!(e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn config_gives_the_records_profile() {
+        let feeds = parse_feeds_config(
+            r#"{"feeds":[{"rkey":"cats","label":"cat","displayName":"Cats","avatar":"cat.png"},
+               {"rkey":"dogs","label":"dog"},
+               {"rkey":"whats-hot","description":"Hot here."}]}"#,
+        )
+        .expect("valid");
+        let get = |rkey: &str| feeds.iter().find(|f| f.rkey == rkey).expect(rkey);
+        assert_eq!(get("cats").profile.display_name, "Cats");
+        assert_eq!(
+            get("cats").profile.avatar.as_deref(),
+            Some(std::path::Path::new("cat.png"))
+        );
+        assert_eq!(get("dogs").profile.display_name, "dogs");
+        assert_eq!(get("dogs").profile.description, None);
+        assert_eq!(get("whats-hot").profile.display_name, "What's hot");
+        assert_eq!(
+            get("whats-hot").profile.description.as_deref(),
+            Some("Hot here.")
+        );
+        assert_eq!(get("whats-hot").kind, FeedKind::WhatsHot);
+        assert_eq!(get("top-1h").profile.display_name, "Top, last hour");
     }
 
     #[test]

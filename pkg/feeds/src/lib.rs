@@ -24,7 +24,7 @@ mod server;
 
 pub use algos::{
     builtin_feeds, holds_label, parse_feeds_config, rank, valid_post_uri, valid_rkey, Feed,
-    FeedKind, GENERATOR_COLLECTION, HOT_WINDOW_SECS, MAX_RANKED,
+    FeedKind, FeedProfile, GENERATOR_COLLECTION, HOT_WINDOW_SECS, MAX_RANKED,
 };
 pub use auth::{bearer, AuthError, ServiceAuth, MAX_TOKEN_BYTES, REFETCH_INTERVAL};
 pub use server::{

@@ -49,7 +49,14 @@ pub struct FeedgenConfig {
     /// How long a ranking snapshot (what cursors page through) lives.
     /// Default 10 min: a reader paging slower than that starts over.
     pub snapshot_ttl: Duration,
+    /// Browser origins that may call the endpoints (CORS). Any, usually: the
+    /// answers are public.
+    pub cors: skyhouse_telemetry::http::Cors,
 }
+
+/// Longest a request may take (then 503 `Timeout`): a cold ranking of a
+/// large feed takes seconds; an AppView gives up sooner.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything a request handler needs.
 #[derive(Debug, Clone)]
@@ -227,9 +234,12 @@ fn json_response(body: String) -> Response {
         .into_response()
 }
 
-/// The routes on the public port.
+/// The routes on the public port, with the shared HTTP layers
+/// ([`skyhouse_telemetry::http::layers`]: request ids, compression, the
+/// configured CORS, [`REQUEST_TIMEOUT`], a 64 KiB body limit).
 pub fn router(state: FeedgenState) -> Router {
-    Router::new()
+    let cors = state.inner.config.cors.clone();
+    let routes = Router::new()
         .route("/.well-known/did.json", get(did_json))
         .route(
             "/xrpc/app.bsky.feed.describeFeedGenerator",
@@ -246,8 +256,20 @@ pub fn router(state: FeedgenState) -> Router {
                 error: "MethodNotImplemented",
                 message: "no such method".into(),
             }
-        })
-        .with_state(state)
+        });
+    let routes = skyhouse_telemetry::http::with_cors(
+        routes,
+        &cors,
+        &[axum::http::Method::GET, axum::http::Method::HEAD],
+    );
+    skyhouse_telemetry::http::layers(
+        routes,
+        skyhouse_telemetry::http::Limits {
+            timeout: REQUEST_TIMEOUT,
+            max_body: skyhouse_telemetry::http::DEFAULT_MAX_BODY,
+        },
+    )
+    .with_state(state)
 }
 
 /// Serve `router(state)` on `listener` until `shutdown`.

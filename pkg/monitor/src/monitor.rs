@@ -40,6 +40,8 @@ pub struct MonitorConfig {
     pub max_hosts: usize,
     /// Time between two `listHosts` enumerations of each relay. Default 1 h.
     pub discover_interval: Duration,
+    /// Browser origins that may read `/v1/hosts`. Default any.
+    pub cors: skyhouse_telemetry::http::Cors,
 }
 
 impl Default for MonitorConfig {
@@ -50,6 +52,7 @@ impl Default for MonitorConfig {
             concurrency: 32,
             max_hosts: 50_000,
             discover_interval: Duration::from_secs(3600),
+            cors: skyhouse_telemetry::http::Cors::Any,
         }
     }
 }
@@ -367,15 +370,23 @@ impl Monitor {
     /// address.
     pub fn router(&self) -> Router {
         let handle = skyhouse_telemetry::install_metrics();
-        skyhouse_telemetry::metrics_router(handle, self.inner.health.clone())
-            .merge(self.hosts_router())
+        skyhouse_telemetry::http::layers(
+            skyhouse_telemetry::metrics_router(handle, self.inner.health.clone())
+                .merge(self.hosts_routes()),
+            skyhouse_telemetry::METRICS_LIMITS,
+        )
     }
 
     /// `/v1/hosts` alone, for a monitor whose `/metrics` and `/health` have
     /// their own address ([`skyhouse_telemetry::serve_metrics`]).
     pub fn hosts_router(&self) -> Router {
+        skyhouse_telemetry::http::layers(self.hosts_routes(), skyhouse_telemetry::METRICS_LIMITS)
+    }
+
+    /// `/v1/hosts` with its CORS, without the other layers.
+    fn hosts_routes(&self) -> Router {
         let me = self.clone();
-        Router::new().route(
+        let routes = Router::new().route(
             "/v1/hosts",
             get(move |RawQuery(query): RawQuery| {
                 let me = me.clone();
@@ -400,6 +411,11 @@ impl Monitor {
                     (StatusCode::OK, json, body)
                 }
             }),
+        );
+        skyhouse_telemetry::http::with_cors(
+            routes,
+            &self.inner.cfg.cors,
+            &[axum::http::Method::GET, axum::http::Method::HEAD],
         )
     }
 

@@ -3,6 +3,7 @@
 //! `/health` endpoint, and the shutdown token with its bounded grace period.
 #![deny(missing_docs)]
 
+pub mod http;
 mod otel;
 mod shutdown;
 
@@ -78,7 +79,14 @@ impl Health {
     }
 }
 
-/// The `/metrics` and `/health` routes.
+/// The `/metrics` and `/health` listener's limits: 10 s, 64 KiB.
+pub const METRICS_LIMITS: http::Limits = http::Limits {
+    timeout: std::time::Duration::from_secs(10),
+    max_body: http::DEFAULT_MAX_BODY,
+};
+
+/// The `/metrics` and `/health` routes, without layers (to merge; see
+/// [`serve_metrics`] for the listener).
 pub fn metrics_router(handle: PrometheusHandle, health: Health) -> Router {
     Router::new()
         .route(
@@ -108,16 +116,21 @@ pub fn metrics_router(handle: PrometheusHandle, health: Health) -> Router {
         )
 }
 
-/// Serve `/metrics` and `/health` on `listener` until `shutdown`.
+/// Serve `/metrics` and `/health` on `listener` until `shutdown`, with the
+/// shared HTTP layers ([`http::layers`], [`METRICS_LIMITS`]) and no CORS
+/// (browsers of other origins cannot read them).
 pub async fn serve_metrics(
     listener: TcpListener,
     handle: PrometheusHandle,
     health: Health,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, metrics_router(handle, health))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(
+        listener,
+        http::layers(metrics_router(handle, health), METRICS_LIMITS),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 #[cfg(test)]

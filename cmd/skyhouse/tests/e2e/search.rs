@@ -538,6 +538,63 @@ async fn with_clickhouse_down_the_api_answers_503_json_and_health_says_why() {
             "{path}: {v}"
         );
     }
+    // The request id: a client's is returned and is in the log line of the failure
+    // (the handler's warning, inside the request's span); a missing one is made.
+    let resp = api
+        .http
+        .get(format!("{}/v1/stats", api.base))
+        .header("x-request-id", "e2e-down-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-request-id"], "e2e-down-7f3a");
+    let made = api
+        .http
+        .get(format!("{}/v1/stats", api.base))
+        .send()
+        .await
+        .unwrap();
+    let made = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(made.len(), 16, "{made}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let log = search.log();
+        let tagged = |id: &str| log.lines().any(|l| l.contains(id) && l.contains("WARN"));
+        if tagged("e2e-down-7f3a") && tagged(&made) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning line with the request ids:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // CORS: a browser preflight for a read route is answered for any origin; the
+    // admin routes answer none (the defaults).
+    let preflight = |path: &str, method: &str| {
+        api.http
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", api.base))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let read = preflight("/v1/stats", "GET").await.unwrap();
+    assert_eq!(read.status(), 200);
+    assert_eq!(read.headers()["access-control-allow-origin"], "*");
+    assert!(read.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("GET"));
+    let admin = preflight("/v1/admin/keys", "POST").await.unwrap();
+    assert!(
+        admin.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        admin.headers()
+    );
+    let admin = preflight("/v1/sql", "POST").await.unwrap();
+    assert!(admin.headers().get("access-control-allow-origin").is_none());
     // Bad input is still a 400, before any query.
     let (s, _) = api
         .call("get", "/v1/search/posts?limit=0", None, None)

@@ -44,6 +44,7 @@ pub const SUBCOMMANDS: &[&[&str]] = &[
     &["relay"],
     &["monitor"],
     &["feedgen"],
+    &["feedgen", "publish"],
     &["search"],
 ];
 

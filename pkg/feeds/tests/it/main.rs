@@ -93,6 +93,7 @@ impl Feedgen {
             feeds,
             cache_ttl: Duration::from_secs(30),
             snapshot_ttl: Duration::from_secs(600),
+            cors: skyhouse_telemetry::http::Cors::Any,
         };
         let parts = (config.clone(), state.clone(), auth.clone());
         let app = FeedgenState::new(config, ch.clone(), state, auth, health);
