@@ -750,6 +750,11 @@ impl<'a> SizeRun<'a> {
                 label: LABEL.to_owned(),
                 private: false,
             },
+            profile: skyhouse_feeds::FeedProfile {
+                display_name: format!("label-{LABEL}"),
+                description: None,
+                avatar: None,
+            },
         });
         if let Some(g) = &self.gen {
             if !g.samples.pinned.is_empty() {
@@ -757,6 +762,11 @@ impl<'a> SizeRun<'a> {
                     rkey: "pinned".into(),
                     kind: FeedKind::Static {
                         uris: g.samples.pinned.clone(),
+                    },
+                    profile: skyhouse_feeds::FeedProfile {
+                        display_name: "pinned".into(),
+                        description: None,
+                        avatar: None,
                     },
                 });
             }
