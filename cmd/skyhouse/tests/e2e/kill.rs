@@ -123,21 +123,21 @@ async fn kill_9_at_random_moments_and_the_final_state_is_exact() {
 }
 
 /// What [`write_while_killing`] did.
-struct Done {
-    scenario: Scenario,
+pub(crate) struct Done {
+    pub(crate) scenario: Scenario,
     /// The accounts that kept writing (the doomed one included).
-    dids: Vec<String>,
+    pub(crate) dids: Vec<String>,
     /// An account that wrote and was then deleted.
-    doomed: String,
-    writes: usize,
+    pub(crate) doomed: String,
+    pub(crate) writes: usize,
     /// The very last write.
-    last: Written,
+    pub(crate) last: Written,
 }
 
 /// The scenario, then posts, likes, deletes and profile edits over three
 /// accounts (and a fourth that is deleted at the end) until `stop` and at
 /// least [`MIN_WRITES`]; then a last post.
-async fn write_while_killing(pds: Pds, stop: Arc<AtomicBool>) -> Done {
+pub(crate) async fn write_while_killing(pds: Pds, stop: Arc<AtomicBool>) -> Done {
     let scenario = Scenario::run(&pds).await.expect("scenario");
     let suffix = std::process::id() % 100_000;
     let mut accounts = Vec::new();

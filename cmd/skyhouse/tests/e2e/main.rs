@@ -17,6 +17,10 @@
 //! - `page`: the query page of `skyhouse search` in headless Chromium over
 //!   WebDriver: key, tables, a query's rows and chart, the shared URL,
 //!   examples, errors; the README's screenshot.
+//! - `cluster`: one scenario (firehose, backfill, an admin cleanup) indexed
+//!   on one server and on the 2 × 2 cluster gives the same answer from every
+//!   search route and feed and the same tables; `kill -9` of one replica of
+//!   each shard during ingestion loses nothing and the replicas converge.
 //! - `search`: `skyhouse search` over the indexed scenario: search, stats,
 //!   records, cursors, keys, the SQL explorer, hostile parameters, OpenAPI.
 //! - `redis_down`: Redis killed mid-stream: indexing goes on, the cursor is
@@ -40,6 +44,7 @@
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
 mod backfill;
+mod cluster;
 mod faults;
 mod firehose;
 mod health;
@@ -107,12 +112,40 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// A test's database: on the shared server, or on the shared cluster
+/// (`--clickhouse-cluster`, read through the `Distributed` tables).
+#[derive(Debug)]
+pub enum Db {
+    /// On the shared single server.
+    Single(TestDatabase),
+    /// On a 2 × 2 cluster, whose first server's URL it holds.
+    Cluster(skyhouse_testkit::ClusterDatabase, String),
+}
+
+impl Db {
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Db::Single(d) => d.name(),
+            Db::Cluster(d, _) => d.name(),
+        }
+    }
+
+    /// Runs `sql` in the database (on a cluster through its first server).
+    pub fn query(&self, sql: &str) -> String {
+        match self {
+            Db::Single(d) => d.query(sql),
+            Db::Cluster(d, _) => d.query(sql),
+        }
+    }
+}
+
 /// One indexer deployment: a fresh migrated database, a Redis key prefix,
 /// a source and its URL. Every `skyhouse` command of the test goes through
 /// it, so `indexer` and `cursor` see the same flags.
 #[derive(Debug)]
 pub struct Setup {
-    pub db: TestDatabase,
+    pub db: Db,
     pub redis_url: String,
     pub prefix: String,
     pub source: &'static str,
@@ -125,8 +158,24 @@ impl Setup {
     /// A fresh database on the shared ClickHouse, migrated with
     /// `skyhouse migrate up`.
     pub fn new(hint: &str, redis_url: String, source: &'static str, url: String) -> Setup {
-        let server = skyhouse_testkit::ClickHouse::shared();
-        let db = server.database(hint);
+        let db = Db::Single(skyhouse_testkit::ClickHouse::shared().database(hint));
+        Setup::with_db(db, hint, redis_url, source, url)
+    }
+
+    /// Like [`Setup::new`], on `cluster`: every command gets
+    /// `--clickhouse-cluster` and talks to its first server.
+    pub fn on_cluster(
+        cluster: &skyhouse_testkit::Cluster,
+        hint: &str,
+        redis_url: String,
+        source: &'static str,
+        url: String,
+    ) -> Setup {
+        let db = Db::Cluster(cluster.database(hint), cluster.http_url());
+        Setup::with_db(db, hint, redis_url, source, url)
+    }
+
+    fn with_db(db: Db, hint: &str, redis_url: String, source: &'static str, url: String) -> Setup {
         let prefix = if redis_url == skyhouse_testkit::Redis::shared().url() {
             skyhouse_testkit::Redis::shared().key_prefix(hint)
         } else {
@@ -148,12 +197,22 @@ impl Setup {
     }
 
     fn clickhouse_flags(&self) -> Vec<String> {
-        vec![
-            "--clickhouse-address".into(),
-            skyhouse_testkit::ClickHouse::shared().http_url(),
-            "--database".into(),
-            self.db.name().into(),
-        ]
+        match &self.db {
+            Db::Single(_) => vec![
+                "--clickhouse-address".into(),
+                skyhouse_testkit::ClickHouse::shared().http_url(),
+                "--database".into(),
+                self.db.name().into(),
+            ],
+            Db::Cluster(_, address) => vec![
+                "--clickhouse-address".into(),
+                address.clone(),
+                "--database".into(),
+                self.db.name().into(),
+                "--clickhouse-cluster".into(),
+                skyhouse_testkit::CLUSTER_NAME.into(),
+            ],
+        }
     }
 
     /// `--redis`, `--redis-prefix`.
