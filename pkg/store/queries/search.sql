@@ -55,5 +55,5 @@ FROM (SELECT did, handle FROM {db}.identities FINAL WHERE did NOT IN (SELECT did
 ANY LEFT JOIN (SELECT did, display_name FROM {db}.profiles FINAL WHERE deleted = 0 AND rkey = 'self') AS names
 USING did
 WHERE positionCaseInsensitiveUTF8(handle, {q}) > 0 OR positionCaseInsensitiveUTF8(display_name, {q}) > 0
-ORDER BY handle
+ORDER BY handle, did
 LIMIT {limit};

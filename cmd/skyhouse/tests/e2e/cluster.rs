@@ -339,6 +339,13 @@ async fn one_scenario_on_one_server_and_on_the_cluster_answers_the_same() {
     for (_, setup) in sides {
         let (s, api) = search(setup, 3600).await;
         let (f, feeds) = feedgen(setup).await;
+        // The refreshes wrote through one replica of each shard; a read may
+        // go to the other (README: "The services on a cluster").
+        wait_until(
+            "the cluster's replicas converged after the refresh",
+            || replicas_converged(cluster.db.name()),
+            String::new,
+        );
         got.push(answers(&api, &feeds, &scenario).await);
         services.push((s, f));
     }
