@@ -11,6 +11,10 @@
 //!   record once.
 //! - `jetstream`: the real production capture through the binary, Jetstream
 //!   JSON and firehose frames of the same events, give the same tables.
+//! - `appview`: the counts scenario on the reference AppView's network,
+//!   indexed live, by backfill alone and by both: every post's and
+//!   profile's counts and handles equal the AppView's, except the
+//!   differences README "Counts" documents, which hold skyhouse's rule.
 //! - `backfill`: `skyhouse backfill enqueue` + `work` land every active
 //!   repository of the scenario; the workers' dashboard against their scrape;
 //!   a worker killed with -9 is taken over by a second one.
@@ -43,6 +47,7 @@
 //! (seq 1 is one of its events) and the indexer starts at cursor 1.
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
+mod appview;
 mod backfill;
 mod cluster;
 mod faults;
