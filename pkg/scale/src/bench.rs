@@ -1169,8 +1169,8 @@ impl<'a> SizeRun<'a> {
         self.route(addr, "search/actor_stats", &cold, Some(&cold[0]), &[])
             .await?;
 
-        // Counts of 7 posts a request, different ones each time (the API
-        // takes at most 512 bytes of `uris`: 7 URIs of 70 characters).
+        // Counts of 7 posts a request, different ones each time (the README's
+        // figures were measured so; the API takes up to 25 URIs a request).
         if posts.is_empty() {
             self.note("search/post_stats: the dataset has no sample posts");
         } else {
