@@ -229,6 +229,14 @@ impl ClickHouse {
         ch
     }
 
+    /// The same handle with one more setting sent with every statement
+    /// [`execute`](Self::execute) runs (the migrator's DDL timeout).
+    pub(crate) fn with_statement_setting(&self, name: &'static str, value: String) -> ClickHouse {
+        let mut ch = self.clone();
+        ch.write_settings.push((name, value));
+        ch
+    }
+
     /// The underlying client (no default database). Being retired: every
     /// statement moves into a typed function of this crate.
     #[doc(hidden)]

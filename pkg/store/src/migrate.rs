@@ -518,7 +518,15 @@ struct Recorded {
 }
 
 /// Shortest receive timeout of a migration statement.
-const MIGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+const MIGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(960);
+
+/// How long a DDL statement ON CLUSTER may wait for every server, seconds
+/// (`distributed_ddl_task_timeout`; the server's default is 180). Each
+/// server runs the cluster's DDL queue one task at a time, and an `ALTER` of
+/// a replicated table waits for both replicas: with other migrations or
+/// merges in the queue on a busy machine a task has waited past 180 s while
+/// every server was up, and the migration then failed half-way.
+const CLUSTER_DDL_TIMEOUT_SECS: u64 = 900;
 
 /// Applies migrations to one database.
 #[derive(Debug)]
@@ -534,11 +542,17 @@ impl<'a> Migrator<'a> {
     }
 
     async fn exec(&self, sql: &str) -> Result<(), StoreError> {
-        // DDL ON CLUSTER waits for every replica (up to the server's
-        // distributed_ddl_task_timeout, 180 s): give it at least that long.
-        let ch = self
+        // DDL ON CLUSTER waits for every replica (up to
+        // distributed_ddl_task_timeout): give it at least that long.
+        let mut ch = self
             .ch
             .with_receive_timeout(self.ch.timeouts().receive.max(MIGRATION_TIMEOUT));
+        if self.ch.cluster().is_some() {
+            ch = ch.with_statement_setting(
+                "distributed_ddl_task_timeout",
+                CLUSTER_DDL_TIMEOUT_SECS.to_string(),
+            );
+        }
         ch.execute(
             crate::one_line(sql)
                 .get(..80)
