@@ -310,23 +310,7 @@ async fn backfill(setup: &Setup, network: &AppViewNetwork, s: &CountsScenario) {
     args.extend(setup.redis_flags());
     let out = skyhouse(&args);
     assert!(out.status.success(), "enqueue: {}", text(&out));
-    let port = spare_port();
-    // Handles verified on the loopback network: no DNS, and the PDS answers
-    // `/.well-known/atproto-did` for its own handles by the `Host` header.
-    let mut args = strings(&[
-        "backfill",
-        "work",
-        "--plc",
-        network.plc_url(),
-        "--handle-resolver-http",
-        network.pds_url(),
-        "--handle-nameservers",
-        "none",
-    ]);
-    args.extend(setup.redis_flags());
-    args.extend(setup.clickhouse_flags());
-    args.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
-    let mut work = Indexer::spawn(&args, port);
+    let mut work = crate::backfill::worker_on(setup, network.plc_url(), network.pds_url(), &[]);
     let repos = s.dids().len() as f64;
     work.metrics_until("every repository done", |m| {
         let samples = dashboards::parse_scrape(m);

@@ -37,14 +37,19 @@ async fn queued(hint: &str) -> (Setup, Scenario, Network) {
 /// verified on the loopback network: no DNS, and the PDS answers
 /// `/.well-known/atproto-did` for its own handles by the `Host` header.
 fn worker(setup: &Setup, network: &Network, extra: &[&str]) -> Indexer {
+    worker_on(setup, network.plc_url(), network.pds_url(), extra)
+}
+
+/// [`worker`] for any loopback network: its PLC and its PDS by URL.
+pub fn worker_on(setup: &Setup, plc_url: &str, pds_url: &str, extra: &[&str]) -> Indexer {
     let port = spare_port();
     let mut args = strings(&[
         "backfill",
         "work",
         "--plc",
-        network.plc_url(),
+        plc_url,
         "--handle-resolver-http",
-        network.pds_url(),
+        pds_url,
         "--handle-nameservers",
         "none",
     ]);
