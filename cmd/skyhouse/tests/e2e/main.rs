@@ -556,6 +556,36 @@ pub fn wait_until<T>(
     }
 }
 
+/// Like [`wait_until`], for a wait whose length grows with the work (many
+/// faults, a slow machine): fails once `progress()` has not changed for
+/// [`DEADLINE`], or after ten of them in all.
+pub fn wait_while_progressing<T, P: PartialEq + std::fmt::Debug>(
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+    mut progress: impl FnMut() -> P,
+    explain: impl Fn() -> String,
+) -> T {
+    let start = Instant::now();
+    let (mut last, mut moved) = (progress(), Instant::now());
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        let now = progress();
+        if now != last {
+            (last, moved) = (now, Instant::now());
+        }
+        assert!(
+            moved.elapsed() < DEADLINE && start.elapsed() < DEADLINE * 10,
+            "{what}: not reached, no progress for {} s ({} s in all; last progress {last:?})\n{}",
+            moved.elapsed().as_secs(),
+            start.elapsed().as_secs(),
+            explain()
+        );
+        thread::sleep(POLL);
+    }
+}
+
 /// Creates an account before anything else on a fresh network, so that the
 /// PDS's first events (seq 1 …) are not the test's; returns its DID.
 pub async fn sentinel(pds: &Pds) -> String {

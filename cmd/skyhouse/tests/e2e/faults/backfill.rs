@@ -17,7 +17,7 @@ use skyhouse_testkit::proxy::{FaultKind, FaultProxy};
 use skyhouse_testkit::{now_rfc3339, ClickHouse, Network, Redis, Scenario};
 
 use super::{every_fault, every_fault_fired, retries, TIMEOUTS};
-use crate::{skyhouse, spare_port, strings, text, wait_until, Indexer, Setup};
+use crate::{skyhouse, spare_port, strings, text, wait_while_progressing, Indexer, Setup};
 
 /// Accounts added to the scenario's, and posts each: more repositories and
 /// records, more batches to fault.
@@ -199,11 +199,21 @@ async fn backfill_under_clickhouse_faults_stores_what_a_clean_backfill_stores() 
         );
         rounds += 1;
         enqueue(&setup, &dids);
-        wait_until(
+        // Progress: rows stored (each insert adds some, even a repeated
+        // one) and repositories left.
+        wait_while_progressing(
             &format!("round {rounds} backfilled"),
             || {
                 work.assert_running();
                 settled(&setup).then_some(())
+            },
+            || {
+                let s = status(&setup);
+                (
+                    setup.number("SELECT count() FROM records"),
+                    s.get("queue").cloned(),
+                    s.get("pending").cloned(),
+                )
             },
             || {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
