@@ -171,6 +171,12 @@ pub async fn refresh_daily_stats(ch: &ClickHouse, limit: u32) -> Result<(usize, 
     // is lost; a row of the same second before the start only costs one
     // more recomputation.
     let version = (now_micros() / 1_000_000) * 2_000_000;
+    // The stats rows' version: the start in microseconds, twice (the zero
+    // row even, the recomputation one above), so a later recomputation in
+    // the same second (whose zero row stands alone when every record of the
+    // pair is gone) still replaces an earlier one. At a second's start it
+    // equals the seconds-based versions written before.
+    let stats_version = now_micros() * 2;
     let sql = render(db, "stale_days_next", &[("limit", &limit.to_string())])?;
     let next: Vec<Pair> = ch.fetch_all("stale days", &sql).await?;
     let pairs: Vec<(String, String)> = next.into_iter().map(|p| (p.collection, p.day)).collect();
@@ -180,7 +186,7 @@ pub async fn refresh_daily_stats(ch: &ClickHouse, limit: u32) -> Result<(usize, 
             let sql = render(
                 db,
                 name,
-                &[("pairs", &list), ("version", &version.to_string())],
+                &[("pairs", &list), ("version", &stats_version.to_string())],
             )?;
             ch.execute(name, &sql).await?;
         }

@@ -75,8 +75,19 @@ async fn counts_records_and_daily_stats_follow_deletes_replays() {
         put(&ch, BOB, "app.bsky.feed.post", "self", Action::Create, 15).await;
     }
     // Arrivals in an earlier second than the refresh (a row of the same
-    // second as a recomputation's start is recomputed once more).
+    // second as a recomputation's start is recomputed once more). The
+    // refresh starts at the start of a second: this one and the one after
+    // the delete below usually run in the same second, where the later
+    // recomputation must still replace the earlier's stats.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let into_second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis();
+    tokio::time::sleep(std::time::Duration::from_millis(u64::from(
+        1_005 - into_second,
+    )))
+    .await;
     let refreshed = aggregates::refresh(&ch).await.expect("refresh");
     assert_eq!(refreshed.days_backlog, 0, "{refreshed:?}");
     let counts = queries::collection_counts(&ch).await.expect("counts");
