@@ -212,9 +212,11 @@ pub async fn query_log_between(
 }
 
 /// Statements that read the server's own logs: servers without a
-/// `<query_log>` config section (chdb) have no such table, so the chdb
-/// check leaves them out; the 18.16 catalog test runs them.
-pub(crate) const SERVER_LOG_STATEMENTS: &[&str] = &["query_log_between"];
+/// `<query_log>` config section (chdb, the test cluster's servers) have no
+/// such table, so the chdb check and the cluster's catalog test leave them
+/// out; the 18.16 catalog test runs them. Only the scale benchmark sends
+/// them, to one server.
+pub const SERVER_LOG_STATEMENTS: &[&str] = &["query_log_between"];
 
 /// This module's statements with sample values (see [`sql::catalog`]).
 /// The destructive ones are rendered for another database: the catalog
