@@ -376,6 +376,7 @@ async fn run_watched(
     let decode = DecodeLoop {
         identity: identity_tx,
         kind: cfg.source.kind,
+        metrics: metrics::DecodeMetrics::new(cfg.source.kind),
         decoder: Decoder::new(cfg.collections.clone()),
         verify: cfg.verify,
         keys,
@@ -487,6 +488,7 @@ struct DecodeLoop {
     /// Where `#identity` events without a handle go to be resolved.
     identity: Option<mpsc::Sender<String>>,
     kind: SourceKind,
+    metrics: metrics::DecodeMetrics,
     decoder: Decoder,
     verify: bool,
     keys: Option<Arc<dyn Keys>>,
@@ -542,10 +544,10 @@ impl DecodeLoop {
                 ops += d.ops;
                 if let Some(t) = d.event_time_us {
                     let now = metrics::now_us();
-                    metrics::lag(self.kind, t, now);
+                    self.metrics.lag(t, now);
                     self.progress.decoded(t, now);
                 }
-                metrics::record_decoded(self.kind, &d);
+                self.metrics.decoded(&d);
                 if let Some(did) = d.resolve_identity.clone() {
                     let queued = self
                         .identity
