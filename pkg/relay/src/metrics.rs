@@ -191,8 +191,12 @@ pub(crate) fn group_members(group: &str, n: usize) {
     gauge!("skyhouse_relay_group_members", "group" => group.to_owned()).set(n as f64);
 }
 
+/// `group`'s partitions moved (a member joined or left). The group's position-lost
+/// counter is exported at 0 from then on, so a dashboard's `increase()` sees
+/// the first loss.
 pub(crate) fn rebalanced(group: &str) {
     counter!("skyhouse_relay_group_rebalances_total", "group" => group.to_owned()).increment(1);
+    counter!("skyhouse_relay_group_position_lost_total", "group" => group.to_owned()).increment(0);
 }
 
 pub(crate) fn group_lag(group: &str, lag: u64) {

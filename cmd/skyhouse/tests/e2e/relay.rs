@@ -270,15 +270,40 @@ async fn a_standalone_relay_replays_a_capture_to_clients_resuming_from_its_oldes
     assert_eq!(err.code(), skyhouse_relay::tonic::Code::OutOfRange);
     assert!(err.message().contains(&w.oldest_cursor.to_string()));
 
+    // A consumer group member takes a batch and acknowledges it: the
+    // group's series (members, rebalances, lag, positions lost) appear.
+    let mut member = client
+        .stream_operations(StreamRequest {
+            cursor: Some(w.oldest_cursor),
+            group: "e2e-group".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let batch = member.message().await.unwrap().expect("group stream open");
+    assert!(!batch.operations.is_empty());
+    client
+        .ack(skyhouse_relay::pb::AckRequest {
+            session: batch.session,
+            ack_id: batch.ack_id,
+        })
+        .await
+        .unwrap();
+
     // The dashboard queries only what the relay exports; the deletes client
     // hung up, which the relay counts.
     drop(stream);
     let scrape = relay
-        .metrics_until("the closed stream counted", |m| {
+        .metrics_until("the closed stream counted and the group's lag", |m| {
             m.contains("skyhouse_relay_disconnects_total{reason=\"client_gone\"} 1")
                 && m.contains("skyhouse_relay_rejected_total{reason=\"out_of_range\"} 1")
+                && m.contains("skyhouse_relay_group_members{group=\"e2e-group\"} 1")
+                && m.contains("skyhouse_relay_group_lag{group=\"e2e-group\"}")
+                && m.contains("skyhouse_relay_group_position_lost_total{group=\"e2e-group\"} 0")
         })
         .await;
+    drop(member);
     let problems = skyhouse_testkit::dashboards::check("relay.json", &scrape);
     assert!(problems.is_empty(), "{}\n{scrape}", problems.join("\n"));
 }
