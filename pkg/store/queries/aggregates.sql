@@ -3,11 +3,28 @@
 -- companion tables. Windows [{after}, {before}) are Unix seconds of arrival.
 
 -- name: watermark
--- Server time the named refresh step got to (0 before its first run).
-SELECT toUInt32(argMax(upto, version)) AS last_upto, toUInt32(now()) AS server_now FROM {db}.aggregate_refreshes WHERE name = {name};
+-- Where the named refresh step got to: the server time its last run
+-- started at (0 before its first run), and, when that run was exact
+-- (migration 0011), the rows per second of arrival it saw in the margin
+-- before that time.
+SELECT toUInt32(argMax(upto, version)) AS last_upto, argMax(exact, version) AS last_exact, argMax(seen_seconds, version) AS last_seconds, argMax(seen_rows, version) AS last_rows FROM {db}.aggregate_refreshes WHERE name = {name};
+
+-- name: server_now
+SELECT toUInt32(now());
+
+-- name: log_seconds
+-- Rows per second of arrival in the log {log} over the last run's margin
+-- [{check_from}, {check_to}) (a count that grew since that run: a row that
+-- became visible after it read the log) and over this run's
+-- [{now_from}, {now_to}) (kept for the next run). One statement: both
+-- counts are of the same set of parts. Reads only the sorting key's first
+-- column, over those two ranges.
+SELECT groupArray(s) AS seconds, groupArray(n) AS rows FROM (SELECT toUInt32(arrived) AS s, count() AS n FROM {db}.{log} WHERE (arrived >= toDateTime({check_from}) AND arrived < toDateTime({check_to})) OR (arrived >= toDateTime({now_from}) AND arrived < toDateTime({now_to})) GROUP BY s);
 
 -- name: save_watermark
-INSERT INTO {db}.aggregate_refreshes (name, upto, version) VALUES ({name}, toDateTime({upto}), {version});
+-- {exact} = 0: no counts (a run stopped between windows, or one that saw
+-- no log): the next run reads the whole margin again.
+INSERT INTO {db}.aggregate_refreshes (name, upto, version, exact, seen_seconds, seen_rows) VALUES ({name}, toDateTime({upto}), {version}, {exact}, {seconds}, {rows});
 
 -- name: refresh_hidden_accounts
 -- The current state of the accounts whose events arrived in the window,

@@ -57,13 +57,6 @@ INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey
 -- refresh reads them in windows of about equal size).
 SELECT count() AS rows, arrayMap(x -> if(isNaN(x), 0, toUInt32(x)), quantiles({levels})(toUInt32(arrived))) AS bounds FROM {db}.interaction_changes WHERE arrived >= toDateTime({after});
 
--- name: interactions_watermark
--- Server time of the last refresh (0 before the first).
-SELECT toUInt32(argMax(upto, version)) AS last_upto, toUInt32(now()) AS server_now FROM {db}.aggregate_refreshes WHERE name = 'interactions';
-
--- name: save_interactions_watermark
-INSERT INTO {db}.aggregate_refreshes (name, upto, version) VALUES ('interactions', toDateTime({upto}), {version});
-
 -- name: post_counts
 -- Per post: likes and reposts count distinct accounts (an account's
 -- duplicate records count once); replies count live reply posts that keep

@@ -23,6 +23,8 @@
 //! tables. Every step is idempotent: running it twice, or two services
 //! running it at once, writes the same rows again.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::sql::{self, literal, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
@@ -46,9 +48,10 @@ pub const RECENT_POST_DAYS: u32 = 30;
 /// runs.
 pub const DAYS_PER_REFRESH: u32 = 120;
 
-/// Seconds before a watermark a step reads again (inserts that took their
-/// arrival time before a run and became visible after it).
-const MARGIN_SECS: u32 = 300;
+/// Seconds before a watermark a step looks again (inserts that took their
+/// arrival time before a run and became visible after it): see
+/// [`start_run`].
+const MARGIN_SECS: u32 = crate::counts::REFRESH_MARGIN_SECS;
 
 /// What one [`refresh`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,13 +87,135 @@ fn now_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// `(last upto, server now)` of the step `name`.
-async fn watermark(ch: &ClickHouse, name: &str) -> Result<(u32, u32), StoreError> {
-    let sql = render(ch.db(), "watermark", &[("name", &literal(name))])?;
-    ch.fetch_one("watermark", &sql).await
+/// Where a step's last run got to.
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct Watermark {
+    last_upto: u32,
+    last_exact: u8,
+    last_seconds: Vec<u32>,
+    last_rows: Vec<u64>,
 }
 
-async fn save_watermark(ch: &ClickHouse, name: &str, upto: u32) -> Result<(), StoreError> {
+/// Rows per second of arrival, as one statement saw them.
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct LogSeconds {
+    seconds: Vec<u32>,
+    rows: Vec<u64>,
+}
+
+/// Where a run of a refresh step reads its arrival log from, and what the
+/// log held when it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RunStart {
+    /// Read the rows that arrived at or after this server time.
+    pub after: u32,
+    /// The server time the run started at: its watermark once done.
+    pub now: u32,
+    /// Rows per second of arrival in `[now - margin, now)` at the start,
+    /// ascending: kept with the watermark for the next run.
+    seen: Vec<(u32, u64)>,
+}
+
+/// Start a run of the step `name` over the log table `log` (ordered by
+/// `arrived`, rows never replaced). It reads from the last run's start,
+/// unless a row became visible in the margin before that start since then
+/// (an insert in flight when that run started): then from that row's
+/// second. A last run without counts (stopped between windows, or written
+/// before migration 0011) means the whole margin again; no last run, the
+/// whole log.
+///
+/// Why this is exact: the last run counted, in one statement, the rows per
+/// second of its margin, and read every row it counted (or an earlier run
+/// had: by induction, the seconds whose counts had not grown). The log only
+/// grows, so a second whose count is unchanged holds the same rows. A row
+/// that becomes visible more than the margin after its arrival time is
+/// missed, as with the plain margin before.
+pub(crate) async fn start_run(
+    ch: &ClickHouse,
+    name: &str,
+    log: &str,
+) -> Result<RunStart, StoreError> {
+    let db = ch.db();
+    let sql = render(db, "watermark", &[("name", &literal(name))])?;
+    let last: Watermark = ch.fetch_one("watermark", &sql).await?;
+    let sql = render(db, "server_now", &[])?;
+    let now: u32 = ch.fetch_one("server time", &sql).await?;
+    let check_from = last.last_upto.saturating_sub(MARGIN_SECS);
+    let check_to = last.last_upto;
+    let now_from = now.saturating_sub(MARGIN_SECS);
+    let sql = render(
+        db,
+        "log_seconds",
+        &[
+            ("log", log),
+            ("check_from", &check_from.to_string()),
+            ("check_to", &check_to.to_string()),
+            ("now_from", &now_from.to_string()),
+            ("now_to", &now.to_string()),
+        ],
+    )?;
+    let counted: LogSeconds = ch.fetch_one("log seconds", &sql).await?;
+    let counted: BTreeMap<u32, u64> = counted.seconds.into_iter().zip(counted.rows).collect();
+    let after = if last.last_upto == 0 {
+        0
+    } else if last.last_exact == 1 {
+        let before: BTreeMap<u32, u64> =
+            last.last_seconds.into_iter().zip(last.last_rows).collect();
+        first_grown(&before, &counted, check_from, check_to).unwrap_or(check_to)
+    } else {
+        check_from
+    };
+    let seen = counted
+        .range(now_from..now.max(now_from))
+        .map(|(s, n)| (*s, *n))
+        .collect();
+    Ok(RunStart { after, now, seen })
+}
+
+/// The first second of `[from, to)` whose count in `now` is not the one in
+/// `before` (a missing second counts 0).
+fn first_grown(
+    before: &BTreeMap<u32, u64>,
+    now: &BTreeMap<u32, u64>,
+    from: u32,
+    to: u32,
+) -> Option<u32> {
+    if from >= to {
+        return None;
+    }
+    let seconds: BTreeSet<u32> = before
+        .range(from..to)
+        .chain(now.range(from..to))
+        .map(|(s, _)| *s)
+        .collect();
+    seconds
+        .into_iter()
+        .find(|s| before.get(s).unwrap_or(&0) != now.get(s).unwrap_or(&0))
+}
+
+/// Save the watermark of a run that read everything it counted.
+pub(crate) async fn finish_run(
+    ch: &ClickHouse,
+    name: &str,
+    run: &RunStart,
+) -> Result<(), StoreError> {
+    save_watermark(ch, name, run.now, Some(&run.seen)).await
+}
+
+/// Save the watermark `upto` of the step `name`, with the rows per second
+/// seen in the margin before it when known (`None`: the next run reads the
+/// whole margin again).
+pub(crate) async fn save_watermark(
+    ch: &ClickHouse,
+    name: &str,
+    upto: u32,
+    seen: Option<&[(u32, u64)]>,
+) -> Result<(), StoreError> {
+    let exact = if seen.is_some() { "1" } else { "0" };
+    let seen = seen.unwrap_or_default();
+    let list = |v: Vec<String>| format!("[{}]", v.join(", "));
+    let seconds = list(seen.iter().map(|(s, _)| s.to_string()).collect());
+    let rows = list(seen.iter().map(|(_, n)| n.to_string()).collect());
     let sql = render(
         ch.db(),
         "save_watermark",
@@ -98,6 +223,9 @@ async fn save_watermark(ch: &ClickHouse, name: &str, upto: u32) -> Result<(), St
             ("name", &literal(name)),
             ("upto", &upto.to_string()),
             ("version", &now_micros().to_string()),
+            ("exact", exact),
+            ("seconds", &seconds),
+            ("rows", &rows),
         ],
     )?;
     ch.execute("save watermark", &sql).await
@@ -106,8 +234,8 @@ async fn save_watermark(ch: &ClickHouse, name: &str, upto: u32) -> Result<(), St
 /// Rewrite `hidden_accounts` for the accounts whose events arrived since
 /// the last run; returns the window read.
 pub async fn refresh_hidden_accounts(ch: &ClickHouse) -> Result<(u32, u32), StoreError> {
-    let (last, now) = watermark(ch, "accounts").await?;
-    let after = last.saturating_sub(MARGIN_SECS);
+    let run = start_run(ch, "accounts", "account_changes").await?;
+    let (after, now) = (run.after, run.now);
     let sql = render(
         ch.db(),
         "refresh_hidden_accounts",
@@ -128,7 +256,7 @@ pub async fn refresh_hidden_accounts(ch: &ClickHouse) -> Result<(u32, u32), Stor
         ],
     )?;
     ch.execute("stale days of accounts", &sql).await?;
-    save_watermark(ch, "accounts", now).await?;
+    finish_run(ch, "accounts", &run).await?;
     Ok((after, now))
 }
 
@@ -153,8 +281,8 @@ struct Pair {
 /// first. Returns (pairs recomputed, pairs still stale).
 pub async fn refresh_daily_stats(ch: &ClickHouse, limit: u32) -> Result<(usize, u64), StoreError> {
     let db = ch.db();
-    let (last, now) = watermark(ch, "days").await?;
-    let after = last.saturating_sub(MARGIN_SECS);
+    let run = start_run(ch, "days", "day_changes").await?;
+    let after = run.after;
     let sql = render(
         db,
         "stale_days_add",
@@ -164,7 +292,7 @@ pub async fn refresh_daily_stats(ch: &ClickHouse, limit: u32) -> Result<(usize, 
         ],
     )?;
     ch.execute("stale days", &sql).await?;
-    save_watermark(ch, "days", now).await?;
+    finish_run(ch, "days", &run).await?;
     // The "done" mark: twice the start second in microseconds (even). A row
     // that arrives from this second on marks its pair above it (odd, from
     // its arrival second), so nothing that arrives during the recomputation
@@ -312,12 +440,37 @@ fn partition_day(id: &str) -> Option<i64> {
 pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     let name = literal("days");
     sql::sample(out, db, "watermark", &[("name", &name)])?;
+    sql::sample(out, db, "server_now", &[])?;
     sql::sample(
         out,
         db,
-        "save_watermark",
-        &[("name", &name), ("upto", "1714521600"), ("version", "2")],
+        "log_seconds",
+        &[
+            ("log", "interaction_changes"),
+            ("check_from", "1714521300"),
+            ("check_to", "1714521600"),
+            ("now_from", "1714521700"),
+            ("now_to", "1714522000"),
+        ],
     )?;
+    for (exact, seconds, rows) in [
+        ("1", "[1714521599, 1714521600]", "[3, 40]"),
+        ("0", "[]", "[]"),
+    ] {
+        sql::sample(
+            out,
+            db,
+            "save_watermark",
+            &[
+                ("name", &name),
+                ("upto", "1714521600"),
+                ("version", "2"),
+                ("exact", exact),
+                ("seconds", seconds),
+                ("rows", rows),
+            ],
+        )?;
+    }
     let w = [("after", "0"), ("before", "4294967295")];
     sql::sample(out, db, "refresh_hidden_accounts", &w)?;
     let tid = crate::counts::tid_time_sql("rkey");
@@ -370,6 +523,23 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_second_whose_count_grew() {
+        let before: BTreeMap<u32, u64> = [(10, 2), (12, 5)].into_iter().collect();
+        // The same rows, and rows outside the range: nothing grew.
+        let same: BTreeMap<u32, u64> = [(9, 7), (10, 2), (12, 5), (20, 1)].into_iter().collect();
+        assert_eq!(first_grown(&before, &same, 10, 20), None);
+        // A row in a second that had none, then one in a second that had some.
+        let late: BTreeMap<u32, u64> = [(10, 2), (11, 1), (12, 6)].into_iter().collect();
+        assert_eq!(first_grown(&before, &late, 10, 20), Some(11));
+        let later: BTreeMap<u32, u64> = [(10, 2), (12, 6)].into_iter().collect();
+        assert_eq!(first_grown(&before, &later, 10, 20), Some(12));
+        // Fewer rows (a dropped partition) also reads again.
+        let fewer: BTreeMap<u32, u64> = [(12, 5)].into_iter().collect();
+        assert_eq!(first_grown(&before, &fewer, 10, 20), Some(10));
+        assert_eq!(first_grown(&before, &late, 20, 20), None);
+    }
 
     #[test]
     fn partition_ids_are_days() {

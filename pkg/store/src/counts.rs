@@ -45,7 +45,10 @@ pub(crate) const INTERACTION_SOURCES: [(&str, &str, &str); 6] = [
 
 /// How far before the last refresh's start the next one looks again,
 /// seconds: covers inserts that began (took their `arrived` time) before a
-/// refresh and became visible after it. Rows seen twice change nothing.
+/// refresh and became visible after it. The next refresh reads again only
+/// from the first second of the margin that got rows since (migration
+/// 0011; `aggregates::start_run`): usually none. Rows seen twice change
+/// nothing.
 pub const REFRESH_MARGIN_SECS: u32 = 300;
 
 /// How long likes and reposts of a post count in `recent_interactions`
@@ -59,7 +62,8 @@ pub struct RefreshedUpto {
     /// Rows that arrived at or after this server time (Unix seconds) were read.
     pub after: u32,
     /// The server time the refresh started at; the next one starts from
-    /// here minus [`REFRESH_MARGIN_SECS`].
+    /// here (or earlier, within [`REFRESH_MARGIN_SECS`], when rows arrived
+    /// before it became visible after it).
     pub upto: u32,
     /// How many windows of arrival time the rows were read in.
     pub windows: usize,
@@ -105,18 +109,22 @@ pub async fn refresh_interactions_in_windows(
 ) -> Result<RefreshedUpto, StoreError> {
     // The counts leave hidden accounts out: bring them up to date first.
     crate::aggregates::refresh_hidden_accounts(ch).await?;
-    let sql = render(ch.db(), "interactions_watermark", &[])?;
-    let (last, now): (u32, u32) = ch.fetch_one("interactions_watermark", &sql).await?;
-    let after = last.saturating_sub(REFRESH_MARGIN_SECS);
+    let run = crate::aggregates::start_run(ch, "interactions", "interaction_changes").await?;
+    let (after, now) = (run.after, run.now);
     let bounds = window_bounds(ch, after, window_rows.max(1)).await?;
     // Windows [lo, hi): the last one is open-ended (rows arriving during the
-    // refresh are read now and again by the next one, within the margin).
+    // refresh are read now and again by the next one).
     let mut edges = vec![after];
     edges.extend(bounds.into_iter().filter(|b| *b > after && *b < now));
     edges.push(u32::MAX);
     for pair in edges.windows(2) {
         refresh_window(ch, pair[0], pair[1]).await?;
-        save_interactions_watermark(ch, pair[1].min(now)).await?;
+        if pair[1] == u32::MAX {
+            crate::aggregates::finish_run(ch, "interactions", &run).await?;
+        } else {
+            // Stopped here, the next run starts a margin before this window's end.
+            crate::aggregates::save_watermark(ch, "interactions", pair[1], None).await?;
+        }
     }
     Ok(RefreshedUpto {
         after,
@@ -198,21 +206,6 @@ async fn window_bounds(
     bounds.sort_unstable();
     bounds.dedup();
     Ok(bounds)
-}
-
-async fn save_interactions_watermark(ch: &ClickHouse, upto: u32) -> Result<(), StoreError> {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let sql = render(
-        ch.db(),
-        "save_interactions_watermark",
-        &[
-            ("upto", &upto.to_string()),
-            ("version", &micros.to_string()),
-        ],
-    )?;
-    ch.execute("save_interactions_watermark", &sql).await
 }
 
 /// Live interactions with one post, as of the last [`refresh_interactions`].
@@ -724,13 +717,6 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
         name: "interaction_backlog".into(),
         sql: backlog_sql(db, "0.25, 0.5", 0)?,
     });
-    sql::sample(out, db, "interactions_watermark", &[])?;
-    sql::sample(
-        out,
-        db,
-        "save_interactions_watermark",
-        &[("upto", "1714521600"), ("version", "2")],
-    )?;
     sql::sample(
         out,
         db,
