@@ -87,6 +87,26 @@ pub fn tid_time_sql(key: &str) -> String {
     )
 }
 
+/// The smallest record key a subject recent enough for
+/// `recent_interactions` can have, as of `now` (Unix seconds): the TID of
+/// the window's start a day earlier (room for the clocks of this machine
+/// and the server). Valid TIDs sort as their times; any other key is not
+/// recent (time 0), whichever side of this it sorts on.
+fn recent_key_floor(now: u64) -> String {
+    let floor = now.saturating_sub(u64::from(RECENT_INTERACTION_SECS) + 86_400);
+    floor
+        .checked_mul(1_000_000 << 10)
+        .and_then(|v| skyhouse_atproto::syntax::Tid::from_u64(v).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The TID time of a subject URI's record key.
 fn subject_time_sql() -> String {
     tid_time_sql("splitByChar('/', subject_uri)[5]")
@@ -171,6 +191,7 @@ fn window_sql(db: Db<'_>, name: &str, lo: u32, hi: u32) -> Result<String, StoreE
     if name.starts_with("recent") {
         args.push(("subject_time", subject_time_sql()));
         args.push(("recent_secs", RECENT_INTERACTION_SECS.to_string()));
+        args.push(("key_floor", literal(&recent_key_floor(now_secs()))));
     }
     let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
     render(db, name, &args)
@@ -858,6 +879,23 @@ mod tests {
         let mut hidden = candidate("did:plc:x", &["mentionRule"]);
         hidden.hidden_replies = vec!["at://did:plc:x/app.bsky.feed.post/3kreply000000".into()];
         assert_eq!(verdict(&hidden, &g), (0, 1));
+    }
+
+    #[test]
+    fn the_key_floor_is_the_tid_of_the_windows_start_a_day_earlier() {
+        let now = 1_714_521_600; // 2024-05-01
+        let floor = recent_key_floor(now);
+        let start = now - u64::from(RECENT_INTERACTION_SECS) - 86_400;
+        let tid = |secs: u64| {
+            skyhouse_atproto::syntax::Tid::from_u64((secs * 1_000_000 + 999) << 10 | 7)
+                .expect("tid")
+                .to_string()
+        };
+        assert_eq!(floor.len(), 13);
+        assert!(tid(start) >= floor);
+        assert!(tid(now) >= floor);
+        assert!(tid(start - 1) < floor);
+        assert_eq!(recent_key_floor(0), "2222222222222");
     }
 
     #[test]
