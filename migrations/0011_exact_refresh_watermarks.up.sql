@@ -11,8 +11,9 @@
 -- where none grew (the usual case), it starts at the last start. The log
 -- tables only grow (MergeTree, rows never replaced), so equal counts are the
 -- same rows. `exact` = 0 (rows written before this migration, a run
--- interrupted between its windows): no counts, the whole margin is read
--- again, as before.
+-- interrupted between its windows, every run on a cluster, whose replicas
+-- may lag one another): no counts, the whole margin is read again, as
+-- before.
 ALTER TABLE {db}.aggregate_refreshes ADD COLUMN exact UInt8 DEFAULT 0;
 ALTER TABLE {db}.aggregate_refreshes ADD COLUMN seen_seconds Array(UInt32);
 ALTER TABLE {db}.aggregate_refreshes ADD COLUMN seen_rows Array(UInt64);

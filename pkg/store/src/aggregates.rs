@@ -129,7 +129,8 @@ pub(crate) struct RunStart {
 /// had: by induction, the seconds whose counts had not grown). The log only
 /// grows, so a second whose count is unchanged holds the same rows. A row
 /// that becomes visible more than the margin after its arrival time is
-/// missed, as with the plain margin before.
+/// missed, as with the plain margin before. One server only: on a cluster
+/// every run reads the whole margin ([`finish_run`]).
 pub(crate) async fn start_run(
     ch: &ClickHouse,
     name: &str,
@@ -193,13 +194,18 @@ fn first_grown(
         .find(|s| before.get(s).unwrap_or(&0) != now.get(s).unwrap_or(&0))
 }
 
-/// Save the watermark of a run that read everything it counted.
+/// Save the watermark of a run that read everything it counted. On a
+/// cluster without its counts: a statement reads each shard from either
+/// replica, and a replica that has not fetched a part yet may answer a
+/// run's statements without rows another replica counted for it, so there
+/// the next run reads the whole margin again.
 pub(crate) async fn finish_run(
     ch: &ClickHouse,
     name: &str,
     run: &RunStart,
 ) -> Result<(), StoreError> {
-    save_watermark(ch, name, run.now, Some(&run.seen)).await
+    let seen = ch.cluster().is_none().then_some(run.seen.as_slice());
+    save_watermark(ch, name, run.now, seen).await
 }
 
 /// Save the watermark `upto` of the step `name`, with the rows per second
