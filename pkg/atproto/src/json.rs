@@ -117,7 +117,7 @@ fn convert(
             if let Some(i) = n.as_i64() {
                 Value::Integer(i)
             } else if let Some(f) = n.as_f64() {
-                if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 {
+                if f.fract() == 0.0 && f.abs() < EXACT_FLOAT {
                     Value::Integer(f as i64)
                 } else {
                     return Err(dm_err(path, format!("number {n} is not an integer")));
@@ -179,6 +179,168 @@ fn convert(
             value
         }
     })
+}
+
+/// A data-model value decoded straight from lex-JSON by serde, borrowing
+/// the strings that need no unescaping: the one-pass form of
+/// [`from_lex_json`] used by [`crate::jetstream::EventRef::parse`].
+///
+/// It accepts a subset of what `serde_json::Value` + [`from_lex_json`]
+/// accept, with the same value: everything those reject, and the rare forms
+/// they accept that it does not bother with (a repeated key, where
+/// `serde_json` keeps the last, and a `$link`/`$bytes` string nested deeper
+/// than [`crate::cbor::MAX_DEPTH`]), fail here, and the caller goes the slow
+/// way for the error or the value. Its errors are not meant to be shown.
+pub(crate) struct LexSeed {
+    /// Nesting of the value: the record itself is 0.
+    pub(crate) depth: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for LexSeed {
+    type Value = Value<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value<'de>, D::Error> {
+        if self.depth > crate::cbor::MAX_DEPTH {
+            return Err(serde::de::Error::custom("nesting too deep"));
+        }
+        d.deserialize_any(LexVisitor { depth: self.depth })
+    }
+}
+
+/// A record: an object (the top level of a record is never anything else).
+pub(crate) struct RecordSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for RecordSeed {
+    type Value = Value<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value<'de>, D::Error> {
+        d.deserialize_map(LexVisitor { depth: 0 })
+    }
+}
+
+struct LexVisitor {
+    depth: usize,
+}
+
+/// Largest magnitude below which an integral float is taken as the integer (2^53).
+const EXACT_FLOAT: f64 = 9.007_199_254_740_992e15;
+
+impl<'de> serde::de::Visitor<'de> for LexVisitor {
+    type Value = Value<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("atproto data")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value<'de>, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Value<'de>, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, i: i64) -> Result<Value<'de>, E> {
+        Ok(Value::Integer(i))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<Value<'de>, E> {
+        i64::try_from(u)
+            .map(Value::Integer)
+            .map_err(|_| E::custom("integer out of range"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Value<'de>, E> {
+        if f.fract() == 0.0 && f.abs() < EXACT_FLOAT {
+            Ok(Value::Integer(f as i64))
+        } else {
+            Err(E::custom("not an integer"))
+        }
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Value<'de>, E> {
+        Ok(Value::String(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value<'de>, E> {
+        Ok(Value::String(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Value<'de>, E> {
+        Ok(Value::String(Cow::Owned(s)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(v) = seq.next_element_seed(LexSeed {
+            depth: self.depth + 1,
+        })? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value<'de>, A::Error> {
+        use serde::de::Error as _;
+        let mut entries: Vec<(Cow<'de, str>, Value<'de>)> = Vec::new();
+        while let Some(k) = map.next_key_seed(CowStr)? {
+            let v = map.next_value_seed(LexSeed {
+                depth: self.depth + 1,
+            })?;
+            entries.push((k, v));
+        }
+        if let [(k, v)] = entries.as_slice() {
+            match (k.as_ref(), v) {
+                ("$link", Value::String(s)) => {
+                    let cid: Cid = s.parse().map_err(A::Error::custom)?;
+                    return Ok(Value::Link(cid));
+                }
+                ("$bytes", Value::String(s)) => {
+                    let b = B64_LENIENT.decode(s.as_bytes()).map_err(A::Error::custom)?;
+                    return Ok(Value::Bytes(Cow::Owned(b)));
+                }
+                _ => {}
+            }
+        }
+        if entries.iter().any(|(k, _)| k == "$link" || k == "$bytes") {
+            return Err(A::Error::custom("bad $link or $bytes object"));
+        }
+        let map = Map::from_entries(entries).ok_or_else(|| A::Error::custom("repeated key"))?;
+        let value = Value::Map(map);
+        validate_object(&value, "").map_err(A::Error::custom)?;
+        Ok(value)
+    }
+}
+
+/// A string, borrowed from the input when it has no escapes.
+pub(crate) struct CowStr;
+
+impl<'de> serde::de::DeserializeSeed<'de> for CowStr {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(CowStr)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CowStr {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(s))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s))
+    }
 }
 
 /// Check the object-level rules (`$type`, blob shape) on one map.

@@ -15,7 +15,7 @@ use skyhouse_atproto::commit::Commit;
 use skyhouse_atproto::crypto::PublicKey;
 use skyhouse_atproto::frame::Action;
 use skyhouse_atproto::frame::{CommitEvent, ErrorFrame, ErrorKind, Frame};
-use skyhouse_atproto::jetstream::{self, Operation, Payload};
+use skyhouse_atproto::jetstream::{self, Operation, Payload, PayloadRef};
 use skyhouse_atproto::json::from_lex_json;
 use skyhouse_atproto::syntax::Tid;
 use skyhouse_atproto::Cid;
@@ -248,11 +248,23 @@ impl Decoder {
     }
 
     /// Decode one Jetstream JSON event into `rows`.
+    ///
+    /// A line in the usual form is read once, its strings borrowed and its
+    /// record decoded straight into the data model
+    /// ([`jetstream::EventRef::parse`]); any other line (an error, or a rare
+    /// form that parser leaves alone) goes through [`jetstream::Event`] and
+    /// `from_lex_json`, which give the same rows, or the error.
     pub fn jetstream(&mut self, line: &[u8], rows: &mut Rows) -> Decoded {
-        let mut out = Decoded {
-            kind: "invalid",
-            ..Decoded::default()
-        };
+        match jetstream::EventRef::parse(line) {
+            Some(ev) => self.jetstream_fast(ev, line, rows),
+            None => self.jetstream_slow(line, rows),
+        }
+    }
+
+    /// [`Decoder::jetstream`] the slow way only, for the tests and fuzzing
+    /// that compare both ways.
+    #[doc(hidden)]
+    pub fn jetstream_slow(&mut self, line: &[u8], rows: &mut Rows) -> Decoded {
         let event = match jetstream::Event::from_json(line) {
             Ok(e) => e,
             Err(e) => {
@@ -264,29 +276,120 @@ impl Decoder {
                     format!("Jetstream event is not valid: {e}"),
                     String::from_utf8_lossy(line).into_owned(),
                 );
-                out.dead_letters = 1;
-                return out;
+                return Decoded {
+                    kind: "invalid",
+                    dead_letters: 1,
+                    ..Decoded::default()
+                };
             }
         };
-        out.position = Some(event.time_us);
-        out.event_time_us = Some(event.time_us);
+        let payload = match &event.payload {
+            Payload::Commit { commit: c } => JsPayload::Commit(JsCommit {
+                rev: &c.rev,
+                operation: c.operation,
+                collection: &c.collection,
+                rkey: &c.rkey,
+                cid: c.cid.as_deref(),
+                record: JsRecord::Json(c.record.as_ref()),
+            }),
+            Payload::Identity { identity: i } => JsPayload::Identity {
+                did: &i.did,
+                handle: i.handle.as_deref(),
+                time: &i.time,
+            },
+            Payload::Account { account: a } => JsPayload::Account {
+                did: &a.did,
+                active: a.active,
+                status: a.status.as_deref(),
+                time: &a.time,
+            },
+        };
+        self.jetstream_event(&event.did, event.time_us, payload, line, rows)
+    }
+
+    fn jetstream_fast(
+        &mut self,
+        ev: jetstream::EventRef<'_>,
+        line: &[u8],
+        rows: &mut Rows,
+    ) -> Decoded {
+        let jetstream::EventRef {
+            did,
+            time_us,
+            payload,
+        } = ev;
+        match payload {
+            PayloadRef::Commit(c) => {
+                let jetstream::CommitRef {
+                    rev,
+                    operation,
+                    collection,
+                    rkey,
+                    record,
+                    cid,
+                } = c;
+                let commit = JsCommit {
+                    rev: &rev,
+                    operation,
+                    collection: &collection,
+                    rkey: &rkey,
+                    cid: cid.as_deref(),
+                    record: JsRecord::Decoded(record),
+                };
+                self.jetstream_event(&did, time_us, JsPayload::Commit(commit), line, rows)
+            }
+            PayloadRef::Identity(i) => {
+                let payload = JsPayload::Identity {
+                    did: &i.did,
+                    handle: i.handle.as_deref(),
+                    time: &i.time,
+                };
+                self.jetstream_event(&did, time_us, payload, line, rows)
+            }
+            PayloadRef::Account(a) => {
+                let payload = JsPayload::Account {
+                    did: &a.did,
+                    active: a.active,
+                    status: a.status.as_deref(),
+                    time: &a.time,
+                };
+                self.jetstream_event(&did, time_us, payload, line, rows)
+            }
+        }
+    }
+
+    /// The rows of one parsed Jetstream event, however it was parsed.
+    fn jetstream_event(
+        &mut self,
+        did: &str,
+        at_us: i64,
+        payload: JsPayload<'_>,
+        line: &[u8],
+        rows: &mut Rows,
+    ) -> Decoded {
+        let mut out = Decoded {
+            kind: "invalid",
+            ..Decoded::default()
+        };
+        out.position = Some(at_us);
+        out.event_time_us = Some(at_us);
         let indexed_at = now_secs();
-        match &event.payload {
-            Payload::Commit { commit } => {
+        match payload {
+            JsPayload::Commit(commit) => {
                 out.kind = "commit";
-                if !self.filter.accepts(&commit.collection) {
+                if !self.filter.accepts(commit.collection) {
                     out.filtered = 1;
                     return out;
                 }
-                let path = (commit.collection.as_str(), commit.rkey.as_str());
+                let (collection, rkey) = (commit.collection, commit.rkey);
                 let (tid, action, cid, record) = match jetstream_parts(commit) {
                     Ok(parts) => parts,
                     Err(reason) => {
                         dead_letter(
                             rows,
                             "jetstream",
-                            &event.did,
-                            path,
+                            did,
+                            (collection, rkey),
                             reason,
                             String::from_utf8_lossy(line).into_owned(),
                         );
@@ -297,9 +400,9 @@ impl Decoder {
                 let before = rows.dead_letters.len();
                 apply(
                     &Op {
-                        did: &event.did,
-                        collection: &commit.collection,
-                        rkey: &commit.rkey,
+                        did,
+                        collection,
+                        rkey,
                         action,
                         cid,
                         record: record.as_ref(),
@@ -310,31 +413,40 @@ impl Decoder {
                 );
                 out.ops = 1;
                 out.dead_letters = (rows.dead_letters.len() - before) as u64;
-                self.count_op(&commit.collection);
+                self.count_op(collection);
             }
-            Payload::Identity { identity } => {
+            JsPayload::Identity {
+                did: identity_did,
+                handle,
+                time,
+            } => {
                 out.kind = "identity";
-                out.event_time_us = time_us(&identity.time).or(out.event_time_us);
+                out.event_time_us = time_us(time).or(out.event_time_us);
                 // Without a handle the event only says "resolve again": the
                 // caller resolves the DID document and checks its handle.
-                match &identity.handle {
+                match handle {
                     Some(handle) => rows.push_identity(IdentityRow {
-                        did: identity.did.clone(),
-                        handle: handle.clone(),
-                        version: event_version(Some(event.time_us)),
+                        did: identity_did.to_owned(),
+                        handle: handle.to_owned(),
+                        version: event_version(Some(at_us)),
                         indexed_at,
                     }),
-                    None => out.resolve_identity = Some(identity.did.clone()),
+                    None => out.resolve_identity = Some(identity_did.to_owned()),
                 }
             }
-            Payload::Account { account } => {
+            JsPayload::Account {
+                did: account_did,
+                active,
+                status,
+                time,
+            } => {
                 out.kind = "account";
-                out.event_time_us = time_us(&account.time).or(out.event_time_us);
+                out.event_time_us = time_us(time).or(out.event_time_us);
                 rows.push_account(account_row(
-                    &account.did,
-                    account.active,
-                    account.status.as_deref(),
-                    event_version(Some(event.time_us)),
+                    account_did,
+                    active,
+                    status,
+                    event_version(Some(at_us)),
                     indexed_at,
                 ));
             }
@@ -617,14 +729,47 @@ impl Decoder {
 }
 
 /// A Jetstream commit's rev, action, CID and record, or why it is unusable.
-type JetstreamParts = (
+type JetstreamParts<'a> = (
     Tid,
     Action,
     Option<Cid>,
-    Option<skyhouse_atproto::Value<'static>>,
+    Option<skyhouse_atproto::Value<'a>>,
 );
 
-fn jetstream_parts(commit: &jetstream::CommitOp) -> Result<JetstreamParts, String> {
+/// The record of a Jetstream commit: decoded with the event, or its JSON
+/// still to be checked and converted.
+enum JsRecord<'a> {
+    Decoded(Option<skyhouse_atproto::Value<'a>>),
+    Json(Option<&'a serde_json::Value>),
+}
+
+/// A Jetstream commit, borrowed from either parse.
+struct JsCommit<'a> {
+    rev: &'a str,
+    operation: Operation,
+    collection: &'a str,
+    rkey: &'a str,
+    cid: Option<&'a str>,
+    record: JsRecord<'a>,
+}
+
+/// A Jetstream event's payload, borrowed from either parse.
+enum JsPayload<'a> {
+    Commit(JsCommit<'a>),
+    Identity {
+        did: &'a str,
+        handle: Option<&'a str>,
+        time: &'a str,
+    },
+    Account {
+        did: &'a str,
+        active: bool,
+        status: Option<&'a str>,
+        time: &'a str,
+    },
+}
+
+fn jetstream_parts(commit: JsCommit<'_>) -> Result<JetstreamParts<'_>, String> {
     let tid = commit
         .rev
         .parse::<Tid>()
@@ -639,14 +784,16 @@ fn jetstream_parts(commit: &jetstream::CommitOp) -> Result<JetstreamParts, Strin
     }
     let cid = commit
         .cid
-        .as_deref()
         .map(|c| c.parse::<Cid>().map_err(|e| format!("cid {c:?}: {e}")))
         .transpose()?;
-    let record = commit
-        .record
-        .as_ref()
-        .map(|json| from_lex_json(json).map_err(|e| format!("record is not valid lex-JSON: {e}")))
-        .transpose()?;
+    let record = match commit.record {
+        JsRecord::Decoded(record) => record,
+        JsRecord::Json(json) => json
+            .map(|json| {
+                from_lex_json(json).map_err(|e| format!("record is not valid lex-JSON: {e}"))
+            })
+            .transpose()?,
+    };
     Ok((tid, action, cid, record))
 }
 
