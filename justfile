@@ -61,7 +61,7 @@ bench-car FILE="": bench-deps
     # skyhouse's CAR reader and DAG-CBOR decoder vs the crates the tests use as oracles
     cargo run --release -q -p skyhouse-atproto --example oracle_bench -- "$file"
 
-# Run a fuzz target (car_mst, frame, jetstream_json, cbor, cbor_oracle, car_oracle, dns_response) for SECONDS on stable Rust; a new corpus starts from the real fixtures
+# Run a fuzz target (car_mst, frame, jetstream_json, jetstream_one_pass, cbor, cbor_oracle, car_oracle, dns_response) for SECONDS on stable Rust; a new corpus starts from the real fixtures
 fuzz TARGET SECONDS="60": fuzz-deps
     #!/usr/bin/env bash
     set -euo pipefail

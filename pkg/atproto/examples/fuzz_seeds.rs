@@ -17,6 +17,7 @@ fn write(dir: &Path, kind: &str, name: &str, data: &[u8]) {
     let targets: &[&str] = match kind {
         "car" => &["car_mst", "car_oracle"],
         "cbor" => &["cbor", "cbor_oracle"],
+        "jetstream_json" => &["jetstream_json", "jetstream_one_pass"],
         other => &[other],
     };
     for target in targets {

@@ -34,7 +34,8 @@
 //!   5× more per part).
 //! - `check`: decode every frame, verify every commit with the key from
 //!   `dids.json`, and compare the frames' ops with the Jetstream events, one
-//!   by one; no servers.
+//!   by one, each Jetstream line read by the one-pass parser as by the serde
+//!   model; no servers.
 //!
 //! Every case prints one JSON line: `whole` (the measured run) and `steady`
 //! (from 10% to 90% of the events decoded, without start-up and the drain)
@@ -63,7 +64,7 @@ use std::time::{Duration, Instant};
 use skyhouse_atproto::commit::Commit;
 use skyhouse_atproto::crypto::PublicKey;
 use skyhouse_atproto::frame::Frame;
-use skyhouse_atproto::jetstream::{Event, Payload};
+use skyhouse_atproto::jetstream::{Event, EventRef, Payload};
 use skyhouse_pipeline::{IndexerConfig, KeyError, KeyFuture, Keys};
 use skyhouse_sources::{CancellationToken, SourceConfig, SourceKind};
 use skyhouse_state::State;
@@ -243,7 +244,13 @@ fn check(args: &Args) -> Result<serde_json::Value, BoxError> {
     let mut events = 0u64;
     let file = std::fs::File::open(format!("{}.jsonl", args.prefix))?;
     for line in BufReader::with_capacity(1 << 20, file).lines() {
-        let event = Event::from_json(line?.as_bytes())?;
+        let line = line?;
+        let event = Event::from_json(line.as_bytes())?;
+        // The decoder's one-pass parser must read the line, as the model does.
+        let one_pass = EventRef::parse(line.as_bytes());
+        if one_pass.is_none() || one_pass != event.to_ref().ok() {
+            return Err(format!("event {events}: one-pass parse differs: {line}").into());
+        }
         events += 1;
         if let Payload::Commit { commit } = &event.payload {
             let got = (
