@@ -323,6 +323,8 @@ def run_checks(srv, args):
         "{levels}": "0.5",
         "{upto}": "1714521600",
         "{uris}": "'at://did:plc:alice/app.bsky.feed.post/3kpost1'",
+        # On a cluster, `cluster('<name>', system, replicas)`.
+        "{replicas}": "system.replicas",
     }
     for path in args.queries:
         try:

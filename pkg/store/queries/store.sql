@@ -23,6 +23,13 @@ WHERE did = {did} AND deleted = 0
 ORDER BY collection, rkey
 LIMIT {limit};
 
+-- name: read_only_replicas
+-- The health probe on a cluster: the database's replicated tables that are
+-- read-only (their server lost its ZooKeeper session) on one server of
+-- each shard. {replicas} is `cluster('<name>', system, replicas)`, so a
+-- shard none of whose servers answers fails the query (code 279).
+SELECT count() AS n FROM {replicas} WHERE database = '{db}' AND is_readonly;
+
 -- name: daily_stats
 SELECT toString(day) AS day_text, collection, records, actors
 FROM {db}.daily_stats FINAL

@@ -23,6 +23,20 @@ pub async fn account_hidden(ch: &ClickHouse, did: &str) -> Result<bool, StoreErr
     Ok(n > 0)
 }
 
+/// On a cluster ([`ClickHouse::cluster`]): how many of the database's
+/// replicated tables are read-only (their server lost its ZooKeeper
+/// session) on one server of each shard; an error (ClickHouse's code 279,
+/// "All connection tries failed") when a shard has no server answering.
+/// On one server: the same count on that server.
+pub async fn read_only_replicas(ch: &ClickHouse) -> Result<u64, StoreError> {
+    let replicas = match ch.cluster() {
+        Some(c) => format!("cluster({}, system, replicas)", literal(c)),
+        None => "system.replicas".to_owned(),
+    };
+    let sql = render(ch.db(), "read_only_replicas", &[("replicas", &replicas)])?;
+    ch.fetch_one("read_only_replicas", &sql).await
+}
+
 /// One live record, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, clickhouse::Row)]
 pub struct StoredRecord {
@@ -86,6 +100,12 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
     sql::sample(out, db, "account_hidden", &[("did", &alice)])?;
     sql::sample(out, db, "records_of", &[("did", &alice), ("limit", "100")])?;
     sql::sample(out, db, "daily_stats", &[("since", "'2024-01-01'")])?;
+    sql::sample(
+        out,
+        db,
+        "read_only_replicas",
+        &[("replicas", "system.replicas")],
+    )?;
     for table in skyhouse_transform::table_names() {
         out.push(Rendered {
             name: format!("insert_row_binary#{table}"),
