@@ -94,8 +94,13 @@ impl ApiError {
 
     /// The SQL explorer's failure: what ClickHouse said about the caller's
     /// own statement is a 400 showing it (one line); a failure to reach
-    /// ClickHouse is a 503 as for data routes.
+    /// ClickHouse, or a server it needs (a shard none of whose replicas
+    /// answers, ZooKeeper: [`StoreError::is_outage`]), is a 503 as for data
+    /// routes.
     pub fn explorer(e: StoreError) -> ApiError {
+        if e.is_outage() {
+            return ApiError::store("ClickHouse", e);
+        }
         match e.server_message() {
             Some(said) => ApiError::bad_request(format!(
                 "ClickHouse refused the query: {}",

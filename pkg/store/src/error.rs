@@ -181,6 +181,12 @@ pub const CODES: &[(u32, CodeKind, &str)] = &[
     (1000, CodeKind::Transient, "POCO_EXCEPTION (often a network error inside the server)"),
 ];
 
+/// Codes that say a server the statement needs is away (a shard with no
+/// replica answering, a lost ZooKeeper session, the network between
+/// servers), not that the statement is wrong: transient, and for the SQL
+/// explorer a 503 rather than the caller's error.
+pub const OUTAGE_CODES: &[u32] = &[209, 210, 225, 242, 279, 999];
+
 /// What `code` means ([`CODES`]); `None` for a code in no list.
 pub fn code_kind(code: u32) -> Option<CodeKind> {
     CODES
@@ -246,6 +252,23 @@ impl StoreError {
     /// Whether retrying could help.
     pub fn is_retriable(&self) -> bool {
         matches!(self, StoreError::Transient { .. })
+    }
+
+    /// Whether a server the statement needed was away: the network, a
+    /// timeout, a proxy's page, or ClickHouse's code for a shard with no
+    /// replica answering, a lost ZooKeeper session ([`OUTAGE_CODES`]).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StoreError::Transient {
+                reason: RetryReason::Network | RetryReason::Timeout | RetryReason::Http,
+                ..
+            } => true,
+            StoreError::Transient {
+                reason: RetryReason::Server,
+                message,
+            } => parse_code(message).is_some_and(|c| OUTAGE_CODES.contains(&c)),
+            _ => false,
+        }
     }
 
     /// The retry reason of a transient error.
@@ -423,6 +446,23 @@ mod tests {
             StoreError::classify(E::TimedOut, "t").retry_reason(),
             Some(RetryReason::Timeout)
         );
+    }
+
+    #[test]
+    fn an_away_shard_or_zookeeper_is_an_outage() {
+        // What 18.16 answers with both servers of a shard stopped, and with
+        // ZooKeeper stopped.
+        let shard = bad("Code: 279, e.displayText() = DB::NetException: All connection tries failed. Log: Code: 210, e.displayText() = DB::NetException: Connection refused (127.0.0.1:19403)");
+        assert_eq!(shard.retry_reason(), Some(RetryReason::Server));
+        assert!(shard.is_outage());
+        for code in [242, 999, 225] {
+            let e = bad(&format!("Code: {code}, e.displayText() = DB::Exception: x"));
+            assert_eq!(e.retry_reason(), Some(RetryReason::Server), "{code}: {e}");
+            assert!(e.is_outage(), "{code}");
+        }
+        assert!(StoreError::classify(E::TimedOut, "t").is_outage());
+        assert!(!bad("Code: 241. Memory limit").is_outage());
+        assert!(!bad("Code: 62. Syntax error").is_outage());
     }
 
     #[test]

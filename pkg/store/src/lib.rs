@@ -32,7 +32,9 @@ pub use sql::{literal, literal_array};
 pub mod writer;
 
 pub use clickhouse;
-pub use error::{code_kind, one_line, parse_code, CodeKind, RetryReason, StoreError, CODES};
+pub use error::{
+    code_kind, one_line, parse_code, CodeKind, RetryReason, StoreError, CODES, OUTAGE_CODES,
+};
 pub use retry::{Retry, WriteProgress};
 
 /// Connection settings.
