@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -89,7 +91,9 @@ pub struct Writes {
 /// handlers, connect Redis, and probe ClickHouse (`SELECT version()`) and
 /// Redis (`PING`) now and every [`HEALTH_PROBE`] until shutdown: checks
 /// `clickhouse` and `redis`; with `writes`, also `clickhouse_writes` (false
-/// while the writer has been failing and retrying for longer than its limit).
+/// while the writer has been failing and retrying for longer than its limit);
+/// on a cluster, also `clickhouse_shards` and `clickhouse_writable`
+/// ([`probe_cluster`]).
 pub async fn start(
     metrics_addr: SocketAddr,
     redis: &RedisArgs,
@@ -121,9 +125,15 @@ pub async fn start(
         // The probe must answer fast: a stalled server counts as down.
         let ch = ch.with_receive_timeout(PROBE_TIMEOUT);
         let (state, health) = (state.clone(), health.clone());
+        let shards_ok = Arc::new(AtomicBool::new(true));
         move || {
-            let (ch, state, health, writes) =
-                (ch.clone(), state.clone(), health.clone(), writes.clone());
+            let (ch, state, health, writes, shards_ok) = (
+                ch.clone(),
+                state.clone(),
+                health.clone(),
+                writes.clone(),
+                shards_ok.clone(),
+            );
             async move {
                 let (ch_ok, redis_ok) = tokio::join!(
                     answers(async { ch.server_version().await.is_ok() }),
@@ -131,6 +141,9 @@ pub async fn start(
                 );
                 health.set("clickhouse", ch_ok);
                 health.set("redis", redis_ok);
+                if ch_ok && ch.cluster().is_some() {
+                    probe_cluster(&ch, &health, &shards_ok).await;
+                }
                 if let Some(w) = writes {
                     health.set("clickhouse_writes", !w.progress.is_stuck(w.stuck_after));
                 }
@@ -154,6 +167,42 @@ pub async fn start(
         pending,
         state,
     })
+}
+
+/// On a cluster, `/health`'s checks `clickhouse_shards` (every shard has a
+/// server that answers) and `clickhouse_writable` (none of the database's
+/// replicated tables is read-only for want of ZooKeeper, on the server that
+/// answered for each shard); both from one statement
+/// ([`skyhouse_store::queries::read_only_replicas`]). While a shard does
+/// not answer, `clickhouse_writable` keeps its last value. The first failure
+/// and the recovery are logged (ClickHouse's message names the servers).
+async fn probe_cluster(ch: &ClickHouse, health: &Health, shards_ok: &AtomicBool) {
+    let answer = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        skyhouse_store::queries::read_only_replicas(ch),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(skyhouse_store::StoreError::timed_out(
+            "read_only_replicas",
+            PROBE_TIMEOUT,
+        ))
+    });
+    match answer {
+        Ok(read_only) => {
+            health.set("clickhouse_shards", true);
+            health.set("clickhouse_writable", read_only == 0);
+            if !shards_ok.swap(true, Ordering::Relaxed) {
+                tracing::info!("Every ClickHouse shard answers again.");
+            }
+        }
+        Err(e) => {
+            health.set("clickhouse_shards", false);
+            if shards_ok.swap(false, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "A ClickHouse shard does not answer; reads and writes that need it fail until it is back.");
+            }
+        }
+    }
 }
 
 /// `probe`'s answer, `false` if it takes over [`PROBE_TIMEOUT`].
