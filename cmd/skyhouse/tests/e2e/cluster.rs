@@ -6,23 +6,20 @@
 //! of every table (the cluster's read through its `Distributed` tables)
 //! must be the same on both.
 //!
-//! Faults with real processes, each on a cluster of its own: `kill -9` of
-//! one replica of each shard while the PDS keeps writing.
+//! The faults (a replica of each shard killed, ZooKeeper stopped, a whole
+//! shard down) are in `cluster_faults`, each on a cluster of its own.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 use skyhouse_testkit::{Cluster, Network, Redis, Scenario};
 
 use crate::{
-    assert_each_record_once, assert_matches_truth, backlog, firehose_url, sentinel, seq_of,
-    skyhouse, spare_port, strings, text, wait_until, Db, Indexer, Setup,
+    backlog, firehose_url, sentinel, skyhouse, spare_port, strings, text, wait_until, Db, Indexer,
+    Setup,
 };
 
-const ADMIN: &str = "e2e-cluster-admin-key-0123456789";
+pub(crate) const ADMIN: &str = "e2e-cluster-admin-key-0123456789";
 
 /// Tables whose rows say when or in which order things were written
 /// (arrival logs, refresh bookkeeping, version floors), not what the data
@@ -52,7 +49,7 @@ const TIMED_COLUMNS: &[&str] = &[
     "actors_state",
 ];
 
-async fn get(url: &str) -> (u16, Value) {
+pub(crate) async fn get(url: &str) -> (u16, Value) {
     let resp = reqwest::get(url)
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
@@ -65,7 +62,7 @@ async fn get(url: &str) -> (u16, Value) {
 /// `skyhouse search` for `setup`, refreshing at start and then every
 /// `refresh_secs`; returns it and its base URL once `/health` is 200 (the
 /// first refresh done).
-async fn search(setup: &Setup, refresh_secs: u32) -> (Indexer, String) {
+pub(crate) async fn search(setup: &Setup, refresh_secs: u32) -> (Indexer, String) {
     let (port, metrics) = (spare_port(), spare_port());
     let mut args = strings(&[
         "search",
@@ -238,20 +235,7 @@ fn contents(db: &Db, reference: &Db) -> BTreeMap<String, Vec<String>> {
 
 /// Replicas of every replicated table of `db` have nothing left to fetch.
 fn replicas_converged(db: &str) -> Option<()> {
-    let behind: u64 = Cluster::shared()
-        .nodes()
-        .iter()
-        .map(|n| {
-            n.query(&format!(
-                "SELECT count() FROM system.replicas WHERE database = '{db}' \
-                 AND (queue_size > 0 OR inserts_in_queue > 0 OR is_readonly)"
-            ))
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-        })
-        .sum();
-    (behind == 0).then_some(())
+    (crate::cluster_faults::replicas_behind(Cluster::shared(), db) == 0).then_some(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,109 +369,4 @@ async fn one_scenario_on_one_server_and_on_the_cluster_answers_the_same() {
         assert!(s.terminate().success());
         assert!(f.terminate().success());
     }
-}
-
-/// `SELECT count(), digest` of `db.records_local` on `node`: what one
-/// replica holds.
-fn replica_digest(node: &skyhouse_testkit::ClusterNode, db: &str) -> String {
-    node.query(&format!(
-        "SELECT count(), sum(cityHash64(did, collection, rkey, cid, version, deleted)) \
-         FROM {db}.records_local"
-    ))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_of_each_shard_killed_during_ingestion_loses_nothing() {
-    // A cluster of its own: its servers are killed.
-    let cluster = Cluster::start();
-    let network = Network::start();
-    let pds = network.pds();
-    let sentinel = sentinel(&pds).await;
-    let mut setup = Setup::on_cluster(
-        &cluster,
-        "e2e_replica_kill",
-        Redis::shared().url(),
-        "firehose",
-        firehose_url(&network),
-    );
-    setup.indexer_flags = ["--batch-rows", "25", "--batch-age-ms", "50"]
-        .map(String::from)
-        .to_vec();
-    setup.set_cursor(1);
-    let mut indexer = setup.start(&[]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writes = tokio::spawn(crate::kill::write_while_killing(pds.clone(), stop.clone()));
-
-    // kill -9 the second replica of each shard mid-stream (the indexer
-    // talks to s1r1), then start them again while the writes go on.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let victims = [cluster.node(1, 2), cluster.node(2, 2)];
-    for v in victims {
-        v.kill();
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    indexer.assert_running();
-    for v in victims {
-        v.start();
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let done = writes.await.unwrap();
-    println!("{} writes while replicas were killed", done.writes);
-
-    let last_seq = seq_of(&network, &done.last).await;
-    indexer.wait_for_cursor(&setup, last_seq);
-    let gone = [done.scenario.deleted_account.clone(), done.doomed.clone()];
-    wait_until(
-        "the deleted accounts' rows tombstoned",
-        || {
-            let live = setup.number(&format!(
-                "SELECT count() FROM records FINAL WHERE deleted = 0 AND did IN ('{}', '{}')",
-                gone[0], gone[1]
-            ));
-            (live == 0).then_some(())
-        },
-        || indexer.log_tail(),
-    );
-    // The replicas converge: nothing queued, none read-only, and both
-    // replicas of each shard hold the same rows.
-    let name = setup.db.name().to_owned();
-    wait_until(
-        "the replicas converged",
-        || {
-            let behind: u64 = cluster
-                .nodes()
-                .iter()
-                .map(|n| {
-                    n.query(&format!(
-                        "SELECT count() FROM system.replicas WHERE database = '{name}' \
-                         AND (queue_size > 0 OR inserts_in_queue > 0 OR is_readonly)"
-                    ))
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap()
-                })
-                .sum();
-            let same = (1..=2).all(|shard| {
-                replica_digest(cluster.node(shard, 1), &name)
-                    == replica_digest(cluster.node(shard, 2), &name)
-            });
-            (behind == 0 && same).then_some(())
-        },
-        || indexer.log_tail(),
-    );
-    for shard in 1..=2 {
-        let d = replica_digest(cluster.node(shard, 1), &name);
-        assert!(!d.starts_with("0\t"), "shard {shard} holds no records");
-    }
-    // Nothing lost, nothing dead-lettered.
-    let mut dids: Vec<&str> = done.scenario.dids().collect();
-    dids.extend(done.dids.iter().map(String::as_str));
-    let truths = pds.truths(dids).await.expect("truth");
-    assert_matches_truth(&setup, &truths, &[&sentinel]);
-    assert_each_record_once(&setup);
-    assert_eq!(setup.number("SELECT count() FROM dead_letters"), 0);
-    let status = indexer.terminate();
-    assert!(status.success(), "exit {status}:\n{}", indexer.log_tail());
-    assert_eq!(setup.cursor(), Some(last_seq));
 }

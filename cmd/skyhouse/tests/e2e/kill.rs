@@ -227,12 +227,30 @@ pub(crate) async fn write_while_killing(pds: Pds, stop: Arc<AtomicBool>) -> Done
 /// row of that key with at least the commit's version): the cursor saved
 /// in Redis never runs ahead of what ClickHouse acknowledged.
 async fn assert_cursor_covered(network: &Network, setup: &Setup, cursor: i64) {
+    let want = written_up_to(network, cursor, None).await;
+    let rows = setup.rows(
+        "SELECT did, collection, rkey, max(version) AS v FROM records GROUP BY did, collection, rkey",
+    );
+    let got = newest_versions(&rows, None);
+    assert_covered(cursor, &want, &got);
+}
+
+/// A record's key: DID, collection, rkey.
+pub(crate) type Key = (String, String, String);
+
+/// The newest version of each record key written by a commit with
+/// seq ≤ `cursor` (of `collection` only, if given), from the firehose.
+pub(crate) async fn written_up_to(
+    network: &Network,
+    cursor: i64,
+    collection: Option<&str>,
+) -> BTreeMap<Key, u64> {
     let messages = fh::read_firehose(&network.firehose_url(Some(0)), |f: &Frame| {
         f.seq().is_some_and(|s| s >= cursor)
     })
     .await
     .unwrap();
-    let mut want: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    let mut want: BTreeMap<Key, u64> = BTreeMap::new();
     for m in &messages {
         let Frame::Commit(c) = &m.frame else { continue };
         if c.seq > cursor {
@@ -240,25 +258,35 @@ async fn assert_cursor_covered(network: &Network, setup: &Setup, cursor: i64) {
         }
         let version = c.rev.parse::<Tid>().unwrap().to_u64();
         for op in &c.ops {
-            let (collection, rkey) = op.split_path().unwrap();
-            let key = (c.repo.clone(), collection.to_owned(), rkey.to_owned());
+            let (coll, rkey) = op.split_path().unwrap();
+            if collection.is_some_and(|want| want != coll) {
+                continue;
+            }
+            let key = (c.repo.clone(), coll.to_owned(), rkey.to_owned());
             let v = want.entry(key).or_default();
             *v = (*v).max(version);
         }
     }
-    let rows = setup.rows(
-        "SELECT did, collection, rkey, max(version) AS v FROM records GROUP BY did, collection, rkey",
-    );
-    let got: BTreeMap<(String, String, String), u64> = rows
-        .iter()
+    want
+}
+
+/// Rows `did, rkey, v` (and `collection`, unless given) as key → version.
+pub(crate) fn newest_versions(
+    rows: &[serde_json::Map<String, serde_json::Value>],
+    collection: Option<&str>,
+) -> BTreeMap<Key, u64> {
+    rows.iter()
         .map(|r| {
             let s = |k: &str| r[k].as_str().unwrap().to_owned();
-            (
-                (s("did"), s("collection"), s("rkey")),
-                s("v").parse().unwrap(),
-            )
+            let coll = collection.map_or_else(|| s("collection"), str::to_owned);
+            ((s("did"), coll, s("rkey")), s("v").parse().unwrap())
         })
-        .collect();
+        .collect()
+}
+
+/// Every key of `want` is in `got` with at least its version.
+#[track_caller]
+pub(crate) fn assert_covered(cursor: i64, want: &BTreeMap<Key, u64>, got: &BTreeMap<Key, u64>) {
     let missing: Vec<String> = want
         .iter()
         .filter(|(k, v)| got.get(*k).is_none_or(|g| g < *v))

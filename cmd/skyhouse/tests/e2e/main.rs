@@ -23,8 +23,12 @@
 //!   examples, errors; the README's screenshot.
 //! - `cluster`: one scenario (firehose, backfill, an admin cleanup) indexed
 //!   on one server and on the 2 × 2 cluster gives the same answer from every
-//!   search route and feed and the same tables; `kill -9` of one replica of
-//!   each shard during ingestion loses nothing and the replicas converge.
+//!   search route and feed and the same tables.
+//! - `cluster_faults`: on a cluster of their own while the PDS keeps
+//!   writing: `kill -9` of one replica of each shard, ZooKeeper stopped for
+//!   20 s (read-only replicas), a whole shard down (writes stall, `search`
+//!   answers 503): nothing lost or dead-lettered, the cursor never ahead of
+//!   ClickHouse, the replicas converge.
 //! - `search`: `skyhouse search` over the indexed scenario: search, stats,
 //!   records, cursors, keys, the SQL explorer, hostile parameters, OpenAPI.
 //! - `redis_down`: Redis killed mid-stream: indexing goes on, the cursor is
@@ -50,6 +54,7 @@
 mod appview;
 mod backfill;
 mod cluster;
+mod cluster_faults;
 mod faults;
 mod firehose;
 mod health;
