@@ -280,6 +280,7 @@ impl Cluster {
         ClusterDatabase {
             name,
             http_port: self.nodes[0].http_port(),
+            ports: self.nodes.iter().map(ClusterNode::http_port).collect(),
         }
     }
 }
@@ -451,6 +452,8 @@ impl ZooKeeper {
 pub struct ClusterDatabase {
     name: String,
     http_port: u16,
+    /// Every server's HTTP port.
+    ports: Vec<u16>,
 }
 
 impl ClusterDatabase {
@@ -477,6 +480,37 @@ impl ClusterDatabase {
     /// Like [`query`](Self::query), but a failure is returned.
     pub fn try_query(&self, sql: &str) -> Result<String, String> {
         clickhouse::run(self.http_port, Some(&self.name), sql)
+    }
+
+    /// Waits until every replica of every replicated table of the database
+    /// has fetched what its shard's other replica received until now
+    /// (`SYSTEM SYNC REPLICA` on each server): a read through a
+    /// `Distributed` table then sees every acknowledged write, whichever
+    /// replica it goes to.
+    ///
+    /// # Panics
+    ///
+    /// If a server does not answer (one that was killed, or ZooKeeper down).
+    pub fn sync_replicas(&self) {
+        for port in &self.ports {
+            let tables = clickhouse::run(
+                *port,
+                None,
+                &format!(
+                    "SELECT table FROM system.replicas WHERE database = '{}' FORMAT TSV",
+                    self.name
+                ),
+            )
+            .unwrap_or_else(|message| panic!("{message}"));
+            for table in tables.lines() {
+                clickhouse::run(
+                    *port,
+                    None,
+                    &format!("SYSTEM SYNC REPLICA {}.{table}", self.name),
+                )
+                .unwrap_or_else(|message| panic!("{message}"));
+            }
+        }
     }
 }
 

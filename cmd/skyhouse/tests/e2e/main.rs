@@ -29,6 +29,10 @@
 //!   20 s (read-only replicas), a whole shard down (writes stall, `search`
 //!   answers 503): nothing lost or dead-lettered, the cursor never ahead of
 //!   ClickHouse, the replicas converge.
+//! - `cluster_services`: on the shared cluster, the indexer on the
+//!   production capture (Jetstream and frames), the relay fed by the
+//!   indexer, a resync and `backfill status`, `skyhouse monitor`, API keys:
+//!   the same answers as on one server.
 //! - `search`: `skyhouse search` over the indexed scenario: search, stats,
 //!   records, cursors, keys, the SQL explorer, hostile parameters, OpenAPI.
 //! - `redis_down`: Redis killed mid-stream: indexing goes on, the cursor is
@@ -55,6 +59,7 @@ mod appview;
 mod backfill;
 mod cluster;
 mod cluster_faults;
+mod cluster_services;
 mod faults;
 mod firehose;
 mod health;
@@ -138,6 +143,16 @@ impl Db {
         match self {
             Db::Single(d) => d.name(),
             Db::Cluster(d, _) => d.name(),
+        }
+    }
+
+    /// On a cluster, waits until every replica holds what its shard
+    /// received so far ([`ClusterDatabase::sync_replicas`](skyhouse_testkit::ClusterDatabase::sync_replicas)):
+    /// a read right after a write otherwise may go to the replica that has
+    /// not fetched it yet. Nothing to wait for on one server.
+    pub fn sync_replicas(&self) {
+        if let Db::Cluster(d, _) = self {
+            d.sync_replicas();
         }
     }
 
@@ -235,20 +250,28 @@ impl Setup {
         ]
     }
 
-    /// Backfill entries delivered to a worker and not acknowledged yet
-    /// (`skyhouse backfill status`).
-    pub fn pending_entries(&self) -> u64 {
+    /// `skyhouse backfill status`: each line's name → value.
+    pub fn backfill_status(&self) -> BTreeMap<String, String> {
         let mut args = strings(&["backfill", "status"]);
         args.extend(self.redis_flags());
         args.extend(self.clickhouse_flags());
         let out = skyhouse(&args);
         assert!(out.status.success(), "backfill status: {}", text(&out));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        stdout
+        String::from_utf8_lossy(&out.stdout)
             .lines()
-            .find_map(|l| l.strip_prefix("pending\t"))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no pending line in {stdout:?}"))
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect()
+    }
+
+    /// Backfill entries delivered to a worker and not acknowledged yet
+    /// (`skyhouse backfill status`).
+    pub fn pending_entries(&self) -> u64 {
+        let status = self.backfill_status();
+        status
+            .get("pending")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no pending line in {status:?}"))
     }
 
     /// `--source`, `--url`, `--redis`, `--redis-prefix`.

@@ -80,10 +80,34 @@ fn create_token(tokens: &std::path::Path, name: &str, scope: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// The production Jetstream capture, a fresh setup of its `jetstream` source.
+pub fn capture_url() -> String {
+    format!("file://{}", corpus().display())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_indexer_pushes_every_operation_of_the_capture_to_the_relay() {
+    let setup = Setup::new(
+        "relay_push",
+        Redis::shared().url(),
+        "jetstream",
+        capture_url(),
+    );
+    the_indexer_feeds_the_relay(&setup).await;
+}
+
+/// `skyhouse relay` with tokens, and `setup`'s indexer (a fresh database,
+/// source: the capture, [`capture_url`]) publishing to it: a client of the
+/// relay receives exactly the capture's operations, tagged live, and
+/// ClickHouse holds them too.
+pub async fn the_indexer_feeds_the_relay(setup: &Setup) {
     let (grpc, metrics) = (spare_port(), spare_port());
-    let dir = std::env::temp_dir().join(format!("skyhouse-e2e-relay-{}", std::process::id()));
+    // One tokens file per setup: the cluster's test runs beside this one.
+    let dir = std::env::temp_dir().join(format!(
+        "skyhouse-e2e-relay-{}-{}",
+        std::process::id(),
+        setup.db.name()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let tokens = dir.join("tokens.json");
     let _ = std::fs::remove_file(&tokens);
@@ -122,12 +146,6 @@ async fn the_indexer_pushes_every_operation_of_the_capture_to_the_relay() {
         .unwrap()
         .into_inner();
 
-    let setup = Setup::new(
-        "relay_push",
-        Redis::shared().url(),
-        "jetstream",
-        format!("file://{}", corpus().display()),
-    );
     let mut indexer = setup.start(&[
         "--cursor",
         "0",
@@ -144,6 +162,7 @@ async fn the_indexer_pushes_every_operation_of_the_capture_to_the_relay() {
         !indexer.log().contains(&writer),
         "the token is in the indexer's log"
     );
+    setup.db.sync_replicas();
 
     let want = capture();
     let last = before.newest_cursor + want.len() as u64;

@@ -71,6 +71,16 @@ async fn lossy_proxy(upstream: String, drop: Arc<AtomicBool>, dropped: Arc<Atomi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletions_the_indexer_never_saw_are_repaired_by_resync() {
+    lost_deletions_repaired_by_resync(|proxy| {
+        Setup::new("e2e_resync", Redis::shared().url(), "firehose", proxy)
+    })
+    .await;
+}
+
+/// The scenario above on the setup `make` returns for the proxy's URL (a
+/// fresh database); then `skyhouse backfill status` reports the queue
+/// empty and the repaired repository done.
+pub async fn lost_deletions_repaired_by_resync(make: impl FnOnce(String) -> Setup) {
     let network = Network::start();
     let pds = network.pds();
     sentinel(&pds).await;
@@ -83,7 +93,7 @@ async fn deletions_the_indexer_never_saw_are_repaired_by_resync() {
         dropped.clone(),
     )
     .await;
-    let setup = Setup::new("e2e_resync", Redis::shared().url(), "firehose", proxy);
+    let setup = make(proxy);
     setup.set_cursor(0);
     let mut indexer = setup.start(&[]);
 
@@ -123,6 +133,7 @@ async fn deletions_the_indexer_never_saw_are_repaired_by_resync() {
     indexer.wait_for_cursor(&setup, seq_of(&network, &after).await);
 
     // The lost deletions are still visible, and the DID is queued for resync.
+    setup.db.sync_replicas();
     let stale = live_records(&setup);
     for p in &posts[..3] {
         assert!(
@@ -163,6 +174,7 @@ async fn deletions_the_indexer_never_saw_are_repaired_by_resync() {
     let mut worker = Indexer::spawn(&args, port);
     let exit = worker.wait_exit();
     assert!(exit.success(), "{exit}:\n{}", worker.log_tail());
+    setup.db.sync_replicas();
 
     let truth = pds.truth(&who.did).await.unwrap();
     let got = live_records(&setup);
@@ -175,6 +187,27 @@ async fn deletions_the_indexer_never_saw_are_repaired_by_resync() {
         tombstones, 3,
         "the three lost deletions, tombstoned by the resync"
     );
+    // What an operator sees: nothing queued or in flight, nothing given
+    // up, every repository the resync stream held done.
+    let repaired = queued
+        .iter()
+        .map(|(did, _)| did)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        .to_string();
+    let status = setup.backfill_status();
+    for (line, want) in [
+        ("queue", "0"),
+        ("pending", "0"),
+        ("dead", "0"),
+        ("done", repaired.as_str()),
+    ] {
+        assert_eq!(
+            status.get(line).map(String::as_str),
+            Some(want),
+            "backfill status: {status:?}"
+        );
+    }
     let status = indexer.terminate();
     assert!(status.success(), "{status}:\n{}", indexer.log_tail());
 }
