@@ -315,6 +315,11 @@ bench-backfill REPOS="5000" RUNS="3" CONCURRENCY="16" CASES="decode,small,big,pd
     cargo build --release -q -p skyhouse -p skyhouse-backfill --bin skyhouse --example car_server --example backfill_bench
     {{ local_env }} pkg/backfill/bench/bench.sh {{ REPOS }} {{ RUNS }} {{ CONCURRENCY }} {{ quote(CASES) }} {{ WORK_ARGS }}
 
+# The indexer and the backfill on the local 2 x 2 cluster against the `just up` server, alternating, medians of RUNS: throughput, CPU per event of skyhouse and of each server, peak RSS, replication lag during the load; and inserting through the Distributed tables vs into each shard's local tables (CASES: indexer,backfill,inserts; starts both)
+bench-cluster EVENTS="200000" REPOS="1000" RUNS="3" CASES="indexer,backfill,inserts": bench-deps deps-system up cluster-up
+    cargo build --release -q -p skyhouse -p skyhouse-backfill -p skyhouse-pipeline --bin skyhouse --example car_server --example backfill_bench --example indexer_bench
+    {{ local_env }} bench/cluster.sh {{ EVENTS }} {{ REPOS }} {{ RUNS }} {{ quote(CASES) }}
+
 # Indexer CPU per event (skyhouse and ClickHouse), events/s against the bound cores / (sum), p99 ack latency and peak RSS: decode only (one thread), Jetstream, firehose, firehose --verify through the full pipeline into the `just up` servers (EVENTS frames, generated once into bench/out/; medians of RUNS; CASES comma-separated; RAW: the indexer's --raw-records)
 bench-indexer EVENTS="1000000" RUNS="3" CASES="decode-jetstream,decode-firehose,jetstream,firehose,firehose-verify" RAW="all": bench-deps deps-system up
     #!/usr/bin/env bash

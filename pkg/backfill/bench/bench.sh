@@ -25,6 +25,12 @@
 #   CASES: comma-separated, default small,big; WORK_ARGS go to `skyhouse backfill work`.
 #   CARGO_TARGET_DIR: where the release `skyhouse`, `car_server` and `backfill_bench` are
 #   (default target).
+#   On a cluster (`just bench-cluster`): CLICKHOUSE_ADDRESS one of its servers,
+#   BENCH_CLICKHOUSE_CLUSTER its name (migrate and work get --clickhouse-cluster, databases are
+#   created and dropped ON CLUSTER), BENCH_SERVER_PIDS the pids whose CPU counts as the servers'
+#   (comma-separated: every ClickHouse server and ZooKeeper), BENCH_SYNC_URLS every server's URL
+#   (space-separated; before the check each runs SYSTEM SYNC REPLICA for the run's tables, so
+#   the counts read through the Distributed tables see every replica's rows).
 set -euo pipefail
 REPOS=${1:-5000}
 RUNS=${2:-3}
@@ -81,31 +87,53 @@ url=$(sed -n 's/.*"url":"\([^"]*\)".*/\1/p' "$tmp/server.out")
 [ -n "$url" ] || die "car_server did not start"
 echo "car_server: $(cat "$tmp/server.out")" >&2
 
-# The ClickHouse server's CPU (user + system ticks) when it is the `just up` one.
+# The ClickHouse server's CPU (user + system ticks) when it is the `just up` one, or the
+# servers' of BENCH_SERVER_PIDS.
 ch_pidfile=.local/clickhouse/clickhouse-server.pid
-ch_pid=
-if [ -f "$ch_pidfile" ] && [ -d "/proc/$(cat "$ch_pidfile")" ]; then ch_pid=$(cat "$ch_pidfile"); fi
+ch_pid=${BENCH_SERVER_PIDS:-}
+if [ -z "$ch_pid" ] && [ -f "$ch_pidfile" ] && [ -d "/proc/$(cat "$ch_pidfile")" ]; then ch_pid=$(cat "$ch_pidfile"); fi
 server_pid_args=()
 if [ -n "$ch_pid" ]; then server_pid_args=(--clickhouse-pid "$ch_pid"); fi
-ticks() { if [ -n "$ch_pid" ]; then awk '{print $14 + $15}' "/proc/$ch_pid/stat"; else echo 0; fi; }
-# Wait (up to 60 s) until ClickHouse used under 5% of a core for a second: earlier runs' merges.
+ticks() {
+    local t=0 p
+    for p in ${ch_pid//,/ }; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo "$t"
+}
+servers=$(wc -w <<<"${ch_pid//,/ }")
+# Wait (up to 60 s) until ClickHouse used under 5% of a core (each server) for a second:
+# earlier runs' merges.
 quiet() {
     local a b
     for _ in $(seq 1 60); do
         a=$(ticks); sleep 1; b=$(ticks)
-        [ $((b - a)) -lt 5 ] && return 0
+        [ $((b - a)) -lt $((5 * (servers > 0 ? servers : 1))) ] && return 0
+    done
+}
+cluster_args=()
+on_cluster=
+if [ -n "${BENCH_CLICKHOUSE_CLUSTER:-}" ]; then
+    cluster_args=(--clickhouse-cluster "$BENCH_CLICKHOUSE_CLUSTER")
+    on_cluster=" ON CLUSTER $BENCH_CLICKHOUSE_CLUSTER"
+fi
+# On a cluster: every replica has fetched the run's rows.
+sync_replicas() {
+    local url table
+    for url in ${BENCH_SYNC_URLS:-}; do
+        for table in $(curl -sS --fail-with-body "$url/" --data-binary "SELECT table FROM system.replicas WHERE database = '$1'"); do
+            curl -sS --fail-with-body "$url/" --data-binary "SYSTEM SYNC REPLICA $1.$table" >/dev/null
+        done
     done
 }
 
 # One database per server case and run, all made now and dropped at the end.
 dbs=()
-drop_dbs() { for db in "${dbs[@]}"; do q "DROP DATABASE IF EXISTS $db" || true; done; }
+drop_dbs() { for db in "${dbs[@]}"; do q "DROP DATABASE IF EXISTS $db$on_cluster" || true; done; }
 for run in $(seq 1 "$RUNS"); do
     for case in ${CASES//,/ }; do
         [ "$case" = decode ] && continue
         db="${DB}_${case}_$run"
-        q "DROP DATABASE IF EXISTS $db"
-        "$bin" migrate up --clickhouse-address "$CH" --database "$db" >/dev/null 2>"$tmp/migrate.log" ||
+        q "DROP DATABASE IF EXISTS $db$on_cluster"
+        "$bin" migrate up --clickhouse-address "$CH" --database "$db" "${cluster_args[@]}" >/dev/null 2>"$tmp/migrate.log" ||
             { cat "$tmp/migrate.log" >&2; die "migrate failed"; }
         dbs+=("$db")
     done
@@ -164,8 +192,9 @@ for run in $(seq 1 "$RUNS"); do
         measured=$("$driver" run "${server_pid_args[@]}" --records "$records" -- \
             "$bin" backfill work --drain --plc "$plc" \
             --concurrency "$CONCURRENCY" --per-host "$CONCURRENCY" \
-            --clickhouse-address "$CH" --database "$db" --redis "$REDIS" --redis-prefix "$prefix" \
+            --clickhouse-address "$CH" --database "$db" "${cluster_args[@]}" --redis "$REDIS" --redis-prefix "$prefix" \
             "${WORK_ARGS[@]}" 2>"$tmp/work.log") || { tail -20 "$tmp/work.log" >&2; die "backfill work failed"; }
+        sync_replicas "$db"
         # Every repository done, every record in `records` (a fresh database: no duplicates).
         got_records=$(q "SELECT count() FROM $db.records")
         read -r done_repos state_records < <(q "SELECT countIf(status = 'done'), sum(records) FROM $db.repo_state FINAL FORMAT TSV")

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! backfill_bench decode DIR...                         one thread, no servers
-//! backfill_bench run [--clickhouse-pid PID] [--records N] -- SKYHOUSE ARGS...
+//! backfill_bench run [--clickhouse-pid PID[,PID...]] [--records N] -- SKYHOUSE ARGS...
 //! ```
 //!
 //! `decode` loads every repository CAR listed in each DIR's `index.tsv`
@@ -50,7 +50,7 @@ fn main() -> Result<(), BoxError> {
         Some("run") => run(&args[1..])?,
         _ => {
             return Err("usage: backfill_bench decode DIR... | backfill_bench run \
-                        [--clickhouse-pid PID] [--records N] -- SKYHOUSE ARGS..."
+                        [--clickhouse-pid PID[,PID...]] [--records N] -- SKYHOUSE ARGS..."
                 .into())
         }
     };
@@ -170,14 +170,15 @@ fn state(pid: u32) -> Option<char> {
 }
 
 fn run(args: &[String]) -> Result<serde_json::Value, BoxError> {
-    let mut clickhouse_pid = None;
+    let mut clickhouse_pid: Vec<u32> = Vec::new();
     let mut total = None;
     let mut it = args.iter();
     let mut cmd = Vec::new();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--clickhouse-pid" => {
-                clickhouse_pid = Some(it.next().ok_or("--clickhouse-pid needs a pid")?.parse()?)
+                clickhouse_pid =
+                    bench::parse_pids(it.next().ok_or("--clickhouse-pid needs a pid")?)?
             }
             "--records" => total = Some(it.next().ok_or("--records needs a number")?.parse()?),
             "--" => {
@@ -196,8 +197,9 @@ fn run(args: &[String]) -> Result<serde_json::Value, BoxError> {
         .spawn()
         .map_err(|e| format!("{program}: {e}"))?;
     let pid = child.id();
-    let probe = Probe::child(pid, clickhouse_pid);
+    let probe = Probe::servers(Some(pid), &clickhouse_pid);
     let start = probe.snapshot(0);
+    let servers_start = probe.servers_cpu();
     let mut snapshots: Vec<Snapshot> = vec![start];
     let mut records = 0u64;
     let mut peak_rss = 0.0f64;
@@ -217,6 +219,7 @@ fn run(args: &[String]) -> Result<serde_json::Value, BoxError> {
     // Exited but not reaped: its CPU times are still readable.
     let total_records = total.unwrap_or(records);
     let end = probe.snapshot(total_records);
+    let by_server = bench::per_unit_us(&servers_start, &probe.servers_cpu(), total_records);
     let status = child.wait()?;
     if !status.success() {
         return Err(format!("{program} exited with {status}").into());
@@ -236,7 +239,8 @@ fn run(args: &[String]) -> Result<serde_json::Value, BoxError> {
             "steady": steady.map(|w| w.figures().json()),
             "startup": startup,
         },
-        "clickhouse_after_cpu_s": clickhouse_pid.map(|_| bench::round(after, 2)),
+        "clickhouse_us_by_server": (clickhouse_pid.len() > 1).then_some(by_server),
+        "clickhouse_after_cpu_s": (!clickhouse_pid.is_empty()).then(|| bench::round(after, 2)),
         "peak_rss_mb": bench::round(peak_rss, 1),
         "load_start": load,
         "load_end": load_end,

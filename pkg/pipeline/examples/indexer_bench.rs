@@ -11,9 +11,16 @@
 //! cargo run --release -p skyhouse-pipeline --example indexer_bench -- \
 //!     --case CASE --prefix bench/out/stream-1000000 \
 //!     [--clickhouse URL] [--redis URL] [--database NAME[,NAME...]] \
-//!     [--batch-rows N] [--batch-bytes N] [--clickhouse-pid PID] \
-//!     [--raw-records all|untyped|none]
+//!     [--batch-rows N] [--batch-bytes N] [--clickhouse-pid PID[,PID...]] \
+//!     [--raw-records all|untyped|none] [--cluster NAME] [--shard-urls URL,URL...]
 //! ```
+//!
+//! With `--cluster` the database is on a cluster (`--clickhouse` one of its
+//! servers): `create` and `drop` work `ON CLUSTER`, the indexer writes
+//! through the `Distributed` tables, and `--clickhouse-pid` takes every
+//! server's pid (ClickHouse's and ZooKeeper's): their CPU is summed as
+//! `clickhouse_us` and given one by one in `clickhouse_us_by_server`
+//! (`just bench-cluster`).
 //!
 //! `--raw-records` is the indexer's flag (which `records` rows keep the
 //! record's JSON), for the cost of each choice.
@@ -26,6 +33,14 @@
 //! - `decode-jetstream`, `decode-firehose`: decode, transform and encode the
 //!   rows as the `RowBinary` an insert sends, on one thread, no servers: the
 //!   client's own cost.
+//! - `insert-distributed`, `insert-local` (with `--cluster`): the firehose
+//!   stream decoded and encoded beforehand into the writer's batches, then
+//!   only their inserts timed: each table's rows into its `Distributed`
+//!   table with `insert_distributed_sync = 1` (the writer's path), or split
+//!   by shard (the key's `cityHash64` modulo the shards, as the
+//!   `Distributed` table routes them; asked of ClickHouse before the clock)
+//!   and inserted into `<table>_local` on one server of each shard
+//!   (`--shard-urls`, in shard order) at the same time.
 //! - `create`, `drop`: create and migrate (drop) the comma-separated
 //!   databases of `--database`. `just bench-indexer` creates one database
 //!   per case and run before the first case and drops them after the last,
@@ -71,6 +86,7 @@ use skyhouse_state::State;
 use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::{ClickHouse, ClickHouseConfig};
 use skyhouse_testkit::bench::{self, Probe, Sampler};
+use skyhouse_transform::Encoded;
 
 /// mimalloc, as store_bench: rows are built on the decode task's thread and
 /// freed on the writer's; glibc's malloc spends ~35% of the Jetstream run in
@@ -90,8 +106,10 @@ struct Args {
     database: String,
     batch_rows: Option<usize>,
     batch_bytes: Option<usize>,
-    clickhouse_pid: Option<u32>,
+    clickhouse_pid: Vec<u32>,
     raw_records: skyhouse_transform::RawRecords,
+    cluster: Option<String>,
+    shard_urls: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -104,8 +122,10 @@ fn parse_args() -> Result<Args, BoxError> {
         database: "skyhouse_bench_indexer".to_owned(),
         batch_rows: None,
         batch_bytes: None,
-        clickhouse_pid: None,
+        clickhouse_pid: Vec::new(),
         raw_records: skyhouse_transform::RawRecords::All,
+        cluster: None,
+        shard_urls: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -118,14 +138,17 @@ fn parse_args() -> Result<Args, BoxError> {
             "--database" => args.database = value()?,
             "--batch-rows" => args.batch_rows = Some(value()?.parse()?),
             "--batch-bytes" => args.batch_bytes = Some(value()?.parse()?),
-            "--clickhouse-pid" => args.clickhouse_pid = Some(value()?.parse()?),
+            "--clickhouse-pid" => args.clickhouse_pid = bench::parse_pids(&value()?)?,
+            "--cluster" => args.cluster = Some(value()?),
+            "--shard-urls" => args.shard_urls = value()?.split(',').map(str::to_owned).collect(),
             "--raw-records" => args.raw_records = value()?.parse()?,
             "-h" | "--help" => {
                 eprintln!(
                     "indexer_bench --case jetstream|firehose|firehose-verify|decode-jetstream|\
-                     decode-firehose|create|drop|check --prefix PREFIX [--clickhouse URL] \
-                     [--redis URL] [--database NAME[,NAME...]] [--batch-rows N] [--batch-bytes N] \
-                     [--clickhouse-pid PID] [--raw-records all|untyped|none]"
+                     decode-firehose|insert-distributed|insert-local|create|drop|check \
+                     --prefix PREFIX [--clickhouse URL] [--redis URL] [--database NAME[,NAME...]] \
+                     [--batch-rows N] [--batch-bytes N] [--clickhouse-pid PID[,PID...]] \
+                     [--raw-records all|untyped|none] [--cluster NAME] [--shard-urls URL,URL...]"
                 );
                 std::process::exit(0);
             }
@@ -406,8 +429,44 @@ fn connect(args: &Args, database: &str) -> Result<ClickHouse, BoxError> {
     Ok(ClickHouse::new(ClickHouseConfig {
         user: std::env::var("CLICKHOUSE_USER").unwrap_or_default(),
         password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
+        cluster: args.cluster.clone(),
         ..ClickHouseConfig::local(&args.clickhouse, database)
     })?)
+}
+
+/// A plain client of the server at `url` (the bench's own statements:
+/// counts, the shard of each key, the inserts of the `insert-*` cases).
+fn raw_client(url: &str) -> skyhouse_store::clickhouse::Client {
+    let mut c = skyhouse_store::clickhouse::Client::default().with_url(url);
+    if let Ok(user) = std::env::var("CLICKHOUSE_USER") {
+        c = c.with_user(user);
+    }
+    if let Ok(password) = std::env::var("CLICKHOUSE_PASSWORD") {
+        c = c.with_password(password);
+    }
+    c
+}
+
+/// Runs `sql` on `url`, returns its TSV answer.
+async fn tsv(url: &str, sql: &str) -> Result<String, BoxError> {
+    let bytes = raw_client(url)
+        .query(sql)
+        .fetch_bytes("TSVRaw")?
+        .collect()
+        .await?;
+    Ok(String::from_utf8(bytes.to_vec())?)
+}
+
+/// Rows of `db.table` as a query reads them (on a cluster: through the
+/// `Distributed` table, one replica of each shard), replays included.
+async fn table_rows(args: &Args, db: &str, table: &str) -> Result<u64, BoxError> {
+    Ok(tsv(
+        &args.clickhouse,
+        &format!("SELECT count() FROM {db}.{table}"),
+    )
+    .await?
+    .trim()
+    .parse()?)
 }
 
 /// `create`: drop (if left over), create and migrate each database of
@@ -493,7 +552,7 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
         cfg.writer.max_bytes = bytes;
     }
 
-    let probe = Probe::new(args.clickhouse_pid);
+    let probe = Probe::servers(None, &args.clickhouse_pid);
     // The previous case's merges are not this one's.
     let waited = Instant::now();
     probe.settle_clickhouse(60.0);
@@ -509,17 +568,19 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
         })
     };
     let start = probe.snapshot(0);
+    let servers_start = probe.servers_cpu();
     let summary =
         skyhouse_pipeline::run(cfg, ch.clone(), state, keys, CancellationToken::new()).await?;
     let end = probe.snapshot(summary.messages);
+    let by_server = bench::per_unit_us(&servers_start, &probe.servers_cpu(), summary.messages);
     let snapshots = sampler.finish();
     let peak_rss = bench::peak_rss_mb();
     let load_end = bench::load_avg();
     let after = probe.settle_clickhouse(30.0);
 
-    // Rows in active parts (count() without FINAL), replays included.
-    let records = skyhouse_store::admin::stored_rows(&ch, &["records"]).await?;
-    let dead = skyhouse_store::admin::stored_rows(&ch, &["dead_letters"]).await?;
+    // Rows stored (count() without FINAL), replays included.
+    let records = table_rows(args, &args.database, "records").await?;
+    let dead = table_rows(args, &args.database, "dead_letters").await?;
     let rendered = metrics.render();
     Ok(serde_json::json!({
         "case": args.case,
@@ -529,7 +590,9 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
         "events": summary.messages,
         "ops": summary.ops,
         "figures": figures_json(&start, &end, &snapshots, total),
-        "clickhouse_after_cpu_s": args.clickhouse_pid.map(|_| round(after, 2)),
+        "cluster": args.cluster,
+        "clickhouse_us_by_server": (args.clickhouse_pid.len() > 1).then_some(by_server),
+        "clickhouse_after_cpu_s": (!args.clickhouse_pid.is_empty()).then(|| round(after, 2)),
         "quiet_wait_s": round(quiet_wait_s, 1),
         "p99_latency_ms": p99_ms(&rendered).map(|v| round(v, 1)),
         "peak_rss_mb": round(peak_rss, 1),
@@ -538,6 +601,235 @@ async fn run_case(args: &Args) -> Result<serde_json::Value, BoxError> {
         "load_end": load_end,
         "records_rows": records,
         "dead_letters": dead,
+    }))
+}
+
+/// The stream decoded into the batches the writer would send: rows
+/// coalesced as the pipeline does, a batch closed at the writer's row or
+/// byte limit. Returns them, the events and the operations.
+fn encode_batches(args: &Args) -> Result<(Vec<Encoded>, u64, u64), BoxError> {
+    let defaults = skyhouse_store::writer::WriterConfig::default();
+    let max_rows = args.batch_rows.unwrap_or(defaults.max_rows);
+    let max_bytes = args.batch_bytes.unwrap_or(defaults.max_bytes);
+    let mut decoder = skyhouse_transform::Decoder::new(Default::default());
+    let mut rows = skyhouse_transform::Rows::default();
+    rows.keep_raw_records(args.raw_records);
+    let mut batches = vec![Encoded::default()];
+    let (mut events, mut ops) = (0u64, 0u64);
+    let flush =
+        |rows: &mut skyhouse_transform::Rows, batches: &mut Vec<Encoded>, last: bool| {
+            if rows.len() >= skyhouse_pipeline::COALESCE_ROWS || (last && !rows.is_empty()) {
+                let open = batches.last_mut().expect("one batch");
+                open.add(rows);
+                rows.clear();
+                if open.len() >= max_rows || open.bytes() >= max_bytes {
+                    batches.push(Encoded::default());
+                }
+            }
+        };
+    each_frame(&format!("{}.frames", args.prefix), |frame| {
+        let d = decoder.firehose(frame, skyhouse_transform::Verify::Off, &mut rows);
+        (events, ops) = (events + 1, ops + d.ops);
+        flush(&mut rows, &mut batches, false);
+        Ok(())
+    })?;
+    flush(&mut rows, &mut batches, true);
+    batches.retain(|b| !b.is_empty());
+    Ok((batches, events, ops))
+}
+
+/// The `String` a `RowBinary` row starts with (its first column).
+fn first_string(row: &[u8]) -> Option<&[u8]> {
+    let (mut len, mut shift, mut at) = (0usize, 0u32, 0usize);
+    loop {
+        let b = *row.get(at)?;
+        len |= usize::from(b & 0x7f) << shift;
+        at += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    row.get(at..at + len)
+}
+
+/// `insert-distributed` / `insert-local`: the firehose stream decoded
+/// beforehand into the writer's batches, then only their inserts timed, on
+/// a cluster (`--cluster`, through `--clickhouse`): each table's rows as
+/// one `RowBinary` INSERT into its `Distributed` table with
+/// `insert_distributed_sync = 1` (what the writer does), or split by shard
+/// (`cityHash64` of the sharding key modulo the shards, as the
+/// `Distributed` table routes them; each key's shard is asked of ClickHouse
+/// before the clock starts) into `<table>_local` on the shards' servers
+/// (`--shard-urls`, in shard order) at the same time. Tables one after
+/// another in both.
+async fn inserts(args: &Args, local: bool) -> Result<serde_json::Value, BoxError> {
+    let cluster = args
+        .cluster
+        .as_deref()
+        .ok_or("the insert-* cases need --cluster")?;
+    let db = &args.database;
+    let (batches, events, ops) = encode_batches(args)?;
+    // Where each table's rows go: `cityHash64(<column>)` of the Distributed table.
+    let engines = tsv(
+        &args.clickhouse,
+        &format!(
+            "SELECT name, engine_full FROM system.tables WHERE database = '{db}' \
+             AND engine = 'Distributed'"
+        ),
+    )
+    .await?;
+    let mut key_of: HashMap<&'static str, String> = HashMap::new();
+    for table in skyhouse_transform::table_names() {
+        let engine = engines
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{table}\t")))
+            .ok_or_else(|| {
+                format!("{db}.{table} is not a Distributed table (migrate with --cluster)")
+            })?;
+        let key = engine
+            .split("cityHash64(")
+            .nth(1)
+            .and_then(|k| k.split(')').next())
+            .ok_or_else(|| format!("{table}: no cityHash64 sharding key in {engine}"))?;
+        let first = skyhouse_transform::table_columns(table)
+            .and_then(|c| c.first())
+            .ok_or_else(|| format!("{table}: no columns"))?;
+        if first.0 != key || first.1 != "String" {
+            return Err(format!(
+                "{table} is sharded by {key}, not its first column: the bench splits by the first"
+            )
+            .into());
+        }
+        key_of.insert(table, key.to_owned());
+    }
+    let shards: usize = tsv(
+        &args.clickhouse,
+        &format!(
+            "SELECT if(min(shard_weight) = 1 AND max(shard_weight) = 1, uniqExact(shard_num), 0) \
+             FROM system.clusters WHERE cluster = '{cluster}'"
+        ),
+    )
+    .await?
+    .trim()
+    .parse()?;
+    if shards == 0 {
+        return Err(format!("cluster {cluster}: not found, or shards weighted unevenly").into());
+    }
+    if local && args.shard_urls.len() != shards {
+        return Err(format!(
+            "--shard-urls: {} URLs for the {shards} shards of {cluster}",
+            args.shard_urls.len()
+        )
+        .into());
+    }
+    // Each key's shard, asked of ClickHouse (its cityHash64), before the clock.
+    let mut keys: std::collections::HashSet<Vec<u8>> = Default::default();
+    for b in &batches {
+        for (_, t) in b.tables() {
+            for i in 0..t.len() {
+                let row = &t.bytes()[t.byte_range(i..i + 1)];
+                keys.insert(first_string(row).ok_or("a row without its key")?.to_vec());
+            }
+        }
+    }
+    let keys: Vec<Vec<u8>> = keys.into_iter().collect();
+    let mut shard_of: HashMap<Vec<u8>, usize> = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(2_000) {
+        let list: Vec<String> = chunk
+            .iter()
+            .map(|k| skyhouse_store::literal(&String::from_utf8_lossy(k)))
+            .collect();
+        let answer = tsv(
+            &args.clickhouse,
+            &format!(
+                "SELECT cityHash64(k) % {shards} FROM (SELECT arrayJoin([{}]) AS k)",
+                list.join(",")
+            ),
+        )
+        .await?;
+        for (k, line) in chunk.iter().zip(answer.lines()) {
+            shard_of.insert(k.clone(), line.trim().parse()?);
+        }
+    }
+    let statement = |table: &str, target: &str| -> Result<String, BoxError> {
+        let columns = skyhouse_transform::table_columns(table).ok_or("unknown table")?;
+        let list: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+        Ok(format!(
+            "INSERT INTO {db}.{target} ({}) FORMAT RowBinary",
+            list.join(", ")
+        ))
+    };
+    let send = |url: String, sql: String, data: bytes::Bytes| async move {
+        let mut insert = raw_client(&url)
+            .insert_formatted_with(sql)
+            .with_setting("insert_distributed_sync", "1");
+        insert.send(data).await?;
+        insert.end().await?;
+        Ok::<(), BoxError>(())
+    };
+
+    let probe = Probe::servers(None, &args.clickhouse_pid);
+    probe.settle_clickhouse(60.0);
+    let load = bench::load_avg();
+    let start = probe.snapshot(0);
+    let servers_start = probe.servers_cpu();
+    let mut rows_sent = 0u64;
+    for batch in &batches {
+        for (table, t) in batch.tables() {
+            if t.is_empty() {
+                continue;
+            }
+            rows_sent += t.len() as u64;
+            if !local {
+                let data = bytes::Bytes::copy_from_slice(t.bytes());
+                send(args.clickhouse.clone(), statement(table, table)?, data).await?;
+                continue;
+            }
+            let mut parts = vec![Vec::with_capacity(t.bytes().len() / shards + 1024); shards];
+            for i in 0..t.len() {
+                let range = t.byte_range(i..i + 1);
+                let row = &t.bytes()[range];
+                let key = first_string(row).ok_or("a row without its key")?;
+                let shard = *shard_of.get(key).ok_or("a key without its shard")?;
+                parts[shard].extend_from_slice(row);
+            }
+            let sql = statement(table, &format!("{table}_local"))?;
+            let mut set = tokio::task::JoinSet::new();
+            for (shard, part) in parts.into_iter().enumerate() {
+                if !part.is_empty() {
+                    let url = args.shard_urls[shard].clone();
+                    set.spawn(send(url, sql.clone(), bytes::Bytes::from(part)));
+                }
+            }
+            while let Some(r) = set.join_next().await {
+                r??;
+            }
+        }
+    }
+    let end = probe.snapshot(events);
+    let by_server = bench::per_unit_us(&servers_start, &probe.servers_cpu(), events);
+    let peak_rss = bench::peak_rss_mb();
+    let load_end = bench::load_avg();
+    let after = probe.settle_clickhouse(30.0);
+    let records = table_rows(args, db, "records").await?;
+    Ok(serde_json::json!({
+        "case": args.case,
+        "cluster": cluster,
+        "cores": bench::cores(),
+        "database": db,
+        "events": events,
+        "ops": ops,
+        "batches": batches.len(),
+        "rows": rows_sent,
+        "keys": shard_of.len(),
+        "figures": { "whole": end.since(&start).figures().json() },
+        "clickhouse_us_by_server": by_server,
+        "clickhouse_after_cpu_s": (!args.clickhouse_pid.is_empty()).then(|| round(after, 2)),
+        "peak_rss_mb": round(peak_rss, 1),
+        "load_start": load,
+        "load_end": load_end,
+        "records_rows": records,
     }))
 }
 
@@ -552,6 +844,8 @@ fn main() -> Result<(), BoxError> {
         "check" => check(&args)?,
         "create" => runtime()?.block_on(databases(&args, true))?,
         "drop" => runtime()?.block_on(databases(&args, false))?,
+        "insert-distributed" => runtime()?.block_on(inserts(&args, false))?,
+        "insert-local" => runtime()?.block_on(inserts(&args, true))?,
         case => match case.strip_prefix("decode-") {
             Some(kind) => decode_only(&args, kind)?,
             None => runtime()?.block_on(run_case(&args))?,

@@ -118,28 +118,56 @@ pub fn round(x: f64, digits: i32) -> f64 {
 }
 
 /// Whose CPU a bench measures: skyhouse (this process, or a child's pid) and
-/// the ClickHouse server, if its pid is known.
+/// the database servers, if their pids are known: one ClickHouse server, or
+/// every server of a cluster (ClickHouse's and ZooKeeper's), counted
+/// together as "ClickHouse" and one by one in [`Probe::servers_cpu`].
 #[derive(Debug, Clone)]
 pub struct Probe {
     skyhouse: String,
-    clickhouse: Option<String>,
+    clickhouse: Vec<String>,
 }
 
 impl Probe {
     /// skyhouse is this process; `clickhouse`: the server's pid, if known.
     pub fn new(clickhouse: Option<u32>) -> Probe {
-        Probe {
-            skyhouse: "self".to_owned(),
-            clickhouse: clickhouse.map(|p| p.to_string()),
-        }
+        Probe::with_servers("self".to_owned(), clickhouse.into_iter().collect())
     }
 
     /// skyhouse is process `pid` (a child the bench started).
     pub fn child(pid: u32, clickhouse: Option<u32>) -> Probe {
+        Probe::with_servers(pid.to_string(), clickhouse.into_iter().collect())
+    }
+
+    /// skyhouse is this process (`None`) or a child; the servers are
+    /// `servers` (every server of a cluster), their CPU summed.
+    pub fn servers(skyhouse: Option<u32>, servers: &[u32]) -> Probe {
+        let skyhouse = skyhouse.map_or_else(|| "self".to_owned(), |p| p.to_string());
+        Probe::with_servers(skyhouse, servers.to_vec())
+    }
+
+    fn with_servers(skyhouse: String, servers: Vec<u32>) -> Probe {
         Probe {
-            skyhouse: pid.to_string(),
-            clickhouse: clickhouse.map(|p| p.to_string()),
+            skyhouse,
+            clickhouse: servers.iter().map(u32::to_string).collect(),
         }
+    }
+
+    /// The servers' CPU seconds together, `None` without pids (or when one
+    /// is gone).
+    fn clickhouse_cpu(&self) -> Option<f64> {
+        if self.clickhouse.is_empty() {
+            return None;
+        }
+        self.clickhouse.iter().map(|p| cpu_secs(p)).sum()
+    }
+
+    /// Each server's CPU seconds so far, in the order given (0 for one that
+    /// is gone).
+    pub fn servers_cpu(&self) -> Vec<f64> {
+        self.clickhouse
+            .iter()
+            .map(|p| cpu_secs(p).unwrap_or(0.0))
+            .collect()
     }
 
     /// The counters now, with `units` (events, records, rows) done so far.
@@ -149,31 +177,56 @@ impl Probe {
             at: Instant::now(),
             units,
             skyhouse: cpu_secs(&self.skyhouse).unwrap_or(0.0),
-            clickhouse: self.clickhouse.as_deref().and_then(cpu_secs),
+            clickhouse: self.clickhouse_cpu(),
             machine_busy: busy,
             machine_total: total,
         }
     }
 
-    /// CPU seconds the ClickHouse server uses from now until it is quiet
-    /// (under 5% of a core over 1 s), at most `max_secs` of waiting: merges
-    /// of the parts a run wrote, which finish after it. 0 without a pid.
+    /// CPU seconds the ClickHouse server(s) use from now until they are
+    /// quiet (under 5% of a core each over 1 s), at most
+    /// `max_secs` of waiting: merges of the parts a run wrote (on a cluster
+    /// also the replicas' fetches), which finish after it. 0 without a pid.
     pub fn settle_clickhouse(&self, max_secs: f64) -> f64 {
-        let Some(pid) = &self.clickhouse else {
+        let Some(start) = self.clickhouse_cpu() else {
             return 0.0;
         };
-        let start = cpu_secs(pid).unwrap_or(0.0);
+        let quiet = 0.05 * self.clickhouse.len() as f64;
         let began = Instant::now();
         let mut last = start;
         loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
-            let now = cpu_secs(pid).unwrap_or(last);
-            if now - last < 0.05 || began.elapsed().as_secs_f64() >= max_secs {
+            let now = self.clickhouse_cpu().unwrap_or(last);
+            if now - last < quiet || began.elapsed().as_secs_f64() >= max_secs {
                 return now - start;
             }
             last = now;
         }
     }
+}
+
+/// Parses `--clickhouse-pid`'s value: one pid, or several separated by
+/// commas (every server of a cluster).
+pub fn parse_pids(value: &str) -> Result<Vec<u32>, String> {
+    value
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .map_err(|_| format!("--clickhouse-pid: {p:?} is not a pid"))
+        })
+        .collect()
+}
+
+/// CPU µs per unit of each server between two [`Probe::servers_cpu`]
+/// readings.
+pub fn per_unit_us(start: &[f64], end: &[f64], units: u64) -> Vec<f64> {
+    let n = units.max(1) as f64;
+    start
+        .iter()
+        .zip(end)
+        .map(|(s, e)| round((e - s) / n * 1e6, 2))
+        .collect()
 }
 
 /// Counters at one instant (see [`Probe::snapshot`]).
