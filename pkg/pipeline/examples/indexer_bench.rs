@@ -616,17 +616,16 @@ fn encode_batches(args: &Args) -> Result<(Vec<Encoded>, u64, u64), BoxError> {
     rows.keep_raw_records(args.raw_records);
     let mut batches = vec![Encoded::default()];
     let (mut events, mut ops) = (0u64, 0u64);
-    let flush =
-        |rows: &mut skyhouse_transform::Rows, batches: &mut Vec<Encoded>, last: bool| {
-            if rows.len() >= skyhouse_pipeline::COALESCE_ROWS || (last && !rows.is_empty()) {
-                let open = batches.last_mut().expect("one batch");
-                open.add(rows);
-                rows.clear();
-                if open.len() >= max_rows || open.bytes() >= max_bytes {
-                    batches.push(Encoded::default());
-                }
+    let flush = |rows: &mut skyhouse_transform::Rows, batches: &mut Vec<Encoded>, last: bool| {
+        if rows.len() >= skyhouse_pipeline::COALESCE_ROWS || (last && !rows.is_empty()) {
+            let open = batches.last_mut().expect("one batch");
+            open.add(rows);
+            rows.clear();
+            if open.len() >= max_rows || open.bytes() >= max_bytes {
+                batches.push(Encoded::default());
             }
-        };
+        }
+    };
     each_frame(&format!("{}.frames", args.prefix), |frame| {
         let d = decoder.firehose(frame, skyhouse_transform::Verify::Off, &mut rows);
         (events, ops) = (events + 1, ops + d.ops);
@@ -679,8 +678,13 @@ async fn inserts(args: &Args, local: bool) -> Result<serde_json::Value, BoxError
         ),
     )
     .await?;
-    let mut key_of: HashMap<&'static str, String> = HashMap::new();
-    for table in skyhouse_transform::table_names() {
+    // Every table the stream writes must be sharded by its first column
+    // (`dead_letters`, sharded by time, stays empty on a clean stream).
+    let written: std::collections::BTreeSet<&'static str> = batches
+        .iter()
+        .flat_map(|b| b.tables().filter(|(_, t)| !t.is_empty()).map(|(n, _)| n))
+        .collect();
+    for table in written {
         let engine = engines
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{table}\t")))
@@ -701,7 +705,6 @@ async fn inserts(args: &Args, local: bool) -> Result<serde_json::Value, BoxError
             )
             .into());
         }
-        key_of.insert(table, key.to_owned());
     }
     let shards: usize = tsv(
         &args.clickhouse,
