@@ -60,6 +60,7 @@ fn migrated() -> &'static ClusterDatabase {
         let cluster = Cluster::shared();
         let db = cluster.database("cluster_rows");
         let ch = store(&cluster.http_url(), db.name());
+        let _migrating = cluster.ddl_lock();
         // The tests' own runtimes cannot block on it: a thread of its own
         // (with a client of its own, whose connections die with it).
         thread::spawn(move || {

@@ -60,6 +60,8 @@ pub struct Cluster {
     nodes: Vec<ClusterNode>,
     root: PathBuf,
     version: String,
+    /// See [`Cluster::ddl_lock`].
+    ddl: Mutex<()>,
     /// Declared last: dropped after the servers' watchdogs were told to go.
     _janitor: Watched,
 }
@@ -202,8 +204,19 @@ impl Cluster {
             nodes,
             root,
             version,
+            ddl: Mutex::new(()),
             _janitor: janitor,
         })
+    }
+
+    /// Held while a test migrates a database on this cluster, so that the
+    /// tests of one process send their `ON CLUSTER` migrations one at a
+    /// time: with several at once, a ClickHouse 18.16 server's DDL worker
+    /// sometimes fails a replicated table's `ALTER … ADD COLUMN` with "Node
+    /// exists …/shards/…/executed" and stops taking tasks, and every later
+    /// `ON CLUSTER` statement waits out its timeout.
+    pub fn ddl_lock(&self) -> MutexGuard<'_, ()> {
+        self.ddl.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cluster's name, [`CLUSTER_NAME`].

@@ -197,6 +197,7 @@ impl Setup {
         url: String,
     ) -> Setup {
         let db = Db::Cluster(cluster.database(hint), cluster.http_url());
+        let _migrating = cluster.ddl_lock();
         Setup::with_db(db, hint, redis_url, source, url)
     }
 
