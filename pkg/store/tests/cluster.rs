@@ -62,17 +62,21 @@ fn migrated() -> &'static ClusterDatabase {
         let ch = store(&cluster.http_url(), db.name());
         let _migrating = cluster.ddl_lock();
         // The tests' own runtimes cannot block on it: a thread of its own
-        // (with a client of its own, whose connections die with it).
-        thread::spawn(move || {
+        // (with a client of its own, whose connections die with it). A
+        // server whose ON CLUSTER worker stops meanwhile is restarted.
+        let migrating = thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime")
                 .block_on(Migrator::new(&ch, migrate::embedded().expect("migrations")).up())
                 .expect("up")
-        })
-        .join()
-        .expect("migrating thread");
+        });
+        while !migrating.is_finished() {
+            cluster.revive_ddl_workers();
+            thread::sleep(Duration::from_millis(500));
+        }
+        migrating.join().expect("migrating thread");
         db
     })
 }

@@ -62,6 +62,9 @@ pub struct Cluster {
     version: String,
     /// See [`Cluster::ddl_lock`].
     ddl: Mutex<()>,
+    /// See [`Cluster::revive_ddl_workers`]: the dead-worker lines seen per
+    /// server.
+    ddl_deaths: Mutex<Vec<usize>>,
     /// Declared last: dropped after the servers' watchdogs were told to go.
     _janitor: Watched,
 }
@@ -199,12 +202,14 @@ impl Cluster {
         let version = clickhouse::run(nodes[0].http_port(), None, "SELECT version()")?
             .trim()
             .to_owned();
+        let servers = nodes.len();
         Ok(Cluster {
             zookeeper,
             nodes,
             root,
             version,
             ddl: Mutex::new(()),
+            ddl_deaths: Mutex::new(vec![0; servers]),
             _janitor: janitor,
         })
     }
@@ -217,6 +222,38 @@ impl Cluster {
     /// `ON CLUSTER` statement waits out its timeout.
     pub fn ddl_lock(&self) -> MutexGuard<'_, ()> {
         self.ddl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Restarts every running server whose `ON CLUSTER` worker has stopped
+    /// since the last call, and returns their names. A ClickHouse 18.16
+    /// server runs a replicated table's `ALTER … ON CLUSTER` once per shard:
+    /// the replicas race for a lock in ZooKeeper, and now and then the
+    /// second one runs it again after the first, then fails to mark it done
+    /// ("Node exists …/executed"), logs "DDLWorker: Unexpected ZooKeeper
+    /// error" and takes no more tasks until restarted: every later `ON
+    /// CLUSTER` statement would wait out its timeout. Restarted, it finds the
+    /// task done and goes on. Call it while waiting on a migration.
+    pub fn revive_ddl_workers(&self) -> Vec<String> {
+        let mut seen = self.ddl_deaths.lock().unwrap_or_else(|p| p.into_inner());
+        let mut revived = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let log = node.dir().join("log/clickhouse-server.err.log");
+            let deaths = fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("DDLWorker: Unexpected ZooKeeper error")
+                .count();
+            if deaths > seen[i] && node.is_running() {
+                eprintln!(
+                    "testkit: restarting {}: its ON CLUSTER worker stopped (ClickHouse 18.16's replicated ALTER race)",
+                    node.name()
+                );
+                node.stop();
+                node.start();
+                revived.push(node.name().to_owned());
+            }
+            seen[i] = deaths;
+        }
+        revived
     }
 
     /// The cluster's name, [`CLUSTER_NAME`].

@@ -184,7 +184,7 @@ impl Setup {
     /// `skyhouse migrate up`.
     pub fn new(hint: &str, redis_url: String, source: &'static str, url: String) -> Setup {
         let db = Db::Single(skyhouse_testkit::ClickHouse::shared().database(hint));
-        Setup::with_db(db, hint, redis_url, source, url)
+        Setup::with_db(db, hint, redis_url, source, url, None)
     }
 
     /// Like [`Setup::new`], on `cluster`: every command gets
@@ -198,10 +198,17 @@ impl Setup {
     ) -> Setup {
         let db = Db::Cluster(cluster.database(hint), cluster.http_url());
         let _migrating = cluster.ddl_lock();
-        Setup::with_db(db, hint, redis_url, source, url)
+        Setup::with_db(db, hint, redis_url, source, url, Some(cluster))
     }
 
-    fn with_db(db: Db, hint: &str, redis_url: String, source: &'static str, url: String) -> Setup {
+    fn with_db(
+        db: Db,
+        hint: &str,
+        redis_url: String,
+        source: &'static str,
+        url: String,
+        cluster: Option<&skyhouse_testkit::Cluster>,
+    ) -> Setup {
         let prefix = if redis_url == skyhouse_testkit::Redis::shared().url() {
             skyhouse_testkit::Redis::shared().key_prefix(hint)
         } else {
@@ -217,7 +224,27 @@ impl Setup {
         };
         let mut args = strings(&["migrate", "up"]);
         args.extend(setup.clickhouse_flags());
-        let out = skyhouse(&args);
+        let out = match cluster {
+            None => skyhouse(&args),
+            // A server whose ON CLUSTER worker stopped is restarted while
+            // the migration waits on it (see Cluster::revive_ddl_workers).
+            Some(cluster) => {
+                let child = Command::new(env!("CARGO_BIN_EXE_skyhouse"))
+                    .env_clear()
+                    .env("RUST_LOG", "info")
+                    .args(&args)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("run skyhouse");
+                let waiting = thread::spawn(move || child.wait_with_output());
+                while !waiting.is_finished() {
+                    cluster.revive_ddl_workers();
+                    thread::sleep(Duration::from_millis(500));
+                }
+                waiting.join().unwrap().expect("run skyhouse")
+            }
+        };
         assert!(out.status.success(), "migrate up: {}", text(&out));
         setup
     }
