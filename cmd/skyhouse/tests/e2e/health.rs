@@ -61,10 +61,12 @@ async fn an_unreachable_source_is_named_and_the_pds_firehose_is_ready() {
         status == 503 && v["ready"] == false && failing(v) == ["source"]
     })
     .await;
-    assert!(
-        indexer.log().contains("connect_failed"),
-        "{}",
-        indexer.log_tail()
+    // /health may fail the source before the first connect attempt has
+    // failed and been logged.
+    crate::wait_until(
+        "the failed connect logged",
+        || indexer.log().contains("connect_failed").then_some(()),
+        || indexer.log_tail(),
     );
     drop(indexer);
 
