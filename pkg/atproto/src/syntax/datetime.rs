@@ -155,8 +155,9 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// Inverse of [`days_from_civil`]: (year, month, day) of a day number.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// Inverse of [`days_from_civil`]: (year, month, day) of a day number
+/// (days since 1970-01-01, proleptic Gregorian).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z - era * 146_097; // 0..=146096

@@ -174,7 +174,7 @@ mod uri;
 pub use atidentifier::AtIdentifier;
 pub use aturi::AtUri;
 pub use cidstr::CidString;
-pub use datetime::{parse_datetime_lenient, Datetime};
+pub use datetime::{civil_from_days, parse_datetime_lenient, Datetime};
 pub use did::Did;
 pub use handle::{is_disallowed_tld, Handle, DISALLOWED_TLDS, INVALID_HANDLE};
 pub use lang::Language;
