@@ -207,6 +207,16 @@ impl ClickHouse {
         if !config.password.is_empty() {
             client = client.with_password(&config.password);
         }
+        if config.cluster.is_some() {
+            // Every statement, reads included, goes to the first healthy
+            // replica of each shard (the local one for the shard of the
+            // server we talk to): what a refresh reads right after the
+            // writer wrote it is there. The default (a random replica per
+            // statement) may read the replica that has not fetched the
+            // block yet, and a refresh would keep what it decided from it
+            // (a reply's gate verdict, a subject's count).
+            client = client.with_setting("load_balancing", "in_order");
+        }
         let in_db = client.clone().with_database(&config.database);
         let mut write_settings = Vec::new();
         if config.cluster.is_some() {

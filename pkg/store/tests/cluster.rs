@@ -22,10 +22,11 @@ fn store(url: &str, db: &str) -> ClickHouse {
     .expect("config")
 }
 
-/// `n` follows, each by its own DID `<prefix><i>`, as the indexer's rows.
-fn follows_by(prefix: &str, n: usize) -> Rows {
+/// `n` records of a graph `collection` (follow, block), each by its own DID
+/// `<prefix><i>`, as the indexer's rows.
+fn graph_records_by(collection: &str, prefix: &str, n: usize) -> Rows {
     let record = from_lex_json(&serde_json::json!({
-        "$type": "app.bsky.graph.follow",
+        "$type": collection,
         "createdAt": "2024-05-01T12:00:00.000Z",
         "subject": "did:plc:followedaaaaaaaaaaaaaaaa"
     }))
@@ -36,7 +37,7 @@ fn follows_by(prefix: &str, n: usize) -> Rows {
         apply(
             &Op {
                 did: &did,
-                collection: "app.bsky.graph.follow",
+                collection,
                 rkey: "3l00000000001",
                 action: Action::Create,
                 cid: Some(Cid::from_sha256(0x71, [i as u8; 32])),
@@ -508,7 +509,7 @@ async fn an_acknowledged_batch_is_on_its_shards_and_with_a_quorum_on_both_replic
             ..ClickHouseConfig::local(&cluster.node(1, 1).http_url(), name)
         })
         .expect("config");
-        let mut rows = follows_by(prefix, 40);
+        let mut rows = graph_records_by("app.bsky.graph.follow", prefix, 40);
         let ack = writer::write_batch(&ch, &WriterConfig::default(), &mut rows, 7u64)
             .await
             .expect("batch written");
@@ -537,6 +538,65 @@ async fn an_acknowledged_batch_is_on_its_shards_and_with_a_quorum_on_both_replic
             shards_used.insert(holders[0].1);
         }
         assert_eq!(shards_used.len(), 2, "the DIDs spread over both shards");
+    }
+}
+
+/// Starts the fetches of a replica's table again when dropped (a failed
+/// assertion included).
+struct FetchesStopped<'a>(Vec<&'a ClusterNode>, String);
+
+impl<'a> FetchesStopped<'a> {
+    fn on(nodes: Vec<&'a ClusterNode>, table: String) -> Self {
+        for n in &nodes {
+            n.query(&format!("SYSTEM STOP FETCHES {table}"));
+        }
+        FetchesStopped(nodes, table)
+    }
+}
+
+impl Drop for FetchesStopped<'_> {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            n.query(&format!("SYSTEM START FETCHES {}", self.1));
+        }
+    }
+}
+
+#[tokio::test]
+async fn what_the_store_wrote_it_reads_back_at_once_before_the_replicas_fetch() {
+    let cluster = Cluster::shared();
+    let db = migrated();
+    let name = db.name();
+    // No replica fetches meanwhile: each row is on the one replica of its
+    // shard that took the insert, as right after any write (the other
+    // replica fetches it moments later). A read that goes to the other one
+    // does not see it, and a refresh deciding from that read would keep a
+    // wrong answer (a reply's gate verdict, a subject's count). No other
+    // test writes blocks.
+    let _stopped = FetchesStopped::on(
+        cluster.nodes().iter().collect(),
+        format!("{name}.blocks_local"),
+    );
+    let ch = store(&cluster.http_url(), name);
+    let mut rows = graph_records_by("app.bsky.graph.block", "did:plc:readback", 40);
+    let ack = writer::write_batch(&ch, &WriterConfig::default(), &mut rows, 3u64)
+        .await
+        .expect("batch written");
+    assert_eq!(ack.upto, 3);
+    let placed = versions_by_node(cluster, name, "blocks", "did:plc:readback");
+    let copies: usize = placed.iter().map(|(_, _, rows)| rows.len()).sum();
+    assert_eq!(copies, 40, "one copy of each row: {placed:?}");
+    // Each read picks its replicas again: every one sees the whole batch.
+    for i in 0..20 {
+        let n: u64 = ch
+            .client()
+            .query(&format!(
+                "SELECT count() FROM {name}.blocks WHERE startsWith(did, 'did:plc:readback')"
+            ))
+            .fetch_one()
+            .await
+            .expect("count");
+        assert_eq!(n, 40, "read {i} after the write");
     }
 }
 

@@ -161,6 +161,15 @@ async fn backfill_under_clickhouse_faults_stores_what_a_clean_backfill_stores() 
         }
         dids.push(account.did);
     }
+    // A record created in the second the clean backfill indexes it has
+    // created_at = indexed_at there, which the comparison reads as a clock-
+    // defaulted time (a record without createdAt), and not in the later
+    // faulted backfill: both backfills start in a later second.
+    let subsec = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_millis();
+    thread::sleep(Duration::from_millis(u64::from(1_010 - subsec)));
     let redis = Redis::shared();
 
     // The reference: a clean backfill of the same repositories.
