@@ -596,7 +596,13 @@ async fn gate_pass(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreError> 
         .collect();
     // Same key and version as the row the refresh just wrote: the later
     // insert wins (ReplacingMergeTree keeps the last of equal versions).
-    ch.insert("interactions", &rows).await
+    // Never deduplicated: on a cluster each run reads the whole margin
+    // again and rewrites its replies with the flags at 0, and a replicated
+    // table drops an insert identical to a recent one (the same verdicts
+    // as the last run's), which left those replies ungated.
+    ch.with_statement_setting("insert_deduplicate", "0".to_owned())
+        .insert("interactions", &rows)
+        .await
 }
 
 // --- per-account counts ---------------------------------------------------

@@ -636,7 +636,8 @@ fn post_uri(author: usize, n: usize, rkeys: &[Vec<String>]) -> String {
     )
 }
 
-/// Accounts on both shards posting (tags, languages, replies, quotes),
+/// Accounts on both shards posting (tags, languages, replies, one of them
+/// under a threadgate that forbids it, quotes),
 /// liking, reposting and following each other; then deletes, an update that
 /// moves a like, and two accounts hidden (deactivated, deleted).
 fn scenario() -> (Vec<Vec<Write>>, Vec<String>) {
@@ -687,6 +688,18 @@ fn scenario() -> (Vec<Vec<Write>>, Vec<String>) {
             });
         }
     }
+    // Nobody may reply to account 0's first post (a gate made before the
+    // reply): account 1's reply to it is gated.
+    first.push(Write {
+        did: account(0),
+        collection: "app.bsky.feed.threadgate",
+        rkey: rkeys[0][0].clone(),
+        action: Action::Create,
+        version: next(),
+        record: serde_json::json!({"$type": "app.bsky.feed.threadgate",
+            "post": post_uri(0, 0, &rkeys), "allow": [],
+            "createdAt": "2024-05-01T11:00:00Z"}),
+    });
     let mut second = Vec::new();
     for (i, own) in own.iter().enumerate() {
         for k in 1..=4 {
@@ -921,6 +934,12 @@ async fn the_maintenance_jobs_give_the_single_servers_answers() {
         "{want:?}"
     );
     assert!(want["hidden"].contains(&account(6)) && want["hidden"].contains(&account(9)));
+    // The gated reply: counted in every reply, not in the replies shown.
+    assert!(
+        want["post_counts"].contains("replies: 0, replies_visible: 0, replies_all: 1"),
+        "{}",
+        want["post_counts"]
+    );
     for shard in 1..=2 {
         let n: u64 = cluster
             .node(shard, 1)
