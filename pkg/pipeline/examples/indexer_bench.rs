@@ -434,39 +434,10 @@ fn connect(args: &Args, database: &str) -> Result<ClickHouse, BoxError> {
     })?)
 }
 
-/// A plain client of the server at `url` (the bench's own statements:
-/// counts, the shard of each key, the inserts of the `insert-*` cases).
-fn raw_client(url: &str) -> skyhouse_store::clickhouse::Client {
-    let mut c = skyhouse_store::clickhouse::Client::default().with_url(url);
-    if let Ok(user) = std::env::var("CLICKHOUSE_USER") {
-        c = c.with_user(user);
-    }
-    if let Ok(password) = std::env::var("CLICKHOUSE_PASSWORD") {
-        c = c.with_password(password);
-    }
-    c
-}
-
-/// Runs `sql` on `url`, returns its TSV answer.
-async fn tsv(url: &str, sql: &str) -> Result<String, BoxError> {
-    let bytes = raw_client(url)
-        .query(sql)
-        .fetch_bytes("TSVRaw")?
-        .collect()
-        .await?;
-    Ok(String::from_utf8(bytes.to_vec())?)
-}
-
 /// Rows of `db.table` as a query reads them (on a cluster: through the
 /// `Distributed` table, one replica of each shard), replays included.
 async fn table_rows(args: &Args, db: &str, table: &str) -> Result<u64, BoxError> {
-    Ok(tsv(
-        &args.clickhouse,
-        &format!("SELECT count() FROM {db}.{table}"),
-    )
-    .await?
-    .trim()
-    .parse()?)
+    Ok(skyhouse_store::admin::table_count(&connect(args, db)?, table).await?)
 }
 
 /// `create`: drop (if left over), create and migrate each database of
@@ -670,14 +641,8 @@ async fn inserts(args: &Args, local: bool) -> Result<serde_json::Value, BoxError
     let db = &args.database;
     let (batches, events, ops) = encode_batches(args)?;
     // Where each table's rows go: `cityHash64(<column>)` of the Distributed table.
-    let engines = tsv(
-        &args.clickhouse,
-        &format!(
-            "SELECT name, engine_full FROM system.tables WHERE database = '{db}' \
-             AND engine = 'Distributed'"
-        ),
-    )
-    .await?;
+    let ch = connect(args, db)?;
+    let engines = skyhouse_store::admin::distributed_tables(&ch).await?;
     // Every table the stream writes must be sharded by its first column
     // (`dead_letters`, sharded by time, stays empty on a clean stream).
     let written: std::collections::BTreeSet<&'static str> = batches
@@ -686,8 +651,8 @@ async fn inserts(args: &Args, local: bool) -> Result<serde_json::Value, BoxError
         .collect();
     for table in written {
         let engine = engines
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{table}\t")))
+            .iter()
+            .find_map(|(name, engine)| (name == table).then_some(engine.as_str()))
             .ok_or_else(|| {
                 format!("{db}.{table} is not a Distributed table (migrate with --cluster)")
             })?;
@@ -706,16 +671,7 @@ async fn inserts(args: &Args, local: bool) -> Result<serde_json::Value, BoxError
             .into());
         }
     }
-    let shards: usize = tsv(
-        &args.clickhouse,
-        &format!(
-            "SELECT if(min(shard_weight) = 1 AND max(shard_weight) = 1, uniqExact(shard_num), 0) \
-             FROM system.clusters WHERE cluster = '{cluster}'"
-        ),
-    )
-    .await?
-    .trim()
-    .parse()?;
+    let shards = skyhouse_store::admin::even_shards(&ch, cluster).await? as usize;
     if shards == 0 {
         return Err(format!("cluster {cluster}: not found, or shards weighted unevenly").into());
     }
@@ -741,36 +697,27 @@ async fn inserts(args: &Args, local: bool) -> Result<serde_json::Value, BoxError
     for chunk in keys.chunks(2_000) {
         let list: Vec<String> = chunk
             .iter()
-            .map(|k| skyhouse_store::literal(&String::from_utf8_lossy(k)))
+            .map(|k| String::from_utf8_lossy(k).into_owned())
             .collect();
-        let answer = tsv(
-            &args.clickhouse,
-            &format!(
-                "SELECT cityHash64(k) % {shards} FROM (SELECT arrayJoin([{}]) AS k)",
-                list.join(",")
-            ),
-        )
-        .await?;
-        for (k, line) in chunk.iter().zip(answer.lines()) {
-            shard_of.insert(k.clone(), line.trim().parse()?);
+        let list: Vec<&str> = list.iter().map(String::as_str).collect();
+        let answer = skyhouse_store::admin::shards_of_keys(&ch, &list, shards as u64).await?;
+        for (k, shard) in chunk.iter().zip(answer) {
+            shard_of.insert(k.clone(), shard as usize);
         }
     }
-    let statement = |table: &str, target: &str| -> Result<String, BoxError> {
-        let columns = skyhouse_transform::table_columns(table).ok_or("unknown table")?;
-        let list: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
-        Ok(format!(
-            "INSERT INTO {db}.{target} ({}) FORMAT RowBinary",
-            list.join(", ")
-        ))
-    };
-    let send = |url: String, sql: String, data: bytes::Bytes| async move {
-        let mut insert = raw_client(&url)
-            .insert_formatted_with(sql)
-            .with_setting("insert_distributed_sync", "1");
-        insert.send(data).await?;
-        insert.end().await?;
-        Ok::<(), BoxError>(())
-    };
+    // One handle per shard's server, without the cluster: plain inserts
+    // into its `<table>_local`.
+    let shard_handles: Vec<ClickHouse> = args
+        .shard_urls
+        .iter()
+        .map(|url| {
+            ClickHouse::new(ClickHouseConfig {
+                user: std::env::var("CLICKHOUSE_USER").unwrap_or_default(),
+                password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
+                ..ClickHouseConfig::local(url, db)
+            })
+        })
+        .collect::<Result<_, _>>()?;
 
     let probe = Probe::servers(None, &args.clickhouse_pid);
     probe.settle_clickhouse(60.0);
@@ -786,7 +733,7 @@ async fn inserts(args: &Args, local: bool) -> Result<serde_json::Value, BoxError
             rows_sent += t.len() as u64;
             if !local {
                 let data = bytes::Bytes::copy_from_slice(t.bytes());
-                send(args.clickhouse.clone(), statement(table, table)?, data).await?;
+                ch.insert_row_binary(table, data).await?;
                 continue;
             }
             let mut parts = vec![Vec::with_capacity(t.bytes().len() / shards + 1024); shards];
@@ -797,12 +744,15 @@ async fn inserts(args: &Args, local: bool) -> Result<serde_json::Value, BoxError
                 let shard = *shard_of.get(key).ok_or("a key without its shard")?;
                 parts[shard].extend_from_slice(row);
             }
-            let sql = statement(table, &format!("{table}_local"))?;
             let mut set = tokio::task::JoinSet::new();
             for (shard, part) in parts.into_iter().enumerate() {
                 if !part.is_empty() {
-                    let url = args.shard_urls[shard].clone();
-                    set.spawn(send(url, sql.clone(), bytes::Bytes::from(part)));
+                    let server = shard_handles[shard].clone();
+                    set.spawn(async move {
+                        server
+                            .insert_row_binary_local(table, bytes::Bytes::from(part))
+                            .await
+                    });
                 }
             }
             while let Some(r) = set.join_next().await {

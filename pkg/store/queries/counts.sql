@@ -49,11 +49,15 @@ INSERT INTO {db}.pending_deletes (arrived, kind, did, rkey, version) SELECT arri
 
 -- name: interaction_pending_matches
 -- Creates that arrived after a newer delete or update of their key:
--- tombstoned (their subject) with the newer version.
-INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, p_version, 1 AS deleted, sort_at FROM (SELECT subject_uri, kind, did, rkey, version, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2) AS c ANY INNER JOIN (SELECT kind, did, rkey, max(version) AS p_version FROM {db}.pending_deletes GROUP BY kind, did, rkey) AS p USING (kind, did, rkey) WHERE p_version > version;
+-- tombstoned (their subject) just below the newer version, so the newer
+-- version's own row wins: an update that kept the subject stays live (at
+-- the same version the tombstone lost to the later insert), a delete's
+-- tombstone or another subject's row is unaffected.
+INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, p_version - 1, 1 AS deleted, sort_at FROM (SELECT subject_uri, kind, did, rkey, version, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2) AS c ANY INNER JOIN (SELECT kind, did, rkey, max(version) AS p_version FROM {db}.pending_deletes GROUP BY kind, did, rkey) AS p USING (kind, did, rkey) WHERE p_version > version;
 
 -- name: recent_pending_matches
-INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, p_version, 1 AS deleted FROM (SELECT {subject_time} AS subject_time, subject_uri, kind, did, rkey, version FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind IN ('like', 'repost') AND deleted = 0 AND action != 2 AND subject_uri LIKE 'at://%/app.bsky.feed.post/%' AND splitByChar('/', subject_uri)[5] >= {key_floor}) AS c ANY INNER JOIN (SELECT kind, did, rkey, max(version) AS p_version FROM {db}.pending_deletes GROUP BY kind, did, rkey) AS p USING (kind, did, rkey) WHERE p_version > version AND subject_time >= now() - {recent_secs};
+-- The same for `recent_interactions` (just below the newer version too).
+INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, p_version - 1, 1 AS deleted FROM (SELECT {subject_time} AS subject_time, subject_uri, kind, did, rkey, version FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind IN ('like', 'repost') AND deleted = 0 AND action != 2 AND subject_uri LIKE 'at://%/app.bsky.feed.post/%' AND splitByChar('/', subject_uri)[5] >= {key_floor}) AS c ANY INNER JOIN (SELECT kind, did, rkey, max(version) AS p_version FROM {db}.pending_deletes GROUP BY kind, did, rkey) AS p USING (kind, did, rkey) WHERE p_version > version AND subject_time >= now() - {recent_secs};
 
 -- name: interaction_backlog
 -- Change rows to read since {after}, and where their arrivals fall (the

@@ -24,6 +24,25 @@ TRUNCATE TABLE {db}.{table}{local}{on_cluster};
 -- name: optimize_table_final
 OPTIMIZE TABLE {db}.{table}{local}{on_cluster} FINAL;
 
+-- name: table_count
+-- Rows of one table as a query reads them (on a cluster: through its
+-- `Distributed` table, one replica of each shard), replays included.
+SELECT count() FROM {db}.{table};
+
+-- name: distributed_tables
+-- The database's `Distributed` tables and their engines (sharding keys).
+SELECT name, engine_full FROM system.tables WHERE database = '{db}' AND engine = 'Distributed' ORDER BY name;
+
+-- name: even_shards
+-- The shards of cluster {cluster} when every one weighs 1, else 0.
+SELECT toUInt64(if(min(shard_weight) = 1 AND max(shard_weight) = 1, uniqExact(shard_num), 0)) FROM system.clusters WHERE cluster = {cluster};
+
+-- name: shards_of_keys
+-- The shard index (0-based) a `Distributed` table sharded by
+-- `cityHash64(<key>)` over {shards} equal shards sends each of {keys} to,
+-- in order.
+SELECT cityHash64(k) % {shards} FROM (SELECT arrayJoin({keys}) AS k);
+
 -- name: stored_rows
 -- Rows in active parts of the tables (before any deduplication), on the
 -- server that answers (on a cluster: name the local tables).

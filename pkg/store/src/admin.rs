@@ -86,6 +86,51 @@ pub fn is_empty_merge(e: &StoreError) -> bool {
 /// table with no parts.
 pub const EMPTY_MERGE: &str = "Unknown log entry type: 0";
 
+/// Rows of `table` as a query reads them (on a cluster: through its
+/// `Distributed` table), replays and duplicates included.
+pub async fn table_count(ch: &ClickHouse, table: &str) -> Result<u64, StoreError> {
+    let sql = render(ch.db(), "table_count", &[("table", table_name(table)?)])?;
+    ch.fetch_one("table count", &sql).await
+}
+
+/// `(name, engine_full)` of the database's `Distributed` tables, by name.
+pub async fn distributed_tables(ch: &ClickHouse) -> Result<Vec<(String, String)>, StoreError> {
+    let sql = render(ch.db(), "distributed_tables", &[])?;
+    ch.fetch_all("distributed tables", &sql).await
+}
+
+/// The shards of `cluster` when every one has weight 1; 0 when the cluster
+/// is unknown or weighted unevenly.
+pub async fn even_shards(ch: &ClickHouse, cluster: &str) -> Result<u64, StoreError> {
+    let sql = render(ch.db(), "even_shards", &[("cluster", &literal(cluster))])?;
+    ch.fetch_one("even shards", &sql).await
+}
+
+/// For each of `keys`, in order, the shard (0-based) a `Distributed` table
+/// sharded by `cityHash64(<key>)` over `shards` equal shards sends it to, as
+/// ClickHouse computes it.
+pub async fn shards_of_keys(
+    ch: &ClickHouse,
+    keys: &[&str],
+    shards: u64,
+) -> Result<Vec<u64>, StoreError> {
+    if shards == 0 {
+        return Err(StoreError::Config("shards_of_keys: 0 shards".to_owned()));
+    }
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = render(
+        ch.db(),
+        "shards_of_keys",
+        &[
+            ("keys", &literal_array(keys)),
+            ("shards", &shards.to_string()),
+        ],
+    )?;
+    ch.fetch_all("shards of keys", &sql).await
+}
+
 /// Rows in the active parts of `tables` (before deduplication), on the
 /// server the handle talks to (on a cluster, its shard's `<table>_local`).
 pub async fn stored_rows(ch: &ClickHouse, tables: &[&str]) -> Result<u64, StoreError> {

@@ -155,6 +155,15 @@ pub async fn refresh_interactions_in_windows(
 
 /// One window of arrivals: see queries/counts.sql for each statement.
 async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreError> {
+    // Inserts here may rely on the later of two inserts winning at equal
+    // versions (the gate pass's verdicts over the replies' rows). On a
+    // cluster each run reads the whole margin again (rewriting its replies
+    // with the flags at 0), and a replicated table drops an insert
+    // identical to one of its recent blocks: the same verdicts as the last
+    // run's were dropped and those replies counted ungated. Never
+    // deduplicated, then.
+    let deduplicated_not = ch.with_statement_setting("insert_deduplicate", "0".to_owned());
+    let ch = &deduplicated_not;
     let db = ch.db();
     // Subjects first: a delete in the same window as its create finds it.
     for name in [
@@ -596,13 +605,8 @@ async fn gate_pass(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreError> 
         .collect();
     // Same key and version as the row the refresh just wrote: the later
     // insert wins (ReplacingMergeTree keeps the last of equal versions).
-    // Never deduplicated: on a cluster each run reads the whole margin
-    // again and rewrites its replies with the flags at 0, and a replicated
-    // table drops an insert identical to a recent one (the same verdicts
-    // as the last run's), which left those replies ungated.
-    ch.with_statement_setting("insert_deduplicate", "0".to_owned())
-        .insert("interactions", &rows)
-        .await
+    // Not deduplicated ([`refresh_window`]).
+    ch.insert("interactions", &rows).await
 }
 
 // --- per-account counts ---------------------------------------------------

@@ -430,8 +430,31 @@ impl ClickHouse {
         table: &str,
         data: bytes::Bytes,
     ) -> Result<(), StoreError> {
-        let what = format!("insert into {}.{table}", self.database());
-        let sql = insert_statement(self.db(), table)?;
+        self.send_row_binary(table, table, data).await
+    }
+
+    /// As [`Self::insert_row_binary`], into `<table>_local` of the server
+    /// the handle talks to: a cluster's shard-local table, skipping the
+    /// `Distributed` one (the cluster benchmark's other write path; the
+    /// caller routes each row to its shard's server).
+    pub async fn insert_row_binary_local(
+        &self,
+        table: &str,
+        data: bytes::Bytes,
+    ) -> Result<(), StoreError> {
+        self.send_row_binary(table, &format!("{table}_local"), data)
+            .await
+    }
+
+    /// `data`, rows of `table` in RowBinary, inserted into `target`.
+    async fn send_row_binary(
+        &self,
+        table: &str,
+        target: &str,
+        data: bytes::Bytes,
+    ) -> Result<(), StoreError> {
+        let what = format!("insert into {}.{target}", self.database());
+        let sql = insert_statement(self.db(), table, target)?;
         let t = self.config.timeouts;
         let attempt = async {
             let mut insert = self
@@ -464,7 +487,11 @@ impl ClickHouse {
 
 /// The INSERT of `table`'s rows in RowBinary, with the columns skyhouse
 /// writes ([`skyhouse_transform::table_columns`]).
-pub(crate) fn insert_statement(db: sql::Db<'_>, table: &str) -> Result<String, StoreError> {
+pub(crate) fn insert_statement(
+    db: sql::Db<'_>,
+    table: &str,
+    target: &str,
+) -> Result<String, StoreError> {
     let columns = skyhouse_transform::table_columns(table)
         .ok_or_else(|| StoreError::Internal(format!("{table:?} is not a table skyhouse writes")))?;
     let list = columns
@@ -475,7 +502,7 @@ pub(crate) fn insert_statement(db: sql::Db<'_>, table: &str) -> Result<String, S
     sql::render(
         db,
         "insert_row_binary",
-        &[("table", table), ("columns", &list)],
+        &[("table", target), ("columns", &list)],
     )
 }
 

@@ -109,7 +109,7 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
     for table in skyhouse_transform::table_names() {
         out.push(Rendered {
             name: format!("insert_row_binary#{table}"),
-            sql: crate::insert_statement(db, table)?,
+            sql: crate::insert_statement(db, table, table)?,
         });
     }
     Ok(())

@@ -614,3 +614,51 @@ async fn a_row_that_became_visible_after_a_refresh_is_read_by_the_next() {
     let (after, _) = refresh_hidden_accounts(&ch).await.expect("accounts");
     assert_eq!(after, upto - 3);
 }
+
+#[tokio::test]
+async fn an_edit_that_keeps_the_subjects_survives_a_replay_of_the_older_create() {
+    // A reply quoting a post, edited (putRecord: same parent, same quote),
+    // then its older create replayed (a firehose replay from an old
+    // cursor): the create is stale, the edit's rows stay live.
+    let (_db, ch) = setup("counts_edit_replay").await;
+    let (alice, bob) = (did("alice"), did("bob"));
+    let root = post_uri(&alice, "3kroot0000001");
+    let quoted = post_uri(&alice, "3kroot0000002");
+    let t = "2024-05-02T12:00:00Z";
+    write(
+        &ch,
+        &[
+            post(&alice, "3kroot0000001", 1, t, serde_json::json!({})),
+            post(&alice, "3kroot0000002", 1, t, serde_json::json!({})),
+        ],
+    )
+    .await;
+    let body = |text: &str| {
+        let mut extra = reply(&root, &root);
+        extra["text"] = text.into();
+        extra["embed"] = serde_json::json!({"$type": "app.bsky.embed.record",
+            "record": {"uri": quoted, "cid": CID}});
+        extra
+    };
+    let created = post(&bob, "3kreply000001", 5, t, body("first"));
+    write(&ch, std::slice::from_ref(&created)).await;
+    assert_eq!(counts(&ch, &root).await, (0, 0, 1, 1, 0), "the reply");
+    assert_eq!(counts(&ch, &quoted).await, (0, 0, 0, 0, 1), "the quote");
+    let mut edit = post(&bob, "3kreply000001", 10, t, body("edited"));
+    edit.update = true;
+    write(&ch, &[edit]).await;
+    assert_eq!(counts(&ch, &root).await, (0, 0, 1, 1, 0), "edited");
+    write(&ch, &[created]).await;
+    assert_eq!(
+        counts(&ch, &root).await,
+        (0, 0, 1, 1, 0),
+        "the reply after the replayed create"
+    );
+    assert_eq!(
+        counts(&ch, &quoted).await,
+        (0, 0, 0, 0, 1),
+        "the quote after the replayed create"
+    );
+    let bob_posts = actor_counts(&ch, &[&bob]).await.expect("actor counts");
+    assert_eq!(bob_posts[0].posts, 1, "{bob_posts:?}");
+}
