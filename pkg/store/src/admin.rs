@@ -282,6 +282,18 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
     )?;
     let tables = literal_array(&["records", "likes"]);
     sql::sample(out, db, "stored_rows", &[("tables", &tables)])?;
+    sql::sample(out, db, "table_count", &[("table", "records")])?;
+    sql::sample(out, db, "distributed_tables", &[])?;
+    sql::sample(out, db, "even_shards", &[("cluster", &literal("skyhouse"))])?;
+    sql::sample(
+        out,
+        db,
+        "shards_of_keys",
+        &[
+            ("keys", &literal_array(&["did:plc:a", "did:plc:b"])),
+            ("shards", "2"),
+        ],
+    )?;
     sql::sample(out, db, "active_parts", &[("tables", &tables)])?;
     sql::sample(
         out,
