@@ -544,7 +544,13 @@ async fn main() {
     .await;
     reference.terminate();
 
-    let result = Compare::new(ch).run(clean.name(), soaked.name());
+    // An account's or identity's version is the time of its event, and each
+    // loop plays the same events at later times: the soaked database holds
+    // the last loop's, the clean load the first's. Their contents compare.
+    let result = Compare::new(ch)
+        .ignore_column("accounts", "version")
+        .ignore_column("identities", "version")
+        .run(clean.name(), soaked.name());
     let dead = soaked.rows("dead_letters");
     let stats = proxy.stats();
     println!(
