@@ -426,11 +426,16 @@ fn decode_only(args: &Args, kind: &str) -> Result<serde_json::Value, BoxError> {
 }
 
 fn connect(args: &Args, database: &str) -> Result<ClickHouse, BoxError> {
+    connect_to(&args.clickhouse, database, args.cluster.clone())
+}
+
+/// A handle on `database` through the server at `url` (on `cluster`, if any).
+fn connect_to(url: &str, database: &str, cluster: Option<String>) -> Result<ClickHouse, BoxError> {
     Ok(ClickHouse::new(ClickHouseConfig {
         user: std::env::var("CLICKHOUSE_USER").unwrap_or_default(),
         password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
-        cluster: args.cluster.clone(),
-        ..ClickHouseConfig::local(&args.clickhouse, database)
+        cluster,
+        ..ClickHouseConfig::local(url, database)
     })?)
 }
 
@@ -710,13 +715,7 @@ async fn inserts(args: &Args, local: bool) -> Result<serde_json::Value, BoxError
     let shard_handles: Vec<ClickHouse> = args
         .shard_urls
         .iter()
-        .map(|url| {
-            ClickHouse::new(ClickHouseConfig {
-                user: std::env::var("CLICKHOUSE_USER").unwrap_or_default(),
-                password: std::env::var("CLICKHOUSE_PASSWORD").unwrap_or_default(),
-                ..ClickHouseConfig::local(url, db)
-            })
-        })
+        .map(|url| connect_to(url, db, None))
         .collect::<Result<_, _>>()?;
 
     let probe = Probe::servers(None, &args.clickhouse_pid);
