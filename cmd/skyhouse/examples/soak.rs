@@ -202,11 +202,7 @@ impl Indexer {
         redis: &str,
         faulty: bool,
     ) -> Indexer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = skyhouse_testkit::spare_port();
         let log =
             std::env::temp_dir().join(format!("skyhouse-soak-{}-{name}.log", std::process::id()));
         let file = fs::File::create(&log).unwrap();

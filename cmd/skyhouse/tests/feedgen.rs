@@ -5,21 +5,13 @@
 //! line naming the flag.
 #![allow(clippy::unwrap_used)] // a panic is the failure report
 
-use std::net::TcpListener;
+use skyhouse_testkit::spare_port;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Running(Child);
 

@@ -30,8 +30,7 @@ fn stderr(o: &Output) -> String {
 
 /// A port nothing listens on (bound a moment ago, released).
 fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    skyhouse_testkit::spare_port()
 }
 
 /// `GET path` over HTTP/1.0 (the server closes after the body): status and body.

@@ -173,6 +173,7 @@ pub use counts::CountsScenario;
 pub use firehose::{read_firehose, FirehoseMessage};
 pub use network::{e2e_dir, AppViewInfo, AppViewNetwork, Network, NetworkInfo};
 pub use postgres::Postgres;
+pub use process::spare_port;
 pub use redis::{PrivateRedis, Redis, Reply};
 pub use scenario::{now_rfc3339, Edit, Expected, FacetExpectation, Scenario};
 pub use truth::{walk_car, AccountStatus, Records, Truth, TruthError};

@@ -301,16 +301,52 @@ pub(crate) fn fresh_dir(kind: &str, attempt: u32) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// `n` distinct loopback ports that were free a moment ago: all are bound at
-/// once (so they differ) and released before the server binds them.
+/// The loopback ports handed out: below Linux's default ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768–60999), where the kernel picks the
+/// local port of every outgoing connection. A port picked by binding port 0
+/// comes from that range, and any connection made between the pick and the
+/// server's bind (a client of ClickHouse, a replica fetching from another)
+/// may take it: the server then fails with "Address already in use".
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The next port [`free_ports`] tries: starts at a place that depends on the
+/// process id (test binaries of one `cargo test` run one after another,
+/// but a leftover server may still hold a port of the last one), then walks
+/// the range, so one process never hands out a port twice.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// `n` distinct loopback ports, free a moment ago and never handed out
+/// before by this process (see [`PORTS`]).
 pub(crate) fn free_ports(n: usize) -> io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-        .collect::<io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
+    use std::sync::atomic::Ordering;
+    let span = u32::from(PORTS.end - PORTS.start);
+    let start = (std::process::id().wrapping_mul(7919)) % span;
+    let _ = NEXT_PORT.compare_exchange(u32::MAX, start, Ordering::SeqCst, Ordering::SeqCst);
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let i = NEXT_PORT.fetch_add(1, Ordering::SeqCst) % span;
+        // In range: i < span = PORTS.end - PORTS.start.
+        let port = PORTS.start + i as u16;
+        // Nothing listens there (another process's server, a leftover).
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    if ports.len() < n {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("no {n} free loopback ports left in {PORTS:?}"),
+        ));
+    }
+    Ok(ports)
+}
+
+/// One loopback port for a server a test starts (see [`free_ports`]).
+pub fn spare_port() -> u16 {
+    free_ports(1).expect("a free loopback port")[0]
 }
 
 /// Starts `binary args…` under the watchdog described at [`WATCHDOG`],
@@ -469,9 +505,13 @@ mod tests {
     }
 
     #[test]
-    fn free_ports_are_distinct() {
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
         let ports = free_ports(3).expect("bind loopback ports");
         assert_eq!(ports.len(), 3);
         assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2]);
+        let more: Vec<u16> = (0..50).map(|_| spare_port()).collect();
+        let all: std::collections::BTreeSet<u16> = ports.iter().chain(&more).copied().collect();
+        assert_eq!(all.len(), 53, "a port handed out twice: {ports:?} {more:?}");
+        assert!(all.iter().all(|p| PORTS.contains(p)), "{all:?}");
     }
 }

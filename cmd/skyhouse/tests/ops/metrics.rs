@@ -5,6 +5,7 @@
 //! panel says "No data" and a `rate()` alert sees the first increment. The indexer is
 //! also run through a scenario whose metrics are checked by value.
 
+use skyhouse_testkit::spare_port;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::process::{Child, Command, Stdio};
@@ -49,13 +50,6 @@ fn corpus_frames() -> Vec<Vec<u8>> {
         rest = &tail[len..];
     }
     frames
-}
-
-fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("spare port")
-        .port()
 }
 
 /// Kills the indexer if the test fails before it stops it.

@@ -15,8 +15,8 @@ mod groups;
 #[allow(dead_code, unreachable_pub)]
 mod ingester;
 
+pub use skyhouse_testkit::spare_port;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,14 +28,6 @@ use skyhouse_relay::{AuthedClient, ClientConfig};
 /// How long any wait may take before the test fails: a guard against a
 /// hang, never a performance expectation.
 pub const DEADLINE: Duration = Duration::from_secs(120);
-
-pub fn spare_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The bundled production Jetstream capture.
 pub fn corpus() -> PathBuf {
