@@ -85,9 +85,14 @@ ANY LEFT JOIN (
 ORDER BY live_records DESC, did
 LIMIT 10;
 
--- Recompute every day's daily_stats from record_days FINAL (each run
--- replaces the days' rows; the refresh does this for touched days only).
-INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, version) SELECT day, collection, count() AS records, uniqExact(did) AS actors, now() AS computed_at, toUInt64(toUnixTimestamp(now())) AS version FROM {db}.record_days FINAL WHERE deleted = 0 GROUP BY day, collection;
+-- Recompute every day's daily_stats from record_days FINAL, as the refresh
+-- does for the days that got rows (queries/aggregates.sql
+-- daily_stats_recompute): hidden accounts left out, the hour counts and the
+-- accounts' state filled. Its version is the start of this second in
+-- microseconds (the refresh's clock), so it replaces what earlier refreshes
+-- wrote. A day whose records were all deleted keeps its old row here (the
+-- refresh zeroes such days first).
+INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, version, hour_counts, actors_state) SELECT day, collection, count() AS records, uniqExact(did) AS actors, now() AS computed_at, toUInt64(toUnixTimestamp(now())) * 1000000 AS version, sumForEach(arrayMap((x, h) -> toUInt64(x = h), range(24), arrayResize([hour], 24, hour))) AS hour_counts, uniqState(did) AS actors_state FROM {db}.record_days FINAL WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) GROUP BY day, collection;
 
 -- Daily stats, FINAL.
 SELECT day, collection, records, actors
