@@ -15,7 +15,12 @@
 -- version is tombstoned (interaction_pending_matches).
 
 -- name: interaction_live
-INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, version, 0 AS deleted, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2;
+-- A reply already stored at the same version is not written again: its row
+-- may carry the gate pass's verdict, which a rewrite with the flags at 0
+-- would replace (the later of equal versions wins) until the next gate
+-- pass, or for good if that rewrite landed after it. Reads of a window
+-- again (the margin, a replay) then leave the verdicts alone.
+INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, version, 0 AS deleted, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2 AND NOT (kind = 'reply' AND (subject_uri, did, rkey, version) {global}IN (SELECT subject_uri, did, rkey, version FROM {db}.interactions WHERE kind = 'reply' AND subject_uri {global}IN (SELECT subject_uri FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = 'reply' AND deleted = 0)));
 
 -- name: interaction_subjects_live
 -- Remember the subject of every live version that arrived.

@@ -233,6 +233,25 @@ fn contents(db: &Db, reference: &Db) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// What decides the reply counts on each side (a failure's context): the
+/// replies' rows in `interactions` (every stored row, with its part), the
+/// threadgates, the replies' change rows and the refreshes' watermarks.
+fn reply_state(sides: &[(&str, &Db)]) -> String {
+    let mut out = String::new();
+    for (side, db) in sides {
+        let d = db.name();
+        for sql in [
+            format!("SELECT subject_uri, did, rkey, version, deleted, gated, hidden, sort_at, _part FROM {d}.interactions WHERE kind = 'reply' ORDER BY did, rkey, version, _part"),
+            format!("SELECT did, rkey, version, deleted, created_at, inserted_at FROM {d}.threadgates ORDER BY did, rkey, version"),
+            format!("SELECT arrived, kind, did, rkey, version, deleted, action, sort_at FROM {d}.interaction_changes WHERE kind IN ('reply', 'thread') ORDER BY did, rkey, arrived"),
+            format!("SELECT * FROM {d}.aggregate_refreshes ORDER BY version"),
+        ] {
+            out.push_str(&format!("-- {side}: {sql}\n{}\n", db.query(&format!("{sql} FORMAT TSV"))));
+        }
+    }
+    out
+}
+
 /// Replicas of every replicated table of `db` have nothing left to fetch.
 fn replicas_converged(db: &str) -> Option<()> {
     (crate::cluster_faults::replicas_behind(Cluster::shared(), db) == 0).then_some(())
@@ -344,7 +363,8 @@ async fn one_scenario_on_one_server_and_on_the_cluster_answers_the_same() {
         assert_eq!(
             on_cluster.get(path),
             Some(answer),
-            "{path}: the cluster answers differently"
+            "{path}: the cluster answers differently\n{}",
+            reply_state(&[("one server", &single.db), ("cluster", &cluster.db)])
         );
     }
     assert_eq!(want.len(), on_cluster.len());

@@ -616,6 +616,65 @@ async fn a_row_that_became_visible_after_a_refresh_is_read_by_the_next() {
 }
 
 #[tokio::test]
+async fn a_window_read_again_leaves_the_gate_verdicts_alone() {
+    // On a cluster every refresh reads its whole margin again (and a
+    // single server does after a run stopped between windows). A reply's
+    // row rewritten there with the flags at 0 replaced the gate pass's
+    // verdict (the later of equal versions wins): a forbidden reply
+    // counted until the next gate pass, or for good when the rewrite
+    // landed after it.
+    let (db, ch) = setup("counts_read_again").await;
+    // The rows are counted as stored: no merge may collapse them meanwhile.
+    db.query("SYSTEM STOP MERGES interactions");
+    let (owner, stranger) = (did("owner"), did("stranger"));
+    let t = "2024-05-01T10:00:00Z";
+    let root = post_uri(&owner, "3kroot0000001");
+    write(
+        &ch,
+        &[
+            post(&owner, "3kroot0000001", 1, t, serde_json::json!({})),
+            threadgate(
+                &owner,
+                "3kroot0000001",
+                2,
+                t,
+                Some(serde_json::json!([])),
+                &[],
+            ),
+            post(&stranger, "3kreply0000001", 3, t, reply(&root, &root)),
+        ],
+    )
+    .await;
+    assert_eq!(counts(&ch, &root).await, (0, 0, 0, 1, 0), "gated");
+    let unflagged = || {
+        db.query(&format!(
+            "SELECT count() FROM interactions WHERE kind = 'reply' AND did = '{stranger}' AND gated = 0"
+        ))
+    };
+    let before = unflagged();
+    // The last run's watermark without its counts: the next reads the
+    // whole margin again, the reply's create among it.
+    let done = refresh_interactions(&ch).await.expect("refresh");
+    db.query(&format!(
+        "INSERT INTO aggregate_refreshes (name, upto, version, exact) VALUES \
+         ('interactions', toDateTime({}), toUInt64(toUnixTimestamp(now())) * 1000000 + 999999, 0)",
+        done.upto
+    ));
+    let again = refresh_interactions(&ch).await.expect("refresh");
+    assert!(
+        again.after < done.upto,
+        "{again:?} after {done:?}: not read again"
+    );
+    assert_eq!(
+        unflagged(),
+        before,
+        "the reply was written again with its flags at 0"
+    );
+    let got = post_counts(&ch, &[&root]).await.expect("counts");
+    assert_eq!((got[0].replies, got[0].replies_all), (0, 1));
+}
+
+#[tokio::test]
 async fn an_edit_that_keeps_the_subjects_survives_a_replay_of_the_older_create() {
     // A reply quoting a post, edited (putRecord: same parent, same quote),
     // then its older create replayed (a firehose replay from an old
