@@ -252,6 +252,17 @@ pub fn inner_layers<S: Clone + Send + Sync + 'static>(
 /// the id copied to the answer; compression (gzip, br or zstd by
 /// `Accept-Encoding`, for JSON and text answers of 32 bytes or more).
 pub fn outer_layers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    outer_layers_logging_5xx_at(router, Level::WARN)
+}
+
+/// [`outer_layers`] with a 5xx answer logged at `level`: the metrics
+/// server's only 5xx is `/health`'s 503 while a check fails, which probes
+/// poll every few seconds and `/health`'s own checks already explain (the
+/// service logs the failure once, when it starts).
+pub fn outer_layers_logging_5xx_at<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    level: Level,
+) -> Router<S> {
     router
         .layer(CompressionLayer::new())
         .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
@@ -274,7 +285,7 @@ pub fn outer_layers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Rout
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+                .on_failure(DefaultOnFailure::new().level(level)),
         )
         .layer(SetRequestIdLayer::new(
             HeaderName::from_static(REQUEST_ID),

@@ -117,8 +117,10 @@ pub fn metrics_router(handle: PrometheusHandle, health: Health) -> Router {
 }
 
 /// Serve `/metrics` and `/health` on `listener` until `shutdown`, with the
-/// shared HTTP layers ([`http::layers`], [`METRICS_LIMITS`]) and no CORS
-/// (browsers of other origins cannot read them).
+/// shared HTTP layers ([`http::inner_layers`], [`METRICS_LIMITS`], then
+/// [`http::outer_layers_logging_5xx_at`] DEBUG: a probe polling `/health`
+/// while it answers 503 writes no log line per poll) and no CORS (browsers
+/// of other origins cannot read them).
 pub async fn serve_metrics(
     listener: TcpListener,
     handle: PrometheusHandle,
@@ -127,7 +129,10 @@ pub async fn serve_metrics(
 ) -> std::io::Result<()> {
     axum::serve(
         listener,
-        http::layers(metrics_router(handle, health), METRICS_LIMITS),
+        http::outer_layers_logging_5xx_at(
+            http::inner_layers(metrics_router(handle, health), METRICS_LIMITS),
+            tracing::Level::DEBUG,
+        ),
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
     .await
@@ -136,6 +141,57 @@ pub async fn serve_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn polling_an_unready_health_logs_no_warning_per_request() {
+        let logs = Captured::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        // This test's thread (the runtime is single-threaded): the server's
+        // requests are handled here too.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let handle = install_metrics();
+        let health = Health::default();
+        health.set("clickhouse", false);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_metrics(listener, handle, health, stop.clone()));
+        let client = reqwest::Client::new();
+        for _ in 0..3 {
+            let r = client
+                .get(format!("http://{addr}/health"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 503);
+        }
+        tracing::warn!("the capture works");
+        stop.cancel();
+        server.await.unwrap().unwrap();
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 1, "{text}");
+        assert!(warnings[0].contains("the capture works"), "{text}");
+    }
 
     #[tokio::test]
     async fn health_and_metrics_are_served() {
