@@ -62,7 +62,10 @@ INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, s
 
 -- name: recent_pending_matches
 -- The same for `recent_interactions` (just below the newer version too).
-INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, p_version - 1, 1 AS deleted FROM (SELECT {subject_time} AS subject_time, subject_uri, kind, did, rkey, version FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind IN ('like', 'repost') AND deleted = 0 AND action != 2 AND subject_uri LIKE 'at://%/app.bsky.feed.post/%' AND splitByChar('/', subject_uri)[5] >= {key_floor}) AS c ANY INNER JOIN (SELECT kind, did, rkey, max(version) AS p_version FROM {db}.pending_deletes GROUP BY kind, did, rkey) AS p USING (kind, did, rkey) WHERE p_version > version AND subject_time >= now() - {recent_secs};
+-- The subject's TID time (a per-row string decode) is computed after the
+-- join, for the few matches only, not for every recent like and repost of
+-- the window.
+INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, stale_version, 1 AS deleted FROM (SELECT {subject_time} AS subject_time, subject_uri, kind, did, rkey, p_version - 1 AS stale_version FROM (SELECT subject_uri, kind, did, rkey, version FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind IN ('like', 'repost') AND deleted = 0 AND action != 2 AND subject_uri LIKE 'at://%/app.bsky.feed.post/%' AND splitByChar('/', subject_uri)[5] >= {key_floor}) AS c ANY INNER JOIN (SELECT kind, did, rkey, max(version) AS p_version FROM {db}.pending_deletes GROUP BY kind, did, rkey) AS p USING (kind, did, rkey) WHERE p_version > version) WHERE subject_time >= now() - {recent_secs};
 
 -- name: interaction_backlog
 -- Change rows to read since {after}, and where their arrivals fall (the

@@ -369,6 +369,38 @@ fn for_cluster(stmt: &str, db: &str, cluster: &str, fed: &[String]) -> Vec<Step>
     vec![Step::Sql(stmt.to_string())]
 }
 
+/// `(table, adds, column)` of `ALTER TABLE <db>.<table> [ON CLUSTER c]
+/// ADD|DROP COLUMN [IF [NOT] EXISTS] <column> …`, `adds` true for `ADD`;
+/// `None` for any other statement.
+fn column_change<'a>(sql: &'a str, db: &str) -> Option<(&'a str, bool, &'a str)> {
+    let rest = sql
+        .strip_prefix("ALTER TABLE ")?
+        .strip_prefix(db)?
+        .strip_prefix('.')?;
+    let table_end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_'))?;
+    let (table, mut rest) = rest.split_at(table_end);
+    rest = rest.trim_start();
+    if let Some(r) = rest.strip_prefix("ON CLUSTER ") {
+        rest = r.trim_start().split_once(' ')?.1.trim_start();
+    }
+    let (adds, rest) = if let Some(r) = rest.strip_prefix("ADD COLUMN ") {
+        (true, r)
+    } else {
+        (false, rest.strip_prefix("DROP COLUMN ")?)
+    };
+    let rest = rest.trim_start();
+    let rest = rest
+        .strip_prefix("IF NOT EXISTS ")
+        .or_else(|| rest.strip_prefix("IF EXISTS "))
+        .unwrap_or(rest)
+        .trim_start();
+    let column_end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let column = &rest[..column_end];
+    (!table.is_empty() && !column.is_empty()).then_some((table, adds, column))
+}
+
 /// The table name at the start of `rest` (letters, digits, `_`).
 fn table_name(rest: &str) -> String {
     rest.chars()
@@ -541,6 +573,33 @@ impl<'a> Migrator<'a> {
         Migrator { ch, migrations }
     }
 
+    /// Whether `sql`, an `ALTER TABLE … ADD COLUMN c` (or `DROP COLUMN c`),
+    /// was already made: the table has (has no) column `c` on the server we
+    /// talk to. A migration interrupted after such a statement (the server
+    /// restarted, the connection dropped, ^C) is run again from its first
+    /// statement, and ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`:
+    /// without this, the second run failed on the column it had added. On a
+    /// cluster the statement went into the `ON CLUSTER` queue once and every
+    /// server runs it from there.
+    async fn column_change_done(&self, sql: &str) -> Result<bool, StoreError> {
+        let Some((table, adds, column)) = column_change(sql, self.ch.database()) else {
+            return Ok(false);
+        };
+        let exists: u64 = self
+            .ch
+            .fetch_one(
+                "reading system.columns",
+                &format!(
+                    "SELECT count() FROM system.columns WHERE database = {} AND table = {} AND name = {}",
+                    crate::literal(self.ch.database()),
+                    crate::literal(table),
+                    crate::literal(column)
+                ),
+            )
+            .await?;
+        Ok((exists > 0) == adds)
+    }
+
     async fn exec(&self, sql: &str) -> Result<(), StoreError> {
         // DDL ON CLUSTER waits for every replica (up to
         // distributed_ddl_task_timeout): give it at least that long.
@@ -664,7 +723,13 @@ impl<'a> Migrator<'a> {
     /// Carry out one rendered step.
     async fn apply(&self, step: &Step, server: ServerVersion) -> Result<(), StoreError> {
         match step {
-            Step::Sql(sql) => self.exec(sql).await,
+            Step::Sql(sql) => {
+                if self.column_change_done(sql).await? {
+                    tracing::info!(statement = %crate::one_line(sql), "Column change already made; skipped.");
+                    return Ok(());
+                }
+                self.exec(sql).await
+            }
             Step::CreateDistributed {
                 table,
                 sharding_key,
@@ -1073,6 +1138,36 @@ mod tests {
             distributed_column(&column("we`ird", "", ""), old),
             "`we\\`ird` DateTime"
         );
+    }
+
+    #[test]
+    fn column_changes_are_recognised_with_and_without_a_cluster() {
+        assert_eq!(
+            column_change(
+                "ALTER TABLE sky.posts ADD COLUMN action UInt8 DEFAULT 0",
+                "sky"
+            ),
+            Some(("posts", true, "action"))
+        );
+        assert_eq!(
+            column_change(
+                "ALTER TABLE sky.threadgates_local ON CLUSTER main DROP COLUMN action",
+                "sky"
+            ),
+            Some(("threadgates_local", false, "action"))
+        );
+        assert_eq!(
+            column_change("ALTER TABLE sky.t ADD COLUMN IF NOT EXISTS x String", "sky"),
+            Some(("t", true, "x"))
+        );
+        for other in [
+            "ALTER TABLE sky.t ADD INDEX i x TYPE minmax GRANULARITY 1",
+            "ALTER TABLE other.t ADD COLUMN x String",
+            "CREATE TABLE IF NOT EXISTS sky.t (x String) ENGINE = Log",
+            "ALTER TABLE sky.t MODIFY COLUMN x UInt8",
+        ] {
+            assert_eq!(column_change(other, "sky"), None, "{other}");
+        }
     }
 
     #[test]

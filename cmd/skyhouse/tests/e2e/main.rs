@@ -219,21 +219,37 @@ impl Setup {
             None => skyhouse(&args),
             // A server whose ON CLUSTER worker stopped is restarted while
             // the migration waits on it (see Cluster::revive_ddl_workers).
+            // When that server is the one the migration talks to, the
+            // restart drops its connection: then `migrate up` runs again,
+            // as an operator would (a migration interrupted after its
+            // column changes runs again from its first statement).
             Some(cluster) => {
-                let child = Command::new(env!("CARGO_BIN_EXE_skyhouse"))
-                    .env_clear()
-                    .env("RUST_LOG", "info")
-                    .args(&args)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("run skyhouse");
-                let waiting = thread::spawn(move || child.wait_with_output());
-                while !waiting.is_finished() {
-                    cluster.revive_ddl_workers();
-                    thread::sleep(Duration::from_millis(500));
+                let mut attempt = 1;
+                loop {
+                    let child = Command::new(env!("CARGO_BIN_EXE_skyhouse"))
+                        .env_clear()
+                        .env("RUST_LOG", "info")
+                        .args(&args)
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .expect("run skyhouse");
+                    let waiting = thread::spawn(move || child.wait_with_output());
+                    let mut revived = Vec::new();
+                    while !waiting.is_finished() {
+                        revived.extend(cluster.revive_ddl_workers());
+                        thread::sleep(Duration::from_millis(500));
+                    }
+                    let out = waiting.join().unwrap().expect("run skyhouse");
+                    if out.status.success() || revived.is_empty() || attempt == 3 {
+                        break out;
+                    }
+                    eprintln!(
+                        "migrate up again: {revived:?} restarted during attempt {attempt}: {}",
+                        text(&out).lines().last().unwrap_or_default()
+                    );
+                    attempt += 1;
                 }
-                waiting.join().unwrap().expect("run skyhouse")
             }
         };
         assert!(out.status.success(), "migrate up: {}", text(&out));

@@ -675,6 +675,53 @@ async fn a_window_read_again_leaves_the_gate_verdicts_alone() {
 }
 
 #[tokio::test]
+async fn a_like_of_a_recent_post_created_after_its_delete_arrived_stays_out_of_the_rankings() {
+    // `recent_interactions` (the feeds' rankings) keys a like by its
+    // subject's TID time. A delete that arrives before its create (a
+    // backfill racing the firehose) names no subject, so only the create's
+    // arrival can tombstone it (recent_pending_matches): at the same time
+    // as the like's own row, or the tombstone lands beside it.
+    let (db, ch) = setup("counts_recent_replay").await;
+    let (alice, bob) = (did("alice"), did("bob"));
+    let now_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let hour_ago = now_micros - 3_600_000_000;
+    let rkey = skyhouse_atproto::syntax::Tid::from_u64(hour_ago << 10)
+        .unwrap()
+        .to_string();
+    let subject = post_uri(&alice, &rkey);
+    let rows = || {
+        db.query(&format!(
+            "SELECT toUnixTimestamp(subject_time), deleted FROM recent_interactions FINAL WHERE did = '{bob}'"
+        ))
+    };
+    let want = |deleted: u8| format!("{}\t{deleted}\n", hour_ago / 1_000_000);
+    // A live like first: the rankings have it at its subject's time.
+    write(&ch, &[like(&bob, "3klike0000001", &subject, 10)]).await;
+    refresh_interactions(&ch).await.expect("refresh");
+    let mut got = vec![rows()];
+    // Another like's delete, then (later) its older create.
+    write(
+        &ch,
+        &[delete(&bob, "app.bsky.feed.like", "3klike0000002", 12)],
+    )
+    .await;
+    refresh_interactions(&ch).await.expect("refresh");
+    write(&ch, &[like(&bob, "3klike0000002", &subject, 11)]).await;
+    refresh_interactions(&ch).await.expect("refresh");
+    got.push(db.query(&format!(
+        "SELECT toUnixTimestamp(subject_time), deleted FROM recent_interactions FINAL WHERE did = '{bob}' AND rkey = '3klike0000002'"
+    )));
+    assert_eq!(
+        got,
+        [want(0), want(1)],
+        "the live like; the stale create tombstoned"
+    );
+}
+
+#[tokio::test]
 async fn an_edit_that_keeps_the_subjects_survives_a_replay_of_the_older_create() {
     // A reply quoting a post, edited (putRecord: same parent, same quote),
     // then its older create replayed (a firehose replay from an old

@@ -89,3 +89,38 @@ async fn newer_server_only_migrations_are_recorded_as_skipped() {
     assert!(last.note.contains("999.1.0"), "{last:?}");
     assert!(!tables(&db).contains(&"future".to_string()));
 }
+
+#[tokio::test]
+async fn a_migration_interrupted_after_its_column_changes_runs_again() {
+    // Its ALTERs ran, its bookkeeping row was never written (the server
+    // restarted under the connection, ^C): the next `up` runs it again from
+    // its first statement. ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS.
+    let (db, ch) = fresh("migrate_interrupted");
+    let all = migrate::embedded().expect("migrations");
+    let m = Migrator::new(&ch, all.clone());
+    let applied = m.up().await.expect("up");
+    // The newest migration (an interrupted one is the newest applied).
+    let with_columns = all.last().expect("migrations");
+    assert!(
+        with_columns.up.contains("ADD COLUMN"),
+        "{}",
+        with_columns.name
+    );
+    let columns = || {
+        db.query(&format!(
+            "SELECT table, name, type FROM system.columns WHERE database = '{}' ORDER BY table, name",
+            db.name()
+        ))
+    };
+    let before = columns();
+    // Just above the row `up` wrote (the rerun's row, written later, wins).
+    db.query(&format!(
+        "INSERT INTO schema_migrations (version, name, checksum, state, server_version, applied_at, seq) \
+         SELECT {v}, '{}', '', 'rolled_back', '', now(), max(seq) + 1 FROM schema_migrations WHERE version = {v}",
+        with_columns.name,
+        v = with_columns.version
+    ));
+    let again = m.up().await.expect("up after the interruption");
+    assert_eq!(again, applied);
+    assert_eq!(columns(), before, "the columns are as after the first up");
+}
