@@ -574,30 +574,52 @@ impl<'a> Migrator<'a> {
     }
 
     /// Whether `sql`, an `ALTER TABLE … ADD COLUMN c` (or `DROP COLUMN c`),
-    /// was already made: the table has (has no) column `c` on the server we
-    /// talk to. A migration interrupted after such a statement (the server
-    /// restarted, the connection dropped, ^C) is run again from its first
-    /// statement, and ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`:
-    /// without this, the second run failed on the column it had added. On a
-    /// cluster the statement went into the `ON CLUSTER` queue once and every
-    /// server runs it from there.
+    /// was already made: the table has (has no) column `c`. A migration
+    /// interrupted after such a statement (the server restarted, the
+    /// connection dropped, ^C) is run again from its first statement, and
+    /// ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`: without this, the
+    /// second run failed on the column it had added. On a cluster the
+    /// statement went into the `ON CLUSTER` queue once and every server runs
+    /// it from there, some maybe later (a restarted one): one shard's replica
+    /// that has (has no longer) the column is enough, or the statement would
+    /// be queued twice and its second run fail everywhere.
     async fn column_change_done(&self, sql: &str) -> Result<bool, StoreError> {
         let Some((table, adds, column)) = column_change(sql, self.ch.database()) else {
             return Ok(false);
         };
-        let exists: u64 = self
+        let (columns, shards) = match self.ch.cluster() {
+            None => ("system.columns".to_owned(), 1),
+            Some(c) => {
+                let shards: u64 = self
+                    .ch
+                    .fetch_one(
+                        "reading system.clusters",
+                        &format!(
+                            "SELECT count(DISTINCT shard_num) FROM system.clusters WHERE cluster = {}",
+                            crate::literal(c)
+                        ),
+                    )
+                    .await?;
+                (
+                    format!("cluster({}, system, columns)", crate::literal(c)),
+                    shards,
+                )
+            }
+        };
+        // One row per shard (a replica of each) whose table has the column.
+        let with: u64 = self
             .ch
             .fetch_one(
                 "reading system.columns",
                 &format!(
-                    "SELECT count() FROM system.columns WHERE database = {} AND table = {} AND name = {}",
+                    "SELECT count() FROM {columns} WHERE database = {} AND table = {} AND name = {}",
                     crate::literal(self.ch.database()),
                     crate::literal(table),
                     crate::literal(column)
                 ),
             )
             .await?;
-        Ok((exists > 0) == adds)
+        Ok(if adds { with > 0 } else { with < shards })
     }
 
     async fn exec(&self, sql: &str) -> Result<(), StoreError> {
