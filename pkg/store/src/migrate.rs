@@ -372,14 +372,13 @@ fn for_cluster(stmt: &str, db: &str, cluster: &str, fed: &[String]) -> Vec<Step>
 /// `(table, adds, column)` of `ALTER TABLE <db>.<table> [ON CLUSTER c]
 /// ADD|DROP COLUMN [IF [NOT] EXISTS] <column> …`, `adds` true for `ADD`;
 /// `None` for any other statement.
-fn column_change<'a>(sql: &'a str, db: &str) -> Option<(&'a str, bool, &'a str)> {
+fn column_change(sql: &str, db: &str) -> Option<(String, bool, String)> {
     let rest = sql
         .strip_prefix("ALTER TABLE ")?
         .strip_prefix(db)?
         .strip_prefix('.')?;
-    let table_end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_'))?;
-    let (table, mut rest) = rest.split_at(table_end);
-    rest = rest.trim_start();
+    let table = table_name(rest);
+    let mut rest = rest[table.len()..].trim_start();
     if let Some(r) = rest.strip_prefix("ON CLUSTER ") {
         rest = r.trim_start().split_once(' ')?.1.trim_start();
     }
@@ -394,10 +393,8 @@ fn column_change<'a>(sql: &'a str, db: &str) -> Option<(&'a str, bool, &'a str)>
         .or_else(|| rest.strip_prefix("IF EXISTS "))
         .unwrap_or(rest)
         .trim_start();
-    let column_end = rest
-        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .unwrap_or(rest.len());
-    let column = &rest[..column_end];
+    // A column's name is made of the same characters as a table's.
+    let column = table_name(rest);
     (!table.is_empty() && !column.is_empty()).then_some((table, adds, column))
 }
 
@@ -614,8 +611,8 @@ impl<'a> Migrator<'a> {
                 &format!(
                     "SELECT count() FROM {columns} WHERE database = {} AND table = {} AND name = {}",
                     crate::literal(self.ch.database()),
-                    crate::literal(table),
-                    crate::literal(column)
+                    crate::literal(&table),
+                    crate::literal(&column)
                 ),
             )
             .await?;
@@ -1169,18 +1166,18 @@ mod tests {
                 "ALTER TABLE sky.posts ADD COLUMN action UInt8 DEFAULT 0",
                 "sky"
             ),
-            Some(("posts", true, "action"))
+            Some(("posts".into(), true, "action".into()))
         );
         assert_eq!(
             column_change(
                 "ALTER TABLE sky.threadgates_local ON CLUSTER main DROP COLUMN action",
                 "sky"
             ),
-            Some(("threadgates_local", false, "action"))
+            Some(("threadgates_local".into(), false, "action".into()))
         );
         assert_eq!(
             column_change("ALTER TABLE sky.t ADD COLUMN IF NOT EXISTS x String", "sky"),
-            Some(("t", true, "x"))
+            Some(("t".into(), true, "x".into()))
         );
         for other in [
             "ALTER TABLE sky.t ADD INDEX i x TYPE minmax GRANULARITY 1",
