@@ -351,6 +351,8 @@ enum Job {
     Sync(File),
     /// fsync a sealed segment, then write its index.
     Seal(File, PathBuf, Meta),
+    /// Answer once every job sent before it is done.
+    Flush(mpsc::Sender<()>),
 }
 
 fn syncer(rx: mpsc::Receiver<Job>) {
@@ -366,6 +368,9 @@ fn syncer(rx: mpsc::Receiver<Job>) {
                 if let Err(e) = r {
                     tracing::error!(error = %e, segment = meta.first, "Sealing a relay segment failed; it is re-read on the next start.");
                 }
+            }
+            Job::Flush(done) => {
+                let _ = done.send(());
             }
         }
     }
@@ -693,10 +698,16 @@ impl Log {
         &self.cfg.dir
     }
 
-    /// Seal and sync everything (shutdown).
+    /// Sync everything (shutdown): the active segment, and the sealed ones
+    /// whose fsync and index the background thread has not written yet, so
+    /// the next start reads their indexes instead of scanning them.
     pub(crate) fn close(&mut self) {
         if let Some(a) = &self.active {
             let _ = a.file.sync_data();
+        }
+        let (tx, rx) = mpsc::channel();
+        if self.jobs.send(Job::Flush(tx)).is_ok() {
+            let _ = rx.recv();
         }
     }
 }
@@ -994,6 +1005,12 @@ mod tests {
             .filter(|p| p.extension().is_some_and(|e| e == "seg"))
             .collect();
         segs.sort();
+        assert!(
+            segs[..segs.len() - 1]
+                .iter()
+                .all(|s| s.with_extension("idx").exists()),
+            "close wrote every sealed segment's index"
+        );
         // Flip a byte in the middle of the second segment and drop its index.
         let victim = &segs[1];
         let mut bytes = fs::read(victim).expect("read");
