@@ -516,34 +516,19 @@ impl BlockStore {
     /// Index a whole CAR already in memory, without copying its blocks: the
     /// store keeps a reference to `car`. Returns the roots and the store.
     pub fn from_shared(car: Arc<[u8]>, opts: CarOptions) -> Result<(Vec<Cid>, Self), CarError> {
-        let reader = CarReader::new(&car[..], opts)?;
-        let (roots, opts) = (reader.roots, reader.opts);
-        let mut pos = reader.offset as usize;
         let mut store = BlockStore::new(usize::MAX);
         store.arena = Arena::Shared(car.clone());
         store.order.reserve(car.len() / 256);
         store.index.reserve(car.len() / 256);
-        while pos < car.len() {
-            let start = pos as u64;
-            let (len, used) = slice_varint(&car[pos..], start)?;
-            pos += used;
-            opts.check_len(start, pos as u64, len)?;
-            let Some(block) = car.get(pos..pos + len as usize) else {
-                return Err(CarError::Truncated {
-                    offset: car.len() as u64,
-                    what: "block",
-                });
-            };
-            let (cid, cid_len) = opts.check_block(start, pos as u64, block)?;
+        let roots = walk_slice(&car, opts, |cid, offset, cid_len, data_len| {
             let slot = Slot {
-                offset: pos as u64,
-                data_len: (block.len() - cid_len) as u32,
+                offset: offset as u64,
+                data_len: data_len as u32,
                 cid_len: cid_len as u8,
                 spilled: false,
             };
             store.add_slot(cid, slot);
-            pos += len as usize;
-        }
+        })?;
         Ok((roots, store))
     }
 
@@ -757,4 +742,96 @@ fn tempfile() -> io::Result<File> {
 /// use [`BlockStore::from_shared`] to avoid it).
 pub fn read_car_bytes(bytes: &[u8], opts: CarOptions) -> Result<(Vec<Cid>, BlockStore), CarError> {
     BlockStore::from_shared(Arc::from(bytes), opts)
+}
+
+/// Every block of a CAR held in memory, in order: `f(cid, offset of the
+/// block's CID, CID length, data length)`, after its length and CID (and,
+/// with `verify_hashes`, its hash) are checked. Returns the roots.
+fn walk_slice(
+    car: &[u8],
+    opts: CarOptions,
+    mut f: impl FnMut(Cid, usize, usize, usize),
+) -> Result<Vec<Cid>, CarError> {
+    let reader = CarReader::new(car, opts)?;
+    let (roots, opts) = (reader.roots, reader.opts);
+    let mut pos = reader.offset as usize;
+    while pos < car.len() {
+        let start = pos as u64;
+        let (len, used) = slice_varint(&car[pos..], start)?;
+        pos += used;
+        opts.check_len(start, pos as u64, len)?;
+        let Some(block) = car.get(pos..pos + len as usize) else {
+            return Err(CarError::Truncated {
+                offset: car.len() as u64,
+                what: "block",
+            });
+        };
+        let (cid, cid_len) = opts.check_block(start, pos as u64, block)?;
+        f(cid, pos, cid_len, block.len() - cid_len);
+        pos += len as usize;
+    }
+    Ok(roots)
+}
+
+/// The blocks of a small CAR in memory (a firehose commit's slice),
+/// borrowed from it: no copy and no hash table. Blocks are not hashed
+/// unless `opts.verify_hashes`; check the ones read with [`Cid::matches`].
+#[derive(Debug)]
+pub struct CarSlice<'a> {
+    roots: Vec<Cid>,
+    /// (CID, data): in CAR order up to [`CarSlice::SCAN`] blocks (searched
+    /// from the start), sorted by CID beyond (searched by halves); of
+    /// repeated CIDs, the first in the CAR is found either way.
+    blocks: Vec<(Cid, &'a [u8])>,
+}
+
+impl<'a> CarSlice<'a> {
+    /// Read the header and index every block of `car`.
+    pub fn parse(car: &'a [u8], opts: CarOptions) -> Result<Self, CarError> {
+        let mut blocks = Vec::with_capacity(car.len() / 256 + 1);
+        let roots = walk_slice(car, opts, |cid, at, cid_len, data_len| {
+            blocks.push((cid, &car[at + cid_len..at + cid_len + data_len]));
+        })?;
+        if blocks.len() > Self::SCAN {
+            // Stable: equal CIDs keep their CAR order.
+            blocks.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        Ok(CarSlice { roots, blocks })
+    }
+
+    /// Up to this many blocks (a typical commit has 5–15) a search from the
+    /// start costs less than sorting.
+    const SCAN: usize = 32;
+
+    /// The roots from the header.
+    pub fn roots(&self) -> &[Cid] {
+        &self.roots
+    }
+
+    /// The data of `cid`'s block (the first, if the CAR repeats it).
+    pub fn get(&self, cid: &Cid) -> Option<&'a [u8]> {
+        if self.blocks.len() <= Self::SCAN {
+            let want = cid.as_bytes();
+            return self
+                .blocks
+                .iter()
+                .find(|(c, _)| c.as_bytes() == want)
+                .map(|&(_, data)| data);
+        }
+        let i = self.blocks.partition_point(|(c, _)| c < cid);
+        self.blocks
+            .get(i)
+            .filter(|(c, _)| c == cid)
+            .map(|&(_, data)| data)
+    }
+
+    /// How many blocks the CAR has.
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Whether the CAR has no block.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
 }

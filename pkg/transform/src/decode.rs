@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::filter::CollectionFilter;
 use crate::{apply, apply_with_cbor, AccountRow, DeadLetterRow, IdentityRow, Op, Rows, Table};
-use skyhouse_atproto::car::{read_car_bytes, BlockStore, CarError, CarOptions};
+use skyhouse_atproto::car::{read_car_bytes, CarError, CarOptions, CarSlice};
 use skyhouse_atproto::cbor;
 use skyhouse_atproto::commit::Commit;
 use skyhouse_atproto::crypto::PublicKey;
@@ -622,7 +622,7 @@ impl Decoder {
             }
         };
         let commit = match checked_block(&store, &c.commit) {
-            Ok(b) => b.map(|b| Commit::decode(&b)),
+            Ok(b) => b.map(Commit::decode),
             Err(e) => {
                 fail(rows, out, format!("blocks: {e}"));
                 return;
@@ -702,7 +702,7 @@ impl Decoder {
                     continue;
                 }
             };
-            let record = match block.as_deref().map(cbor::decode).transpose() {
+            let record = match block.map(cbor::decode).transpose() {
                 Ok(r) => r,
                 Err(e) => {
                     dead_letter(
@@ -711,7 +711,7 @@ impl Decoder {
                         &c.repo,
                         (collection, rkey),
                         format!("record is not valid DAG-CBOR: {e}"),
-                        hex(block.as_deref().unwrap_or_default()),
+                        hex(block.unwrap_or_default()),
                     );
                     out.dead_letters += 1;
                     continue;
@@ -729,7 +729,7 @@ impl Decoder {
                     version,
                     indexed_at,
                 },
-                block.as_deref(),
+                block,
                 rows,
             );
             out.ops += 1;
@@ -812,22 +812,21 @@ fn jetstream_parts(commit: JsCommit<'_>) -> Result<JetstreamParts<'_>, String> {
 /// hashes the few this decoder reads (the commit and the ops' records). The
 /// MST nodes, ~80% of the bytes, are never read, and hashing them cost ~12%
 /// of a firehose run.
-fn commit_blocks(c: &CommitEvent) -> Result<BlockStore, CarError> {
+fn commit_blocks(c: &CommitEvent) -> Result<CarSlice<'_>, CarError> {
     let opts = CarOptions {
         memory_cap: usize::MAX,
         verify_hashes: false,
         ..CarOptions::default()
     };
-    read_car_bytes(&c.blocks, opts).map(|(_, store)| store)
+    CarSlice::parse(&c.blocks, opts)
 }
 
 /// The block of `cid`, if present, checked against its hash.
-fn checked_block(store: &BlockStore, cid: &Cid) -> Result<Option<Vec<u8>>, String> {
+fn checked_block<'a>(store: &CarSlice<'a>, cid: &Cid) -> Result<Option<&'a [u8]>, String> {
     match store.get(cid) {
-        Ok(Some(b)) if cid.matches(&b) => Ok(Some(b)),
-        Ok(Some(_)) => Err(format!("block {cid} does not match its hash")),
-        Ok(None) => Ok(None),
-        Err(e) => Err(format!("block {cid}: {e}")),
+        Some(b) if cid.matches(b) => Ok(Some(b)),
+        Some(_) => Err(format!("block {cid} does not match its hash")),
+        None => Ok(None),
     }
 }
 

@@ -1,7 +1,7 @@
 //! CAR reading and full-repository walks over every real CAR in testdata.
 
 use crate::*;
-use skyhouse_atproto::car::{read_car_bytes, CarError, CarOptions};
+use skyhouse_atproto::car::{read_car_bytes, CarError, CarOptions, CarSlice};
 use skyhouse_atproto::cbor;
 use skyhouse_atproto::repo::Repo;
 use skyhouse_atproto::Cid;
@@ -250,5 +250,73 @@ fn non_minimal_or_overlong_length_varints_are_refused() {
             panic!("streaming reader accepts {varint:02x?}");
         };
         assert!(err.to_string().contains(&want), "{err}");
+    }
+}
+
+/// A CAR's bytes with `extra` blocks (CID bytes, data) appended.
+fn with_blocks(car: &[u8], extra: &[(&Cid, &[u8])]) -> Vec<u8> {
+    let mut out = car.to_vec();
+    for (cid, data) in extra {
+        let mut n = (cid.as_bytes().len() + data.len()) as u64;
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+        out.extend_from_slice(cid.as_bytes());
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+#[test]
+fn car_slice_finds_every_block_the_block_store_holds() {
+    // A commit slice (a handful of blocks: searched in order) and whole
+    // repositories (hundreds: sorted and searched by halves).
+    let mut sizes = Vec::new();
+    for rel in [
+        "indigo/repo_slice.car",
+        "skyfall/attie.car",
+        "rsky/valid_repo.car",
+        "repo-stream/little.car",
+    ] {
+        let bytes = read(rel);
+        sizes.push(CarSlice::parse(&bytes, CarOptions::default()).expect("slice").len());
+        let (roots, store) = read_car_bytes(&bytes, CarOptions::default()).expect("store");
+        let slice = CarSlice::parse(&bytes, CarOptions::default()).expect("slice");
+        assert_eq!(slice.roots(), &roots[..], "{rel}");
+        assert_eq!(slice.len(), store.len(), "{rel}");
+        for cid in store.cids() {
+            let want = store.get(cid).expect("io").expect("block");
+            assert_eq!(slice.get(cid), Some(&want[..]), "{rel}: {cid}");
+        }
+        let absent: Cid = "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
+            .parse()
+            .expect("cid");
+        assert_eq!(slice.get(&absent), None, "{rel}");
+    }
+    assert!(sizes.iter().any(|&n| n < 10) && sizes.iter().any(|&n| n > 100), "{sizes:?}");
+}
+
+#[test]
+fn car_slice_returns_the_first_of_a_repeated_block_and_checks_hashes_when_asked() {
+    for rel in ["indigo/repo_slice.car", "repo-stream/little.car"] {
+        let bytes = read(rel);
+        let plain = CarSlice::parse(&bytes, CarOptions::default()).expect("slice");
+        let root = plain.roots()[0];
+        let good = plain.get(&root).expect("root block");
+        // The root's CID again, with other bytes, after every block.
+        let car = with_blocks(&bytes, &[(&root, b"not the root")]);
+        let trusting = CarOptions {
+            verify_hashes: false,
+            ..CarOptions::default()
+        };
+        let slice = CarSlice::parse(&car, trusting.clone()).expect("parse without hashes");
+        assert_eq!(slice.len(), plain.len() + 1, "{rel}");
+        assert_eq!(slice.get(&root), Some(good), "{rel}: the first copy");
+        let err = CarSlice::parse(&car, CarOptions::default()).expect_err("hash checked");
+        assert!(matches!(err, CarError::HashMismatch { cid, .. } if cid == root), "{rel}: {err}");
+        let cut = CarSlice::parse(&car[..car.len() - 3], trusting).expect_err("truncated");
+        assert!(matches!(cut, CarError::Truncated { .. }), "{rel}: {cut}");
     }
 }
