@@ -794,7 +794,7 @@ impl<'a> CarSlice<'a> {
         })?;
         if blocks.len() > Self::SCAN {
             // Stable: equal CIDs keep their CAR order.
-            blocks.sort_by(|a, b| a.0.cmp(&b.0));
+            blocks.sort_by_key(|a| a.0);
         }
         Ok(CarSlice { roots, blocks })
     }
