@@ -318,6 +318,11 @@ impl<'a> Decoder<'a> {
         self.pos
     }
 
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
     pub(crate) fn err_at(&self, offset: usize, kind: CborErrorKind) -> CborError {
         CborError { offset, kind }
     }
@@ -391,7 +396,7 @@ impl<'a> Decoder<'a> {
         Ok((major, arg, start))
     }
 
-    fn text(&mut self, len: u64, start: usize) -> Result<&'a str, CborError> {
+    pub(crate) fn text(&mut self, len: u64, start: usize) -> Result<&'a str, CborError> {
         let bytes = self.take(len)?;
         if bytes.len() < 64 && bytes.is_ascii() {
             // Most strings are short ASCII (keys, NSIDs, DIDs, dates), where a
@@ -475,7 +480,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn enter(&mut self, start: usize) -> Result<(), CborError> {
+    pub(crate) fn enter(&mut self, start: usize) -> Result<(), CborError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(self.err_at(start, CborErrorKind::Depth));
@@ -484,7 +489,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// A map key (text string only); the caller checks canonical order.
-    fn key(&mut self) -> Result<&'a str, CborError> {
+    pub(crate) fn key(&mut self) -> Result<&'a str, CborError> {
         let (major, arg, start) = self.head()?;
         if major != 3 {
             return Err(self.err_at(start, CborErrorKind::KeyType));

@@ -26,8 +26,9 @@ pub struct Commit {
     pub prev: Option<Cid>,
     /// The signature bytes (64-byte compact ECDSA).
     pub sig: Vec<u8>,
-    /// The commit as decoded, kept to rebuild the signed bytes exactly.
-    raw: Map<'static>,
+    /// The commit block, kept to rebuild the signed bytes exactly (decoded
+    /// again only when a signature is checked).
+    raw: Vec<u8>,
 }
 
 /// Why a commit block is not a valid commit.
@@ -106,15 +107,20 @@ impl Commit {
             rev,
             prev,
             sig,
-            raw: map.into_owned(),
+            raw: bytes.to_vec(),
         })
     }
 
     /// The bytes the signature covers: the commit re-encoded without `sig`.
     pub fn unsigned_bytes(&self) -> Vec<u8> {
-        let mut m = self.raw.clone();
-        m.remove("sig");
-        cbor::encode(&Value::Map(m))
+        match cbor::decode(&self.raw) {
+            Ok(Value::Map(mut m)) => {
+                m.remove("sig");
+                cbor::encode(&Value::Map(m))
+            }
+            // `decode` read these bytes as a map already.
+            _ => Vec::new(),
+        }
     }
 
     /// Check the signature against the account's signing key.

@@ -347,9 +347,169 @@ fn opt_link_in(m: &Map<'_>, field: &str) -> Result<Option<Cid>, &'static str> {
     }
 }
 
+/// The header of every `#commit` frame, `{"t": "#commit", "op": 1}` in
+/// canonical DAG-CBOR: nearly every frame starts with these bytes.
+const COMMIT_HEADER: &[u8] = b"\xa2\x61t\x67#commit\x62op\x01";
+
+/// A `#commit` body read straight from its bytes, with no value tree:
+/// `None` when anything is not in the plain form (a field missing, of
+/// another type, out of canonical order, bytes left over, an unknown key),
+/// and the caller decodes the frame the general way, which gives the value
+/// or the error.
+fn commit_fast(body: &[u8]) -> Option<CommitEvent> {
+    let mut d = cbor::Decoder::new(body);
+    let (major, entries, _) = d.head().ok()?;
+    if major != 5 {
+        return None;
+    }
+    let (mut seq, mut repo, mut commit, mut rev, mut since) = (None, None, None, None, None);
+    let (mut blocks, mut ops, mut blobs, mut prev_data, mut time) = (None, None, None, None, None);
+    let (mut too_big, mut rebase) = (false, false);
+    let mut prev_key: Option<&str> = None;
+    for _ in 0..entries {
+        let key = d.key().ok()?;
+        if prev_key.is_some_and(|p| cbor::key_order(p, key) != std::cmp::Ordering::Less) {
+            return None;
+        }
+        prev_key = Some(key);
+        match key {
+            "seq" => seq = Some(int(&mut d)?),
+            "repo" => repo = Some(text(&mut d)?.to_owned()),
+            "commit" => commit = Some(d.link_or_null().ok()??),
+            "rev" => rev = Some(text(&mut d)?.to_owned()),
+            "since" => since = opt_text(&mut d)?,
+            "blocks" => {
+                let (major, len, _) = d.head().ok()?;
+                if major != 2 {
+                    return None;
+                }
+                blocks = Some(d.take(len).ok()?.to_vec());
+            }
+            "ops" => ops = Some(ops_fast(&mut d)?),
+            "blobs" => {
+                blobs = Some(match d.value().ok()? {
+                    Value::Null => Vec::new(),
+                    Value::Array(a) => a.iter().filter_map(Value::as_link).copied().collect(),
+                    _ => return None,
+                })
+            }
+            "prevData" => prev_data = d.link_or_null().ok()?,
+            "time" => time = Some(text(&mut d)?.to_owned()),
+            "tooBig" => too_big = opt_bool(&mut d)?,
+            "rebase" => rebase = opt_bool(&mut d)?,
+            _ => return None,
+        }
+    }
+    if !d.at_end() {
+        return None;
+    }
+    Some(CommitEvent {
+        seq: seq?,
+        repo: repo?,
+        commit: commit?,
+        rev: rev?,
+        since,
+        blocks: blocks?,
+        ops: ops?,
+        blobs: blobs.unwrap_or_default(),
+        prev_data,
+        time: time?,
+        too_big,
+        rebase,
+    })
+}
+
+/// The ops array of a `#commit`, each `{action, path, cid, prev}` read in place.
+fn ops_fast(d: &mut cbor::Decoder<'_>) -> Option<Vec<RepoOp>> {
+    let (major, n, _) = d.head().ok()?;
+    if major != 4 || n > d.remaining() as u64 {
+        return None;
+    }
+    let mut ops = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let (major, entries, _) = d.head().ok()?;
+        if major != 5 {
+            return None;
+        }
+        let (mut action, mut path, mut cid, mut prev) = (None, None, None, None);
+        let mut prev_key: Option<&str> = None;
+        for _ in 0..entries {
+            let key = d.key().ok()?;
+            if prev_key.is_some_and(|p| cbor::key_order(p, key) != std::cmp::Ordering::Less) {
+                return None;
+            }
+            prev_key = Some(key);
+            match key {
+                "action" => {
+                    action = Some(match text(d)? {
+                        "create" => Action::Create,
+                        "update" => Action::Update,
+                        "delete" => Action::Delete,
+                        _ => return None,
+                    })
+                }
+                "path" => path = Some(text(d)?.to_owned()),
+                "cid" => cid = d.link_or_null().ok()?,
+                "prev" => prev = d.link_or_null().ok()?,
+                _ => return None,
+            }
+        }
+        ops.push(RepoOp {
+            action: action?,
+            path: path?,
+            cid,
+            prev,
+        });
+    }
+    Some(ops)
+}
+
+fn int(d: &mut cbor::Decoder<'_>) -> Option<i64> {
+    match d.value().ok()? {
+        Value::Integer(i) => Some(i),
+        _ => None,
+    }
+}
+
+fn text<'a>(d: &mut cbor::Decoder<'a>) -> Option<&'a str> {
+    let (major, len, start) = d.head().ok()?;
+    if major != 3 {
+        return None;
+    }
+    d.text(len, start).ok()
+}
+
+fn opt_text(d: &mut cbor::Decoder<'_>) -> Option<Option<String>> {
+    match d.value().ok()? {
+        Value::Null => Some(None),
+        Value::String(s) => Some(Some(s.into_owned())),
+        _ => None,
+    }
+}
+
+fn opt_bool(d: &mut cbor::Decoder<'_>) -> Option<bool> {
+    match d.value().ok()? {
+        Value::Null => Some(false),
+        Value::Bool(b) => Some(b),
+        _ => None,
+    }
+}
+
 impl Frame {
     /// Decode one WebSocket binary message.
     pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
+        if let Some(body) = bytes.strip_prefix(COMMIT_HEADER) {
+            if let Some(c) = commit_fast(body) {
+                return Ok(Frame::Commit(c));
+            }
+        }
+        Frame::decode_general(bytes)
+    }
+
+    /// [`Frame::decode`] through the DAG-CBOR value tree for every frame,
+    /// without the in-place reading of plain `#commit` frames: the same
+    /// result, slower (the tests compare the two).
+    pub fn decode_general(bytes: &[u8]) -> Result<Frame, FrameError> {
         let (header, used) = cbor::decode_prefix(bytes).map_err(|source| FrameError::Cbor {
             part: "header",
             source,
@@ -506,4 +666,100 @@ pub fn encode_frame(t: &str, body: &Value<'_>) -> Vec<u8> {
     let mut out = cbor::encode(&Value::Map(header));
     cbor::encode_into(body, &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real relay frames of the Jetstream corpus.
+    fn corpus() -> Vec<Vec<u8>> {
+        use std::io::Read;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/jetstream/frames.bin.zst");
+        let compressed = std::fs::read(path).expect("corpus");
+        let mut raw = Vec::new();
+        zstd::stream::read::Decoder::new(&compressed[..])
+            .expect("zstd")
+            .read_to_end(&mut raw)
+            .expect("unzstd");
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < raw.len() {
+            let len = u32::from_le_bytes(raw[pos..pos + 4].try_into().expect("len")) as usize;
+            out.push(raw[pos + 4..pos + 4 + len].to_vec());
+            pos += 4 + len;
+        }
+        out
+    }
+
+    #[test]
+    fn every_real_commit_is_read_in_place_as_the_value_tree_reads_it() {
+        let frames = corpus();
+        let mut commits = 0;
+        for f in &frames {
+            let Ok(Frame::Commit(want)) = Frame::decode_general(f) else {
+                continue;
+            };
+            commits += 1;
+            let body = f.strip_prefix(COMMIT_HEADER).expect("the usual header");
+            assert_eq!(commit_fast(body).as_ref(), Some(&want), "seq {}", want.seq);
+        }
+        assert_eq!(commits, 148);
+    }
+
+    #[test]
+    fn a_damaged_commit_decodes_or_fails_as_the_value_tree_says() {
+        let frames = corpus();
+        let commits: Vec<&Vec<u8>> = frames
+            .iter()
+            .filter(|f| f.starts_with(COMMIT_HEADER))
+            .take(2)
+            .collect();
+        let mut errors = 0;
+        for f in commits {
+            // Every byte, changed three ways.
+            for at in 0..f.len() {
+                for change in 0..3 {
+                    let mut g = f.clone();
+                    g[at] = match change {
+                        0 => g[at] ^ 0x01,
+                        1 => g[at] ^ 0xff,
+                        _ => g[at].wrapping_sub(1),
+                    };
+                    let general = Frame::decode_general(&g);
+                    assert_eq!(Frame::decode(&g), general, "byte {at}, change {change}");
+                    if general.is_err() {
+                        errors += 1;
+                    }
+                }
+            }
+        }
+        assert!(errors > 100, "{errors}");
+    }
+
+    #[test]
+    fn a_commit_with_its_keys_out_of_order_is_refused_as_the_value_tree_refuses_it() {
+        let frames = corpus();
+        let f = frames
+            .iter()
+            .find(|f| f.starts_with(COMMIT_HEADER))
+            .expect("a commit");
+        let Ok(Value::Map(m)) = cbor::decode(&f[COMMIT_HEADER.len()..]) else {
+            panic!("body");
+        };
+        // The same entries, last first: not canonical DAG-CBOR.
+        let entries: Vec<(&str, &Value<'_>)> = m.iter().collect();
+        let mut g = COMMIT_HEADER.to_vec();
+        cbor::write_head(&mut g, 5, entries.len() as u64);
+        for (k, v) in entries.iter().rev() {
+            cbor::encode_into(&Value::String((*k).into()), &mut g);
+            cbor::encode_into(v, &mut g);
+        }
+        let general = Frame::decode_general(&g);
+        assert!(
+            general.as_ref().is_err_and(|e| e.to_string().contains("order")),
+            "{general:?}"
+        );
+        assert_eq!(Frame::decode(&g), general);
+    }
 }
