@@ -178,23 +178,7 @@ impl<R: Read> CarReader<R> {
         }
         let mut buf = vec![0u8; len as usize];
         read_exact(&mut inner, &mut buf, &mut offset, "header")?;
-        let header = cbor::decode(&buf).map_err(|e| CarError::Header(e.to_string()))?;
-        match header.get("version").and_then(Value::as_i64) {
-            Some(1) => {}
-            Some(v) => return Err(CarError::Header(format!("unsupported CAR version {v}"))),
-            None => return Err(CarError::Header("no version".into())),
-        }
-        let roots = header
-            .get("roots")
-            .and_then(Value::as_array)
-            .ok_or_else(|| CarError::Header("no roots array".into()))?
-            .iter()
-            .map(|r| {
-                r.as_link()
-                    .copied()
-                    .ok_or_else(|| CarError::Header("root is not a CID".into()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let roots = header_roots(&buf)?;
         Ok(CarReader {
             inner,
             offset,
@@ -744,6 +728,27 @@ pub fn read_car_bytes(bytes: &[u8], opts: CarOptions) -> Result<(Vec<Cid>, Block
     BlockStore::from_shared(Arc::from(bytes), opts)
 }
 
+/// The roots of a CAR header (its DAG-CBOR bytes), version 1 only.
+fn header_roots(buf: &[u8]) -> Result<Vec<Cid>, CarError> {
+    let header = cbor::decode(buf).map_err(|e| CarError::Header(e.to_string()))?;
+    match header.get("version").and_then(Value::as_i64) {
+        Some(1) => {}
+        Some(v) => return Err(CarError::Header(format!("unsupported CAR version {v}"))),
+        None => return Err(CarError::Header("no version".into())),
+    }
+    header
+        .get("roots")
+        .and_then(Value::as_array)
+        .ok_or_else(|| CarError::Header("no roots array".into()))?
+        .iter()
+        .map(|r| {
+            r.as_link()
+                .copied()
+                .ok_or_else(|| CarError::Header("root is not a CID".into()))
+        })
+        .collect()
+}
+
 /// Every block of a CAR held in memory, in order: `f(cid, offset of the
 /// block's CID, CID length, data length)`, after its length and CID (and,
 /// with `verify_hashes`, its hash) are checked. Returns the roots.
@@ -752,9 +757,30 @@ fn walk_slice(
     opts: CarOptions,
     mut f: impl FnMut(Cid, usize, usize, usize),
 ) -> Result<Vec<Cid>, CarError> {
-    let reader = CarReader::new(car, opts)?;
-    let (roots, opts) = (reader.roots, reader.opts);
-    let mut pos = reader.offset as usize;
+    // The header, read in place (`CarReader::new` copies it out of a reader).
+    let (len, used) = match slice_varint(car, 0) {
+        Ok(v) => v,
+        Err(_) if car.is_empty() => {
+            return Err(CarError::Truncated {
+                offset: 0,
+                what: "header length",
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    if len == 0 || len > MAX_HEADER {
+        return Err(CarError::Header(format!(
+            "header length {len} out of range"
+        )));
+    }
+    let Some(header) = car.get(used..used + len as usize) else {
+        return Err(CarError::Truncated {
+            offset: car.len() as u64,
+            what: "header",
+        });
+    };
+    let roots = header_roots(header)?;
+    let mut pos = used + len as usize;
     while pos < car.len() {
         let start = pos as u64;
         let (len, used) = slice_varint(&car[pos..], start)?;

@@ -669,11 +669,11 @@ pub fn encode_frame(t: &str, body: &Value<'_>) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The real relay frames of the Jetstream corpus.
-    fn corpus() -> Vec<Vec<u8>> {
+    pub(crate) fn corpus() -> Vec<Vec<u8>> {
         use std::io::Read;
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/jetstream/frames.bin.zst");
         let compressed = std::fs::read(path).expect("corpus");
