@@ -10,11 +10,10 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use metrics::counter;
 use serde::Deserialize;
 use skyhouse_atproto::frame::Frame;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -22,8 +21,9 @@ use crate::config::{SourceConfig, SourceKind};
 use crate::error::SourceError;
 use crate::{Connected, Message};
 
-/// Read buffer for captures: 256 KiB, a few hundred Jetstream lines per read.
-const READ_BUFFER: usize = 256 << 10;
+/// Read size for captures: 1 MiB, a few thousand Jetstream lines or a few
+/// hundred firehose frames per read.
+const READ_BUFFER: usize = 1 << 20;
 
 /// Append one frame to a frame file: its length as a big-endian u32, then the bytes.
 /// Fails with `InvalidInput` for a frame of 4 GiB or more.
@@ -70,9 +70,9 @@ pub(crate) async fn replay(
         path: path.to_path_buf(),
         source,
     };
-    let file = tokio::fs::File::open(path).await.map_err(io_err)?;
+    let file = std::fs::File::open(path).map_err(io_err)?;
     let mut reader = Replay {
-        input: BufReader::with_capacity(READ_BUFFER, file),
+        input: Chunks::new(file),
         kind: cfg.kind,
         max: cfg.max_message_size,
         path,
@@ -113,9 +113,71 @@ pub(crate) async fn replay(
     }
 }
 
+/// A capture read in chunks on the blocking pool, straight into a buffer
+/// that messages are cut from without a copy: one copy per byte (the
+/// kernel's), where a buffered async reader made three.
+struct Chunks {
+    /// `None` once the end was read.
+    file: Option<std::fs::File>,
+    /// Read, not consumed yet.
+    buf: BytesMut,
+}
+
+impl Chunks {
+    fn new(file: std::fs::File) -> Self {
+        Chunks {
+            file: Some(file),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Read another chunk onto the end of the buffer; `false` at the end of
+    /// the file.
+    async fn fill(&mut self) -> io::Result<bool> {
+        let Some(mut file) = self.file.take() else {
+            return Ok(false);
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        let (file, buf, read) = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            buf.reserve(READ_BUFFER);
+            let at = buf.len();
+            buf.resize(at + READ_BUFFER, 0);
+            let read = loop {
+                match file.read(&mut buf[at..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    r => break r,
+                }
+            };
+            buf.truncate(at + *read.as_ref().unwrap_or(&0));
+            (file, buf, read)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        self.buf = buf;
+        match read? {
+            0 => Ok(false),
+            _ => {
+                self.file = Some(file);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Make at least `n` bytes ready; `false` if the file ends first.
+    async fn want(&mut self, n: usize) -> io::Result<bool> {
+        while self.buf.len() < n {
+            if !self.fill().await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// Reads one message at a time from a capture.
-struct Replay<'a, R> {
-    input: BufReader<R>,
+struct Replay<'a> {
+    input: Chunks,
     kind: SourceKind,
     max: usize,
     path: &'a Path,
@@ -133,7 +195,7 @@ struct TimeUs {
     time_us: i64,
 }
 
-impl<R: AsyncRead + Unpin> Replay<'_, R> {
+impl Replay<'_> {
     async fn next(&mut self) -> Result<Option<Bytes>, SourceError> {
         match self.kind {
             SourceKind::Jetstream => self.next_line().await,
@@ -145,22 +207,39 @@ impl<R: AsyncRead + Unpin> Replay<'_, R> {
     async fn next_line(&mut self) -> Result<Option<Bytes>, SourceError> {
         loop {
             let start = self.offset;
-            let mut line = Vec::new();
-            // `take` caps the line: `read_until` alone would buffer a newline-free file whole.
-            let n = (&mut self.input)
-                .take(self.max as u64 + 2) // + "\r\n"
-                .read_until(b'\n', &mut line)
-                .await
-                .map_err(|source| self.io_error(source))?;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.offset += n as u64;
-            let terminated = line.last() == Some(&b'\n');
-            if terminated {
-                line.pop();
+            // Look for the newline in what is read, reading more while there
+            // is none, up to the size cap (+ "\r\n"): a newline-free file is
+            // not buffered whole.
+            let mut searched = 0;
+            let end = loop {
+                if let Some(i) = memchr::memchr(b'\n', &self.input.buf[searched..]) {
+                    break Some(searched + i);
+                }
+                searched = self.input.buf.len();
+                if searched > self.max + 2 {
+                    return Err(SourceError::FileMessageTooLarge {
+                        path: self.path.to_path_buf(),
+                        index: self.index,
+                        offset: start,
+                        size: searched as u64, // at least: the rest was not read
+                        max: self.max,
+                    });
+                }
+                if !self.input.fill().await.map_err(|e| self.io_error(e))? {
+                    break None;
+                }
+            };
+            let taken = match end {
+                Some(i) => i + 1,
+                None if self.input.buf.is_empty() => return Ok(None),
+                None => self.input.buf.len(),
+            };
+            let mut line = self.input.buf.split_to(taken);
+            self.offset += taken as u64;
+            if line.last() == Some(&b'\n') {
+                line.truncate(line.len() - 1);
                 if line.last() == Some(&b'\r') {
-                    line.pop();
+                    line.truncate(line.len() - 1);
                 }
             }
             if line.len() > self.max {
@@ -168,7 +247,7 @@ impl<R: AsyncRead + Unpin> Replay<'_, R> {
                     path: self.path.to_path_buf(),
                     index: self.index,
                     offset: start,
-                    size: line.len() as u64, // at least: the rest was not read
+                    size: line.len() as u64,
                     max: self.max,
                 });
             }
@@ -176,30 +255,25 @@ impl<R: AsyncRead + Unpin> Replay<'_, R> {
                 continue;
             }
             self.index += 1;
-            return Ok(Some(Bytes::from(line)));
+            return Ok(Some(line.freeze()));
         }
     }
 
     /// The next `[u32 BE length][frame]` record.
     async fn next_frame(&mut self) -> Result<Option<Bytes>, SourceError> {
         let start = self.offset;
-        let mut len = [0u8; 4];
-        let mut got = 0;
-        while got < 4 {
-            let n = self
-                .input
-                .read(&mut len[got..])
-                .await
-                .map_err(|source| self.io_error(source))?;
-            if n == 0 {
-                if got == 0 {
-                    return Ok(None);
-                }
-                return Err(self.truncated(start));
+        if !self.input.want(4).await.map_err(|e| self.io_error(e))? {
+            if self.input.buf.is_empty() {
+                return Ok(None);
             }
-            got += n;
+            return Err(self.truncated(start));
         }
-        let len = u32::from_be_bytes(len) as usize;
+        let len = u32::from_be_bytes([
+            self.input.buf[0],
+            self.input.buf[1],
+            self.input.buf[2],
+            self.input.buf[3],
+        ]) as usize;
         if len > self.max {
             return Err(SourceError::FileMessageTooLarge {
                 path: self.path.to_path_buf(),
@@ -209,15 +283,14 @@ impl<R: AsyncRead + Unpin> Replay<'_, R> {
                 max: self.max,
             });
         }
-        let mut frame = vec![0u8; len];
-        match self.input.read_exact(&mut frame).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(self.truncated(start)),
-            Err(source) => return Err(self.io_error(source)),
+        if !self.input.want(4 + len).await.map_err(|e| self.io_error(e))? {
+            return Err(self.truncated(start));
         }
+        let mut frame = self.input.buf.split_to(4 + len);
+        let frame = frame.split_off(4).freeze();
         self.offset += 4 + len as u64;
         self.index += 1;
-        Ok(Some(Bytes::from(frame)))
+        Ok(Some(frame))
     }
 
     /// Whether `msg` is at or before the resume position.

@@ -246,3 +246,54 @@ async fn blank_lines_and_crlf_are_tolerated_in_jsonl() {
     let got: Vec<&[u8]> = got.iter().map(|m| &m.bytes[..]).collect();
     assert_eq!(got, [&b"{\"time_us\":1}"[..], b"{\"time_us\":2}"]);
 }
+
+#[tokio::test]
+async fn messages_across_read_chunks_and_larger_than_one_replay_byte_for_byte() {
+    // ~3.5 MB of frames (the capture is read 1 MiB at a time): the corpus
+    // frames five times over, and one frame of 1.5 MB in the middle.
+    let corpus = corpus_frames();
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    for round in 0..5 {
+        frames.extend(corpus.iter().cloned());
+        if round == 2 {
+            frames.push((0..1_500_000u32).map(|i| (i % 251) as u8).collect());
+        }
+    }
+    let mut bytes = Vec::new();
+    skyhouse_sources::write_frame_file(&mut bytes, &frames).expect("write");
+    assert!(bytes.len() > 3 << 20, "{}", bytes.len());
+    let path = temp_file("chunks.frames", &bytes);
+    let (got, result) = replay(SourceKind::Firehose, &path, 0).await;
+    result.expect("Ok");
+    let got: Vec<&[u8]> = got.iter().map(|m| &m.bytes[..]).collect();
+    let want: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    assert!(got == want, "{} frames of {}", got.len(), want.len());
+
+    // Lines of every length from 1 byte to 1.2 MB, `\n` and `\r\n`, blank
+    // lines, the last one without a newline.
+    let mut text = Vec::new();
+    let mut lines = Vec::new();
+    for i in 0..4_000usize {
+        let len = match i {
+            1_500 => 1_200_000,
+            _ => 1 + (i * 7919) % 1_500,
+        };
+        let line: Vec<u8> = (0..len).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+        text.extend_from_slice(&line);
+        text.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+        if i % 10 == 0 {
+            text.extend_from_slice(b"  \n");
+        }
+        lines.push(line);
+    }
+    let last = b"{\"no\":\"newline\"}".to_vec();
+    text.extend_from_slice(&last);
+    lines.push(last);
+    assert!(text.len() > 3 << 20, "{}", text.len());
+    let path = temp_file("chunks.jsonl", &text);
+    let (got, result) = replay(SourceKind::Jetstream, &path, 0).await;
+    result.expect("Ok");
+    let got: Vec<&[u8]> = got.iter().map(|m| &m.bytes[..]).collect();
+    let want: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+    assert!(got == want, "{} lines of {}", got.len(), want.len());
+}
