@@ -77,14 +77,60 @@ pub struct RefreshedUpto {
 pub const REFRESH_WINDOW_ROWS: u64 = 1_000_000;
 
 /// The SQL of a TID's time as a `DateTime`, for the key expression `key`
-/// (a 13-character TID; anything else gives time 0). The same expression as
-/// migration 0009's views.
+/// (a 13-character TID; anything else gives time 0). Migration 0012's views
+/// use the same expression (0009's computed the same value digit by digit,
+/// ~3× the server's CPU).
+///
+/// The first 11 characters are the time in microseconds, 5 bits each
+/// (base32-sortable `234567abc…z`). They are read as two integers, the
+/// first 8 bytes and the next 3, and decoded in place: every byte less
+/// 50 (`'2'` → 0), 41 less again for letters (a letter's byte + 31 has its
+/// top bit set: `'a'` → 6), then the 5-bit digits are packed together by
+/// pairs of bytes, of 16-bit and of 32-bit halves.
 pub fn tid_time_sql(key: &str) -> String {
     format!(
         "if(match({key}, '^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{{12}}$'), \
-         toDateTime(least(intDiv(toUInt64(arraySum(arrayMap(i -> (position('234567abcdefghijklmnopqrstuvwxyz', \
-         substring({key}, i + 1, 1)) - 1) * pow(32, 10 - i), range(11)))), 1000000), 4294967295)), toDateTime(0))"
+         toDateTime(least(intDiv({}, 1000000), 4294967295)), toDateTime(0))",
+        tid_micros_sql(key)
     )
+}
+
+/// The microseconds of a TID's first 11 characters, assumed valid (see
+/// [`tid_time_sql`]).
+fn tid_micros_sql(key: &str) -> String {
+    let a = format!("reinterpretAsUInt64(reverse(substring({key}, 1, 8)))");
+    let b = format!("reinterpretAsUInt64(reverse(substring({key}, 9, 3)))");
+    // Digit values, one per byte.
+    let digits = |x: &str, bytes: u32| {
+        let ones = u64::MAX >> (64 - 8 * bytes) & 0x0101_0101_0101_0101;
+        format!(
+            "({x} - {} - 41 * bitShiftRight(bitAnd({x} + {}, {}), 7))",
+            ones * 50,
+            ones * 31,
+            ones * 128
+        )
+    };
+    let (va, vb) = (digits(&a, 8), digits(&b, 3));
+    // 8 digits of 8 bits → 4 of 10 → 2 of 20 → 40 bits.
+    let pack = |x: &str, lane: u32, width: u32| {
+        let mut lo = 0u64;
+        let mut lane_at = 0;
+        while lane_at < 64 {
+            lo |= ((1u64 << width) - 1) << lane_at;
+            lane_at += lane;
+        }
+        let hi = lo << (lane / 2);
+        format!(
+            "bitOr(bitShiftRight(bitAnd({x}, {hi}), {}), bitAnd({x}, {lo}))",
+            lane / 2 - width
+        )
+    };
+    let first = pack(&pack(&pack(&va, 16, 5), 32, 10), 64, 20);
+    let last = format!(
+        "bitOr(bitOr(bitShiftLeft(bitAnd(bitShiftRight({vb}, 16), 31), 10), \
+         bitShiftLeft(bitAnd(bitShiftRight({vb}, 8), 31), 5)), bitAnd({vb}, 31))"
+    );
+    format!("bitOr(bitShiftLeft({first}, 15), {last})")
 }
 
 /// The smallest record key a subject recent enough for
@@ -917,3 +963,4 @@ mod tests {
         );
     }
 }
+

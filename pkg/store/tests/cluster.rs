@@ -231,17 +231,22 @@ async fn migrations_go_up_down_and_up_again_on_every_server() {
     // Idempotent.
     assert_eq!(first.up().await.expect("up again"), after_up);
     assert_eq!(tables(&cluster.nodes()[0], name), with_all);
-    // The newest migration as if interrupted after its ALTERs (its
-    // bookkeeping row never written): it runs again, its ADD COLUMNs
-    // already made on the shards skipped.
-    let newest = all.last().expect("migrations");
-    assert!(newest.up.contains("ADD COLUMN"), "{}", newest.name);
-    cluster.query(&format!(
-        "INSERT INTO {name}.schema_migrations (version, name, checksum, state, server_version, applied_at, seq) \
-         SELECT {v}, '{}', '', 'rolled_back', '', now(), max(seq) + 1 FROM {name}.schema_migrations WHERE version = {v}",
-        newest.name,
-        v = newest.version
-    ));
+    // The newest migration with column changes as if interrupted after its
+    // ALTERs (its bookkeeping row never written), and every later one not
+    // run yet: they run again, its ADD COLUMNs already made on the shards
+    // skipped.
+    let from = all
+        .iter()
+        .rposition(|m| m.up.contains("ADD COLUMN"))
+        .expect("a migration that adds columns");
+    for rerun in &all[from..] {
+        cluster.query(&format!(
+            "INSERT INTO {name}.schema_migrations (version, name, checksum, state, server_version, applied_at, seq) \
+             SELECT {v}, '{}', '', 'rolled_back', '', now(), max(seq) + 1 FROM {name}.schema_migrations WHERE version = {v}",
+            rerun.name,
+            v = rerun.version
+        ));
+    }
     assert_eq!(
         first.up().await.expect("up after an interruption"),
         after_up

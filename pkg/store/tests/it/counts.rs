@@ -766,3 +766,64 @@ async fn an_edit_that_keeps_the_subjects_survives_a_replay_of_the_older_create()
     let bob_posts = actor_counts(&ch, &[&bob]).await.expect("actor counts");
     assert_eq!(bob_posts[0].posts, 1, "{bob_posts:?}");
 }
+
+#[test]
+fn the_tid_time_expression_reads_every_key_as_the_tid_parser_does() {
+    let (db, _ch) = fresh("tid_time");
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut keys: Vec<String> = (0..3_000)
+        .map(|i| {
+            // Every range of values: the top bit is always 0 in a TID.
+            let v = match i % 3 {
+                0 => rng.u64(..) >> 1,
+                1 => rng.u64(1_600_000_000_000_000 << 10..1_900_000_000_000_000 << 10),
+                _ => rng.u64(..1 << 40),
+            };
+            skyhouse_atproto::syntax::Tid::from_u64(v)
+                .expect("tid")
+                .to_string()
+        })
+        .collect();
+    keys.extend(
+        [
+            "2222222222222",
+            "jzzzzzzzzzzzz",
+            "kzzzzzzzzzzzz",
+            "3jzfcijpj2z2",
+            "3jzfcijpj2z2aa",
+            "3JZFCIJPJ2Z2A",
+            "3jzfcijpj2z1a",
+            "3jzfcijpj2z2!",
+            "self",
+            "",
+        ]
+        .map(String::from),
+    );
+    let list: Vec<String> = keys.iter().map(|k| format!("'{k}'")).collect();
+    let out = db.query(&format!(
+        "SELECT k, toUInt32({}) FROM (SELECT arrayJoin([{}]) AS k)",
+        skyhouse_store::counts::tid_time_sql("k"),
+        list.join(", ")
+    ));
+    let got: Vec<(String, u32)> = out
+        .lines()
+        .map(|l| {
+            let (k, t) = l.split_once('\t').expect("two columns");
+            (k.to_owned(), t.parse().expect("seconds"))
+        })
+        .collect();
+    let want: Vec<(String, u32)> = keys
+        .iter()
+        .map(|k| {
+            let secs = k
+                .parse::<skyhouse_atproto::syntax::Tid>()
+                .map_or(0, |t| (t.timestamp_micros() / 1_000_000).min(u64::from(u32::MAX)));
+            (k.clone(), secs as u32)
+        })
+        .collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+    assert!(want.iter().filter(|(_, t)| *t == 0).count() >= 8);
+}

@@ -99,13 +99,13 @@ async fn a_migration_interrupted_after_its_column_changes_runs_again() {
     let all = migrate::embedded().expect("migrations");
     let m = Migrator::new(&ch, all.clone());
     let applied = m.up().await.expect("up");
-    // The newest migration (an interrupted one is the newest applied).
-    let with_columns = all.last().expect("migrations");
-    assert!(
-        with_columns.up.contains("ADD COLUMN"),
-        "{}",
-        with_columns.name
-    );
+    // The newest migration with column changes, as if interrupted after
+    // them, and every later one, not run yet (an interrupted migration is
+    // the newest applied).
+    let from = all
+        .iter()
+        .rposition(|m| m.up.contains("ADD COLUMN"))
+        .expect("a migration that adds columns");
     let columns = || {
         db.query(&format!(
             "SELECT table, name, type FROM system.columns WHERE database = '{}' ORDER BY table, name",
@@ -113,13 +113,15 @@ async fn a_migration_interrupted_after_its_column_changes_runs_again() {
         ))
     };
     let before = columns();
-    // Just above the row `up` wrote (the rerun's row, written later, wins).
-    db.query(&format!(
-        "INSERT INTO schema_migrations (version, name, checksum, state, server_version, applied_at, seq) \
-         SELECT {v}, '{}', '', 'rolled_back', '', now(), max(seq) + 1 FROM schema_migrations WHERE version = {v}",
-        with_columns.name,
-        v = with_columns.version
-    ));
+    for rerun in &all[from..] {
+        // Just above the row `up` wrote (the rerun's row, written later, wins).
+        db.query(&format!(
+            "INSERT INTO schema_migrations (version, name, checksum, state, server_version, applied_at, seq) \
+             SELECT {v}, '{}', '', 'rolled_back', '', now(), max(seq) + 1 FROM schema_migrations WHERE version = {v}",
+            rerun.name,
+            v = rerun.version
+        ));
+    }
     let again = m.up().await.expect("up after the interruption");
     assert_eq!(again, applied);
     assert_eq!(columns(), before, "the columns are as after the first up");
