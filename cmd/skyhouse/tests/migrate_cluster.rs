@@ -124,7 +124,7 @@ fn migrate_up_version_dump_schema_and_down_on_a_cluster() {
     );
     let after_one = columns(cluster.node(1, 1), name);
     assert!(
-        after_one.len() < before_one.len(),
+        before_one.iter().any(|c| !after_one.contains(c)),
         "down 1 removed nothing: {after_one:?}"
     );
     for node in cluster.nodes() {
