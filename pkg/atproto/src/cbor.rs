@@ -497,6 +497,26 @@ impl<'a> Decoder<'a> {
         self.text(arg, start)
     }
 
+    /// The head of a map: its number of entries; `None` for anything else.
+    pub(crate) fn map_len(&mut self) -> Option<u64> {
+        match self.head().ok()? {
+            (5, entries, _) => Some(entries),
+            _ => None,
+        }
+    }
+
+    /// The next key of a map whose last key was `prev` (updated); `None`
+    /// when it is not a text string or does not follow `prev` in canonical
+    /// order.
+    pub(crate) fn key_after(&mut self, prev: &mut Option<&'a str>) -> Option<&'a str> {
+        let key = self.key().ok()?;
+        if prev.is_some_and(|p| key_order(p, key) != std::cmp::Ordering::Less) {
+            return None;
+        }
+        *prev = Some(key);
+        Some(key)
+    }
+
     /// A CID link (tag 42) or null.
     pub(crate) fn link_or_null(&mut self) -> Result<Option<Cid>, CborError> {
         let start = self.pos;

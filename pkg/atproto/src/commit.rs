@@ -72,20 +72,12 @@ impl Commit {
     /// else, every value valid) read without a value tree; `None` otherwise.
     fn decode_in_place(bytes: &[u8]) -> Option<Commit> {
         let mut d = cbor::Decoder::new(bytes);
-        let (major, entries, _) = d.head().ok()?;
-        if major != 5 {
-            return None;
-        }
+        let entries = d.map_len()?;
         let (mut did, mut version, mut data, mut rev, mut prev, mut sig) =
             (None, None, None, None, None, None);
-        let mut last: Option<&str> = None;
+        let mut last = None;
         for _ in 0..entries {
-            let key = d.key().ok()?;
-            if last.is_some_and(|p| cbor::key_order(p, key) != std::cmp::Ordering::Less) {
-                return None;
-            }
-            last = Some(key);
-            match (key, d.value().ok()?) {
+            match (d.key_after(&mut last)?, d.value().ok()?) {
                 ("did", Value::String(s)) if s.starts_with("did:") => did = Some(s.into_owned()),
                 ("version", Value::Integer(v @ (2 | 3))) => version = Some(v),
                 ("data", Value::Link(c)) => data = Some(c),
@@ -208,7 +200,8 @@ impl Commit {
 mod tests {
     use super::*;
     use crate::car::{CarOptions, CarSlice};
-    use crate::frame::{tests::corpus, Frame};
+    use crate::frame::tests::{corpus, each_damaged};
+    use crate::frame::Frame;
 
     /// The commit block of every `#commit` of the real relay frames.
     fn commit_blocks() -> Vec<Vec<u8>> {
@@ -238,19 +231,11 @@ mod tests {
     fn a_damaged_commit_block_decodes_or_fails_as_the_value_tree_says() {
         let mut errors = 0;
         for b in commit_blocks().iter().take(3) {
-            for at in 0..b.len() {
-                for change in 0..3 {
-                    let mut g = b.clone();
-                    g[at] = match change {
-                        0 => g[at] ^ 0x01,
-                        1 => g[at] ^ 0xff,
-                        _ => g[at].wrapping_sub(1),
-                    };
-                    let general = Commit::decode_general(&g);
-                    assert_eq!(Commit::decode(&g), general, "byte {at}, change {change}");
-                    errors += usize::from(general.is_err());
-                }
-            }
+            each_damaged(b, |g, at, how| {
+                let general = Commit::decode_general(g);
+                assert_eq!(Commit::decode(g), general, "byte {at}, change {how}");
+                errors += usize::from(general.is_err());
+            });
         }
         assert!(errors > 100, "{errors}");
     }

@@ -358,21 +358,13 @@ const COMMIT_HEADER: &[u8] = b"\xa2\x61t\x67#commit\x62op\x01";
 /// or the error.
 fn commit_fast(body: &[u8]) -> Option<CommitEvent> {
     let mut d = cbor::Decoder::new(body);
-    let (major, entries, _) = d.head().ok()?;
-    if major != 5 {
-        return None;
-    }
+    let entries = d.map_len()?;
     let (mut seq, mut repo, mut commit, mut rev, mut since) = (None, None, None, None, None);
     let (mut blocks, mut ops, mut blobs, mut prev_data, mut time) = (None, None, None, None, None);
     let (mut too_big, mut rebase) = (false, false);
-    let mut prev_key: Option<&str> = None;
+    let mut last = None;
     for _ in 0..entries {
-        let key = d.key().ok()?;
-        if prev_key.is_some_and(|p| cbor::key_order(p, key) != std::cmp::Ordering::Less) {
-            return None;
-        }
-        prev_key = Some(key);
-        match key {
+        match d.key_after(&mut last)? {
             "seq" => seq = Some(int(&mut d)?),
             "repo" => repo = Some(text(&mut d)?.to_owned()),
             "commit" => commit = Some(d.link_or_null().ok()??),
@@ -427,19 +419,11 @@ fn ops_fast(d: &mut cbor::Decoder<'_>) -> Option<Vec<RepoOp>> {
     }
     let mut ops = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let (major, entries, _) = d.head().ok()?;
-        if major != 5 {
-            return None;
-        }
+        let entries = d.map_len()?;
         let (mut action, mut path, mut cid, mut prev) = (None, None, None, None);
-        let mut prev_key: Option<&str> = None;
+        let mut last = None;
         for _ in 0..entries {
-            let key = d.key().ok()?;
-            if prev_key.is_some_and(|p| cbor::key_order(p, key) != std::cmp::Ordering::Less) {
-                return None;
-            }
-            prev_key = Some(key);
-            match key {
+            match d.key_after(&mut last)? {
                 "action" => {
                     action = Some(match text(d)? {
                         "create" => Action::Create,
@@ -692,6 +676,22 @@ pub(crate) mod tests {
         out
     }
 
+    /// `bytes` with one byte changed, every byte three ways: `f(changed,
+    /// at, how)`.
+    pub(crate) fn each_damaged(bytes: &[u8], mut f: impl FnMut(&[u8], usize, u8)) {
+        for at in 0..bytes.len() {
+            for how in 0..3u8 {
+                let mut g = bytes.to_vec();
+                g[at] = match how {
+                    0 => g[at] ^ 0x01,
+                    1 => g[at] ^ 0xff,
+                    _ => g[at].wrapping_sub(1),
+                };
+                f(&g, at, how);
+            }
+        }
+    }
+
     #[test]
     fn every_real_commit_is_read_in_place_as_the_value_tree_reads_it() {
         let frames = corpus();
@@ -717,22 +717,11 @@ pub(crate) mod tests {
             .collect();
         let mut errors = 0;
         for f in commits {
-            // Every byte, changed three ways.
-            for at in 0..f.len() {
-                for change in 0..3 {
-                    let mut g = f.clone();
-                    g[at] = match change {
-                        0 => g[at] ^ 0x01,
-                        1 => g[at] ^ 0xff,
-                        _ => g[at].wrapping_sub(1),
-                    };
-                    let general = Frame::decode_general(&g);
-                    assert_eq!(Frame::decode(&g), general, "byte {at}, change {change}");
-                    if general.is_err() {
-                        errors += 1;
-                    }
-                }
-            }
+            each_damaged(f, |g, at, how| {
+                let general = Frame::decode_general(g);
+                assert_eq!(Frame::decode(g), general, "byte {at}, change {how}");
+                errors += usize::from(general.is_err());
+            });
         }
         assert!(errors > 100, "{errors}");
     }
