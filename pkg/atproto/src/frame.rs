@@ -659,7 +659,10 @@ pub(crate) mod tests {
     /// The real relay frames of the Jetstream corpus.
     pub(crate) fn corpus() -> Vec<Vec<u8>> {
         use std::io::Read;
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/jetstream/frames.bin.zst");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/jetstream/frames.bin.zst"
+        );
         let compressed = std::fs::read(path).expect("corpus");
         let mut raw = Vec::new();
         zstd::stream::read::Decoder::new(&compressed[..])
@@ -746,7 +749,9 @@ pub(crate) mod tests {
         }
         let general = Frame::decode_general(&g);
         assert!(
-            general.as_ref().is_err_and(|e| e.to_string().contains("order")),
+            general
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("order")),
             "{general:?}"
         );
         assert_eq!(Frame::decode(&g), general);

@@ -283,7 +283,12 @@ impl Replay<'_> {
                 max: self.max,
             });
         }
-        if !self.input.want(4 + len).await.map_err(|e| self.io_error(e))? {
+        if !self
+            .input
+            .want(4 + len)
+            .await
+            .map_err(|e| self.io_error(e))?
+        {
             return Err(self.truncated(start));
         }
         let mut frame = self.input.buf.split_to(4 + len);

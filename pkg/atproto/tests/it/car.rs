@@ -281,7 +281,11 @@ fn car_slice_finds_every_block_the_block_store_holds() {
         "repo-stream/little.car",
     ] {
         let bytes = read(rel);
-        sizes.push(CarSlice::parse(&bytes, CarOptions::default()).expect("slice").len());
+        sizes.push(
+            CarSlice::parse(&bytes, CarOptions::default())
+                .expect("slice")
+                .len(),
+        );
         let (roots, store) = read_car_bytes(&bytes, CarOptions::default()).expect("store");
         let slice = CarSlice::parse(&bytes, CarOptions::default()).expect("slice");
         assert_eq!(slice.roots(), &roots[..], "{rel}");
@@ -295,7 +299,10 @@ fn car_slice_finds_every_block_the_block_store_holds() {
             .expect("cid");
         assert_eq!(slice.get(&absent), None, "{rel}");
     }
-    assert!(sizes.iter().any(|&n| n < 10) && sizes.iter().any(|&n| n > 100), "{sizes:?}");
+    assert!(
+        sizes.iter().any(|&n| n < 10) && sizes.iter().any(|&n| n > 100),
+        "{sizes:?}"
+    );
 }
 
 #[test]
@@ -315,7 +322,10 @@ fn car_slice_returns_the_first_of_a_repeated_block_and_checks_hashes_when_asked(
         assert_eq!(slice.len(), plain.len() + 1, "{rel}");
         assert_eq!(slice.get(&root), Some(good), "{rel}: the first copy");
         let err = CarSlice::parse(&car, CarOptions::default()).expect_err("hash checked");
-        assert!(matches!(err, CarError::HashMismatch { cid, .. } if cid == root), "{rel}: {err}");
+        assert!(
+            matches!(err, CarError::HashMismatch { cid, .. } if cid == root),
+            "{rel}: {err}"
+        );
         let cut = CarSlice::parse(&car[..car.len() - 3], trusting).expect_err("truncated");
         assert!(matches!(cut, CarError::Truncated { .. }), "{rel}: {cut}");
     }

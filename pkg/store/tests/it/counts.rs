@@ -815,9 +815,9 @@ fn the_tid_time_expression_reads_every_key_as_the_tid_parser_does() {
     let want: Vec<(String, u32)> = keys
         .iter()
         .map(|k| {
-            let secs = k
-                .parse::<skyhouse_atproto::syntax::Tid>()
-                .map_or(0, |t| (t.timestamp_micros() / 1_000_000).min(u64::from(u32::MAX)));
+            let secs = k.parse::<skyhouse_atproto::syntax::Tid>().map_or(0, |t| {
+                (t.timestamp_micros() / 1_000_000).min(u64::from(u32::MAX))
+            });
             (k.clone(), secs as u32)
         })
         .collect();
