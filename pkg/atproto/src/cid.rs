@@ -197,29 +197,47 @@ pub(crate) fn base32_encode(data: &[u8], out: &mut String) {
     }
 }
 
+/// Each byte's base32 digit (`a`–`z` 0–25, `2`–`7` 26–31), 0xff for others.
+const B32_DIGITS: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 32 {
+        t[B32[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Decode lower-case base32 without padding; `None` on any other character.
 pub(crate) fn base32_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 5 / 8);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
+    let mut out = vec![0u8; s.len() * 5 / 8];
+    let n = base32_decode_into(s, &mut out)?;
+    out.truncate(n);
+    Some(out)
+}
+
+/// [`base32_decode`] into `out` (at least `s.len() * 5 / 8` bytes): the
+/// length written.
+fn base32_decode_into(s: &str, out: &mut [u8]) -> Option<usize> {
+    let (mut acc, mut bits, mut n) = (0u32, 0u32, 0usize);
     for c in s.bytes() {
-        let v = match c {
-            b'a'..=b'z' => c - b'a',
-            b'2'..=b'7' => c - b'2' + 26,
-            _ => return None,
-        };
+        let v = B32_DIGITS[usize::from(c)];
+        if v == 0xff {
+            return None;
+        }
         acc = (acc << 5) | u32::from(v);
         bits += 5;
         if bits >= 8 {
             bits -= 8;
-            out.push((acc >> bits) as u8);
+            *out.get_mut(n)? = (acc >> bits) as u8;
+            n += 1;
         }
     }
     // Leftover bits must be zero padding of fewer than 5 bits.
     if bits >= 5 || acc & ((1 << bits) - 1) != 0 {
         return None;
     }
-    Some(out)
+    Some(n)
 }
 
 impl std::hash::Hash for Cid {
@@ -239,6 +257,13 @@ impl FromStr for Cid {
     fn from_str(s: &str) -> Result<Cid, CidError> {
         let bad = || CidError::Multibase(s.chars().take(80).collect());
         let rest = s.strip_prefix('b').ok_or_else(bad)?;
+        // Every CID atproto allows fits on the stack; a longer string still
+        // decodes (to the error its bytes give).
+        let mut buf = [0u8; 2 * MAX_LEN];
+        if rest.len() * 5 / 8 <= buf.len() {
+            let n = base32_decode_into(rest, &mut buf).ok_or_else(bad)?;
+            return Cid::from_bytes(&buf[..n]);
+        }
         let bytes = base32_decode(rest).ok_or_else(bad)?;
         Cid::from_bytes(&bytes)
     }
