@@ -156,9 +156,18 @@ fn the_scale_benchmark_reports_every_figure_at_two_sizes() {
     for (size, records) in report.sizes.iter().zip(SIZES) {
         assert_eq!(size.records, records);
         let f = &size.figures.0;
+        // The liked posts of the last hour at these sizes follow the
+        // generator's daily cycle (so the hour the test runs at): from more
+        // than a page to fewer. Then the top-1h feed has no cursor page, and
+        // the report must say so.
+        let one_page = size
+            .notes
+            .iter()
+            .any(|n| n.starts_with("http/feedgen/top-1h: the feed holds one page or less"));
         let missing: Vec<String> = expected()
             .into_iter()
             .filter(|k| !f.contains_key(k))
+            .filter(|k| !(one_page && k.starts_with("http/feedgen/top-1h/cursor/")))
             .collect();
         assert!(
             missing.is_empty(),
@@ -175,7 +184,13 @@ fn the_scale_benchmark_reports_every_figure_at_two_sizes() {
             "{records} records: {failed:?}\nnotes: {:?}",
             size.notes
         );
-        assert!(size.notes.is_empty(), "{records} records: {:?}", size.notes);
+        assert!(
+            size.notes
+                .iter()
+                .all(|n| one_page && n.starts_with("http/feedgen/top-1h: the feed holds one page")),
+            "{records} records: {:?}",
+            size.notes
+        );
         assert_eq!(f["memory/query_errors"], 0.0, "{:?}", size.heaviest);
         assert_eq!(f["memory/memory_limit_errors"], 0.0);
         // Every request of a route was timed (the budget was never hit).
