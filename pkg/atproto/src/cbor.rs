@@ -480,7 +480,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub(crate) fn enter(&mut self, start: usize) -> Result<(), CborError> {
+    fn enter(&mut self, start: usize) -> Result<(), CborError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(self.err_at(start, CborErrorKind::Depth));

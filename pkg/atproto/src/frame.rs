@@ -301,11 +301,7 @@ impl<'a> Body<'_, 'a> {
             .ok_or_else(|| self.err(field, "missing or not a string"))
     }
     fn opt_str(&self, field: &'static str) -> Result<Option<String>, FrameError> {
-        match self.map.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.to_string())),
-            Some(_) => Err(self.err(field, "not a string")),
-        }
+        opt_string(self.map.get(field)).ok_or_else(|| self.err(field, "not a string"))
     }
     fn int(&self, field: &'static str) -> Result<i64, FrameError> {
         self.map
@@ -314,11 +310,7 @@ impl<'a> Body<'_, 'a> {
             .ok_or_else(|| self.err(field, "missing or not an integer"))
     }
     fn bool_or_false(&self, field: &'static str) -> Result<bool, FrameError> {
-        match self.map.get(field) {
-            None | Some(Value::Null) => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(self.err(field, "not a boolean")),
-        }
+        bool_or_false(self.map.get(field)).ok_or_else(|| self.err(field, "not a boolean"))
     }
     fn bytes(&self, field: &'static str) -> Result<Vec<u8>, FrameError> {
         self.map
@@ -336,6 +328,34 @@ impl<'a> Body<'_, 'a> {
     }
     fn opt_link(&self, field: &'static str) -> Result<Option<Cid>, FrameError> {
         opt_link_in(self.map, field).map_err(|reason| self.err(field, reason))
+    }
+}
+
+/// A field that is a string, null or absent; `None` for anything else.
+fn opt_string(v: Option<&Value<'_>>) -> Option<Option<String>> {
+    match v {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(s)) => Some(Some(s.to_string())),
+        Some(_) => None,
+    }
+}
+
+/// A field that is a boolean (null or absent: false); `None` for anything else.
+fn bool_or_false(v: Option<&Value<'_>>) -> Option<bool> {
+    match v {
+        None | Some(Value::Null) => Some(false),
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => None,
+    }
+}
+
+/// The links of a `blobs` field (null or absent: none; entries that are
+/// not links are left out); `None` when it is not an array.
+fn blob_links(v: Option<&Value<'_>>) -> Option<Vec<Cid>> {
+    match v {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Array(a)) => Some(a.iter().filter_map(Value::as_link).copied().collect()),
+        Some(_) => None,
     }
 }
 
@@ -365,11 +385,11 @@ fn commit_fast(body: &[u8]) -> Option<CommitEvent> {
     let mut last = None;
     for _ in 0..entries {
         match d.key_after(&mut last)? {
-            "seq" => seq = Some(int(&mut d)?),
+            "seq" => seq = Some(d.value().ok()?.as_i64()?),
             "repo" => repo = Some(text(&mut d)?.to_owned()),
             "commit" => commit = Some(d.link_or_null().ok()??),
             "rev" => rev = Some(text(&mut d)?.to_owned()),
-            "since" => since = opt_text(&mut d)?,
+            "since" => since = opt_string(Some(&d.value().ok()?))?,
             "blocks" => {
                 let (major, len, _) = d.head().ok()?;
                 if major != 2 {
@@ -378,17 +398,11 @@ fn commit_fast(body: &[u8]) -> Option<CommitEvent> {
                 blocks = Some(d.take(len).ok()?.to_vec());
             }
             "ops" => ops = Some(ops_fast(&mut d)?),
-            "blobs" => {
-                blobs = Some(match d.value().ok()? {
-                    Value::Null => Vec::new(),
-                    Value::Array(a) => a.iter().filter_map(Value::as_link).copied().collect(),
-                    _ => return None,
-                })
-            }
+            "blobs" => blobs = Some(blob_links(Some(&d.value().ok()?))?),
             "prevData" => prev_data = d.link_or_null().ok()?,
             "time" => time = Some(text(&mut d)?.to_owned()),
-            "tooBig" => too_big = opt_bool(&mut d)?,
-            "rebase" => rebase = opt_bool(&mut d)?,
+            "tooBig" => too_big = bool_or_false(Some(&d.value().ok()?))?,
+            "rebase" => rebase = bool_or_false(Some(&d.value().ok()?))?,
             _ => return None,
         }
     }
@@ -448,35 +462,12 @@ fn ops_fast(d: &mut cbor::Decoder<'_>) -> Option<Vec<RepoOp>> {
     Some(ops)
 }
 
-fn int(d: &mut cbor::Decoder<'_>) -> Option<i64> {
-    match d.value().ok()? {
-        Value::Integer(i) => Some(i),
-        _ => None,
-    }
-}
-
 fn text<'a>(d: &mut cbor::Decoder<'a>) -> Option<&'a str> {
     let (major, len, start) = d.head().ok()?;
     if major != 3 {
         return None;
     }
     d.text(len, start).ok()
-}
-
-fn opt_text(d: &mut cbor::Decoder<'_>) -> Option<Option<String>> {
-    match d.value().ok()? {
-        Value::Null => Some(None),
-        Value::String(s) => Some(Some(s.into_owned())),
-        _ => None,
-    }
-}
-
-fn opt_bool(d: &mut cbor::Decoder<'_>) -> Option<bool> {
-    match d.value().ok()? {
-        Value::Null => Some(false),
-        Value::Bool(b) => Some(b),
-        _ => None,
-    }
 }
 
 impl Frame {
@@ -570,11 +561,8 @@ fn decode_message(b: &Body<'_, '_>) -> Result<Frame, FrameError> {
                     prev,
                 });
             }
-            let blobs = match b.map.get("blobs") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(a)) => a.iter().filter_map(Value::as_link).copied().collect(),
-                Some(_) => return Err(b.err("blobs", "not an array")),
-            };
+            let blobs =
+                blob_links(b.map.get("blobs")).ok_or_else(|| b.err("blobs", "not an array"))?;
             Frame::Commit(CommitEvent {
                 seq: b.int("seq")?,
                 repo: b.str("repo")?,
