@@ -511,6 +511,15 @@ struct DecodeLoop {
     skip: Option<Option<i64>>,
 }
 
+/// Take up to [`RECV_BATCH`] messages off `rx` into `inbox` (waiting for one
+/// when it is empty); `false` once it is closed and drained.
+async fn refill(rx: &mut mpsc::Receiver<Message>, inbox: &mut std::vec::IntoIter<Message>) -> bool {
+    let mut taken = Vec::with_capacity(RECV_BATCH);
+    let n = rx.recv_many(&mut taken, RECV_BATCH).await;
+    *inbox = taken.into_iter();
+    n > 0
+}
+
 impl DecodeLoop {
     async fn run(
         mut self,
@@ -530,13 +539,11 @@ impl DecodeLoop {
                         // Caught up with the source: for `/health`, waiting is not lagging.
                         self.progress.waiting();
                     }
-                    let mut taken = Vec::with_capacity(RECV_BATCH);
-                    let n = rx.recv_many(&mut taken, RECV_BATCH).await;
+                    let open = refill(&mut rx, &mut inbox).await;
                     self.progress.busy();
-                    if n == 0 {
+                    if !open {
                         break;
                     }
-                    inbox = taken.into_iter();
                     match inbox.next() {
                         Some(msg) => msg,
                         None => break,
@@ -601,9 +608,7 @@ impl DecodeLoop {
                 if rows.len() < COALESCE_ROWS {
                     next = inbox.next();
                     if next.is_none() && !rx.is_empty() {
-                        let mut taken = Vec::with_capacity(RECV_BATCH);
-                        rx.recv_many(&mut taken, RECV_BATCH).await;
-                        inbox = taken.into_iter();
+                        refill(&mut rx, &mut inbox).await;
                         next = inbox.next();
                     }
                 }
