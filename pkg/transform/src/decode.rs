@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::filter::CollectionFilter;
 use crate::{apply, apply_with_cbor, AccountRow, DeadLetterRow, IdentityRow, Op, Rows, Table};
-use skyhouse_atproto::car::{read_car_bytes, CarError, CarOptions, CarSlice};
+use skyhouse_atproto::car::{CarError, CarOptions, CarSlice};
 use skyhouse_atproto::cbor;
 use skyhouse_atproto::commit::Commit;
 use skyhouse_atproto::crypto::PublicKey;
@@ -514,13 +514,9 @@ impl Decoder {
                 out.event_time_us = time_us(&s.time);
                 out.resync.push((s.did.clone(), ResyncReason::Sync));
                 // The sync's commit is the repository's new chain head.
-                let head = read_car_bytes(&s.blocks, CarOptions::default())
+                let head = CarSlice::parse(&s.blocks, CarOptions::default())
                     .ok()
-                    .and_then(|(roots, store)| {
-                        let root = *roots.first()?;
-                        let block = store.get(&root).ok()??;
-                        Commit::decode(&block).ok()
-                    });
+                    .and_then(|car| Commit::decode(car.get(car.roots().first()?)?).ok());
                 match head {
                     Some(commit) => self.remember(&s.did, &s.rev, commit.data),
                     None => {
@@ -1149,6 +1145,41 @@ mod tests {
         let a6 = a3.next(0).next(0).next(5);
         assert_eq!(
             resyncs(&decode(&mut dec, &a6.frame())),
+            [("did:plc:a", ResyncReason::Chain)]
+        );
+    }
+
+    #[test]
+    fn a_sync_frame_sets_the_chain_to_its_commit() {
+        use skyhouse_atproto::cbor::{Map, Value};
+        let mut dec = Decoder::default();
+        let a1 = LikeCommit::new(1, "did:plc:a", REV);
+        decode(&mut dec, &a1.frame());
+        // The sync's commit: two revs on, its CAR the one a commit frame carries.
+        let head = a1.next(0).next(0);
+        let Ok(Frame::Commit(c)) = Frame::decode(&head.frame()) else {
+            panic!("a commit frame");
+        };
+        let mut body = Map::new();
+        body.insert("seq", Value::Integer(2));
+        body.insert("did", Value::String("did:plc:a".into()));
+        body.insert("blocks", Value::Bytes(c.blocks.into()));
+        body.insert("rev", Value::String(head.rev_tid().into()));
+        body.insert("time", Value::String("2026-07-04T14:38:09.000Z".into()));
+        let sync = skyhouse_atproto::frame::encode_frame("#sync", &Value::Map(body));
+        let d = decode(&mut dec, &sync);
+        assert_eq!(resyncs(&d), [("did:plc:a", ResyncReason::Sync)]);
+        // A commit after the sync's follows; one after the old head does not.
+        assert!(decode(&mut dec, &head.next(3).frame()).resync.is_empty());
+        let mut dec2 = Decoder::default();
+        decode(&mut dec2, &a1.frame());
+        decode(&mut dec2, &sync);
+        let after_old_head = LikeCommit {
+            rev: head.rev + 1,
+            ..a1.next(3)
+        };
+        assert_eq!(
+            resyncs(&decode(&mut dec2, &after_old_head.frame())),
             [("did:plc:a", ResyncReason::Chain)]
         );
     }
