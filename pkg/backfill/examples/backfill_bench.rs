@@ -90,7 +90,7 @@ fn decode(dirs: &[String]) -> Result<serde_json::Value, BoxError> {
     let mut keys: HashSet<(String, String)> = HashSet::new();
     let load = bench::load_avg();
     bench::reset_peak_rss();
-    let probe = Probe::new(None);
+    let probe = Probe::this_thread();
     let start = probe.snapshot(0);
     let mut snapshots = vec![start];
     for (did, car) in repos.drain(..) {

@@ -26,8 +26,16 @@ use std::time::Instant;
 const HZ: f64 = 100.0;
 
 /// utime + stime of process `pid` (`"self"` or a number), in seconds; `None`
-/// if the process is gone or `/proc` is unreadable.
+/// if the process is gone or `/proc` is unreadable. `"thread-self"`: the
+/// calling thread's run time from its scheduler statistics, to the
+/// nanosecond (`/proc/*/stat` counts in 10 ms ticks, too coarse for a
+/// fraction of a second of work).
 pub fn cpu_secs(pid: &str) -> Option<f64> {
+    if pid == "thread-self" {
+        let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        let ns: f64 = stat.split_whitespace().next()?.parse().ok()?;
+        return Some(ns / 1e9);
+    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command's closing parenthesis: utime and stime are
     // the 12th and 13th.
@@ -131,6 +139,12 @@ impl Probe {
     /// skyhouse is this process; `clickhouse`: the server's pid, if known.
     pub fn new(clickhouse: Option<u32>) -> Probe {
         Probe::with_servers("self".to_owned(), clickhouse.into_iter().collect())
+    }
+
+    /// skyhouse is the calling thread alone, measured to the nanosecond: for
+    /// one-thread work such as decode-only cases.
+    pub fn this_thread() -> Probe {
+        Probe::with_servers("thread-self".to_owned(), Vec::new())
     }
 
     /// skyhouse is process `pid` (a child the bench started).
@@ -415,4 +429,38 @@ pub fn steady(snapshots: &[Snapshot], total: u64, from: f64, to: f64) -> Option<
     let start = snapshots.iter().find(|s| s.units >= lo)?;
     let end = snapshots.iter().rev().find(|s| s.units <= hi)?;
     (end.units > start.units).then(|| end.since(start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The thread's own figure counts its work to the nanosecond and not
+    /// another thread's.
+    #[test]
+    fn thread_self_counts_this_thread_only() {
+        let spin = |secs: f64| {
+            let start = cpu_secs("thread-self").expect("schedstat");
+            let mut x = 0u64;
+            while cpu_secs("thread-self").expect("schedstat") - start < secs {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        };
+        let before = cpu_secs("thread-self").expect("schedstat");
+        let process = cpu_secs("self").expect("stat");
+        std::thread::spawn(move || spin(0.2))
+            .join()
+            .expect("spinner");
+        let idle = cpu_secs("thread-self").expect("schedstat") - before;
+        assert!(
+            cpu_secs("self").expect("stat") - process >= 0.1,
+            "the process counts the other thread's work"
+        );
+        assert!(idle < 0.05, "{idle} s counted while another thread worked");
+        let t = cpu_secs("thread-self").expect("schedstat");
+        spin(0.01);
+        let own = cpu_secs("thread-self").expect("schedstat") - t;
+        // 10 ms of work reads as such, not as 0 or a whole 10 ms tick more.
+        assert!((0.01..0.02).contains(&own), "{own}");
+    }
 }
