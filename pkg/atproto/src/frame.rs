@@ -6,17 +6,21 @@
 //! error frame `{error, message}`. An unknown `t` decodes to
 //! [`Frame::Unknown`] so a consumer can count it and go on.
 
+use std::borrow::Cow;
+
 use crate::car::{BlockStore, CarError, CarOptions, CarReader};
 use crate::cbor::{self, Map, Value};
 use crate::cid::Cid;
 
-/// One decoded frame.
+/// One decoded frame. The CAR slices of `#commit` and `#sync` frames borrow
+/// the message's bytes (a frame's largest part, not copied);
+/// [`Frame::into_owned`] detaches them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub enum Frame<'a> {
     /// `#commit`: a repository changed.
-    Commit(CommitEvent),
+    Commit(CommitEvent<'a>),
     /// `#sync`: a repository's state was reset to a commit (consumers resync).
-    Sync(SyncEvent),
+    Sync(SyncEvent<'a>),
     /// `#identity`: a DID's handle or DID document may have changed.
     Identity(IdentityEvent),
     /// `#account`: an account's hosting status changed.
@@ -34,7 +38,26 @@ pub enum Frame {
     },
 }
 
-impl Frame {
+impl Frame<'_> {
+    /// The frame with its CAR slice copied out of the message's bytes.
+    pub fn into_owned(self) -> Frame<'static> {
+        match self {
+            Frame::Commit(c) => Frame::Commit(CommitEvent {
+                blocks: Cow::Owned(c.blocks.into_owned()),
+                ..c
+            }),
+            Frame::Sync(s) => Frame::Sync(SyncEvent {
+                blocks: Cow::Owned(s.blocks.into_owned()),
+                ..s
+            }),
+            Frame::Identity(i) => Frame::Identity(i),
+            Frame::Account(a) => Frame::Account(a),
+            Frame::Info(i) => Frame::Info(i),
+            Frame::Error(e) => Frame::Error(e),
+            Frame::Unknown { t, seq } => Frame::Unknown { t, seq },
+        }
+    }
+
     /// The sequence number, for frames that carry one.
     pub fn seq(&self) -> Option<i64> {
         match self {
@@ -103,7 +126,7 @@ impl RepoOp {
 
 /// A `#commit` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommitEvent {
+pub struct CommitEvent<'a> {
     /// Stream sequence number.
     pub seq: i64,
     /// The repository DID.
@@ -115,7 +138,7 @@ pub struct CommitEvent {
     /// The revision this commit follows, if any.
     pub since: Option<String>,
     /// A CAR slice: the commit, new records, and the MST nodes that prove them.
-    pub blocks: Vec<u8>,
+    pub blocks: Cow<'a, [u8]>,
     /// The operations.
     pub ops: Vec<RepoOp>,
     /// Blobs referenced by new records.
@@ -130,27 +153,27 @@ pub struct CommitEvent {
     pub rebase: bool,
 }
 
-impl CommitEvent {
+impl CommitEvent<'_> {
     /// Parse the `blocks` CAR slice into a block store (hashes checked).
     pub fn block_store(&self) -> Result<BlockStore, CarError> {
         let opts = CarOptions {
             memory_cap: usize::MAX,
             ..CarOptions::default()
         };
-        let mut reader = CarReader::new(self.blocks.as_slice(), opts)?;
+        let mut reader = CarReader::new(&*self.blocks, opts)?;
         BlockStore::from_car(&mut reader)
     }
 }
 
 /// A `#sync` body: the repository's current commit, to be trusted as a reset.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncEvent {
+pub struct SyncEvent<'a> {
     /// Stream sequence number.
     pub seq: i64,
     /// The repository DID.
     pub did: String,
     /// A CAR with the commit block.
-    pub blocks: Vec<u8>,
+    pub blocks: Cow<'a, [u8]>,
     /// The commit's revision.
     pub rev: String,
     /// Emission time.
@@ -312,12 +335,11 @@ impl<'a> Body<'_, 'a> {
     fn bool_or_false(&self, field: &'static str) -> Result<bool, FrameError> {
         bool_or_false(self.map.get(field)).ok_or_else(|| self.err(field, "not a boolean"))
     }
-    fn bytes(&self, field: &'static str) -> Result<Vec<u8>, FrameError> {
-        self.map
-            .get(field)
-            .and_then(Value::as_bytes)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| self.err(field, "missing or not bytes"))
+    fn bytes(&self, field: &'static str) -> Result<Cow<'a, [u8]>, FrameError> {
+        match self.map.get(field) {
+            Some(Value::Bytes(b)) => Ok(b.clone()),
+            _ => Err(self.err(field, "missing or not bytes")),
+        }
     }
     fn link(&self, field: &'static str) -> Result<Cid, FrameError> {
         self.map
@@ -376,7 +398,7 @@ const COMMIT_HEADER: &[u8] = b"\xa2\x61t\x67#commit\x62op\x01";
 /// another type, out of canonical order, bytes left over, an unknown key),
 /// and the caller decodes the frame the general way, which gives the value
 /// or the error.
-fn commit_fast(body: &[u8]) -> Option<CommitEvent> {
+fn commit_fast(body: &[u8]) -> Option<CommitEvent<'_>> {
     let mut d = cbor::Decoder::new(body);
     let entries = d.map_len()?;
     let (mut seq, mut repo, mut commit, mut rev, mut since) = (None, None, None, None, None);
@@ -395,7 +417,7 @@ fn commit_fast(body: &[u8]) -> Option<CommitEvent> {
                 if major != 2 {
                     return None;
                 }
-                blocks = Some(d.take(len).ok()?.to_vec());
+                blocks = Some(Cow::Borrowed(d.take(len).ok()?));
             }
             "ops" => ops = Some(ops_fast(&mut d)?),
             "blobs" => blobs = Some(blob_links(Some(&d.value().ok()?))?),
@@ -470,9 +492,9 @@ fn text<'a>(d: &mut cbor::Decoder<'a>) -> Option<&'a str> {
     d.text(len, start).ok()
 }
 
-impl Frame {
+impl Frame<'_> {
     /// Decode one WebSocket binary message.
-    pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
+    pub fn decode(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
         if let Some(body) = bytes.strip_prefix(COMMIT_HEADER) {
             if let Some(c) = commit_fast(body) {
                 return Ok(Frame::Commit(c));
@@ -484,7 +506,7 @@ impl Frame {
     /// [`Frame::decode`] through the DAG-CBOR value tree for every frame,
     /// without the in-place reading of plain `#commit` frames: the same
     /// result, slower (the tests compare the two).
-    pub fn decode_general(bytes: &[u8]) -> Result<Frame, FrameError> {
+    pub fn decode_general(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
         let (header, used) = cbor::decode_prefix(bytes).map_err(|source| FrameError::Cbor {
             part: "header",
             source,
@@ -529,7 +551,7 @@ impl Frame {
     }
 }
 
-fn decode_message(b: &Body<'_, '_>) -> Result<Frame, FrameError> {
+fn decode_message<'a>(b: &Body<'_, 'a>) -> Result<Frame<'a>, FrameError> {
     Ok(match b.t {
         "#commit" => {
             let ops_raw = b

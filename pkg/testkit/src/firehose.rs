@@ -17,7 +17,7 @@ pub struct FirehoseMessage {
     /// `[u32 big-endian length][frame]` capture.
     pub bytes: Vec<u8>,
     /// The decoded frame.
-    pub frame: Frame,
+    pub frame: Frame<'static>,
 }
 
 /// Why reading the firehose failed.
@@ -86,11 +86,13 @@ pub async fn read_firehose(
                 Message::Close(_) => break,
                 _ => continue,
             };
-            let frame = Frame::decode(&bytes).map_err(|source| FirehoseError::Decode {
-                url: url.to_string(),
-                index: out.len(),
-                source,
-            })?;
+            let frame = Frame::decode(&bytes)
+                .map_err(|source| FirehoseError::Decode {
+                    url: url.to_string(),
+                    index: out.len(),
+                    source,
+                })?
+                .into_owned();
             let done = stop(&frame);
             out.push(FirehoseMessage { bytes, frame });
             if done {

@@ -808,7 +808,7 @@ fn jetstream_parts(commit: JsCommit<'_>) -> Result<JetstreamParts<'_>, String> {
 /// hashes the few this decoder reads (the commit and the ops' records). The
 /// MST nodes, ~80% of the bytes, are never read, and hashing them cost ~12%
 /// of a firehose run.
-fn commit_blocks(c: &CommitEvent) -> Result<CarSlice<'_>, CarError> {
+fn commit_blocks<'a>(c: &'a CommitEvent<'_>) -> Result<CarSlice<'a>, CarError> {
     let opts = CarOptions {
         memory_cap: usize::MAX,
         verify_hashes: false,
@@ -1157,13 +1157,14 @@ mod tests {
         decode(&mut dec, &a1.frame());
         // The sync's commit: two revs on, its CAR the one a commit frame carries.
         let head = a1.next(0).next(0);
-        let Ok(Frame::Commit(c)) = Frame::decode(&head.frame()) else {
+        let head_frame = head.frame();
+        let Ok(Frame::Commit(c)) = Frame::decode(&head_frame) else {
             panic!("a commit frame");
         };
         let mut body = Map::new();
         body.insert("seq", Value::Integer(2));
         body.insert("did", Value::String("did:plc:a".into()));
-        body.insert("blocks", Value::Bytes(c.blocks.into()));
+        body.insert("blocks", Value::Bytes(c.blocks));
         body.insert("rev", Value::String(head.rev_tid().into()));
         body.insert("time", Value::String("2026-07-04T14:38:09.000Z".into()));
         let sync = skyhouse_atproto::frame::encode_frame("#sync", &Value::Map(body));

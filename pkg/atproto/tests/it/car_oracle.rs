@@ -71,7 +71,7 @@ fn fixture_cars() -> Vec<(String, Vec<u8>)> {
     }
     for (i, frame) in crate::jetstream::corpus_frames().into_iter().enumerate() {
         if let Ok(Frame::Commit(c)) = Frame::decode(&frame) {
-            cars.push((format!("frame {i} blocks"), c.blocks.clone()));
+            cars.push((format!("frame {i} blocks"), c.blocks.to_vec()));
         }
     }
     cars

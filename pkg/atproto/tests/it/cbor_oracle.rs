@@ -58,7 +58,7 @@ fn real_data_decodes_the_same_in_the_oracle() {
         inputs.push((format!("frame {i} header"), frame[..used].to_vec()));
         inputs.push((format!("frame {i} body"), frame[used..].to_vec()));
         if let Ok(Frame::Commit(c)) = Frame::decode(&frame) {
-            cars.push((format!("frame {i} blocks"), c.blocks.clone()));
+            cars.push((format!("frame {i} blocks"), c.blocks.to_vec()));
         }
     }
     for (name, car) in &cars {
