@@ -180,21 +180,37 @@ fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, CidError> {
 
 const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
-/// Lower-case RFC 4648 base32 without padding (multibase `b`).
-pub(crate) fn base32_encode(data: &[u8], out: &mut String) {
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for &b in data {
-        acc = (acc << 8) | u32::from(b);
+/// Lower-case RFC 4648 base32 without padding (multibase `b`) of `data`
+/// into `buf` (at least `ceil(8 * len / 5)` bytes); the length written.
+fn base32_encode_into(data: &[u8], buf: &mut [u8]) -> usize {
+    // Five bytes are eight digits: whole groups at once, then the rest
+    // bit by bit.
+    let mut n = 0;
+    let mut groups = data.chunks_exact(5);
+    for group in &mut groups {
+        let mut word = [0u8; 8];
+        word[3..].copy_from_slice(group);
+        let bits = u64::from_be_bytes(word);
+        for (i, out) in buf[n..n + 8].iter_mut().enumerate() {
+            *out = B32[((bits >> (35 - 5 * i)) & 31) as usize];
+        }
+        n += 8;
+    }
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &byte in groups.remainder() {
+        acc = (acc << 8) | u32::from(byte);
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            out.push(B32[((acc >> bits) & 31) as usize] as char);
+            buf[n] = B32[((acc >> bits) & 31) as usize];
+            n += 1;
         }
     }
     if bits > 0 {
-        out.push(B32[((acc << (5 - bits)) & 31) as usize] as char);
+        buf[n] = B32[((acc << (5 - bits)) & 31) as usize];
+        n += 1;
     }
+    n
 }
 
 /// Each byte's base32 digit (`a`–`z` 0–25, `2`–`7` 26–31), 0xff for others.
@@ -269,11 +285,32 @@ impl FromStr for Cid {
     }
 }
 
+impl Cid {
+    /// Append the string form (multibase base32, `b…`) to `out`, in one
+    /// `push_str`: what `Display` writes, without a formatter or an
+    /// allocation of its own (this runs for every op and every link).
+    pub fn push_to(&self, out: &mut String) {
+        let mut buf = [0u8; 1 + (MAX_LEN * 8).div_ceil(5)];
+        buf[0] = b'b';
+        let n = 1 + base32_encode_into(self.as_bytes(), &mut buf[1..]);
+        // Only the ASCII alphabet was written.
+        if let Ok(text) = std::str::from_utf8(&buf[..n]) {
+            out.push_str(text);
+        }
+    }
+
+    /// The string form in a `String` of its exact size.
+    pub fn to_text(&self) -> String {
+        let mut s = String::with_capacity(1 + (self.as_bytes().len() * 8).div_ceil(5));
+        self.push_to(&mut s);
+        s
+    }
+}
+
 impl fmt::Display for Cid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::with_capacity(60);
-        s.push('b');
-        base32_encode(self.as_bytes(), &mut s);
+        self.push_to(&mut s);
         f.write_str(&s)
     }
 }
@@ -311,6 +348,20 @@ mod tests {
             .parse()
             .expect("raw");
         assert_eq!(raw.codec(), CODEC_RAW);
+        // to_text and push_to write the same, to a String of the exact size.
+        for (text, cid) in [
+            (s, cid),
+            (
+                "bafkreiccldh766hwcnuxnf2wh6jgzepf2nlu2lvcllt63eww5p6chi4ity",
+                raw,
+            ),
+        ] {
+            let owned = cid.to_text();
+            assert_eq!((owned.as_str(), owned.capacity()), (text, text.len()));
+            let mut appended = String::from("x");
+            cid.push_to(&mut appended);
+            assert_eq!(appended, format!("x{text}"));
+        }
     }
 
     #[test]
@@ -338,9 +389,11 @@ mod tests {
     fn base32_round_trip() {
         for len in 0..40 {
             let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let mut s = String::new();
-            base32_encode(&data, &mut s);
-            assert_eq!(base32_decode(&s).expect("decode"), data);
+            let mut buf = vec![0u8; (len * 8usize).div_ceil(5)];
+            let n = base32_encode_into(&data, &mut buf);
+            assert_eq!(n, buf.len());
+            let s = std::str::from_utf8(&buf).expect("ascii");
+            assert_eq!(base32_decode(s).expect("decode"), data);
         }
     }
 }

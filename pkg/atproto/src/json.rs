@@ -61,6 +61,106 @@ impl serde::Serialize for Map<'_> {
     }
 }
 
+/// Append `value` as compact lex-JSON to `out`: byte for byte what
+/// `serde_json::to_writer` writes through [`Value`]'s `Serialize`, without
+/// serde's machinery or a UTF-8 check of the result (every record an
+/// indexer stores goes through this).
+pub fn write_json(value: &Value<'_>, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Integer(i) => out.push_str(itoa::Buffer::new().format(*i)),
+        Value::String(v) => write_json_str(v, out),
+        Value::Bytes(b) => {
+            out.push_str("{\"$bytes\":\"");
+            B64.encode_string(b, out);
+            out.push_str("\"}");
+        }
+        Value::Link(cid) => {
+            out.push_str("{\"$link\":\"");
+            cid.push_to(out);
+            out.push_str("\"}");
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(v, out);
+            }
+            out.push(']');
+        }
+        Value::Map(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json_str(k, out);
+                out.push(':');
+                write_json(v, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes: `"`, `\\` and the
+/// control characters below U+0020 (short forms where JSON has them,
+/// `\u00xx` otherwise); everything else as it is.
+fn write_json_str(s: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    // Skip eight bytes at a time while none needs escaping (the usual case).
+    let mut start = 0;
+    while let Some(chunk) = bytes.get(start..start + 8) {
+        if needs_escape(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]))) {
+            break;
+        }
+        start += 8;
+    }
+    for (i, &b) in bytes.iter().enumerate().skip(start) {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        // The byte at `i` is ASCII, so both cuts are on character boundaries.
+        out.push_str(&s[run..i]);
+        run = i + 1;
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => {
+                out.push_str("\\u00");
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 0xf)] as char);
+            }
+        }
+    }
+    out.push_str(&s[run..]);
+    out.push('"');
+}
+
+/// Whether any of the eight bytes of `w` is below 0x20, `"` or `\\`: the
+/// exact "has a byte less than n" and "has a zero byte" word tests.
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = w.wrapping_sub(ONES * 0x20) & !w;
+    let quote = (w ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'"')));
+    let slash =
+        (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'\\')));
+    (below | quote | slash) & HIGH != 0
+}
+
 /// Convert a value to a `serde_json::Value` in lex-JSON form.
 pub fn to_json_value(value: &Value<'_>) -> serde_json::Value {
     // Serializing our own enum into serde_json's tree cannot fail: every key is a string.
@@ -417,6 +517,27 @@ pub fn validate(value: &Value<'_>) -> Result<(), DataModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needs_escape_is_exact_for_every_byte_at_every_place() {
+        let naive = |w: [u8; 8]| w.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for filler in [b'a', 0x7f, 0x80, 0xff, 0x21, 0x5d] {
+            for place in 0..8 {
+                for b in 0..=255u8 {
+                    let mut w = [filler; 8];
+                    w[place] = b;
+                    assert_eq!(needs_escape(u64::from_le_bytes(w)), naive(w), "{w:?}");
+                }
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            assert_eq!(needs_escape(x), naive(x.to_le_bytes()), "{x:#x}");
+        }
+    }
 
     #[test]
     fn link_and_bytes_round_trip() {

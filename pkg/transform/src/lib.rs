@@ -231,7 +231,7 @@ pub fn apply_with_cbor(op: &Op<'_>, cbor: Option<&[u8]>, rows: &mut Rows) {
         return;
     }
 
-    let cid = op.cid.as_ref().map(cid_string).unwrap_or_default();
+    let cid = op.cid.as_ref().map(Cid::to_text).unwrap_or_default();
     let key = Key {
         did: op.did,
         rkey: op.rkey,
@@ -304,7 +304,7 @@ fn typed(op: &Op<'_>, table: Option<Table>, key: &Key<'_>, rows: &mut Rows) -> C
 thread_local! {
     /// Reused serialization buffer: the JSON is written here, then copied
     /// once into a string of the exact size (no growth reallocations).
-    static JSON_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static JSON_SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// Largest scratch buffer kept between calls (a huge record's buffer is dropped).
@@ -315,14 +315,10 @@ fn lex_json(record: &Value<'_>) -> String {
     JSON_SCRATCH.with(|scratch| {
         let mut buf = scratch.borrow_mut();
         buf.clear();
-        // Serializing a data-model value cannot fail (string keys only), and
-        // serde_json writes UTF-8, so neither fallback is ever taken.
-        let json = match serde_json::to_writer(&mut *buf, record) {
-            Ok(()) => String::from_utf8(buf.clone()).unwrap_or_default(),
-            Err(_) => String::new(),
-        };
+        skyhouse_atproto::json::write_json(record, &mut buf);
+        let json = buf.as_str().to_owned();
         if buf.capacity() > JSON_SCRATCH_KEEP {
-            *buf = Vec::new();
+            *buf = String::new();
         }
         json
     })
@@ -341,32 +337,6 @@ fn record_row(op: &Op<'_>, cid: String, deleted: u8, times: Times, record: Strin
         sort_at: times.sort_at,
         record,
     }
-}
-
-/// The CID's string form (multibase base32, `b…`), as `Cid`'s `Display`
-/// writes it, in one allocation of the exact size: this runs for every op.
-fn cid_string(cid: &Cid) -> String {
-    const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    // 1 + ceil(36 * 8 / 5) = 59 for the longest CID atproto allows.
-    let mut buf = [0u8; 1 + (64usize * 8).div_ceil(5)];
-    buf[0] = b'b';
-    let mut n = 1;
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &byte in cid.as_bytes().iter().take(64) {
-        acc = (acc << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            buf[n] = B32[((acc >> bits) & 31) as usize];
-            n += 1;
-        }
-    }
-    if bits > 0 {
-        buf[n] = B32[((acc << (5 - bits)) & 31) as usize];
-        n += 1;
-    }
-    // Only ASCII was written.
-    std::str::from_utf8(&buf[..n]).map_or_else(|_| cid.to_string(), str::to_owned)
 }
 
 #[cfg(test)]
@@ -504,15 +474,5 @@ mod tests {
             "some".parse::<RawRecords>().unwrap_err(),
             "\"some\" is not one of all, untyped, none"
         );
-    }
-
-    #[test]
-    fn cid_strings_match_display() {
-        for i in 0..200u32 {
-            let cid = Cid::compute(skyhouse_atproto::cid::CODEC_DAG_CBOR, &i.to_le_bytes());
-            assert_eq!(cid_string(&cid), cid.to_string());
-            let raw = Cid::compute(skyhouse_atproto::cid::CODEC_RAW, &i.to_be_bytes());
-            assert_eq!(cid_string(&raw), raw.to_string());
-        }
     }
 }

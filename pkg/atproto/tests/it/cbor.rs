@@ -185,6 +185,38 @@ fn real_records_round_trip() {
     }
 }
 
+/// `json::write_json` writes what serde_json writes through `Value`'s
+/// `Serialize`, for every block of every real CAR (records, commits, MST
+/// nodes: strings, bytes, links, integers, nesting).
+#[test]
+fn write_json_matches_serde_json_on_real_blocks() {
+    use skyhouse_atproto::car::{read_car_bytes, CarOptions};
+    let mut cars: Vec<(String, Vec<u8>)> = repo_cars()
+        .into_iter()
+        .map(|(car, _)| (car.clone(), read(&car)))
+        .collect();
+    cars.push(("skyfall/attie.car".into(), read("skyfall/attie.car")));
+    let mut blocks = 0;
+    for (name, car) in &cars {
+        let (_, store) = read_car_bytes(car, CarOptions::default()).expect(name);
+        for cid in store.cids() {
+            let block = store.get(cid).expect("io").expect("block");
+            let Ok(v) = cbor::decode(&block) else {
+                continue;
+            };
+            let mut ours = String::from("[");
+            json::write_json(&v, &mut ours);
+            assert_eq!(
+                ours,
+                format!("[{}", serde_json::to_string(&v).expect("json")),
+                "{name} block {cid}"
+            );
+            blocks += 1;
+        }
+    }
+    assert!(blocks > 1000, "only {blocks} blocks read");
+}
+
 pub(crate) mod props {
     use super::*;
     use proptest::prelude::*;
@@ -218,6 +250,16 @@ pub(crate) mod props {
             let back = cbor::decode(&bytes).expect("decode own encoding");
             prop_assert_eq!(&back, &v);
             prop_assert_eq!(cbor::encode(&back), bytes);
+        }
+
+        #[test]
+        fn write_json_matches_serde_json(v in arb_value(), s in "[\\x00-\\x7f\u{80}\u{2028}\u{fffd}\u{1f600}é\"\\\\]{0,24}") {
+            // Any value, and a string of the characters escaping cares about.
+            for v in [v, Value::String(Cow::Owned(s))] {
+                let mut ours = String::new();
+                json::write_json(&v, &mut ours);
+                prop_assert_eq!(ours, serde_json::to_string(&v).expect("json"));
+            }
         }
 
         #[test]
