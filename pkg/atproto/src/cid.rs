@@ -235,8 +235,27 @@ pub(crate) fn base32_decode(s: &str) -> Option<Vec<u8>> {
 /// [`base32_decode`] into `out` (at least `s.len() * 5 / 8` bytes): the
 /// length written.
 fn base32_decode_into(s: &str, out: &mut [u8]) -> Option<usize> {
-    let (mut acc, mut bits, mut n) = (0u32, 0u32, 0usize);
-    for c in s.bytes() {
+    // Eight digits are five bytes: whole groups at once, then the rest
+    // digit by digit.
+    let mut n = 0usize;
+    let mut groups = s.as_bytes().chunks_exact(8);
+    for group in &mut groups {
+        let (mut word, mut any) = (0u64, 0u8);
+        for &c in group {
+            let v = B32_DIGITS[usize::from(c)];
+            any |= v;
+            word = (word << 5) | u64::from(v);
+        }
+        // A non-digit is 0xff; every digit is below 32.
+        if any >= 32 {
+            return None;
+        }
+        out.get_mut(n..n + 5)?
+            .copy_from_slice(&word.to_be_bytes()[3..]);
+        n += 5;
+    }
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in groups.remainder() {
         let v = B32_DIGITS[usize::from(c)];
         if v == 0xff {
             return None;
@@ -383,6 +402,20 @@ mod tests {
         let cid = Cid::compute(CODEC_DAG_CBOR, b"\xa0");
         assert!(cid.matches(b"\xa0"));
         assert!(!cid.matches(b"\xa1"));
+    }
+
+    #[test]
+    fn a_non_digit_anywhere_is_refused() {
+        let s = "bafyreidfayvfuwqa7qlnopdjiqrxzs6blmoeu4rujcjtnci5beludirz2a";
+        for i in 1..s.len() {
+            for bad in ["A", "1", "8", "=", "é", " "] {
+                let t = format!("{}{bad}{}", &s[..i], &s[i + 1..]);
+                assert!(t.parse::<Cid>().is_err(), "{t}");
+                let digits = &t[1..];
+                let mut buf = [0u8; 64];
+                assert_eq!(base32_decode_into(digits, &mut buf), None, "{t}");
+            }
+        }
     }
 
     #[test]
