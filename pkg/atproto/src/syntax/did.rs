@@ -14,6 +14,9 @@ pub(crate) const MAX_LEN: usize = 2048;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Did(String);
 
+/// The method-specific identifier's characters.
+const ID_CHARS: [bool; 256] = super::alnum_and(b"._:%-");
+
 pub(crate) fn check(s: &str) -> Result<(), &'static str> {
     let b = s.as_bytes();
     if b.len() > MAX_LEN {
@@ -38,10 +41,7 @@ pub(crate) fn check(s: &str) -> Result<(), &'static str> {
     let Some(&last) = id.last() else {
         return Err("empty method-specific identifier");
     };
-    if !id
-        .iter()
-        .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'%' | b'-'))
-    {
+    if !super::all_in(&ID_CHARS, id) {
         return Err("invalid character (allowed: A-Z a-z 0-9 . _ : % -)");
     }
     if last == b':' || last == b'%' {

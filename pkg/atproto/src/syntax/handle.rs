@@ -36,6 +36,9 @@ pub const INVALID_HANDLE: &str = "handle.invalid";
 pub struct Handle(String);
 
 /// Checks one DNS-style label: 1-63 of `A-Za-z0-9-`, no hyphen at either end.
+/// A DNS label's characters.
+const LABEL_CHARS: [bool; 256] = super::alnum_and(b"-");
+
 pub(crate) fn check_label(label: &[u8]) -> Result<(), &'static str> {
     let (Some(&first), Some(&last)) = (label.first(), label.last()) else {
         return Err("empty label");
@@ -43,10 +46,7 @@ pub(crate) fn check_label(label: &[u8]) -> Result<(), &'static str> {
     if label.len() > MAX_LABEL_LEN {
         return Err("label too long (max 63 chars)");
     }
-    if !label
-        .iter()
-        .all(|&c| c.is_ascii_alphanumeric() || c == b'-')
-    {
+    if !super::all_in(&LABEL_CHARS, label) {
         return Err("invalid character (allowed: A-Z a-z 0-9 - and . between labels)");
     }
     if first == b'-' || last == b'-' {

@@ -300,6 +300,28 @@ impl SyntaxError {
 }
 
 /// Name of an identifier type for serde's "expected ..." messages.
+/// ASCII letters and digits plus `extra`: a byte class looked up in one
+/// step (the syntax checks run on every key and URI of every record).
+pub(crate) const fn alnum_and(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+/// Whether every byte of `s` is in `class`.
+pub(crate) fn all_in(class: &[bool; 256], s: &[u8]) -> bool {
+    s.iter().all(|&c| class[usize::from(c)])
+}
+
 pub(crate) fn kind_name<T>() -> &'static str {
     let full = std::any::type_name::<T>();
     full.rsplit("::").next().unwrap_or(full)

@@ -12,6 +12,9 @@ pub(crate) const MAX_LEN: usize = 512;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordKey(String);
 
+/// A record key's characters.
+const KEY_CHARS: [bool; 256] = super::alnum_and(b"._:~-");
+
 pub(crate) fn check(s: &str) -> Result<(), &'static str> {
     let b = s.as_bytes();
     if b.is_empty() {
@@ -20,10 +23,7 @@ pub(crate) fn check(s: &str) -> Result<(), &'static str> {
     if b.len() > MAX_LEN {
         return Err("too long (max 512 chars)");
     }
-    if !b
-        .iter()
-        .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'~' | b'-'))
-    {
+    if !super::all_in(&KEY_CHARS, b) {
         return Err("invalid character (allowed: A-Z a-z 0-9 . _ : ~ -)");
     }
     if b == b"." || b == b".." {
