@@ -176,7 +176,8 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
             }
         }
         if let Some(u) = upto.take() {
-            let full = std::mem::take(&mut batch);
+            let next = batch.sized_like();
+            let full = std::mem::replace(&mut batch, next);
             let (ch, cfg) = (ch.clone(), cfg.clone());
             // One trace span per batch (OTLP when configured).
             let span = tracing::info_span!("clickhouse.write_batch", rows = full.len());

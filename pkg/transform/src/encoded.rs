@@ -174,6 +174,27 @@ impl Encoded {
             .map(|(name, t)| (name, t.data, t.ends))
     }
 
+    /// An empty batch with room for about as many bytes and rows per table
+    /// as this one holds (an eighth more): the next batch of a steady stream
+    /// fills it without growing its buffers by doubling, so no buffer is
+    /// copied into a larger one and no freed smaller one lingers in the
+    /// allocator beside it (the writer holds two batches at its peak).
+    pub fn sized_like(&self) -> Encoded {
+        let room = |n: usize| n + n / 8;
+        Encoded {
+            tables: self
+                .tables
+                .iter()
+                .map(|t| TableRows {
+                    data: Vec::with_capacity(room(t.data.len())),
+                    ends: Vec::with_capacity(room(t.ends.len())),
+                })
+                .collect(),
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
     /// Drop every row, keeping the allocations.
     pub fn clear(&mut self) {
         for t in &mut self.tables {
@@ -379,6 +400,27 @@ mod tests {
             serde_json::to_value(post()).expect("json"),
             "the same JSON the struct serializes to"
         );
+    }
+
+    #[test]
+    fn a_batch_sized_like_another_fills_to_its_size_without_growing() {
+        let mut rows = Rows::default();
+        rows.posts.extend((0..100).map(|_| post()));
+        let mut full = Encoded::default();
+        full.add(&rows);
+        let mut next = full.sized_like();
+        assert!(next.is_empty() && next.bytes() == 0);
+        let room: Vec<(usize, usize)> = next
+            .tables
+            .iter()
+            .map(|t| (t.data.capacity(), t.ends.capacity()))
+            .collect();
+        next.add(&rows);
+        assert_eq!(next, full, "the same rows as the batch it was sized on");
+        for (t, (data, ends)) in next.tables.iter().zip(room) {
+            assert_eq!((t.data.capacity(), t.ends.capacity()), (data, ends));
+            assert!(data >= t.data.len() && data <= t.data.len() + t.data.len() / 8);
+        }
     }
 
     #[test]
