@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use metrics::counter;
 use serde::Deserialize;
 use skyhouse_atproto::frame::Frame;
@@ -115,19 +115,20 @@ pub(crate) async fn replay(
 
 /// A capture read in chunks on the blocking pool, straight into a buffer
 /// that messages are cut from without a copy: one copy per byte (the
-/// kernel's), where a buffered async reader made three.
+/// kernel's, into memory not zeroed first), where a buffered async reader
+/// made three.
 struct Chunks {
     /// `None` once the end was read.
     file: Option<std::fs::File>,
     /// Read, not consumed yet.
-    buf: BytesMut,
+    buf: Bytes,
 }
 
 impl Chunks {
     fn new(file: std::fs::File) -> Self {
         Chunks {
             file: Some(file),
-            buf: BytesMut::new(),
+            buf: Bytes::new(),
         }
     }
 
@@ -137,20 +138,23 @@ impl Chunks {
         let Some(mut file) = self.file.take() else {
             return Ok(false);
         };
-        let mut buf = std::mem::take(&mut self.buf);
+        let rest = std::mem::take(&mut self.buf);
         let (file, buf, read) = tokio::task::spawn_blocking(move || {
             use std::io::Read;
-            buf.reserve(READ_BUFFER);
-            let at = buf.len();
-            buf.resize(at + READ_BUFFER, 0);
+            // A new buffer holding what was not consumed yet (usually part
+            // of one message), then the chunk read into its spare room: std
+            // reads a file into uninitialized room, so no zeroing pass; the
+            // messages already cut keep the previous buffer alive.
+            let mut buf = Vec::with_capacity(rest.len() + READ_BUFFER);
+            buf.extend_from_slice(&rest);
+            drop(rest);
             let read = loop {
-                match file.read(&mut buf[at..]) {
+                match (&mut file).take(READ_BUFFER as u64).read_to_end(&mut buf) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     r => break r,
                 }
             };
-            buf.truncate(at + *read.as_ref().unwrap_or(&0));
-            (file, buf, read)
+            (file, Bytes::from(buf), read)
         })
         .await
         .map_err(io::Error::other)?;
@@ -255,7 +259,7 @@ impl Replay<'_> {
                 continue;
             }
             self.index += 1;
-            return Ok(Some(line.freeze()));
+            return Ok(Some(line));
         }
     }
 
@@ -292,7 +296,7 @@ impl Replay<'_> {
             return Err(self.truncated(start));
         }
         let mut frame = self.input.buf.split_to(4 + len);
-        let frame = frame.split_off(4).freeze();
+        let frame = frame.split_off(4);
         self.offset += 4 + len as u64;
         self.index += 1;
         Ok(Some(frame))
