@@ -115,20 +115,26 @@ pub(crate) async fn replay(
 
 /// A capture read in chunks on the blocking pool, straight into a buffer
 /// that messages are cut from without a copy: one copy per byte (the
-/// kernel's, into memory not zeroed first), where a buffered async reader
-/// made three.
+/// kernel's), where a buffered async reader made three.
 struct Chunks {
     /// `None` once the end was read.
     file: Option<std::fs::File>,
     /// Read, not consumed yet.
     buf: Bytes,
+    /// A regular file: a chunk is read whole into memory not zeroed first.
+    /// Otherwise (a FIFO, a pipe, a terminal) one `read` per chunk, which
+    /// returns what the writer has written so far instead of waiting for a
+    /// whole chunk.
+    regular: bool,
 }
 
 impl Chunks {
     fn new(file: std::fs::File) -> Self {
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
         Chunks {
             file: Some(file),
             buf: Bytes::new(),
+            regular,
         }
     }
 
@@ -139,17 +145,28 @@ impl Chunks {
             return Ok(false);
         };
         let rest = std::mem::take(&mut self.buf);
+        let regular = self.regular;
         let (file, buf, read) = tokio::task::spawn_blocking(move || {
             use std::io::Read;
             // A new buffer holding what was not consumed yet (usually part
-            // of one message), then the chunk read into its spare room: std
-            // reads a file into uninitialized room, so no zeroing pass; the
-            // messages already cut keep the previous buffer alive.
+            // of one message), then the chunk; the messages already cut
+            // keep the previous buffer alive.
             let mut buf = Vec::with_capacity(rest.len() + READ_BUFFER);
             buf.extend_from_slice(&rest);
             drop(rest);
             let read = loop {
-                match (&mut file).take(READ_BUFFER as u64).read_to_end(&mut buf) {
+                let r = if regular {
+                    // std reads a file into a vector's uninitialized room:
+                    // no zeroing pass over the chunk.
+                    (&mut file).take(READ_BUFFER as u64).read_to_end(&mut buf)
+                } else {
+                    let at = buf.len();
+                    buf.resize(at + READ_BUFFER, 0);
+                    let r = file.read(&mut buf[at..]);
+                    buf.truncate(at + *r.as_ref().unwrap_or(&0));
+                    r
+                };
+                match r {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     r => break r,
                 }

@@ -297,3 +297,50 @@ async fn messages_across_read_chunks_and_larger_than_one_replay_byte_for_byte() 
     let want: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
     assert!(got == want, "{} lines of {}", got.len(), want.len());
 }
+
+/// A FIFO (a capture written while it is replayed) gives each message as
+/// soon as its writer has written it, not once a whole read chunk is there.
+#[tokio::test]
+async fn a_fifo_replays_each_message_while_its_writer_is_still_open() {
+    let dir = std::env::temp_dir().join(format!("skyhouse-sources-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("live.fifo");
+    let _ = std::fs::remove_file(&path);
+    let out = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .output()
+        .expect("mkfifo");
+    assert!(out.status.success(), "mkfifo failed");
+    let mut src = start(config(SourceKind::Jetstream, &[file_url(&path)]), 8, 0);
+    // Opening for writing waits for the reader: on a thread of its own.
+    let writer_path = path.clone();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&writer_path)
+            .expect("open fifo");
+        for line in lines_rx {
+            fifo.write_all(&line).expect("write");
+            fifo.flush().expect("flush");
+        }
+    });
+    for i in 0..3 {
+        let line = format!("{{\"n\":{i}}}\n");
+        lines_tx.send(line.clone().into_bytes()).expect("writer");
+        let msg = tokio::time::timeout(PATIENCE, src.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("message {i} not replayed while the FIFO is open"))
+            .expect("a message");
+        assert_eq!(&msg.bytes[..], line.trim_end().as_bytes());
+    }
+    drop(lines_tx);
+    writer.join().expect("writer thread");
+    let end = tokio::time::timeout(PATIENCE, src.rx.recv())
+        .await
+        .expect("ends");
+    assert!(end.is_none(), "nothing after the writer closed");
+    src.task.await.expect("no panic").expect("Ok");
+    let _ = std::fs::remove_file(&path);
+}
