@@ -304,33 +304,34 @@ impl FromStr for Cid {
     }
 }
 
+/// Room for the string form of the longest CID this type holds.
+const TEXT_MAX: usize = 1 + (MAX_LEN * 8).div_ceil(5);
+
 impl Cid {
-    /// Append the string form (multibase base32, `b…`) to `out`, in one
-    /// `push_str`: what `Display` writes, without a formatter or an
-    /// allocation of its own (this runs for every op and every link).
-    pub fn push_to(&self, out: &mut String) {
-        let mut buf = [0u8; 1 + (MAX_LEN * 8).div_ceil(5)];
+    /// The string form (multibase base32, `b…`) written into `buf`.
+    fn text<'b>(&self, buf: &'b mut [u8; TEXT_MAX]) -> &'b str {
         buf[0] = b'b';
         let n = 1 + base32_encode_into(self.as_bytes(), &mut buf[1..]);
         // Only the ASCII alphabet was written.
-        if let Ok(text) = std::str::from_utf8(&buf[..n]) {
-            out.push_str(text);
-        }
+        std::str::from_utf8(&buf[..n]).unwrap_or_default()
+    }
+
+    /// Append the string form to `out`, in one `push_str`: what `Display`
+    /// writes, without a formatter or an allocation of its own (this runs
+    /// for every op and every link).
+    pub fn push_to(&self, out: &mut String) {
+        out.push_str(self.text(&mut [0; TEXT_MAX]));
     }
 
     /// The string form in a `String` of its exact size.
     pub fn to_text(&self) -> String {
-        let mut s = String::with_capacity(1 + (self.as_bytes().len() * 8).div_ceil(5));
-        self.push_to(&mut s);
-        s
+        self.text(&mut [0; TEXT_MAX]).to_owned()
     }
 }
 
 impl fmt::Display for Cid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = String::with_capacity(60);
-        self.push_to(&mut s);
-        f.write_str(&s)
+        f.write_str(self.text(&mut [0; TEXT_MAX]))
     }
 }
 

@@ -3,7 +3,8 @@
 //! Links become `{"$link": "<cid>"}` and byte strings `{"$bytes": "<base64>"}`
 //! (standard alphabet, no padding). [`Value`] implements `Serialize` in this
 //! form, so `serde_json::to_writer(out, &value)` streams a record straight to
-//! JSON without an intermediate tree. [`from_lex_json`] goes the other way and
+//! JSON without an intermediate tree; [`write_json`] writes the same bytes
+//! into a `String` without serde (the indexers' path). [`from_lex_json`] goes the other way and
 //! enforces the data-model rules that JSON cannot express on its own.
 
 use std::borrow::Cow;
@@ -150,15 +151,14 @@ fn write_json_str(s: &str, out: &mut String) {
 }
 
 /// Whether any of the eight bytes of `w` is below 0x20, `"` or `\\`: the
-/// exact "has a byte less than n" and "has a zero byte" word tests.
+/// exact "has a byte less than n" word test, and "has a zero byte" on `w`
+/// with each of the two bytes cancelled out.
 fn needs_escape(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let below = w.wrapping_sub(ONES * 0x20) & !w;
-    let quote = (w ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'"')));
-    let slash =
-        (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'\\')));
-    (below | quote | slash) & HIGH != 0
+    let below = |n: u8, x: u64| x.wrapping_sub(ONES * u64::from(n)) & !x;
+    let has = |b: u8| below(1, w ^ (ONES * u64::from(b)));
+    (below(0x20, w) | has(b'"') | has(b'\\')) & HIGH != 0
 }
 
 /// Convert a value to a `serde_json::Value` in lex-JSON form.
