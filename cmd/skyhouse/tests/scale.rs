@@ -165,11 +165,11 @@ fn the_scale_benchmark_reports_every_figure_at_two_sizes() {
     for (size, records) in report.sizes.iter().zip(SIZES) {
         assert_eq!(size.records, records);
         let f = &size.figures.0;
-        let one_page = one_page(size);
+        let top_1h_one_page = one_page(size);
         let missing: Vec<String> = expected()
             .into_iter()
             .filter(|k| !f.contains_key(k))
-            .filter(|k| !(one_page && k.starts_with("http/feedgen/top-1h/cursor/")))
+            .filter(|k| !(top_1h_one_page && k.starts_with("http/feedgen/top-1h/cursor/")))
             .collect();
         assert!(
             missing.is_empty(),
@@ -187,9 +187,8 @@ fn the_scale_benchmark_reports_every_figure_at_two_sizes() {
             size.notes
         );
         assert!(
-            size.notes
-                .iter()
-                .all(|n| one_page && n.starts_with("http/feedgen/top-1h: the feed holds one page")),
+            size.notes.iter().all(|n| top_1h_one_page
+                && n.starts_with("http/feedgen/top-1h: the feed holds one page")),
             "{records} records: {:?}",
             size.notes
         );
