@@ -4,7 +4,7 @@
 # cluster `skyhouse`, all on 127.0.0.1.
 #
 #   .local/cluster/zookeeper/{zoo.cfg,data/,log/zookeeper.log,zookeeper.pid}
-#   .local/cluster/s1r1/{config.xml,users.xml,data/,log/,clickhouse-server.pid}
+#   .local/cluster/s1r1/{config.xml,users.xml,config.d/,data/,log/,clickhouse-server.pid}
 #   .local/cluster/s1r2/ s2r1/ s2r2/   (the same for the other servers)
 #
 # Usage: scripts/local-cluster.sh up|down|status|clean
@@ -15,7 +15,8 @@
 #   CLUSTER_ZK_PORT (2181).
 #
 # The configuration comes from the templates in scripts/cluster/ (the same
-# ones the test kit's Cluster uses); it is regenerated on every `up`. Data
+# ones the test kit's Cluster uses) and scripts/clickhouse/compression.xml
+# (config.d/); it is regenerated on every `up`. Data
 # stays across `down`/`up`; `clean` deletes it. ZooKeeper is Debian's
 # (`zookeeper` package), run in the foreground of its own process with a
 # generated zoo.cfg rather than as the system service.
@@ -208,8 +209,9 @@ ch_up() {
         check_port_free "$(tcp_port "$node")" CLUSTER_TCP_PORT
         check_port_free "$(interserver_port "$node")" CLUSTER_INTERSERVER_PORT
         dir="$root/$node"
-        mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
+        mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log,config.d}
         render "$templates/clickhouse.xml" "$dir/config.xml" "$dir" "$node"
+        cp scripts/clickhouse/compression.xml "$dir/config.d/skyhouse-compression.xml"
         cp "$templates/users.xml" "$dir/users.xml"
         rm -f "$(ch_pidfile "$node")"
         # --daemon forks into the background and writes the pid file.

@@ -235,13 +235,30 @@ pub(crate) fn run_at(http_port: u16, path: &str, sql: &str) -> Result<String, St
     Ok(response.text())
 }
 
-/// Writes `config.xml` and `users.xml` into `dir` and returns the server's
-/// arguments. The configuration is self-contained: no `incl=` substitutions,
-/// no `config.d`, every path inside `dir`.
+/// How parts are compressed (`scripts/clickhouse/compression.xml`: ZSTD for
+/// parts of 10 MB and more), installed in every server's `config.d/` by the
+/// test kit, `just up`, `just cluster-up` and Docker Compose alike.
+pub const COMPRESSION_XML: &str = include_str!("../../../scripts/clickhouse/compression.xml");
+
+/// Installs [`COMPRESSION_XML`] as `config.d/skyhouse-compression.xml` under
+/// `dir`, the directory of the server's `config.xml`.
+pub(crate) fn write_compression_config(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir.join("config.d"))?;
+    fs::write(
+        dir.join("config.d/skyhouse-compression.xml"),
+        COMPRESSION_XML,
+    )
+}
+
+/// Writes `config.xml` and `users.xml` into `dir` (and the compression
+/// settings into `config.d/`) and returns the server's arguments. The
+/// configuration is self-contained: no `incl=` substitutions, every path
+/// inside `dir`.
 fn write_config(dir: &Path, http_port: u16, tcp_port: u16) -> io::Result<Vec<String>> {
     for sub in ["data", "tmp", "user_files", "format_schemas", "log"] {
         fs::create_dir_all(dir.join(sub))?;
     }
+    write_compression_config(dir)?;
     let d = xml_escape(&dir.to_string_lossy());
     let config = format!(
         r#"<?xml version="1.0"?>

@@ -876,6 +876,7 @@ fn write_clickhouse_config(
         ));
     }
     fs::write(dir.join("config.xml"), render(CLICKHOUSE_XML, &values)?)?;
+    crate::clickhouse::write_compression_config(dir)?;
     fs::write(dir.join("users.xml"), USERS_XML)
 }
 

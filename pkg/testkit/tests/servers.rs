@@ -208,3 +208,40 @@ fn postgres_answers_psql_on_loopback_only() {
         .expect("Uid line");
     assert_ne!(uid, "0", "postgres runs as root");
 }
+
+/// `scripts/clickhouse/compression.xml`, which every server the kit starts
+/// reads from `config.d/`: each insert's part stays LZ4, a merged part of
+/// 10 MB and more is ZSTD. Random base32 text (what CIDs are) shows which:
+/// LZ4 finds nothing to match in it and stores it whole, ZSTD entropy-codes
+/// its 5 bits per character.
+#[test]
+fn merged_parts_of_10_mb_and_more_are_compressed_with_zstd() {
+    let db = ClickHouse::shared().database("compression");
+    db.query("CREATE TABLE t (n UInt64, s String) ENGINE = MergeTree ORDER BY n");
+    for half in 0..2 {
+        db.query(&format!(
+            "INSERT INTO t SELECT number, arrayStringConcat(arrayMap(i -> \
+             substring('abcdefghijklmnopqrstuvwxyz234567', cityHash64(number, i) % 32 + 1, 1), \
+             range(59))) FROM numbers({}, 125000)",
+            half * 125_000
+        ));
+    }
+    let ratio = || -> (u64, f64) {
+        let name = db.name();
+        let line = db.query(&format!(
+            "SELECT count(), sum(data_compressed_bytes) / sum(data_uncompressed_bytes) \
+             FROM system.parts WHERE database = '{name}' AND table = 't' AND active"
+        ));
+        let mut fields = line.split_whitespace();
+        let parts = fields.next().and_then(|f| f.parse().ok()).expect("parts");
+        let ratio = fields.next().and_then(|f| f.parse().ok()).expect("ratio");
+        (parts, ratio)
+    };
+    let (parts, inserted) = ratio();
+    assert_eq!(parts, 2, "one part per insert");
+    assert!(inserted > 0.9, "insert parts are LZ4: {inserted}");
+    db.query("OPTIMIZE TABLE t FINAL");
+    let (parts, merged) = ratio();
+    assert_eq!(parts, 1, "merged into one part");
+    assert!(merged < 0.75, "the 15 MB merged part is ZSTD: {merged}");
+}

@@ -470,3 +470,28 @@ fn dockerfile_builds_the_workspace_binary() {
         "EXPOSE vs SPEC §2"
     );
 }
+
+/// The compression settings (`scripts/clickhouse/compression.xml`, ZSTD for merged parts) reach
+/// every ClickHouse the project starts: Compose mounts the file into the server's `config.d/`,
+/// `just up` and `just cluster-up` copy it there (the test kit's servers read it too, and
+/// `pkg/testkit/tests/servers.rs` checks on a real server that it takes effect).
+#[test]
+fn every_clickhouse_the_project_starts_reads_the_compression_settings() {
+    let file = "scripts/clickhouse/compression.xml";
+    assert!(read(&root().join(file)).contains("<method>zstd</method>"));
+    let mount = format!("../{file}:/etc/clickhouse-server/config.d/skyhouse-compression.xml:ro");
+    let volumes = str_list(&compose()["services"]["clickhouse"]["volumes"]);
+    assert!(
+        volumes.contains(&mount),
+        "compose mounts {mount}: {volumes:?}"
+    );
+    for script in ["scripts/local-servers.sh", "scripts/local-cluster.sh"] {
+        let text = read(&root().join(script));
+        let copies = text.lines().any(|l| {
+            let l = l.trim();
+            l.starts_with(&format!("cp {file} "))
+                && l.ends_with("/config.d/skyhouse-compression.xml\"")
+        });
+        assert!(copies, "{script} copies {file} into the server's config.d/");
+    }
+}
