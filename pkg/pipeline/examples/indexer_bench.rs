@@ -373,7 +373,7 @@ fn decode_only(args: &Args, kind: &str) -> Result<serde_json::Value, BoxError> {
             .map(<[u8]>::trim_ascii)
             .filter(|l| !l.is_empty())
             .collect(),
-        _ => frames_in(&input).map_err(|e| format!("{path}: {e}"))?,
+        _ => skyhouse_sources::split_frame_file(&input).map_err(|e| format!("{path}: {e}"))?,
     };
     let total = messages.len() as u64;
     let mut decoder = skyhouse_transform::Decoder::new(Default::default());
@@ -429,24 +429,6 @@ fn decode_only(args: &Args, kind: &str) -> Result<serde_json::Value, BoxError> {
         "load_start": load,
         "load_end": bench::load_avg(),
     }))
-}
-
-/// The length-prefixed frames of a `.frames` file held in memory.
-fn frames_in(mut buf: &[u8]) -> Result<Vec<&[u8]>, String> {
-    let mut frames = Vec::new();
-    while !buf.is_empty() {
-        let (len, rest) = buf
-            .split_first_chunk::<4>()
-            .ok_or("a length prefix cut short at the end")?;
-        let len = u32::from_be_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err(format!("frame {} cut short at the end", frames.len()));
-        }
-        let (frame, rest) = rest.split_at(len);
-        frames.push(frame);
-        buf = rest;
-    }
-    Ok(frames)
 }
 
 fn connect(args: &Args, database: &str) -> Result<ClickHouse, BoxError> {

@@ -56,6 +56,33 @@ where
     Ok(written)
 }
 
+/// The frames of a frame file's bytes (`[u32 big-endian length][frame]` repeated, what
+/// [`write_frame_file`] writes), borrowed in order. A length prefix or a frame cut short
+/// at the end is an `InvalidData` error naming the frame and its offset.
+pub fn split_frame_file(mut bytes: &[u8]) -> io::Result<Vec<&[u8]>> {
+    let (mut frames, mut offset) = (Vec::new(), 0usize);
+    while !bytes.is_empty() {
+        let cut = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "frame {} at byte {offset}: {what} cut short at the end of the file",
+                    frames.len()
+                ),
+            )
+        };
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or_else(|| cut("its length"))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let frame = rest.get(..len).ok_or_else(|| cut("the frame"))?;
+        frames.push(frame);
+        bytes = &rest[len..];
+        offset += 4 + len;
+    }
+    Ok(frames)
+}
+
 /// Replay the capture at `path` into `tx`. `from > 0` skips messages at or before it.
 pub(crate) async fn replay(
     cfg: &SourceConfig,
@@ -367,5 +394,23 @@ mod tests {
         let n = write_frame_file(&mut out, [&b"ab"[..], b"", b"xyz"]).expect("write");
         assert_eq!(n, 4 + 2 + 4 + 4 + 3);
         assert_eq!(out, b"\0\0\0\x02ab\0\0\0\0\0\0\0\x03xyz");
+    }
+
+    #[test]
+    fn a_frame_file_splits_back_into_its_frames_or_names_the_cut_one() {
+        let mut out = Vec::new();
+        write_frame_file(&mut out, [&b"ab"[..], b"", b"xyz"]).expect("write");
+        let frames = split_frame_file(&out).expect("whole");
+        assert_eq!(frames, [&b"ab"[..], b"", b"xyz"]);
+        assert!(split_frame_file(&[]).expect("empty").is_empty());
+        // Cut inside the last frame, then inside its length prefix.
+        for (cut, what) in [(out.len() - 1, "the frame"), (out.len() - 5, "its length")] {
+            let err = split_frame_file(&out[..cut]).expect_err("cut short");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            assert_eq!(
+                err.to_string(),
+                format!("frame 2 at byte 10: {what} cut short at the end of the file")
+            );
+        }
     }
 }

@@ -41,7 +41,7 @@
 //!   `resume` while that is unknown), so whatever was held in memory when the server cut
 //!   the connection is read again. Any other error: the next connect uses `resume`.
 //! - **Replay.** A `file://` endpoint replays a capture: Jetstream JSON lines, or firehose
-//!   frames as `[u32 big-endian length][frame]` ([`write_frame_file`]); end of file is end
+//!   frames as `[u32 big-endian length][frame]` ([`write_frame_file`], [`split_frame_file`]); end of file is end
 //!   of stream. With `resume > 0`, messages at or before it are skipped: every Jetstream
 //!   line whose `time_us <= resume` (Jetstream's order is only roughly by `time_us`, so
 //!   each line is checked, reading just that field), and firehose frames up to the first
@@ -107,7 +107,7 @@ pub use config::{
     JETSTREAM_SHORTHANDS, MAX_WANTED_COLLECTIONS, MAX_WANTED_DIDS,
 };
 pub use error::SourceError;
-pub use file::{write_frame, write_frame_file};
+pub use file::{split_frame_file, write_frame, write_frame_file};
 pub use metrics::{describe_metrics, export_at_zero};
 
 /// A suggested capacity for the channel given to [`run`]: 4096 messages, about 2 s of

@@ -40,14 +40,12 @@ fn newest_time_us() -> i64 {
 /// The newest seq of the frame capture (`[u32 BE length][frame]` repeated).
 fn newest_seq() -> i64 {
     let bytes = std::fs::read(testdata("corpus.frames")).unwrap();
-    let (mut at, mut newest) = (0, 0);
-    while at < bytes.len() {
-        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let frame = Frame::decode(&bytes[at + 4..at + 4 + len]).unwrap();
-        newest = newest.max(frame.seq().unwrap());
-        at += 4 + len;
-    }
-    newest
+    let frames = skyhouse_sources::split_frame_file(&bytes).unwrap();
+    frames
+        .into_iter()
+        .map(|frame| Frame::decode(frame).unwrap().seq().unwrap())
+        .max()
+        .unwrap_or(0)
 }
 
 /// Runs the indexer on the capture to its end; it must exit 0. On a

@@ -30,13 +30,8 @@ fn capture() -> PathBuf {
 /// The capture's frames.
 fn frames() -> Vec<Vec<u8>> {
     let bytes = std::fs::read(capture()).unwrap();
-    let (mut at, mut out) = (0, Vec::new());
-    while at < bytes.len() {
-        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        out.push(bytes[at + 4..at + 4 + len].to_vec());
-        at += 4 + len;
-    }
-    out
+    let frames = skyhouse_sources::split_frame_file(&bytes).unwrap();
+    frames.into_iter().map(<[u8]>::to_vec).collect()
 }
 
 /// A loopback "ClickHouse" that accepts every connection and never says a

@@ -41,15 +41,9 @@ async fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 fn corpus_frames() -> Vec<Vec<u8>> {
     let path = root().join("pkg/sources/testdata/corpus.frames");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut frames = Vec::new();
-    let mut rest = bytes.as_slice();
-    while !rest.is_empty() {
-        let (len, tail) = rest.split_at(4);
-        let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-        frames.push(tail[..len].to_vec());
-        rest = &tail[len..];
-    }
-    frames
+    let frames = skyhouse_sources::split_frame_file(&bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    frames.into_iter().map(<[u8]>::to_vec).collect()
 }
 
 /// Kills the indexer if the test fails before it stops it.

@@ -26,16 +26,11 @@ fn capture_path() -> PathBuf {
 /// Every frame of the capture with its seq.
 fn frames() -> Vec<(i64, Vec<u8>)> {
     let bytes = std::fs::read(capture_path()).unwrap();
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let frame = bytes[at + 4..at + 4 + len].to_vec();
-        let seq = Frame::decode(&frame).unwrap().seq().unwrap();
-        out.push((seq, frame));
-        at += 4 + len;
-    }
-    out
+    let frames = skyhouse_sources::split_frame_file(&bytes).unwrap();
+    frames
+        .into_iter()
+        .map(|frame| (Frame::decode(frame).unwrap().seq().unwrap(), frame.to_vec()))
+        .collect()
 }
 
 /// The `cursor` query parameter of a subscribe request.
