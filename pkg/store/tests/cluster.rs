@@ -60,26 +60,31 @@ fn migrated() -> &'static ClusterDatabase {
     MIGRATED.get_or_init(|| {
         let cluster = Cluster::shared();
         let db = cluster.database("cluster_rows");
-        let ch = store(&cluster.http_url(), db.name());
-        let _migrating = cluster.ddl_lock();
-        // The tests' own runtimes cannot block on it: a thread of its own
-        // (with a client of its own, whose connections die with it). A
-        // server whose ON CLUSTER worker stops meanwhile is restarted.
-        let migrating = thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(Migrator::new(&ch, migrate::embedded().expect("migrations")).up())
-                .expect("up")
-        });
-        while !migrating.is_finished() {
-            cluster.revive_ddl_workers();
-            thread::sleep(Duration::from_millis(500));
-        }
-        migrating.join().expect("migrating thread");
+        migrate_up(cluster, store(&cluster.http_url(), db.name()));
         db
     })
+}
+
+/// Every migration up on `cluster` through `ch`, one process's migrations
+/// at a time (the cluster's DDL lock). The tests' own runtimes cannot block
+/// on it: a thread of its own (with a client of its own, whose connections
+/// die with it). A server whose ON CLUSTER worker stops meanwhile (18.16's
+/// replicated ALTER race) is restarted.
+fn migrate_up(cluster: &Cluster, ch: ClickHouse) {
+    let _migrating = cluster.ddl_lock();
+    let migrating = thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(Migrator::new(&ch, migrate::embedded().expect("migrations")).up())
+            .expect("up")
+    });
+    while !migrating.is_finished() {
+        cluster.revive_ddl_workers();
+        thread::sleep(Duration::from_millis(500));
+    }
+    migrating.join().expect("migrating thread");
 }
 
 /// `name<TAB>engine_full` of every table of `db` on `node`, by name.
@@ -940,7 +945,7 @@ async fn the_maintenance_jobs_give_the_single_servers_answers() {
         ..ClickHouseConfig::local(&cluster.http_url(), db.name())
     })
     .expect("config");
-    migrate::up_embedded(&ch).await.expect("up");
+    migrate_up(cluster, ch.clone());
     play(&ch, &batches).await;
     let got = answers(&ch, &uris).await;
     // Not an empty match: counts, rankings and hidden accounts are there,
