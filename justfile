@@ -262,7 +262,7 @@ dump-schema *ARGS:
 
 # Check the migrations and the store's queries on current ClickHouse (chdb-core)
 check-chdb: deps-python
-    python3 scripts/chdb_check.py --queries pkg/store/queries/check.sql --queries pkg/store/queries/store.sql
+    python3 scripts/chdb_check.py --queries pkg/store/queries/check.sql --queries pkg/store/queries/store.sql --semantics pkg/store/queries/counts.sql
 
 # The gRPC relay (:50051, metrics :8098); ARGS are `skyhouse relay` flags (e.g. --source jetstream)
 relay *ARGS:

@@ -8,7 +8,8 @@ temporary on-disk session, against the database `skyhouse_chdb_check`:
 
 1. every migration's up file in order, every down file in reverse order, then
    every up file again (up/down/up); after the downs the database must hold
-   no table the migrations made;
+   no table the migrations made, and after the second up the large tables'
+   strings must have ZSTD codecs (0013);
 2. every table of the database answers `SHOW CREATE TABLE`;
 3. a create (version 10) and a tombstone (version 11) of one record plus a
    second live record go into `records`, and `FINAL ... deleted = 0` must
@@ -282,6 +283,19 @@ def run_checks(srv, args):
             srv.query(f"SHOW CREATE TABLE {DB}.`{name}`")
         except Exception as e:  # noqa: BLE001
             fail(f"SHOW CREATE TABLE {DB}.{name}", e)
+
+    # Migration 0013's column codecs: on a current server every plain String
+    # column of the tables that grow with the network is ZSTD-compressed.
+    bare = [
+        f"{t}.{c}"
+        for t, c in srv.query(
+            f"SELECT table, name FROM system.columns WHERE database = '{DB}' "
+            "AND table IN ('records', 'posts', 'likes', 'interactions', 'record_days') "
+            "AND type = 'String' AND default_kind = '' AND compression_codec NOT LIKE '%ZSTD%'"
+        )
+    ]
+    if bare:
+        raise CheckFailed(f"FAIL columns without a ZSTD codec after up/down/up: {', '.join(bare)}")
 
     # A tombstone collapses the row it replaces. Separate INSERTs make separate
     # parts, so FINAL (not an already-merged part) does the collapsing.

@@ -2,7 +2,7 @@
 """Bytes per record of a skyhouse database on current ClickHouse (chdb).
 
 Usage: python3 scripts/chdb_storage.py --clickhouse URL --database DB
-           [--user U] [--records N] [--codecs] [--keep DIR]
+           [--user U] [--records N] [--baseline] [--keep DIR]
 
 Copies every table of DATABASE (its rows as they are, read over HTTP from
 the server at URL, e.g. the ClickHouse 18.16 the scale benchmark loaded)
@@ -13,11 +13,13 @@ exactly the source's rows), lets the parts merge (OPTIMIZE ... FINAL), and
 weighs them in `system.parts`: bytes on disk, compressed and uncompressed,
 per table and in total, per record (RECORDS, default the rows of `records`).
 
-With --codecs it then applies the column codecs of CODECS below (what a
-version-gated migration for current servers could set) and weighs again.
+The migrations give current servers column codecs (0013), so the first
+weighing is with them. With --baseline it then removes every column's codec
+(back to chdb's default, LZ4), merges again and weighs again: what the
+codecs save.
 
 Prints one JSON line: {"server": ..., "records": N, "tables": {name: {...}},
-"total": {...}, "codecs": {...}}. Exits 1 with one line on failure.
+"total": {...}, "baseline": {...}}. Exits 1 with one line on failure.
 The source password, if any, comes from CLICKHOUSE_PASSWORD.
 """
 
@@ -36,32 +38,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chdb_check  # noqa: E402  (the migration runner and the chdb session)
 
 DB = chdb_check.DB
-
-# Column codecs a migration gated on a current server could set, by table
-# and column (18.16 has no CODEC clause). The raw JSON and the texts are
-# the bulk: ZSTD at a higher level; TID-derived and monotonic numbers:
-# Delta/DoubleDelta before ZSTD; the low-cardinality strings are
-# LowCardinality in a real migration (a type change), approximated here by
-# ZSTD (dictionary-like compression of repeated values).
-CODECS = {
-    "*": {
-        "version": "CODEC(Delta, ZSTD(3))",
-        "indexed_at": "CODEC(Delta, ZSTD(3))",
-        "created_at": "CODEC(Delta, ZSTD(3))",
-        "sort_at": "CODEC(Delta, ZSTD(3))",
-        "arrived": "CODEC(DoubleDelta, ZSTD(3))",
-        "did": "CODEC(ZSTD(3))",
-        "rkey": "CODEC(ZSTD(3))",
-        "cid": "CODEC(ZSTD(3))",
-        "subject_uri": "CODEC(ZSTD(3))",
-        "subject_cid": "CODEC(ZSTD(3))",
-        "subject_did": "CODEC(ZSTD(3))",
-        "collection": "CODEC(ZSTD(3))",
-        "json": "CODEC(ZSTD(6))",
-        "text": "CODEC(ZSTD(6))",
-    },
-}
-
 
 def one_line(text):
     return " ".join(str(text).split())
@@ -198,19 +174,21 @@ def run(args):
             "tables": tables,
             "total": total,
         }
-        if args.codecs:
+        if args.baseline:
             for t in copied:
-                cols = {r[0] for r in srv.query(f"SELECT name FROM system.columns WHERE database = '{DB}' AND table = '{t}'")}
-                for col, codec in CODECS["*"].items():
-                    if col not in cols:
-                        continue
-                    ctype = srv.scalar(
-                        f"SELECT type FROM system.columns WHERE database = '{DB}' AND table = '{t}' AND name = '{col}'"
+                coded = [
+                    r[0]
+                    for r in srv.query(
+                        f"SELECT name FROM system.columns WHERE database = '{DB}' AND table = '{t}' "
+                        "AND compression_codec != ''"
                     )
-                    srv.query(f"ALTER TABLE {DB}.`{t}` MODIFY COLUMN `{col}` {ctype} {codec}")
+                ]
+                if coded:
+                    removes = ", ".join(f"MODIFY COLUMN `{c}` REMOVE CODEC" for c in coded)
+                    srv.query(f"ALTER TABLE {DB}.`{t}` {removes}")
             optimize(srv, copied)
-            ctables = parts(srv)
-            out["codecs"] = {"tables": ctables, "total": per_record(ctables, records)}
+            btables = parts(srv)
+            out["baseline"] = {"tables": btables, "total": per_record(btables, records)}
         return out
     finally:
         srv.close()
@@ -224,7 +202,7 @@ def main():
     p.add_argument("--database", required=True)
     p.add_argument("--user", default="default")
     p.add_argument("--records", type=int, default=0, help="records to divide by (default: rows of records)")
-    p.add_argument("--codecs", action="store_true", help="also weigh with the proposed column codecs")
+    p.add_argument("--baseline", action="store_true", help="also weigh with every column codec removed")
     p.add_argument("--keep", help="keep chdb's data in this directory")
     args = p.parse_args()
     try:

@@ -84,8 +84,9 @@ pub struct Config {
     /// when free space falls below it.
     pub min_free_bytes: u64,
     /// `scripts/chdb_storage.py`: when set, the loaded database is also
-    /// copied into current ClickHouse (chdb) and weighed there, without and
-    /// with the proposed column codecs (figures `storage_chdb/…`).
+    /// copied into current ClickHouse (chdb) and weighed there, with the
+    /// migrations' column codecs (figures `storage_chdb/…`) and without them
+    /// (`storage_chdb_baseline/…`).
     pub chdb_script: Option<PathBuf>,
     /// Print progress to stderr.
     pub progress: bool,
@@ -1566,7 +1567,7 @@ impl<'a> SizeRun<'a> {
 
     /// The same rows on current ClickHouse (chdb, in a separate Python
     /// process): bytes per bulk-load record per table and in total, without
-    /// and with the proposed codecs.
+    /// with the migrations' column codecs (0013) and without them.
     async fn chdb_storage(&mut self) {
         let Some(script) = self.cfg.chdb_script.clone() else {
             return;
@@ -1579,7 +1580,7 @@ impl<'a> SizeRun<'a> {
             .args(["--database", self.ch.database()])
             .args(["--user", &self.cfg.clickhouse_user])
             .args(["--records", &self.records.to_string()])
-            .arg("--codecs")
+            .arg("--baseline")
             .env("CLICKHOUSE_PASSWORD", &self.cfg.clickhouse_password)
             .stdin(Stdio::null());
         let t = Instant::now();
@@ -1612,7 +1613,10 @@ impl<'a> SizeRun<'a> {
             Err(e) => return self.note(format!("chdb storage: unreadable output: {e}")),
         };
         self.fig("storage_chdb/secs", round(t.elapsed().as_secs_f64(), 1));
-        for (prefix, node) in [("storage_chdb", &v), ("storage_chdb_codecs", &v["codecs"])] {
+        for (prefix, node) in [
+            ("storage_chdb", &v),
+            ("storage_chdb_baseline", &v["baseline"]),
+        ] {
             let mut rows: Vec<(String, serde_json::Value)> = node["tables"]
                 .as_object()
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -1628,10 +1632,10 @@ impl<'a> SizeRun<'a> {
             }
         }
         self.say(&format!(
-            "chdb {}: {} bytes per record on disk, {} with the proposed codecs",
+            "chdb {}: {} bytes per record on disk with the migrations' column codecs, {} without",
             v["server"].as_str().unwrap_or("?"),
             v["total"]["bytes_on_disk_per_record"],
-            v["codecs"]["total"]["bytes_on_disk_per_record"]
+            v["baseline"]["total"]["bytes_on_disk_per_record"]
         ));
     }
 

@@ -361,12 +361,26 @@ fn for_cluster(stmt: &str, db: &str, cluster: &str, fed: &[String]) -> Vec<Step>
             "MODIFY COLUMN",
             "RENAME COLUMN",
         ];
-        if COLUMN_CHANGES.iter().any(|c| change.contains(c)) {
+        if COLUMN_CHANGES.iter().any(|c| change.contains(c)) && !codecs_only(change) {
             return vec![local, Step::RecreateDistributed { table: name }];
         }
         return vec![local];
     }
     vec![Step::Sql(stmt.to_string())]
+}
+
+/// Whether an `ALTER`'s change only sets or removes column codecs (`MODIFY
+/// COLUMN c T CODEC(…)` with the column's type restated, or `MODIFY COLUMN c
+/// REMOVE CODEC`): how the local tables store the columns, nothing the
+/// `Distributed` table declares, so it is not re-created (which would lose
+/// the blocks it has not sent yet).
+fn codecs_only(change: &str) -> bool {
+    let mut clauses = change.split("MODIFY COLUMN").skip(1).peekable();
+    clauses.peek().is_some()
+        && !["ADD COLUMN", "DROP COLUMN", "RENAME COLUMN"]
+            .iter()
+            .any(|c| change.contains(c))
+        && clauses.all(|c| c.contains("CODEC"))
 }
 
 /// `(table, adds, column)` of `ALTER TABLE <db>.<table> [ON CLUSTER c]
@@ -1124,6 +1138,32 @@ mod tests {
                 sharding_key: "at".into()
             }
         );
+    }
+
+    #[test]
+    fn codec_changes_alter_the_local_tables_only() {
+        let steps = |stmt: &str| for_cluster(stmt, "sky", "main", &[]);
+        let sql = |s: &str| Step::Sql(s.into());
+        assert_eq!(
+            steps("ALTER TABLE sky.t MODIFY COLUMN did String CODEC(ZSTD(3)), MODIFY COLUMN version UInt64 CODEC(Delta(8), ZSTD(3))"),
+            [sql("ALTER TABLE sky.t_local ON CLUSTER main MODIFY COLUMN did String CODEC(ZSTD(3)), MODIFY COLUMN version UInt64 CODEC(Delta(8), ZSTD(3))")]
+        );
+        assert_eq!(
+            steps("ALTER TABLE sky.t MODIFY COLUMN did REMOVE CODEC"),
+            [sql(
+                "ALTER TABLE sky.t_local ON CLUSTER main MODIFY COLUMN did REMOVE CODEC"
+            )]
+        );
+        // A type change, or a codec beside another column change, still
+        // re-creates the Distributed table.
+        let recreate = Step::RecreateDistributed { table: "t".into() };
+        for stmt in [
+            "ALTER TABLE sky.t MODIFY COLUMN x UInt64",
+            "ALTER TABLE sky.t MODIFY COLUMN did String CODEC(ZSTD(3)), MODIFY COLUMN x UInt64",
+            "ALTER TABLE sky.t MODIFY COLUMN did String CODEC(ZSTD(3)), ADD COLUMN y String",
+        ] {
+            assert_eq!(steps(stmt).last(), Some(&recreate), "{stmt}");
+        }
     }
 
     #[test]
