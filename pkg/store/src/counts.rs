@@ -523,12 +523,41 @@ fn verdict(c: &Candidate, graph: &Graph) -> (u8, u8) {
 /// How many values one statement lists inline at most.
 const CHUNK: usize = 500;
 
+/// The filtering side of a follows lookup goes in lists of at most this many
+/// bytes of SQL. A lookup reads the granules of its `did IN (…)` side
+/// (`follows` is sorted by did); the `subject_did IN (…)` side only filters,
+/// so one long list there reads those granules once instead of once per
+/// chunk of it. With the other list and the statement this stays under
+/// ClickHouse's 256 KiB `max_query_size`.
+const FILTER_LIST_BYTES: usize = 128 * 1024;
+
 fn quoted(items: &[&str]) -> String {
     items
         .iter()
         .map(|s| literal(s))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `items` quoted for `IN (…)` as [`quoted`] does, in lists of at most
+/// `max_bytes` each (an item longer than that gets a list of its own).
+fn quoted_lists(items: &[&str], max_bytes: usize) -> Vec<String> {
+    let mut lists = Vec::new();
+    let mut list = String::new();
+    for item in items {
+        let value = literal(item);
+        if !list.is_empty() && list.len() + 2 + value.len() > max_bytes {
+            lists.push(std::mem::take(&mut list));
+        }
+        if !list.is_empty() {
+            list.push_str(", ");
+        }
+        list.push_str(&value);
+    }
+    if !list.is_empty() {
+        lists.push(list);
+    }
+    lists
 }
 
 /// Read the mentions, follows and list members the candidates' gates ask about.
@@ -575,12 +604,13 @@ async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, 
     owners.sort_unstable();
     owners.dedup();
     for (froms, tos) in [(&owners, &repliers), (&repliers, &owners)] {
+        let tos = quoted_lists(tos, FILTER_LIST_BYTES);
         for from in froms.chunks(CHUNK) {
-            for to in tos.chunks(CHUNK) {
+            for to in &tos {
                 let sql = render(
                     db,
                     "live_follows_between",
-                    &[("froms", &quoted(from)), ("tos", &quoted(to))],
+                    &[("froms", &quoted(from)), ("tos", to)],
                 )?;
                 let rows: Vec<(String, String, String)> =
                     ch.fetch_all("follows for threadgates", &sql).await?;
@@ -847,6 +877,28 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_lists_keep_every_item_in_order_within_the_bound() {
+        let items = ["did:plc:a", "did:plc:bb", "it's", "did:plc:ccc"];
+        // Each whole list as `quoted` writes it; joined back they are all the items.
+        let lists = quoted_lists(&items, 26);
+        assert_eq!(
+            lists,
+            ["'did:plc:a', 'did:plc:bb'", "'it\\'s', 'did:plc:ccc'"]
+        );
+        assert!(lists.iter().all(|l| l.len() <= 26), "{lists:?}");
+        assert_eq!(lists.join(", "), quoted(&items));
+        // One list when it fits, one per item when nothing else fits, an
+        // item longer than the bound alone in its list, nothing for nothing.
+        assert_eq!(quoted_lists(&items, 1 << 20), [quoted(&items)]);
+        assert_eq!(quoted_lists(&items, 12).len(), items.len());
+        assert_eq!(
+            quoted_lists(&["did:web:a-long-name"], 5),
+            ["'did:web:a-long-name'"]
+        );
+        assert!(quoted_lists(&[], 10).is_empty());
+    }
 
     fn candidate(replier: &str, allow: &[&str]) -> Candidate {
         Candidate {
