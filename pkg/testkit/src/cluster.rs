@@ -219,7 +219,8 @@ impl Cluster {
     /// time: with several at once, a ClickHouse 18.16 server's DDL worker
     /// sometimes fails a replicated table's `ALTER … ADD COLUMN` with "Node
     /// exists …/shards/…/executed" and stops taking tasks, and every later
-    /// `ON CLUSTER` statement waits out its timeout.
+    /// `ON CLUSTER` statement waits out its timeout. [`database`](Self::database)
+    /// takes it too: do not hold it when calling that.
     pub fn ddl_lock(&self) -> MutexGuard<'_, ()> {
         self.ddl.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -320,12 +321,16 @@ impl Cluster {
     /// # Panics
     ///
     /// If `CREATE DATABASE … ON CLUSTER` fails (e.g. a server is down).
+    /// Waits for [`ddl_lock`](Self::ddl_lock): another test's migration
+    /// may be restarting a server (see
+    /// [`revive_ddl_workers`](Self::revive_ddl_workers)).
     pub fn database(&self, name_hint: &str) -> ClusterDatabase {
         let name = format!(
             "{}_{}",
             process::sanitize(name_hint),
             process::unique_suffix('_')
         );
+        let _ddl = self.ddl_lock();
         self.query(&format!("CREATE DATABASE {name} ON CLUSTER {CLUSTER_NAME}"));
         ClusterDatabase {
             name,
@@ -395,7 +400,7 @@ impl ClusterNode {
     /// As [`ClickHouse::query`](crate::ClickHouse::query).
     pub fn query(&self, sql: &str) -> String {
         self.try_query(sql)
-            .unwrap_or_else(|message| panic!("{message}"))
+            .unwrap_or_else(|message| panic!("{message}\n{}", self.member.state()))
     }
 
     /// Like [`query`](Self::query), but a failure is returned.
@@ -715,6 +720,26 @@ impl Member {
             Probe::ZooKeeper => {
                 four_letter_word(self.ports[0], "srvr").is_ok_and(|r| r.contains("\nMode: "))
             }
+        }
+    }
+
+    /// Whether it runs (or how it ended) and its logs' tails: what a failed
+    /// query's message adds, so that a server that died says why.
+    fn state(&self) -> String {
+        let how = {
+            let mut running = self.lock();
+            match running.as_mut() {
+                None => Some("it was stopped or killed by the test".to_owned()),
+                Some(watched) => watched.exited(&self.dir),
+            }
+        };
+        let logs = process::log_tails(&self.dir, self.logs());
+        match how {
+            None => format!("testkit: cluster server {} still runs; {logs}", self.name),
+            Some(how) => format!(
+                "testkit: cluster server {} is down ({how}); {logs}",
+                self.name
+            ),
         }
     }
 

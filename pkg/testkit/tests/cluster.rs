@@ -132,6 +132,16 @@ fn a_killed_replica_starts_again_with_its_data_and_catches_up() {
     second.kill();
     assert!(!second.is_running());
     assert!(second.try_query("SELECT 1").is_err());
+    // A query that panics on it says the server is down and shows its logs.
+    let panic = std::panic::catch_unwind(|| second.query("SELECT 1")).expect_err("a down server");
+    let message = panic
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(
+        message.contains("cluster server s1r2 is down")
+            && message.contains("clickhouse-server.err.log"),
+        "{message}"
+    );
     // Written while the replica is down.
     first.query(&format!("INSERT INTO {name}.t VALUES (2), (3)"));
     second.start();
