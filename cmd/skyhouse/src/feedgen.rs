@@ -181,9 +181,7 @@ pub fn run(mut args: FeedgenArgs) -> Result<ExitCode> {
         svc.pending.describe_with(|| {
             "HTTP requests still being answered or a count refresh still running".to_owned()
         });
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
+        let listener = crate::service::listen(args.listen, "--listen")?;
         let auth = ServiceAuth::new(Arc::new(resolver), cfg.service_did.clone());
         let refresh = tokio::spawn(skyhouse_feeds::refresh_loop(
             ch.clone(),

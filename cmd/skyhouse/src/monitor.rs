@@ -154,15 +154,9 @@ pub fn run(args: MonitorArgs) -> Result<ExitCode> {
             }
             Err(error) => tracing::warn!(%error, "Hosts of earlier runs not loaded."),
         }
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
+        let listener = crate::service::listen(args.listen, "--listen")?;
         let metrics = match args.metrics_addr {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("--metrics-addr {addr}: cannot listen"))?,
-            ),
+            Some(addr) => Some(crate::service::listen(addr, "--metrics-addr")?),
             None => None,
         };
         let server = tokio::spawn({

@@ -362,18 +362,14 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
         let health = skyhouse_telemetry::Health::default();
         let (shutdown, pending) = args.shutdown.install();
         pending.describe_with(|| "gRPC streams still open".to_owned());
-        let metrics = tokio::net::TcpListener::bind(args.metrics_addr)
-            .await
-            .with_context(|| format!("--metrics-addr {}: cannot listen", args.metrics_addr))?;
+        let metrics = crate::service::listen(args.metrics_addr, "--metrics-addr")?;
         tokio::spawn(skyhouse_telemetry::serve_metrics(
             metrics,
             handle,
             health.clone(),
             shutdown.clone(),
         ));
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
+        let listener = crate::service::listen(args.listen, "--listen")?;
         let hub = match &args.data_dir {
             Some(dir) => {
                 let disk = skyhouse_relay::DiskConfig {

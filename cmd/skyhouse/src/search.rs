@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use clap::Args;
 use skyhouse_api::{ApiConfig, ApiState, Keys};
 
@@ -106,9 +106,7 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
     args.redis.validate()?;
     crate::service::runtime()?.block_on(async move {
         // The API listens first: once /metrics answers, so does the API.
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("--listen {}: cannot listen", args.listen))?;
+        let listener = crate::service::listen(args.listen, "--listen")?;
         let svc = crate::service::start(
             args.metrics_addr,
             &args.redis,

@@ -27,6 +27,30 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("start the async runtime")
 }
 
+/// How many connections the kernel completes and queues for a listener
+/// before the service accepts them (capped by `net.core.somaxconn`, 4096 on
+/// current Linux). Tokio's `TcpListener::bind` asks for 128: a client that
+/// opens a few hundred connections at once (a feed's burst, a load test)
+/// had the rest of its SYNs dropped and waited the kernel's 1 s retry.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as
+/// tokio's `bind`); `flag` names the option `addr` came from in the error.
+/// Called inside the runtime.
+pub fn listen(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    bind().with_context(|| format!("{flag} {addr}: cannot listen"))
+}
+
 /// `--shutdown-grace-secs`, flattened into every long-running service.
 #[derive(Debug, Clone, Args)]
 pub struct ShutdownArgs {
@@ -107,9 +131,7 @@ pub async fn start(
     export_metrics();
     let health = Health::default();
     let (shutdown, pending) = grace.install();
-    let listener = tokio::net::TcpListener::bind(metrics_addr)
-        .await
-        .with_context(|| format!("--metrics-addr {metrics_addr}: cannot listen"))?;
+    let listener = listen(metrics_addr, "--metrics-addr")?;
     tokio::spawn(skyhouse_telemetry::serve_metrics(
         listener,
         handle,
@@ -224,4 +246,58 @@ pub async fn finish(
     let _ = refresh.await;
     served.with_context(|| format!("{what} server"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing accepts: the kernel completes a connection's handshake while
+    /// the listener's queue has room and drops its SYN when it is full (the
+    /// client waits for a retry, never within this test's bound).
+    #[tokio::test]
+    async fn a_listener_queues_hundreds_of_connections_before_accepting() {
+        let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(4096);
+        let n = cap.min(600);
+        let listener = listen("127.0.0.1:0".parse().unwrap(), "--listen").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            connects.spawn(tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::TcpStream::connect(addr),
+            ));
+        }
+        let mut streams = Vec::new();
+        while let Some(done) = connects.join_next().await {
+            match done.unwrap() {
+                Ok(Ok(stream)) => streams.push(stream),
+                Ok(Err(e)) => panic!("connect: {e}"),
+                Err(_) => panic!(
+                    "a connection was not queued ({} of {n} were)",
+                    streams.len()
+                ),
+            }
+        }
+        assert_eq!(streams.len(), n);
+        drop(listener);
+    }
+
+    #[test]
+    fn an_address_in_use_is_named_with_its_flag() {
+        let rt = runtime().unwrap();
+        rt.block_on(async {
+            let first = listen("127.0.0.1:0".parse().unwrap(), "--listen").unwrap();
+            let addr = first.local_addr().unwrap();
+            let err = listen(addr, "--metrics-addr").unwrap_err();
+            let text = format!("{err:#}");
+            assert!(
+                text.starts_with(&format!("--metrics-addr {addr}: cannot listen: ")),
+                "{text}"
+            );
+        });
+    }
 }
