@@ -209,6 +209,22 @@ fn postgres_answers_psql_on_loopback_only() {
     assert_ne!(uid, "0", "postgres runs as root");
 }
 
+/// A part a merge replaced is deleted after 60 s, not ClickHouse's 480
+/// (`scripts/clickhouse/compression.xml`; a bulk load's disk held 3-4× the
+/// data in such parts).
+#[test]
+fn merged_away_parts_are_deleted_after_60_s() {
+    let db = ClickHouse::shared().database("old_parts");
+    let value = db.query(
+        "SELECT value, changed FROM system.merge_tree_settings WHERE name = 'old_parts_lifetime'",
+    );
+    assert_eq!(
+        value.trim(),
+        "60\t1",
+        "old_parts_lifetime from compression.xml"
+    );
+}
+
 /// `scripts/clickhouse/compression.xml`, which every server the kit starts
 /// reads from `config.d/`: each insert's part stays LZ4, a merged part of
 /// 10 MB and more is ZSTD. Random base32 text (what CIDs are) shows which:
