@@ -359,8 +359,8 @@ def run_checks(srv, args):
             # body: the catalog (--statements) runs it per table.
             if template.endswith("FORMAT RowBinary"):
                 continue
-            # The interaction refresh runs once per (table, kind, column).
-            variants = INTERACTION_SOURCES if "{source}" in template else [None]
+            # The interaction refresh runs once per kind.
+            variants = INTERACTION_KINDS if "{kind}" in template else [None]
             for variant in variants:
                 stmt = fill_interaction(template, variant)
                 for k, v in samples.items():
@@ -534,23 +534,14 @@ def check_views(srv):
 
 # --- interaction counts (migration 0004, queries/store.sql) ----------------------
 
-# (source table, kind, subject column): as INTERACTION_SOURCES in
-# pkg/store/src/counts.rs.
-INTERACTION_SOURCES = [
-    ("likes", "like", "subject_uri"),
-    ("reposts", "repost", "subject_uri"),
-    ("posts", "reply", "reply_parent_uri"),
-    ("posts", "quote", "quote_uri"),
-    ("posts", "thread", "reply_root_uri"),
-    ("follows", "follow", "subject_did"),
-]
+# As INTERACTION_KINDS in pkg/store/src/counts.rs.
+INTERACTION_KINDS = ["like", "repost", "reply", "quote", "thread", "follow"]
 
 
-def fill_interaction(stmt, variant):
-    if variant is None:
+def fill_interaction(stmt, kind):
+    if kind is None:
         return stmt
-    source, kind, subject = variant
-    return stmt.replace("{source}", source).replace("{subject}", subject).replace("{kind}", f"'{kind}'")
+    return stmt.replace("{kind}", f"'{kind}'")
 
 
 def named_statements(paths):
@@ -571,8 +562,8 @@ def refresh_interactions_once(srv, named, what):
     """One refresh window over everything, in the order src/counts.rs runs
     it (without the recent_* statements and the gate pass, which post_counts
     does not need here)."""
-    steps = [("interaction_subjects_live", None), ("interaction_live", None)]
-    steps += [("refresh_interactions", v) for v in INTERACTION_SOURCES]
+    steps = [("interaction_live", None)]
+    steps += [("refresh_interactions", k) for k in INTERACTION_KINDS]
     steps += [("pending_deletes_add", None), ("interaction_pending_matches", None)]
     for name, variant in steps:
         stmt = (
@@ -592,7 +583,7 @@ def check_interaction_counts(srv, paths):
     refreshed after the create) and a like whose delete arrived first not
     counted, plus one reply."""
     named = named_statements(paths)
-    needed = ["interaction_subjects_live", "interaction_live", "refresh_interactions",
+    needed = ["interaction_live", "refresh_interactions",
               "pending_deletes_add", "interaction_pending_matches", "post_counts"]
     missing = [n for n in needed if n not in named]
     if missing:

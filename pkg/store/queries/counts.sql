@@ -4,15 +4,14 @@
 -- key: its cost follows what arrived, not the size of the tables.
 --
 -- Per window: live rows that are creates go straight to `interactions`
--- (interaction_live) and their subjects to `interaction_subjects`
--- (interaction_subjects_live); deletes and updates (few) are settled by
--- looking up the key's current state and every subject it ever named
--- (refresh_interactions, per kind, with {source} / {kind} / {subject}:
--- likes 'like' subject_uri, reposts 'repost' subject_uri, posts 'reply'
--- reply_parent_uri, posts 'quote' quote_uri, posts 'thread' reply_root_uri,
--- follows 'follow' subject_did); a delete whose subject is not known yet is
--- remembered in `pending_deletes`, and a create arriving later with a lower
--- version is tombstoned (interaction_pending_matches).
+-- (interaction_live); deletes and updates (few) are settled by looking up
+-- the key's current state and every subject it ever named in
+-- `interaction_keys` (refresh_interactions, per kind, with {kind}: like,
+-- repost, reply, quote, thread, follow; migration 0014: the lookup reads
+-- about 256 rows per key, whatever the size of the table); a delete whose
+-- subject is not known yet is remembered in `pending_deletes`, and a create
+-- arriving later with a lower version is tombstoned
+-- (interaction_pending_matches).
 
 -- name: interaction_live
 -- A reply already stored at the same version is not written again: its row
@@ -22,21 +21,18 @@
 -- again (the margin, a replay) then leave the verdicts alone.
 INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, version, 0 AS deleted, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2 AND NOT (kind = 'reply' AND (subject_uri, did, rkey, version) {global}IN (SELECT subject_uri, did, rkey, version FROM {db}.interactions WHERE kind = 'reply' AND subject_uri {global}IN (SELECT subject_uri FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = 'reply' AND deleted = 0)));
 
--- name: interaction_subjects_live
--- Remember the subject of every live version that arrived.
-INSERT INTO {db}.interaction_subjects (did, kind, rkey, subject_uri, version) SELECT did, kind, rkey, subject_uri, version FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '';
-
 -- name: refresh_interactions
 -- For each key deleted or updated in the window, its current state (newest
 -- version) against every subject it ever named: live for the current live
 -- subject, a tombstone for the others (or for all when the current version
--- is a tombstone).
-INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, {kind} AS kind, did, rkey, newest, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone, newest_sort_at FROM (SELECT did, rkey, argMax({subject}, version) AS current_subject, max(version) AS newest, argMax(deleted, version) AS gone, argMax(sort_at, version) AS newest_sort_at FROM {db}.{source} WHERE (did, rkey) IN (SELECT did, rkey FROM {db}.interaction_changes{local} WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = {kind} AND (deleted = 1 OR action = 2)) GROUP BY did, rkey) AS cur ALL INNER JOIN (SELECT did, rkey, subject_uri FROM {db}.interaction_subjects WHERE kind = {kind} AND (did, rkey) IN (SELECT did, rkey FROM {db}.interaction_changes{local} WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = {kind} AND (deleted = 1 OR action = 2))) AS known USING (did, rkey);
+-- is a tombstone). At an equal version the row with a time wins (a subject
+-- seeded from the table before migration 0014 has none).
+INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, {kind} AS kind, did, rkey, newest, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone, newest_sort_at FROM (SELECT did, rkey, argMax(subject_uri, (version, sort_at)) AS current_subject, max(version) AS newest, argMax(deleted, (version, sort_at)) AS gone, argMax(sort_at, (version, sort_at)) AS newest_sort_at, groupUniqArrayIf(subject_uri, subject_uri != '') AS subjects FROM {db}.interaction_keys WHERE (did_hash, key_hash) IN (SELECT cityHash64(did), cityHash64({kind}, rkey) FROM {db}.interaction_changes{local} WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = {kind} AND (deleted = 1 OR action = 2)) AND kind = {kind} GROUP BY did, rkey) ARRAY JOIN subjects AS subject_uri;
 
 -- name: refresh_recent_interactions
 -- The same rows for the likes and reposts of recent posts, into
 -- `recent_interactions` (the feeds' rankings).
-INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, version, tombstone FROM (SELECT {subject_time} AS subject_time, subject_uri, {kind} AS kind, did, rkey, newest AS version, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone FROM (SELECT did, rkey, argMax({subject}, version) AS current_subject, max(version) AS newest, argMax(deleted, version) AS gone FROM {db}.{source} WHERE (did, rkey) IN (SELECT did, rkey FROM {db}.interaction_changes{local} WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = {kind} AND (deleted = 1 OR action = 2)) GROUP BY did, rkey) AS cur ALL INNER JOIN (SELECT did, rkey, subject_uri FROM {db}.interaction_subjects WHERE kind = {kind} AND (did, rkey) IN (SELECT did, rkey FROM {db}.interaction_changes{local} WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = {kind} AND (deleted = 1 OR action = 2))) AS known USING (did, rkey)) WHERE subject_time >= now() - {recent_secs};
+INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, version, tombstone FROM (SELECT {subject_time} AS subject_time, subject_uri, {kind} AS kind, did, rkey, newest AS version, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone FROM (SELECT did, rkey, argMax(subject_uri, (version, sort_at)) AS current_subject, max(version) AS newest, argMax(deleted, (version, sort_at)) AS gone, argMax(sort_at, (version, sort_at)) AS newest_sort_at, groupUniqArrayIf(subject_uri, subject_uri != '') AS subjects FROM {db}.interaction_keys WHERE (did_hash, key_hash) IN (SELECT cityHash64(did), cityHash64({kind}, rkey) FROM {db}.interaction_changes{local} WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = {kind} AND (deleted = 1 OR action = 2)) AND kind = {kind} GROUP BY did, rkey) ARRAY JOIN subjects AS subject_uri) WHERE subject_time >= now() - {recent_secs};
 
 -- name: recent_interactions_live
 -- Live likes and reposts of recent posts that arrived, as creates. The

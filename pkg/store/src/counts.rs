@@ -30,18 +30,12 @@ use std::collections::{HashMap, HashSet};
 use crate::sql::{self, literal, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
-/// The kinds of interaction kept per subject: (kind, record table, column
-/// naming the subject). Migrations 0004 and 0008 explain them; `thread`
-/// keys every reply by its thread's root (for the gate pass), `follow` keys
-/// follows by the followed DID.
-pub(crate) const INTERACTION_SOURCES: [(&str, &str, &str); 6] = [
-    ("like", "likes", "subject_uri"),
-    ("repost", "reposts", "subject_uri"),
-    ("reply", "posts", "reply_parent_uri"),
-    ("quote", "posts", "quote_uri"),
-    ("thread", "posts", "reply_root_uri"),
-    ("follow", "follows", "subject_did"),
-];
+/// The kinds of interaction kept per subject: likes and reposts (their
+/// subject), replies (`reply.parent`), quotes, threads (`reply.root`: every
+/// reply keyed by its thread's root, for the gate pass) and follows (the
+/// followed DID). Migrations 0004, 0008 and 0014 explain them.
+pub(crate) const INTERACTION_KINDS: [&str; 6] =
+    ["like", "repost", "reply", "quote", "thread", "follow"];
 
 /// How far before the last refresh's start the next one looks again,
 /// seconds: covers inserts that began (took their `arrived` time) before a
@@ -211,20 +205,17 @@ async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreEr
     let deduplicated_not = ch.with_statement_setting("insert_deduplicate", "0".to_owned());
     let ch = &deduplicated_not;
     let db = ch.db();
-    // Subjects first: a delete in the same window as its create finds it.
-    for name in [
-        "interaction_subjects_live",
-        "interaction_live",
-        "recent_interactions_live",
-    ] {
+    // Creates first; the deletes' and updates' lookups read every version
+    // the record tables' views put in `interaction_keys`, this window's too.
+    for name in ["interaction_live", "recent_interactions_live"] {
         let sql = window_sql(db, name, lo, hi)?;
         ch.execute(name, &sql).await?;
     }
-    for source in INTERACTION_SOURCES {
-        let sql = refresh_sql(db, "refresh_interactions", source, lo, hi)?;
+    for kind in INTERACTION_KINDS {
+        let sql = refresh_sql(db, "refresh_interactions", kind, lo, hi)?;
         ch.execute("refresh_interactions", &sql).await?;
-        if matches!(source.0, "like" | "repost") {
-            let sql = refresh_sql(db, "refresh_recent_interactions", source, lo, hi)?;
+        if matches!(kind, "like" | "repost") {
+            let sql = refresh_sql(db, "refresh_recent_interactions", kind, lo, hi)?;
             ch.execute("refresh_recent_interactions", &sql).await?;
         }
     }
@@ -353,17 +344,15 @@ pub async fn post_counts(ch: &ClickHouse, uris: &[&str]) -> Result<Vec<PostCount
     Ok(out)
 }
 
-/// The interaction refresh statement `name` for one source.
+/// The interaction refresh statement `name` for one kind.
 fn refresh_sql(
     db: Db<'_>,
     name: &str,
-    (kind, source, subject): (&str, &str, &str),
+    kind: &str,
     after: u32,
     before: u32,
 ) -> Result<String, StoreError> {
     let mut args = vec![
-        ("source", source.to_owned()),
-        ("subject", subject.to_owned()),
         ("kind", literal(kind)),
         ("after", after.to_string()),
         ("before", before.to_string()),
@@ -800,7 +789,6 @@ fn post_prefixes(dids: &[&str]) -> String {
 /// This module's statements with sample values (see [`sql::catalog`]).
 pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     for name in [
-        "interaction_subjects_live",
         "interaction_live",
         "recent_interactions_live",
         "pending_deletes_add",
@@ -812,11 +800,11 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
             sql: window_sql(db, name, 0, u32::MAX)?,
         });
     }
-    for source in INTERACTION_SOURCES {
+    for kind in INTERACTION_KINDS {
         for name in ["refresh_interactions", "refresh_recent_interactions"] {
             out.push(Rendered {
-                name: format!("{name}#{}", source.0),
-                sql: refresh_sql(db, name, source, 0, u32::MAX)?,
+                name: format!("{name}#{kind}"),
+                sql: refresh_sql(db, name, kind, 0, u32::MAX)?,
             });
         }
     }

@@ -217,7 +217,7 @@ async fn a_deleted_like_stops_counting() {
     write(&ch, &interactions()).await;
     assert_eq!(counts(&ch, POST).await, (2, 1, 1, 1));
     // Refreshed in between: the tombstone finds its subject through
-    // interaction_subjects (the tombstone row itself names none).
+    // interaction_keys (the tombstone row itself names none).
     write(
         &ch,
         &[delete(BOB, "app.bsky.feed.like", "3klike0000001", 30)],
@@ -326,4 +326,84 @@ async fn a_backlog_is_read_in_windows_with_the_same_result() {
         .await
         .expect("counts");
     assert_eq!(same, got);
+}
+
+#[tokio::test]
+async fn counts_kept_before_migration_0014_stay_right_through_the_upgrade() {
+    let (db, ch) = fresh("agg_upgrade_0014");
+    let all = migrate::embedded().expect("migrations");
+    let before: Vec<_> = all.iter().filter(|m| m.version < 14).cloned().collect();
+    Migrator::new(&ch, before).up().await.expect("up to 0013");
+    write(&ch, &interactions()).await;
+    // Carol's like moved to OTHER; the version naming POST is then merged
+    // away.
+    write(&ch, &[moved(like(CAROL, "3klike0000002", OTHER, 26))]).await;
+    skyhouse_store::admin::optimize_final(&ch, "likes")
+        .await
+        .expect("optimize");
+    // What the refresh before 0014 left (its creates, their subjects and
+    // the moved like's rows; the move's subject is left to the seed from
+    // likes), then the change log expired.
+    db.query(
+        "INSERT INTO interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) \
+         SELECT subject_uri, kind, did, rkey, version, 0, sort_at FROM interaction_changes \
+         WHERE deleted = 0 AND subject_uri != '' AND version < 26",
+    );
+    db.query(
+        "INSERT INTO interaction_subjects SELECT did, kind, rkey, subject_uri, version \
+         FROM interaction_changes WHERE deleted = 0 AND subject_uri != '' AND version < 26",
+    );
+    db.query(&format!(
+        "INSERT INTO interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) VALUES \
+         ('{POST}', 'like', '{CAROL}', '3klike0000002', 26, 1, now()), \
+         ('{OTHER}', 'like', '{CAROL}', '3klike0000002', 26, 0, now())"
+    ));
+    db.query("TRUNCATE TABLE interaction_changes");
+    let live = || async {
+        let c = queries::post_counts(&ch, &[POST, OTHER])
+            .await
+            .expect("counts");
+        (c[0].likes, c[0].replies, c[1].likes)
+    };
+    assert_eq!(live().await, (1, 1, 2));
+
+    Migrator::new(&ch, all).up().await.expect("up");
+    let seeded = |rkey: &str, subject: &str| {
+        db.query(&format!(
+            "SELECT count() FROM interaction_keys FINAL WHERE rkey = '{rkey}' AND subject_uri = '{subject}'"
+        ))
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(
+        seeded("3klike0000002", POST),
+        "1",
+        "from interaction_subjects"
+    );
+    assert_eq!(seeded("3klike0000002", OTHER), "1", "from likes");
+    assert_eq!(
+        seeded("3kpost0000003", POST),
+        "2",
+        "a reply: parent and root"
+    );
+    assert_eq!(
+        counts(&ch, POST).await,
+        (1, 1, 1, 1),
+        "the upgrade changes no count"
+    );
+    assert_eq!(live().await, (1, 1, 2));
+
+    // Deletes of keys written before the upgrade (no change-log row of
+    // them is left): their state and subjects come from the seed.
+    write(
+        &ch,
+        &[
+            delete(BOB, "app.bsky.feed.like", "3klike0000001", 30),
+            delete(BOB, "app.bsky.feed.post", "3kpost0000003", 31),
+            delete(CAROL, "app.bsky.feed.like", "3klike0000002", 32),
+        ],
+    )
+    .await;
+    assert_eq!(counts(&ch, POST).await, (0, 1, 0, 1));
+    assert_eq!(counts(&ch, OTHER).await, (1, 0, 0, 0));
 }
