@@ -359,17 +359,14 @@ def run_checks(srv, args):
             # body: the catalog (--statements) runs it per table.
             if template.endswith("FORMAT RowBinary"):
                 continue
-            # The interaction refresh runs once per kind.
-            variants = INTERACTION_KINDS if "{kind}" in template else [None]
-            for variant in variants:
-                stmt = fill_interaction(template, variant)
-                for k, v in samples.items():
-                    stmt = stmt.replace(k, v)
-                try:
-                    srv.query(stmt)
-                except Exception as e:  # noqa: BLE001
-                    fail(f"query in {path}: {one_line(stmt)[:300]}", e)
-                queries += 1
+            stmt = template
+            for k, v in samples.items():
+                stmt = stmt.replace(k, v)
+            try:
+                srv.query(stmt)
+            except Exception as e:  # noqa: BLE001
+                fail(f"query in {path}: {one_line(stmt)[:300]}", e)
+            queries += 1
     if args.queries or args.semantics:
         check_interaction_counts(srv, args.queries + args.semantics)
         check_random_interleavings(srv, args.queries + args.semantics)
@@ -534,16 +531,6 @@ def check_views(srv):
 
 # --- interaction counts (migration 0004, queries/store.sql) ----------------------
 
-# As INTERACTION_KINDS in pkg/store/src/counts.rs.
-INTERACTION_KINDS = ["like", "repost", "reply", "quote", "thread", "follow"]
-
-
-def fill_interaction(stmt, kind):
-    if kind is None:
-        return stmt
-    return stmt.replace("{kind}", f"'{kind}'")
-
-
 def named_statements(paths):
     """`-- name: X` statements of the query files, as queries.rs reads them."""
     out = {}
@@ -562,12 +549,11 @@ def refresh_interactions_once(srv, named, what):
     """One refresh window over everything, in the order src/counts.rs runs
     it (without the recent_* statements and the gate pass, which post_counts
     does not need here)."""
-    steps = [("interaction_live", None)]
-    steps += [("refresh_interactions", k) for k in INTERACTION_KINDS]
-    steps += [("pending_deletes_add", None), ("interaction_pending_matches", None)]
-    for name, variant in steps:
+    steps = ["interaction_live", "refresh_interactions", "pending_deletes_add",
+             "interaction_pending_matches"]
+    for name in steps:
         stmt = (
-            fill_interaction(named[name], variant)
+            named[name]
             .replace("{after}", "0")
             .replace("{before}", "4294967295")
         )

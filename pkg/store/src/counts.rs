@@ -30,13 +30,6 @@ use std::collections::{HashMap, HashSet};
 use crate::sql::{self, literal, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
 
-/// The kinds of interaction kept per subject: likes and reposts (their
-/// subject), replies (`reply.parent`), quotes, threads (`reply.root`: every
-/// reply keyed by its thread's root, for the gate pass) and follows (the
-/// followed DID). Migrations 0004, 0008 and 0014 explain them.
-pub(crate) const INTERACTION_KINDS: [&str; 6] =
-    ["like", "repost", "reply", "quote", "thread", "follow"];
-
 /// How far before the last refresh's start the next one looks again,
 /// seconds: covers inserts that began (took their `arrived` time) before a
 /// refresh and became visible after it. The next refresh reads again only
@@ -205,21 +198,14 @@ async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreEr
     let deduplicated_not = ch.with_statement_setting("insert_deduplicate", "0".to_owned());
     let ch = &deduplicated_not;
     let db = ch.db();
-    // Creates first; the deletes' and updates' lookups read every version
-    // the record tables' views put in `interaction_keys`, this window's too.
-    for name in ["interaction_live", "recent_interactions_live"] {
-        let sql = window_sql(db, name, lo, hi)?;
-        ch.execute(name, &sql).await?;
-    }
-    for kind in INTERACTION_KINDS {
-        let sql = refresh_sql(db, "refresh_interactions", kind, lo, hi)?;
-        ch.execute("refresh_interactions", &sql).await?;
-        if matches!(kind, "like" | "repost") {
-            let sql = refresh_sql(db, "refresh_recent_interactions", kind, lo, hi)?;
-            ch.execute("refresh_recent_interactions", &sql).await?;
-        }
-    }
+    // Creates, then deletes and updates (every kind at once; their lookups
+    // read every version the record tables' views put in
+    // `interaction_keys`, this window's too), then the version floors.
     for name in [
+        "interaction_live",
+        "recent_interactions_live",
+        "refresh_interactions",
+        "refresh_recent_interactions",
         "pending_deletes_add",
         "interaction_pending_matches",
         "recent_pending_matches",
@@ -231,12 +217,14 @@ async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreEr
     gate_pass(ch, lo, hi).await
 }
 
-/// A window statement that takes no source.
+/// A statement of one refresh window.
 fn window_sql(db: Db<'_>, name: &str, lo: u32, hi: u32) -> Result<String, StoreError> {
     let mut args = vec![("after", lo.to_string()), ("before", hi.to_string())];
-    if name.starts_with("recent") {
+    if name.contains("recent") {
         args.push(("subject_time", subject_time_sql()));
         args.push(("recent_secs", RECENT_INTERACTION_SECS.to_string()));
+    }
+    if name.starts_with("recent") {
         args.push(("key_floor", literal(&recent_key_floor(now_secs()))));
     }
     let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -342,27 +330,6 @@ pub async fn post_counts(ch: &ClickHouse, uris: &[&str]) -> Result<Vec<PostCount
         }
     }
     Ok(out)
-}
-
-/// The interaction refresh statement `name` for one kind.
-fn refresh_sql(
-    db: Db<'_>,
-    name: &str,
-    kind: &str,
-    after: u32,
-    before: u32,
-) -> Result<String, StoreError> {
-    let mut args = vec![
-        ("kind", literal(kind)),
-        ("after", after.to_string()),
-        ("before", before.to_string()),
-    ];
-    if name == "refresh_recent_interactions" {
-        args.push(("subject_time", subject_time_sql()));
-        args.push(("recent_secs", RECENT_INTERACTION_SECS.to_string()));
-    }
-    let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    render(db, name, &args)
 }
 
 /// The change log's backlog since `after`, with quantiles at `levels`.
@@ -791,6 +758,8 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
     for name in [
         "interaction_live",
         "recent_interactions_live",
+        "refresh_interactions",
+        "refresh_recent_interactions",
         "pending_deletes_add",
         "interaction_pending_matches",
         "recent_pending_matches",
@@ -799,14 +768,6 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
             name: name.into(),
             sql: window_sql(db, name, 0, u32::MAX)?,
         });
-    }
-    for kind in INTERACTION_KINDS {
-        for name in ["refresh_interactions", "refresh_recent_interactions"] {
-            out.push(Rendered {
-                name: format!("{name}#{kind}"),
-                sql: refresh_sql(db, name, kind, 0, u32::MAX)?,
-            });
-        }
     }
     out.push(Rendered {
         name: "interaction_backlog".into(),
