@@ -7,8 +7,4 @@ CREATE TABLE IF NOT EXISTS {db}.interaction_subjects (
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (did, kind, rkey, subject_uri);
 INSERT INTO {db}.interaction_subjects SELECT did, kind, rkey, subject_uri, version FROM {db}.interaction_keys WHERE subject_uri != '';
-DROP TABLE IF EXISTS {db}.interaction_keys_posts;
-DROP TABLE IF EXISTS {db}.interaction_keys_follows;
-DROP TABLE IF EXISTS {db}.interaction_keys_reposts;
-DROP TABLE IF EXISTS {db}.interaction_keys_likes;
 DROP TABLE IF EXISTS {db}.interaction_keys;

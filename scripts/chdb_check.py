@@ -549,7 +549,7 @@ def refresh_interactions_once(srv, named, what):
     """One refresh window over everything, in the order src/counts.rs runs
     it (without the recent_* statements and the gate pass, which post_counts
     does not need here)."""
-    steps = ["interaction_live", "refresh_interactions", "pending_deletes_add",
+    steps = ["interaction_keys_add", "interaction_live", "refresh_interactions", "pending_deletes_add",
              "interaction_pending_matches"]
     for name in steps:
         stmt = (
@@ -569,7 +569,7 @@ def check_interaction_counts(srv, paths):
     refreshed after the create) and a like whose delete arrived first not
     counted, plus one reply."""
     named = named_statements(paths)
-    needed = ["interaction_live", "refresh_interactions",
+    needed = ["interaction_keys_add", "interaction_live", "refresh_interactions",
               "pending_deletes_add", "interaction_pending_matches", "post_counts"]
     missing = [n for n in needed if n not in named]
     if missing:

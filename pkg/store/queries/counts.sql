@@ -3,9 +3,10 @@
 -- `interaction_changes.arrived` (server time), read by the log's sorting
 -- key: its cost follows what arrived, not the size of the tables.
 --
--- Per window: live rows that are creates go straight to `interactions`
--- (interaction_live); deletes and updates (few) are settled by looking up
--- the key's current state and every subject it ever named in
+-- Per window: every change row goes to `interaction_keys`
+-- (interaction_keys_add); live rows that are creates go straight to
+-- `interactions` (interaction_live); deletes and updates (few) are settled
+-- by looking up the key's current state and every subject it ever named in
 -- `interaction_keys` (refresh_interactions, every kind in one statement:
 -- like, repost, reply, quote, thread, follow; migration 0014: the lookup
 -- reads about 256 rows per key, whatever the size of the table); a delete whose
@@ -21,6 +22,12 @@
 -- again (the margin, a replay) then leave the verdicts alone.
 INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, version, 0 AS deleted, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2 AND NOT (kind = 'reply' AND (subject_uri, did, rkey, version) {global}IN (SELECT subject_uri, did, rkey, version FROM {db}.interactions WHERE kind = 'reply' AND subject_uri {global}IN (SELECT subject_uri FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = 'reply' AND deleted = 0)));
 
+-- name: interaction_keys_add
+-- Every change row that arrived (live rows with their subject, tombstones
+-- with none) into the refresh's lookup table, before the lookups: a delete
+-- in the same window as its create finds it.
+INSERT INTO {db}.interaction_keys (did_hash, key_hash, kind, did, rkey, subject_uri, version, deleted, sort_at) SELECT cityHash64(did), cityHash64(kind, rkey), kind, did, rkey, subject_uri, version, deleted, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before});
+
 -- name: refresh_interactions
 -- For each key deleted or updated in the window (every kind at once: the
 -- key's hash includes its kind), its current state (newest version) against
@@ -28,12 +35,12 @@ INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, s
 -- tombstone for the others (or for all when the current version is a
 -- tombstone). At an equal version the row with a time wins (a subject
 -- seeded from the table before migration 0014 has none).
-INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, newest, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone, newest_sort_at FROM (SELECT kind, did, rkey, argMax(subject_uri, (version, sort_at)) AS current_subject, max(version) AS newest, argMax(deleted, (version, sort_at)) AS gone, argMax(sort_at, (version, sort_at)) AS newest_sort_at, groupUniqArrayIf(subject_uri, subject_uri != '') AS subjects FROM {db}.interaction_keys WHERE (did_hash, key_hash) IN (SELECT cityHash64(did), cityHash64(kind, rkey) FROM {db}.interaction_changes{local} WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND (deleted = 1 OR action = 2)) GROUP BY kind, did, rkey) ARRAY JOIN subjects AS subject_uri;
+INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, newest, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone, newest_sort_at FROM (SELECT kind, did, rkey, argMax(subject_uri, (version, sort_at)) AS current_subject, max(version) AS newest, argMax(deleted, (version, sort_at)) AS gone, argMax(sort_at, (version, sort_at)) AS newest_sort_at, groupUniqArrayIf(subject_uri, subject_uri != '') AS subjects FROM {db}.interaction_keys WHERE (did_hash, key_hash) {global}IN (SELECT cityHash64(did), cityHash64(kind, rkey) FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND (deleted = 1 OR action = 2)) GROUP BY kind, did, rkey) ARRAY JOIN subjects AS subject_uri;
 
 -- name: refresh_recent_interactions
 -- The same rows for the likes and reposts of recent posts, into
 -- `recent_interactions` (the feeds' rankings).
-INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, version, tombstone FROM (SELECT {subject_time} AS subject_time, subject_uri, kind, did, rkey, newest AS version, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone FROM (SELECT kind, did, rkey, argMax(subject_uri, (version, sort_at)) AS current_subject, max(version) AS newest, argMax(deleted, (version, sort_at)) AS gone, argMax(sort_at, (version, sort_at)) AS newest_sort_at, groupUniqArrayIf(subject_uri, subject_uri != '') AS subjects FROM {db}.interaction_keys WHERE (did_hash, key_hash) IN (SELECT cityHash64(did), cityHash64(kind, rkey) FROM {db}.interaction_changes{local} WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND (deleted = 1 OR action = 2) AND kind IN ('like', 'repost')) AND kind IN ('like', 'repost') GROUP BY kind, did, rkey) ARRAY JOIN subjects AS subject_uri) WHERE subject_time >= now() - {recent_secs};
+INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, version, tombstone FROM (SELECT {subject_time} AS subject_time, subject_uri, kind, did, rkey, newest AS version, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone FROM (SELECT kind, did, rkey, argMax(subject_uri, (version, sort_at)) AS current_subject, max(version) AS newest, argMax(deleted, (version, sort_at)) AS gone, argMax(sort_at, (version, sort_at)) AS newest_sort_at, groupUniqArrayIf(subject_uri, subject_uri != '') AS subjects FROM {db}.interaction_keys WHERE (did_hash, key_hash) {global}IN (SELECT cityHash64(did), cityHash64(kind, rkey) FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND (deleted = 1 OR action = 2) AND kind IN ('like', 'repost')) AND kind IN ('like', 'repost') GROUP BY kind, did, rkey) ARRAY JOIN subjects AS subject_uri) WHERE subject_time >= now() - {recent_secs};
 
 -- name: recent_interactions_live
 -- Live likes and reposts of recent posts that arrived, as creates. The

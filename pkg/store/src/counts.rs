@@ -198,10 +198,10 @@ async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreEr
     let deduplicated_not = ch.with_statement_setting("insert_deduplicate", "0".to_owned());
     let ch = &deduplicated_not;
     let db = ch.db();
-    // Creates, then deletes and updates (every kind at once; their lookups
-    // read every version the record tables' views put in
-    // `interaction_keys`, this window's too), then the version floors.
+    // Keys first (a delete in the same window as its create finds it), then
+    // creates, deletes and updates (every kind at once), version floors.
     for name in [
+        "interaction_keys_add",
         "interaction_live",
         "recent_interactions_live",
         "refresh_interactions",
@@ -756,6 +756,7 @@ fn post_prefixes(dids: &[&str]) -> String {
 /// This module's statements with sample values (see [`sql::catalog`]).
 pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     for name in [
+        "interaction_keys_add",
         "interaction_live",
         "recent_interactions_live",
         "refresh_interactions",

@@ -206,11 +206,7 @@ async fn migrations_go_up_down_and_up_again_on_every_server() {
             // the view's rows are (its sources are sharded by did).
             let fed_by_view = matches!(
                 table,
-                "interaction_changes"
-                    | "interaction_keys"
-                    | "record_days"
-                    | "account_changes"
-                    | "recent_posts"
+                "interaction_changes" | "record_days" | "account_changes" | "recent_posts"
             );
             let first_column = if fed_by_view {
                 "did"
