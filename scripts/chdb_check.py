@@ -290,7 +290,7 @@ def run_checks(srv, args):
         f"{t}.{c}"
         for t, c in srv.query(
             f"SELECT table, name FROM system.columns WHERE database = '{DB}' "
-            "AND table IN ('records', 'posts', 'likes', 'interactions', 'record_days') "
+            "AND table IN ('records', 'posts', 'likes', 'interactions', 'record_days', 'interaction_keys') "
             "AND type = 'String' AND default_kind = '' AND compression_codec NOT LIKE '%ZSTD%'"
         )
     ]

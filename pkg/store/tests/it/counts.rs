@@ -827,3 +827,32 @@ fn the_tid_time_expression_reads_every_key_as_the_tid_parser_does() {
     }
     assert!(want.iter().filter(|(_, t)| *t == 0).count() >= 8);
 }
+
+#[tokio::test]
+async fn an_edit_that_drops_the_quote_stops_counting_it() {
+    // A top-level post quoting another, edited (putRecord) without the
+    // embed: it names no subject of any kind any more.
+    let (_db, ch) = setup("counts_edit_drops_quote").await;
+    let (alice, bob) = (did("alice"), did("bob"));
+    let quoted = post_uri(&alice, "3kroot0000002");
+    let t = "2024-05-02T12:00:00Z";
+    write(
+        &ch,
+        &[post(&alice, "3kroot0000002", 1, t, serde_json::json!({}))],
+    )
+    .await;
+    let quoting = serde_json::json!({"embed": {"$type": "app.bsky.embed.record",
+        "record": {"uri": quoted, "cid": CID}}});
+    write(&ch, &[post(&bob, "3kquote000001", 5, t, quoting)]).await;
+    assert_eq!(counts(&ch, &quoted).await, (0, 0, 0, 0, 1), "the quote");
+    let mut edit = post(
+        &bob,
+        "3kquote000001",
+        10,
+        t,
+        serde_json::json!({"text": "no quote"}),
+    );
+    edit.update = true;
+    write(&ch, &[edit]).await;
+    assert_eq!(counts(&ch, &quoted).await, (0, 0, 0, 0, 0), "edited away");
+}

@@ -1,0 +1,2 @@
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.interaction_changes_posts TO {db}.interaction_changes AS SELECT now() AS arrived, k.1 AS kind, k.2 AS subject_uri, did, rkey, version, deleted, action, sort_at FROM {db}.posts ARRAY JOIN [('reply', reply_parent_uri), ('quote', quote_uri), ('thread', reply_root_uri)] AS k WHERE deleted = 1 OR k.2 != '';
+DROP TABLE IF EXISTS {db}.interaction_changes_posts_v2;
