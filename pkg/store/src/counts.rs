@@ -148,7 +148,8 @@ fn subject_time_sql() -> String {
 /// Bring `interactions` (and `recent_interactions`) up to date with what
 /// arrived in `interaction_changes` since the last refresh. Safe to run at
 /// any time, repeatedly or concurrently: every row it writes follows from
-/// the record tables' current state.
+/// the keys' state in `interaction_keys` (every version the change log
+/// carried, copied there by each window before its lookups).
 pub async fn refresh_interactions(ch: &ClickHouse) -> Result<RefreshedUpto, StoreError> {
     refresh_interactions_in_windows(ch, REFRESH_WINDOW_ROWS).await
 }
