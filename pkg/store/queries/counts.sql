@@ -13,6 +13,12 @@
 -- subject is not known yet is remembered in `pending_deletes`, and a create
 -- arriving later with a lower version is tombstoned
 -- (interaction_pending_matches).
+--
+-- Reads of current state by key (`FINAL PREWHERE`): the PREWHERE holds only
+-- sorting-key columns, which every version of a row shares, so it filters
+-- before FINAL merges and only the keys' rows are read and merged (with the
+-- condition in WHERE, FINAL reads and merges every column of each granule
+-- it touches: post_counts for 25 new posts 0.31 s -> 0.07 s at 10M records).
 
 -- name: interaction_live
 -- A reply already stored at the same version is not written again: its row
@@ -83,26 +89,26 @@ SELECT count() AS rows, arrayMap(x -> if(isNaN(x), 0, toUInt32(x)), quantiles({l
 -- (replies the root's author hid still count there); replies_visible also
 -- leaves the hidden ones out; replies_all every live reply; quotes every
 -- live quote post. Hidden accounts' interactions are left out.
-SELECT subject_uri, uniqExactIf(did, kind = 'like') AS likes, uniqExactIf(did, kind = 'repost') AS reposts, countIf(kind = 'reply' AND gated = 0) AS replies, countIf(kind = 'reply' AND gated = 0 AND hidden = 0) AS replies_visible, countIf(kind = 'reply') AS replies_all, countIf(kind = 'quote') AS quotes FROM {db}.interactions FINAL WHERE subject_uri IN ({uris}) AND kind IN ('like', 'repost', 'reply', 'quote') AND deleted = 0 AND did {global}NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) GROUP BY subject_uri;
+SELECT subject_uri, uniqExactIf(did, kind = 'like') AS likes, uniqExactIf(did, kind = 'repost') AS reposts, countIf(kind = 'reply' AND gated = 0) AS replies, countIf(kind = 'reply' AND gated = 0 AND hidden = 0) AS replies_visible, countIf(kind = 'reply') AS replies_all, countIf(kind = 'quote') AS quotes FROM {db}.interactions FINAL PREWHERE subject_uri IN ({uris}) AND kind IN ('like', 'repost', 'reply', 'quote') WHERE deleted = 0 AND did {global}NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) GROUP BY subject_uri;
 
 -- name: actor_followers
 -- Per account: the distinct accounts following it (hidden ones left out).
-SELECT subject_uri AS account, uniqExact(did) AS followers FROM {db}.interactions FINAL WHERE subject_uri IN ({dids}) AND kind = 'follow' AND deleted = 0 AND did {global}NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) GROUP BY subject_uri;
+SELECT subject_uri AS account, uniqExact(did) AS followers FROM {db}.interactions FINAL PREWHERE subject_uri IN ({dids}) AND kind = 'follow' WHERE deleted = 0 AND did {global}NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) GROUP BY subject_uri;
 
 -- name: actor_follows
 -- Per account: the distinct accounts it follows, from its own records.
-SELECT did, uniqExact(subject_did) AS follows FROM {db}.follows FINAL WHERE did IN ({dids}) AND deleted = 0 GROUP BY did;
+SELECT did, uniqExact(subject_did) AS follows FROM {db}.follows FINAL PREWHERE did IN ({dids}) WHERE deleted = 0 GROUP BY did;
 
 -- name: actor_post_counts
 -- Per account: its live posts.
-SELECT did, count() AS posts FROM {db}.posts FINAL WHERE did IN ({dids}) AND deleted = 0 GROUP BY did;
+SELECT did, count() AS posts FROM {db}.posts FINAL PREWHERE did IN ({dids}) WHERE deleted = 0 GROUP BY did;
 
 -- name: actor_received
 -- Per account: likes and reposts its posts received, each post's counted
 -- per distinct account as in post_counts. The subject URIs of an account's
 -- posts share the prefix 'at://<did>/app.bsky.feed.post/', a range of the
 -- interactions sorting key.
-SELECT author, sum(likes) AS likes, sum(reposts) AS reposts FROM (SELECT splitByChar('/', subject_uri)[3] AS author, subject_uri, uniqExactIf(did, kind = 'like') AS likes, uniqExactIf(did, kind = 'repost') AS reposts FROM {db}.interactions FINAL WHERE ({prefixes}) AND kind IN ('like', 'repost') AND deleted = 0 AND did {global}NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) GROUP BY subject_uri) GROUP BY author;
+SELECT author, sum(likes) AS likes, sum(reposts) AS reposts FROM (SELECT splitByChar('/', subject_uri)[3] AS author, subject_uri, uniqExactIf(did, kind = 'like') AS likes, uniqExactIf(did, kind = 'repost') AS reposts FROM {db}.interactions FINAL PREWHERE ({prefixes}) AND kind IN ('like', 'repost') WHERE deleted = 0 AND did {global}NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) GROUP BY subject_uri) GROUP BY author;
 
 -- name: gate_candidates
 -- The refresh's gate pass: replies whose flags may need setting. Those that
@@ -118,12 +124,12 @@ SELECT did, rkey, parent, root, version, sort_at, sort_at AS created_at, g_allow
 
 -- name: root_mentions
 -- The DIDs the root posts mention (a threadgate's mention rule).
-SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri, mentions FROM {db}.posts FINAL WHERE (did, rkey) IN ({keys}) AND deleted = 0;
+SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri, mentions FROM {db}.posts FINAL PREWHERE (did, rkey) IN ({keys}) WHERE deleted = 0;
 
 -- name: live_follows_between
 -- Live follows from any of {froms} to any of {tos}: (follower, followed, rkey).
-SELECT did, subject_did, rkey FROM {db}.follows FINAL WHERE did IN ({froms}) AND subject_did IN ({tos}) AND deleted = 0;
+SELECT did, subject_did, rkey FROM {db}.follows FINAL PREWHERE did IN ({froms}) WHERE subject_did IN ({tos}) AND deleted = 0;
 
 -- name: list_members
 -- Live members among {dids} of the lists {lists} (owned by {owners}).
-SELECT list_uri, subject_did FROM {db}.list_items FINAL WHERE did IN ({owners}) AND list_uri IN ({lists}) AND subject_did IN ({dids}) AND deleted = 0;
+SELECT list_uri, subject_did FROM {db}.list_items FINAL PREWHERE did IN ({owners}) WHERE list_uri IN ({lists}) AND subject_did IN ({dids}) AND deleted = 0;

@@ -3,23 +3,62 @@
 -- frame `search_posts` with its optional filters, each a fragment below
 -- starting with AND, composed into {filters} in the order listed. Text values
 -- are quoted literals, times Unix seconds, {limit} a number.
+--
+-- A search runs in two steps so that FINAL reads only the rows it returns:
+-- `search_posts_candidates` takes the newest rows of any version (no FINAL)
+-- that pass the filters, then the frame reads the current rows of those
+-- keys only (`search_posts_keys`, a PREWHERE on the sorting key, so the
+-- versions of other keys never reach the merge) from the last candidate's
+-- position on (`search_posts_from`). Every current row at or after that
+-- position is a candidate itself, so the page is exact; when it comes up
+-- short (the candidates were older versions), the search takes more
+-- candidates, and at last the frame without keys (`search_posts_terms`).
 
 -- name: search_posts
 -- Newest first; the keyset (sort_at, did, rkey) is what a cursor continues
 -- after. {limit} is one more than the page, to tell whether one follows.
+-- {prewhere}: empty, `search_posts_keys` or `search_posts_terms`.
 SELECT did, rkey, cid, text, langs, tags, toUInt32(created_at) AS created_at, toUInt32(sort_at) AS sort_at
-FROM {db}.posts FINAL
+FROM {db}.posts FINAL {prewhere}
 WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1) {filters}
 ORDER BY sort_at DESC, did DESC, rkey DESC
 LIMIT {limit};
 
+-- name: search_posts_candidates
+-- The first step: the newest {limit} rows of any version that pass the
+-- same filters. A current row that matches is one of these rows, so every
+-- current match at or after the last one's position is among them.
+-- {prewhere}: empty or `search_posts_filtered`.
+SELECT did, rkey, toUInt32(sort_at) AS sort_at
+FROM {db}.posts {prewhere}
+WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1)
+ORDER BY sort_at DESC, did DESC, rkey DESC
+LIMIT {limit};
+
+-- name: search_posts_filtered
+-- The candidates' filters, read before the rest of each granule (no FINAL
+-- there, so any column may be in PREWHERE): a rare term or tag reads the
+-- other columns of a few granules only.
+PREWHERE 1 {filters}
+
+-- name: search_posts_keys
+-- The candidates' keys, {keys} a list of (did, rkey) tuples. On the
+-- sorting key, so it may filter before FINAL: all versions of a key pass.
+PREWHERE (did, rkey) IN ({keys})
+
+-- name: search_posts_from
+-- At or after the last candidate's position in the frame's order.
+AND (sort_at > toDateTime({sort_at}) OR (sort_at = toDateTime({sort_at}) AND (did > {did} OR (did = {did} AND rkey >= {rkey}))))
+
 -- name: search_posts_terms
--- Every term must occur. {matches}: search_posts_term fragments joined with
--- AND. Candidates come first from the text column alone (PREWHERE, no
--- FINAL), so FINAL reads only their granules instead of the whole table;
--- the terms are checked again on the current row, so an edit or a delete
--- still wins.
-AND (did, rkey) IN (SELECT did, rkey FROM {db}.posts{local} PREWHERE {matches}) AND {matches}
+-- Without candidates: keys whose text holds the terms in any version
+-- (the text column alone, no FINAL), so FINAL reads only their rows.
+PREWHERE (did, rkey) IN (SELECT did, rkey FROM {db}.posts{local} PREWHERE {matches})
+
+-- name: search_posts_matches
+-- Every term must occur, checked on the row ({matches}: search_posts_term
+-- fragments joined with AND), so an edit or a delete still wins.
+AND {matches}
 
 -- name: search_posts_term
 positionCaseInsensitiveUTF8(text, {term}) > 0

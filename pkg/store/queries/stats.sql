@@ -5,7 +5,7 @@
 
 -- name: actor_collection_counts
 -- One account's live records per collection.
-SELECT collection, count() AS records FROM {db}.records FINAL WHERE did = {did} AND deleted = 0 GROUP BY collection ORDER BY collection;
+SELECT collection, count() AS records FROM {db}.records FINAL PREWHERE did = {did} WHERE deleted = 0 GROUP BY collection ORDER BY collection;
 
 -- name: actor_handle
 SELECT handle FROM {db}.identities FINAL WHERE did = {did};

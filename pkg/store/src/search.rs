@@ -109,11 +109,74 @@ pub struct PostPage {
     pub next: Option<PostKey>,
 }
 
+/// A candidate of a post search's first step: a row of any version.
+#[derive(Debug, Clone, Deserialize, clickhouse::Row)]
+struct Candidate {
+    did: String,
+    rkey: String,
+    sort_at: u32,
+}
+
+/// Candidates the first step of a page of `limit` takes: twice the page and
+/// some, so that older versions (edits, replays, deletes not yet merged
+/// away) among them rarely leave the page short.
+fn first_candidates(limit: u32) -> usize {
+    2 * (limit as usize + 1) + 50
+}
+
+/// How many more candidates a search takes when a round left its page short.
+const CANDIDATE_GROWTH: usize = 8;
+
+/// Rounds of candidates before the search falls back to the frame without
+/// keys.
+const CANDIDATE_ROUNDS: usize = 2;
+
+/// Most bytes of SQL the candidates' keys take in one statement; a longer
+/// list goes to the fallback. With the rest of the statement this stays
+/// under ClickHouse's 256 KiB `max_query_size`.
+const KEY_LIST_BYTES: usize = 192 * 1024;
+
 /// One page of posts matching `search`, newest first.
+///
+/// First the newest rows of any version that pass the filters
+/// (`search_posts_candidates`), then the current rows of those keys alone
+/// from the last candidate's position on: the page is exact (see
+/// `queries/search.sql`), and FINAL reads a few granules instead of the
+/// whole table. A page that comes up short while more candidates exist
+/// takes [`CANDIDATE_GROWTH`] times as many, then the search without
+/// candidates.
 pub async fn search_posts(ch: &ClickHouse, search: &PostSearch) -> Result<PostPage, StoreError> {
-    let sql = search_posts_sql(ch.db(), search)?;
-    let mut posts: Vec<FoundPost> = ch.fetch_all("post search", &sql).await?;
-    let limit = search.limit as usize;
+    let db = ch.db();
+    check(search)?;
+    let mut want = first_candidates(search.limit);
+    for _ in 0..CANDIDATE_ROUNDS {
+        let candidates: Vec<Candidate> = ch
+            .fetch_all("post search", &candidates_sql(db, search, want)?)
+            .await?;
+        if candidates.is_empty() {
+            return Ok(page(Vec::new(), search.limit));
+        }
+        // Fewer than asked for: every row that matches is a candidate.
+        let complete = candidates.len() < want;
+        let Some(sql) = keyed_sql(db, search, &candidates, !complete)? else {
+            break;
+        };
+        let posts: Vec<FoundPost> = ch.fetch_all("post search", &sql).await?;
+        if complete || posts.len() > search.limit as usize {
+            return Ok(page(posts, search.limit));
+        }
+        want *= CANDIDATE_GROWTH;
+    }
+    let posts = ch
+        .fetch_all("post search", &search_posts_sql(db, search)?)
+        .await?;
+    Ok(page(posts, search.limit))
+}
+
+/// The page of at most `limit` of `posts` (fetched with one more, to tell
+/// whether a next page exists).
+fn page(mut posts: Vec<FoundPost>, limit: u32) -> PostPage {
+    let limit = limit as usize;
     let more = posts.len() > limit;
     posts.truncate(limit);
     let next = if more {
@@ -121,11 +184,10 @@ pub async fn search_posts(ch: &ClickHouse, search: &PostSearch) -> Result<PostPa
     } else {
         None
     };
-    Ok(PostPage { posts, next })
+    PostPage { posts, next }
 }
 
-/// The statement of a post search: the frame with the set filters' fragments.
-fn search_posts_sql(db: Db<'_>, s: &PostSearch) -> Result<String, StoreError> {
+fn check(s: &PostSearch) -> Result<(), StoreError> {
     if !(1..=MAX_LIMIT).contains(&s.limit) {
         return Err(StoreError::Config(format!(
             "search limit {} must be from 1 to {MAX_LIMIT}",
@@ -138,16 +200,27 @@ fn search_posts_sql(db: Db<'_>, s: &PostSearch) -> Result<String, StoreError> {
             s.terms.len()
         )));
     }
-    let mut filters = Vec::new();
-    if !s.terms.is_empty() {
-        let matches = s
-            .terms
-            .iter()
-            .map(|t| render(db, "search_posts_term", &[("term", &literal(t))]))
-            .collect::<Result<Vec<_>, _>>()?
-            .join(" AND ");
-        filters.push(render(db, "search_posts_terms", &[("matches", &matches)])?);
+    Ok(())
+}
+
+/// The terms of `s` as one condition (`search_posts_term`s joined with AND),
+/// if it has any.
+fn matches(db: Db<'_>, s: &PostSearch) -> Result<Option<String>, StoreError> {
+    if s.terms.is_empty() {
+        return Ok(None);
     }
+    let all = s
+        .terms
+        .iter()
+        .map(|t| render(db, "search_posts_term", &[("term", &literal(t))]))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(" AND ");
+    Ok(Some(all))
+}
+
+/// The filters of `s` but its terms, as `AND …` fragments.
+fn filters(db: Db<'_>, s: &PostSearch) -> Result<Vec<String>, StoreError> {
+    let mut filters = Vec::new();
     match &s.author {
         Some(Author::Did(did)) => filters.push(render(
             db,
@@ -196,10 +269,100 @@ fn search_posts_sql(db: Db<'_>, s: &PostSearch) -> Result<String, StoreError> {
             ],
         )?);
     }
+    Ok(filters)
+}
+
+/// Every filter of `s`, its terms checked on the row.
+fn row_filters(db: Db<'_>, s: &PostSearch) -> Result<Vec<String>, StoreError> {
+    let mut all = Vec::new();
+    if let Some(m) = matches(db, s)? {
+        all.push(render(db, "search_posts_matches", &[("matches", &m)])?);
+    }
+    all.extend(filters(db, s)?);
+    Ok(all)
+}
+
+/// The first step: the newest `want` rows of any version passing `s`.
+fn candidates_sql(db: Db<'_>, s: &PostSearch, want: usize) -> Result<String, StoreError> {
+    check(s)?;
+    let filters = row_filters(db, s)?;
+    let prewhere = if filters.is_empty() {
+        String::new()
+    } else {
+        render(
+            db,
+            "search_posts_filtered",
+            &[("filters", &filters.join(" "))],
+        )?
+    };
+    render(
+        db,
+        "search_posts_candidates",
+        &[("prewhere", &prewhere), ("limit", &want.to_string())],
+    )
+}
+
+/// The second step: the current rows of the candidates' keys, from the
+/// last candidate's position on when `bounded` (the candidates may not hold
+/// every match). `None` when the keys would make the statement too long.
+fn keyed_sql(
+    db: Db<'_>,
+    s: &PostSearch,
+    candidates: &[Candidate],
+    bounded: bool,
+) -> Result<Option<String>, StoreError> {
+    let mut keys = String::new();
+    for c in candidates {
+        if !keys.is_empty() {
+            keys.push_str(", ");
+        }
+        keys.push('(');
+        keys.push_str(&literal(&c.did));
+        keys.push_str(", ");
+        keys.push_str(&literal(&c.rkey));
+        keys.push(')');
+        if keys.len() > KEY_LIST_BYTES {
+            return Ok(None);
+        }
+    }
+    let mut filters = row_filters(db, s)?;
+    if let (true, Some(last)) = (bounded, candidates.last()) {
+        filters.push(render(
+            db,
+            "search_posts_from",
+            &[
+                ("sort_at", &last.sort_at.to_string()),
+                ("did", &literal(&last.did)),
+                ("rkey", &literal(&last.rkey)),
+            ],
+        )?);
+    }
+    let prewhere = render(db, "search_posts_keys", &[("keys", &keys)])?;
+    frame(db, s, &prewhere, &filters).map(Some)
+}
+
+/// The search without candidates: FINAL over the keys whose text holds the
+/// terms in any version, or over the whole table.
+fn search_posts_sql(db: Db<'_>, s: &PostSearch) -> Result<String, StoreError> {
+    check(s)?;
+    let prewhere = match matches(db, s)? {
+        Some(m) => render(db, "search_posts_terms", &[("matches", &m)])?,
+        None => String::new(),
+    };
+    frame(db, s, &prewhere, &row_filters(db, s)?)
+}
+
+fn frame(
+    db: Db<'_>,
+    s: &PostSearch,
+    prewhere: &str,
+    filters: &[String],
+) -> Result<String, StoreError> {
     render(
         db,
         "search_posts",
         &[
+            ("prewhere", prewhere),
             ("filters", &filters.join(" ")),
             ("limit", &(s.limit + 1).to_string()),
         ],
@@ -336,12 +499,46 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
                 ..all.clone()
             },
         ),
-        ("search_posts#all", all),
+        ("search_posts#all", all.clone()),
+    ];
+    // Both steps with every filter, the second with and without its bound.
+    let candidates = [
+        Candidate {
+            did: "did:plc:alice".into(),
+            rkey: "3kpost'2".into(),
+            sort_at: 1_714_600_000,
+        },
+        Candidate {
+            did: "did:plc:bob".into(),
+            rkey: "3kpost1".into(),
+            sort_at: 1_714_500_000,
+        },
+    ];
+    let steps = [
+        (
+            "search_posts_candidates#all",
+            candidates_sql(db, &all, 252)?,
+        ),
+        ("search_posts_candidates", candidates_sql(db, &base, 102)?),
+        (
+            "search_posts_keys#all",
+            keyed_sql(db, &all, &candidates, true)?.expect("short"),
+        ),
+        (
+            "search_posts_keys#unbounded",
+            keyed_sql(db, &base, &candidates, false)?.expect("short"),
+        ),
     ];
     for (name, search) in alone {
         out.push(Rendered {
             name: name.to_owned(),
             sql: search_posts_sql(db, &search)?,
+        });
+    }
+    for (name, sql) in steps {
+        out.push(Rendered {
+            name: name.to_owned(),
+            sql,
         });
     }
     out.push(Rendered {

@@ -240,3 +240,132 @@ async fn each_filter_keeps_what_it_names() {
     );
     assert_eq!(actors[0].display_name, "", "no profile");
 }
+
+/// Posts of `did` whose newest versions no longer match: `n` posts with the
+/// word, newer than every real match, then each edited (or every third
+/// deleted) in a second insert. Merges are stopped, so the old versions stay
+/// rows of their own, as they do until a merge meets them.
+fn stale(db: &TestDatabase, did: &str, n: u32) {
+    let t = db.name();
+    let rows = |version: u32, edit: bool| -> String {
+        (0..n)
+            .map(|i| {
+                let (deleted, text) = match (edit, i % 3) {
+                    (false, _) => (0, "zebra crossing"),
+                    (true, 0) => (1, ""),
+                    (true, _) => (0, "crossing"),
+                };
+                format!(
+                    "('{did}', 's{i:05}', 'bafy', {version}, {deleted}, toDateTime({}), '{text}')",
+                    5_000 + i
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (version, edit) in [(1, false), (2, true)] {
+        db.query(&format!(
+            "INSERT INTO {t}.posts (did, rkey, cid, version, deleted, sort_at, text) VALUES {}",
+            rows(version, edit)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn pages_stay_exact_when_the_newest_matches_are_old_versions() {
+    let (db, ch) = setup("search_stale").await;
+    let n = db.name();
+    db.query(&format!("SYSTEM STOP MERGES {n}.posts"));
+    for (rkey, at) in [("3x1", 100), ("3x2", 200), ("3x3", 300)] {
+        post(&db, BOB, rkey, at, "zebra", "['en']", "[]");
+    }
+    let zebra = |limit, after| PostSearch {
+        terms: vec!["zebra".into()],
+        limit,
+        after,
+        ..PostSearch::default()
+    };
+    let pages = |stale_posts: &'static str| {
+        let ch = ch.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let page = search::search_posts(&ch, &zebra(2, after))
+                    .await
+                    .expect("page");
+                seen.push(uris(&page.posts));
+                match page.next {
+                    Some(k) => after = Some(k),
+                    None => break,
+                }
+                assert!(
+                    seen.len() < 5,
+                    "{stale_posts}: paging does not end: {seen:?}"
+                );
+            }
+            seen
+        }
+    };
+    let want = [
+        vec!["did:plc:bob/3x3", "did:plc:bob/3x2"],
+        vec!["did:plc:bob/3x1"],
+    ];
+    // The first round's candidates (56 for a page of 2) are all stale.
+    stale(&db, "did:plc:carol", 60);
+    assert_eq!(pages("60").await, want, "a second round of candidates");
+    // More stale rows than the second round takes (448): the search
+    // without candidates answers.
+    stale(&db, "did:plc:dave", 500);
+    assert_eq!(pages("560").await, want, "the fallback");
+    // The same with every filter that reaches the candidates.
+    let page = search::search_posts(
+        &ch,
+        &PostSearch {
+            author: Some(Author::Did(BOB.into())),
+            lang: Some("en".into()),
+            until: Some(250),
+            ..zebra(1, None)
+        },
+    )
+    .await
+    .expect("filtered");
+    assert_eq!(uris(&page.posts), ["did:plc:bob/3x2"]);
+    assert!(page.next.is_some(), "3x1 follows");
+
+    // Edits that move 60 posts back in time (an older createdAt): their
+    // old rows are the newest candidates, their current rows the oldest
+    // matches. The page reads from the last candidate's position on, so
+    // it holds the real newest posts, not those keys' current rows.
+    post(&db, BOB, "3y1", 300, "okapi", "[]", "[]");
+    for (version, base) in [(1, 6_000), (2, 10)] {
+        let rows = (0..60)
+            .map(|i| {
+                format!(
+                    "('did:plc:erin', 'o{i:02}', 'bafy', {version}, 0, toDateTime({}), 'okapi')",
+                    base + i
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        db.query(&format!(
+            "INSERT INTO {n}.posts (did, rkey, cid, version, deleted, sort_at, text) VALUES {rows}"
+        ));
+    }
+    let page = search::search_posts(
+        &ch,
+        &PostSearch {
+            terms: vec!["okapi".into()],
+            limit: 2,
+            ..PostSearch::default()
+        },
+    )
+    .await
+    .expect("okapi");
+    assert_eq!(
+        uris(&page.posts),
+        ["did:plc:bob/3y1", "did:plc:erin/o59"],
+        "newest first by the current rows"
+    );
+    db.query(&format!("SYSTEM START MERGES {n}.posts"));
+}
