@@ -5,8 +5,10 @@
 -- are quoted literals, times Unix seconds, {limit} a number.
 --
 -- A search runs in two steps so that FINAL reads only the rows it returns:
--- `search_posts_candidates` takes the newest rows of any version (no FINAL)
--- that pass the filters, then the frame reads the current rows of those
+-- `search_posts_recent_candidates` (over windows of an hour, a day and a
+-- week) or else `search_posts_candidates` (every post) takes the newest
+-- rows of any version (no FINAL) that pass the filters, then the frame
+-- reads the current rows of those
 -- keys only (`search_posts_keys`, a PREWHERE on the sorting key, so the
 -- versions of other keys never reach the merge) from the last candidate's
 -- position on (`search_posts_from`). Every current row at or after that
@@ -32,6 +34,22 @@ LIMIT {limit};
 SELECT did, rkey, toUInt32(sort_at) AS sort_at
 FROM {db}.posts {prewhere}
 WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1)
+ORDER BY sort_at DESC, did DESC, rkey DESC
+LIMIT {limit};
+
+-- name: search_posts_recent_candidates
+-- The first step over a recent window: the same candidates from the posts
+-- whose TID time is at or after {from} (`recent_posts`, by TID hour) and
+-- from `posts_off_time` (migration 0017: posts whose TID time is more than
+-- 10 minutes from their sort_at, or no TID). A post with a sort_at at least
+-- 10 minutes after {from} is in one of the two, so the candidates are exact
+-- from such a position on, and the step reads the window, not the table
+-- (posts of either table with a sort_at before {from} cannot be there).
+-- Each branch filters on the shards (hence {local} in the filters).
+SELECT did, rkey, toUInt32(sort_at) AS sort_at
+FROM (SELECT did, rkey, sort_at FROM {db}.recent_posts PREWHERE tid_time >= toDateTime({from}) WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1) {filters}
+      UNION ALL
+      SELECT did, rkey, sort_at FROM {db}.posts_off_time WHERE sort_at >= toDateTime({from}) AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1) {filters})
 ORDER BY sort_at DESC, did DESC, rkey DESC
 LIMIT {limit};
 

@@ -117,11 +117,13 @@ struct Candidate {
     sort_at: u32,
 }
 
-/// Candidates the first step of a page of `limit` takes: twice the page and
-/// some, so that older versions (edits, replays, deletes not yet merged
-/// away) among them rarely leave the page short.
+/// Candidates the first step of a page of `limit` takes: the page and half
+/// as many again, plus ten, so that older versions (edits, replays, deletes
+/// not yet merged away) among them rarely leave the page short. The second
+/// step reads about one granule of `posts` per candidate and part.
 fn first_candidates(limit: u32) -> usize {
-    2 * (limit as usize + 1) + 50
+    let page = limit as usize + 1;
+    page + page / 2 + 10
 }
 
 /// How many more candidates a search takes when a round left its page short.
@@ -136,19 +138,68 @@ const CANDIDATE_ROUNDS: usize = 2;
 /// under ClickHouse's 256 KiB `max_query_size`.
 const KEY_LIST_BYTES: usize = 192 * 1024;
 
+/// The windows (seconds back from now) over which the first step tries the
+/// posts by TID time before it reads every post.
+const RECENT_WINDOWS: [u32; 3] = [3_600, 86_400, 7 * 86_400];
+
+/// How far a post's TID time may be from its `sort_at` and the post still be
+/// left out of `posts_off_time` (migration 0017).
+const OFF_TIME_SECS: u32 = 600;
+
 /// One page of posts matching `search`, newest first.
 ///
 /// First the newest rows of any version that pass the filters
 /// (`search_posts_candidates`), then the current rows of those keys alone
 /// from the last candidate's position on: the page is exact (see
 /// `queries/search.sql`), and FINAL reads a few granules instead of the
-/// whole table. A page that comes up short while more candidates exist
-/// takes [`CANDIDATE_GROWTH`] times as many, then the search without
-/// candidates.
+/// whole table. The candidates come first from the posts of the last hour,
+/// day or week by TID time ([`RECENT_WINDOWS`]), whose cost follows the
+/// window: they are exact from the last one's position on when it lies at
+/// least [`OFF_TIME_SECS`] into the window. Otherwise they come from every
+/// post; a page that comes up short while more candidates exist takes
+/// [`CANDIDATE_GROWTH`] times as many, then the search without candidates.
 pub async fn search_posts(ch: &ClickHouse, search: &PostSearch) -> Result<PostPage, StoreError> {
     let db = ch.db();
     check(search)?;
     let mut want = first_candidates(search.limit);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    // The newest sort_at the search can return (until and a cursor bound it).
+    let newest = [
+        search.until.map(|u| u.saturating_sub(1)),
+        search.after.as_ref().map(|k| k.sort_at),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(u32::MAX);
+    for window in RECENT_WINDOWS {
+        let from = now.saturating_sub(window);
+        if newest < from.saturating_add(OFF_TIME_SECS) {
+            continue;
+        }
+        let candidates: Vec<Candidate> = ch
+            .fetch_all(
+                "post search",
+                &recent_candidates_sql(db, search, from, want)?,
+            )
+            .await?;
+        let exact = candidates.len() == want
+            && candidates
+                .last()
+                .is_some_and(|c| c.sort_at >= from.saturating_add(OFF_TIME_SECS));
+        if !exact {
+            continue; // too few that recent: a wider window
+        }
+        if let Some(sql) = keyed_sql(db, search, &candidates, true)? {
+            let posts: Vec<FoundPost> = ch.fetch_all("post search", &sql).await?;
+            if posts.len() > search.limit as usize {
+                return Ok(page(posts, search.limit));
+            }
+        }
+        break; // short (older versions among them): every post's candidates
+    }
     for _ in 0..CANDIDATE_ROUNDS {
         let candidates: Vec<Candidate> = ch
             .fetch_all("post search", &candidates_sql(db, search, want)?)
@@ -299,6 +350,26 @@ fn candidates_sql(db: Db<'_>, s: &PostSearch, want: usize) -> Result<String, Sto
         db,
         "search_posts_candidates",
         &[("prewhere", &prewhere), ("limit", &want.to_string())],
+    )
+}
+
+/// The first step over the posts by TID time from `from` on (and the posts
+/// whose TID time is off: `search_posts_recent_candidates`).
+fn recent_candidates_sql(
+    db: Db<'_>,
+    s: &PostSearch,
+    from: u32,
+    want: usize,
+) -> Result<String, StoreError> {
+    check(s)?;
+    render(
+        db,
+        "search_posts_recent_candidates",
+        &[
+            ("filters", &row_filters(db, s)?.join(" ")),
+            ("from", &from.to_string()),
+            ("limit", &want.to_string()),
+        ],
     )
 }
 
@@ -520,6 +591,14 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
             candidates_sql(db, &all, 252)?,
         ),
         ("search_posts_candidates", candidates_sql(db, &base, 102)?),
+        (
+            "search_posts_recent_candidates#all",
+            recent_candidates_sql(db, &all, 1_714_000_000, 252)?,
+        ),
+        (
+            "search_posts_recent_candidates",
+            recent_candidates_sql(db, &base, 1_714_000_000, 102)?,
+        ),
         (
             "search_posts_keys#all",
             keyed_sql(db, &all, &candidates, true)?.expect("short"),
