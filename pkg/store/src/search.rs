@@ -310,17 +310,35 @@ fn filters(db: Db<'_>, s: &PostSearch) -> Result<Vec<String>, StoreError> {
         )?);
     }
     if let Some(k) = &s.after {
-        filters.push(render(
+        filters.push(position(
             db,
             "search_posts_after",
-            &[
-                ("sort_at", &k.sort_at.to_string()),
-                ("did", &literal(&k.did)),
-                ("rkey", &literal(&k.rkey)),
-            ],
+            k.sort_at,
+            &k.did,
+            &k.rkey,
         )?);
     }
     Ok(filters)
+}
+
+/// A fragment comparing a row's position in the search's order with the
+/// position (`sort_at`, `did`, `rkey`).
+fn position(
+    db: Db<'_>,
+    fragment: &str,
+    sort_at: u32,
+    did: &str,
+    rkey: &str,
+) -> Result<String, StoreError> {
+    render(
+        db,
+        fragment,
+        &[
+            ("sort_at", &sort_at.to_string()),
+            ("did", &literal(did)),
+            ("rkey", &literal(rkey)),
+        ],
+    )
 }
 
 /// Every filter of `s`, its terms checked on the row.
@@ -398,14 +416,12 @@ fn keyed_sql(
     }
     let mut filters = row_filters(db, s)?;
     if let (true, Some(last)) = (bounded, candidates.last()) {
-        filters.push(render(
+        filters.push(position(
             db,
             "search_posts_from",
-            &[
-                ("sort_at", &last.sort_at.to_string()),
-                ("did", &literal(&last.did)),
-                ("rkey", &literal(&last.rkey)),
-            ],
+            last.sort_at,
+            &last.did,
+            &last.rkey,
         )?);
     }
     let prewhere = render(db, "search_posts_keys", &[("keys", &keys)])?;
