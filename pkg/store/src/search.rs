@@ -602,9 +602,17 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
         },
     ];
     let steps = [
+        ("search_posts_filtered#all", candidates_sql(db, &all, 252)?),
         (
-            "search_posts_candidates#all",
-            candidates_sql(db, &all, 252)?,
+            "search_posts_matches#terms",
+            candidates_sql(
+                db,
+                &PostSearch {
+                    terms: all.terms.clone(),
+                    ..base.clone()
+                },
+                39,
+            )?,
         ),
         ("search_posts_candidates", candidates_sql(db, &base, 102)?),
         (
@@ -616,7 +624,7 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
             recent_candidates_sql(db, &base, 1_714_000_000, 102)?,
         ),
         (
-            "search_posts_keys#all",
+            "search_posts_from#all",
             keyed_sql(db, &all, &candidates, true)?.expect("short"),
         ),
         (
