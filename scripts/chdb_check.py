@@ -549,7 +549,7 @@ def refresh_interactions_once(srv, named, what):
     """One refresh window over everything, in the order src/counts.rs runs
     it (without the recent_* statements and the gate pass, which post_counts
     does not need here)."""
-    steps = ["interaction_keys_add", "interaction_live", "refresh_interactions", "pending_deletes_add",
+    steps = ["interaction_live", "interaction_keys_add", "refresh_interactions", "pending_deletes_add",
              "interaction_pending_matches"]
     for name in steps:
         stmt = (

@@ -3,9 +3,10 @@
 -- `interaction_changes.arrived` (server time), read by the log's sorting
 -- key: its cost follows what arrived, not the size of the tables.
 --
--- Per window: every change row goes to `interaction_keys`
--- (interaction_keys_add); live rows that are creates go straight to
--- `interactions` (interaction_live); deletes and updates (few) are settled
+-- Per window: live rows that are creates go straight to `interactions`
+-- (interaction_live, which looks in `interaction_keys` for replies carried
+-- before); then every change row goes to `interaction_keys`
+-- (interaction_keys_add); deletes and updates (few) are settled
 -- by looking up the key's current state and every subject it ever named in
 -- `interaction_keys` (refresh_interactions, every kind in one statement:
 -- like, repost, reply, quote, thread, follow; migration 0014: the lookup
@@ -27,12 +28,15 @@
 -- same rows); {global} already renders GLOBAL on a cluster.
 
 -- name: interaction_live
--- A reply already stored at the same version is not written again: its row
--- may carry the gate pass's verdict, which a rewrite with the flags at 0
--- would replace (the later of equal versions wins) until the next gate
--- pass, or for good if that rewrite landed after it. Reads of a window
--- again (the margin, a replay) then leave the verdicts alone.
-INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, version, 0 AS deleted, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2 AND NOT (kind = 'reply' AND (subject_uri, did, rkey, version) GLOBAL IN (SELECT subject_uri, did, rkey, version FROM {db}.interactions WHERE kind = 'reply' AND subject_uri {global}IN (SELECT subject_uri FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = 'reply' AND deleted = 0)));
+-- A reply the change log already carried at the same version (and subject)
+-- is not written again: its row may carry the gate pass's verdict, which a
+-- rewrite with the flags at 0 would replace (the later of equal versions
+-- wins) until the next gate pass, or for good if that rewrite landed after
+-- it. Reads of a window again (the margin, a replay) then leave the
+-- verdicts alone. What was carried is in `interaction_keys` (this runs
+-- before the window's rows are added there), read by key in granules of
+-- 256 rows: the cost follows the window's replies, not the table.
+INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, version, 0 AS deleted, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2 AND NOT (kind = 'reply' AND (cityHash64(did), cityHash64(kind, rkey), subject_uri, version) GLOBAL IN (SELECT did_hash, key_hash, subject_uri, version FROM {db}.interaction_keys WHERE (did_hash, key_hash) {global}IN (SELECT cityHash64(did), cityHash64(kind, rkey) FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = 'reply' AND deleted = 0)));
 
 -- name: interaction_keys_add
 -- Every change row that arrived (live rows with their subject, tombstones

@@ -199,11 +199,13 @@ async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreEr
     let deduplicated_not = ch.with_statement_setting("insert_deduplicate", "0".to_owned());
     let ch = &deduplicated_not;
     let db = ch.db();
-    // Keys first (a delete in the same window as its create finds it), then
-    // creates, deletes and updates (every kind at once), version floors.
+    // Creates first (their check of replies carried before reads
+    // `interaction_keys` without this window's rows), then the keys (a
+    // delete in the same window as its create finds it), deletes and
+    // updates (every kind at once), version floors.
     for name in [
-        "interaction_keys_add",
         "interaction_live",
+        "interaction_keys_add",
         "recent_interactions_live",
         "refresh_interactions",
         "refresh_recent_interactions",
@@ -757,8 +759,8 @@ fn post_prefixes(dids: &[&str]) -> String {
 /// This module's statements with sample values (see [`sql::catalog`]).
 pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
     for name in [
-        "interaction_keys_add",
         "interaction_live",
+        "interaction_keys_add",
         "recent_interactions_live",
         "refresh_interactions",
         "refresh_recent_interactions",

@@ -146,6 +146,31 @@ const RECENT_WINDOWS: [u32; 3] = [3_600, 86_400, 7 * 86_400];
 /// left out of `posts_off_time` (migration 0017).
 const OFF_TIME_SECS: u32 = 600;
 
+/// The oldest start of a window by TID time: `recent_posts` keeps the days
+/// of [`crate::aggregates::RECENT_POST_DAYS`], less one for the day the
+/// retention step counts from.
+const OLDEST_WINDOW_SECS: u32 = (crate::aggregates::RECENT_POST_DAYS - 1) * 86_400;
+
+/// Where the first step's windows start, smallest window first: the last
+/// hour, day and week ([`RECENT_WINDOWS`]), and with `since` (if recent
+/// enough) one that starts [`OFF_TIME_SECS`] before it and replaces the
+/// wider ones: it holds every match.
+fn window_starts(now: u32, since: Option<u32>) -> Vec<u32> {
+    let mut starts: Vec<u32> = RECENT_WINDOWS
+        .iter()
+        .map(|w| now.saturating_sub(*w))
+        .collect();
+    let since_start = since
+        .map(|s| s.saturating_sub(OFF_TIME_SECS))
+        .filter(|s| *s >= now.saturating_sub(OLDEST_WINDOW_SECS));
+    if let Some(start) = since_start {
+        // Windows no narrower than this one add nothing.
+        starts.retain(|s| *s > start.saturating_add(OFF_TIME_SECS));
+        starts.push(start);
+    }
+    starts
+}
+
 /// One page of posts matching `search`, newest first.
 ///
 /// First the newest rows of any version that pass the filters
@@ -155,7 +180,9 @@ const OFF_TIME_SECS: u32 = 600;
 /// whole table. The candidates come first from the posts of the last hour,
 /// day or week by TID time ([`RECENT_WINDOWS`]), whose cost follows the
 /// window: they are exact from the last one's position on when it lies at
-/// least [`OFF_TIME_SECS`] into the window. Otherwise they come from every
+/// least [`OFF_TIME_SECS`] into the window; with a recent `since`, the
+/// window that starts that far before it holds every match and ends the
+/// search ([`window_starts`]). Otherwise they come from every
 /// post; a page that comes up short while more candidates exist takes
 /// [`CANDIDATE_GROWTH`] times as many, then the search without candidates.
 pub async fn search_posts(ch: &ClickHouse, search: &PostSearch) -> Result<PostPage, StoreError> {
@@ -174,8 +201,7 @@ pub async fn search_posts(ch: &ClickHouse, search: &PostSearch) -> Result<PostPa
     .flatten()
     .min()
     .unwrap_or(u32::MAX);
-    for window in RECENT_WINDOWS {
-        let from = now.saturating_sub(window);
+    for from in window_starts(now, search.since) {
         if newest < from.saturating_add(OFF_TIME_SECS) {
             continue;
         }
@@ -185,6 +211,23 @@ pub async fn search_posts(ch: &ClickHouse, search: &PostSearch) -> Result<PostPa
                 &recent_candidates_sql(db, search, from, want)?,
             )
             .await?;
+        // `since` far enough into the window: every match is in it, so
+        // fewer candidates than asked for are all of them.
+        let holds_all = search
+            .since
+            .is_some_and(|since| since >= from.saturating_add(OFF_TIME_SECS));
+        if holds_all && candidates.len() < want {
+            if candidates.is_empty() {
+                return Ok(page(Vec::new(), search.limit));
+            }
+            match keyed_sql(db, search, &candidates, false)? {
+                Some(sql) => {
+                    let posts: Vec<FoundPost> = ch.fetch_all("post search", &sql).await?;
+                    return Ok(page(posts, search.limit));
+                }
+                None => break,
+            }
+        }
         let exact = candidates.len() == want
             && candidates
                 .last()
@@ -654,6 +697,39 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recent_since_replaces_the_windows_it_lies_in() {
+        let now = 1_800_000_000;
+        let (hour, day, week) = (now - 3_600, now - 86_400, now - 7 * 86_400);
+        assert_eq!(window_starts(now, None), [hour, day, week]);
+        // Two hours back: the hour first, then from 10 minutes before since.
+        assert_eq!(
+            window_starts(now, Some(now - 7_200)),
+            [hour, now - 7_200 - OFF_TIME_SECS]
+        );
+        // Inside the hour: its own window only.
+        assert_eq!(
+            window_starts(now, Some(now - 60)),
+            [now - 60 - OFF_TIME_SECS]
+        );
+        // Seven days back: the week adds nothing to it.
+        assert_eq!(
+            window_starts(now, Some(week)),
+            [hour, day, week - OFF_TIME_SECS]
+        );
+        // Older than `recent_posts` keeps: the usual windows.
+        assert_eq!(
+            window_starts(now, Some(now - 40 * 86_400)),
+            [hour, day, week]
+        );
+        // The last day `recent_posts` surely keeps.
+        let oldest = now - OLDEST_WINDOW_SECS;
+        assert_eq!(
+            window_starts(now, Some(oldest + OFF_TIME_SECS)),
+            [hour, day, week, oldest]
+        );
+    }
 
     #[test]
     fn filters_compose_in_one_statement_with_quoted_values() {

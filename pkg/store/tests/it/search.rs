@@ -448,3 +448,85 @@ async fn recent_windows_page_exactly_with_off_time_posts() {
         "newest first, the import and the non-TID key included"
     );
 }
+
+#[tokio::test]
+async fn a_recent_since_pages_exactly_from_its_window() {
+    // With `since` in the last weeks, the first step reads `recent_posts`
+    // from 10 minutes before it on (plus `posts_off_time`): that holds every
+    // match, so a search with fewer matches than it asks for ends there.
+    let (db, ch) = fresh("search_since");
+    Migrator::new(&ch, migrate::embedded().expect("migrations"))
+        .up()
+        .await
+        .expect("up");
+    let now = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("u32 seconds");
+    let since = now - 2 * 3_600;
+    const OCELOT: &str = "did:plc:ocelot";
+    let mut want: Vec<(u32, String)> = Vec::new();
+    let mut add = |rkey: String, sort_at: u32, keep: bool| {
+        post(&db, OCELOT, &rkey, sort_at, "an ocelot", "['en']", "[]");
+        if keep {
+            want.push((sort_at, rkey));
+        }
+    };
+    // An import (a TID of 400 days ago, a createdAt of now) and a key that
+    // is not a TID: both in `posts_off_time`.
+    add(tid_at(now - 400 * 86_400, 1), now - 50, true);
+    add("ocelot-self".into(), now - 60, true);
+    for i in 0..4 {
+        add(tid_at(now - 5_000 - i, 2), now - 5_000 - i, true);
+    }
+    // On time (400 s from its TID), its TID 300 s before since: only the
+    // window's 10 minutes before since find it.
+    add(tid_at(since - 300, 3), since + 100, true);
+    // Before since, by a second and by two years.
+    add(tid_at(since - 1, 4), since - 1, false);
+    add(tid_at(now - 700 * 86_400, 5), now - 700 * 86_400, false);
+    // Edited away and deleted: their first versions match, their current
+    // ones do not.
+    let (edited, deleted) = (tid_at(now - 300, 6), tid_at(now - 310, 7));
+    add(edited.clone(), now - 300, false);
+    add(deleted.clone(), now - 310, false);
+    let n = db.name();
+    db.query(&format!(
+        "INSERT INTO {n}.posts (did, rkey, cid, version, deleted, sort_at, text) VALUES \
+         ('{OCELOT}', '{edited}', 'bafy2', 2, 0, toDateTime({}), 'a cat'), \
+         ('{OCELOT}', '{deleted}', '', 2, 1, toDateTime({}), '')",
+        now - 300,
+        now - 310
+    ));
+    want.sort_by(|a, b| b.cmp(a));
+    let want: Vec<String> = want.iter().map(|(_, k)| format!("{OCELOT}/{k}")).collect();
+
+    for limit in [2, 50] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = search::search_posts(
+                &ch,
+                &PostSearch {
+                    terms: vec!["ocelot".into()],
+                    since: Some(since),
+                    limit,
+                    after,
+                    ..PostSearch::default()
+                },
+            )
+            .await
+            .expect("page");
+            seen.extend(uris(&page.posts));
+            assert!(seen.len() <= want.len(), "paging does not end");
+            match page.next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        assert_eq!(seen, want, "pages of {limit}: every match since, no other");
+    }
+}
