@@ -371,6 +371,31 @@ async fn pages_stay_exact_when_the_newest_matches_are_old_versions() {
 }
 
 /// A TID record key for `secs` (Unix seconds).
+/// Every page of `s`, following the cursors (at most `max` posts).
+async fn all_pages(ch: &ClickHouse, mut s: PostSearch, max: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let page = search::search_posts(ch, &s).await.expect("page");
+        seen.extend(uris(&page.posts));
+        assert!(seen.len() <= max, "paging does not end");
+        match page.next {
+            Some(k) => s.after = Some(k),
+            None => return seen,
+        }
+    }
+}
+
+/// The clock, in Unix seconds.
+fn now_secs() -> u32 {
+    u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("u32 seconds")
+}
+
 fn tid_at(secs: u32, clock: u16) -> String {
     skyhouse_atproto::syntax::Tid::from_parts(u64::from(secs) * 1_000_000, clock)
         .expect("tid")
@@ -386,13 +411,7 @@ async fn recent_windows_page_exactly_with_off_time_posts() {
     let all = migrate::embedded().expect("migrations");
     let before: Vec<_> = all.iter().filter(|m| m.version < 17).cloned().collect();
     Migrator::new(&ch, before).up().await.expect("up to 0016");
-    let now = u32::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs(),
-    )
-    .expect("u32 seconds");
+    let now = now_secs();
     const LYNX: &str = "did:plc:lynx";
     let mut want: Vec<(u32, String)> = Vec::new();
     let mut add = |rkey: String, sort_at: u32| {
@@ -422,27 +441,12 @@ async fn recent_windows_page_exactly_with_off_time_posts() {
     want.sort_by(|a, b| b.cmp(a));
     let want: Vec<String> = want.iter().map(|(_, k)| format!("{LYNX}/{k}")).collect();
 
-    let mut seen = Vec::new();
-    let mut after = None;
-    loop {
-        let page = search::search_posts(
-            &ch,
-            &PostSearch {
-                terms: vec!["lynx".into()],
-                limit: 5,
-                after,
-                ..PostSearch::default()
-            },
-        )
-        .await
-        .expect("page");
-        seen.extend(uris(&page.posts));
-        assert!(seen.len() <= want.len(), "paging does not end");
-        match page.next {
-            Some(k) => after = Some(k),
-            None => break,
-        }
-    }
+    let lynx = PostSearch {
+        terms: vec!["lynx".into()],
+        limit: 5,
+        ..PostSearch::default()
+    };
+    let seen = all_pages(&ch, lynx, want.len()).await;
     assert_eq!(
         seen, want,
         "newest first, the import and the non-TID key included"
@@ -459,13 +463,7 @@ async fn a_recent_since_pages_exactly_from_its_window() {
         .up()
         .await
         .expect("up");
-    let now = u32::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs(),
-    )
-    .expect("u32 seconds");
+    let now = now_secs();
     let since = now - 2 * 3_600;
     const OCELOT: &str = "did:plc:ocelot";
     let mut want: Vec<(u32, String)> = Vec::new();
@@ -505,28 +503,13 @@ async fn a_recent_since_pages_exactly_from_its_window() {
     let want: Vec<String> = want.iter().map(|(_, k)| format!("{OCELOT}/{k}")).collect();
 
     for limit in [2, 50] {
-        let mut seen = Vec::new();
-        let mut after = None;
-        loop {
-            let page = search::search_posts(
-                &ch,
-                &PostSearch {
-                    terms: vec!["ocelot".into()],
-                    since: Some(since),
-                    limit,
-                    after,
-                    ..PostSearch::default()
-                },
-            )
-            .await
-            .expect("page");
-            seen.extend(uris(&page.posts));
-            assert!(seen.len() <= want.len(), "paging does not end");
-            match page.next {
-                Some(k) => after = Some(k),
-                None => break,
-            }
-        }
+        let ocelot = PostSearch {
+            terms: vec!["ocelot".into()],
+            since: Some(since),
+            limit,
+            ..PostSearch::default()
+        };
+        let seen = all_pages(&ch, ocelot, want.len()).await;
         assert_eq!(seen, want, "pages of {limit}: every match since, no other");
     }
 }
