@@ -55,8 +55,11 @@ INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, s
 
 -- name: refresh_recent_interactions
 -- The same rows for the likes and reposts of recent posts, into
--- `recent_interactions` (the feeds' rankings).
-INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, version, tombstone FROM (SELECT {subject_time} AS subject_time, subject_uri, kind, did, rkey, newest AS version, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone FROM (SELECT kind, did, rkey, argMax(subject_uri, (version, sort_at)) AS current_subject, max(version) AS newest, argMax(deleted, (version, sort_at)) AS gone, argMax(sort_at, (version, sort_at)) AS newest_sort_at, groupUniqArrayIf(subject_uri, subject_uri != '') AS subjects FROM {db}.interaction_keys WHERE (did_hash, key_hash) {global}IN (SELECT cityHash64(did), cityHash64(kind, rkey) FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND (deleted = 1 OR action = 2) AND kind IN ('like', 'repost')) AND kind IN ('like', 'repost') GROUP BY kind, did, rkey) ARRAY JOIN subjects AS subject_uri) WHERE subject_time >= now() - {recent_secs};
+-- `recent_interactions` (the feeds' rankings). The key set is the PREWHERE:
+-- with both conditions in WHERE, 18.16 moved the kind's to PREWHERE and
+-- read every column of every like and repost in the keys' granules (3.4 GB
+-- instead of 0.36 GB for 1M new records at 100M, 10 s instead of 2.6 s).
+INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, version, tombstone FROM (SELECT {subject_time} AS subject_time, subject_uri, kind, did, rkey, newest AS version, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone FROM (SELECT kind, did, rkey, argMax(subject_uri, (version, sort_at)) AS current_subject, max(version) AS newest, argMax(deleted, (version, sort_at)) AS gone, argMax(sort_at, (version, sort_at)) AS newest_sort_at, groupUniqArrayIf(subject_uri, subject_uri != '') AS subjects FROM {db}.interaction_keys PREWHERE (did_hash, key_hash) {global}IN (SELECT cityHash64(did), cityHash64(kind, rkey) FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND (deleted = 1 OR action = 2) AND kind IN ('like', 'repost')) WHERE kind IN ('like', 'repost') GROUP BY kind, did, rkey) ARRAY JOIN subjects AS subject_uri) WHERE subject_time >= now() - {recent_secs};
 
 -- name: recent_interactions_live
 -- Live likes and reposts of recent posts that arrived, as creates. The
