@@ -211,33 +211,22 @@ pub async fn search_posts(ch: &ClickHouse, search: &PostSearch) -> Result<PostPa
                 &recent_candidates_sql(db, search, from, want)?,
             )
             .await?;
+        let exact_from = from.saturating_add(OFF_TIME_SECS);
         // `since` far enough into the window: every match is in it, so
         // fewer candidates than asked for are all of them.
-        let holds_all = search
-            .since
-            .is_some_and(|since| since >= from.saturating_add(OFF_TIME_SECS));
-        if holds_all && candidates.len() < want {
-            if candidates.is_empty() {
-                return Ok(page(Vec::new(), search.limit));
-            }
-            match keyed_sql(db, search, &candidates, false)? {
-                Some(sql) => {
-                    let posts: Vec<FoundPost> = ch.fetch_all("post search", &sql).await?;
-                    return Ok(page(posts, search.limit));
-                }
-                None => break,
-            }
+        let complete = candidates.len() < want && search.since.is_some_and(|s| s >= exact_from);
+        if complete && candidates.is_empty() {
+            return Ok(page(Vec::new(), search.limit));
         }
-        let exact = candidates.len() == want
-            && candidates
-                .last()
-                .is_some_and(|c| c.sort_at >= from.saturating_add(OFF_TIME_SECS));
+        let exact = complete
+            || (candidates.len() == want
+                && candidates.last().is_some_and(|c| c.sort_at >= exact_from));
         if !exact {
             continue; // too few that recent: a wider window
         }
-        if let Some(sql) = keyed_sql(db, search, &candidates, true)? {
+        if let Some(sql) = keyed_sql(db, search, &candidates, !complete)? {
             let posts: Vec<FoundPost> = ch.fetch_all("post search", &sql).await?;
-            if posts.len() > search.limit as usize {
+            if complete || posts.len() > search.limit as usize {
                 return Ok(page(posts, search.limit));
             }
         }

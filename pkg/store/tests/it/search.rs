@@ -370,7 +370,6 @@ async fn pages_stay_exact_when_the_newest_matches_are_old_versions() {
     db.query(&format!("SYSTEM START MERGES {n}.posts"));
 }
 
-/// A TID record key for `secs` (Unix seconds).
 /// Every page of `s`, following the cursors (at most `max` posts).
 async fn all_pages(ch: &ClickHouse, mut s: PostSearch, max: usize) -> Vec<String> {
     let mut seen = Vec::new();
@@ -396,6 +395,7 @@ fn now_secs() -> u32 {
     .expect("u32 seconds")
 }
 
+/// A TID record key for `secs` (Unix seconds).
 fn tid_at(secs: u32, clock: u16) -> String {
     skyhouse_atproto::syntax::Tid::from_parts(u64::from(secs) * 1_000_000, clock)
         .expect("tid")
