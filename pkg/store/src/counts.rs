@@ -25,7 +25,7 @@
 //! applies when its `createdAt` is not after the reply's, a follow when its
 //! TID key is older than the reply's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::sql::{self, literal, render, Db, Rendered};
 use crate::{ClickHouse, StoreError};
@@ -482,13 +482,10 @@ fn verdict(c: &Candidate, graph: &Graph) -> (u8, u8) {
 /// How many values one statement lists inline at most.
 const CHUNK: usize = 500;
 
-/// The filtering side of a follows lookup goes in lists of at most this many
-/// bytes of SQL. A lookup reads the granules of its `did IN (…)` side
-/// (`follows` is sorted by did); the `subject_did IN (…)` side only filters,
-/// so one long list there reads those granules once instead of once per
-/// chunk of it. With the other list and the statement this stays under
-/// ClickHouse's 256 KiB `max_query_size`.
-const FILTER_LIST_BYTES: usize = 128 * 1024;
+/// Most bytes of SQL the two lists of one follows lookup take together:
+/// with the statement this stays under ClickHouse's 256 KiB
+/// `max_query_size`.
+const LOOKUP_BYTES: usize = 192 * 1024;
 
 fn quoted(items: &[&str]) -> String {
     items
@@ -498,25 +495,67 @@ fn quoted(items: &[&str]) -> String {
         .join(", ")
 }
 
-/// `items` quoted for `IN (…)` as [`quoted`] does, in lists of at most
-/// `max_bytes` each (an item longer than that gets a list of its own).
-fn quoted_lists(items: &[&str], max_bytes: usize) -> Vec<String> {
-    let mut lists = Vec::new();
-    let mut list = String::new();
-    for item in items {
-        let value = literal(item);
-        if !list.is_empty() && list.len() + 2 + value.len() > max_bytes {
-            lists.push(std::mem::take(&mut list));
-        }
-        if !list.is_empty() {
-            list.push_str(", ");
-        }
-        list.push_str(&value);
+/// The follows lookups for `pairs` of (follower, followed) DIDs: each a
+/// `did IN (…)` list of followers and a `subject_did IN (…)` list of the
+/// accounts they are asked about, quoted as [`quoted`] does, both together
+/// at most `max_bytes` (an account alone with a list longer than that gets
+/// several lookups). A lookup reads the granules of its followers (`follows`
+/// is sorted by did), and each follower is in one lookup only: its granules
+/// are read once, and a lookup's second list holds only what its followers
+/// are asked about, not every account of the window (at 100M records a
+/// window's owners were read once per 128 KiB of all its repliers, seven
+/// times). A lookup may answer pairs not asked (a follower with another's
+/// partner): the verdicts look up only theirs.
+fn follow_lookups(pairs: &[(&str, &str)], max_bytes: usize) -> Vec<(String, String)> {
+    let mut partners: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (from, to) in pairs {
+        partners.entry(from).or_default().insert(to);
     }
-    if !list.is_empty() {
-        lists.push(list);
+    let mut lookups = Vec::new();
+    let mut froms: Vec<&str> = Vec::new();
+    let mut tos: BTreeSet<&str> = BTreeSet::new();
+    let mut bytes = 0;
+    let mut flush = |froms: &mut Vec<&str>, tos: &mut BTreeSet<&str>, bytes: &mut usize| {
+        if !froms.is_empty() {
+            let tos: Vec<&str> = std::mem::take(tos).into_iter().collect();
+            lookups.push((quoted(froms), quoted(&tos)));
+            froms.clear();
+        }
+        *bytes = 0;
+    };
+    for (from, to) in &partners {
+        let from_bytes = literal(from).len() + 2;
+        let new_bytes: usize = to
+            .iter()
+            .filter(|t| !tos.contains(*t))
+            .map(|t| literal(t).len() + 2)
+            .sum();
+        if bytes + from_bytes + new_bytes <= max_bytes {
+            froms.push(from);
+            tos.extend(to.iter().copied());
+            bytes += from_bytes + new_bytes;
+            continue;
+        }
+        flush(&mut froms, &mut tos, &mut bytes);
+        // Alone: its partners in as many lookups as they need.
+        for to in to {
+            let to_bytes = literal(to).len() + 2;
+            if !tos.is_empty() && bytes + to_bytes > max_bytes {
+                flush(&mut froms, &mut tos, &mut bytes);
+            }
+            if froms.is_empty() {
+                froms.push(from);
+                bytes = from_bytes;
+            }
+            tos.insert(to);
+            bytes += to_bytes;
+        }
+        if bytes >= max_bytes / 2 {
+            flush(&mut froms, &mut tos, &mut bytes);
+        }
     }
-    lists
+    flush(&mut froms, &mut tos, &mut bytes);
+    lookups
 }
 
 /// Read the mentions, follows and list members the candidates' gates ask about.
@@ -555,28 +594,35 @@ async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, 
             .mentions
             .extend(rows.into_iter().map(|m| (m.uri, m.mentions)));
     }
-    // Follows between repliers and owners, both ways.
-    let mut repliers: Vec<&str> = gated.iter().map(|c| c.did.as_str()).collect();
-    let mut owners: Vec<&str> = gated.iter().filter_map(|c| uri_did(&c.root)).collect();
-    repliers.sort_unstable();
-    repliers.dedup();
-    owners.sort_unstable();
-    owners.dedup();
-    for (froms, tos) in [(&owners, &repliers), (&repliers, &owners)] {
-        let tos = quoted_lists(tos, FILTER_LIST_BYTES);
-        for from in froms.chunks(CHUNK) {
-            for to in &tos {
-                let sql = render(
-                    db,
-                    "live_follows_between",
-                    &[("froms", &quoted(from)), ("tos", to)],
-                )?;
-                let rows: Vec<(String, String, String)> =
-                    ch.fetch_all("follows for threadgates", &sql).await?;
-                for (a, b, rkey) in rows {
-                    graph.follows.entry((a, b)).or_default().push(rkey);
-                }
-            }
+    // Follows between each replier and its root's owner, in the directions
+    // the gate's rules ask about.
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for c in &gated {
+        let Some(owner) = uri_did(&c.root) else {
+            continue;
+        };
+        // No lookup where the verdict needs none.
+        if c.did == owner || c.gate_created_at > c.created_at {
+            continue;
+        }
+        let rules = Rules::parse(&c.allow);
+        if rules.following {
+            pairs.push((owner, c.did.as_str()));
+        }
+        if rules.follower {
+            pairs.push((c.did.as_str(), owner));
+        }
+    }
+    for (froms, tos) in follow_lookups(&pairs, LOOKUP_BYTES) {
+        let sql = render(
+            db,
+            "live_follows_between",
+            &[("froms", &froms), ("tos", &tos)],
+        )?;
+        let rows: Vec<(String, String, String)> =
+            ch.fetch_all("follows for threadgates", &sql).await?;
+        for (a, b, rkey) in rows {
+            graph.follows.entry((a, b)).or_default().push(rkey);
         }
     }
     // List members.
@@ -590,6 +636,9 @@ async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, 
         let mut list_owners: Vec<&str> = lists.iter().filter_map(|l| uri_did(l)).collect();
         list_owners.sort_unstable();
         list_owners.dedup();
+        let mut repliers: Vec<&str> = gated.iter().map(|c| c.did.as_str()).collect();
+        repliers.sort_unstable();
+        repliers.dedup();
         for chunk in repliers.chunks(CHUNK) {
             let sql = render(
                 db,
@@ -831,26 +880,67 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
 mod tests {
     use super::*;
 
+    /// The DIDs of a list as [`quoted`] writes it.
+    fn unquoted(list: &str) -> Vec<String> {
+        list.split(", ")
+            .map(|v| v.trim_matches('\'').to_owned())
+            .collect()
+    }
+
     #[test]
-    fn quoted_lists_keep_every_item_in_order_within_the_bound() {
-        let items = ["did:plc:a", "did:plc:bb", "it's", "did:plc:ccc"];
-        // Each whole list as `quoted` writes it; joined back they are all the items.
-        let lists = quoted_lists(&items, 26);
-        assert_eq!(
-            lists,
-            ["'did:plc:a', 'did:plc:bb'", "'it\\'s', 'did:plc:ccc'"]
-        );
-        assert!(lists.iter().all(|l| l.len() <= 26), "{lists:?}");
-        assert_eq!(lists.join(", "), quoted(&items));
-        // One list when it fits, one per item when nothing else fits, an
-        // item longer than the bound alone in its list, nothing for nothing.
-        assert_eq!(quoted_lists(&items, 1 << 20), [quoted(&items)]);
-        assert_eq!(quoted_lists(&items, 12).len(), items.len());
-        assert_eq!(
-            quoted_lists(&["did:web:a-long-name"], 5),
-            ["'did:web:a-long-name'"]
-        );
-        assert!(quoted_lists(&[], 10).is_empty());
+    fn follow_lookups_ask_every_pair_and_read_each_follower_once() {
+        // 300 followers with 1-40 partners each from 2,000 accounts, and one
+        // follower with more partners than one lookup holds.
+        let dids: Vec<String> = (0..2_000).map(|i| format!("did:plc:{i:024}")).collect();
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for f in 0..300 {
+            for k in 0..(f * 7 % 40 + 1) {
+                pairs.push((&dids[f], &dids[(f * 13 + k * 101) % 2_000]));
+            }
+        }
+        for t in 0..1_500 {
+            pairs.push((&dids[1_999], &dids[t]));
+        }
+        let bound = 8 * 1024;
+        let lookups = follow_lookups(&pairs, bound);
+        let lists: Vec<(Vec<String>, Vec<String>)> = lookups
+            .iter()
+            .map(|(f, t)| (unquoted(f), unquoted(t)))
+            .collect();
+        for (from, to) in &pairs {
+            assert!(
+                lists
+                    .iter()
+                    .any(|(f, t)| f.iter().any(|x| x == from) && t.iter().any(|x| x == to)),
+                "({from}, {to}) asked by no lookup"
+            );
+        }
+        for (f, t) in &lookups {
+            assert!(
+                f.len() + t.len() + 4 <= bound,
+                "{} + {} bytes",
+                f.len(),
+                t.len()
+            );
+        }
+        // Each follower in one lookup, but the one whose partners need several.
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (f, _) in &lists {
+            for d in f {
+                *seen.entry(d).or_default() += 1;
+            }
+        }
+        assert!(seen.len() == 301, "{} followers", seen.len());
+        for (d, n) in &seen {
+            if *d == dids[1_999] {
+                assert!(*n > 1, "{n} lookups");
+            } else {
+                assert_eq!(*n, 1, "{d} in {n} lookups");
+            }
+        }
+        // All in one when they fit; nothing for nothing.
+        assert_eq!(follow_lookups(&pairs, 1 << 30).len(), 1);
+        assert!(follow_lookups(&[], bound).is_empty());
     }
 
     fn candidate(replier: &str, allow: &[&str]) -> Candidate {
