@@ -53,21 +53,6 @@ INSERT INTO {db}.interaction_keys (did_hash, key_hash, kind, did, rkey, subject_
 -- seeded from the table before migration 0014 has none).
 INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, newest, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone, newest_sort_at FROM (SELECT kind, did, rkey, argMax(subject_uri, (version, sort_at)) AS current_subject, max(version) AS newest, argMax(deleted, (version, sort_at)) AS gone, argMax(sort_at, (version, sort_at)) AS newest_sort_at, groupUniqArrayIf(subject_uri, subject_uri != '') AS subjects FROM {db}.interaction_keys WHERE (did_hash, key_hash) {global}IN (SELECT cityHash64(did), cityHash64(kind, rkey) FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND (deleted = 1 OR action = 2)) GROUP BY kind, did, rkey) ARRAY JOIN subjects AS subject_uri;
 
--- name: refresh_recent_interactions
--- The same rows for the likes and reposts of recent posts, into
--- `recent_interactions` (the feeds' rankings). The key set is the PREWHERE:
--- with both conditions in WHERE, 18.16 moved the kind's to PREWHERE and
--- read every column of every like and repost in the keys' granules (3.4 GB
--- instead of 0.36 GB for 1M new records at 100M, 10 s instead of 2.6 s).
-INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, version, tombstone FROM (SELECT {subject_time} AS subject_time, subject_uri, kind, did, rkey, newest AS version, if(gone = 0 AND current_subject = subject_uri, 0, 1) AS tombstone FROM (SELECT kind, did, rkey, argMax(subject_uri, (version, sort_at)) AS current_subject, max(version) AS newest, argMax(deleted, (version, sort_at)) AS gone, argMax(sort_at, (version, sort_at)) AS newest_sort_at, groupUniqArrayIf(subject_uri, subject_uri != '') AS subjects FROM {db}.interaction_keys PREWHERE (did_hash, key_hash) {global}IN (SELECT cityHash64(did), cityHash64(kind, rkey) FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND (deleted = 1 OR action = 2) AND kind IN ('like', 'repost')) WHERE kind IN ('like', 'repost') GROUP BY kind, did, rkey) ARRAY JOIN subjects AS subject_uri) WHERE subject_time >= now() - {recent_secs};
-
--- name: recent_interactions_live
--- Live likes and reposts of recent posts that arrived, as creates. The
--- subject's TID time is computed only for record keys not below
--- {key_floor}, a TID a day older than the window (TID strings sort as their
--- times): likes of older posts (most of a backfill's) skip it.
-INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, version, 0 AS deleted FROM (SELECT {subject_time} AS subject_time, subject_uri, kind, did, rkey, version FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind IN ('like', 'repost') AND deleted = 0 AND action != 2 AND subject_uri LIKE 'at://%/app.bsky.feed.post/%' AND splitByChar('/', subject_uri)[5] >= {key_floor}) WHERE subject_time >= now() - {recent_secs};
-
 -- name: pending_deletes_add
 -- Version floors of keys: every delete and update that arrived. A create of
 -- the key with a lower version that arrives later (a replay, a re-created
@@ -86,13 +71,6 @@ INSERT INTO {db}.pending_deletes (arrived, kind, did, rkey, version) SELECT arri
 -- at 100M records, after 1M more, 3.2 s and 1.1 GiB -> 0.46 s and 0.3 GiB.
 -- A set of the hash, not of the (kind, did, rkey) strings: 1.5 s -> 0.3 s.
 INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, p_version - 1, 1 AS deleted, sort_at FROM (SELECT subject_uri, kind, did, rkey, version, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2) AS c ANY INNER JOIN (SELECT kind, did, rkey, max(version) AS p_version FROM {db}.pending_deletes PREWHERE cityHash64(kind, did, rkey) {global}IN (SELECT cityHash64(kind, did, rkey) FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2) GROUP BY kind, did, rkey) AS p USING (kind, did, rkey) WHERE p_version > version;
-
--- name: recent_pending_matches
--- The same for `recent_interactions` (just below the newer version too).
--- The subject's TID time (a per-row string decode) is computed after the
--- join, for the few matches only, not for every recent like and repost of
--- the window.
-INSERT INTO {db}.recent_interactions (subject_time, subject_uri, kind, did, rkey, version, deleted) SELECT subject_time, subject_uri, kind, did, rkey, stale_version, 1 AS deleted FROM (SELECT {subject_time} AS subject_time, subject_uri, kind, did, rkey, p_version - 1 AS stale_version FROM (SELECT subject_uri, kind, did, rkey, version FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind IN ('like', 'repost') AND deleted = 0 AND action != 2 AND subject_uri LIKE 'at://%/app.bsky.feed.post/%' AND splitByChar('/', subject_uri)[5] >= {key_floor}) AS c ANY INNER JOIN (SELECT kind, did, rkey, max(version) AS p_version FROM {db}.pending_deletes PREWHERE cityHash64(kind, did, rkey) {global}IN (SELECT cityHash64(kind, did, rkey) FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind IN ('like', 'repost') AND deleted = 0 AND action != 2 AND subject_uri LIKE 'at://%/app.bsky.feed.post/%' AND splitByChar('/', subject_uri)[5] >= {key_floor}) GROUP BY kind, did, rkey) AS p USING (kind, did, rkey) WHERE p_version > version) WHERE subject_time >= now() - {recent_secs};
 
 -- name: interaction_backlog
 -- Change rows to read since {after}, and where their arrivals fall (the

@@ -40,7 +40,8 @@ pub const REFRESH_MARGIN_SECS: u32 = 300;
 
 /// How long likes and reposts of a post count in `recent_interactions`
 /// (the feeds' rankings), by the post's TID time: the longest feed window
-/// (whats-hot, 48 h) plus a day.
+/// (whats-hot, 48 h) plus a day. Migration 0018's view applies it when a
+/// row is written; retention drops older partitions.
 pub const RECENT_INTERACTION_SECS: u32 = 3 * 24 * 3600;
 
 /// What a refresh covered.
@@ -120,36 +121,13 @@ fn tid_micros_sql(key: &str) -> String {
     format!("bitOr(bitShiftLeft({first}, 15), {last})")
 }
 
-/// The smallest record key a subject recent enough for
-/// `recent_interactions` can have, as of `now` (Unix seconds): the TID of
-/// the window's start a day earlier (room for the clocks of this machine
-/// and the server). Valid TIDs sort as their times; any other key is not
-/// recent (time 0), whichever side of this it sorts on.
-fn recent_key_floor(now: u64) -> String {
-    let floor = now.saturating_sub(u64::from(RECENT_INTERACTION_SECS) + 86_400);
-    floor
-        .checked_mul(1_000_000 << 10)
-        .and_then(|v| skyhouse_atproto::syntax::Tid::from_u64(v).ok())
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The TID time of a subject URI's record key.
-fn subject_time_sql() -> String {
-    tid_time_sql("splitByChar('/', subject_uri)[5]")
-}
-
-/// Bring `interactions` (and `recent_interactions`) up to date with what
+/// Bring `interactions` up to date with what
 /// arrived in `interaction_changes` since the last refresh. Safe to run at
 /// any time, repeatedly or concurrently: every row it writes follows from
 /// the keys' state in `interaction_keys` (every version the change log
-/// carried, copied there by each window before its lookups).
+/// carried, copied there by each window before its lookups). Migration
+/// 0018's view copies the rows of likes and reposts of recent posts into
+/// `recent_interactions` (the feeds' rankings) as they are written.
 pub async fn refresh_interactions(ch: &ClickHouse) -> Result<RefreshedUpto, StoreError> {
     refresh_interactions_in_windows(ch, REFRESH_WINDOW_ROWS).await
 }
@@ -206,12 +184,9 @@ async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreEr
     for name in [
         "interaction_live",
         "interaction_keys_add",
-        "recent_interactions_live",
         "refresh_interactions",
-        "refresh_recent_interactions",
         "pending_deletes_add",
         "interaction_pending_matches",
-        "recent_pending_matches",
     ] {
         let sql = window_sql(db, name, lo, hi)?;
         ch.execute(name, &sql).await?;
@@ -222,16 +197,11 @@ async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreEr
 
 /// A statement of one refresh window.
 fn window_sql(db: Db<'_>, name: &str, lo: u32, hi: u32) -> Result<String, StoreError> {
-    let mut args = vec![("after", lo.to_string()), ("before", hi.to_string())];
-    if name.contains("recent") {
-        args.push(("subject_time", subject_time_sql()));
-        args.push(("recent_secs", RECENT_INTERACTION_SECS.to_string()));
-    }
-    if name.starts_with("recent") {
-        args.push(("key_floor", literal(&recent_key_floor(now_secs()))));
-    }
-    let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    render(db, name, &args)
+    render(
+        db,
+        name,
+        &[("after", &lo.to_string()), ("before", &hi.to_string())],
+    )
 }
 
 /// A window's backlog: change rows since the watermark, quantiles of arrival time.
@@ -810,12 +780,9 @@ pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreEr
     for name in [
         "interaction_live",
         "interaction_keys_add",
-        "recent_interactions_live",
         "refresh_interactions",
-        "refresh_recent_interactions",
         "pending_deletes_add",
         "interaction_pending_matches",
-        "recent_pending_matches",
     ] {
         out.push(Rendered {
             name: name.into(),
@@ -1033,20 +1000,20 @@ mod tests {
     }
 
     #[test]
-    fn the_key_floor_is_the_tid_of_the_windows_start_a_day_earlier() {
-        let now = 1_714_521_600; // 2024-05-01
-        let floor = recent_key_floor(now);
-        let start = now - u64::from(RECENT_INTERACTION_SECS) - 86_400;
-        let tid = |secs: u64| {
-            skyhouse_atproto::syntax::Tid::from_u64((secs * 1_000_000 + 999) << 10 | 7)
-                .expect("tid")
-                .to_string()
-        };
-        assert_eq!(floor.len(), 13);
-        assert!(tid(start) >= floor);
-        assert!(tid(now) >= floor);
-        assert!(tid(start - 1) < floor);
-        assert_eq!(recent_key_floor(0), "2222222222222");
+    fn the_recent_interactions_view_keeps_the_window_of_this_constant() {
+        // Migration 0018's view writes the rankings' rows: its subject time
+        // and window are this module's.
+        let view = crate::migrate::embedded()
+            .expect("migrations")
+            .into_iter()
+            .find(|m| m.name == "recent_interactions_view")
+            .expect("migration 0018")
+            .up;
+        let subject_time = tid_time_sql("splitByChar('/', subject_uri)[5]");
+        assert!(view.contains(&format!("SELECT {subject_time} AS subject_time,")));
+        assert!(view.contains(&format!(
+            "AND subject_time >= now() - {RECENT_INTERACTION_SECS};"
+        )));
     }
 
     #[test]

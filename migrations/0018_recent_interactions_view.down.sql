@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS {db}.recent_interactions_feed;
