@@ -531,18 +531,23 @@ fn follow_lookups(pairs: &[(&str, &str)], max_bytes: usize) -> Vec<(String, Stri
 /// Read the mentions, follows and list members the candidates' gates ask about.
 async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, StoreError> {
     let mut graph = Graph::default();
-    let gated: Vec<&Candidate> = candidates
+    // The replies whose verdict reads the graph (see [`verdict`]), with
+    // their roots' owners and rules: only what those rules ask is read.
+    let gated: Vec<(&Candidate, &str, Rules)> = candidates
         .iter()
-        .filter(|c| c.allow_set == 1 && !c.allow.is_empty())
+        .filter(|c| c.allow_set == 1 && !c.allow.is_empty() && c.gate_created_at <= c.created_at)
+        .filter_map(|c| Some((c, uri_did(&c.root)?, Rules::parse(&c.allow))))
+        .filter(|(c, owner, _)| c.did != *owner)
         .collect();
     if gated.is_empty() {
         return Ok(graph);
     }
     let db = ch.db();
-    // Root posts' mentions.
+    // Root posts' mentions, for the mention rule.
     let mut roots: Vec<(&str, &str)> = gated
         .iter()
-        .filter_map(|c| {
+        .filter(|(_, _, rules)| rules.mention)
+        .filter_map(|(c, _, _)| {
             let rest = c.root.strip_prefix("at://")?;
             let mut parts = rest.split('/');
             let did = parts.next()?;
@@ -567,15 +572,7 @@ async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, 
     // Follows between each replier and its root's owner, in the directions
     // the gate's rules ask about.
     let mut pairs: Vec<(&str, &str)> = Vec::new();
-    for c in &gated {
-        let Some(owner) = uri_did(&c.root) else {
-            continue;
-        };
-        // No lookup where the verdict needs none.
-        if c.did == owner || c.gate_created_at > c.created_at {
-            continue;
-        }
-        let rules = Rules::parse(&c.allow);
+    for (c, owner, rules) in &gated {
         if rules.following {
             pairs.push((owner, c.did.as_str()));
         }
@@ -598,7 +595,7 @@ async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, 
     // List members.
     let mut lists: Vec<&str> = gated
         .iter()
-        .flat_map(|c| c.allow.iter().filter_map(|r| r.strip_prefix("list:")))
+        .flat_map(|(_, _, rules)| rules.lists.iter().map(String::as_str))
         .collect();
     lists.sort_unstable();
     lists.dedup();
@@ -606,7 +603,11 @@ async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, 
         let mut list_owners: Vec<&str> = lists.iter().filter_map(|l| uri_did(l)).collect();
         list_owners.sort_unstable();
         list_owners.dedup();
-        let mut repliers: Vec<&str> = gated.iter().map(|c| c.did.as_str()).collect();
+        let mut repliers: Vec<&str> = gated
+            .iter()
+            .filter(|(_, _, rules)| !rules.lists.is_empty())
+            .map(|(c, _, _)| c.did.as_str())
+            .collect();
         repliers.sort_unstable();
         repliers.dedup();
         for chunk in repliers.chunks(CHUNK) {
