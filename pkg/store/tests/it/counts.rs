@@ -679,8 +679,9 @@ async fn a_like_of_a_recent_post_created_after_its_delete_arrived_stays_out_of_t
     // `recent_interactions` (the feeds' rankings) keys a like by its
     // subject's TID time. A delete that arrives before its create (a
     // backfill racing the firehose) names no subject, so only the create's
-    // arrival can tombstone it (recent_pending_matches): at the same time
-    // as the like's own row, or the tombstone lands beside it.
+    // arrival can tombstone it (interaction_pending_matches, copied by
+    // migration 0018's view): at the same time as the like's own row, or
+    // the tombstone lands beside it.
     let (db, ch) = setup("counts_recent_replay").await;
     let (alice, bob) = (did("alice"), did("bob"));
     let now_micros = std::time::SystemTime::now()
