@@ -422,15 +422,21 @@ impl Graph {
     }
 }
 
+/// Whether the root's gate rules apply to the reply `c` by `owner` (the
+/// root's author): a gate with rules, not the owner's own reply, and not a
+/// gate made after the reply was indexed.
+fn gate_applies(c: &Candidate, owner: &str) -> bool {
+    c.allow_set == 1 && c.did != owner && c.gate_created_at <= c.created_at
+}
+
 /// `(gated, hidden)` of a reply, as the AppView's `violatesThreadGate`
 /// and the root's `hiddenReplies` decide.
 fn verdict(c: &Candidate, graph: &Graph) -> (u8, u8) {
     let uri = format!("at://{}/app.bsky.feed.post/{}", c.did, c.rkey);
     let hidden = u8::from(c.hidden_replies.contains(&uri));
     let owner = uri_did(&c.root).unwrap_or_default();
-    // No gate that applies: the reply keeps it. A gate made after the reply
-    // was indexed does not apply to it.
-    if c.allow_set == 0 || c.did == owner || c.gate_created_at > c.created_at {
+    // No gate that applies: the reply keeps it.
+    if !gate_applies(c, owner) {
         return (0, hidden);
     }
     let rules = Rules::parse(&c.allow);
@@ -535,9 +541,9 @@ async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, 
     // their roots' owners and rules: only what those rules ask is read.
     let gated: Vec<(&Candidate, &str, Rules)> = candidates
         .iter()
-        .filter(|c| c.allow_set == 1 && !c.allow.is_empty() && c.gate_created_at <= c.created_at)
+        .filter(|c| !c.allow.is_empty())
         .filter_map(|c| Some((c, uri_did(&c.root)?, Rules::parse(&c.allow))))
-        .filter(|(c, owner, _)| c.did != *owner)
+        .filter(|(c, owner, _)| gate_applies(c, owner))
         .collect();
     if gated.is_empty() {
         return Ok(graph);
