@@ -547,20 +547,31 @@ def named_statements(paths):
 
 def refresh_interactions_once(srv, named, what):
     """One refresh window over everything, in the order src/counts.rs runs
-    it (without the recent_* statements and the gate pass, which post_counts
-    does not need here)."""
-    steps = ["interaction_live", "interaction_keys_add", "refresh_interactions", "pending_deletes_add",
-             "interaction_pending_matches"]
-    for name in steps:
-        stmt = (
-            named[name]
-            .replace("{after}", "0")
-            .replace("{before}", "4294967295")
-        )
+    it. The gate pass's verdicts are Rust's (src/counts.rs); the data here
+    has no threadgates, so each candidate reply is written with its flags at
+    0, as the gate pass writes a reply without a gate."""
+
+    def window(name):
+        return named[name].replace("{after}", "0").replace("{before}", "4294967295")
+
+    def run(stmt):
         try:
-            srv.query(stmt)
+            return srv.query(stmt)
         except Exception as e:  # noqa: BLE001
             fail(f"{what}: {one_line(stmt)[:300]}", e)
+
+    for name in ["interaction_live", "interaction_keys_add", "refresh_interactions"]:
+        run(window(name))
+    candidates = window("gate_candidates")
+    gated = run(f"SELECT count() FROM ({candidates}) WHERE allow_set = 1 OR notEmpty(hidden_replies)")
+    if gated != [["0"]]:
+        raise CheckFailed(f"FAIL {what}: the check's data has no threadgates, the gate pass found {gated}")
+    run(
+        f"INSERT INTO {DB}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) "
+        f"SELECT parent, 'reply', did, rkey, version, 0, toDateTime(sort_at) FROM ({candidates})"
+    )
+    for name in ["pending_deletes_add", "interaction_pending_matches"]:
+        run(window(name))
 
 
 def check_interaction_counts(srv, paths):
@@ -569,7 +580,7 @@ def check_interaction_counts(srv, paths):
     refreshed after the create) and a like whose delete arrived first not
     counted, plus one reply."""
     named = named_statements(paths)
-    needed = ["interaction_keys_add", "interaction_live", "refresh_interactions",
+    needed = ["interaction_keys_add", "interaction_live", "refresh_interactions", "gate_candidates",
               "pending_deletes_add", "interaction_pending_matches", "post_counts"]
     missing = [n for n in needed if n not in named]
     if missing:

@@ -13,9 +13,10 @@
 //! counting them: a documented difference).
 //!
 //! Replies: each reply row carries `gated` (it breaks the root's
-//! threadgate) and `hidden` (the root's author hid it), set by the gate pass
-//! of each refresh ([`gate_pass`]) for the replies that arrived under a
-//! gated root and for every reply of a thread whose gate changed. The rules
+//! threadgate) and `hidden` (the root's author hid it), decided by the gate
+//! pass of each refresh ([`gate_pass`]), which writes every reply that
+//! arrived (never without its flags) and rewrites every reply of a thread
+//! whose gate changed. The rules
 //! are the AppView's (`violatesThreadGate`): the root's author may always
 //! reply; a gate without `allow` lets anybody reply, an empty `allow` nobody;
 //! otherwise the replier must be mentioned in the root post, followed by the
@@ -169,30 +170,35 @@ pub async fn refresh_interactions_in_windows(
 async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreError> {
     // Inserts here may rely on the later of two inserts winning at equal
     // versions (the gate pass's verdicts over the replies' rows). On a
-    // cluster each run reads the whole margin again (rewriting its replies
-    // with the flags at 0), and a replicated table drops an insert
+    // cluster each run reads the whole margin again (rewriting its updated
+    // replies with the flags at 0 before the gate pass), and a replicated
+    // table drops an insert
     // identical to one of its recent blocks: the same verdicts as the last
     // run's were dropped and those replies counted ungated. Never
     // deduplicated, then.
     let deduplicated_not = ch.with_statement_setting("insert_deduplicate", "0".to_owned());
     let ch = &deduplicated_not;
     let db = ch.db();
-    // Creates first (their check of replies carried before reads
-    // `interaction_keys` without this window's rows), then the keys (a
-    // delete in the same window as its create finds it), deletes and
-    // updates (every kind at once), version floors.
+    // Creates (replies aside), then the keys (a delete in the same window
+    // as its create finds it), deletes and updates (every kind at once).
     for name in [
         "interaction_live",
         "interaction_keys_add",
         "refresh_interactions",
-        "pending_deletes_add",
-        "interaction_pending_matches",
     ] {
         let sql = window_sql(db, name, lo, hi)?;
         ch.execute(name, &sql).await?;
     }
-    // After the replies' rows are written (flags at 0): set them.
-    gate_pass(ch, lo, hi).await
+    // The window's replies with their flags: after the deletes and updates,
+    // whose rows for an updated reply (the flags at 0) this pass rewrites at
+    // the same version; before the version floors' tombstones, which then
+    // come later than a stale create's row at the version just below.
+    gate_pass(ch, lo, hi).await?;
+    for name in ["pending_deletes_add", "interaction_pending_matches"] {
+        let sql = window_sql(db, name, lo, hi)?;
+        ch.execute(name, &sql).await?;
+    }
+    Ok(())
 }
 
 /// A statement of one refresh window.
@@ -633,9 +639,9 @@ async fn read_graph(ch: &ClickHouse, candidates: &[Candidate]) -> Result<Graph, 
     Ok(graph)
 }
 
-/// Set `gated` and `hidden` on the reply rows of the window `[lo, hi)`
-/// (see the module docs): the replies that arrived under a gated root, and
-/// every reply of a thread whose gate arrived or changed.
+/// Write the reply rows of the window `[lo, hi)` with `gated` and `hidden`
+/// decided (see the module docs): every reply that arrived, and every reply
+/// of a thread whose gate arrived or changed.
 async fn gate_pass(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreError> {
     let sql = render(
         ch.db(),

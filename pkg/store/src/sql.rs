@@ -318,7 +318,7 @@ mod tests {
 
     /// Statements whose nested key sets are GLOBAL IN on one server too:
     /// 18.16 then builds each set once before the read (`queries/counts.sql`).
-    const GLOBAL_ON_ONE_SERVER: &[&str] = &["interaction_live", "gate_candidates"];
+    const GLOBAL_ON_ONE_SERVER: &[&str] = &["gate_candidates"];
 
     #[test]
     fn one_server_statements_name_no_cluster_table() {

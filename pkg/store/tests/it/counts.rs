@@ -619,10 +619,9 @@ async fn a_row_that_became_visible_after_a_refresh_is_read_by_the_next() {
 async fn a_window_read_again_leaves_the_gate_verdicts_alone() {
     // On a cluster every refresh reads its whole margin again (and a
     // single server does after a run stopped between windows). A reply's
-    // row rewritten there with the flags at 0 replaced the gate pass's
+    // row rewritten there with the flags at 0 would replace the gate pass's
     // verdict (the later of equal versions wins): a forbidden reply
-    // counted until the next gate pass, or for good when the rewrite
-    // landed after it.
+    // counted. Only the gate pass writes a reply's row, with its flags.
     let (db, ch) = setup("counts_read_again").await;
     // The rows are counted as stored: no merge may collapse them meanwhile.
     db.query("SYSTEM STOP MERGES interactions");
@@ -672,6 +671,69 @@ async fn a_window_read_again_leaves_the_gate_verdicts_alone() {
     );
     let got = post_counts(&ch, &[&root]).await.expect("counts");
     assert_eq!((got[0].replies, got[0].replies_all), (0, 1));
+}
+
+#[tokio::test]
+async fn a_gated_reply_created_after_its_delete_arrived_stays_deleted() {
+    // A reply's delete arrives first (version 12), then its create (11, a
+    // backfill racing the firehose): the create is tombstoned at 11, just
+    // below the delete. The gate pass writes the reply's row at 11 too;
+    // the tombstone must come after it (at equal versions the later insert
+    // wins), or the deleted reply counts again. The create arrives in a
+    // later refresh than the delete, which that refresh does not read
+    // again: the delete arrived a second before the first refresh started
+    // (a refresh reads again only from the seconds that got rows late).
+    let (_db, ch) = setup("counts_gated_stale").await;
+    let (owner, stranger) = (did("owner"), did("stranger"));
+    let t = "2024-05-01T10:00:00Z";
+    let root = post_uri(&owner, "3kroot0000001");
+    write(
+        &ch,
+        &[
+            post(&owner, "3kroot0000001", 1, t, serde_json::json!({})),
+            threadgate(
+                &owner,
+                "3kroot0000001",
+                2,
+                t,
+                Some(serde_json::json!([])),
+                &[],
+            ),
+        ],
+    )
+    .await;
+    write(
+        &ch,
+        &[delete(
+            &stranger,
+            "app.bsky.feed.post",
+            "3kreply0000001",
+            12,
+        )],
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        counts(&ch, &root).await,
+        (0, 0, 0, 0, 0),
+        "the delete alone"
+    );
+    write(
+        &ch,
+        &[post(
+            &stranger,
+            "3kreply0000001",
+            11,
+            t,
+            reply(&root, &root),
+        )],
+    )
+    .await;
+    assert_eq!(
+        counts(&ch, &root).await,
+        (0, 0, 0, 0, 0),
+        "the stale create stays out"
+    );
 }
 
 #[tokio::test]
