@@ -5,7 +5,7 @@
 --
 -- Per window: live rows that are creates go straight to `interactions`
 -- (interaction_live), replies aside (the gate pass writes them with their
--- flags, gate_candidates); then every change row goes to `interaction_keys`
+-- flags, and their rows by root into `thread_replies`, gate_candidates); then every change row goes to `interaction_keys`
 -- (interaction_keys_add); deletes and updates (few) are settled
 -- by looking up the key's current state and every subject it ever named in
 -- `interaction_keys` (refresh_interactions, every kind in one statement:
@@ -28,13 +28,14 @@
 -- renders GLOBAL on a cluster.
 
 -- name: interaction_live
--- Creates of likes, reposts, quotes, threads and follows that arrived.
--- Replies are not written here: the gate pass writes each reply of the
--- window once, with its flags (`gated`, `hidden`) decided, so no reply row
--- is ever written with the flags at 0 over a verdict (a read of the window
--- again, the margin or a replay, rewrites a reply with its verdict, not
--- without it).
-INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, version, 0 AS deleted, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2 AND kind != 'reply';
+-- Creates of likes, reposts, quotes and follows that arrived. Replies are
+-- not written here: the gate pass writes each reply of the window once,
+-- with its flags (`gated`, `hidden`) decided, so no reply row is ever
+-- written with the flags at 0 over a verdict (a read of the window again,
+-- the margin or a replay, rewrites a reply with its verdict, not without
+-- it); and each reply's `thread` row, by root with its parent, into
+-- `thread_replies` (migration 0019).
+INSERT INTO {db}.interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) SELECT subject_uri, kind, did, rkey, version, 0 AS deleted, sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND deleted = 0 AND subject_uri != '' AND action != 2 AND kind NOT IN ('reply', 'thread');
 
 -- name: interaction_keys_add
 -- Every change row that arrived (live rows with their subject, tombstones
@@ -106,16 +107,16 @@ SELECT author, sum(likes) AS likes, sum(reposts) AS reposts FROM (SELECT splitBy
 -- name: gate_candidates
 -- The refresh's gate pass: the replies it writes with their flags. Every
 -- reply that arrived in the window (from the log: `interaction_live` leaves
--- replies to the gate pass), plus every reply of a thread whose threadgate
--- arrived (changed) in the window (found through the `thread` rows of
--- interactions, then read from posts); each with the root's current gate
--- (defaults when none: the reply keeps its flags at 0). A gate's key is
+-- replies and their `thread` rows to the gate pass), plus every reply of a
+-- thread whose threadgate arrived (changed) in the window (its current
+-- version in `thread_replies`, by root: migration 0019); each with the
+-- root's current gate (defaults when none: the reply keeps its flags at 0). A gate's key is
 -- its post's (same DID and rkey); a deleted gate's row names no post, so
 -- the post URI is built from the key. The reply's time is its sort_at. A
 -- reply's parent and root are its newest version's in the window (an edit
 -- that made it top-level logs them empty: no candidate then). The key sets
 -- of `posts` and `threadgates` are GLOBAL IN (see above: 2.3 s -> 0.8 s).
-SELECT did, rkey, parent, root, version, sort_at, sort_at AS created_at, g_allow_set AS allow_set, g_allow AS allow, g_hidden AS hidden_replies, toUInt32(g_created) AS gate_created_at FROM (SELECT did, rkey, parent, root, newest AS version, toUInt32(newest_sort_at) AS sort_at, 1 AS arrived_now FROM (SELECT did, rkey, argMaxIf(subject_uri, version, kind = 'reply') AS parent, argMaxIf(subject_uri, version, kind = 'thread') AS root, max(version) AS newest, max(sort_at) AS newest_sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind IN ('reply', 'thread') AND deleted = 0 GROUP BY did, rkey HAVING parent != '') UNION ALL SELECT did, rkey, parent, root, newest AS version, toUInt32(s) AS sort_at, 0 AS arrived_now FROM (SELECT did, rkey, argMax(reply_parent_uri, version) AS parent, argMax(reply_root_uri, version) AS root, max(version) AS newest, argMax(deleted, version) AS gone, argMax(sort_at, version) AS s FROM {db}.posts WHERE (did, rkey) GLOBAL IN (SELECT did, rkey FROM {db}.interactions WHERE kind = 'thread' AND subject_uri {global}IN (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) FROM {db}.threadgates WHERE inserted_at >= toDateTime({after}) AND inserted_at < toDateTime({before}))) GROUP BY did, rkey HAVING gone = 0 AND root != '')) AS r ANY LEFT JOIN (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS root, argMax(allow_set, version) AS g_allow_set, argMax(allow, version) AS g_allow, argMax(hidden_replies, version) AS g_hidden, argMax(created_at, version) AS g_created, argMax(deleted, version) AS g_gone FROM {db}.threadgates WHERE (did, rkey) GLOBAL IN (SELECT splitByChar('/', subject_uri)[3], splitByChar('/', subject_uri)[5] FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = 'thread' AND deleted = 0 UNION ALL SELECT did, rkey FROM {db}.threadgates WHERE inserted_at >= toDateTime({after}) AND inserted_at < toDateTime({before})) GROUP BY did, rkey HAVING g_gone = 0) AS g USING root WHERE arrived_now = 1 OR g_allow_set = 1 OR notEmpty(g_hidden) OR root IN (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) FROM {db}.threadgates WHERE inserted_at >= toDateTime({after}) AND inserted_at < toDateTime({before}));
+SELECT did, rkey, parent, root, version, sort_at, sort_at AS created_at, g_allow_set AS allow_set, g_allow AS allow, g_hidden AS hidden_replies, toUInt32(g_created) AS gate_created_at FROM (SELECT did, rkey, parent, root, newest AS version, toUInt32(newest_sort_at) AS sort_at, 1 AS arrived_now FROM (SELECT did, rkey, argMaxIf(subject_uri, version, kind = 'reply') AS parent, argMaxIf(subject_uri, version, kind = 'thread') AS root, max(version) AS newest, max(sort_at) AS newest_sort_at FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind IN ('reply', 'thread') AND deleted = 0 GROUP BY did, rkey HAVING parent != '') UNION ALL SELECT replier AS did, rkey, parent_uri AS parent, root_uri AS root, version, toUInt32(sort_at) AS sort_at, 0 AS arrived_now FROM {db}.thread_replies FINAL PREWHERE root_uri {global}IN (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) FROM {db}.threadgates WHERE inserted_at >= toDateTime({after}) AND inserted_at < toDateTime({before})) WHERE deleted = 0 AND parent_uri != '') AS r ANY LEFT JOIN (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS root, argMax(allow_set, version) AS g_allow_set, argMax(allow, version) AS g_allow, argMax(hidden_replies, version) AS g_hidden, argMax(created_at, version) AS g_created, argMax(deleted, version) AS g_gone FROM {db}.threadgates WHERE (did, rkey) GLOBAL IN (SELECT splitByChar('/', subject_uri)[3], splitByChar('/', subject_uri)[5] FROM {db}.interaction_changes WHERE arrived >= toDateTime({after}) AND arrived < toDateTime({before}) AND kind = 'thread' AND deleted = 0 UNION ALL SELECT did, rkey FROM {db}.threadgates WHERE inserted_at >= toDateTime({after}) AND inserted_at < toDateTime({before})) GROUP BY did, rkey HAVING g_gone = 0) AS g USING root WHERE arrived_now = 1 OR g_allow_set = 1 OR notEmpty(g_hidden) OR root IN (SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) FROM {db}.threadgates WHERE inserted_at >= toDateTime({after}) AND inserted_at < toDateTime({before}));
 
 -- name: root_mentions
 -- The DIDs the root posts mention (a threadgate's mention rule).

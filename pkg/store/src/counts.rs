@@ -371,6 +371,19 @@ struct ReplyRow {
     hidden: u8,
 }
 
+/// A reply's row in `thread_replies` (migration 0019): by its root, with
+/// its parent.
+#[derive(Debug, Clone, clickhouse::Row, serde::Serialize)]
+struct ThreadRow {
+    root_uri: String,
+    replier: String,
+    rkey: String,
+    parent_uri: String,
+    version: u64,
+    deleted: u8,
+    sort_at: u32,
+}
+
 /// The DID of an AT-URI (`at://<did>/…`), if it has one.
 fn uri_did(uri: &str) -> Option<&str> {
     uri.strip_prefix("at://")?.split('/').next()
@@ -670,9 +683,28 @@ async fn gate_pass(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreError> 
             }
         })
         .collect();
-    // Same key and version as the row the refresh just wrote: the later
-    // insert wins (ReplacingMergeTree keeps the last of equal versions).
-    // Not deduplicated ([`refresh_window`]).
+    // Each reply's thread row with its parent: a later gate of the thread
+    // finds the reply there.
+    let threads: Vec<ThreadRow> = candidates
+        .iter()
+        .filter(|c| !c.root.is_empty())
+        .map(|c| ThreadRow {
+            root_uri: c.root.clone(),
+            replier: c.did.clone(),
+            rkey: c.rkey.clone(),
+            parent_uri: c.parent.clone(),
+            version: c.version,
+            deleted: 0,
+            sort_at: c.sort_at,
+        })
+        .collect();
+    if !threads.is_empty() {
+        ch.insert("thread_replies", &threads).await?;
+    }
+    // Same key and version as a row the refresh may have written (an
+    // updated reply's, with the flags at 0): the later insert wins
+    // (ReplacingMergeTree keeps the last of equal versions). Not
+    // deduplicated ([`refresh_window`]).
     ch.insert("interactions", &rows).await
 }
 

@@ -919,3 +919,69 @@ async fn an_edit_that_drops_the_quote_stops_counting_it() {
     write(&ch, &[edit]).await;
     assert_eq!(counts(&ch, &quoted).await, (0, 0, 0, 0, 0), "edited away");
 }
+
+#[tokio::test]
+async fn replies_stored_before_migration_0019_are_decided_when_their_thread_gets_a_gate() {
+    // Migration 0019 seeds `thread_replies` from `posts`: the gate pass
+    // finds a thread's replies there when its gate arrives. Replies an
+    // older build counted (their change log expired since) are decided
+    // then too; a reply deleted before the upgrade stays deleted.
+    let (db, ch) = fresh("counts_upgrade_0019");
+    let all = migrate::embedded().expect("migrations");
+    let before: Vec<_> = all.iter().filter(|m| m.version < 19).cloned().collect();
+    Migrator::new(&ch, before).up().await.expect("up to 0018");
+    let (owner, alice, bob, carol) = (did("owner"), did("alice"), did("bob"), did("carol"));
+    let t = "2024-05-01T10:00:00Z";
+    let root = post_uri(&owner, "3kroot0000001");
+    let first = post_uri(&alice, "3kreply000001");
+    write(
+        &ch,
+        &[
+            post(&owner, "3kroot0000001", 1, t, serde_json::json!({})),
+            post(&alice, "3kreply000001", 2, t, reply(&root, &root)),
+            post(&bob, "3kreply000002", 3, t, reply(&root, &first)),
+            post(&carol, "3kreply000003", 4, t, reply(&root, &root)),
+            delete(&carol, "app.bsky.feed.post", "3kreply000003", 5),
+        ],
+    )
+    .await;
+    // What the older refresh left of the live replies (their rows and
+    // `thread` rows in `interactions`), then the change log expired.
+    db.query(&format!(
+        "INSERT INTO interactions (subject_uri, kind, did, rkey, version, deleted, sort_at) \
+         SELECT subject_uri, kind, did, rkey, version, 0, sort_at FROM interaction_changes \
+         WHERE deleted = 0 AND kind IN ('reply', 'thread') AND did != '{carol}'"
+    ));
+    db.query("TRUNCATE TABLE interaction_changes");
+    let replies = |uri: String| {
+        let ch = &ch;
+        async move {
+            let c = post_counts(ch, &[&uri]).await.expect("counts");
+            (c[0].replies, c[0].replies_all)
+        }
+    };
+    assert_eq!(replies(root.clone()).await, (1, 1), "alice's, before");
+    assert_eq!(replies(first.clone()).await, (1, 1), "bob's, before");
+
+    Migrator::new(&ch, all).up().await.expect("up");
+    // Nobody but the owner may reply: both stored replies break the gate.
+    write(
+        &ch,
+        &[threadgate(
+            &owner,
+            "3kroot0000001",
+            6,
+            t,
+            Some(serde_json::json!([])),
+            &[],
+        )],
+    )
+    .await;
+    refresh_interactions(&ch).await.expect("refresh");
+    assert_eq!(
+        replies(root.clone()).await,
+        (0, 1),
+        "alice's gated, carol's deleted one still out"
+    );
+    assert_eq!(replies(first).await, (0, 1), "bob's gated");
+}
