@@ -129,6 +129,15 @@ fn threadgate(
     create(did, "app.bsky.feed.threadgate", post_rkey, version, record)
 }
 
+/// A root post (version 1) and its threadgate (version 2) that lets
+/// nobody but the author reply.
+fn closed_root(owner: &str, rkey: &str, created: &str) -> Vec<W> {
+    vec![
+        post(owner, rkey, 1, created, serde_json::json!({})),
+        threadgate(owner, rkey, 2, created, Some(serde_json::json!([])), &[]),
+    ]
+}
+
 async fn write(ch: &ClickHouse, ops: &[W]) {
     let mut rows = Rows::default();
     for w in ops {
@@ -628,22 +637,9 @@ async fn a_window_read_again_leaves_the_gate_verdicts_alone() {
     let (owner, stranger) = (did("owner"), did("stranger"));
     let t = "2024-05-01T10:00:00Z";
     let root = post_uri(&owner, "3kroot0000001");
-    write(
-        &ch,
-        &[
-            post(&owner, "3kroot0000001", 1, t, serde_json::json!({})),
-            threadgate(
-                &owner,
-                "3kroot0000001",
-                2,
-                t,
-                Some(serde_json::json!([])),
-                &[],
-            ),
-            post(&stranger, "3kreply0000001", 3, t, reply(&root, &root)),
-        ],
-    )
-    .await;
+    let mut ops = closed_root(&owner, "3kroot0000001", t);
+    ops.push(post(&stranger, "3kreply0000001", 3, t, reply(&root, &root)));
+    write(&ch, &ops).await;
     assert_eq!(counts(&ch, &root).await, (0, 0, 0, 1, 0), "gated");
     let unflagged = || {
         db.query(&format!(
@@ -687,21 +683,7 @@ async fn a_gated_reply_created_after_its_delete_arrived_stays_deleted() {
     let (owner, stranger) = (did("owner"), did("stranger"));
     let t = "2024-05-01T10:00:00Z";
     let root = post_uri(&owner, "3kroot0000001");
-    write(
-        &ch,
-        &[
-            post(&owner, "3kroot0000001", 1, t, serde_json::json!({})),
-            threadgate(
-                &owner,
-                "3kroot0000001",
-                2,
-                t,
-                Some(serde_json::json!([])),
-                &[],
-            ),
-        ],
-    )
-    .await;
+    write(&ch, &closed_root(&owner, "3kroot0000001", t)).await;
     write(
         &ch,
         &[delete(
