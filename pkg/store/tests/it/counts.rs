@@ -967,3 +967,37 @@ async fn replies_stored_before_migration_0019_are_decided_when_their_thread_gets
     );
     assert_eq!(replies(first).await, (0, 1), "bob's gated");
 }
+
+#[tokio::test]
+async fn migration_0019_down_gives_the_older_gate_pass_its_thread_rows_back() {
+    // Since 0019 a new reply's `thread` row is in `thread_replies` only; the
+    // older gate pass finds a thread's replies by the `thread` rows of
+    // `interactions`, so going down copies them back.
+    let (db, ch) = setup("counts_down_0019").await;
+    let (owner, alice) = (did("owner"), did("alice"));
+    let t = "2024-05-01T10:00:00Z";
+    let root = post_uri(&owner, "3kroot0000001");
+    write(
+        &ch,
+        &[
+            post(&owner, "3kroot0000001", 1, t, serde_json::json!({})),
+            post(&alice, "3kreply000001", 2, t, reply(&root, &root)),
+        ],
+    )
+    .await;
+    refresh_interactions(&ch).await.expect("refresh");
+    let threads = || {
+        db.query(&format!(
+            "SELECT subject_uri, rkey, version, deleted FROM interactions FINAL WHERE kind = 'thread' AND did = '{alice}'"
+        ))
+    };
+    assert_eq!(threads(), "", "no thread row in interactions since 0019");
+    // Down to 0018 (0019 and any later migration).
+    let all = migrate::embedded().expect("migrations");
+    let since_0019 = all.iter().filter(|m| m.version >= 19).count();
+    Migrator::new(&ch, all)
+        .down(since_0019)
+        .await
+        .expect("down");
+    assert_eq!(threads(), format!("{root}\t3kreply000001\t2\t0\n"));
+}
