@@ -5,8 +5,8 @@
 --
 -- Per window: live rows that are creates go straight to `interactions`
 -- (interaction_live), replies aside (the gate pass writes them with their
--- flags, and their rows by root into `thread_replies`, gate_candidates); then every change row goes to `interaction_keys`
--- (interaction_keys_add); deletes and updates (few) are settled
+-- flags, and their rows by root into `thread_replies`, gate_candidates);
+-- then every change row goes to `interaction_keys` (interaction_keys_add); deletes and updates (few) are settled
 -- by looking up the key's current state and every subject it ever named in
 -- `interaction_keys` (refresh_interactions, every kind in one statement:
 -- like, repost, reply, quote, thread, follow; migration 0014: the lookup

@@ -166,35 +166,40 @@ pub async fn refresh_interactions_in_windows(
     })
 }
 
+/// A window's statements before the gate pass: creates (replies aside),
+/// then the keys (a delete in the same window as its create finds it),
+/// deletes and updates (every kind at once).
+const BEFORE_GATE_PASS: [&str; 3] = [
+    "interaction_live",
+    "interaction_keys_add",
+    "refresh_interactions",
+];
+
+/// A window's statements after the gate pass, which writes the replies with
+/// their flags: after the deletes and updates, whose rows for an updated
+/// reply (the flags at 0) it rewrites at the same version; before the
+/// version floors' tombstones, which then come later than a stale create's
+/// row at the version just below.
+const AFTER_GATE_PASS: [&str; 2] = ["pending_deletes_add", "interaction_pending_matches"];
+
 /// One window of arrivals: see queries/counts.sql for each statement.
 async fn refresh_window(ch: &ClickHouse, lo: u32, hi: u32) -> Result<(), StoreError> {
     // Inserts here may rely on the later of two inserts winning at equal
     // versions (the gate pass's verdicts over the replies' rows). On a
     // cluster each run reads the whole margin again (rewriting its updated
     // replies with the flags at 0 before the gate pass), and a replicated
-    // table drops an insert
-    // identical to one of its recent blocks: the same verdicts as the last
-    // run's were dropped and those replies counted ungated. Never
-    // deduplicated, then.
+    // table drops an insert identical to one of its recent blocks: the same
+    // verdicts as the last run's were dropped and those replies counted
+    // ungated. Never deduplicated, then.
     let deduplicated_not = ch.with_statement_setting("insert_deduplicate", "0".to_owned());
     let ch = &deduplicated_not;
     let db = ch.db();
-    // Creates (replies aside), then the keys (a delete in the same window
-    // as its create finds it), deletes and updates (every kind at once).
-    for name in [
-        "interaction_live",
-        "interaction_keys_add",
-        "refresh_interactions",
-    ] {
+    for name in BEFORE_GATE_PASS {
         let sql = window_sql(db, name, lo, hi)?;
         ch.execute(name, &sql).await?;
     }
-    // The window's replies with their flags: after the deletes and updates,
-    // whose rows for an updated reply (the flags at 0) this pass rewrites at
-    // the same version; before the version floors' tombstones, which then
-    // come later than a stale create's row at the version just below.
     gate_pass(ch, lo, hi).await?;
-    for name in ["pending_deletes_add", "interaction_pending_matches"] {
+    for name in AFTER_GATE_PASS {
         let sql = window_sql(db, name, lo, hi)?;
         ch.execute(name, &sql).await?;
     }
@@ -822,13 +827,7 @@ fn post_prefixes(dids: &[&str]) -> String {
 
 /// This module's statements with sample values (see [`sql::catalog`]).
 pub(crate) fn samples(db: Db<'_>, out: &mut Vec<Rendered>) -> Result<(), StoreError> {
-    for name in [
-        "interaction_live",
-        "interaction_keys_add",
-        "refresh_interactions",
-        "pending_deletes_add",
-        "interaction_pending_matches",
-    ] {
+    for name in BEFORE_GATE_PASS.into_iter().chain(AFTER_GATE_PASS) {
         out.push(Rendered {
             name: name.into(),
             sql: window_sql(db, name, 0, u32::MAX)?,
