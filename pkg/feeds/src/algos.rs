@@ -275,7 +275,7 @@ pub async fn rank(ch: &ClickHouse, feed: &Feed) -> Result<Vec<String>, StoreErro
     match &feed.kind {
         FeedKind::WhatsHot => feeds::hot_posts(ch, HOT_WINDOW_SECS, max).await,
         FeedKind::Top { window_secs } => feeds::top_liked_posts(ch, *window_secs, max).await,
-        FeedKind::Label { label, .. } => feeds::labelled_posts(ch, label, max).await,
+        FeedKind::Label { label, .. } => Ok(feeds::labelled_posts(ch, label, max).await?.uris),
         FeedKind::Static { uris } => {
             // The pinned posts of hidden authors are left out.
             let dids: Vec<&str> = uris.iter().map(|u| author(u)).collect();

@@ -34,13 +34,46 @@ ORDER BY likes DESC, uri DESC
 LIMIT {limit};
 
 -- name: rank_labelled
--- Posts of accounts holding {label} (not negated), newest first.
+-- Posts of accounts holding {label} (not negated), newest first: every
+-- post of those accounts (read when `rank_labelled_recent` comes up short).
 SELECT concat('at://', did, '/app.bsky.feed.post/', rkey) AS uri FROM {db}.posts FINAL
 WHERE deleted = 0
   AND did IN (SELECT did FROM {db}.actor_labels{local} FINAL WHERE label = {label} AND neg = 0)
   AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1)
 ORDER BY sort_at DESC, uri DESC
 LIMIT {limit};
+
+-- name: rank_labelled_recent
+-- The same ranking over a window: the current state of the posts whose TID
+-- time is at or after {from} (`recent_posts` holds every version of such a
+-- post, or `posts_off_time` the versions it lacks: one written more than a
+-- day before its TID time), and of the posts with an older TID time whose
+-- off-time versions (`posts_off_time`, migration 0017) have a sort_at at or
+-- after {from}, marked `old`: those tables may lack their newer on-time
+-- versions, so src/feeds.rs checks them against `posts`. Every post with a
+-- sort_at at least 10 minutes after {from} is among these, so a full
+-- ranking whose last post is that recent is the ranking of every post.
+-- Versions are grouped by key (argMax by version), not FINAL: one key's
+-- versions come from two tables.
+SELECT did, rkey, toUInt32(newest_sort_at) AS sort_at, before_window AS old FROM (
+    SELECT did, rkey, argMax(sort_at, version) AS newest_sort_at, argMax(deleted, version) AS gone, max(old) AS before_window
+    FROM (SELECT did, rkey, version, sort_at, deleted, toUInt8(0) AS old FROM {db}.recent_posts PREWHERE tid_time >= toDateTime({from})
+          WHERE did IN (SELECT did FROM {db}.actor_labels{local} FINAL WHERE label = {label} AND neg = 0)
+            AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1)
+          UNION ALL
+          SELECT did, rkey, version, sort_at, deleted, toUInt8(tid_time < toDateTime({from})) AS old FROM {db}.posts_off_time
+          WHERE (tid_time >= toDateTime({from}) OR sort_at >= toDateTime({from}))
+            AND did IN (SELECT did FROM {db}.actor_labels{local} FINAL WHERE label = {label} AND neg = 0)
+            AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1))
+    GROUP BY did, rkey)
+WHERE gone = 0
+ORDER BY newest_sort_at DESC, concat('at://', did, '/app.bsky.feed.post/', rkey) DESC
+LIMIT {limit};
+
+-- name: rank_labelled_check
+-- The current sort_at of the live posts among {keys}, a list of (did, rkey)
+-- tuples (on the sorting key, so it may filter before FINAL).
+SELECT did, rkey, toUInt32(sort_at) AS sort_at, toUInt8(1) AS old FROM {db}.posts FINAL PREWHERE (did, rkey) IN ({keys}) WHERE deleted = 0;
 
 -- name: hidden_among
 -- Which of {dids} are hidden (a pinned feed leaves their posts out).

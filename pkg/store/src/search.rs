@@ -144,12 +144,12 @@ const RECENT_WINDOWS: [u32; 3] = [3_600, 86_400, 7 * 86_400];
 
 /// How far a post's TID time may be from its `sort_at` and the post still be
 /// left out of `posts_off_time` (migration 0017).
-const OFF_TIME_SECS: u32 = 600;
+pub(crate) const OFF_TIME_SECS: u32 = 600;
 
 /// The oldest start of a window by TID time: `recent_posts` keeps the days
 /// of [`crate::aggregates::RECENT_POST_DAYS`], less one for the day the
 /// retention step counts from.
-const OLDEST_WINDOW_SECS: u32 = (crate::aggregates::RECENT_POST_DAYS - 1) * 86_400;
+pub(crate) const OLDEST_WINDOW_SECS: u32 = (crate::aggregates::RECENT_POST_DAYS - 1) * 86_400;
 
 /// Where the first step's windows start, smallest window first: the last
 /// hour, day and week ([`RECENT_WINDOWS`]), and with `since` (if recent

@@ -6,6 +6,7 @@ mod cleanup;
 mod counts;
 mod encoded;
 mod identities;
+mod labels;
 mod migrate;
 mod queries;
 mod search;

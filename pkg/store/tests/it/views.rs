@@ -26,11 +26,11 @@ const CID: &str = "bafyreigmpffgbpgzfhvml36cecdcz7cn2v7kde2ar7ib4jgol7grj4jyly";
 /// `recent_posts_with_score` uses.
 const HOT_WINDOW_SECS: u32 = 48 * 3600;
 
-fn did(name: &str) -> String {
+pub(crate) fn did(name: &str) -> String {
     format!("did:plc:{:a<24}", name)
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -38,15 +38,15 @@ fn now_us() -> i64 {
 }
 
 /// A TID key of `hours_ago` (and a clock id to keep keys apart).
-fn tid(hours_ago: f64, clock: u16) -> String {
+pub(crate) fn tid(hours_ago: f64, clock: u16) -> String {
     let at = now_us() - (hours_ago * 3_600_000_000.0) as i64;
     Tid::from_parts(at as u64, clock).expect("tid").to_string()
 }
 
 /// One write: (did, collection, rkey, version, record or None for a delete).
-type W = (String, &'static str, String, u64, Option<serde_json::Value>);
+pub(crate) type W = (String, &'static str, String, u64, Option<serde_json::Value>);
 
-fn record(collection: &str, fields: serde_json::Value) -> serde_json::Value {
+pub(crate) fn record(collection: &str, fields: serde_json::Value) -> serde_json::Value {
     let mut r = serde_json::json!({"$type": collection, "createdAt": Datetime::from_timestamp_micros(now_us()).expect("now").as_str()});
     if let (Some(r), Some(f)) = (r.as_object_mut(), fields.as_object()) {
         r.extend(f.clone());
@@ -54,7 +54,7 @@ fn record(collection: &str, fields: serde_json::Value) -> serde_json::Value {
     r
 }
 
-async fn write(ch: &ClickHouse, ops: &[W]) {
+pub(crate) async fn write(ch: &ClickHouse, ops: &[W]) {
     let mut rows = Rows::default();
     for (did, collection, rkey, version, rec) in ops {
         let rec = rec.as_ref().map(|r| from_lex_json(r).expect("record"));
