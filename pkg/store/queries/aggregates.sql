@@ -59,12 +59,13 @@ INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, ver
 
 -- name: daily_stats_recompute
 -- Live keys of each pair from record_days (a range of its sorting key),
--- hidden accounts left out:
--- records, distinct accounts, records per hour of the day (the hour is
--- also passed outside the lambda: 18.16 reads only the columns named
--- outside lambdas), and the accounts as a mergeable state (all-time
--- distinct accounts merge the days').
-INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, version, hour_counts, actors_state) SELECT day, collection, count() AS records, uniqExact(did) AS actors, now() AS computed_at, toUInt64({version}) + 1 AS version, sumForEach(arrayMap((x, h) -> toUInt64(x = h), range(24), arrayResize([hour], 24, hour))) AS hour_counts, uniqState(did) AS actors_state FROM {db}.record_days FINAL WHERE (collection, day) IN ({pairs}) AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1) GROUP BY day, collection;
+-- hidden accounts left out: records, distinct accounts, records per hour
+-- of the day, and the accounts as a mergeable state (all-time distinct
+-- accounts merge the days'). The hours are summed as a map per pair
+-- (sumMap) and spread over 24 slots once per pair, not as a 24-slot array
+-- per record; the map is passed into the lambda as an argument (18.16 reads
+-- only the columns named outside lambdas).
+INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, version, hour_counts, actors_state) SELECT day, collection, records, actors, now() AS computed_at, toUInt64({version}) + 1 AS version, arrayMap((h, hours, counts) -> toUInt64(counts[indexOf(hours, h)]), range(24), arrayResize([per_hour.1], 24, per_hour.1), arrayResize([per_hour.2], 24, per_hour.2)) AS hour_counts, actors_state FROM (SELECT day, collection, count() AS records, uniqExact(did) AS actors, sumMap([toUInt64(hour)], [toUInt64(1)]) AS per_hour, uniqState(did) AS actors_state FROM {db}.record_days FINAL WHERE (collection, day) IN ({pairs}) AND deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts{local} FINAL WHERE hidden = 1) GROUP BY day, collection);
 
 -- name: stale_days_done
 INSERT INTO {db}.stale_days (collection, day, pending, version) SELECT p.1 AS collection, toDate(p.2) AS day, 0 AS pending, toUInt64({version}) AS version FROM (SELECT arrayJoin([{pairs}]) AS p);

@@ -92,7 +92,7 @@ LIMIT 10;
 -- microseconds (the refresh's clock), so it replaces what earlier refreshes
 -- wrote. A day whose records were all deleted keeps its old row here (the
 -- refresh zeroes such days first).
-INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, version, hour_counts, actors_state) SELECT day, collection, count() AS records, uniqExact(did) AS actors, now() AS computed_at, toUInt64(toUnixTimestamp(now())) * 1000000 AS version, sumForEach(arrayMap((x, h) -> toUInt64(x = h), range(24), arrayResize([hour], 24, hour))) AS hour_counts, uniqState(did) AS actors_state FROM {db}.record_days FINAL WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) GROUP BY day, collection;
+INSERT INTO {db}.daily_stats (day, collection, records, actors, computed_at, version, hour_counts, actors_state) SELECT day, collection, records, actors, now() AS computed_at, toUInt64(toUnixTimestamp(now())) * 1000000 AS version, arrayMap((h, hours, counts) -> toUInt64(counts[indexOf(hours, h)]), range(24), arrayResize([per_hour.1], 24, per_hour.1), arrayResize([per_hour.2], 24, per_hour.2)) AS hour_counts, actors_state FROM (SELECT day, collection, count() AS records, uniqExact(did) AS actors, sumMap([toUInt64(hour)], [toUInt64(1)]) AS per_hour, uniqState(did) AS actors_state FROM {db}.record_days FINAL WHERE deleted = 0 AND did NOT IN (SELECT did FROM {db}.hidden_accounts FINAL WHERE hidden = 1) GROUP BY day, collection);
 
 -- Daily stats, FINAL.
 SELECT day, collection, records, actors

@@ -55,7 +55,7 @@ fn tid(secs: u64, clock: u16) -> String {
 
 #[tokio::test]
 async fn counts_records_and_daily_stats_follow_deletes_replays() {
-    let (_db, ch) = fresh("queries");
+    let (db, ch) = fresh("queries");
     Migrator::new(&ch, migrate::embedded().expect("m"))
         .up()
         .await
@@ -135,6 +135,26 @@ async fn counts_records_and_daily_stats_follow_deletes_replays() {
             ("2024-05-01".into(), "app.bsky.feed.post".into(), 1, 1),
             ("2024-05-02".into(), "app.bsky.feed.like".into(), 2, 2),
         ]
+    );
+    // Records per hour of the day (UTC): the post at 12:01; the likes at
+    // 12:01 and 15:01.
+    let hours = |at: &[usize]| {
+        let slots: Vec<String> = (0..24)
+            .map(|h| u8::from(at.contains(&h)).to_string())
+            .collect();
+        format!("[{}]", slots.join(","))
+    };
+    assert_eq!(
+        db.query(&format!(
+            "SELECT collection, hour_counts FROM {}.daily_stats FINAL \
+             WHERE day >= '2024-01-01' ORDER BY day",
+            db.name()
+        )),
+        format!(
+            "app.bsky.feed.post\t{}\napp.bsky.feed.like\t{}\n",
+            hours(&[12]),
+            hours(&[12, 15])
+        )
     );
     // Delete the last post of 05-01: the day drops to zero, not stale.
     put(&ch, ALICE, "app.bsky.feed.post", &p1, Action::Delete, 20).await;
