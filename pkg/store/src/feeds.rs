@@ -61,9 +61,7 @@ pub async fn labelled_posts(
     limit: u32,
 ) -> Result<LabelRanking, StoreError> {
     let db = ch.db();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    let now = crate::search::now_secs();
     for window in LABEL_WINDOWS {
         let from = now.saturating_sub(window);
         let sql = labelled_recent_sql(db, label, from, limit)?;

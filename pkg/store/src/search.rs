@@ -171,6 +171,14 @@ fn window_starts(now: u32, since: Option<u32>) -> Vec<u32> {
     starts
 }
 
+/// The local clock in Unix seconds: where the windows by TID time (post
+/// search, the label ranking) count back from.
+pub(crate) fn now_secs() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
 /// One page of posts matching `search`, newest first.
 ///
 /// First the newest rows of any version that pass the filters
@@ -189,9 +197,7 @@ pub async fn search_posts(ch: &ClickHouse, search: &PostSearch) -> Result<PostPa
     let db = ch.db();
     check(search)?;
     let mut want = first_candidates(search.limit);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    let now = now_secs();
     // The newest sort_at the search can return (until and a cursor bound it).
     let newest = [
         search.until.map(|u| u.saturating_sub(1)),
