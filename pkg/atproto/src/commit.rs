@@ -11,24 +11,25 @@ use crate::cbor::{self, Map, Value};
 use crate::cid::Cid;
 use crate::crypto::PublicKey;
 
-/// A decoded commit object.
+/// A decoded commit object. Its strings and bytes borrow the block they were
+/// read from (no allocation for them); [`Commit::into_owned`] detaches them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Commit {
+pub struct Commit<'a> {
     /// The repository's DID.
-    pub did: String,
+    pub did: Cow<'a, str>,
     /// Repository format version (3 today; 2 for legacy repos).
     pub version: i64,
     /// CID of the MST root.
     pub data: Cid,
     /// The revision TID (absent in version 2).
-    pub rev: Option<String>,
+    pub rev: Option<Cow<'a, str>>,
     /// The previous commit, if linked (usually null in version 3).
     pub prev: Option<Cid>,
     /// The signature bytes (64-byte compact ECDSA).
-    pub sig: Vec<u8>,
+    pub sig: Cow<'a, [u8]>,
     /// The commit block, kept to rebuild the signed bytes exactly (decoded
     /// again only when a signature is checked).
-    raw: Vec<u8>,
+    raw: Cow<'a, [u8]>,
 }
 
 /// Why a commit block is not a valid commit.
@@ -59,9 +60,9 @@ fn field(field: &'static str, reason: &'static str) -> CommitError {
     CommitError::Field { field, reason }
 }
 
-impl Commit {
+impl<'a> Commit<'a> {
     /// Decode a commit block.
-    pub fn decode(bytes: &[u8]) -> Result<Commit, CommitError> {
+    pub fn decode(bytes: &'a [u8]) -> Result<Commit<'a>, CommitError> {
         match Commit::decode_in_place(bytes) {
             Some(c) => Ok(c),
             None => Commit::decode_general(bytes),
@@ -70,7 +71,7 @@ impl Commit {
 
     /// A commit in the plain form (its six fields in canonical order, nothing
     /// else, every value valid) read without a value tree; `None` otherwise.
-    fn decode_in_place(bytes: &[u8]) -> Option<Commit> {
+    fn decode_in_place(bytes: &'a [u8]) -> Option<Commit<'a>> {
         let mut d = cbor::Decoder::new(bytes);
         let entries = d.map_len()?;
         let (mut did, mut version, mut data, mut rev, mut prev, mut sig) =
@@ -78,13 +79,13 @@ impl Commit {
         let mut last = None;
         for _ in 0..entries {
             match (d.key_after(&mut last)?, d.value().ok()?) {
-                ("did", Value::String(s)) if s.starts_with("did:") => did = Some(s.into_owned()),
+                ("did", Value::String(s)) if s.starts_with("did:") => did = Some(s),
                 ("version", Value::Integer(v @ (2 | 3))) => version = Some(v),
                 ("data", Value::Link(c)) => data = Some(c),
-                ("rev", Value::String(s)) => rev = Some(s.into_owned()),
+                ("rev", Value::String(s)) => rev = Some(s),
                 ("prev", Value::Link(c)) => prev = Some(c),
                 ("prev", Value::Null) => {}
-                ("sig", Value::Bytes(b)) => sig = Some(b.into_owned()),
+                ("sig", Value::Bytes(b)) => sig = Some(b),
                 _ => return None,
             }
         }
@@ -99,22 +100,21 @@ impl Commit {
             rev,
             prev,
             sig: sig?,
-            raw: bytes.to_vec(),
+            raw: Cow::Borrowed(bytes),
         })
     }
 
     /// [`Commit::decode`] through the DAG-CBOR value tree, for every block:
     /// the same result, slower (the tests compare the two).
-    pub fn decode_general(bytes: &[u8]) -> Result<Commit, CommitError> {
+    pub fn decode_general(bytes: &'a [u8]) -> Result<Commit<'a>, CommitError> {
         let v = cbor::decode(bytes)?;
         let Value::Map(map) = v else {
             return Err(field("(root)", "not a map"));
         };
-        let did = map
-            .get("did")
-            .and_then(Value::as_str)
-            .ok_or(field("did", "missing or not a string"))?
-            .to_string();
+        let did = match map.get("did") {
+            Some(Value::String(s)) => s.clone(),
+            _ => return Err(field("did", "missing or not a string")),
+        };
         if !did.starts_with("did:") {
             return Err(field("did", "not a DID"));
         }
@@ -130,7 +130,7 @@ impl Commit {
             .and_then(Value::as_link)
             .ok_or(field("data", "missing or not a link"))?;
         let rev = match map.get("rev") {
-            Some(Value::String(s)) => Some(s.to_string()),
+            Some(Value::String(s)) => Some(s.clone()),
             None if version == 2 => None,
             _ => return Err(field("rev", "missing or not a string")),
         };
@@ -139,11 +139,10 @@ impl Commit {
             Some(Value::Null) | None => None,
             Some(_) => return Err(field("prev", "not a link or null")),
         };
-        let sig = map
-            .get("sig")
-            .and_then(Value::as_bytes)
-            .ok_or(field("sig", "missing or not bytes"))?
-            .to_vec();
+        let sig = match map.get("sig") {
+            Some(Value::Bytes(b)) => b.clone(),
+            _ => return Err(field("sig", "missing or not bytes")),
+        };
         Ok(Commit {
             did,
             version,
@@ -151,8 +150,21 @@ impl Commit {
             rev,
             prev,
             sig,
-            raw: bytes.to_vec(),
+            raw: Cow::Borrowed(bytes),
         })
+    }
+
+    /// The commit with its strings and bytes copied out of the block.
+    pub fn into_owned(self) -> Commit<'static> {
+        Commit {
+            did: Cow::Owned(self.did.into_owned()),
+            version: self.version,
+            data: self.data,
+            rev: self.rev.map(|r| Cow::Owned(r.into_owned())),
+            prev: self.prev,
+            sig: Cow::Owned(self.sig.into_owned()),
+            raw: Cow::Owned(self.raw.into_owned()),
+        }
     }
 
     /// The bytes the signature covers: the commit re-encoded without `sig`.
@@ -171,7 +183,7 @@ impl Commit {
     pub fn verify(&self, key: &PublicKey) -> Result<(), CommitError> {
         key.verify(&self.unsigned_bytes(), &self.sig)
             .map_err(|e| CommitError::Signature {
-                did: self.did.clone(),
+                did: self.did.to_string(),
                 reason: e.to_string(),
             })
     }
@@ -224,6 +236,24 @@ mod tests {
         for b in &blocks {
             let want = Commit::decode_general(b).expect("commit");
             assert_eq!(Commit::decode_in_place(b).as_ref(), Some(&want));
+        }
+    }
+
+    #[test]
+    fn a_commit_borrows_its_block_and_into_owned_copies_it() {
+        for b in &commit_blocks() {
+            for c in [Commit::decode(b), Commit::decode_general(b)] {
+                let c = c.expect("commit");
+                assert!(matches!(c.did, Cow::Borrowed(_)));
+                assert!(matches!(c.rev, Some(Cow::Borrowed(_))));
+                assert!(matches!(c.sig, Cow::Borrowed(_)));
+                assert!(matches!(c.raw, Cow::Borrowed(r) if r == &b[..]));
+                let owned = c.clone().into_owned();
+                assert!(matches!(owned.did, Cow::Owned(_)));
+                assert!(matches!(owned.raw, Cow::Owned(_)));
+                assert_eq!(owned, c);
+                assert_eq!(owned.unsigned_bytes(), c.unsigned_bytes());
+            }
         }
     }
 

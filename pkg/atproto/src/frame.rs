@@ -42,10 +42,7 @@ impl Frame<'_> {
     /// The frame with its CAR slice copied out of the message's bytes.
     pub fn into_owned(self) -> Frame<'static> {
         match self {
-            Frame::Commit(c) => Frame::Commit(CommitEvent {
-                blocks: Cow::Owned(c.blocks.into_owned()),
-                ..c
-            }),
+            Frame::Commit(c) => Frame::Commit(c.into_owned()),
             Frame::Sync(s) => Frame::Sync(SyncEvent {
                 blocks: Cow::Owned(s.blocks.into_owned()),
                 ..s
@@ -104,56 +101,87 @@ impl Action {
     }
 }
 
-/// One operation of a `#commit`.
+/// One operation of a `#commit`; its path borrows the message's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepoOp {
+pub struct RepoOp<'a> {
     /// create / update / delete.
     pub action: Action,
     /// `collection/rkey`.
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// The new record's CID (none for deletes).
     pub cid: Option<Cid>,
     /// The previous record's CID (sync 1.1; none for creates).
     pub prev: Option<Cid>,
 }
 
-impl RepoOp {
+impl RepoOp<'_> {
     /// `(collection, rkey)` of the path, if it is well formed.
     pub fn split_path(&self) -> Option<(&str, &str)> {
         crate::repo::split_path(self.path.as_bytes())
     }
 }
 
-/// A `#commit` body.
+/// A `#commit` body. Its strings and CAR slice borrow the message's bytes
+/// (no allocation for them); [`CommitEvent::into_owned`] detaches them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitEvent<'a> {
     /// Stream sequence number.
     pub seq: i64,
     /// The repository DID.
-    pub repo: String,
+    pub repo: Cow<'a, str>,
     /// CID of the commit object (its block is in `blocks`).
     pub commit: Cid,
     /// The commit's revision TID.
-    pub rev: String,
+    pub rev: Cow<'a, str>,
     /// The revision this commit follows, if any.
-    pub since: Option<String>,
+    pub since: Option<Cow<'a, str>>,
     /// A CAR slice: the commit, new records, and the MST nodes that prove them.
     pub blocks: Cow<'a, [u8]>,
     /// The operations.
-    pub ops: Vec<RepoOp>,
+    pub ops: Vec<RepoOp<'a>>,
     /// Blobs referenced by new records.
     pub blobs: Vec<Cid>,
     /// The MST root before this commit (sync 1.1), for chaining.
     pub prev_data: Option<Cid>,
     /// When the relay or PDS emitted it (RFC 3339).
-    pub time: String,
+    pub time: Cow<'a, str>,
     /// Deprecated: the commit was too big to include its blocks.
     pub too_big: bool,
     /// Deprecated: the repository was rebased.
     pub rebase: bool,
 }
 
+/// A borrowed string as an owned one.
+fn owned(s: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(s.into_owned())
+}
+
 impl CommitEvent<'_> {
+    /// The event with its strings and CAR slice copied out of the message.
+    pub fn into_owned(self) -> CommitEvent<'static> {
+        CommitEvent {
+            seq: self.seq,
+            repo: owned(self.repo),
+            commit: self.commit,
+            rev: owned(self.rev),
+            since: self.since.map(owned),
+            blocks: Cow::Owned(self.blocks.into_owned()),
+            ops: self
+                .ops
+                .into_iter()
+                .map(|op| RepoOp {
+                    path: owned(op.path),
+                    ..op
+                })
+                .collect(),
+            blobs: self.blobs,
+            prev_data: self.prev_data,
+            time: owned(self.time),
+            too_big: self.too_big,
+            rebase: self.rebase,
+        }
+    }
+
     /// Parse the `blocks` CAR slice into a block store (hashes checked).
     pub fn block_store(&self) -> Result<BlockStore, CarError> {
         let opts = CarOptions {
@@ -326,6 +354,17 @@ impl<'a> Body<'_, 'a> {
     fn opt_str(&self, field: &'static str) -> Result<Option<String>, FrameError> {
         opt_string(self.map.get(field)).ok_or_else(|| self.err(field, "not a string"))
     }
+    /// [`Body::str`] borrowed from the message.
+    fn text(&self, field: &'static str) -> Result<Cow<'a, str>, FrameError> {
+        match self.map.get(field) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            _ => Err(self.err(field, "missing or not a string")),
+        }
+    }
+    /// [`Body::opt_str`] borrowed from the message.
+    fn opt_text(&self, field: &'static str) -> Result<Option<Cow<'a, str>>, FrameError> {
+        opt_text(self.map.get(field)).ok_or_else(|| self.err(field, "not a string"))
+    }
     fn int(&self, field: &'static str) -> Result<i64, FrameError> {
         self.map
             .get(field)
@@ -358,6 +397,15 @@ fn opt_string(v: Option<&Value<'_>>) -> Option<Option<String>> {
     match v {
         None | Some(Value::Null) => Some(None),
         Some(Value::String(s)) => Some(Some(s.to_string())),
+        Some(_) => None,
+    }
+}
+
+/// [`opt_string`] borrowed from the message.
+fn opt_text<'a>(v: Option<&Value<'a>>) -> Option<Option<Cow<'a, str>>> {
+    match v {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(s)) => Some(Some(s.clone())),
         Some(_) => None,
     }
 }
@@ -408,10 +456,10 @@ fn commit_fast(body: &[u8]) -> Option<CommitEvent<'_>> {
     for _ in 0..entries {
         match d.key_after(&mut last)? {
             "seq" => seq = Some(d.value().ok()?.as_i64()?),
-            "repo" => repo = Some(text(&mut d)?.to_owned()),
+            "repo" => repo = Some(Cow::Borrowed(text(&mut d)?)),
             "commit" => commit = Some(d.link_or_null().ok()??),
-            "rev" => rev = Some(text(&mut d)?.to_owned()),
-            "since" => since = opt_string(Some(&d.value().ok()?))?,
+            "rev" => rev = Some(Cow::Borrowed(text(&mut d)?)),
+            "since" => since = opt_text(Some(&d.value().ok()?))?,
             "blocks" => {
                 let (major, len, _) = d.head().ok()?;
                 if major != 2 {
@@ -422,7 +470,7 @@ fn commit_fast(body: &[u8]) -> Option<CommitEvent<'_>> {
             "ops" => ops = Some(ops_fast(&mut d)?),
             "blobs" => blobs = Some(blob_links(Some(&d.value().ok()?))?),
             "prevData" => prev_data = d.link_or_null().ok()?,
-            "time" => time = Some(text(&mut d)?.to_owned()),
+            "time" => time = Some(Cow::Borrowed(text(&mut d)?)),
             "tooBig" => too_big = bool_or_false(Some(&d.value().ok()?))?,
             "rebase" => rebase = bool_or_false(Some(&d.value().ok()?))?,
             _ => return None,
@@ -448,7 +496,7 @@ fn commit_fast(body: &[u8]) -> Option<CommitEvent<'_>> {
 }
 
 /// The ops array of a `#commit`, each `{action, path, cid, prev}` read in place.
-fn ops_fast(d: &mut cbor::Decoder<'_>) -> Option<Vec<RepoOp>> {
+fn ops_fast<'a>(d: &mut cbor::Decoder<'a>) -> Option<Vec<RepoOp<'a>>> {
     let (major, n, _) = d.head().ok()?;
     if major != 4 || n > d.remaining() as u64 {
         return None;
@@ -468,7 +516,7 @@ fn ops_fast(d: &mut cbor::Decoder<'_>) -> Option<Vec<RepoOp>> {
                         _ => return None,
                     })
                 }
-                "path" => path = Some(text(d)?.to_owned()),
+                "path" => path = Some(Cow::Borrowed(text(d)?)),
                 "cid" => cid = d.link_or_null().ok()?,
                 "prev" => prev = d.link_or_null().ok()?,
                 _ => return None,
@@ -570,15 +618,15 @@ fn decode_message<'a>(b: &Body<'_, 'a>) -> Result<Frame<'a>, FrameError> {
                     Some("delete") => Action::Delete,
                     _ => return Err(b.err("ops.action", "missing or not create/update/delete")),
                 };
-                let path = m
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| b.err("ops.path", "missing or not a string"))?;
+                let path = match m.get("path") {
+                    Some(Value::String(s)) => s.clone(),
+                    _ => return Err(b.err("ops.path", "missing or not a string")),
+                };
                 let cid = opt_link_in(m, "cid").map_err(|r| b.err("ops.cid", r))?;
                 let prev = opt_link_in(m, "prev").map_err(|r| b.err("ops.prev", r))?;
                 ops.push(RepoOp {
                     action,
-                    path: path.to_string(),
+                    path,
                     cid,
                     prev,
                 });
@@ -587,15 +635,15 @@ fn decode_message<'a>(b: &Body<'_, 'a>) -> Result<Frame<'a>, FrameError> {
                 blob_links(b.map.get("blobs")).ok_or_else(|| b.err("blobs", "not an array"))?;
             Frame::Commit(CommitEvent {
                 seq: b.int("seq")?,
-                repo: b.str("repo")?,
+                repo: b.text("repo")?,
                 commit: b.link("commit")?,
-                rev: b.str("rev")?,
-                since: b.opt_str("since")?,
+                rev: b.text("rev")?,
+                since: b.opt_text("since")?,
                 blocks: b.bytes("blocks")?,
                 ops,
                 blobs,
                 prev_data: b.opt_link("prevData")?,
-                time: b.str("time")?,
+                time: b.text("time")?,
                 too_big: b.bool_or_false("tooBig")?,
                 rebase: b.bool_or_false("rebase")?,
             })
@@ -718,6 +766,29 @@ pub(crate) mod tests {
             assert_eq!(commit_fast(body).as_ref(), Some(&want), "seq {}", want.seq);
         }
         assert_eq!(commits, 148);
+    }
+
+    #[test]
+    fn a_commit_borrows_its_strings_from_the_message_and_into_owned_copies_them() {
+        let borrowed = |s: &Cow<'_, str>| matches!(s, Cow::Borrowed(_));
+        let frames = corpus();
+        let mut commits = 0;
+        for f in &frames {
+            for decoded in [Frame::decode(f), Frame::decode_general(f)] {
+                let Ok(Frame::Commit(c)) = decoded else {
+                    continue;
+                };
+                commits += 1;
+                assert!(borrowed(&c.repo) && borrowed(&c.rev) && borrowed(&c.time));
+                assert!(c.since.as_ref().is_none_or(borrowed));
+                assert!(c.ops.iter().all(|op| borrowed(&op.path)));
+                let owned = c.clone().into_owned();
+                assert!(!borrowed(&owned.repo) && !borrowed(&owned.rev));
+                assert!(owned.ops.iter().all(|op| !borrowed(&op.path)));
+                assert_eq!(owned, c);
+            }
+        }
+        assert_eq!(commits, 2 * 148);
     }
 
     #[test]

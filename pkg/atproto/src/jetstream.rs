@@ -590,16 +590,16 @@ pub fn from_frame(frame: &Frame, time_us: i64) -> Result<Vec<Event>, ConvertErro
     match frame {
         Frame::Commit(c) => {
             let blocks = c.block_store().map_err(|source| ConvertError::Blocks {
-                did: c.repo.clone(),
+                did: c.repo.to_string(),
                 seq: c.seq,
                 source,
             })?;
             let mut out = Vec::with_capacity(c.ops.len());
             for op in &c.ops {
                 let (collection, rkey) = op.split_path().ok_or_else(|| ConvertError::Path {
-                    did: c.repo.clone(),
+                    did: c.repo.to_string(),
                     seq: c.seq,
-                    path: op.path.clone(),
+                    path: op.path.to_string(),
                 })?;
                 let (record, cid) = match (op.action, op.cid) {
                     (Action::Delete, _) => (None, None),
@@ -615,9 +615,9 @@ pub fn from_frame(frame: &Frame, time_us: i64) -> Result<Vec<Event>, ConvertErro
                             None => continue,
                             Some(Err(source)) => {
                                 return Err(ConvertError::Record {
-                                    did: c.repo.clone(),
+                                    did: c.repo.to_string(),
                                     seq: c.seq,
-                                    path: op.path.clone(),
+                                    path: op.path.to_string(),
                                     source,
                                 })
                             }
@@ -626,11 +626,11 @@ pub fn from_frame(frame: &Frame, time_us: i64) -> Result<Vec<Event>, ConvertErro
                     }
                 };
                 out.push(Event {
-                    did: c.repo.clone(),
+                    did: c.repo.to_string(),
                     time_us,
                     payload: Payload::Commit {
                         commit: CommitOp {
-                            rev: c.rev.clone(),
+                            rev: c.rev.to_string(),
                             operation: op.action.into(),
                             collection: collection.to_string(),
                             rkey: rkey.to_string(),

@@ -64,7 +64,7 @@ pub struct RecordRef<'a> {
 #[derive(Debug)]
 pub struct Repo {
     /// The signed commit.
-    pub commit: Commit,
+    pub commit: Commit<'static>,
     /// The commit's CID (the CAR root).
     pub commit_cid: Cid,
     /// Every block of the CAR.
@@ -124,7 +124,9 @@ impl Repo {
             roots => return Err(RepoError::Roots(roots.len())),
         };
         let commit = blocks
-            .with_block(&root, |b| b.map(Commit::decode))?
+            .with_block(&root, |b| {
+                b.map(|b| Commit::decode(b).map(Commit::into_owned))
+            })?
             .ok_or(RepoError::MissingCommit(root))?
             .map_err(|source| RepoError::Commit { cid: root, source })?;
         Ok(Repo {

@@ -799,7 +799,7 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
             repo.commit.did
         )));
     }
-    let rev = repo.commit.rev.clone().unwrap_or_default();
+    let rev = repo.commit.rev.as_deref().unwrap_or_default().to_owned();
     let version = repo
         .commit
         .rev_u64()

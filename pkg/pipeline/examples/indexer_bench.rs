@@ -244,7 +244,7 @@ fn check(args: &Args) -> Result<serde_json::Value, BoxError> {
                 let commit = Commit::decode(&block)?;
                 let key = keys
                     .0
-                    .get(&c.repo)
+                    .get(&*c.repo)
                     .ok_or_else(|| format!("{} not in dids.json", c.repo))?;
                 commit.verify(key)?;
                 for op in &c.ops {
@@ -255,7 +255,7 @@ fn check(args: &Args) -> Result<serde_json::Value, BoxError> {
                         skyhouse_atproto::cbor::decode(&rec)?;
                     }
                     let cid = op.cid.map(|c| c.to_string()).unwrap_or_default();
-                    from_frames.push((c.repo.clone(), op.path.clone(), cid));
+                    from_frames.push((c.repo.to_string(), op.path.to_string(), cid));
                 }
             }
             Frame::Identity(_) | Frame::Account(_) => others += 1,

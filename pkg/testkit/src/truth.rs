@@ -215,5 +215,5 @@ pub fn walk_car(did: &str, car: Vec<u8>) -> Result<(Option<String>, Records), Tr
         Ok::<(), std::convert::Infallible>(())
     })
     .map_err(|e| repo_error(e.to_string()))?;
-    Ok((repo.commit.rev.clone(), records))
+    Ok((repo.commit.rev.as_deref().map(str::to_owned), records))
 }

@@ -152,7 +152,7 @@ async fn firehose_replays_the_scenario() {
     let mut replayed: BTreeMap<String, Records> = BTreeMap::new();
     for m in &messages {
         if let Frame::Commit(c) = &m.frame {
-            let records = replayed.entry(c.repo.clone()).or_default();
+            let records = replayed.entry(c.repo.to_string()).or_default();
             for op in &c.ops {
                 let (collection, rkey) = op.split_path().expect("valid path");
                 let key = (collection.to_string(), rkey.to_string());

@@ -482,7 +482,7 @@ impl Decoder {
         if let (Frame::Commit(c), Verify::Lookup) = (&frame, &verify) {
             // Nothing recorded: the caller decodes the frame again with the key.
             out.kind = "commit";
-            out.needs_key = Some(c.repo.clone());
+            out.needs_key = Some(c.repo.to_string());
             return out;
         }
         let indexed_at = now_secs();
@@ -578,7 +578,15 @@ impl Decoder {
     }
 
     fn remember(&mut self, did: &str, rev: &str, data: Cid) {
-        if self.chain.len() >= CHAIN_CAPACITY && !self.chain.contains_key(did) {
+        // A repository seen before keeps its entry: its revision is rewritten
+        // in place, with no new strings.
+        if let Some((last, last_data)) = self.chain.get_mut(did) {
+            last.clear();
+            last.push_str(rev);
+            *last_data = data;
+            return;
+        }
+        if self.chain.len() >= CHAIN_CAPACITY {
             self.chain.clear();
         }
         self.chain.insert(did.to_owned(), (rev.to_owned(), data));
@@ -604,7 +612,7 @@ impl Decoder {
             out.dead_letters += 1;
         };
         if c.too_big {
-            out.resync.push((c.repo.clone(), ResyncReason::TooBig));
+            out.resync.push((c.repo.to_string(), ResyncReason::TooBig));
         }
         let Ok(version) = c.rev.parse::<Tid>().map(|t| t.to_u64()) else {
             fail(rows, out, format!("rev {:?} is not a TID", c.rev));
@@ -653,12 +661,12 @@ impl Decoder {
         // earlier cursor (`ConsumerTooSlow`): it neither breaks nor moves the
         // chain.
         let mut replay = false;
-        if let Some((rev, data)) = self.chain.get(&c.repo) {
-            replay = c.rev.as_str() <= rev.as_str();
+        if let Some((rev, data)) = self.chain.get(&*c.repo) {
+            replay = *c.rev <= **rev;
             let since_ok = c.since.as_deref() == Some(rev.as_str());
             let data_ok = c.prev_data.is_none_or(|p| p == *data);
             if !replay && (!since_ok || !data_ok) {
-                out.resync.push((c.repo.clone(), ResyncReason::Chain));
+                out.resync.push((c.repo.to_string(), ResyncReason::Chain));
             }
         }
         if let (Some(commit), false) = (&commit, replay) {

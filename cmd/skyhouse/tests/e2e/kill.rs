@@ -262,7 +262,7 @@ pub(crate) async fn written_up_to(
             if collection.is_some_and(|want| want != coll) {
                 continue;
             }
-            let key = (c.repo.clone(), coll.to_owned(), rkey.to_owned());
+            let key = (c.repo.to_string(), coll.to_owned(), rkey.to_owned());
             let v = want.entry(key).or_default();
             *v = (*v).max(version);
         }

@@ -131,7 +131,7 @@ fn firehose_blocks_car_from_skyfall() {
         read_car_bytes(&read("skyfall/attie.car"), CarOptions::default()).expect("car");
     let commit = store
         .with_block(&roots[0], |b| {
-            skyhouse_atproto::commit::Commit::decode(b.expect("commit"))
+            skyhouse_atproto::commit::Commit::decode(b.expect("commit")).map(|c| c.into_owned())
         })
         .expect("io")
         .expect("commit");

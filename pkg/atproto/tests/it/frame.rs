@@ -34,11 +34,13 @@ fn corpus_frames_decode() {
                 assert!(c.prev_data.is_some(), "sync 1.1 commits carry prevData");
                 let store = c.block_store().unwrap_or_else(|e| panic!("frame {i}: {e}"));
                 let commit = store
-                    .with_block(&c.commit, |b| Commit::decode(b.expect("commit block")))
+                    .with_block(&c.commit, |b| {
+                        Commit::decode(b.expect("commit block")).map(Commit::into_owned)
+                    })
                     .expect("io")
                     .expect("commit");
                 assert_eq!(commit.did, c.repo);
-                assert_eq!(commit.rev.as_deref(), Some(c.rev.as_str()));
+                assert_eq!(commit.rev.as_deref(), Some(&*c.rev));
                 for op in &c.ops {
                     ops += 1;
                     assert!(op.split_path().is_some(), "bad path {}", op.path);
@@ -220,12 +222,14 @@ fn corpus_commit_signatures_verify_against_real_did_documents() {
         let Frame::Commit(c) = Frame::decode(&bytes).expect("frame") else {
             continue;
         };
-        let doc = DidDocument::from_json(&serde_json::to_vec(&docs[&c.repo]).expect("doc"))
+        let doc = DidDocument::from_json(&serde_json::to_vec(&docs[&*c.repo]).expect("doc"))
             .expect("did doc");
         let key = doc.signing_key().expect("key");
         let store = c.block_store().expect("blocks");
         let commit = store
-            .with_block(&c.commit, |b| Commit::decode(b.expect("commit block")))
+            .with_block(&c.commit, |b| {
+                Commit::decode(b.expect("commit block")).map(Commit::into_owned)
+            })
             .expect("io")
             .expect("commit");
         commit
@@ -233,7 +237,7 @@ fn corpus_commit_signatures_verify_against_real_did_documents() {
             .unwrap_or_else(|e| panic!("seq {}: {e}", c.seq));
         // The same commit with one byte of its signature changed must fail.
         let mut forged = commit.clone();
-        forged.sig[10] ^= 1;
+        forged.sig.to_mut()[10] ^= 1;
         assert!(forged.verify(&key).is_err());
         verified += 1;
     }
