@@ -159,7 +159,7 @@ impl CarOptions {
 pub struct CarReader<R> {
     inner: R,
     offset: u64,
-    roots: Vec<Cid>,
+    roots: Roots,
     opts: CarOptions,
 }
 
@@ -189,7 +189,7 @@ impl<R: Read> CarReader<R> {
 
     /// The root CIDs named by the header (a repository CAR has one: the commit).
     pub fn roots(&self) -> &[Cid] {
-        &self.roots
+        self.roots.as_slice()
     }
 
     /// Bytes consumed so far.
@@ -513,7 +513,7 @@ impl BlockStore {
             };
             store.add_slot(cid, slot);
         })?;
-        Ok((roots, store))
+        Ok((roots.into_vec(), store))
     }
 
     /// Read every block of `reader` into a store. Blocks land straight in the
@@ -728,8 +728,64 @@ pub fn read_car_bytes(bytes: &[u8], opts: CarOptions) -> Result<(Vec<Cid>, Block
     BlockStore::from_shared(Arc::from(bytes), opts)
 }
 
+/// The roots of a CAR header: one (a repository's or a firehose commit's
+/// CAR) held inline, any other number in a vector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Roots {
+    One([Cid; 1]),
+    Many(Vec<Cid>),
+}
+
+impl Roots {
+    fn as_slice(&self) -> &[Cid] {
+        match self {
+            Roots::One(one) => one,
+            Roots::Many(many) => many,
+        }
+    }
+
+    fn into_vec(self) -> Vec<Cid> {
+        match self {
+            Roots::One(one) => one.to_vec(),
+            Roots::Many(many) => many,
+        }
+    }
+}
+
 /// The roots of a CAR header (its DAG-CBOR bytes), version 1 only.
-fn header_roots(buf: &[u8]) -> Result<Vec<Cid>, CarError> {
+fn header_roots(buf: &[u8]) -> Result<Roots, CarError> {
+    match plain_header_root(buf) {
+        Some(root) => Ok(Roots::One([root])),
+        None => header_roots_general(buf).map(Roots::Many),
+    }
+}
+
+/// The root of a header in the usual form, `{roots: [one CID], version: 1}`
+/// in canonical order with nothing else, read in place; `None` for
+/// anything else, which [`header_roots_general`] reads or refuses.
+fn plain_header_root(buf: &[u8]) -> Option<Cid> {
+    let mut d = cbor::Decoder::new(buf);
+    if d.map_len()? != 2 {
+        return None;
+    }
+    let mut last = None;
+    if d.key_after(&mut last)? != "roots" {
+        return None;
+    }
+    let (major, roots, _) = d.head().ok()?;
+    if (major, roots) != (4, 1) {
+        return None;
+    }
+    let root = d.link_or_null().ok()??;
+    if d.key_after(&mut last)? != "version" {
+        return None;
+    }
+    let (major, version, _) = d.head().ok()?;
+    ((major, version) == (0, 1) && d.at_end()).then_some(root)
+}
+
+/// [`header_roots`] through the DAG-CBOR value tree, for any header.
+fn header_roots_general(buf: &[u8]) -> Result<Vec<Cid>, CarError> {
     let header = cbor::decode(buf).map_err(|e| CarError::Header(e.to_string()))?;
     match header.get("version").and_then(Value::as_i64) {
         Some(1) => {}
@@ -756,7 +812,7 @@ fn walk_slice(
     car: &[u8],
     opts: CarOptions,
     mut f: impl FnMut(Cid, usize, usize, usize),
-) -> Result<Vec<Cid>, CarError> {
+) -> Result<Roots, CarError> {
     // The header, read in place (`CarReader::new` copies it out of a reader).
     let (len, used) = match slice_varint(car, 0) {
         Ok(v) => v,
@@ -804,7 +860,7 @@ fn walk_slice(
 /// unless `opts.verify_hashes`; check the ones read with [`Cid::matches`].
 #[derive(Debug)]
 pub struct CarSlice<'a> {
-    roots: Vec<Cid>,
+    roots: Roots,
     /// (CID, data): in CAR order up to [`CarSlice::SCAN`] blocks (searched
     /// from the start), sorted by CID beyond (searched by halves); of
     /// repeated CIDs, the first in the CAR is found either way.
@@ -831,7 +887,7 @@ impl<'a> CarSlice<'a> {
 
     /// The roots from the header.
     pub fn roots(&self) -> &[Cid] {
-        &self.roots
+        self.roots.as_slice()
     }
 
     /// The data of `cid`'s block (the first, if the CAR repeats it).
@@ -859,5 +915,90 @@ impl<'a> CarSlice<'a> {
     /// Whether the CAR has no block.
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::tests::{corpus, each_damaged};
+    use crate::frame::Frame;
+
+    /// The CAR header (without its length) of every real `#commit` frame.
+    fn headers() -> Vec<Vec<u8>> {
+        corpus()
+            .iter()
+            .filter_map(|f| match Frame::decode(f) {
+                Ok(Frame::Commit(c)) => {
+                    let (len, used) = slice_varint(&c.blocks, 0).expect("header length");
+                    Some(c.blocks[used..used + len as usize].to_vec())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn general(buf: &[u8]) -> Result<Vec<Cid>, String> {
+        header_roots_general(buf).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_real_car_header_is_read_in_place_as_the_value_tree_reads_it() {
+        let headers = headers();
+        assert_eq!(headers.len(), 148);
+        for h in &headers {
+            let root = plain_header_root(h).expect("the usual form");
+            assert_eq!(Ok(vec![root]), general(h));
+        }
+    }
+
+    #[test]
+    fn a_damaged_car_header_reads_or_fails_as_the_value_tree_says() {
+        let mut errors = 0;
+        for h in headers().iter().take(3) {
+            each_damaged(h, |g, at, how| {
+                let want = general(g);
+                if let Some(root) = plain_header_root(g) {
+                    assert_eq!(Ok(vec![root]), want, "byte {at}, change {how}");
+                }
+                let got = header_roots(g).map(Roots::into_vec);
+                assert_eq!(
+                    got.map_err(|e| e.to_string()),
+                    want,
+                    "byte {at}, change {how}"
+                );
+                errors += usize::from(want.is_err());
+            });
+        }
+        assert!(errors > 100, "{errors}");
+    }
+
+    #[test]
+    fn a_header_with_other_than_one_root_or_another_key_is_read_the_general_way() {
+        let cid = |n: u8| Cid::from_sha256(crate::cid::CODEC_DAG_CBOR, [n; 32]);
+        let header = |roots: Vec<Cid>, extra: bool| {
+            let mut m = cbor::Map::new();
+            m.insert(
+                "roots",
+                Value::Array(roots.into_iter().map(Value::Link).collect()),
+            );
+            m.insert("version", Value::Integer(1));
+            if extra {
+                m.insert("x", Value::Null);
+            }
+            cbor::encode(&Value::Map(m))
+        };
+        for (roots, extra) in [
+            (vec![], false),
+            (vec![cid(1), cid(2)], false),
+            (vec![cid(1)], true),
+        ] {
+            let h = header(roots.clone(), extra);
+            assert_eq!(plain_header_root(&h), None);
+            let got = header_roots(&h).map(Roots::into_vec);
+            assert_eq!(got.map_err(|e| e.to_string()), Ok(roots));
+        }
+        let one = header(vec![cid(3)], false);
+        assert_eq!(header_roots(&one).ok(), Some(Roots::One([cid(3)])));
     }
 }

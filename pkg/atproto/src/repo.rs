@@ -73,7 +73,22 @@ pub struct Repo {
 
 /// Split an MST key into a valid `(collection, rkey)`.
 pub fn split_path(key: &[u8]) -> Option<(&str, &str)> {
-    PathSplitter::default().split(key)
+    split_checked(key, |_| false)
+}
+
+/// `key` split at its first `/`, each side checked; `known(collection)`
+/// says the collection was checked already.
+fn split_checked(key: &[u8], known: impl FnOnce(&str) -> bool) -> Option<(&str, &str)> {
+    // Valid NSIDs and record keys are ASCII.
+    if !key.is_ascii() {
+        return None;
+    }
+    let s = std::str::from_utf8(key).ok()?;
+    let (collection, rkey) = s.split_once('/')?;
+    if !known(collection) && !crate::syntax::Nsid::is_valid(collection) {
+        return None;
+    }
+    crate::syntax::RecordKey::is_valid(rkey).then_some((collection, rkey))
 }
 
 /// [`split_path`] for keys in MST order: a repository's keys are grouped by
@@ -86,20 +101,12 @@ pub struct PathSplitter {
 impl PathSplitter {
     /// Split and validate one key.
     pub fn split<'k>(&mut self, key: &'k [u8]) -> Option<(&'k str, &'k str)> {
-        // Valid NSIDs and record keys are ASCII.
-        if !key.is_ascii() {
-            return None;
-        }
-        let s = std::str::from_utf8(key).ok()?;
-        let (collection, rkey) = s.split_once('/')?;
+        let (collection, rkey) = split_checked(key, |c| c == self.last_collection)?;
         if collection != self.last_collection {
-            if !crate::syntax::Nsid::is_valid(collection) {
-                return None;
-            }
             self.last_collection.clear();
             self.last_collection.push_str(collection);
         }
-        crate::syntax::RecordKey::is_valid(rkey).then_some((collection, rkey))
+        Some((collection, rkey))
     }
 }
 
@@ -180,4 +187,40 @@ pub enum RepoOrVisitor<E> {
     /// The caller's own error.
     #[error("{0}")]
     Visitor(E),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_path_and_the_splitter_agree_on_good_and_bad_keys() {
+        let keys: [&[u8]; 9] = [
+            b"app.bsky.feed.like/3jzfcijpj2z2a",
+            b"app.bsky.feed.like/self",
+            b"app.bsky.feed.like/bad key",
+            b"app.bsky.feed.like/",
+            b"not an nsid/3jzfcijpj2z2a",
+            b"app.bsky.feed.like",
+            b"app.bsky.feed.post/3jzfcijpj2z2a",
+            b"app.bsky.feed.post/\xc3\xa9",
+            b"app.bsky.feed.post/a/b",
+        ];
+        let want = [
+            Some(("app.bsky.feed.like", "3jzfcijpj2z2a")),
+            Some(("app.bsky.feed.like", "self")),
+            None,
+            None,
+            None,
+            None,
+            Some(("app.bsky.feed.post", "3jzfcijpj2z2a")),
+            None,
+            None,
+        ];
+        let mut splitter = PathSplitter::default();
+        for (key, want) in keys.iter().zip(want) {
+            assert_eq!(split_path(key), want, "{key:?}");
+            assert_eq!(splitter.split(key), want, "{key:?}");
+        }
+    }
 }

@@ -417,7 +417,7 @@ impl Decoder {
                         action,
                         cid,
                         record: record.as_ref(),
-                        version: tid.to_u64(),
+                        version: tid,
                         indexed_at,
                     },
                     rows,
@@ -614,7 +614,7 @@ impl Decoder {
         if c.too_big {
             out.resync.push((c.repo.to_string(), ResyncReason::TooBig));
         }
-        let Ok(version) = c.rev.parse::<Tid>().map(|t| t.to_u64()) else {
+        let Some(version) = Tid::value_of(&c.rev) else {
             fail(rows, out, format!("rev {:?} is not a TID", c.rev));
             return;
         };
@@ -743,9 +743,10 @@ impl Decoder {
     }
 }
 
-/// A Jetstream commit's rev, action, CID and record, or why it is unusable.
+/// A Jetstream commit's rev (as a TID's value), action, CID and record, or
+/// why it is unusable.
 type JetstreamParts<'a> = (
-    Tid,
+    u64,
     Action,
     Option<Cid>,
     Option<skyhouse_atproto::Value<'a>>,
@@ -785,10 +786,8 @@ enum JsPayload<'a> {
 }
 
 fn jetstream_parts(commit: JsCommit<'_>) -> Result<JetstreamParts<'_>, String> {
-    let tid = commit
-        .rev
-        .parse::<Tid>()
-        .map_err(|_| format!("rev {:?} is not a TID", commit.rev))?;
+    let tid =
+        Tid::value_of(commit.rev).ok_or_else(|| format!("rev {:?} is not a TID", commit.rev))?;
     let action = match commit.operation {
         Operation::Create => Action::Create,
         Operation::Update => Action::Update,

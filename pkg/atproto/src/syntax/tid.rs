@@ -100,6 +100,16 @@ impl Tid {
         Tid::from_u64((micros << 10) | u64::from(clock_id))
     }
 
+    /// The integer value of the TID string `s`, checked as [`Tid`]'s parse
+    /// checks it, without making a `Tid` (no allocation).
+    pub fn value_of(s: &str) -> Option<u64> {
+        check(s).ok()?;
+        Some(
+            s.bytes()
+                .fold(0u64, |acc, c| (acc << 5) | digit(c).unwrap_or(0)),
+        )
+    }
+
     /// The 64-bit integer value (top bit always zero).
     pub fn to_u64(&self) -> u64 {
         self.0
@@ -222,6 +232,28 @@ mod tests {
         assert_eq!(t.clock_id(), 42);
         assert!(Tid::from_parts(1 << 53, 0).is_err());
         assert!(Tid::from_parts(0, 1024).is_err());
+    }
+
+    #[test]
+    fn value_of_accepts_and_refuses_what_parse_does() {
+        for s in [
+            "2222222222222",
+            "3jzfcijpj2z2a",
+            "jzzzzzzzzzzzz",
+            "kzzzzzzzzzzzz",
+            "3jzfcijpj2z2",
+            "3jzfcijpj2z2aa",
+            "3JZFCIJPJ2Z2A",
+            "3jzfcijpj2z21",
+            "",
+        ] {
+            assert_eq!(
+                Tid::value_of(s),
+                s.parse::<Tid>().ok().map(|t| t.to_u64()),
+                "{s:?}"
+            );
+        }
+        assert_eq!(Tid::value_of("2222222222223"), Some(1));
     }
 
     #[test]
