@@ -29,7 +29,7 @@ pub struct SearchArgs {
     /// Read routes need a key with the read scope (admin routes always need an admin key).
     #[arg(long, env = "SEARCH_REQUIRE_READ_KEY")]
     require_read_key: bool,
-    /// Seconds /v1/stats answers stay cached in Redis.
+    /// Seconds /v1/stats and the whole-history analytics answers stay cached in Redis.
     #[arg(long, env = "SEARCH_STATS_TTL_SECS", default_value_t = 60)]
     stats_ttl_secs: u64,
     /// Seconds between daily_stats / interaction count refreshes and ClickHouse health probes.

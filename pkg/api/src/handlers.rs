@@ -30,6 +30,8 @@ const MAX_PARAM: usize = 512;
 const MAX_URIS_PARAM: usize = 8192;
 /// Redis cache name of `/v1/stats`.
 const STATS_CACHE: &str = "api:stats";
+/// Redis cache name of a whole-history analytics answer, before its name.
+const ANALYTICS_CACHE_PREFIX: &str = "api:analytics:";
 
 /// Metrics around every route (outside the timeout and body limit, so their
 /// answers count too).
@@ -207,11 +209,7 @@ async fn visible(st: &ApiState, did: &str) -> Result<(), ApiError> {
 pub async fn stats(State(st): State<ApiState>, headers: HeaderMap) -> ApiResult {
     read_access(&st, &headers).await?;
     if let Ok(Some(cached)) = st.inner.state.cache_get(STATS_CACHE).await {
-        return Ok((
-            [("content-type", "application/json"), ("x-cache", "hit")],
-            cached,
-        )
-            .into_response());
+        return Ok(json_body(cached, "hit"));
     }
     let ch = &st.inner.ch;
     let totals = queries::collection_counts(ch)
@@ -236,11 +234,7 @@ pub async fn stats(State(st): State<ApiState>, headers: HeaderMap) -> ApiResult 
     {
         tracing::warn!(error = %e, "Could not cache /v1/stats.");
     }
-    Ok((
-        [("content-type", "application/json"), ("x-cache", "miss")],
-        body,
-    )
-        .into_response())
+    Ok(json_body(body, "miss"))
 }
 
 /// `/v1/stats/actors/{did}`.
@@ -316,10 +310,39 @@ pub async fn analytics(
             names.join(", ")
         )));
     };
+    // The whole-history questions take neither window nor limit, read every
+    // day's counts and change slowly: cached as `/v1/stats` is.
+    let cache = (!which.is_windowed()).then(|| format!("{ANALYTICS_CACHE_PREFIX}{}", which.name()));
+    if let Some(cache) = &cache {
+        if let Ok(Some(cached)) = st.inner.state.cache_get(cache).await {
+            return Ok(json_body(cached, "hit"));
+        }
+    }
     let rows = stats::analytics(&st.inner.ch, which, window, limit as u32)
         .await
         .map_err(|e| ApiError::store("analytics", e))?;
-    Ok(Json(json!({ "name": name, "rows": rows })).into_response())
+    let body = json!({ "name": which.name(), "rows": rows }).to_string();
+    let Some(cache) = cache else {
+        return Ok(json_body(body, "none"));
+    };
+    if let Err(e) = st
+        .inner
+        .state
+        .cache_set(&cache, &body, st.inner.cfg.stats_ttl)
+        .await
+    {
+        tracing::warn!(error = %e, "Could not cache {cache}.");
+    }
+    Ok(json_body(body, "miss"))
+}
+
+/// A JSON answer with its `x-cache` header: `hit`, `miss` or `none` (not cached).
+fn json_body(body: String, cache: &'static str) -> Response {
+    (
+        [("content-type", "application/json"), ("x-cache", cache)],
+        body,
+    )
+        .into_response()
 }
 
 // ---------------------------------------------------------------------------

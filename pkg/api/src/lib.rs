@@ -35,7 +35,8 @@ pub use openapi::{openapi, ROUTES};
 /// Settings of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// How long `/v1/stats` answers stay cached in Redis. Default 60 s.
+    /// How long `/v1/stats` and the whole-history analytics answers stay
+    /// cached in Redis. Default 60 s.
     pub stats_ttl: Duration,
     /// Longest a request may take (then 503). Default 10 s.
     pub request_timeout: Duration,

@@ -18,7 +18,7 @@ pub const ROUTES: &[Route] = &[
     ("get", "/v1/stats", "read", "Live records per collection and the daily series of the last 30 days (cached)", &[]),
     ("get", "/v1/stats/actors/{did}", "read", "Live records of one account per collection, its handle, followers, follows, posts and the likes and reposts its posts received", &[]),
     ("get", "/v1/stats/posts", "read", "Likes, reposts, replies (replies_visible, replies_all) and quotes of up to 25 posts, as the AppView counts them", &["uris"]),
-    ("get", "/v1/stats/analytics/{name}", "read", "events-per-collection, creates-and-users, by-hour, earliest-posters, longest-spans, hashtags, languages", &["window", "limit"]),
+    ("get", "/v1/stats/analytics/{name}", "read", "events-per-collection, creates-and-users, by-hour, earliest-posters, longest-spans (whole history, cached), hashtags, languages (over the window)", &["window", "limit"]),
     ("get", "/v1/search/posts", "read", "Posts containing every term of q, newest first, with an opaque cursor", &["q", "author", "lang", "tag", "since", "until", "limit", "cursor"]),
     ("get", "/v1/search/actors", "read", "Accounts whose handle or display name contains q", &["q", "limit"]),
     ("get", "/v1/repos/{did}", "read", "The live records of an account, in key order", &["limit"]),

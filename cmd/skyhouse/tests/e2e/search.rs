@@ -238,6 +238,29 @@ async fn search_api_over_the_indexed_reference_pds() {
         posts_row["records"].as_u64(),
         expected.get("app.bsky.feed.post").copied()
     );
+    // The whole-history analytics are cached in Redis as `/v1/stats` is (the
+    // second answer is the first's body, from the cache); windowed ones are not.
+    let fetch = |path: &str| {
+        let req = api.http.get(format!("{}{path}", api.base));
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let cache = resp.headers()["x-cache"].to_str().unwrap().to_owned();
+            (cache, resp.text().await.unwrap())
+        }
+    };
+    let (first, body) = fetch("/v1/stats/analytics/earliest-posters").await;
+    assert_eq!(first, "miss", "{body}");
+    assert_eq!(
+        fetch("/v1/stats/analytics/earliest-posters?limit=3").await,
+        ("hit".to_owned(), body)
+    );
+    let (cached, body) = fetch("/v1/stats/analytics/creates-and-users").await;
+    assert_eq!(cached, "hit", "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), analytics);
+    for _ in 0..2 {
+        assert_eq!(fetch("/v1/stats/analytics/languages").await.0, "none");
+    }
 
     // --- cursors page without duplicates or gaps while new posts arrive.
     let all = api.post_uris("limit=100").await;
