@@ -921,19 +921,15 @@ impl<'a> CarSlice<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::tests::{corpus, each_damaged};
-    use crate::frame::Frame;
+    use crate::frame::tests::{commit_cars, each_damaged};
 
     /// The CAR header (without its length) of every real `#commit` frame.
     fn headers() -> Vec<Vec<u8>> {
-        corpus()
+        commit_cars()
             .iter()
-            .filter_map(|f| match Frame::decode(f) {
-                Ok(Frame::Commit(c)) => {
-                    let (len, used) = slice_varint(&c.blocks, 0).expect("header length");
-                    Some(c.blocks[used..used + len as usize].to_vec())
-                }
-                _ => None,
+            .map(|(_, car)| {
+                let (len, used) = slice_varint(car, 0).expect("header length");
+                car[used..used + len as usize].to_vec()
             })
             .collect()
     }

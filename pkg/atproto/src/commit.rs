@@ -212,19 +212,15 @@ impl<'a> Commit<'a> {
 mod tests {
     use super::*;
     use crate::car::{CarOptions, CarSlice};
-    use crate::frame::tests::{corpus, each_damaged};
-    use crate::frame::Frame;
+    use crate::frame::tests::{commit_cars, each_damaged};
 
     /// The commit block of every `#commit` of the real relay frames.
     fn commit_blocks() -> Vec<Vec<u8>> {
-        corpus()
+        commit_cars()
             .iter()
-            .filter_map(|f| match Frame::decode(f) {
-                Ok(Frame::Commit(c)) => {
-                    let car = CarSlice::parse(&c.blocks, CarOptions::default()).expect("car");
-                    Some(car.get(&c.commit).expect("commit block").to_vec())
-                }
-                _ => None,
+            .map(|(commit, car)| {
+                let car = CarSlice::parse(car, CarOptions::default()).expect("car");
+                car.get(commit).expect("commit block").to_vec()
             })
             .collect()
     }

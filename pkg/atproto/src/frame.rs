@@ -737,6 +737,17 @@ pub(crate) mod tests {
         out
     }
 
+    /// The CAR slice of every `#commit` of [`corpus`], with its commit's CID.
+    pub(crate) fn commit_cars() -> Vec<(Cid, Vec<u8>)> {
+        corpus()
+            .iter()
+            .filter_map(|f| match Frame::decode(f) {
+                Ok(Frame::Commit(c)) => Some((c.commit, c.blocks.into_owned())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// `bytes` with one byte changed, every byte three ways: `f(changed,
     /// at, how)`.
     pub(crate) fn each_damaged(bytes: &[u8], mut f: impl FnMut(&[u8], usize, u8)) {
