@@ -344,24 +344,22 @@ impl<'a> Body<'_, 'a> {
             reason,
         }
     }
+    /// [`Body::text`] as an owned string.
     fn str(&self, field: &'static str) -> Result<String, FrameError> {
-        self.map
-            .get(field)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| self.err(field, "missing or not a string"))
+        self.text(field).map(Cow::into_owned)
     }
+    /// [`Body::opt_text`] as an owned string.
     fn opt_str(&self, field: &'static str) -> Result<Option<String>, FrameError> {
-        opt_string(self.map.get(field)).ok_or_else(|| self.err(field, "not a string"))
+        Ok(self.opt_text(field)?.map(Cow::into_owned))
     }
-    /// [`Body::str`] borrowed from the message.
+    /// A string field, borrowed from the message.
     fn text(&self, field: &'static str) -> Result<Cow<'a, str>, FrameError> {
         match self.map.get(field) {
             Some(Value::String(s)) => Ok(s.clone()),
             _ => Err(self.err(field, "missing or not a string")),
         }
     }
-    /// [`Body::opt_str`] borrowed from the message.
+    /// A string field that may be null or absent, borrowed from the message.
     fn opt_text(&self, field: &'static str) -> Result<Option<Cow<'a, str>>, FrameError> {
         opt_text(self.map.get(field)).ok_or_else(|| self.err(field, "not a string"))
     }
@@ -392,16 +390,8 @@ impl<'a> Body<'_, 'a> {
     }
 }
 
-/// A field that is a string, null or absent; `None` for anything else.
-fn opt_string(v: Option<&Value<'_>>) -> Option<Option<String>> {
-    match v {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::String(s)) => Some(Some(s.to_string())),
-        Some(_) => None,
-    }
-}
-
-/// [`opt_string`] borrowed from the message.
+/// A field that is a string (borrowed from the message), null or absent;
+/// `None` for anything else.
 fn opt_text<'a>(v: Option<&Value<'a>>) -> Option<Option<Cow<'a, str>>> {
     match v {
         None | Some(Value::Null) => Some(None),

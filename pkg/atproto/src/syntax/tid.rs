@@ -43,6 +43,12 @@ fn digit(c: u8) -> Option<u64> {
     }
 }
 
+/// The integer a checked TID string encodes.
+fn value(s: &str) -> u64 {
+    s.bytes()
+        .fold(0u64, |acc, c| (acc << 5) | digit(c).unwrap_or(0))
+}
+
 pub(crate) fn check(s: &str) -> Result<(), &'static str> {
     let b = s.as_bytes();
     if b.len() != LEN {
@@ -104,17 +110,12 @@ impl Tid {
     /// checks it, without making a `Tid` (no allocation).
     pub fn value_of(s: &str) -> Option<u64> {
         check(s).ok()?;
-        Some(
-            s.bytes()
-                .fold(0u64, |acc, c| (acc << 5) | digit(c).unwrap_or(0)),
-        )
+        Some(value(s))
     }
 
     /// The 64-bit integer value (top bit always zero).
     pub fn to_u64(&self) -> u64 {
-        self.0
-            .bytes()
-            .fold(0u64, |acc, c| (acc << 5) | digit(c).unwrap_or(0))
+        value(&self.0)
     }
 
     /// Microseconds since the Unix epoch, the creation time the TID claims.
