@@ -327,6 +327,34 @@ impl Cid {
     pub fn to_text(&self) -> String {
         self.text(&mut [0; TEXT_MAX]).to_owned()
     }
+
+    /// The string form held inline, without an allocation.
+    pub fn text_inline(&self) -> CidText {
+        let mut buf = [0; TEXT_MAX];
+        let len = self.text(&mut buf).len();
+        CidText { buf, len }
+    }
+}
+
+/// A CID's string form held inline ([`Cid::text_inline`]).
+#[derive(Clone, Copy)]
+pub struct CidText {
+    buf: [u8; TEXT_MAX],
+    len: usize,
+}
+
+impl CidText {
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        // `Cid::text` wrote only the ASCII alphabet.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for CidText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 impl fmt::Display for Cid {

@@ -108,7 +108,12 @@ fn decode(dirs: &[String]) -> Result<serde_json::Value, BoxError> {
             version,
             0,
             None,
-            Rows::default,
+            || {
+                // As the worker keeps them (`Rows::keep_encoded`).
+                let mut rows = Rows::default();
+                rows.keep_encoded();
+                rows
+            },
             |rows: Rows| {
                 rows.encode_into(&mut encoded);
                 for (_, b) in &mut encoded {

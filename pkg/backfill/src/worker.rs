@@ -242,6 +242,8 @@ impl Rowsink {
     fn new_rows(&self) -> Rows {
         let mut rows = Rows::default();
         rows.keep_raw_records(self.raw_records);
+        // The writer takes the rows as RowBinary: written so as they are walked.
+        rows.keep_encoded();
         if let Some(tap) = &self.tap {
             rows.keep_for_tap(tap.extras());
         }

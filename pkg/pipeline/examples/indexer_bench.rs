@@ -379,6 +379,8 @@ fn decode_only(args: &Args, kind: &str) -> Result<serde_json::Value, BoxError> {
     let mut decoder = skyhouse_transform::Decoder::new(Default::default());
     let mut rows = skyhouse_transform::Rows::default();
     rows.keep_raw_records(args.raw_records);
+    // As the indexer's decode task keeps them (`Rows::keep_encoded`).
+    rows.keep_encoded();
     let mut encoded: Vec<(&'static str, Vec<u8>)> = Vec::new();
     let (mut events, mut ops, mut bytes) = (0u64, 0u64, 0u64);
     let mut flush = |rows: &mut skyhouse_transform::Rows, last: bool| {

@@ -531,6 +531,8 @@ impl DecodeLoop {
     ) -> Result<TaskEnd, PipelineError> {
         let (mut messages, mut ops) = (0u64, 0u64);
         let mut last_upto = Pos::default();
+        // The next group's empty rows, their buffers sized like the last group's.
+        let mut next_rows: Option<Rows> = None;
         // Messages taken off the channel, not decoded yet.
         let mut inbox = Vec::new().into_iter();
         loop {
@@ -553,11 +555,16 @@ impl DecodeLoop {
                 }
             };
             let received = Instant::now();
-            let mut rows = Rows::default();
-            rows.keep_raw_records(self.raw_records);
-            if let Some(tap) = &self.tap {
-                rows.keep_for_tap(tap.extras());
-            }
+            let mut rows = next_rows.take().unwrap_or_else(|| {
+                let mut rows = Rows::default();
+                rows.keep_raw_records(self.raw_records);
+                // The writer takes the rows as RowBinary: written so as they are decoded.
+                rows.keep_encoded();
+                if let Some(tap) = &self.tap {
+                    rows.keep_for_tap(tap.extras());
+                }
+                rows
+            });
             let mut upto: Option<Pos> = None;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
@@ -627,6 +634,7 @@ impl DecodeLoop {
                 // The writer needs none of it (the CBOR copies are freed now).
                 rows.tap = Vec::new();
             }
+            next_rows = Some(rows.like());
             if tx.send((rows, pos)).await.is_err() {
                 break; // the writer stopped; its error is reported by its task
             }

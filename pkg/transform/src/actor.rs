@@ -8,8 +8,8 @@
 use skyhouse_atproto::cbor::Map;
 
 use crate::rows::{
-    ActorStatusRow, ChatDeclarationRow, ContentVisibilityDeclarationRow,
-    NotificationDeclarationRow, ProfileRow,
+    actor_statuses, chat_declarations, content_visibility_declarations, notification_declarations,
+    profiles,
 };
 use crate::shape::{
     opt_blob_cid, opt_int, opt_map, opt_ref_uri, opt_string, req_bool, req_map, req_str, rkey_self,
@@ -17,8 +17,8 @@ use crate::shape::{
 };
 
 /// Lexicon: nothing required (not even `createdAt`).
-pub(crate) fn profile(m: &Map<'_>, mut row: ProfileRow) -> Check<ProfileRow> {
-    rkey_self(&row.rkey)?;
+pub(crate) fn profile<'v>(m: &'v Map<'_>, mut row: profiles::Ref<'v>) -> Check<profiles::Ref<'v>> {
+    rkey_self(row.rkey)?;
     let at = Loc::Root;
     row.display_name = opt_string(m, &at, "displayName")?;
     row.description = opt_string(m, &at, "description")?;
@@ -36,17 +36,20 @@ const EMBED_EXTERNAL: &str = "app.bsky.embed.external";
 
 /// Lexicon: `status`, `createdAt` required; `embed` is an open union of
 /// `app.bsky.embed.external` only.
-pub(crate) fn status(m: &Map<'_>, mut row: ActorStatusRow) -> Check<ActorStatusRow> {
-    rkey_self(&row.rkey)?;
+pub(crate) fn status<'v>(
+    m: &'v Map<'_>,
+    mut row: actor_statuses::Ref<'v>,
+) -> Check<actor_statuses::Ref<'v>> {
+    rkey_self(row.rkey)?;
     let at = Loc::Root;
-    row.status = req_str(m, &at, "status")?.to_owned();
+    row.status = req_str(m, &at, "status")?.into();
     if let Some(embed) = opt_map(m, &at, "embed")? {
         let embed_at = at.key("embed");
         let t = req_str(embed, &embed_at, "$type")?;
         if t == EMBED_EXTERNAL || t == "app.bsky.embed.external#main" {
             let external_at = embed_at.key("external");
             let external = req_map(embed, &embed_at, "external")?;
-            row.embed_uri = req_str(external, &external_at, "uri")?.to_owned();
+            row.embed_uri = req_str(external, &external_at, "uri")?.into();
         }
     }
     row.duration_minutes = opt_int(m, &at, "durationMinutes")?
@@ -55,33 +58,33 @@ pub(crate) fn status(m: &Map<'_>, mut row: ActorStatusRow) -> Check<ActorStatusR
 }
 
 /// Lexicon: `allowIncoming` required.
-pub(crate) fn chat_declaration(
-    m: &Map<'_>,
-    mut row: ChatDeclarationRow,
-) -> Check<ChatDeclarationRow> {
-    rkey_self(&row.rkey)?;
+pub(crate) fn chat_declaration<'v>(
+    m: &'v Map<'_>,
+    mut row: chat_declarations::Ref<'v>,
+) -> Check<chat_declarations::Ref<'v>> {
+    rkey_self(row.rkey)?;
     let at = Loc::Root;
-    row.allow_incoming = req_str(m, &at, "allowIncoming")?.to_owned();
+    row.allow_incoming = req_str(m, &at, "allowIncoming")?.into();
     row.allow_group_invites = opt_string(m, &at, "allowGroupInvites")?;
     Ok(row)
 }
 
 /// Lexicon: `allowSubscriptions` required.
-pub(crate) fn notification_declaration(
-    m: &Map<'_>,
-    mut row: NotificationDeclarationRow,
-) -> Check<NotificationDeclarationRow> {
-    rkey_self(&row.rkey)?;
-    row.allow_subscriptions = req_str(m, &Loc::Root, "allowSubscriptions")?.to_owned();
+pub(crate) fn notification_declaration<'v>(
+    m: &'v Map<'_>,
+    mut row: notification_declarations::Ref<'v>,
+) -> Check<notification_declarations::Ref<'v>> {
+    rkey_self(row.rkey)?;
+    row.allow_subscriptions = req_str(m, &Loc::Root, "allowSubscriptions")?.into();
     Ok(row)
 }
 
 /// Lexicon: `hideFromAlgorithmicRecommendations` (boolean) required.
-pub(crate) fn content_visibility(
-    m: &Map<'_>,
-    mut row: ContentVisibilityDeclarationRow,
-) -> Check<ContentVisibilityDeclarationRow> {
-    rkey_self(&row.rkey)?;
+pub(crate) fn content_visibility<'v>(
+    m: &'v Map<'_>,
+    mut row: content_visibility_declarations::Ref<'v>,
+) -> Check<content_visibility_declarations::Ref<'v>> {
+    rkey_self(row.rkey)?;
     row.hide_from_algorithmic_recommendations = u8::from(req_bool(
         m,
         &Loc::Root,

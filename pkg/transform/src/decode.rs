@@ -938,6 +938,11 @@ mod tests {
         fast_rows.encode_into(&mut a);
         slow_rows.encode_into(&mut b);
         assert_eq!(a, b, "{text}");
+        let mut kept = Rows::default();
+        kept.keep_encoded();
+        let kept_report = Decoder::default().jetstream(line, &mut kept);
+        assert_eq!(format!("{fast:?}"), format!("{kept_report:?}"), "{text}");
+        assert_eq!(encoded(&fast_rows), encoded(&kept), "{text}");
         assert_eq!(
             fast_rows
                 .dead_letters
@@ -952,6 +957,43 @@ mod tests {
             "{text}"
         );
         fast
+    }
+
+    /// Every row of `rows`, encoded.
+    fn encoded(rows: &Rows) -> crate::Encoded {
+        let mut e = crate::Encoded::default();
+        e.add(rows);
+        e
+    }
+
+    #[test]
+    fn real_firehose_frames_give_the_same_rows_kept_encoded_as_structs() {
+        use std::io::Read;
+        TEST_CLOCK_US.with(|c| c.set(Some(1_783_175_888_123_456)));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../atproto/testdata/jetstream/frames.bin.zst");
+        let mut raw = Vec::new();
+        zstd::stream::read::Decoder::new(&std::fs::read(path).expect("corpus")[..])
+            .expect("zstd")
+            .read_to_end(&mut raw)
+            .expect("unzstd");
+        let (mut structs, mut kept) = (Decoder::default(), Decoder::default());
+        let (mut frames, mut ops, mut pos) = (0, 0, 0);
+        while pos < raw.len() {
+            let len = u32::from_le_bytes(raw[pos..pos + 4].try_into().expect("len")) as usize;
+            let frame = &raw[pos + 4..pos + 4 + len];
+            pos += 4 + len;
+            let mut a = Rows::default();
+            let mut b = Rows::default();
+            b.keep_encoded();
+            let da = structs.firehose(frame, Verify::Off, &mut a);
+            let db = kept.firehose(frame, Verify::Off, &mut b);
+            assert_eq!(format!("{da:?}"), format!("{db:?}"), "frame {frames}");
+            assert_eq!(encoded(&a), encoded(&b), "frame {frames}");
+            assert!(b.records.is_empty() && b.typed_len() == a.typed_len());
+            (frames, ops) = (frames + 1, ops + da.ops);
+        }
+        assert!(frames >= 150 && ops >= 140, "{frames} frames, {ops} ops");
     }
 
     #[test]

@@ -132,7 +132,25 @@ impl Encoded {
         self.bytes
     }
 
-    /// Encode and add every row of `rows`.
+    /// Rows of the table at `index` in [`table_names`] order.
+    pub(crate) fn table_len(&self, index: usize) -> usize {
+        self.tables.get(index).map_or(0, TableRows::len)
+    }
+
+    /// Append one row to the table at `index` in [`table_names`] order:
+    /// `write` appends its columns. Returns the row's bytes.
+    pub(crate) fn push_row(&mut self, index: usize, write: impl FnOnce(&mut Vec<u8>)) -> usize {
+        let t = &mut self.tables[index];
+        let before = t.data.len();
+        t.push_with(write);
+        let n = t.data.len() - before;
+        self.rows += 1;
+        self.bytes += n;
+        n
+    }
+
+    /// Encode and add every row of `rows` (those it keeps encoded,
+    /// [`Rows::keep_encoded`], are copied).
     pub fn add(&mut self, rows: &Rows) {
         fn put<R: TableRow>(rows: &[R], t: &mut TableRows) {
             for r in rows {
@@ -147,8 +165,12 @@ impl Encoded {
         put(&rows.accounts, &mut self.tables[typed + 2]);
         put(&rows.dead_letters, &mut self.tables[typed + 3]);
         let after: usize = self.tables.iter().map(|t| t.data.len()).sum();
-        self.rows += rows.len();
+        let kept = rows.encoded();
+        self.rows += rows.len() - kept.map_or(0, Encoded::len);
         self.bytes += after - before;
+        if let Some(kept) = kept {
+            self.extend(kept);
+        }
     }
 
     /// Add every row of `other`.

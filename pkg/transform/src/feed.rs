@@ -2,7 +2,9 @@
 
 use skyhouse_atproto::cbor::Map;
 
-use crate::rows::{FeedGeneratorRow, LikeRow, PostgateRow, RepostRow, ThreadgateRow};
+use std::borrow::Cow;
+
+use crate::rows::{feed_generators, likes, postgates, reposts, threadgates};
 use crate::shape::{
     as_map, at_uri, did, each_str, field, opt_array, opt_blob_cid, opt_bool, opt_ref_uri,
     opt_string, req_fmt, req_map, req_str, self_labels, strong_ref, uri_did, Check, Loc,
@@ -10,15 +12,17 @@ use crate::shape::{
 
 /// `subject` (strongRef) and optional `via` (strongRef) of a like or a repost:
 /// `(subject_uri, subject_cid, subject_did, via_uri)`.
-fn subject_via(m: &Map<'_>) -> Check<(String, String, String, String)> {
+type SubjectVia<'v> = (Cow<'v, str>, Cow<'v, str>, Cow<'v, str>, Cow<'v, str>);
+
+fn subject_via<'v>(m: &'v Map<'_>) -> Check<SubjectVia<'v>> {
     let at = Loc::Root;
     let (uri, cid) = strong_ref(req_map(m, &at, "subject")?, &at.key("subject"))?;
     let via = opt_ref_uri(m, &at, "via")?;
-    Ok((uri.to_owned(), cid.to_owned(), uri_did(uri).to_owned(), via))
+    Ok((uri.into(), cid.into(), uri_did(uri).into(), via))
 }
 
 /// Lexicon: `subject` (strongRef) and `createdAt` required, `via` optional.
-pub(crate) fn like(m: &Map<'_>, mut row: LikeRow) -> Check<LikeRow> {
+pub(crate) fn like<'v>(m: &'v Map<'_>, mut row: likes::Ref<'v>) -> Check<likes::Ref<'v>> {
     (
         row.subject_uri,
         row.subject_cid,
@@ -29,7 +33,7 @@ pub(crate) fn like(m: &Map<'_>, mut row: LikeRow) -> Check<LikeRow> {
 }
 
 /// Lexicon: as a like.
-pub(crate) fn repost(m: &Map<'_>, mut row: RepostRow) -> Check<RepostRow> {
+pub(crate) fn repost<'v>(m: &'v Map<'_>, mut row: reposts::Ref<'v>) -> Check<reposts::Ref<'v>> {
     (
         row.subject_uri,
         row.subject_cid,
@@ -40,10 +44,13 @@ pub(crate) fn repost(m: &Map<'_>, mut row: RepostRow) -> Check<RepostRow> {
 }
 
 /// Lexicon: `did`, `displayName`, `createdAt` required.
-pub(crate) fn generator(m: &Map<'_>, mut row: FeedGeneratorRow) -> Check<FeedGeneratorRow> {
+pub(crate) fn generator<'v>(
+    m: &'v Map<'_>,
+    mut row: feed_generators::Ref<'v>,
+) -> Check<feed_generators::Ref<'v>> {
     let at = Loc::Root;
     row.service_did = req_fmt(m, &at, "did", did)?;
-    row.display_name = req_str(m, &at, "displayName")?.to_owned();
+    row.display_name = req_str(m, &at, "displayName")?.into();
     row.description = opt_string(m, &at, "description")?;
     row.avatar_cid = opt_blob_cid(m, &at, "avatar")?;
     row.accepts_interactions = u8::from(opt_bool(m, &at, "acceptsInteractions")? == Some(true));
@@ -57,7 +64,10 @@ const LIST_RULE: &str = "app.bsky.feed.threadgate#listRule";
 
 /// Lexicon: `post` and `createdAt` required; `allow` is an array of an open
 /// union of rules, where absent (anybody may reply) differs from empty (nobody).
-pub(crate) fn threadgate(m: &Map<'_>, mut row: ThreadgateRow) -> Check<ThreadgateRow> {
+pub(crate) fn threadgate<'v>(
+    m: &'v Map<'_>,
+    mut row: threadgates::Ref<'v>,
+) -> Check<threadgates::Ref<'v>> {
     let at = Loc::Root;
     row.post_uri = req_fmt(m, &at, "post", at_uri)?;
     if field(m, "allow").is_some() {
@@ -72,17 +82,17 @@ pub(crate) fn threadgate(m: &Map<'_>, mut row: ThreadgateRow) -> Check<Threadgat
             if t == LIST_RULE {
                 let list = req_str(rule, &rule_at, "list")?;
                 at_uri(list, &rule_at.key("list"))?;
-                row.allow.push(format!("list:{list}"));
+                row.allow.push(format!("list:{list}").into());
             } else {
                 row.allow
-                    .push(t.strip_prefix(THREADGATE_RULE).unwrap_or(t).to_owned());
+                    .push(t.strip_prefix(THREADGATE_RULE).unwrap_or(t).into());
             }
         }
     }
     let hidden = opt_array(m, &at, "hiddenReplies")?;
     row.hidden_replies.reserve_exact(hidden.len());
     each_str(hidden, &at.key("hiddenReplies"), at_uri, |s| {
-        row.hidden_replies.push(s.to_owned())
+        row.hidden_replies.push(s.into())
     })?;
     Ok(row)
 }
@@ -91,13 +101,16 @@ const DISABLE_RULE: &str = "app.bsky.feed.postgate#disableRule";
 
 /// Lexicon: `post` and `createdAt` required; `embeddingRules` is an array of
 /// an open union (only `#disableRule` is known).
-pub(crate) fn postgate(m: &Map<'_>, mut row: PostgateRow) -> Check<PostgateRow> {
+pub(crate) fn postgate<'v>(
+    m: &'v Map<'_>,
+    mut row: postgates::Ref<'v>,
+) -> Check<postgates::Ref<'v>> {
     let at = Loc::Root;
     row.post_uri = req_fmt(m, &at, "post", at_uri)?;
     let detached = opt_array(m, &at, "detachedEmbeddingUris")?;
     row.detached_embedding_uris.reserve_exact(detached.len());
     each_str(detached, &at.key("detachedEmbeddingUris"), at_uri, |s| {
-        row.detached_embedding_uris.push(s.to_owned())
+        row.detached_embedding_uris.push(s.into())
     })?;
     let rules_at = at.key("embeddingRules");
     for (i, rule) in opt_array(m, &at, "embeddingRules")?.iter().enumerate() {

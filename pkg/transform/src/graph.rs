@@ -2,9 +2,7 @@
 
 use skyhouse_atproto::cbor::{Map, Value};
 
-use crate::rows::{
-    BlockRow, FollowRow, ListBlockRow, ListItemRow, ListRow, StarterPackRow, VerificationRow,
-};
+use crate::rows::{blocks, follows, list_blocks, list_items, lists, starter_packs, verifications};
 use crate::shape::{
     as_map, at_uri, did, field, handle, opt_array, opt_blob_cid, opt_ref_uri, opt_string, req_fmt,
     req_str, self_labels, Check, Loc,
@@ -14,7 +12,7 @@ use crate::shape::{
 /// optional. Follows written before the March 2023 schema change have
 /// `subject: {did, declarationCid}` instead; they still sit in old
 /// repositories, so the legacy form is read too.
-pub(crate) fn follow(m: &Map<'_>, mut row: FollowRow) -> Check<FollowRow> {
+pub(crate) fn follow<'v>(m: &'v Map<'_>, mut row: follows::Ref<'v>) -> Check<follows::Ref<'v>> {
     let at = Loc::Root;
     row.subject_did = match field(m, "subject") {
         Some(Value::Map(legacy)) => req_fmt(legacy, &at.key("subject"), "did", did)?,
@@ -25,16 +23,16 @@ pub(crate) fn follow(m: &Map<'_>, mut row: FollowRow) -> Check<FollowRow> {
 }
 
 /// Lexicon: `subject` (DID) and `createdAt` required.
-pub(crate) fn block(m: &Map<'_>, mut row: BlockRow) -> Check<BlockRow> {
+pub(crate) fn block<'v>(m: &'v Map<'_>, mut row: blocks::Ref<'v>) -> Check<blocks::Ref<'v>> {
     row.subject_did = req_fmt(m, &Loc::Root, "subject", did)?;
     Ok(row)
 }
 
 /// Lexicon: `name`, `purpose`, `createdAt` required.
-pub(crate) fn list(m: &Map<'_>, mut row: ListRow) -> Check<ListRow> {
+pub(crate) fn list<'v>(m: &'v Map<'_>, mut row: lists::Ref<'v>) -> Check<lists::Ref<'v>> {
     let at = Loc::Root;
-    row.name = req_str(m, &at, "name")?.to_owned();
-    row.purpose = req_str(m, &at, "purpose")?.to_owned();
+    row.name = req_str(m, &at, "name")?.into();
+    row.purpose = req_str(m, &at, "purpose")?.into();
     row.description = opt_string(m, &at, "description")?;
     row.avatar_cid = opt_blob_cid(m, &at, "avatar")?;
     row.labels = self_labels(m, &at)?;
@@ -42,7 +40,10 @@ pub(crate) fn list(m: &Map<'_>, mut row: ListRow) -> Check<ListRow> {
 }
 
 /// Lexicon: `subject` (DID), `list` (AT-URI), `createdAt` required.
-pub(crate) fn list_item(m: &Map<'_>, mut row: ListItemRow) -> Check<ListItemRow> {
+pub(crate) fn list_item<'v>(
+    m: &'v Map<'_>,
+    mut row: list_items::Ref<'v>,
+) -> Check<list_items::Ref<'v>> {
     let at = Loc::Root;
     row.list_uri = req_fmt(m, &at, "list", at_uri)?;
     row.subject_did = req_fmt(m, &at, "subject", did)?;
@@ -50,16 +51,22 @@ pub(crate) fn list_item(m: &Map<'_>, mut row: ListItemRow) -> Check<ListItemRow>
 }
 
 /// Lexicon: `subject` (AT-URI of a list) and `createdAt` required.
-pub(crate) fn list_block(m: &Map<'_>, mut row: ListBlockRow) -> Check<ListBlockRow> {
+pub(crate) fn list_block<'v>(
+    m: &'v Map<'_>,
+    mut row: list_blocks::Ref<'v>,
+) -> Check<list_blocks::Ref<'v>> {
     row.subject_list_uri = req_fmt(m, &Loc::Root, "subject", at_uri)?;
     Ok(row)
 }
 
 /// Lexicon: `name`, `list` (AT-URI), `createdAt` required; `feeds[]` are
 /// `{uri}` objects.
-pub(crate) fn starter_pack(m: &Map<'_>, mut row: StarterPackRow) -> Check<StarterPackRow> {
+pub(crate) fn starter_pack<'v>(
+    m: &'v Map<'_>,
+    mut row: starter_packs::Ref<'v>,
+) -> Check<starter_packs::Ref<'v>> {
     let at = Loc::Root;
-    row.name = req_str(m, &at, "name")?.to_owned();
+    row.name = req_str(m, &at, "name")?.into();
     row.description = opt_string(m, &at, "description")?;
     row.list_uri = req_fmt(m, &at, "list", at_uri)?;
     let feeds_at = at.key("feeds");
@@ -74,10 +81,13 @@ pub(crate) fn starter_pack(m: &Map<'_>, mut row: StarterPackRow) -> Check<Starte
 }
 
 /// Lexicon: `subject` (DID), `handle`, `displayName`, `createdAt` required.
-pub(crate) fn verification(m: &Map<'_>, mut row: VerificationRow) -> Check<VerificationRow> {
+pub(crate) fn verification<'v>(
+    m: &'v Map<'_>,
+    mut row: verifications::Ref<'v>,
+) -> Check<verifications::Ref<'v>> {
     let at = Loc::Root;
     row.subject_did = req_fmt(m, &at, "subject", did)?;
     row.handle = req_fmt(m, &at, "handle", handle)?;
-    row.display_name = req_str(m, &at, "displayName")?.to_owned();
+    row.display_name = req_str(m, &at, "displayName")?.into();
     Ok(row)
 }

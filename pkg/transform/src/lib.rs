@@ -227,49 +227,44 @@ pub fn apply_with_cbor(op: &Op<'_>, cbor: Option<&[u8]>, rows: &mut Rows) {
         if let Some(table) = table {
             rows.push_tombstone(table, &key);
         }
-        rows.push_record(record_row(op, String::new(), 1, key.times, String::new()));
+        rows.push_record(record_cols(op, &key, ""));
         return;
     }
 
-    let cid = op.cid.as_ref().map(Cid::to_text).unwrap_or_default();
+    let cid = op.cid.as_ref().map(Cid::text_inline);
     let key = Key {
         did: op.did,
         rkey: op.rkey,
-        cid: &cid,
+        cid: cid.as_ref().map_or("", |c| c.as_str()),
         version: op.version,
         deleted: 0,
         times: Times::of_record(op.record, op.indexed_at),
         action: rows::action_code(op.action),
     };
-    let keep_json =
-        rows.raw_records().keeps(table.is_some()) || rows.tap_extras() != TapExtras::Off;
-    let json = match op.record {
-        Some(r) if keep_json => lex_json(r),
-        _ => String::new(),
-    };
-
     if let Err(invalid) = typed(op, table, &key, rows) {
-        let payload = match op.record {
-            Some(r) if !keep_json => lex_json(r),
-            _ => json.clone(),
-        };
         rows.push_dead_letter(DeadLetterRow {
             source: DEAD_LETTER_SOURCE.to_owned(),
             did: op.did.to_owned(),
             collection: op.collection.to_owned(),
             rkey: op.rkey.to_owned(),
-            cid: cid.clone(),
+            cid: key.cid.to_owned(),
             version: op.version,
             reason: invalid.to_string(),
-            payload,
+            payload: op.record.map(lex_json).unwrap_or_default(),
             at: op.indexed_at,
         });
         if let Some(table) = table {
             rows.push_tombstone(table, &key);
         }
     }
-    let times = key.times;
-    rows.push_record(record_row(op, cid, 0, times, json));
+    let keep_json =
+        rows.raw_records().keeps(table.is_some()) || rows.tap_extras() != TapExtras::Off;
+    match op.record {
+        Some(r) if keep_json => {
+            with_lex_json(r, |json| rows.push_record(record_cols(op, &key, json)))
+        }
+        _ => rows.push_record(record_cols(op, &key, "")),
+    }
 }
 
 /// Check the record and add its typed row, if its collection has a table.
@@ -310,32 +305,36 @@ thread_local! {
 /// Largest scratch buffer kept between calls (a huge record's buffer is dropped).
 const JSON_SCRATCH_KEEP: usize = 64 << 10;
 
-/// The record as lex-JSON.
-fn lex_json(record: &Value<'_>) -> String {
+/// `f` of the record as lex-JSON, written into a reused buffer.
+fn with_lex_json<R>(record: &Value<'_>, f: impl FnOnce(&str) -> R) -> R {
     JSON_SCRATCH.with(|scratch| {
         let mut buf = scratch.borrow_mut();
         buf.clear();
         skyhouse_atproto::json::write_json(record, &mut buf);
-        let json = buf.as_str().to_owned();
+        let out = f(buf.as_str());
         if buf.capacity() > JSON_SCRATCH_KEEP {
             *buf = String::new();
         }
-        json
+        out
     })
 }
 
-fn record_row(op: &Op<'_>, cid: String, deleted: u8, times: Times, record: String) -> RecordRow {
-    RecordRow {
-        did: op.did.to_owned(),
-        collection: op.collection.to_owned(),
-        rkey: op.rkey.to_owned(),
-        cid,
+/// The record as lex-JSON.
+fn lex_json(record: &Value<'_>) -> String {
+    with_lex_json(record, str::to_owned)
+}
+
+/// The `records` row of an operation: `key`'s CID, version and times.
+fn record_cols<'a>(op: &Op<'a>, key: &Key<'a>, json: &'a str) -> rows::RecordCols<'a> {
+    rows::RecordCols {
+        did: op.did,
+        collection: op.collection,
+        rkey: op.rkey,
+        cid: key.cid,
         version: op.version,
-        deleted,
-        created_at: times.created_at,
-        indexed_at: times.indexed_at,
-        sort_at: times.sort_at,
-        record,
+        deleted: key.deleted,
+        times: key.times,
+        record: json,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use skyhouse_atproto::cbor::{Map, Value};
 
-use crate::rows::PostRow;
+use crate::rows::posts::Ref as PostRow;
 use crate::shape::{
     any, as_map, did, each_str, field, opt_array, opt_map, push_unique, req_array, req_map,
     req_str, self_labels, strong_ref, Check, Loc,
@@ -15,26 +15,24 @@ const FACET_TAG: &str = "app.bsky.richtext.facet#tag";
 /// Lexicon: `text` and `createdAt` required; `reply` needs `root` and
 /// `parent` strongRefs; `embed` and facet features are open unions (unknown
 /// `$type`s are kept as `embed_kind` or skipped).
-pub(crate) fn post(m: &Map<'_>, mut row: PostRow) -> Check<PostRow> {
+pub(crate) fn post<'v>(m: &'v Map<'_>, mut row: PostRow<'v>) -> Check<PostRow<'v>> {
     let at = Loc::Root;
-    row.text = req_str(m, &at, "text")?.to_owned();
+    row.text = req_str(m, &at, "text")?.into();
 
     let langs = opt_array(m, &at, "langs")?;
     row.langs.reserve_exact(langs.len());
-    each_str(langs, &at.key("langs"), any, |s| {
-        row.langs.push(s.to_owned())
-    })?;
+    each_str(langs, &at.key("langs"), any, |s| row.langs.push(s.into()))?;
 
     if let Some(reply) = opt_map(m, &at, "reply")? {
         let reply_at = at.key("reply");
         let root_at = reply_at.key("root");
         let (uri, cid) = strong_ref(req_map(reply, &reply_at, "root")?, &root_at)?;
-        row.reply_root_uri = uri.to_owned();
-        row.reply_root_cid = cid.to_owned();
+        row.reply_root_uri = uri.into();
+        row.reply_root_cid = cid.into();
         let parent_at = reply_at.key("parent");
         let (uri, cid) = strong_ref(req_map(reply, &reply_at, "parent")?, &parent_at)?;
-        row.reply_parent_uri = uri.to_owned();
-        row.reply_parent_cid = cid.to_owned();
+        row.reply_parent_uri = uri.into();
+        row.reply_parent_cid = cid.into();
     }
 
     if let Some(embed) = opt_map(m, &at, "embed")? {
@@ -59,9 +57,9 @@ fn embed_kind(t: &str) -> &str {
     t.strip_prefix("app.bsky.embed.").unwrap_or(t)
 }
 
-fn embed_fields(embed: &Map<'_>, at: &Loc<'_>, row: &mut PostRow) -> Check<()> {
+fn embed_fields<'v>(embed: &'v Map<'_>, at: &Loc<'_>, row: &mut PostRow<'v>) -> Check<()> {
     let kind = embed_kind(req_str(embed, at, "$type")?);
-    row.embed_kind = kind.to_owned();
+    row.embed_kind = kind.into();
     match kind {
         "record" => quote(embed, at, row),
         "recordWithMedia" => {
@@ -77,21 +75,26 @@ fn embed_fields(embed: &Map<'_>, at: &Loc<'_>, row: &mut PostRow) -> Check<()> {
 }
 
 /// `app.bsky.embed.record`: `{record: strongRef}`.
-fn quote(embed: &Map<'_>, at: &Loc<'_>, row: &mut PostRow) -> Check<()> {
+fn quote<'v>(embed: &'v Map<'_>, at: &Loc<'_>, row: &mut PostRow<'v>) -> Check<()> {
     let (uri, cid) = strong_ref(req_map(embed, at, "record")?, &at.key("record"))?;
-    row.quote_uri = uri.to_owned();
-    row.quote_cid = cid.to_owned();
+    row.quote_uri = uri.into();
+    row.quote_cid = cid.into();
     Ok(())
 }
 
-fn media_fields(kind: &str, media: &Map<'_>, at: &Loc<'_>, row: &mut PostRow) -> Check<()> {
+fn media_fields<'v>(
+    kind: &str,
+    media: &'v Map<'_>,
+    at: &Loc<'_>,
+    row: &mut PostRow<'v>,
+) -> Check<()> {
     match kind {
         "images" => row.image_count = count(req_array(media, at, "images")?),
         "gallery" => row.image_count = count(req_array(media, at, "items")?),
         "external" => {
             let external_at = at.key("external");
             let external = req_map(media, at, "external")?;
-            row.external_uri = req_str(external, &external_at, "uri")?.to_owned();
+            row.external_uri = req_str(external, &external_at, "uri")?.into();
         }
         // video (nothing to extract) and foreign media types
         _ => {}
@@ -104,7 +107,7 @@ fn count(items: &[Value<'_>]) -> u8 {
 }
 
 /// `facets[].features[]`: mentions (DID checked), links, tags.
-fn facets(m: &Map<'_>, at: &Loc<'_>, row: &mut PostRow) -> Check<()> {
+fn facets<'v>(m: &'v Map<'_>, at: &Loc<'_>, row: &mut PostRow<'v>) -> Check<()> {
     let facets_at = at.key("facets");
     for (i, facet) in opt_array(m, at, "facets")?.iter().enumerate() {
         let facet_at = facets_at.index(i);
@@ -130,7 +133,7 @@ fn facets(m: &Map<'_>, at: &Loc<'_>, row: &mut PostRow) -> Check<()> {
 
 /// The deprecated `entities` of 2022–23 posts (`{type: mention|link, value}`):
 /// read for mentions and links, never rejected (malformed entries are skipped).
-fn entities(m: &Map<'_>, row: &mut PostRow) {
+fn entities<'v>(m: &'v Map<'_>, row: &mut PostRow<'v>) {
     let Some(Value::Array(entities)) = field(m, "entities") else {
         return;
     };

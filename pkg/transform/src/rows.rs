@@ -4,6 +4,9 @@
 //! `schema` test holds the two together). Every typed table starts with the
 //! same eight key and time columns; [`typed_tables!`] writes them once.
 
+use std::borrow::Cow;
+
+use crate::encoded::Encoded;
 use crate::shape::Check;
 use crate::time::Times;
 use skyhouse_atproto::cbor::Map;
@@ -35,20 +38,40 @@ pub(crate) fn put_varint(mut n: usize, out: &mut Vec<u8>) {
     out.push(n as u8);
 }
 
+/// Append a string column: its length, then its bytes.
+#[inline]
+fn put_str(s: &str, out: &mut Vec<u8>) {
+    put_varint(s.len(), out);
+    out.extend_from_slice(s.as_bytes());
+}
+
 impl WriteRowBinary for String {
     #[inline]
     fn put(&self, out: &mut Vec<u8>) {
-        put_varint(self.len(), out);
-        out.extend_from_slice(self.as_bytes());
+        put_str(self, out);
     }
 }
 
-impl WriteRowBinary for Vec<String> {
+impl WriteRowBinary for &str {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        put_str(self, out);
+    }
+}
+
+impl WriteRowBinary for Cow<'_, str> {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        put_str(self, out);
+    }
+}
+
+impl<S: AsRef<str>> WriteRowBinary for Vec<S> {
     #[inline]
     fn put(&self, out: &mut Vec<u8>) {
         put_varint(self.len(), out);
         for s in self {
-            s.put(out);
+            put_str(s.as_ref(), out);
         }
     }
 }
@@ -86,17 +109,79 @@ fn varint_len(n: usize) -> usize {
     bits.div_ceil(7) as usize
 }
 
+/// Bytes of a string column.
+#[inline]
+fn str_len(s: &str) -> usize {
+    varint_len(s.len()) + s.len()
+}
+
 impl EncodedLen for String {
     #[inline]
     fn encoded_len(&self) -> usize {
-        varint_len(self.len()) + self.len()
+        str_len(self)
     }
 }
 
-impl EncodedLen for Vec<String> {
+impl EncodedLen for &str {
     #[inline]
     fn encoded_len(&self) -> usize {
-        varint_len(self.len()) + self.iter().map(EncodedLen::encoded_len).sum::<usize>()
+        str_len(self)
+    }
+}
+
+impl EncodedLen for Cow<'_, str> {
+    #[inline]
+    fn encoded_len(&self) -> usize {
+        str_len(self)
+    }
+}
+
+impl<S: AsRef<str>> EncodedLen for Vec<S> {
+    #[inline]
+    fn encoded_len(&self) -> usize {
+        varint_len(self.len()) + self.iter().map(|s| str_len(s.as_ref())).sum::<usize>()
+    }
+}
+
+/// A typed column's type in a row borrowed from its record (the typed
+/// tables' `Ref` rows, [`Rows::keep_encoded`]): the owned row's `String`s
+/// as `Cow<str>`, borrowed from the record where they can be.
+pub(crate) trait Column: Sized {
+    /// The borrowed form.
+    type Ref<'a>: Default + WriteRowBinary + EncodedLen;
+    /// The owned form of a borrowed value.
+    fn owned(r: Self::Ref<'_>) -> Self;
+}
+
+impl Column for String {
+    type Ref<'a> = Cow<'a, str>;
+    #[inline]
+    fn owned(r: Cow<'_, str>) -> String {
+        r.into_owned()
+    }
+}
+
+impl Column for Vec<String> {
+    type Ref<'a> = Vec<Cow<'a, str>>;
+    #[inline]
+    fn owned(r: Vec<Cow<'_, str>>) -> Vec<String> {
+        r.into_iter().map(Cow::into_owned).collect()
+    }
+}
+
+impl Column for u8 {
+    type Ref<'a> = u8;
+    #[inline]
+    fn owned(r: u8) -> u8 {
+        r
+    }
+}
+
+impl Column for u32 {
+    type Ref<'a> = u32;
+    #[inline]
+    fn owned(r: u32) -> u32 {
+        r
     }
 }
 
@@ -182,6 +267,51 @@ impl TableRow for RecordRow {
         self.created_at.put(out);
         self.indexed_at.put(out);
         self.sort_at.put(out);
+        self.record.put(out);
+    }
+}
+
+/// A `records` row borrowed from its operation ([`Rows::push_record`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordCols<'a> {
+    pub(crate) did: &'a str,
+    pub(crate) collection: &'a str,
+    pub(crate) rkey: &'a str,
+    pub(crate) cid: &'a str,
+    pub(crate) version: u64,
+    pub(crate) deleted: u8,
+    pub(crate) times: Times,
+    /// The record's lex-JSON, `""` when not kept.
+    pub(crate) record: &'a str,
+}
+
+impl RecordCols<'_> {
+    fn into_owned(self) -> RecordRow {
+        RecordRow {
+            did: self.did.to_owned(),
+            collection: self.collection.to_owned(),
+            rkey: self.rkey.to_owned(),
+            cid: self.cid.to_owned(),
+            version: self.version,
+            deleted: self.deleted,
+            created_at: self.times.created_at,
+            indexed_at: self.times.indexed_at,
+            sort_at: self.times.sort_at,
+            record: self.record.to_owned(),
+        }
+    }
+
+    /// As [`RecordRow::write_row_binary`] of the owned row.
+    fn write_row_binary(&self, out: &mut Vec<u8>) {
+        self.did.put(out);
+        self.collection.put(out);
+        self.rkey.put(out);
+        self.cid.put(out);
+        self.version.put(out);
+        self.deleted.put(out);
+        self.times.created_at.put(out);
+        self.times.indexed_at.put(out);
+        self.times.sort_at.put(out);
         self.record.put(out);
     }
 }
@@ -406,20 +536,67 @@ macro_rules! typed_tables {
                 }
             }
 
-            impl $row {
-                /// A row with the key and time columns set and the rest empty.
-                fn keyed(key: &Key<'_>) -> $row {
-                    $row {
-                        did: key.did.to_owned(),
-                        rkey: key.rkey.to_owned(),
-                        cid: key.cid.to_owned(),
-                        version: key.version,
-                        deleted: key.deleted,
-                        created_at: key.times.created_at,
-                        indexed_at: key.times.indexed_at,
-                        sort_at: key.times.sort_at,
-                        action: key.action,
-                        ..$row::default()
+            /// The table's row borrowed from its operation and record: what
+            /// an extractor fills ([`Rows::push_typed`]).
+            pub(crate) mod $field {
+                use super::*;
+
+                #[derive(Debug, Default)]
+                pub(crate) struct Ref<'a> {
+                    pub(crate) did: &'a str,
+                    pub(crate) rkey: &'a str,
+                    pub(crate) cid: &'a str,
+                    pub(crate) version: u64,
+                    pub(crate) deleted: u8,
+                    pub(crate) times: Times,
+                    $( pub(crate) $col: <$ty as Column>::Ref<'a>, )*
+                    pub(crate) action: u8,
+                }
+
+                impl<'a> Ref<'a> {
+                    /// A row with the key and time columns set and the rest empty.
+                    pub(crate) fn keyed(key: &Key<'a>) -> Ref<'a> {
+                        Ref {
+                            did: key.did,
+                            rkey: key.rkey,
+                            cid: key.cid,
+                            version: key.version,
+                            deleted: key.deleted,
+                            times: key.times,
+                            action: key.action,
+                            ..Ref::default()
+                        }
+                    }
+
+                    /// The owned row.
+                    pub(crate) fn into_owned(self) -> $row {
+                        $row {
+                            did: self.did.to_owned(),
+                            rkey: self.rkey.to_owned(),
+                            cid: self.cid.to_owned(),
+                            version: self.version,
+                            deleted: self.deleted,
+                            created_at: self.times.created_at,
+                            indexed_at: self.times.indexed_at,
+                            sort_at: self.times.sort_at,
+                            $( $col: Column::owned(self.$col), )*
+                            action: self.action,
+                        }
+                    }
+
+                    /// Append the row in `RowBinary`, as [`TableRow::write_row_binary`]
+                    /// of the owned row does.
+                    pub(crate) fn write_row_binary(&self, out: &mut Vec<u8>) {
+                        self.did.put(out);
+                        self.rkey.put(out);
+                        self.cid.put(out);
+                        self.version.put(out);
+                        self.deleted.put(out);
+                        self.times.created_at.put(out);
+                        self.times.indexed_at.put(out);
+                        self.times.sort_at.put(out);
+                        $( self.$col.put(out); )*
+                        self.action.put(out);
                     }
                 }
             }
@@ -493,6 +670,9 @@ macro_rules! typed_tables {
             pub tap: Vec<crate::TapOp>,
             tap_extras: crate::TapExtras,
             raw_records: crate::RawRecords,
+            /// With [`Rows::keep_encoded`]: the rows kept as `RowBinary`
+            /// instead of in the vectors above.
+            encoded: Option<Encoded>,
             bytes: usize,
         }
 
@@ -501,16 +681,18 @@ macro_rules! typed_tables {
             pub fn len(&self) -> usize {
                 self.records.len() $( + self.$field.len() )* + self.dead_letters.len()
                     + self.identities.len() + self.accounts.len()
+                    + self.encoded.as_ref().map_or(0, Encoded::len)
             }
 
             /// Rows in the typed tables (not `records`, not `dead_letters`).
             pub fn typed_len(&self) -> usize {
-                0 $( + self.$field.len() )*
+                Table::ALL.iter().map(|t| self.table_len(*t)).sum()
             }
 
             /// Rows in the given typed table.
             pub fn table_len(&self, table: Table) -> usize {
-                match table { $(Table::$variant => self.$field.len(),)* }
+                let encoded = self.encoded.as_ref().map_or(0, |e| e.table_len(table as usize + 1));
+                encoded + match table { $(Table::$variant => self.$field.len(),)* }
             }
 
             /// Move every row of `other` into `self`, leaving `other` empty.
@@ -525,14 +707,24 @@ macro_rules! typed_tables {
                 self.dead_letters.append(&mut other.dead_letters);
                 self.identities.append(&mut other.identities);
                 self.accounts.append(&mut other.accounts);
+                if let Some(o) = other.encoded.as_mut().filter(|o| !o.is_empty()) {
+                    self.encoded.get_or_insert_with(Encoded::default).extend(o);
+                    o.clear();
+                }
                 self.bytes += other.bytes;
                 other.bytes = 0;
             }
 
             /// Hand every non-empty table's rows to `sink`, table by table
             /// (`records` first, `dead_letters` last). The rows stay in
-            /// `self`; [`Rows::clear`] them once the sink is done.
+            /// `self`; [`Rows::clear`] them once the sink is done. Rows kept
+            /// encoded ([`Rows::keep_encoded`]) are not structs: they are
+            /// [`Encoded::add`]'s, and this panics if there are any.
             pub async fn drain_into<S: TableSink>(&self, sink: &mut S) -> Result<(), S::Error> {
+                assert!(
+                    self.encoded.as_ref().is_none_or(Encoded::is_empty),
+                    "Rows::drain_into of rows kept encoded"
+                );
                 if !self.records.is_empty() {
                     sink.insert(<RecordRow as TableRow>::TABLE, &self.records).await?;
                 }
@@ -579,6 +771,15 @@ macro_rules! typed_tables {
                 put(&self.identities, out);
                 put(&self.accounts, out);
                 put(&self.dead_letters, out);
+                for (table, rows) in self.encoded.iter().flat_map(Encoded::tables) {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    match out.iter_mut().find(|(t, _)| *t == table) {
+                        Some((_, buf)) => buf.extend_from_slice(rows.bytes()),
+                        None => out.push((table, rows.bytes().to_vec())),
+                    }
+                }
             }
 
             /// Drop every row, keeping the allocations.
@@ -589,6 +790,9 @@ macro_rules! typed_tables {
                 self.dead_letters.clear();
                 self.identities.clear();
                 self.accounts.clear();
+                if let Some(e) = &mut self.encoded {
+                    e.clear();
+                }
                 self.bytes = 0;
             }
 
@@ -615,9 +819,15 @@ macro_rules! typed_tables {
             ) -> Check<()> {
                 match table {
                     $(Table::$variant => {
-                        let row = $extract(record, $row::keyed(key))?;
-                        self.bytes += row.encoded_len();
-                        self.$field.push(row);
+                        let row = $extract(record, $field::Ref::keyed(key))?;
+                        match &mut self.encoded {
+                            Some(e) => self.bytes += e.push_row(table as usize + 1, |out| row.write_row_binary(out)),
+                            None => {
+                                let row = row.into_owned();
+                                self.bytes += row.encoded_len();
+                                self.$field.push(row);
+                            }
+                        }
                     })*
                 }
                 Ok(())
@@ -628,9 +838,15 @@ macro_rules! typed_tables {
                 let key = Key { deleted: 1, cid: "", ..*key };
                 match table {
                     $(Table::$variant => {
-                        let row = $row::keyed(&key);
-                        self.bytes += row.encoded_len();
-                        self.$field.push(row);
+                        let row = $field::Ref::keyed(&key);
+                        match &mut self.encoded {
+                            Some(e) => self.bytes += e.push_row(table as usize + 1, |out| row.write_row_binary(out)),
+                            None => {
+                                let row = row.into_owned();
+                                self.bytes += row.encoded_len();
+                                self.$field.push(row);
+                            }
+                        }
                     })*
                 }
             }
@@ -656,12 +872,15 @@ impl Rows {
         self.tap_extras = extras;
     }
 
-    /// Empty rows keeping the same tap extras and raw-record choice as
-    /// `self`.
+    /// Empty rows keeping the same tap extras, raw-record choice and
+    /// [`Rows::keep_encoded`] as `self`; rows kept encoded get buffers with
+    /// room for about as many bytes as `self`'s ([`Encoded::sized_like`]),
+    /// so the next batch of a steady stream does not grow them by doubling.
     pub fn like(&self) -> Rows {
         Rows {
             tap_extras: self.tap_extras,
             raw_records: self.raw_records,
+            encoded: self.encoded.as_ref().map(Encoded::sized_like),
             ..Rows::default()
         }
     }
@@ -675,6 +894,23 @@ impl Rows {
     /// Which `records` rows keep the record's JSON.
     pub fn raw_records(&self) -> crate::RawRecords {
         self.raw_records
+    }
+
+    /// From now on keep the rows of `records` and of the typed tables as
+    /// `RowBinary` ([`Encoded`], what an insert sends), written as they are
+    /// added, instead of as structs in the vectors: no string of theirs is
+    /// copied into a `String`, and the writer only copies their bytes
+    /// ([`Encoded::add`]). What the sources hand the writer; tests read the
+    /// structs. `records` rows stay structs while a tap is kept
+    /// ([`Rows::keep_for_tap`]: the tap reads them). `dead_letters`,
+    /// `identities` and `accounts` rows are structs either way.
+    pub fn keep_encoded(&mut self) {
+        self.encoded.get_or_insert_with(Encoded::default);
+    }
+
+    /// The rows kept encoded ([`Rows::keep_encoded`]), if any.
+    pub fn encoded(&self) -> Option<&Encoded> {
+        self.encoded.as_ref()
     }
 
     /// What is kept for a tap.
@@ -696,9 +932,19 @@ impl Rows {
         });
     }
 
-    pub(crate) fn push_record(&mut self, row: RecordRow) {
-        self.bytes += row.encoded_len();
-        self.records.push(row);
+    /// Add a `records` row: encoded if the rows are kept so and no tap
+    /// reads them, else as a struct.
+    pub(crate) fn push_record(&mut self, row: RecordCols<'_>) {
+        match &mut self.encoded {
+            Some(e) if self.tap_extras == crate::TapExtras::Off => {
+                self.bytes += e.push_row(0, |out| row.write_row_binary(out));
+            }
+            _ => {
+                let row = row.into_owned();
+                self.bytes += row.encoded_len();
+                self.records.push(row);
+            }
+        }
     }
 
     /// Add a `dead_letters` row (input a source could not use).

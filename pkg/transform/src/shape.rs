@@ -16,6 +16,7 @@
 //!   strings are kept as written.
 //! - fields we do not read are not looked at (records are open).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use skyhouse_atproto::cbor::{Map, Value};
@@ -168,11 +169,13 @@ pub(crate) fn opt_str<'v>(
     field(map, key).map(|v| as_str(v, &at.key(key))).transpose()
 }
 
-/// An optional string field, copied (empty when absent).
-pub(crate) fn opt_string(map: &Map<'_>, at: &Loc<'_>, key: &'static str) -> Check<String> {
-    Ok(opt_str(map, at, key)?
-        .map(str::to_owned)
-        .unwrap_or_default())
+/// An optional string field (empty when absent).
+pub(crate) fn opt_string<'v>(
+    map: &'v Map<'_>,
+    at: &Loc<'_>,
+    key: &'static str,
+) -> Check<Cow<'v, str>> {
+    Ok(opt_str(map, at, key)?.unwrap_or_default().into())
 }
 
 /// A required object field.
@@ -289,16 +292,16 @@ pub(crate) fn handle(s: &str, at: &Loc<'_>) -> Check<()> {
     }
 }
 
-/// A required string field in the given format, copied.
-pub(crate) fn req_fmt(
-    map: &Map<'_>,
+/// A required string field in the given format.
+pub(crate) fn req_fmt<'v>(
+    map: &'v Map<'_>,
     at: &Loc<'_>,
     key: &'static str,
     check: fn(&str, &Loc<'_>) -> Check<()>,
-) -> Check<String> {
+) -> Check<Cow<'v, str>> {
     let s = req_str(map, at, key)?;
     check(s, &at.key(key))?;
-    Ok(s.to_owned())
+    Ok(s.into())
 }
 
 /// A `com.atproto.repo.strongRef` (`{uri, cid}`, both required; the URI must
@@ -310,31 +313,39 @@ pub(crate) fn strong_ref<'v>(map: &'v Map<'_>, at: &Loc<'_>) -> Check<(&'v str, 
     Ok((uri, cid))
 }
 
-/// An optional strongRef field: its URI, copied (empty when absent).
-pub(crate) fn opt_ref_uri(map: &Map<'_>, at: &Loc<'_>, key: &'static str) -> Check<String> {
+/// An optional strongRef field: its URI (empty when absent).
+pub(crate) fn opt_ref_uri<'v>(
+    map: &'v Map<'_>,
+    at: &Loc<'_>,
+    key: &'static str,
+) -> Check<Cow<'v, str>> {
     match opt_map(map, at, key)? {
-        None => Ok(String::new()),
-        Some(r) => Ok(strong_ref(r, &at.key(key))?.0.to_owned()),
+        None => Ok(Cow::Borrowed("")),
+        Some(r) => Ok(strong_ref(r, &at.key(key))?.0.into()),
     }
 }
 
 /// The CID of an optional blob field, as a string (empty when absent).
 /// Accepts the current form (`{$type: blob, ref: {$link}}`) and the legacy
 /// one of 2023 records (`{cid: "baf…", mimeType}`).
-pub(crate) fn opt_blob_cid(map: &Map<'_>, at: &Loc<'_>, key: &'static str) -> Check<String> {
+pub(crate) fn opt_blob_cid<'v>(
+    map: &'v Map<'_>,
+    at: &Loc<'_>,
+    key: &'static str,
+) -> Check<Cow<'v, str>> {
     let Some(v) = field(map, key) else {
-        return Ok(String::new());
+        return Ok(Cow::Borrowed(""));
     };
     let loc = at.key(key);
     let blob = as_map(v, &loc)?;
     if let Some(r) = blob.get("ref") {
         return match r {
-            Value::Link(cid) => Ok(cid.to_string()),
+            Value::Link(cid) => Ok(cid.to_text().into()),
             v => Err(Invalid::kind(&loc.key("ref"), "link", v)),
         };
     }
     match blob.get("cid") {
-        Some(Value::String(s)) => Ok(s.to_string()),
+        Some(Value::String(s)) => Ok(Cow::Borrowed(s)),
         Some(v) => Err(Invalid::kind(&loc.key("cid"), "string", v)),
         None => Err(Invalid::new(&loc.key("ref"), Problem::Missing)),
     }
@@ -343,7 +354,7 @@ pub(crate) fn opt_blob_cid(map: &Map<'_>, at: &Loc<'_>, key: &'static str) -> Ch
 /// The self-label values of an optional `labels` field
 /// (`com.atproto.label.defs#selfLabels`). The field is an open union: other
 /// `$type`s are ignored.
-pub(crate) fn self_labels(map: &Map<'_>, at: &Loc<'_>) -> Check<Vec<String>> {
+pub(crate) fn self_labels<'v>(map: &'v Map<'_>, at: &Loc<'_>) -> Check<Vec<Cow<'v, str>>> {
     let Some(labels) = opt_map(map, at, "labels")? else {
         return Ok(Vec::new());
     };
@@ -364,9 +375,9 @@ pub(crate) fn self_labels(map: &Map<'_>, at: &Loc<'_>) -> Check<Vec<String>> {
 
 /// Append `s` unless it is already there (arrays here hold a handful of items).
 #[inline]
-pub(crate) fn push_unique(v: &mut Vec<String>, s: &str) {
+pub(crate) fn push_unique<'v>(v: &mut Vec<Cow<'v, str>>, s: &'v str) {
     if !v.iter().any(|x| x == s) {
-        v.push(s.to_owned());
+        v.push(Cow::Borrowed(s));
     }
 }
 

@@ -7,7 +7,10 @@ use proptest::prelude::*;
 use serde_json::json;
 use skyhouse_atproto::cbor::Map;
 use skyhouse_atproto::cid::CODEC_DAG_CBOR;
-use skyhouse_transform::{apply, Action, Cid, Op, Rows, Table, TableRow, Value};
+use skyhouse_transform::{
+    apply, apply_with_cbor, Action, Cid, Encoded, Op, RawRecords, Rows, Table, TableRow, TapExtras,
+    Value,
+};
 
 use crate::value;
 
@@ -311,21 +314,42 @@ fn run(
     version: u64,
     indexed_at: u32,
 ) -> Rows {
+    let op = Op {
+        did: DID,
+        collection,
+        rkey,
+        action,
+        cid: record.map(|r| Cid::compute(CODEC_DAG_CBOR, &skyhouse_atproto::cbor::encode(r))),
+        record,
+        version,
+        indexed_at,
+    };
     let mut rows = Rows::default();
-    apply(
-        &Op {
-            did: DID,
-            collection,
-            rkey,
-            action,
-            cid: record.map(|r| Cid::compute(CODEC_DAG_CBOR, &skyhouse_atproto::cbor::encode(r))),
-            record,
-            version,
-            indexed_at,
-        },
-        &mut rows,
-    );
+    apply(&op, &mut rows);
+    let mut kept = Rows::default();
+    kept.keep_encoded();
+    apply(&op, &mut kept);
+    encoded_alike(&rows, &kept);
     rows
+}
+
+/// Rows kept encoded as they are added ([`Rows::keep_encoded`]) are the
+/// same rows as the structs, encoded: the same bytes in every table, the
+/// same counts and sizes.
+fn encoded_alike(structs: &Rows, kept: &Rows) {
+    assert!(kept.encoded().is_some());
+    let (mut a, mut b) = (Encoded::default(), Encoded::default());
+    a.add(structs);
+    b.add(kept);
+    assert_eq!(a, b);
+    assert_eq!(
+        (structs.len(), structs.typed_len(), structs.approx_bytes()),
+        (kept.len(), kept.typed_len(), kept.approx_bytes())
+    );
+    for t in Table::ALL {
+        assert_eq!(structs.table_len(*t), kept.table_len(*t), "{t:?}");
+    }
+    assert_eq!(structs.dead_letters, kept.dead_letters);
 }
 
 /// What holds for the rows of any operation.
@@ -368,6 +392,52 @@ fn invariants(rows: &Rows, action: Action, version: u64, indexed_at: u32) {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn rows_kept_encoded_are_the_structs_encoded_whatever_is_kept(
+        ops in proptest::collection::vec((known_table(), any_map(), any_action()), 1..12),
+        raw in prop_oneof![Just(RawRecords::All), Just(RawRecords::Untyped), Just(RawRecords::None)],
+        tap in prop_oneof![Just(TapExtras::Off), Just(TapExtras::Actions), Just(TapExtras::ActionsAndCbor)],
+        split in any::<prop::sample::Index>(),
+    ) {
+        let mut structs = Rows::default();
+        structs.keep_raw_records(raw);
+        structs.keep_for_tap(tap);
+        let mut kept = structs.like();
+        kept.keep_encoded();
+        // Half of the operations go through a second batch appended to the first.
+        let mut second = kept.like();
+        let at = split.index(ops.len());
+        for (i, (table, record, action)) in ops.iter().enumerate() {
+            let cbor = skyhouse_atproto::cbor::encode(record);
+            let op = Op {
+                did: DID,
+                collection: table.collection(),
+                rkey: rkey_for(*table),
+                action: *action,
+                cid: Some(Cid::compute(CODEC_DAG_CBOR, &cbor)),
+                record: Some(record),
+                version: i as u64,
+                indexed_at: 1_000,
+            };
+            apply_with_cbor(&op, Some(&cbor), &mut structs);
+            apply_with_cbor(&op, Some(&cbor), if i < at { &mut kept } else { &mut second });
+        }
+        kept.append(&mut second);
+        prop_assert!(second.is_empty());
+        encoded_alike(&structs, &kept);
+        // The tap reads the `records` structs: they stay structs for it.
+        prop_assert_eq!(&structs.tap, &kept.tap);
+        if tap == TapExtras::Off {
+            prop_assert!(kept.records.is_empty());
+        } else {
+            prop_assert_eq!(&structs.records, &kept.records);
+        }
+        prop_assert_eq!(kept.typed_len(), structs.typed_len());
+        kept.clear();
+        prop_assert_eq!((kept.len(), kept.approx_bytes()), (0, 0));
+        prop_assert!(kept.encoded().is_some(), "clear keeps the choice");
+    }
 
     #[test]
     fn arbitrary_records_of_known_collections(
