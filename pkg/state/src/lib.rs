@@ -16,6 +16,7 @@ use fred::prelude::*;
 use fred::types::streams::XCap;
 
 mod cache;
+pub use cache::{CACHE_RETRY_AFTER, CACHE_TIMEOUT};
 mod queue;
 pub use queue::{parse_id, WorkEntry, WorkQueue};
 
@@ -73,6 +74,10 @@ impl From<fred::error::Error> for StateError {
 pub struct State {
     client: Client,
     prefix: String,
+    /// Until when the caches are skipped ([`cache`]'s breaker), in
+    /// milliseconds since `since`; shared by every clone.
+    cache_skipped_until: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    since: std::time::Instant,
 }
 
 impl std::fmt::Debug for State {
@@ -147,6 +152,8 @@ impl State {
         Ok(State {
             client,
             prefix: prefix.to_string(),
+            cache_skipped_until: Default::default(),
+            since: std::time::Instant::now(),
         })
     }
 

@@ -142,3 +142,66 @@ async fn a_lease_has_one_holder_until_it_expires() {
     assert!(state.lease("walk2", "b", long).await.unwrap());
     assert!(!state.lease("walk2", "a", long).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_cache_command_skips_the_caches_for_a_while_then_they_come_back() {
+    let redis = Redis::start_private();
+    let state = State::connect(&redis.url(), "t:").await.expect("connect");
+    let clone = state.clone();
+    state
+        .cache_set("page", "v1", std::time::Duration::from_secs(600))
+        .await
+        .expect("cache set");
+    assert_eq!(
+        state.cache_get("page").await.unwrap().as_deref(),
+        Some("v1")
+    );
+    assert!(!state.cache_skipped());
+
+    // Redis stalls (every client paused for four cache timeouts): the cache read gives
+    // up at its own timeout, and the caches of this state and its clones are skipped.
+    let pause = (4 * skyhouse_state::CACHE_TIMEOUT.as_millis()).to_string();
+    assert_eq!(
+        redis.command(&["CLIENT", "PAUSE", pause.as_str(), "ALL"]),
+        Reply::Status("OK".into())
+    );
+    let err = state.cache_get("page").await.unwrap_err();
+    assert!(err.is_retriable(), "{err}");
+    assert!(err.to_string().contains("took over"), "{err}");
+    assert!(state.cache_skipped() && clone.cache_skipped());
+
+    // Redis answers again, but while skipped a cache command does not ask it.
+    let pinged = tokio::task::spawn_blocking(move || {
+        let pong = redis.command(&["PING"]);
+        (redis, pong)
+    })
+    .await
+    .unwrap();
+    let redis = pinged.0;
+    assert_eq!(pinged.1, Reply::Status("PONG".into()));
+    if clone.cache_skipped() {
+        let err = clone.cache_get("page").await.unwrap_err();
+        assert!(err.to_string().contains("skipped"), "{err}");
+        let err = clone
+            .cache_set("page", "v2", std::time::Duration::from_secs(600))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("skipped"), "{err}");
+    }
+
+    // After CACHE_RETRY_AFTER the next command asks Redis again.
+    let deadline = std::time::Instant::now() + 10 * skyhouse_state::CACHE_RETRY_AFTER;
+    while state.cache_skipped() {
+        assert!(std::time::Instant::now() < deadline, "still skipped");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        state.cache_get("page").await.unwrap().as_deref(),
+        Some("v1")
+    );
+    assert_eq!(
+        redis.command(&["GET", "t:page"]).as_text().as_deref(),
+        Some("v1"),
+        "the skipped write wrote nothing"
+    );
+}

@@ -261,6 +261,40 @@ async fn search_api_over_the_indexed_reference_pds() {
     for _ in 0..2 {
         assert_eq!(fetch("/v1/stats/analytics/languages").await.0, "none");
     }
+    // With Redis gone the whole-history analytics still answer, from ClickHouse,
+    // the same as the cached answers above: nothing is cached, nothing fails.
+    let (gone_port, gone_metrics, dead) = (spare_port(), spare_port(), spare_port());
+    let mut gone_args = strings(&["search", "--listen", &format!("127.0.0.1:{gone_port}")]);
+    gone_args.extend(setup.clickhouse_flags());
+    gone_args.extend(strings(&[
+        "--redis",
+        &format!("redis://127.0.0.1:{dead}"),
+        "--metrics-addr",
+        &format!("127.0.0.1:{gone_metrics}"),
+    ]));
+    let mut gone = Indexer::spawn(&gone_args, gone_metrics);
+    gone.metrics_until("the API up", |_| true).await;
+    for path in [
+        "/v1/stats/analytics/creates-and-users",
+        "/v1/stats/analytics/earliest-posters",
+    ] {
+        let (cached, body) = fetch(path).await;
+        assert_eq!(cached, "hit", "{path}: {body}");
+        let want: Value = serde_json::from_str(&body).unwrap();
+        for _ in 0..2 {
+            let resp = api
+                .http
+                .get(format!("http://127.0.0.1:{gone_port}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            assert_eq!(resp.headers()["x-cache"], "miss", "{path}");
+            let got: Value = resp.json().await.unwrap();
+            assert_eq!(got, want, "{path}");
+        }
+    }
+    assert!(gone.terminate().success());
 
     // --- cursors page without duplicates or gaps while new posts arrive.
     let all = api.post_uris("limit=100").await;
