@@ -226,14 +226,7 @@ pub async fn stats(State(st): State<ApiState>, headers: HeaderMap) -> ApiResult 
         })).collect::<Vec<_>>(),
     })
     .to_string();
-    if let Err(e) = st
-        .inner
-        .state
-        .cache_set(STATS_CACHE, &body, st.inner.cfg.stats_ttl)
-        .await
-    {
-        tracing::warn!(error = %e, "Could not cache /v1/stats.");
-    }
+    cache_set(&st, STATS_CACHE, &body).await;
     Ok(json_body(body, "miss"))
 }
 
@@ -325,15 +318,22 @@ pub async fn analytics(
     let Some(cache) = cache else {
         return Ok(json_body(body, "none"));
     };
-    if let Err(e) = st
-        .inner
-        .state
-        .cache_set(&cache, &body, st.inner.cfg.stats_ttl)
-        .await
-    {
-        tracing::warn!(error = %e, "Could not cache {cache}.");
-    }
+    cache_set(&st, &cache, &body).await;
     Ok(json_body(body, "miss"))
+}
+
+/// Cache an answer for `--stats-ttl-secs`, best effort: a failure is logged
+/// unless the caches are being skipped (the state logged that once).
+async fn cache_set(st: &ApiState, name: &str, body: &str) {
+    let state = &st.inner.state;
+    if state.cache_skipped() {
+        return;
+    }
+    if let Err(e) = state.cache_set(name, body, st.inner.cfg.stats_ttl).await {
+        if !state.cache_skipped() {
+            tracing::warn!(error = %e, "Could not cache {name}.");
+        }
+    }
 }
 
 /// A JSON answer with its `x-cache` header: `hit`, `miss` or `none` (not cached).

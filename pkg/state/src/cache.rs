@@ -67,9 +67,17 @@ impl State {
                 ))),
             },
         };
-        if result.as_ref().is_err_and(StateError::is_retriable) {
-            let until = self.millis() + CACHE_RETRY_AFTER.as_millis() as u64;
-            self.cache_skipped_until.fetch_max(until, Ordering::Relaxed);
+        if let Some(e) = result.as_ref().err().filter(|e| e.is_retriable()) {
+            let now = self.millis();
+            let until = now + CACHE_RETRY_AFTER.as_millis() as u64;
+            let before = self.cache_skipped_until.fetch_max(until, Ordering::Relaxed);
+            if before <= now {
+                tracing::warn!(
+                    error = %e,
+                    retry_after_secs = CACHE_RETRY_AFTER.as_secs(),
+                    "Redis caches skipped for a while: answers come from their sources."
+                );
+            }
         }
         result
     }
