@@ -240,14 +240,7 @@ impl Rowsink {
     /// Empty rows that keep what the tap (if any) asks for, and the JSON
     /// `--raw-records` names.
     fn new_rows(&self) -> Rows {
-        let mut rows = Rows::default();
-        rows.keep_raw_records(self.raw_records);
-        // The writer takes the rows as RowBinary: written so as they are walked.
-        rows.keep_encoded();
-        if let Some(tap) = &self.tap {
-            rows.keep_for_tap(tap.extras());
-        }
-        rows
+        Rows::for_writer(self.raw_records, self.tap.as_deref())
     }
 
     async fn send(&self, mut rows: Rows) -> Result<u64, BackfillError> {

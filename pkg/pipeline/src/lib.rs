@@ -555,16 +555,9 @@ impl DecodeLoop {
                 }
             };
             let received = Instant::now();
-            let mut rows = next_rows.take().unwrap_or_else(|| {
-                let mut rows = Rows::default();
-                rows.keep_raw_records(self.raw_records);
-                // The writer takes the rows as RowBinary: written so as they are decoded.
-                rows.keep_encoded();
-                if let Some(tap) = &self.tap {
-                    rows.keep_for_tap(tap.extras());
-                }
-                rows
-            });
+            let mut rows = next_rows
+                .take()
+                .unwrap_or_else(|| Rows::for_writer(self.raw_records, self.tap.as_deref()));
             let mut upto: Option<Pos> = None;
             let mut next = Some(first);
             while let Some(msg) = next.take() {

@@ -908,6 +908,19 @@ impl Rows {
         self.encoded.get_or_insert_with(Encoded::default);
     }
 
+    /// Empty rows as a source hands them to the batch writer: kept encoded
+    /// ([`Rows::keep_encoded`]), keeping the JSON `raw` names and what
+    /// `tap` (if any) asks for.
+    pub fn for_writer(raw: crate::RawRecords, tap: Option<&dyn crate::OpsTap>) -> Rows {
+        let mut rows = Rows::default();
+        rows.keep_raw_records(raw);
+        rows.keep_encoded();
+        if let Some(tap) = tap {
+            rows.keep_for_tap(tap.extras());
+        }
+        rows
+    }
+
     /// The rows kept encoded ([`Rows::keep_encoded`]), if any.
     pub fn encoded(&self) -> Option<&Encoded> {
         self.encoded.as_ref()
