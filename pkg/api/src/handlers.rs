@@ -323,12 +323,10 @@ pub async fn analytics(
 }
 
 /// Cache an answer for `--stats-ttl-secs`, best effort: a failure is logged
-/// unless the caches are being skipped (the state logged that once).
+/// unless the caches are being skipped (the state refuses at once then, and
+/// logged the skip once).
 async fn cache_set(st: &ApiState, name: &str, body: &str) {
     let state = &st.inner.state;
-    if state.cache_skipped() {
-        return;
-    }
     if let Err(e) = state.cache_set(name, body, st.inner.cfg.stats_ttl).await {
         if !state.cache_skipped() {
             tracing::warn!(error = %e, "Could not cache {name}.");
