@@ -281,6 +281,28 @@ impl Cluster {
             })
     }
 
+    /// Brings every replica of every replicated table of `db` up to date:
+    /// `SYSTEM SYNC REPLICA` on each server, which pulls the shared log into
+    /// the replica's queue and waits for the queue to empty. A write through
+    /// one replica is then visible on the other as of this call (a replica
+    /// whose queue is empty may not have pulled the log yet: `queue_size` in
+    /// `system.replicas` does not show it).
+    ///
+    /// # Panics
+    ///
+    /// If a server does not answer or a sync fails (ClickHouse gives up
+    /// after its `receive_timeout`, 300 s).
+    pub fn sync_replicas(&self, db: &str) {
+        for node in &self.nodes {
+            let tables = node.query(&format!(
+                "SELECT table FROM system.replicas WHERE database = '{db}' ORDER BY table"
+            ));
+            for table in tables.lines() {
+                node.query(&format!("SYSTEM SYNC REPLICA {db}.{table}"));
+            }
+        }
+    }
+
     /// The ZooKeeper server.
     pub fn zookeeper(&self) -> &ZooKeeper {
         &self.zookeeper
