@@ -62,4 +62,12 @@ for (const [name, rs] of byCase) {
     }
   }
   if (verdicts.length) console.log(`${''.padEnd(17)} goals (steady): ${verdicts.join('; ')}`)
+  // Decode cases: how much of skyhouse's figure is the bench's copy of each
+  // message into the receive buffer (a source's read), measured alone.
+  const copy = median(rs.map((r) => r.receive_copy_us))
+  const steady = median(rs.map((r) => r.figures.steady?.skyhouse_us))
+  if (copy != null && steady != null)
+    console.log(
+      `${''.padEnd(17)} of it, the receive copy alone: ${fmt(copy, 2, 0)} us; the rest (decode, transform, encode): ${fmt(steady - copy, 2, 0)} us`,
+    )
 }

@@ -88,6 +88,7 @@ fn decode(dirs: &[String]) -> Result<serde_json::Value, BoxError> {
     let mut encoded: Vec<(&'static str, Vec<u8>)> = Vec::new();
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut keys: HashSet<(String, String)> = HashSet::new();
+    let recycler = skyhouse_transform::Recycler::default();
     let load = bench::load_avg();
     bench::reset_peak_rss();
     let probe = Probe::this_thread();
@@ -109,9 +110,11 @@ fn decode(dirs: &[String]) -> Result<serde_json::Value, BoxError> {
             0,
             None,
             || {
-                // As the worker keeps them (`Rows::keep_encoded`).
+                // As the worker keeps them (`Rows::keep_encoded`), in the
+                // buffers the writer gave back (`Rows::recycle`).
                 let mut rows = Rows::default();
                 rows.keep_encoded();
+                rows.recycle_via(&recycler);
                 rows
             },
             |rows: Rows| {
@@ -120,6 +123,7 @@ fn decode(dirs: &[String]) -> Result<serde_json::Value, BoxError> {
                     bytes += b.len() as u64;
                     b.clear();
                 }
+                rows.recycle();
                 Ok(())
             },
         )?;

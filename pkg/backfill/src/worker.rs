@@ -234,13 +234,17 @@ struct Rowsink {
     tap: Option<Arc<dyn skyhouse_transform::OpsTap>>,
     /// `WorkerConfig::raw_records`.
     raw_records: skyhouse_transform::RawRecords,
+    /// The chunks' buffers, given back by the writer once copied.
+    recycler: skyhouse_transform::Recycler,
 }
 
 impl Rowsink {
     /// Empty rows that keep what the tap (if any) asks for, and the JSON
-    /// `--raw-records` names.
+    /// `--raw-records` names, in buffers the writer gave back if it did.
     fn new_rows(&self) -> Rows {
-        Rows::for_writer(self.raw_records, self.tap.as_deref())
+        let mut rows = Rows::for_writer(self.raw_records, self.tap.as_deref());
+        rows.recycle_via(&self.recycler);
+        rows
     }
 
     async fn send(&self, mut rows: Rows) -> Result<u64, BackfillError> {
@@ -319,6 +323,7 @@ pub async fn run(
             inner: Arc::new(Mutex::new((0, rows_tx))),
             tap: cfg.ops_tap.clone(),
             raw_records: cfg.raw_records,
+            recycler: skyhouse_transform::Recycler::default(),
         },
         done: done_tx,
         backfill: backfill.clone(),

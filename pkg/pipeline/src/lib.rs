@@ -531,8 +531,10 @@ impl DecodeLoop {
     ) -> Result<TaskEnd, PipelineError> {
         let (mut messages, mut ops) = (0u64, 0u64);
         let mut last_upto = Pos::default();
-        // The next group's empty rows, their buffers sized like the last group's.
+        // The next group's empty rows, their buffers sized like the last
+        // group's, or given back by the writer (`Rows::recycle`).
         let mut next_rows: Option<Rows> = None;
+        let recycler = skyhouse_transform::Recycler::default();
         // Messages taken off the channel, not decoded yet.
         let mut inbox = Vec::new().into_iter();
         loop {
@@ -555,9 +557,12 @@ impl DecodeLoop {
                 }
             };
             let received = Instant::now();
-            let mut rows = next_rows
-                .take()
-                .unwrap_or_else(|| Rows::for_writer(self.raw_records, self.tap.as_deref()));
+            let mut rows = next_rows.take().unwrap_or_else(|| {
+                let mut rows = Rows::for_writer(self.raw_records, self.tap.as_deref());
+                // The writer gives each message's buffers back once copied.
+                rows.recycle_via(&recycler);
+                rows
+            });
             let mut upto: Option<Pos> = None;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
@@ -616,6 +621,7 @@ impl DecodeLoop {
                 }
             }
             if rows.is_empty() && upto.is_none() {
+                next_rows = Some(rows);
                 continue;
             }
             metrics::ops_by_collection(self.kind, self.decoder.take_op_counts());

@@ -158,7 +158,8 @@ pub async fn run<P: Copy + Ord + Send + 'static>(
         let closed = match next {
             Some(Some((rows, pos))) => {
                 batch.add(&rows);
-                drop(rows);
+                // Its buffers back to the producer, if it recycles them.
+                rows.recycle();
                 upto = Some(upto.map_or(pos, |u| u.max(pos)));
                 opened.get_or_insert_with(Instant::now);
                 if batch.len() < cfg.max_rows && batch.bytes() < cfg.max_bytes {

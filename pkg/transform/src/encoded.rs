@@ -217,6 +217,14 @@ impl Encoded {
         }
     }
 
+    /// Bytes the buffers have room for.
+    pub(crate) fn capacity(&self) -> usize {
+        self.tables
+            .iter()
+            .map(|t| t.data.capacity() + 4 * t.ends.capacity())
+            .sum()
+    }
+
     /// Drop every row, keeping the allocations.
     pub fn clear(&mut self) {
         for t in &mut self.tables {
@@ -226,6 +234,65 @@ impl Encoded {
         self.bytes = 0;
     }
 }
+
+/// Buffers of rows kept encoded ([`Rows::keep_encoded`]) going back from
+/// the consumer that copied them (the batch writer, [`Encoded::add`]) to the
+/// producer that fills them again ([`Rows::like`]), so a steady stream
+/// allocates none: a freshly allocated buffer of a megabyte costs a page
+/// fault per 4 KiB page on first write, and the allocator returns freed ones
+/// to the system. Cheap to clone (one shared list); at most
+/// [`Recycler::KEEP`] buffers are kept, none larger than
+/// [`Recycler::MAX_BYTES`]. Rows compare equal whatever recycler they name.
+#[derive(Debug, Clone, Default)]
+pub struct Recycler(std::sync::Arc<std::sync::Mutex<Vec<Encoded>>>);
+
+impl Recycler {
+    /// Buffers kept: the writer's channel rarely holds more than a few
+    /// messages, and a producer takes one per message.
+    pub const KEEP: usize = 4;
+    /// A buffer with room for more bytes than this (a burst's) is freed, not
+    /// kept.
+    pub const MAX_BYTES: usize = 16 << 20;
+
+    fn spare(&self) -> std::sync::MutexGuard<'_, Vec<Encoded>> {
+        // A panic while holding the lock leaves a list of empty buffers:
+        // still usable.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An empty buffer given back earlier, if any.
+    pub(crate) fn take(&self) -> Option<Encoded> {
+        self.spare().pop()
+    }
+
+    /// Keep `e` (emptied) for the next [`Recycler::take`], unless enough are
+    /// kept or it is too large.
+    pub(crate) fn give(&self, mut e: Encoded) {
+        if e.capacity() > Self::MAX_BYTES {
+            return;
+        }
+        e.clear();
+        let mut spare = self.spare();
+        if spare.len() < Self::KEEP {
+            spare.push(e);
+        }
+    }
+
+    /// Buffers kept now.
+    pub fn kept(&self) -> usize {
+        self.spare().len()
+    }
+}
+
+impl PartialEq for Recycler {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Recycler {}
 
 /// Why a `RowBinary` row could not be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

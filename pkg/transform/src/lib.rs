@@ -52,7 +52,7 @@ mod shape;
 mod time;
 
 pub use decode::{Decoded, Decoder, ResyncReason, Skip, Verify};
-pub use encoded::{row_json, table_columns, table_names, Encoded, ReadError, TableRows};
+pub use encoded::{row_json, table_columns, table_names, Encoded, ReadError, Recycler, TableRows};
 pub use filter::{CollectionFilter, DEFAULT_COLLECTIONS};
 pub use rows::{
     action_code, AccountRow, ActorStatusRow, BlockRow, ChatDeclarationRow,
@@ -403,6 +403,88 @@ mod tests {
         );
         actions.clear();
         assert!(actions.tap.is_empty());
+    }
+
+    #[test]
+    fn recycled_buffers_come_back_empty_to_the_next_rows_and_encode_the_same() {
+        let like = skyhouse_atproto::json::from_lex_json(&serde_json::json!({
+            "$type": "app.bsky.feed.like",
+            "createdAt": "2024-05-01T12:00:00.000Z",
+            "subject": {"uri": "at://did:plc:b/app.bsky.feed.post/3k", "cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"}
+        }))
+        .expect("like");
+        let fill = |rows: &mut Rows, n: usize| {
+            let keys: Vec<String> = (0..n).map(|i| format!("3k{i:04}")).collect();
+            for rkey in &keys {
+                let op = Op {
+                    record: Some(&like),
+                    ..op(rkey, Action::Create)
+                };
+                apply(&op, rows);
+            }
+        };
+        let recycler = Recycler::default();
+        let mut first = Rows::for_writer(RawRecords::All, None);
+        first.recycle_via(&recycler);
+        fill(&mut first, 100);
+        let mut want = Encoded::default();
+        want.add(&first);
+        // Made before the first is given back: nothing to take yet.
+        let second = first.like();
+        assert_eq!(recycler.kept(), 0);
+        first.recycle();
+        assert_eq!(recycler.kept(), 1);
+        // Taken by the next rows, empty, with the first's room.
+        let mut third = second.like();
+        assert_eq!(recycler.kept(), 0);
+        assert!(third.is_empty());
+        let room = third.encoded().map(Encoded::capacity).unwrap_or(0);
+        assert!(room >= want.bytes(), "{room} < {}", want.bytes());
+        fill(&mut third, 100);
+        let mut got = Encoded::default();
+        got.add(&third);
+        assert_eq!(got, want, "recycled buffers hold only the new rows");
+        // At most KEEP kept; rows made without a recycler free theirs.
+        for _ in 0..Recycler::KEEP + 2 {
+            let mut r = Rows::for_writer(RawRecords::All, None);
+            r.recycle_via(&recycler);
+            fill(&mut r, 1);
+            r.recycle();
+            let mut extra = Rows::for_writer(RawRecords::All, None);
+            fill(&mut extra, 1);
+            extra.recycle();
+        }
+        // The loop's own rows took the buffer given back the round before.
+        assert_eq!(recycler.kept(), 1);
+        let many: Vec<Rows> = (0..Recycler::KEEP + 2)
+            .map(|_| {
+                let mut r = Rows::for_writer(RawRecords::All, None);
+                r.recycle_via(&recycler);
+                fill(&mut r, 1);
+                r
+            })
+            .collect();
+        many.into_iter().for_each(Rows::recycle);
+        assert_eq!(recycler.kept(), Recycler::KEEP);
+        // A burst's buffer is freed, not kept.
+        let mut burst = Rows::for_writer(RawRecords::All, None);
+        let empty = Recycler::default();
+        burst.recycle_via(&empty);
+        let big = "x".repeat(Recycler::MAX_BYTES + 1);
+        let text = skyhouse_atproto::json::from_lex_json(&serde_json::json!({
+            "$type": "com.example.big", "text": big
+        }))
+        .expect("big");
+        apply(
+            &Op {
+                collection: "com.example.big",
+                record: Some(&text),
+                ..op("3kbig", Action::Create)
+            },
+            &mut burst,
+        );
+        burst.recycle();
+        assert_eq!(empty.kept(), 0);
     }
 
     #[test]

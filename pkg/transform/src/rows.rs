@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::encoded::Encoded;
+use crate::encoded::{Encoded, Recycler};
 use crate::shape::Check;
 use crate::time::Times;
 use skyhouse_atproto::cbor::Map;
@@ -673,6 +673,9 @@ macro_rules! typed_tables {
             /// With [`Rows::keep_encoded`]: the rows kept as `RowBinary`
             /// instead of in the vectors above.
             encoded: Option<Encoded>,
+            /// Where [`Rows::recycle`] gives the encoded buffers back and
+            /// [`Rows::like`] takes them from ([`Rows::recycle_via`]).
+            recycler: Option<Recycler>,
             bytes: usize,
         }
 
@@ -876,12 +879,44 @@ impl Rows {
     /// [`Rows::keep_encoded`] as `self`; rows kept encoded get buffers with
     /// room for about as many bytes as `self`'s ([`Encoded::sized_like`]),
     /// so the next batch of a steady stream does not grow them by doubling.
+    ///
+    /// With a recycler ([`Rows::recycle_via`]), the buffers are one given
+    /// back, when there is one, and the new rows recycle through it too.
     pub fn like(&self) -> Rows {
+        let encoded = self.encoded.as_ref().map(|e| {
+            self.recycler
+                .as_ref()
+                .and_then(Recycler::take)
+                .unwrap_or_else(|| e.sized_like())
+        });
         Rows {
             tap_extras: self.tap_extras,
             raw_records: self.raw_records,
-            encoded: self.encoded.as_ref().map(Encoded::sized_like),
+            encoded,
+            recycler: self.recycler.clone(),
             ..Rows::default()
+        }
+    }
+
+    /// From now on these rows, and those made [`like`](Rows::like) them,
+    /// give their encoded buffers back to `recycler` when
+    /// [recycled](Rows::recycle), and take them from it when made.
+    ///
+    /// Empty rows kept encoded take a buffer given back now, if there is one.
+    pub fn recycle_via(&mut self, recycler: &Recycler) {
+        if let Some(e) = self.encoded.as_mut().filter(|e| e.is_empty()) {
+            if let Some(spare) = recycler.take() {
+                *e = spare;
+            }
+        }
+        self.recycler = Some(recycler.clone());
+    }
+
+    /// Done with these rows (their bytes copied, [`Encoded::add`]): give
+    /// the encoded buffers back to the recycler, if any, else free them.
+    pub fn recycle(mut self) {
+        if let (Some(r), Some(e)) = (self.recycler.take(), self.encoded.take()) {
+            r.give(e);
         }
     }
 

@@ -7,10 +7,16 @@ use crate::fresh;
 use skyhouse_atproto::json::from_lex_json;
 use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::writer::{self, WriterConfig};
-use skyhouse_transform::{apply, Action, Cid, Op, Rows};
+use skyhouse_transform::{apply, Action, Cid, Op, RawRecords, Recycler, Rows};
 use tokio::sync::mpsc;
 
 fn follow_rows(n: u64) -> Rows {
+    let mut rows = Rows::default();
+    add_follow(n, &mut rows);
+    rows
+}
+
+fn add_follow(n: u64, rows: &mut Rows) {
     let record = from_lex_json(&serde_json::json!({
         "$type": "app.bsky.graph.follow",
         "createdAt": "2024-05-01T12:00:00.000Z",
@@ -18,7 +24,6 @@ fn follow_rows(n: u64) -> Rows {
     }))
     .expect("follow");
     let rkey = format!("3l{n:011}");
-    let mut rows = Rows::default();
     apply(
         &Op {
             did: "did:plc:writertestaaaaaaaaaaaaa",
@@ -30,9 +35,51 @@ fn follow_rows(n: u64) -> Rows {
             version: n,
             indexed_at: 1_714_564_800,
         },
-        &mut rows,
+        rows,
     );
-    rows
+}
+
+#[tokio::test]
+async fn rows_kept_encoded_are_written_and_their_buffers_given_back_to_the_producer() {
+    let (db, ch) = fresh("writer_recycle");
+    Migrator::new(&ch, migrate::embedded().expect("m"))
+        .up()
+        .await
+        .expect("up");
+    let (tx, rx) = mpsc::channel(16);
+    let (ack_tx, mut acks) = mpsc::channel(16);
+    let task = tokio::spawn(writer::run(ch.clone(), WriterConfig::default(), rx, ack_tx));
+    // Rows as the indexer's decode task makes them, all made before any is
+    // sent (so none takes a buffer another gave back).
+    let recycler = Recycler::default();
+    let messages: Vec<Rows> = (1..=3u64)
+        .map(|n| {
+            let mut rows = Rows::for_writer(RawRecords::All, None);
+            rows.recycle_via(&recycler);
+            add_follow(n, &mut rows);
+            rows
+        })
+        .collect();
+    for (n, rows) in (1..=3u64).zip(messages) {
+        tx.send((rows, n)).await.expect("send");
+    }
+    drop(tx);
+    task.await.expect("join").expect("writer");
+    let mut got = Vec::new();
+    while let Some(a) = acks.recv().await {
+        got.push((a.upto, a.rows));
+    }
+    assert_eq!(got, vec![(3, 6)]);
+    // The three messages' buffers, copied into the batch, came back.
+    assert_eq!(recycler.kept(), 3);
+    let n = db.name();
+    assert_eq!(
+        db.query(&format!(
+            "SELECT count() FROM {n}.follows FINAL WHERE deleted = 0"
+        ))
+        .trim(),
+        "3"
+    );
 }
 
 #[tokio::test]
