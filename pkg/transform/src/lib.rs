@@ -405,14 +405,19 @@ mod tests {
         assert!(actions.tap.is_empty());
     }
 
-    #[test]
-    fn recycled_buffers_come_back_empty_to_the_next_rows_and_encode_the_same() {
-        let like = skyhouse_atproto::json::from_lex_json(&serde_json::json!({
+    /// A like of `at://did:plc:b/app.bsky.feed.post/3k`.
+    fn like_record() -> Value<'static> {
+        skyhouse_atproto::json::from_lex_json(&serde_json::json!({
             "$type": "app.bsky.feed.like",
             "createdAt": "2024-05-01T12:00:00.000Z",
             "subject": {"uri": "at://did:plc:b/app.bsky.feed.post/3k", "cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"}
         }))
-        .expect("like");
+        .expect("like")
+    }
+
+    #[test]
+    fn recycled_buffers_come_back_empty_to_the_next_rows_and_encode_the_same() {
+        let like = like_record();
         let fill = |rows: &mut Rows, n: usize| {
             let keys: Vec<String> = (0..n).map(|i| format!("3k{i:04}")).collect();
             for rkey in &keys {
@@ -489,12 +494,7 @@ mod tests {
 
     #[test]
     fn raw_records_keeps_the_json_it_names_and_every_row() {
-        let like = skyhouse_atproto::json::from_lex_json(&serde_json::json!({
-            "$type": "app.bsky.feed.like",
-            "createdAt": "2024-05-01T12:00:00.000Z",
-            "subject": {"uri": "at://did:plc:b/app.bsky.feed.post/3k", "cid": "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"}
-        }))
-        .expect("like");
+        let like = like_record();
         let other = skyhouse_atproto::json::from_lex_json(&serde_json::json!({
             "$type": "com.example.thing", "n": 1
         }))

@@ -1,7 +1,7 @@
 //! Like / repost / reply / quote counts (migration 0004) on the real server:
 //! right, unchanged by replays, and delete-aware in either arrival order.
 
-use crate::fresh;
+use crate::{fresh, migrated};
 use skyhouse_atproto::json::from_lex_json;
 use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::queries::{self, PostCounts};
@@ -116,15 +116,6 @@ async fn write(ch: &ClickHouse, ops: &[W]) {
         .expect("write");
 }
 
-async fn setup(name: &str) -> (skyhouse_testkit::TestDatabase, ClickHouse) {
-    let (db, ch) = fresh(name);
-    Migrator::new(&ch, migrate::embedded().expect("m"))
-        .up()
-        .await
-        .expect("up");
-    (db, ch)
-}
-
 async fn counts(ch: &ClickHouse, uri: &str) -> (u64, u64, u64, u64) {
     queries::refresh_interactions(ch).await.expect("refresh");
     let c = queries::post_counts(ch, &[uri]).await.expect("counts");
@@ -148,7 +139,7 @@ fn interactions() -> Vec<W> {
 
 #[tokio::test]
 async fn counts_per_post_and_kind() {
-    let (_db, ch) = setup("agg_counts").await;
+    let (_db, ch) = migrated("agg_counts").await;
     write(&ch, &interactions()).await;
     queries::refresh_interactions(&ch).await.expect("refresh");
     let unknown = "at://did:plc:nobodynobodynobodynobodyn/app.bsky.feed.post/3kzzz";
@@ -194,7 +185,7 @@ async fn counts_per_post_and_kind() {
 
 #[tokio::test]
 async fn the_same_events_twice_change_nothing() {
-    let (_db, ch) = setup("agg_replay").await;
+    let (_db, ch) = migrated("agg_replay").await;
     write(&ch, &interactions()).await;
     let once = counts(&ch, POST).await;
     assert_eq!(once, (2, 1, 1, 1));
@@ -213,7 +204,7 @@ async fn the_same_events_twice_change_nothing() {
 
 #[tokio::test]
 async fn a_deleted_like_stops_counting() {
-    let (_db, ch) = setup("agg_delete").await;
+    let (_db, ch) = migrated("agg_delete").await;
     write(&ch, &interactions()).await;
     assert_eq!(counts(&ch, POST).await, (2, 1, 1, 1));
     // Refreshed in between: the tombstone finds its subject through
@@ -249,7 +240,7 @@ async fn a_deleted_like_stops_counting() {
 
 #[tokio::test]
 async fn a_delete_arriving_before_its_create_wins() {
-    let (_db, ch) = setup("agg_delete_first").await;
+    let (_db, ch) = migrated("agg_delete_first").await;
     // The delete (newer version) arrives and is refreshed first…
     write(
         &ch,
@@ -283,7 +274,7 @@ async fn a_delete_arriving_before_its_create_wins() {
 
 #[tokio::test]
 async fn a_backlog_is_read_in_windows_with_the_same_result() {
-    let (_db, ch) = setup("agg_windows").await;
+    let (_db, ch) = migrated("agg_windows").await;
     // Likes arriving over four server seconds (inserted_at), a like moved to
     // another post and a delete arriving in later seconds than their creates.
     let seconds: Vec<Vec<W>> = vec![

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::fresh;
+use crate::{fresh, migrated};
 use skyhouse_atproto::json::from_lex_json;
 use skyhouse_store::aggregates::refresh_hidden_accounts;
 use skyhouse_store::counts::{actor_counts, post_counts, refresh_interactions};
@@ -168,15 +168,6 @@ async fn write(ch: &ClickHouse, ops: &[W]) {
         .expect("write");
 }
 
-async fn setup(name: &str) -> (skyhouse_testkit::TestDatabase, ClickHouse) {
-    let (db, ch) = fresh(name);
-    Migrator::new(&ch, migrate::embedded().expect("m"))
-        .up()
-        .await
-        .expect("up");
-    (db, ch)
-}
-
 /// (likes, reposts, replies, replies_all, quotes) of `uri` after a refresh.
 async fn counts(ch: &ClickHouse, uri: &str) -> (u64, u64, u64, u64, u64) {
     refresh_interactions(ch).await.expect("refresh");
@@ -192,7 +183,7 @@ async fn counts(ch: &ClickHouse, uri: &str) -> (u64, u64, u64, u64, u64) {
 
 #[tokio::test]
 async fn likes_reposts_and_follows_count_once_per_account() {
-    let (_db, ch) = setup("counts_dupes").await;
+    let (_db, ch) = migrated("counts_dupes").await;
     let (alice, bob, carol) = (did("alice"), did("bob"), did("carol"));
     let p = post_uri(&alice, "3kpost0000001");
     // Bob likes it twice, Carol three times (applyWrites allows that): 2.
@@ -270,7 +261,7 @@ async fn likes_reposts_and_follows_count_once_per_account() {
 
 #[tokio::test]
 async fn replies_follow_the_threadgate_as_the_appview_does() {
-    let (_db, ch) = setup("counts_gates").await;
+    let (_db, ch) = migrated("counts_gates").await;
     let owner = did("owner");
     let (friend, stranger, listed, mentioned, fan) = (
         did("friend"),
@@ -470,7 +461,7 @@ enum State {
 
 #[tokio::test]
 async fn random_interleavings_equal_a_recomputation() {
-    let (_db, ch) = setup("counts_random").await;
+    let (_db, ch) = migrated("counts_random").await;
     let accounts: Vec<String> = (0..6).map(|i| did(&format!("acct{i}"))).collect();
     let posts: Vec<String> = (0..3)
         .map(|i| post_uri(&accounts[0], &format!("3kpost000000{i}")))
@@ -590,7 +581,7 @@ async fn random_interleavings_equal_a_recomputation() {
 /// same for the accounts' log.
 #[tokio::test]
 async fn a_row_that_became_visible_after_a_refresh_is_read_by_the_next() {
-    let (db, ch) = setup("counts_late").await;
+    let (db, ch) = migrated("counts_late").await;
     let (alice, bob, carol) = (did("alice"), did("bob"), did("carol"));
     let p = post_uri(&alice, "3kpost0000001");
     write(&ch, &[like(&bob, "3klike0000001", &p, 10)]).await;
@@ -631,7 +622,7 @@ async fn a_window_read_again_leaves_the_gate_verdicts_alone() {
     // row rewritten there with the flags at 0 would replace the gate pass's
     // verdict (the later of equal versions wins): a forbidden reply
     // counted. Only the gate pass writes a reply's row, with its flags.
-    let (db, ch) = setup("counts_read_again").await;
+    let (db, ch) = migrated("counts_read_again").await;
     // The rows are counted as stored: no merge may collapse them meanwhile.
     db.query("SYSTEM STOP MERGES interactions");
     let (owner, stranger) = (did("owner"), did("stranger"));
@@ -679,7 +670,7 @@ async fn a_gated_reply_created_after_its_delete_arrived_stays_deleted() {
     // later refresh than the delete, which that refresh does not read
     // again: the delete arrived a second before the first refresh started
     // (a refresh reads again only from the seconds that got rows late).
-    let (_db, ch) = setup("counts_gated_stale").await;
+    let (_db, ch) = migrated("counts_gated_stale").await;
     let (owner, stranger) = (did("owner"), did("stranger"));
     let t = "2024-05-01T10:00:00Z";
     let root = post_uri(&owner, "3kroot0000001");
@@ -726,7 +717,7 @@ async fn a_like_of_a_recent_post_created_after_its_delete_arrived_stays_out_of_t
     // arrival can tombstone it (interaction_pending_matches, copied by
     // migration 0018's view): at the same time as the like's own row, or
     // the tombstone lands beside it.
-    let (db, ch) = setup("counts_recent_replay").await;
+    let (db, ch) = migrated("counts_recent_replay").await;
     let (alice, bob) = (did("alice"), did("bob"));
     let now_micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -769,7 +760,7 @@ async fn an_edit_that_keeps_the_subjects_survives_a_replay_of_the_older_create()
     // A reply quoting a post, edited (putRecord: same parent, same quote),
     // then its older create replayed (a firehose replay from an old
     // cursor): the create is stale, the edit's rows stay live.
-    let (_db, ch) = setup("counts_edit_replay").await;
+    let (_db, ch) = migrated("counts_edit_replay").await;
     let (alice, bob) = (did("alice"), did("bob"));
     let root = post_uri(&alice, "3kroot0000001");
     let quoted = post_uri(&alice, "3kroot0000002");
@@ -877,7 +868,7 @@ fn the_tid_time_expression_reads_every_key_as_the_tid_parser_does() {
 async fn an_edit_that_drops_the_quote_stops_counting_it() {
     // A top-level post quoting another, edited (putRecord) without the
     // embed: it names no subject of any kind any more.
-    let (_db, ch) = setup("counts_edit_drops_quote").await;
+    let (_db, ch) = migrated("counts_edit_drops_quote").await;
     let (alice, bob) = (did("alice"), did("bob"));
     let quoted = post_uri(&alice, "3kroot0000002");
     let t = "2024-05-02T12:00:00Z";
@@ -973,7 +964,7 @@ async fn migration_0019_down_gives_the_older_gate_pass_its_thread_rows_back() {
     // Since 0019 a new reply's `thread` row is in `thread_replies` only; the
     // older gate pass finds a thread's replies by the `thread` rows of
     // `interactions`, so going down copies them back.
-    let (db, ch) = setup("counts_down_0019").await;
+    let (db, ch) = migrated("counts_down_0019").await;
     let (owner, alice) = (did("owner"), did("alice"));
     let t = "2024-05-01T10:00:00Z";
     let root = post_uri(&owner, "3kroot0000001");

@@ -27,3 +27,14 @@ pub fn fresh(hint: &str) -> (TestDatabase, ClickHouse) {
     .expect("config");
     (db, ch)
 }
+
+/// [`fresh`], with every migration run.
+pub async fn migrated(hint: &str) -> (TestDatabase, ClickHouse) {
+    let (db, ch) = fresh(hint);
+    use skyhouse_store::migrate::{embedded, Migrator};
+    Migrator::new(&ch, embedded().expect("migrations"))
+        .up()
+        .await
+        .expect("up");
+    (db, ch)
+}

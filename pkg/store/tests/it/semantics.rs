@@ -2,10 +2,9 @@
 //! deletes delete (even when they arrive first), and the newest version wins
 //! between backfill and live rows in any order.
 
-use crate::fresh;
+use crate::migrated;
 use skyhouse_atproto::cbor::Value;
 use skyhouse_atproto::json::from_lex_json;
-use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::writer::{write_batch, WriterConfig};
 use skyhouse_store::{ClickHouse, StoreError};
 use skyhouse_transform::{apply, Action, Cid, Op, Rows};
@@ -51,15 +50,6 @@ async fn write(ch: &ClickHouse, mut rows: Rows) {
         .expect("write");
 }
 
-async fn setup(hint: &str) -> (skyhouse_testkit::TestDatabase, ClickHouse) {
-    let (db, ch) = fresh(hint);
-    Migrator::new(&ch, migrate::embedded().expect("migrations"))
-        .up()
-        .await
-        .expect("up");
-    (db, ch)
-}
-
 /// Live likes as `rkey version` lines, from both the raw and the typed table.
 fn live(db: &skyhouse_testkit::TestDatabase) -> (String, String) {
     let n = db.name();
@@ -74,7 +64,7 @@ fn live(db: &skyhouse_testkit::TestDatabase) -> (String, String) {
 
 #[tokio::test]
 async fn inserting_the_same_events_twice_changes_nothing() {
-    let (db, ch) = setup("sem_replay").await;
+    let (db, ch) = migrated("sem_replay").await;
     let rec = like("at://did:plc:x/app.bsky.feed.post/3kabc");
     for _ in 0..2 {
         write(&ch, op_rows("3laaa", Action::Create, 100, Some(&rec))).await;
@@ -106,7 +96,7 @@ async fn inserting_the_same_events_twice_changes_nothing() {
 
 #[tokio::test]
 async fn create_then_delete_is_invisible() {
-    let (db, ch) = setup("sem_create_delete").await;
+    let (db, ch) = migrated("sem_create_delete").await;
     let rec = like("at://did:plc:x/app.bsky.feed.post/3kabc");
     write(&ch, op_rows("3lccc", Action::Create, 200, Some(&rec))).await;
     assert_eq!(live(&db).0, "3lccc\t200\n");
@@ -116,7 +106,7 @@ async fn create_then_delete_is_invisible() {
 
 #[tokio::test]
 async fn a_delete_arriving_before_its_create_still_deletes() {
-    let (db, ch) = setup("sem_delete_first").await;
+    let (db, ch) = migrated("sem_delete_first").await;
     let rec = like("at://did:plc:x/app.bsky.feed.post/3kabc");
     write(&ch, op_rows("3lddd", Action::Delete, 301, None)).await;
     write(&ch, op_rows("3lddd", Action::Create, 300, Some(&rec))).await;
@@ -125,7 +115,7 @@ async fn a_delete_arriving_before_its_create_still_deletes() {
 
 #[tokio::test]
 async fn the_newer_version_wins_between_backfill_and_live_in_any_order() {
-    let (db, ch) = setup("sem_backfill_live").await;
+    let (db, ch) = migrated("sem_backfill_live").await;
     let old = like("at://did:plc:x/app.bsky.feed.post/old");
     let new = like("at://did:plc:x/app.bsky.feed.post/new");
     // Backfill snapshot at rev R=500 vs live update at R+1, both orders.
@@ -153,7 +143,7 @@ async fn a_missing_table_fails_the_batch_and_dead_letters_nothing() {
     // A binary newer than the applied migrations: ClickHouse says the
     // table does not exist. That is not the rows' fault: nothing may be
     // dead-lettered or acknowledged; the error says to migrate.
-    let (db, ch) = setup("sem_schema").await;
+    let (db, ch) = migrated("sem_schema").await;
     let n = db.name();
     db.query(&format!("DROP TABLE {n}.likes"));
     let rec = like("at://did:plc:x/app.bsky.feed.post/3kabc");
@@ -172,7 +162,7 @@ async fn a_missing_table_fails_the_batch_and_dead_letters_nothing() {
 
 #[tokio::test]
 async fn only_the_rows_clickhouse_refuses_are_dead_lettered() {
-    let (db, ch) = setup("sem_bisect").await;
+    let (db, ch) = migrated("sem_bisect").await;
     let n = db.name();
     // A table expression that refuses some values (code 395): the same kind
     // of answer a parse or type error gets, for chosen rows only.
@@ -231,7 +221,7 @@ async fn only_the_rows_clickhouse_refuses_are_dead_lettered() {
 async fn dead_letters_that_cannot_be_stored_fail_the_batch() {
     // If even dead_letters refuses the refused rows, the batch fails
     // instead of acknowledging rows that are nowhere.
-    let (db, ch) = setup("sem_nowhere").await;
+    let (db, ch) = migrated("sem_nowhere").await;
     let n = db.name();
     db.query(&format!(
         "ALTER TABLE {n}.likes ADD COLUMN refuse UInt8 MATERIALIZED throwIf(did != '')"

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use crate::fresh;
+use crate::migrated;
 use skyhouse_atproto::json::from_lex_json;
-use skyhouse_store::migrate::{self, Migrator};
 use skyhouse_store::writer::{self, WriterConfig};
+use skyhouse_store::ClickHouse;
+use skyhouse_testkit::TestDatabase;
 use skyhouse_transform::{apply, Action, Cid, Op, RawRecords, Recycler, Rows};
 use tokio::sync::mpsc;
 
@@ -39,29 +40,18 @@ fn add_follow(n: u64, rows: &mut Rows) {
     );
 }
 
-#[tokio::test]
-async fn rows_kept_encoded_are_written_and_their_buffers_given_back_to_the_producer() {
-    let (db, ch) = fresh("writer_recycle");
-    Migrator::new(&ch, migrate::embedded().expect("m"))
-        .up()
-        .await
-        .expect("up");
+/// Run the writer over `messages` until its input closes: each ack's
+/// (position, rows).
+async fn write_all(
+    ch: &ClickHouse,
+    cfg: WriterConfig,
+    messages: Vec<(Rows, u64)>,
+) -> Vec<(u64, usize)> {
     let (tx, rx) = mpsc::channel(16);
     let (ack_tx, mut acks) = mpsc::channel(16);
-    let task = tokio::spawn(writer::run(ch.clone(), WriterConfig::default(), rx, ack_tx));
-    // Rows as the indexer's decode task makes them, all made before any is
-    // sent (so none takes a buffer another gave back).
-    let recycler = Recycler::default();
-    let messages: Vec<Rows> = (1..=3u64)
-        .map(|n| {
-            let mut rows = Rows::for_writer(RawRecords::All, None);
-            rows.recycle_via(&recycler);
-            add_follow(n, &mut rows);
-            rows
-        })
-        .collect();
-    for (n, rows) in (1..=3u64).zip(messages) {
-        tx.send((rows, n)).await.expect("send");
+    let task = tokio::spawn(writer::run(ch.clone(), cfg, rx, ack_tx));
+    for m in messages {
+        tx.send(m).await.expect("send");
     }
     drop(tx);
     task.await.expect("join").expect("writer");
@@ -69,62 +59,61 @@ async fn rows_kept_encoded_are_written_and_their_buffers_given_back_to_the_produ
     while let Some(a) = acks.recv().await {
         got.push((a.upto, a.rows));
     }
+    got
+}
+
+/// The live follows of `db`.
+fn live_follows(db: &TestDatabase) -> String {
+    let n = db.name();
+    db.query(&format!(
+        "SELECT count() FROM {n}.follows FINAL WHERE deleted = 0"
+    ))
+    .trim()
+    .to_owned()
+}
+
+#[tokio::test]
+async fn rows_kept_encoded_are_written_and_their_buffers_given_back_to_the_producer() {
+    let (db, ch) = migrated("writer_recycle").await;
+    // Rows as the indexer's decode task makes them, all made before any is
+    // sent (so none takes a buffer another gave back).
+    let recycler = Recycler::default();
+    let messages = (1..=3u64)
+        .map(|n| {
+            let mut rows = Rows::for_writer(RawRecords::All, None);
+            rows.recycle_via(&recycler);
+            add_follow(n, &mut rows);
+            (rows, n)
+        })
+        .collect();
+    let got = write_all(&ch, WriterConfig::default(), messages).await;
     assert_eq!(got, vec![(3, 6)]);
     // The three messages' buffers, copied into the batch, came back.
     assert_eq!(recycler.kept(), 3);
-    let n = db.name();
-    assert_eq!(
-        db.query(&format!(
-            "SELECT count() FROM {n}.follows FINAL WHERE deleted = 0"
-        ))
-        .trim(),
-        "3"
-    );
+    assert_eq!(live_follows(&db), "3");
 }
 
 #[tokio::test]
 async fn batches_close_on_rows_and_on_close_and_ack_the_highest_position() {
-    let (db, ch) = fresh("writer_rows");
-    Migrator::new(&ch, migrate::embedded().expect("m"))
-        .up()
-        .await
-        .expect("up");
-    let (tx, rx) = mpsc::channel(16);
-    let (ack_tx, mut acks) = mpsc::channel(16);
+    let (db, ch) = migrated("writer_rows").await;
     // Each op gives 2 rows (records + follows): close every 4 rows = 2 ops.
     let cfg = WriterConfig {
         max_rows: 4,
         max_age: Duration::from_secs(3600),
         ..WriterConfig::default()
     };
-    let task = tokio::spawn(writer::run(ch.clone(), cfg, rx, ack_tx));
-    for (n, pos) in [(1u64, 10u64), (2, 30), (3, 20), (4, 25), (5, 40)] {
-        tx.send((follow_rows(n), pos)).await.expect("send");
-    }
-    drop(tx);
-    task.await.expect("join").expect("writer");
-    let mut got = Vec::new();
-    while let Some(a) = acks.recv().await {
-        got.push((a.upto, a.rows));
-    }
+    let messages = [(1u64, 10u64), (2, 30), (3, 20), (4, 25), (5, 40)]
+        .into_iter()
+        .map(|(n, pos)| (follow_rows(n), pos))
+        .collect();
+    let got = write_all(&ch, cfg, messages).await;
     assert_eq!(got, vec![(30, 4), (25, 4), (40, 2)]);
-    let n = db.name();
-    assert_eq!(
-        db.query(&format!(
-            "SELECT count() FROM {n}.follows FINAL WHERE deleted = 0"
-        ))
-        .trim(),
-        "5"
-    );
+    assert_eq!(live_follows(&db), "5");
 }
 
 #[tokio::test]
 async fn a_batch_closes_on_age_while_the_input_stays_open() {
-    let (db, ch) = fresh("writer_age");
-    Migrator::new(&ch, migrate::embedded().expect("m"))
-        .up()
-        .await
-        .expect("up");
+    let (db, ch) = migrated("writer_age").await;
     let (tx, rx) = mpsc::channel(16);
     let (ack_tx, mut acks) = mpsc::channel(16);
     let cfg = WriterConfig {
@@ -149,11 +138,7 @@ async fn a_batch_closes_on_age_while_the_input_stays_open() {
 
 #[tokio::test]
 async fn sequential_tables_write_the_same_rows() {
-    let (db, ch) = fresh("writer_sequential");
-    Migrator::new(&ch, migrate::embedded().expect("m"))
-        .up()
-        .await
-        .expect("up");
+    let (db, ch) = migrated("writer_sequential").await;
     let cfg = WriterConfig {
         concurrent_tables: false,
         ..WriterConfig::default()
