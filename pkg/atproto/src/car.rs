@@ -380,11 +380,13 @@ struct Slot {
 }
 
 /// Where in-memory block bytes live: an arena we filled, or the caller's
-/// whole CAR shared without a copy.
+/// whole CAR shared without a copy (as it had it: a shared slice, or a
+/// vector it handed over).
 #[derive(Debug)]
 enum Arena {
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
+    SharedVec(Arc<Vec<u8>>),
 }
 
 impl Arena {
@@ -392,6 +394,7 @@ impl Arena {
         match self {
             Arena::Owned(v) => v,
             Arena::Shared(a) => a,
+            Arena::SharedVec(v) => v,
         }
     }
 }
@@ -500,11 +503,28 @@ impl BlockStore {
     /// Index a whole CAR already in memory, without copying its blocks: the
     /// store keeps a reference to `car`. Returns the roots and the store.
     pub fn from_shared(car: Arc<[u8]>, opts: CarOptions) -> Result<(Vec<Cid>, Self), CarError> {
+        BlockStore::index_whole(&car.clone(), Arena::Shared(car), opts)
+    }
+
+    /// [`BlockStore::from_shared`] for a CAR read into a vector, kept as it
+    /// is (an `Arc<[u8]>` of it would be a copy of every byte, in memory
+    /// faulted in anew).
+    pub fn from_vec(car: Vec<u8>, opts: CarOptions) -> Result<(Vec<Cid>, Self), CarError> {
+        let car = Arc::new(car);
+        BlockStore::index_whole(&car.clone(), Arena::SharedVec(car), opts)
+    }
+
+    /// Index `car`, which `arena` holds, in place.
+    fn index_whole(
+        car: &[u8],
+        arena: Arena,
+        opts: CarOptions,
+    ) -> Result<(Vec<Cid>, Self), CarError> {
         let mut store = BlockStore::new(usize::MAX);
-        store.arena = Arena::Shared(car.clone());
+        store.arena = arena;
         store.order.reserve(car.len() / 256);
         store.index.reserve(car.len() / 256);
-        let roots = walk_slice(&car, opts, |cid, offset, cid_len, data_len| {
+        let roots = walk_slice(car, opts, |cid, offset, cid_len, data_len| {
             let slot = Slot {
                 offset: offset as u64,
                 data_len: data_len as u32,
@@ -603,7 +623,7 @@ impl BlockStore {
         }
         let fits = match &self.arena {
             Arena::Owned(v) => v.len().saturating_add(data.len() + 64) <= self.memory_cap,
-            Arena::Shared(_) => false,
+            Arena::Shared(_) | Arena::SharedVec(_) => false,
         };
         if let (true, Arena::Owned(v)) = (fits, &mut self.arena) {
             let offset = v.len() as u64;

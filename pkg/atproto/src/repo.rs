@@ -125,6 +125,13 @@ impl Repo {
         Repo::from_blocks(&roots, blocks)
     }
 
+    /// [`Repo::from_shared`] for a CAR read into a vector (a download), kept
+    /// as it is: no copy.
+    pub fn from_vec(car: Vec<u8>, opts: CarOptions) -> Result<Repo, RepoError> {
+        let (roots, blocks) = BlockStore::from_vec(car, opts)?;
+        Repo::from_blocks(&roots, blocks)
+    }
+
     fn from_blocks(roots: &[Cid], blocks: BlockStore) -> Result<Repo, RepoError> {
         let root = match roots {
             [root] => *root,

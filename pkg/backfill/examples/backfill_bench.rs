@@ -29,7 +29,6 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, Read, Write};
-use std::sync::Arc;
 use std::time::Duration;
 
 use skyhouse_atproto::car::CarOptions;
@@ -100,7 +99,7 @@ fn decode(dirs: &[String]) -> Result<serde_json::Value, BoxError> {
             size_hint: Some(car.len() as u64),
             ..CarOptions::default()
         };
-        let repo = Repo::from_shared(Arc::from(car), opts)?;
+        let repo = Repo::from_vec(car, opts)?;
         let version = repo.commit.rev_u64().ok_or("commit rev is not a TID")?;
         keys.clear();
         records += skyhouse_backfill::repo_rows(

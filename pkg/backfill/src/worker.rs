@@ -763,8 +763,7 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
         Fetched::Car(car) => {
             opts.size_hint = Some(car.len() as u64);
             tokio::task::spawn_blocking(move || {
-                Repo::from_shared(Arc::from(car), opts)
-                    .map_err(|e| BackfillError::Repo(e.to_string()))
+                Repo::from_vec(car, opts).map_err(|e| BackfillError::Repo(e.to_string()))
             })
             .await
         }

@@ -63,10 +63,12 @@ fn fixture_cars_match_independent_listings() {
 }
 
 #[test]
-fn spilling_to_disk_gives_the_same_walk() {
+fn spilling_to_disk_or_a_handed_over_vector_gives_the_same_walk() {
     let bytes = read("repo-stream/little.car");
     let in_memory = Repo::from_bytes(&bytes, CarOptions::default()).expect("repo");
     let streamed = Repo::read(bytes.as_slice(), CarOptions::default()).expect("repo");
+    let handed_over = Repo::from_vec(bytes.clone(), CarOptions::default()).expect("repo");
+    assert_eq!(listing(&in_memory), listing(&handed_over));
     let opts = CarOptions {
         memory_cap: 96 << 10,
         max_block: 32 << 10,
@@ -176,6 +178,15 @@ fn corrupt_block_names_the_cid() {
     let n = bytes.len();
     bytes[n - 5] ^= 0x40;
     let err = Repo::from_bytes(&bytes, CarOptions::default()).expect_err("corrupt");
+    assert!(
+        matches!(
+            err,
+            skyhouse_atproto::repo::RepoError::Car(CarError::HashMismatch { .. })
+        ),
+        "{err}"
+    );
+    // The same check when the CAR is handed over as a vector.
+    let err = Repo::from_vec(bytes, CarOptions::default()).expect_err("corrupt");
     assert!(
         matches!(
             err,
