@@ -251,8 +251,9 @@ impl Recycler {
     /// messages, and a producer takes one per message.
     pub const KEEP: usize = 4;
     /// A buffer with room for more bytes than this (a burst's) is freed, not
-    /// kept.
-    pub const MAX_BYTES: usize = 16 << 20;
+    /// kept: at most 32 MiB held (an indexer message's buffers hold about a
+    /// megabyte, a backfill chunk's 4 to 8).
+    pub const MAX_BYTES: usize = 8 << 20;
 
     fn spare(&self) -> std::sync::MutexGuard<'_, Vec<Encoded>> {
         // A panic while holding the lock leaves a list of empty buffers:
