@@ -9,6 +9,11 @@
 //!                                                key from index.tsv, PDS = this server
 //! GET /xrpc/com.atproto.sync.getRepo?did=<did>   the CAR, Content-Length, streamed from
 //!                                                disk (sendfile)
+//! GET /.well-known/atproto-did                   with `Host: <id>.bench.test` (the handle
+//!                                                of did:plc:<id>'s document): the DID, so
+//!                                                the worker's handle check
+//!                                                (`--handle-resolver-http`) is answered
+//!                                                on loopback
 //! ```
 //!
 //! Prints one line, `{"url":"http://127.0.0.1:PORT","repos":N}`, once it
@@ -104,6 +109,7 @@ fn serve(stream: TcpStream, repos: &HashMap<String, Repo>, url: &str) -> io::Res
         let target = line.split(' ').nth(1).unwrap_or("").to_string();
         let mut close = line.contains("HTTP/1.0");
         let mut body_len = 0u64;
+        let mut host = String::new();
         loop {
             line.clear();
             if reader.read_line(&mut line)? == 0 {
@@ -119,11 +125,13 @@ fn serve(stream: TcpStream, repos: &HashMap<String, Repo>, url: &str) -> io::Res
                     close = value.eq_ignore_ascii_case("close");
                 } else if name.eq_ignore_ascii_case("content-length") {
                     body_len = value.parse().unwrap_or(0);
+                } else if name.eq_ignore_ascii_case("host") {
+                    host = value.to_ascii_lowercase();
                 }
             }
         }
         io::copy(&mut (&mut reader).take(body_len), &mut io::sink())?;
-        respond(&mut out, &target, repos, url)?;
+        respond(&mut out, &target, &host, repos, url)?;
         if close {
             return Ok(());
         }
@@ -133,10 +141,26 @@ fn serve(stream: TcpStream, repos: &HashMap<String, Repo>, url: &str) -> io::Res
 fn respond(
     out: &mut TcpStream,
     target: &str,
+    host: &str,
     repos: &HashMap<String, Repo>,
     url: &str,
 ) -> io::Result<()> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path == "/.well-known/atproto-did" {
+        let name = host.split(':').next().unwrap_or("");
+        let did = name
+            .strip_suffix(".bench.test")
+            .map(|id| format!("did:plc:{id}"))
+            .filter(|did| repos.contains_key(did));
+        return match did {
+            Some(did) => write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{did}",
+                did.len()
+            ),
+            None => json(out, 404, r#"{"error":"NotFound"}"#),
+        };
+    }
     if path == "/xrpc/com.atproto.sync.getRepo" {
         let did = query
             .split('&')
