@@ -712,6 +712,8 @@ impl DecodeLoop {
                         metrics::verify_failed("bad_signature");
                     }
                     rows.append(&mut scratch);
+                    // Emptied by the append: its buffers back for the next message.
+                    scratch.recycle();
                     return d;
                 }
                 // No key: keep the commit as a dead letter and have the
