@@ -402,6 +402,7 @@ fn work(args: WorkArgs) -> Result<ExitCode> {
                 progress: cfg.writer.progress.clone(),
                 stuck_after: args.clickhouse.stuck_after(),
             }),
+            &[],
             &args.shutdown,
             skyhouse_backfill::metrics::describe,
         )

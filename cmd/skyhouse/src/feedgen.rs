@@ -174,6 +174,7 @@ pub fn run(mut args: FeedgenArgs) -> Result<ExitCode> {
             &args.redis,
             &ch,
             None,
+            &["refresh"],
             &args.shutdown,
             skyhouse_feeds::describe_metrics,
         )

@@ -297,6 +297,7 @@ pub fn run(args: IndexerArgs) -> Result<ExitCode> {
                 progress: cfg.writer.progress.clone(),
                 stuck_after: args.clickhouse.stuck_after(),
             }),
+            &["indexer", "source"],
             &args.shutdown,
             || skyhouse_pipeline::metrics::export_at_zero(cfg.source.kind),
         )

@@ -112,6 +112,7 @@ pub fn run(args: SearchArgs) -> Result<ExitCode> {
             &args.redis,
             &ch,
             None,
+            &["refresh"],
             &args.shutdown,
             skyhouse_api::describe_metrics,
         )

@@ -117,12 +117,16 @@ pub struct Writes {
 /// `clickhouse` and `redis`; with `writes`, also `clickhouse_writes` (false
 /// while the writer has been failing and retrying for longer than its limit);
 /// on a cluster, also `clickhouse_shards` and `clickhouse_writable`
-/// ([`probe_cluster`]).
+/// ([`probe_cluster`]). `later_checks` are the checks the service itself sets
+/// once it runs: they are false from before `/health` first answers, so it
+/// never says ready in between (a search API whose counts were not refreshed
+/// yet, an indexer not yet reading its source).
 pub async fn start(
     metrics_addr: SocketAddr,
     redis: &RedisArgs,
     ch: &ClickHouse,
     writes: Option<Writes>,
+    later_checks: &[&'static str],
     grace: &ShutdownArgs,
     export_metrics: impl FnOnce(),
 ) -> Result<Service> {
@@ -130,6 +134,9 @@ pub async fn start(
     skyhouse_store::retry::describe_metrics();
     export_metrics();
     let health = Health::default();
+    for check in later_checks {
+        health.set(check, false);
+    }
     let (shutdown, pending) = grace.install();
     let listener = listen(metrics_addr, "--metrics-addr")?;
     tokio::spawn(skyhouse_telemetry::serve_metrics(

@@ -165,14 +165,25 @@ pub async fn serve(
 ///
 /// `health`'s `refresh` check is false until the first refresh succeeds
 /// (the stats and counts are those of the last refresh) and after a failed
-/// one.
-pub async fn refresh_loop(
+/// one. The check is set when this is called, not when the loop first runs:
+/// a spawned loop may run after `/health` has answered, which without the
+/// check would say ready with no refresh done.
+pub fn refresh_loop(
+    ch: ClickHouse,
+    health: skyhouse_telemetry::Health,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send {
+    health.set("refresh", false);
+    async move { refresh_rounds(ch, health, every, shutdown).await }
+}
+
+async fn refresh_rounds(
     ch: ClickHouse,
     health: skyhouse_telemetry::Health,
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    health.set("refresh", false);
     loop {
         if ch.server_version().await.is_ok() {
             match skyhouse_store::aggregates::refresh(&ch).await {
@@ -227,4 +238,32 @@ pub fn describe_metrics() {
         metrics::Unit::Seconds,
         "Request time by route"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The search binary spawns the loop after its `/health` listener is
+    /// up: the check must be there before the loop first runs, or `/health`
+    /// says ready with the counts not yet refreshed.
+    #[test]
+    fn the_refresh_check_holds_health_back_from_the_call_not_the_first_poll() {
+        let ch = ClickHouse::new(skyhouse_store::ClickHouseConfig::local(
+            "http://127.0.0.1:9",
+            "unused",
+        ))
+        .expect("a valid config");
+        let health = skyhouse_telemetry::Health::default();
+        health.set("clickhouse", true);
+        assert!(health.ready());
+        let never_polled = refresh_loop(
+            ch,
+            health.clone(),
+            Duration::from_secs(1),
+            CancellationToken::new(),
+        );
+        assert!(!health.ready(), "ready before any refresh ran");
+        drop(never_polled);
+    }
 }

@@ -684,14 +684,26 @@ async fn rank_and_snapshot(
 /// the recent tables the rankings read, hidden accounts, daily stats,
 /// retention: `skyhouse_store::aggregates::refresh`; `/health` check
 /// `refresh`; the binary probes ClickHouse and Redis for every service).
-pub async fn refresh_loop(
+///
+/// Not ready until the first refresh (counts may be stale until then): the
+/// check is set when this is called, before a spawned loop first runs, so
+/// `/health` never says ready in between.
+pub fn refresh_loop(
+    ch: ClickHouse,
+    health: Health,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send {
+    health.set("refresh", false);
+    async move { refresh_rounds(ch, health, interval, shutdown).await }
+}
+
+async fn refresh_rounds(
     ch: ClickHouse,
     health: Health,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    // Not ready until the first refresh: counts may be stale until then.
-    health.set("refresh", false);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

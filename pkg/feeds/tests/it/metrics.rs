@@ -17,12 +17,17 @@ async fn every_series_the_requests_count_was_exported_at_the_start() {
     let fg = Feedgen::start("feeds_metrics", builtin_feeds()).await;
     let stop = skyhouse_telemetry::CancellationToken::new();
     let health = skyhouse_telemetry::Health::default();
-    tokio::spawn(skyhouse_feeds::refresh_loop(
+    health.set("clickhouse", true);
+    let refresh = skyhouse_feeds::refresh_loop(
         fg.ch.clone(),
         health.clone(),
         Duration::from_secs(3600),
         stop.clone(),
-    ));
+    );
+    // Not ready from the call on, before the spawned loop first runs (the
+    // binary spawns it after /health answers).
+    assert!(!health.ready(), "ready before the first refresh");
+    tokio::spawn(refresh);
     // A miss, a hit, a refused token, a bad request.
     for _ in 0..2 {
         assert_eq!(fg.skeleton("top-1h", "", None).await.0, 200);
