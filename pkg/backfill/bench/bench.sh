@@ -23,6 +23,7 @@
 # cores other processes used; peak RSS of the worker, load averages. Then the medians of RUNS.
 # Usage: bench.sh [REPOS] [RUNS] [CONCURRENCY] [CASES] [WORK_ARGS...]
 #   CASES: comma-separated, default small,big; WORK_ARGS go to `skyhouse backfill work`.
+#   BENCH_HANDLE_DELAY_MS: car_server holds each handle answer this long (slow handle domains).
 #   CARGO_TARGET_DIR: where the release `skyhouse`, `car_server` and `backfill_bench` are
 #   (default target).
 #   On a cluster (`just bench-cluster`): CLICKHOUSE_ADDRESS one of its servers,

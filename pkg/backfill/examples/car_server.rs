@@ -16,6 +16,9 @@
 //!                                                on loopback
 //! ```
 //!
+//! `BENCH_HANDLE_DELAY_MS=N` holds each `/.well-known/atproto-did` answer N
+//! ms (handle domains that answer slowly, as many do across the network).
+//!
 //! Prints one line, `{"url":"http://127.0.0.1:PORT","repos":N}`, once it
 //! listens, then serves (one thread per connection, keep-alive) until its
 //! standard input closes or it is killed. Std only: no async runtime, no
@@ -27,6 +30,12 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// `BENCH_HANDLE_DELAY_MS`: how long each handle answer is held (default 0).
+static HANDLE_DELAY: std::sync::LazyLock<std::time::Duration> = std::sync::LazyLock::new(|| {
+    let ms = std::env::var("BENCH_HANDLE_DELAY_MS").ok();
+    std::time::Duration::from_millis(ms.and_then(|v| v.parse().ok()).unwrap_or(0))
+});
 
 struct Repo {
     key: String,
@@ -147,6 +156,7 @@ fn respond(
 ) -> io::Result<()> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if path == "/.well-known/atproto-did" {
+        std::thread::sleep(*HANDLE_DELAY);
         let name = host.split(':').next().unwrap_or("");
         let did = name
             .strip_suffix(".bench.test")

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::fetch::{Fetched, Fetcher};
-use crate::hosts::{Hosts, PdsCache};
+use crate::hosts::{DidInfo, Hosts, PdsCache};
 use crate::{
     BackfillError, Progress, BACKFILL_STREAM, BATCH_AGE, BATCH_BYTES, BATCH_ROWS, DEAD_LIST, GROUP,
 };
@@ -292,7 +292,25 @@ struct Ctx {
     pds: PdsCache,
     sink: Rowsink,
     done: mpsc::Sender<Finished>,
+    /// Repositories whose rows are sent and whose handle check has not
+    /// answered: `PENDING_PER_WORKER` permits per worker.
+    pending: Arc<tokio::sync::Semaphore>,
 }
+
+impl Ctx {
+    fn queue(&self, resync: bool) -> &WorkQueue {
+        if resync {
+            &self.resync
+        } else {
+            &self.backfill
+        }
+    }
+}
+
+/// How many repositories per worker may wait for their handle check after
+/// their rows are sent (each holds its entry's claim and a little memory,
+/// not its CAR).
+const PENDING_PER_WORKER: usize = 32;
 
 /// Run workers until `shutdown` (or, with `drain`, until the queues are
 /// empty and nothing is pending). Entries still in flight at shutdown stay
@@ -326,6 +344,9 @@ pub async fn run(
             recycler: skyhouse_transform::Recycler::default(),
         },
         done: done_tx,
+        pending: Arc::new(tokio::sync::Semaphore::new(
+            cfg.concurrency * PENDING_PER_WORKER,
+        )),
         backfill: backfill.clone(),
         resync: resync.clone(),
         hosts: Hosts::new(cfg.per_host),
@@ -433,24 +454,41 @@ async fn worker(
             }
             continue;
         };
-        let queue = if resync { &ctx.resync } else { &ctx.backfill };
+        let queue = ctx.queue(resync);
         cfg.progress.in_flight.fetch_add(1, Ordering::Relaxed);
+        let every = cfg.claim_idle / 3;
         let work = process(&ctx, &entry, resync);
-        tokio::pin!(work);
-        let mut beat = tokio::time::interval(cfg.claim_idle / 3);
-        beat.tick().await;
-        let finished = loop {
-            tokio::select! {
-                f = &mut work => break f,
-                _ = beat.tick() => {
-                    if let Err(e) = queue.touch(&cfg.consumer, std::slice::from_ref(&entry.id)).await {
-                        tracing::warn!(error = %e, did = entry.did, "heartbeat failed");
+        let outcome = heartbeating(queue, &cfg.consumer, &entry, every, work).await?;
+        match outcome {
+            Some(o) if o.waits() => {
+                // The handle check has not answered: the rest waits for it
+                // on a task of its own, and this worker takes the next
+                // repository (at most `PENDING_PER_WORKER` per worker wait).
+                let permit = ctx
+                    .pending
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| closed())?;
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let (queue, entry) = (ctx.queue(o.resync), o.entry.clone());
+                    let finish = o.finish(&ctx);
+                    let every = ctx.cfg.claim_idle / 3;
+                    match heartbeating(queue, &ctx.cfg.consumer, &entry, every, finish).await {
+                        Ok(f) => {
+                            let _ = ctx.done.send(f).await;
+                        }
+                        // Only a stopped writer: the entry stays pending.
+                        Err(e) => {
+                            tracing::warn!(did = entry.did, error = %e, "repository not finished")
+                        }
                     }
-                }
+                });
             }
-        }?;
-        match finished {
-            Some(f) => {
+            Some(o) => {
+                let f = o.finish(&ctx).await?;
                 if ctx.done.send(f).await.is_err() {
                     return Err(closed());
                 }
@@ -547,8 +585,8 @@ struct Attempt {
     records: u64,
     tombstones: u64,
     /// The DID's identity (its document's handle, checked), when the
-    /// document could be had.
-    identity: Option<Identity>,
+    /// document could be had: a check that may still be running.
+    identity: Option<PendingIdentity>,
     /// The account's hosting status: active when `getRepo` served the
     /// repository, else what `getRepoStatus` (or `getRepo`'s error) said.
     account: Option<AccountRow>,
@@ -568,10 +606,15 @@ impl Attempt {
         }
     }
 
-    /// The `identities` and `accounts` rows this attempt learnt.
-    fn rows(&self) -> Rows {
+    /// The `identities` and `accounts` rows this attempt learnt, once its
+    /// handle check has answered.
+    async fn rows(&mut self) -> Rows {
         let mut rows = Rows::default();
-        if let Some(id) = &self.identity {
+        let identity = match self.identity.take() {
+            Some(pending) => pending.wait().await,
+            None => None,
+        };
+        if let Some(id) = &identity {
             crate::metrics::identity(id.status.as_str());
             rows.push_identity(IdentityRow {
                 did: id.did.clone(),
@@ -584,6 +627,35 @@ impl Attempt {
             rows.push_account(account.clone());
         }
         rows
+    }
+}
+
+/// A handle check running on its own task, beside the repository's
+/// download and walk: a slow or silent handle domain (each check may wait
+/// out its DNS and HTTP timeouts) holds no worker. Aborted if dropped.
+struct PendingIdentity(tokio::task::JoinHandle<Identity>);
+
+impl PendingIdentity {
+    fn start(ctx: &Arc<Ctx>, did: &str, info: &DidInfo) -> PendingIdentity {
+        let (ctx, did, info) = (ctx.clone(), did.to_owned(), info.clone());
+        PendingIdentity(tokio::spawn(async move {
+            ctx.pds.identity(&ctx.resolver, &did, &info, false).await
+        }))
+    }
+
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// The identity; `None` if the check's task panicked.
+    async fn wait(mut self) -> Option<Identity> {
+        (&mut self.0).await.ok()
+    }
+}
+
+impl Drop for PendingIdentity {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -627,16 +699,16 @@ async fn hosted_status(ctx: &Ctx, pds: &str, did: &str, refused: &str) -> Accoun
     }
 }
 
-/// Process one entry with retries; ends in a [`Finished`] (failures too:
+/// Process one entry with retries; ends in an [`Outcome`] (failures too:
 /// they are recorded, dead-lettered and acked) unless the writer stopped, or
 /// in `None` when the entry went back to the end of its queue because the
 /// monitor found its host down. One trace span per repository.
 #[tracing::instrument(name = "backfill.repo", skip_all, fields(did = %entry.did, resync))]
 async fn process(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     entry: &WorkEntry,
     resync: bool,
-) -> Result<Option<Finished>, BackfillError> {
+) -> Result<Option<Outcome>, BackfillError> {
     let cfg = &ctx.cfg;
     let mut attempt = 0;
     let result = loop {
@@ -660,7 +732,7 @@ async fn process(
         Err(BackfillError::HostDown(host)) => {
             // Re-queue first, then ack: a crash in between leaves the DID
             // queued twice (harmless), never not at all.
-            let queue = if resync { &ctx.resync } else { &ctx.backfill };
+            let queue = ctx.queue(resync);
             let reason = if resync {
                 "resync-deferred"
             } else {
@@ -687,30 +759,82 @@ async fn process(
             (Attempt::unavailable(RepoStatus::Failed), reason)
         }
     };
-    // Every outcome gets a position, so its repo_state row and ack follow
-    // its rows (if any) through the writer; the identity and account rows
-    // travel in this last chunk.
-    let job = ctx.sink.send(attempt_out.rows()).await?;
-    Ok(Some(Finished {
-        job,
+    Ok(Some(Outcome {
+        entry: entry.clone(),
         resync,
-        id: entry.id.clone(),
-        status: attempt_out.status,
-        tombstones: attempt_out.tombstones,
-        row: RepoStateRow {
-            did: entry.did.clone(),
-            rev: attempt_out.rev,
-            rev_version: attempt_out.rev_version,
-            status: attempt_out.status.as_str().to_string(),
-            records: attempt_out.records,
-            error,
-            updated_at: now_secs(),
-            version: now_version(),
-        },
+        attempt: attempt_out,
+        error,
     }))
 }
 
-async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, BackfillError> {
+/// An entry whose records are all sent, with its last chunk (the identity
+/// and account rows) still to send once its handle check answers.
+struct Outcome {
+    entry: WorkEntry,
+    resync: bool,
+    attempt: Attempt,
+    error: String,
+}
+
+impl Outcome {
+    /// Whether the handle check is still running.
+    fn waits(&self) -> bool {
+        self.attempt
+            .identity
+            .as_ref()
+            .is_some_and(|p| !p.is_finished())
+    }
+
+    /// Send the last chunk. Every outcome gets a position, so its
+    /// repo_state row and ack follow its rows (if any) through the writer.
+    async fn finish(mut self, ctx: &Ctx) -> Result<Finished, BackfillError> {
+        let job = ctx.sink.send(self.attempt.rows().await).await?;
+        let a = self.attempt;
+        Ok(Finished {
+            job,
+            resync: self.resync,
+            id: self.entry.id,
+            status: a.status,
+            tombstones: a.tombstones,
+            row: RepoStateRow {
+                did: self.entry.did,
+                rev: a.rev,
+                rev_version: a.rev_version,
+                status: a.status.as_str().to_string(),
+                records: a.records,
+                error: self.error,
+                updated_at: now_secs(),
+                version: now_version(),
+            },
+        })
+    }
+}
+
+/// `work`, touching `entry` in `queue` every `every` meanwhile, so no other
+/// consumer claims it as idle.
+async fn heartbeating<T>(
+    queue: &WorkQueue,
+    consumer: &str,
+    entry: &WorkEntry,
+    every: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let mut beat = tokio::time::interval(every);
+    beat.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = beat.tick() => {
+                if let Err(e) = queue.touch(consumer, std::slice::from_ref(&entry.id)).await {
+                    tracing::warn!(error = %e, did = entry.did, "heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+async fn attempt_once(ctx: &Arc<Ctx>, did: &str, resync: bool) -> Result<Attempt, BackfillError> {
     let cfg = &ctx.cfg;
     // No such DID: nothing to fetch, and nobody to show.
     let not_found = || Attempt {
@@ -725,12 +849,10 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
     let Some((mut info, cached)) = found(ctx.pds.get(&ctx.resolver, did).await)? else {
         return Ok(not_found());
     };
-    // The handle is checked while the repository downloads.
-    let (fetched, mut identity) = tokio::join!(
-        fetch(ctx, &info.pds, did),
-        ctx.pds.identity(&ctx.resolver, did, &info, false)
-    );
-    let mut fetched = fetched?;
+    // The handle is checked while the repository downloads and is walked;
+    // only the repository's last chunk waits for it.
+    let mut identity = PendingIdentity::start(ctx, did, &info);
+    let mut fetched = fetch(ctx, &info.pds, did).await?;
     let mut answered = skyhouse_identity::now_us();
     if let (Fetched::Unavailable(_), true) = (&fetched, cached) {
         // The cached host no longer serves it: the account may have moved.
@@ -738,7 +860,7 @@ async fn attempt_once(ctx: &Ctx, did: &str, resync: bool) -> Result<Attempt, Bac
             return Ok(not_found());
         };
         if fresh.handle != info.handle {
-            identity = ctx.pds.identity(&ctx.resolver, did, &fresh, false).await;
+            identity = PendingIdentity::start(ctx, did, &fresh);
         }
         let moved = fresh.pds != info.pds;
         let old = std::mem::replace(&mut info, fresh);

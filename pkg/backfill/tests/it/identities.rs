@@ -5,18 +5,20 @@
 //! against backfill rows in both arrival orders.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use skyhouse_backfill::{
     enqueue_dids, refresh_pass, CancellationToken, RefreshConfig, BACKFILL_STREAM, GROUP,
     WALK_CURSOR, WALK_LEASE,
 };
-use skyhouse_identity::INVALID_HANDLE;
+use skyhouse_identity::{HandleConfig, Resolver, ResolverConfig, INVALID_HANDLE};
 use skyhouse_store::ClickHouse;
-use skyhouse_testkit::{firehose, AccountStatus, Network, Scenario, TestDatabase};
+use skyhouse_testkit::dns::{DnsMode, DnsServer};
+use skyhouse_testkit::{firehose, AccountStatus, Network, Records, Scenario, TestDatabase};
 use skyhouse_transform::{Decoder, Rows, Verify};
 
-use crate::{config, dns, fresh, resolver, state, work};
+use crate::{config, dns, fresh, resolver, state, stored, work};
 
 /// `identities` FINAL: did → (handle, version).
 fn identities(db: &TestDatabase) -> BTreeMap<String, (String, u64)> {
@@ -147,6 +149,102 @@ async fn a_backfill_alone_writes_verified_handles_and_hides_the_accounts_the_pds
         .await
         .unwrap();
     assert!(found.iter().all(|a| &a.did != hidden), "{found:?}");
+}
+
+/// A handle check that waits (here a nameserver that does not answer, as
+/// many handle domains' do not) holds no worker: with one worker, every
+/// repository's records are written while every check still waits, and
+/// nothing is acknowledged; once the nameserver answers, each identity row
+/// lands with its handle (verified by the PDS's well-known path) and every
+/// entry is acknowledged.
+#[tokio::test]
+async fn handle_checks_that_wait_hold_no_worker_and_land_when_they_answer() {
+    let network = Network::shared();
+    let pds = network.pds();
+    let scenario = Scenario::run(&pds).await.unwrap();
+    let (db, ch) = fresh("backfill_waiting_handles").await;
+    let st = state("backfill_waiting_handles").await;
+    // A nameserver of this test's own, silent until it is told to answer:
+    // each DNS attempt waits 100 ms, for up to 10 minutes in all.
+    let dns = DnsServer::start();
+    dns.set_mode(DnsMode::Silent);
+    let resolver = Arc::new(
+        Resolver::new(ResolverConfig {
+            plc_url: network.plc_url().to_string(),
+            allow_loopback_http: true,
+            handles: HandleConfig {
+                dns_timeout: Duration::from_millis(100),
+                dns_attempts: 6_000,
+                ..HandleConfig::loopback(vec![dns.addr()], Some(network.pds_url().to_string()))
+            },
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let queue = st.work_queue(BACKFILL_STREAM, GROUP);
+    queue.create_group().await.unwrap();
+    let dids: Vec<String> = scenario.dids().map(str::to_owned).collect();
+    enqueue_dids(&queue, &dids, "did").await.unwrap();
+    let mut cfg = config("waiting_handles");
+    cfg.concurrency = 1;
+    let run = tokio::spawn(skyhouse_backfill::run(
+        cfg,
+        ch.clone(),
+        st.clone(),
+        resolver,
+        CancellationToken::new(),
+    ));
+
+    let truths = pds.truths(scenario.dids()).await.unwrap();
+    let want: BTreeMap<String, Records> = truths
+        .iter()
+        .filter(|(_, t)| t.status == AccountStatus::Active)
+        .map(|(did, t)| (did.clone(), t.records.clone()))
+        .collect();
+    assert!(want.len() >= 4 && want.values().all(|r| !r.is_empty()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if stored(&db) == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the records of {} accounts were not all written while the handle checks waited",
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(dns.queries() > 0, "no handle check asked the nameserver");
+    assert!(
+        identities(&db).is_empty(),
+        "an identity row without an answer"
+    );
+    // Each of them still claimed (an account without a DID document, the
+    // deleted one, has no check to wait for).
+    let claimed = queue.pending().await.unwrap().0;
+    assert!(
+        claimed >= want.len() as u64,
+        "acked early: {claimed} pending"
+    );
+    assert!(!run.is_finished());
+
+    dns.set_mode(DnsMode::Answer);
+    let summary = run.await.unwrap().unwrap();
+    assert_eq!(
+        summary.repos.values().sum::<u64>(),
+        dids.len() as u64,
+        "{summary:?}"
+    );
+    assert_eq!(queue.pending().await.unwrap().0, 0);
+    let ids = identities(&db);
+    for did in want.keys() {
+        let expected = scenario.expected[did].handle.clone().unwrap();
+        assert_eq!(
+            ids.get(did).map(|(h, _)| h),
+            Some(&expected),
+            "handle of {did}"
+        );
+    }
 }
 
 #[tokio::test]
