@@ -327,3 +327,50 @@ async fn views_show_current_visible_state_and_equal_the_counts_and_the_feed() {
         "the limit stops a whole-table read"
     );
 }
+
+/// Since migration 0020, one insert logs each (collection, day) it touches
+/// once in `day_changes` (0012's view logged every record), and the daily
+/// stats still count every record; down to 0019, every record is logged
+/// again.
+#[tokio::test]
+async fn an_insert_logs_each_of_its_days_once_and_the_stats_count_every_record() {
+    let (db, ch) = crate::migrated("day_changes_per_insert").await;
+    let (a, b) = (did("daylog"), did("daylogb"));
+    let subject = serde_json::json!({"subject": {"uri": format!("at://{b}/app.bsky.feed.post/3kpost0000001"), "cid": CID}});
+    let like = || Some(record("app.bsky.feed.like", subject.clone()));
+    let mut ops: Vec<W> = Vec::new();
+    for (i, hours_ago) in [1.0, 1.0, 1.0, 49.0, 49.0, 97.0].into_iter().enumerate() {
+        ops.push((a.clone(), "app.bsky.feed.like", tid(hours_ago, i as u16), 1, like()));
+    }
+    for i in 0..2 {
+        let post = record("app.bsky.feed.post", serde_json::json!({"text": "hi"}));
+        ops.push((b.clone(), "app.bsky.feed.post", tid(1.0, 10 + i), 1, Some(post)));
+    }
+    write(&ch, &ops).await;
+    let count = |sql: &str| db.query(sql).trim().parse::<u64>().expect(sql);
+    let pairs = count("SELECT uniqExact(collection, day) FROM record_days");
+    assert!((3..=5).contains(&pairs), "{pairs} (collection, day) pairs");
+    assert_eq!(count("SELECT count() FROM day_changes"), pairs);
+    assert_eq!(
+        count("SELECT max(c) FROM (SELECT count() AS c FROM day_changes GROUP BY collection, day)"),
+        1
+    );
+    aggregates::refresh(&ch).await.expect("refresh");
+    let stats = db.query(
+        "SELECT collection, sum(records) FROM daily_stats FINAL GROUP BY collection ORDER BY collection FORMAT TabSeparated",
+    );
+    assert_eq!(stats, "app.bsky.feed.like\t6\napp.bsky.feed.post\t2\n");
+
+    // Down to 0019: one row per record again.
+    let all = migrate::embedded().expect("migrations");
+    let since_0020 = all.iter().filter(|m| m.version >= 20).count();
+    Migrator::new(&ch, all)
+        .down(since_0020)
+        .await
+        .expect("down");
+    let more: Vec<W> = (0..3)
+        .map(|i| (a.clone(), "app.bsky.feed.like", tid(2.0, 20 + i), 1, like()))
+        .collect();
+    write(&ch, &more).await;
+    assert_eq!(count("SELECT count() FROM day_changes"), pairs + 3);
+}
