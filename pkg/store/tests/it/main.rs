@@ -28,6 +28,15 @@ pub fn fresh(hint: &str) -> (TestDatabase, ClickHouse) {
     (db, ch)
 }
 
+/// Migrate `ch` down to just before migration `version` (it and every
+/// later one).
+pub async fn down_to_before(ch: &ClickHouse, version: u32) {
+    use skyhouse_store::migrate::{embedded, Migrator};
+    let all = embedded().expect("migrations");
+    let since = all.iter().filter(|m| m.version >= version).count();
+    Migrator::new(ch, all).down(since).await.expect("down");
+}
+
 /// [`fresh`], with every migration run.
 pub async fn migrated(hint: &str) -> (TestDatabase, ClickHouse) {
     let (db, ch) = fresh(hint);
