@@ -5,20 +5,19 @@
 //! against backfill rows in both arrival orders.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use skyhouse_backfill::{
     enqueue_dids, refresh_pass, CancellationToken, RefreshConfig, BACKFILL_STREAM, GROUP,
     WALK_CURSOR, WALK_LEASE,
 };
-use skyhouse_identity::{HandleConfig, Resolver, ResolverConfig, INVALID_HANDLE};
+use skyhouse_identity::{HandleConfig, INVALID_HANDLE};
 use skyhouse_store::ClickHouse;
 use skyhouse_testkit::dns::{DnsMode, DnsServer};
 use skyhouse_testkit::{firehose, AccountStatus, Network, Records, Scenario, TestDatabase};
 use skyhouse_transform::{Decoder, Rows, Verify};
 
-use crate::{config, dns, fresh, resolver, state, stored, work};
+use crate::{config, dns, fresh, resolver, resolver_with, state, stored, work};
 
 /// `identities` FINAL: did → (handle, version).
 fn identities(db: &TestDatabase) -> BTreeMap<String, (String, u64)> {
@@ -168,18 +167,13 @@ async fn handle_checks_that_wait_hold_no_worker_and_land_when_they_answer() {
     // each DNS attempt waits 100 ms, for up to 10 minutes in all.
     let dns = DnsServer::start();
     dns.set_mode(DnsMode::Silent);
-    let resolver = Arc::new(
-        Resolver::new(ResolverConfig {
-            plc_url: network.plc_url().to_string(),
-            allow_loopback_http: true,
-            handles: HandleConfig {
-                dns_timeout: Duration::from_millis(100),
-                dns_attempts: 6_000,
-                ..HandleConfig::loopback(vec![dns.addr()], Some(network.pds_url().to_string()))
-            },
-            ..Default::default()
-        })
-        .unwrap(),
+    let resolver = resolver_with(
+        network,
+        HandleConfig {
+            dns_timeout: Duration::from_millis(100),
+            dns_attempts: 6_000,
+            ..HandleConfig::loopback(vec![dns.addr()], Some(network.pds_url().to_string()))
+        },
     );
     let queue = st.work_queue(BACKFILL_STREAM, GROUP);
     queue.create_group().await.unwrap();

@@ -50,11 +50,16 @@ fn handles(network: &Network) -> HandleConfig {
 }
 
 fn resolver(network: &Network) -> Arc<Resolver> {
+    resolver_with(network, handles(network))
+}
+
+/// [`resolver`] with handles checked as `handles` says.
+fn resolver_with(network: &Network, handles: HandleConfig) -> Arc<Resolver> {
     Arc::new(
         Resolver::new(ResolverConfig {
             plc_url: network.plc_url().to_string(),
             allow_loopback_http: true,
-            handles: handles(network),
+            handles,
             ..Default::default()
         })
         .unwrap(),
